@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what building and testing Kestrel needs on Debian 12, as root.
+# Idempotent: packages already present are not reinstalled.
+set -euo pipefail
+
+pkgs=(build-essential clang meson ninja-build pkg-config check
+      python3 python3-pip unzip ca-certificates
+      libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers vulkan-tools
+      glslang-dev glslang-tools spirv-tools libdrm-dev libclang-rt-14-dev gnuplot-nox)
+
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+        missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "ci/setup.sh: installing ${missing[*]}" >&2
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

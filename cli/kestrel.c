@@ -1,0 +1,1028 @@
+/* kestrel: the sample command-line tool, a client of the public API only.
+ *
+ *   kestrel run      generate text from a prompt
+ *   kestrel chat     talk to an instruction-tuned model
+ *   kestrel bench    prefill and decode speed, like llama-bench
+ *   kestrel info     a GGUF file's metadata and tensors
+ *   kestrel quantize requantize a GGUF file
+ *
+ * Generated text goes to stdout as it comes; everything else to stderr.
+ * Exit status: 0 success, 1 error, 2 bad usage, 130 interrupted. */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kestrel/kestrel.h"
+#include "kestrel/inspect.h"
+#include "kestrel/quantize.h"
+#ifdef KS_HAVE_DEVICES
+#include "kestrel/devices.h"
+#endif
+
+#define DEFAULT_MODEL_FILE "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+static volatile int g_cancel;
+
+static void
+on_sigint(int sig)
+{
+    (void)sig;
+    if (g_cancel)
+        _exit(130);  /* a second Ctrl-C ends at once */
+    g_cancel = 1;
+}
+
+typedef struct opts {
+    const char *model;
+    const char *prompt;
+    const char *prompt_file;
+    const char *system;
+    int32_t     n_predict;
+    uint32_t    n_ctx;
+    uint32_t    n_batch;
+    int32_t     n_threads;
+    ks_backend  backend;
+    int32_t     device;
+    ks_sampling sampling;
+    bool        json;
+    bool        ignore_eos;
+    bool        no_display_prompt;
+    ks_kv_type  kv_type;
+    /* bench */
+    int32_t     n_pp;
+    int32_t     n_tg;
+    int32_t     reps;
+    /* positional arguments (info, quantize) */
+    const char *pos[4];
+    int         n_pos;
+} opts;
+
+static void
+die_usage(const char *cmd, const char *fmt, const char *arg)
+{
+    fprintf(stderr, "kestrel%s%s: ", cmd ? " " : "", cmd ? cmd : "");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nTry 'kestrel %s--help'.\n", cmd ? "" : "");
+    exit(2);
+}
+
+static long
+parse_long(const char *cmd, const char *flag, const char *v, long lo, long hi)
+{
+    char *end;
+    long x;
+
+    errno = 0;
+    x = strtol(v, &end, 10);
+    if (errno || *end || end == v || x < lo || x > hi) {
+        fprintf(stderr,
+                "kestrel %s: %s expects an integer in %ld..%ld, got '%s'\n",
+                cmd, flag, lo, hi, v);
+        exit(2);
+    }
+    return x;
+}
+
+static float
+parse_float(const char *cmd, const char *flag, const char *v, float lo,
+            float hi)
+{
+    char *end;
+    float x;
+
+    errno = 0;
+    x = strtof(v, &end);
+    if (errno || *end || end == v || !(x >= lo && x <= hi)) {
+        fprintf(stderr, "kestrel %s: %s expects a number in %g..%g, got "
+                "'%s'\n", cmd, flag, lo, hi, v);
+        exit(2);
+    }
+    return x;
+}
+
+static const char common_help[] =
+    "  -m, --model FILE      GGUF model (default: " DEFAULT_MODEL_FILE "\n"
+    "                        in $KESTREL_MODEL_DIR or ~/.cache/kestrel/models)\n"
+    "  -t, --threads N       CPU threads (default: all cores)\n"
+    "  -c, --ctx-size N      context length (default: min(model's, 4096))\n"
+    "  -b, --batch-size N    prefill tokens per pass (default: 64)\n"
+    "      --backend B       auto|cpu|vulkan (default: auto)\n"
+    "      --device N        Vulkan device index (default: the best)\n"
+    "      --kv-type T       f16|f32 KV cache (default: f16)\n";
+
+static const char sampling_help[] =
+    "      --temp X          temperature; 0 = greedy (default: 0.8)\n"
+    "      --top-k N         keep the N most likely tokens (default: 40; 0 off)\n"
+    "      --top-p X         nucleus sampling (default: 0.95; 1 off)\n"
+    "      --min-p X         drop tokens below X * p(best) (default: 0.05)\n"
+    "      --repeat-penalty X penalty for recent tokens (default: 1.0, off)\n"
+    "      --repeat-last-n N tokens the penalty looks back on (default: 64)\n"
+    "      --seed N          random seed (default: 0xC0FFEE)\n";
+
+static void
+help(const char *cmd)
+{
+    if (!cmd) {
+        printf("Usage: kestrel COMMAND [OPTIONS]\n\n"
+               "Run small language models from GGUF files on this machine.\n\n"
+               "Commands:\n"
+               "  run       generate text from a prompt\n"
+               "  chat      talk to an instruction-tuned model\n"
+               "  bench     measure prefill and decode speed\n"
+               "  info      show a GGUF file's metadata and tensors\n"
+               "  quantize  requantize a GGUF file (Q4_0, Q8_0, Q4_K, Q6_K)\n"
+#ifdef KS_HAVE_DEVICES
+               "  devices   list Vulkan devices and accelerators\n"
+#endif
+               "\n'kestrel COMMAND --help' describes each command.\n"
+               "Environment: KESTREL_LOG=debug|info|warn|error, "
+               "KESTREL_MODEL_DIR, KESTREL_SIMD=scalar|avx2|neon.\n");
+        return;
+    }
+    if (strcmp(cmd, "run") == 0) {
+        printf("Usage: kestrel run [OPTIONS] -p PROMPT\n\n"
+               "Generates text after PROMPT and streams it to stdout; stats "
+               "go to stderr.\nCtrl-C stops generation and prints the "
+               "stats.\n\nOptions:\n"
+               "  -p, --prompt TEXT     the prompt\n"
+               "  -f, --file FILE       read the prompt from FILE\n"
+               "  -n, --n-predict N     tokens to generate (default: 128; "
+               "-1 until the end)\n"
+               "      --ignore-eos      keep going past end-of-text tokens\n"
+               "      --json            print one JSON object: prompt ids, "
+               "generated ids,\n"
+               "                        text and stats (no streaming)\n"
+               "%s%s", common_help, sampling_help);
+    } else if (strcmp(cmd, "chat") == 0) {
+        printf("Usage: kestrel chat [OPTIONS]\n\n"
+               "Talk to an instruction-tuned model through its chat "
+               "template. Reads one\nmessage per line from stdin; an empty "
+               "line or end of input ends the chat.\n\nOptions:\n"
+               "  -p, --prompt TEXT     send TEXT as the only message, print "
+               "the answer, exit\n"
+               "  -s, --system TEXT     system message (default: the "
+               "model's own, if any)\n"
+               "  -n, --n-predict N     most tokens per answer (default: "
+               "512)\n"
+               "%s%s", common_help, sampling_help);
+    } else if (strcmp(cmd, "bench") == 0) {
+        printf("Usage: kestrel bench [OPTIONS]\n\n"
+               "Measures prompt processing (pp) and text generation (tg) "
+               "speed as the\nmedian of R repetitions, like llama-bench. "
+               "Prompt tokens are random ids.\n\nOptions:\n"
+               "  -p, --n-prompt N      prompt tokens (default: 64; 0 skips "
+               "pp)\n"
+               "  -n, --n-gen N         generated tokens (default: 32; 0 "
+               "skips tg)\n"
+               "  -r, --repetitions R   repetitions (default: 5)\n"
+               "      --json            JSON objects instead of a table\n"
+               "%s", common_help);
+    } else if (strcmp(cmd, "info") == 0) {
+        printf("Usage: kestrel info [--json] FILE\n\n"
+               "Prints a GGUF file's header, metadata (long arrays cut), "
+               "tensor table and\na summary: parameters, bits per weight, "
+               "architecture. Exit status 1 with\na message naming the field "
+               "or tensor when the file is malformed.\n");
+    } else if (strcmp(cmd, "quantize") == 0) {
+        printf("Usage: kestrel quantize INPUT OUTPUT TYPE\n\n"
+               "Requantizes the 2-D weight matrices of INPUT to TYPE (Q4_0, "
+               "Q8_0, Q4_K or\nQ6_K) and writes OUTPUT. Norms and other 1-D "
+               "tensors stay F32; rows whose\nlength does not fit TYPE's "
+               "block fall back as llama-quantize does.\n");
+#ifdef KS_HAVE_DEVICES
+    } else if (strcmp(cmd, "devices") == 0) {
+        printf("Usage: kestrel devices [--json]\n\n"
+               "Lists the Vulkan devices and /dev/accel accelerators Kestrel "
+               "can see.\n");
+#endif
+    }
+}
+
+static void
+default_sampling(ks_sampling *s)
+{
+    s->temp = 0.8f;
+    s->top_k = 40;
+    s->top_p = 0.95f;
+    s->min_p = 0.05f;
+    s->repeat_penalty = 1.0f;
+    s->repeat_last_n = 64;
+    s->seed = 0xC0FFEE;
+}
+
+static void
+parse(const char *cmd, int argc, char **argv, opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->n_predict = strcmp(cmd, "chat") == 0 ? 512 : 128;
+    o->n_pp = 64;
+    o->n_tg = 32;
+    o->reps = 5;
+    default_sampling(&o->sampling);
+
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        bool bench = strcmp(cmd, "bench") == 0;
+
+#define NEED_VALUE() \
+    do { if (!v) die_usage(cmd, "%s needs a value", a); i++; } while (0)
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            help(cmd);
+            exit(0);
+        } else if (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) {
+            NEED_VALUE(); o->model = v;
+        } else if (!bench && (strcmp(a, "-p") == 0 ||
+                              strcmp(a, "--prompt") == 0)) {
+            NEED_VALUE(); o->prompt = v;
+        } else if (bench && (strcmp(a, "-p") == 0 ||
+                             strcmp(a, "--n-prompt") == 0)) {
+            NEED_VALUE(); o->n_pp = (int32_t)parse_long(cmd, a, v, 0, 65536);
+        } else if (bench && (strcmp(a, "-n") == 0 ||
+                             strcmp(a, "--n-gen") == 0)) {
+            NEED_VALUE(); o->n_tg = (int32_t)parse_long(cmd, a, v, 0, 65536);
+        } else if (bench && (strcmp(a, "-r") == 0 ||
+                             strcmp(a, "--repetitions") == 0)) {
+            NEED_VALUE(); o->reps = (int32_t)parse_long(cmd, a, v, 1, 1000);
+        } else if (strcmp(a, "-f") == 0 || strcmp(a, "--file") == 0) {
+            NEED_VALUE(); o->prompt_file = v;
+        } else if (strcmp(a, "-s") == 0 || strcmp(a, "--system") == 0) {
+            NEED_VALUE(); o->system = v;
+        } else if (strcmp(a, "-n") == 0 || strcmp(a, "--n-predict") == 0) {
+            NEED_VALUE();
+            o->n_predict = (int32_t)parse_long(cmd, a, v, -1, INT32_MAX);
+        } else if (strcmp(a, "-c") == 0 || strcmp(a, "--ctx-size") == 0) {
+            NEED_VALUE();
+            o->n_ctx = (uint32_t)parse_long(cmd, a, v, 0, 1 << 24);
+        } else if (strcmp(a, "-b") == 0 || strcmp(a, "--batch-size") == 0) {
+            NEED_VALUE();
+            o->n_batch = (uint32_t)parse_long(cmd, a, v, 1, 8192);
+        } else if (strcmp(a, "-t") == 0 || strcmp(a, "--threads") == 0) {
+            NEED_VALUE();
+            o->n_threads = (int32_t)parse_long(cmd, a, v, 1, 1024);
+        } else if (strcmp(a, "--backend") == 0) {
+            NEED_VALUE();
+            if (strcmp(v, "auto") == 0)
+                o->backend = KS_BACKEND_AUTO;
+            else if (strcmp(v, "cpu") == 0)
+                o->backend = KS_BACKEND_CPU;
+            else if (strcmp(v, "vulkan") == 0)
+                o->backend = KS_BACKEND_VULKAN;
+            else
+                die_usage(cmd, "--backend expects auto, cpu or vulkan, got "
+                          "'%s'", v);
+        } else if (strcmp(a, "--device") == 0) {
+            NEED_VALUE();
+            o->device = (int32_t)parse_long(cmd, a, v, 0, 255);
+        } else if (strcmp(a, "--kv-type") == 0) {
+            NEED_VALUE();
+            if (strcmp(v, "f16") == 0)
+                o->kv_type = KS_KV_F16;
+            else if (strcmp(v, "f32") == 0)
+                o->kv_type = KS_KV_F32;
+            else
+                die_usage(cmd, "--kv-type expects f16 or f32, got '%s'", v);
+        } else if (strcmp(a, "--temp") == 0) {
+            NEED_VALUE(); o->sampling.temp = parse_float(cmd, a, v, 0, 100);
+        } else if (strcmp(a, "--top-k") == 0) {
+            NEED_VALUE();
+            o->sampling.top_k = (int32_t)parse_long(cmd, a, v, 0, INT32_MAX);
+        } else if (strcmp(a, "--top-p") == 0) {
+            NEED_VALUE(); o->sampling.top_p = parse_float(cmd, a, v, 0, 1);
+        } else if (strcmp(a, "--min-p") == 0) {
+            NEED_VALUE(); o->sampling.min_p = parse_float(cmd, a, v, 0, 1);
+        } else if (strcmp(a, "--repeat-penalty") == 0) {
+            NEED_VALUE();
+            o->sampling.repeat_penalty = parse_float(cmd, a, v, 0, 100);
+        } else if (strcmp(a, "--repeat-last-n") == 0) {
+            NEED_VALUE();
+            o->sampling.repeat_last_n =
+                (int32_t)parse_long(cmd, a, v, 0, 1 << 20);
+        } else if (strcmp(a, "--seed") == 0) {
+            NEED_VALUE();
+            o->sampling.seed = (uint64_t)parse_long(cmd, a, v, 0, LONG_MAX);
+        } else if (strcmp(a, "--json") == 0) {
+            o->json = true;
+        } else if (strcmp(a, "--ignore-eos") == 0) {
+            o->ignore_eos = true;
+        } else if (a[0] == '-' && a[1] != '\0') {
+            die_usage(cmd, "unknown option '%s'", a);
+        } else if (o->n_pos < 4) {
+            o->pos[o->n_pos++] = a;
+        } else {
+            die_usage(cmd, "too many arguments at '%s'", a);
+        }
+#undef NEED_VALUE
+    }
+}
+
+static int
+fail(const char *what)
+{
+    fprintf(stderr, "kestrel: error: %s%s%s\n", what ? what : "",
+            what ? ": " : "", ks_last_error());
+    return 1;
+}
+
+/* The model path: -m, else the default model in the model cache. */
+static const char *
+model_path(const opts *o, char *buf, size_t cap)
+{
+    const char *dir = getenv("KESTREL_MODEL_DIR");
+    const char *home = getenv("HOME");
+
+    if (o->model)
+        return o->model;
+    if (dir && *dir)
+        snprintf(buf, cap, "%s/%s", dir, DEFAULT_MODEL_FILE);
+    else
+        snprintf(buf, cap, "%s/.cache/kestrel/models/%s", home ? home : ".",
+                 DEFAULT_MODEL_FILE);
+    if (access(buf, R_OK) != 0) {
+        fprintf(stderr,
+                "kestrel: error: no model given (-m FILE) and the default "
+                "model %s is absent; fetch it with ci/fetch-models.sh\n",
+                buf);
+        exit(1);
+    }
+    return buf;
+}
+
+typedef struct loaded {
+    ks_runtime *rt;
+    ks_model   *model;
+    ks_session *session;
+} loaded;
+
+static void
+unload(loaded *l)
+{
+    ks_session_destroy(l->session);
+    ks_model_destroy(l->model);
+    ks_runtime_destroy(l->rt);
+}
+
+static int
+load(const opts *o, loaded *l)
+{
+    ks_runtime_params rp = { 0 };
+    ks_session_params sp = { 0 };
+    char buf[4096];
+    const char *path = model_path(o, buf, sizeof buf);
+
+    memset(l, 0, sizeof(*l));
+    rp.backend = o->backend;
+    rp.n_threads = o->n_threads;
+    rp.device = o->device;
+    if (ks_runtime_create(&rp, &l->rt) != KS_OK)
+        return fail(NULL);
+    if (ks_model_load(l->rt, path, NULL, &l->model) != KS_OK) {
+        unload(l);
+        return fail(NULL);
+    }
+    sp.n_ctx = o->n_ctx;
+    sp.n_batch = o->n_batch;
+    sp.kv_type = o->kv_type;
+    if (ks_session_create(l->model, &sp, &l->session) != KS_OK) {
+        unload(l);
+        return fail(NULL);
+    }
+    return 0;
+}
+
+/* Reads a whole file (the prompt of -f). */
+static char *
+read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+
+    if (!f) {
+        fprintf(stderr, "kestrel: error: cannot open %s: %s\n", path,
+                strerror(errno));
+        return NULL;
+    }
+    for (;;) {
+        if (n + 4096 + 1 > cap) {
+            char *nb = realloc(buf, cap = cap * 2 + 8192);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = nb;
+        }
+        size_t got = fread(buf + n, 1, 4096, f);
+        n += got;
+        if (got < 4096)
+            break;
+    }
+    fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
+static int32_t *
+tokenize(const ks_model *m, const char *text, bool parse_special,
+         size_t *n_out)
+{
+    size_t n = 0;
+    int32_t *ids;
+
+    if (ks_model_tokenize(m, text, strlen(text), true, parse_special, NULL, 0,
+                          &n) != KS_OK)
+        return NULL;
+    ids = malloc((n ? n : 1) * sizeof(*ids));
+    if (!ids || ks_model_tokenize(m, text, strlen(text), true, parse_special,
+                                  ids, n, n_out) != KS_OK) {
+        free(ids);
+        return NULL;
+    }
+    return ids;
+}
+
+static bool
+print_piece(void *user, int32_t tok, const char *piece, size_t len)
+{
+    (void)user;
+    (void)tok;
+    fwrite(piece, 1, len, stdout);
+    fflush(stdout);
+    return true;
+}
+
+static void
+print_stats(const ks_stats *st)
+{
+    fprintf(stderr,
+            "\n\nkestrel: load %.1f ms | prompt %u tokens, %.1f ms, %.2f t/s "
+            "| generated %u tokens, %.1f ms, %.2f t/s | peak RSS %.1f MiB\n",
+            st->load_ms, st->n_prompt, st->prefill_ms, st->prefill_tps,
+            st->n_gen, st->decode_ms, st->decode_tps,
+            (double)st->peak_rss_bytes / 1048576.0);
+}
+
+static void
+json_string(FILE *f, const char *s, size_t n)
+{
+    fputc('"', f);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c == '\n')
+            fputs("\\n", f);
+        else if (c == '\t')
+            fputs("\\t", f);
+        else if (c == '\r')
+            fputs("\\r", f);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static void
+json_ids(FILE *f, const char *key, const int32_t *ids, size_t n)
+{
+    fprintf(f, "\"%s\":[", key);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%s%d", i ? "," : "", ids[i]);
+    fputc(']', f);
+}
+
+static void
+json_stats(FILE *f, const ks_stats *st)
+{
+    fprintf(f,
+            "\"stats\":{\"load_ms\":%.3f,\"n_prompt\":%u,\"prefill_ms\":%.3f,"
+            "\"prefill_tps\":%.3f,\"n_gen\":%u,\"decode_ms\":%.3f,"
+            "\"decode_tps\":%.3f,\"peak_rss_bytes\":%llu,\"kv_bytes\":%llu}",
+            st->load_ms, st->n_prompt, st->prefill_ms, st->prefill_tps,
+            st->n_gen, st->decode_ms, st->decode_tps,
+            (unsigned long long)st->peak_rss_bytes,
+            (unsigned long long)st->kv_bytes);
+}
+
+static int
+cmd_run(const opts *o)
+{
+    loaded l;
+    char *file_text = NULL;
+    const char *prompt = o->prompt;
+    int32_t *ids = NULL, *gen = NULL;
+    size_t n_ids = 0;
+    ks_generate_params gp = { 0 };
+    ks_status st;
+    ks_stats stats;
+    int rc = 0;
+
+    if (o->prompt_file) {
+        if (!(file_text = read_file(o->prompt_file)))
+            return 1;
+        prompt = file_text;
+    }
+    if (!prompt) {
+        fprintf(stderr, "kestrel run: no prompt: give -p TEXT or -f FILE\n");
+        free(file_text);
+        return 2;
+    }
+    if (load(o, &l) != 0) {
+        free(file_text);
+        return 1;
+    }
+    if (!(ids = tokenize(l.model, prompt, false, &n_ids))) {
+        rc = fail("tokenize");
+        goto out;
+    }
+    gp.prompt = ids;
+    gp.n_prompt = n_ids;
+    gp.n_predict = o->n_predict < 0 ? 0 : (uint32_t)o->n_predict;
+    if (gp.n_predict == 0 && o->n_predict == 0)
+        goto out;
+    gp.sampling = o->sampling;
+    gp.cancel = &g_cancel;
+    gp.ignore_eog = o->ignore_eos;
+    gp.out_cap = ks_session_n_ctx(l.session);
+    gen = malloc(gp.out_cap * sizeof(*gen));
+    if (!gen) {
+        rc = fail("no memory");
+        goto out;
+    }
+    gp.out_tokens = gen;
+    if (!o->json) {
+        gp.on_token = print_piece;
+        fputs(prompt, stdout);
+        fflush(stdout);
+    }
+    st = ks_session_generate(l.session, &gp);
+    ks_session_stats(l.session, &stats);
+    if (st != KS_OK && st != KS_ERR_CANCELLED && st != KS_ERR_CONTEXT_FULL) {
+        rc = fail("generate");
+        goto out;
+    }
+    if (st == KS_ERR_CONTEXT_FULL)
+        fprintf(stderr, "\nkestrel: %s\n", ks_last_error());
+    if (o->json) {
+        size_t n_text = 0;
+        char *text = NULL;
+        size_t n_gen = gp.n_out < gp.out_cap ? gp.n_out : gp.out_cap;
+
+        ks_model_detokenize(l.model, gen, n_gen, NULL, 0, &n_text);
+        text = malloc(n_text + 1);
+        if (text)
+            ks_model_detokenize(l.model, gen, n_gen, text, n_text, &n_text);
+        printf("{\"prompt\":");
+        json_string(stdout, prompt, strlen(prompt));
+        putchar(',');
+        json_ids(stdout, "prompt_ids", ids, n_ids);
+        putchar(',');
+        json_ids(stdout, "ids", gen, n_gen);
+        printf(",\"text\":");
+        json_string(stdout, text ? text : "", text ? n_text : 0);
+        printf(",\"backend\":\"%s\",", ks_runtime_backend_name(l.rt));
+        json_stats(stdout, &stats);
+        printf("}\n");
+        free(text);
+    } else {
+        print_stats(&stats);
+    }
+    if (st == KS_ERR_CANCELLED)
+        rc = 130;
+out:
+    free(gen);
+    free(ids);
+    free(file_text);
+    unload(&l);
+    return rc;
+}
+
+/* ---- chat ---- */
+
+typedef struct chat {
+    ks_chat_message *msgs;
+    size_t           n_msgs;
+    size_t           cap_msgs;
+    int32_t         *hist;     /* tokens in the session's KV cache */
+    size_t           n_hist;
+    size_t           cap_hist;
+    char            *answer;   /* the reply being generated */
+    size_t           n_answer;
+    size_t           cap_answer;
+} chat;
+
+static bool
+chat_push(chat *c, const char *role, const char *content)
+{
+    char *copy;
+
+    if (c->n_msgs == c->cap_msgs) {
+        size_t cap = c->cap_msgs * 2 + 8;
+        ks_chat_message *nm = realloc(c->msgs, cap * sizeof(*nm));
+        if (!nm)
+            return false;
+        c->msgs = nm;
+        c->cap_msgs = cap;
+    }
+    if (!(copy = strdup(content)))
+        return false;
+    c->msgs[c->n_msgs].role = role;
+    c->msgs[c->n_msgs].content = copy;
+    c->n_msgs++;
+    return true;
+}
+
+static bool
+hist_push(chat *c, int32_t tok)
+{
+    if (c->n_hist == c->cap_hist) {
+        size_t cap = c->cap_hist * 2 + 256;
+        int32_t *nh = realloc(c->hist, cap * sizeof(*nh));
+        if (!nh)
+            return false;
+        c->hist = nh;
+        c->cap_hist = cap;
+    }
+    c->hist[c->n_hist++] = tok;
+    return true;
+}
+
+static bool
+chat_on_token(void *user, int32_t tok, const char *piece, size_t len)
+{
+    chat *c = user;
+
+    if (c->n_answer + len + 1 > c->cap_answer) {
+        size_t cap = (c->cap_answer + len) * 2 + 256;
+        char *na = realloc(c->answer, cap);
+        if (!na)
+            return false;
+        c->answer = na;
+        c->cap_answer = cap;
+    }
+    memcpy(c->answer + c->n_answer, piece, len);
+    c->n_answer += len;
+    c->answer[c->n_answer] = '\0';
+    fwrite(piece, 1, len, stdout);
+    fflush(stdout);
+    return hist_push(c, tok);
+}
+
+/* One turn: format the whole conversation, keep the KV cache for the part
+ * of it that the session already holds, run the rest, stream the reply. */
+static int
+chat_turn(const opts *o, loaded *l, chat *c)
+{
+    size_t n_text = 0, n_ids = 0, keep = 0;
+    char *text = NULL;
+    int32_t *ids = NULL;
+    ks_generate_params gp = { 0 };
+    ks_status st;
+    int rc = 0;
+
+    if (ks_model_chat_format(l->model, c->msgs, c->n_msgs, true, NULL, 0,
+                             &n_text) != KS_OK ||
+        !(text = malloc(n_text + 1)) ||
+        ks_model_chat_format(l->model, c->msgs, c->n_msgs, true, text,
+                             n_text, &n_text) != KS_OK) {
+        free(text);
+        return fail("chat template");
+    }
+    text[n_text] = '\0';
+    if (!(ids = tokenize(l->model, text, true, &n_ids))) {
+        free(text);
+        return fail("tokenize");
+    }
+    while (keep < n_ids && keep < c->n_hist && ids[keep] == c->hist[keep])
+        keep++;
+    if (keep == n_ids)  /* always run at least one token for fresh logits */
+        keep--;
+    ks_session_truncate(l->session, (uint32_t)keep);
+    c->n_hist = keep;
+    for (size_t i = keep; i < n_ids; i++)
+        if (!hist_push(c, ids[i])) {
+            rc = fail("no memory");
+            goto out;
+        }
+    c->n_answer = 0;
+    if (c->answer)
+        c->answer[0] = '\0';
+    gp.prompt = ids + keep;
+    gp.n_prompt = n_ids - keep;
+    gp.n_predict = o->n_predict < 0 ? 0 : (uint32_t)o->n_predict;
+    gp.sampling = o->sampling;
+    gp.on_token = chat_on_token;
+    gp.user = c;
+    gp.cancel = &g_cancel;
+    st = ks_session_generate(l->session, &gp);
+    fputc('\n', stdout);
+    if (st == KS_ERR_CANCELLED) {
+        g_cancel = 0;
+    } else if (st != KS_OK) {
+        rc = fail("generate");
+        goto out;
+    }
+    if (!chat_push(c, "assistant", c->answer ? c->answer : ""))
+        rc = fail("no memory");
+    {
+        ks_stats stats;
+        ks_session_stats(l->session, &stats);
+        fprintf(stderr, "[%u tokens, %.1f t/s]\n", stats.n_gen,
+                stats.decode_tps);
+    }
+out:
+    free(ids);
+    free(text);
+    return rc;
+}
+
+static int
+cmd_chat(const opts *o)
+{
+    loaded l;
+    chat c = { 0 };
+    char line[8192];
+    int rc = 0;
+    bool tty = isatty(STDIN_FILENO);
+
+    if (load(o, &l) != 0)
+        return 1;
+    if (o->system && !chat_push(&c, "system", o->system)) {
+        rc = fail("no memory");
+        goto out;
+    }
+    if (o->prompt) {
+        if (!chat_push(&c, "user", o->prompt))
+            rc = fail("no memory");
+        else
+            rc = chat_turn(o, &l, &c);
+        goto out;
+    }
+    if (tty)
+        fprintf(stderr, "kestrel chat: type a message and press Enter; an "
+                "empty line or Ctrl-D ends.\n");
+    for (;;) {
+        size_t len;
+
+        if (tty)
+            fputs("> ", stderr);
+        if (!fgets(line, sizeof line, stdin))
+            break;
+        len = strlen(line);
+        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            line[--len] = '\0';
+        if (len == 0)
+            break;
+        if (!chat_push(&c, "user", line)) {
+            rc = fail("no memory");
+            break;
+        }
+        if ((rc = chat_turn(o, &l, &c)) != 0)
+            break;
+    }
+out:
+    for (size_t i = 0; i < c.n_msgs; i++)
+        free((char *)c.msgs[i].content);
+    free(c.msgs);
+    free(c.hist);
+    free(c.answer);
+    unload(&l);
+    return rc;
+}
+
+/* ---- bench ---- */
+
+static uint64_t
+peak_rss(void)
+{
+    struct rusage ru;
+
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? (uint64_t)ru.ru_maxrss * 1024
+                                            : 0;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double
+median(const double *v, int n)
+{
+    double tmp[1000];
+
+    memcpy(tmp, v, (size_t)n * sizeof(*v));
+    qsort(tmp, (size_t)n, sizeof(*tmp), cmp_double);
+    return n % 2 ? tmp[n / 2] : (tmp[n / 2 - 1] + tmp[n / 2]) / 2;
+}
+
+static double
+now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int
+bench_pp(loaded *l, const int32_t *toks, int n, double *tps)
+{
+    double t0;
+
+    ks_session_truncate(l->session, 0);
+    t0 = now_s();
+    if (ks_session_eval(l->session, toks, (size_t)n, NULL) != KS_OK)
+        return fail("bench");
+    *tps = n / (now_s() - t0);
+    return 0;
+}
+
+static int
+bench_tg(loaded *l, const int32_t *toks, int n, double *tps)
+{
+    double t0;
+
+    ks_session_truncate(l->session, 0);
+    t0 = now_s();
+    for (int i = 0; i < n; i++)
+        if (ks_session_eval(l->session, &toks[i], 1, NULL) != KS_OK)
+            return fail("bench");
+    *tps = n / (now_s() - t0);
+    return 0;
+}
+
+static void
+json_samples(const char *key, const double *v, int n)
+{
+    printf("\"%s\":[", key);
+    for (int i = 0; i < n; i++)
+        printf("%s%.3f", i ? "," : "", v[i]);
+    putchar(']');
+}
+
+static int
+cmd_bench(const opts *o)
+{
+    loaded l;
+    opts lo = *o;
+    ks_model_desc d;
+    ks_stats stats;
+    double pp[1000], tg[1000], pp_med = 0, tg_med = 0, warm;
+    int32_t *toks;
+    int n_tok = o->n_pp > o->n_tg ? o->n_pp : o->n_tg;
+    uint64_t rng = 0x9E3779B97F4A7C15ull;
+    int rc = 0;
+    char path_buf[4096];
+    const char *path = model_path(o, path_buf, sizeof path_buf);
+    const char *base = strrchr(path, '/');
+
+    base = base ? base + 1 : path;
+    if (lo.n_ctx == 0)
+        lo.n_ctx = (uint32_t)n_tok + 16;
+    if (lo.n_batch == 0)
+        lo.n_batch = o->n_pp > 0 ? (uint32_t)o->n_pp : 1;
+    if (load(&lo, &l) != 0)
+        return 1;
+    ks_model_describe(l.model, &d);
+    toks = malloc((size_t)(n_tok ? n_tok : 1) * sizeof(*toks));
+    if (!toks) {
+        unload(&l);
+        return fail("no memory");
+    }
+    for (int i = 0; i < n_tok; i++) {
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        toks[i] = (int32_t)((rng >> 33) % d.n_vocab);
+    }
+    /* one warm-up of each, as llama-bench does */
+    if ((o->n_pp && (rc = bench_pp(&l, toks, o->n_pp, &warm))) ||
+        (o->n_tg && (rc = bench_tg(&l, toks, o->n_tg, &warm))))
+        goto out;
+    for (int r = 0; r < o->reps && !g_cancel; r++) {
+        if ((o->n_pp && (rc = bench_pp(&l, toks, o->n_pp, &pp[r]))) ||
+            (o->n_tg && (rc = bench_tg(&l, toks, o->n_tg, &tg[r]))))
+            goto out;
+    }
+    if (o->n_pp)
+        pp_med = median(pp, o->reps);
+    if (o->n_tg)
+        tg_med = median(tg, o->reps);
+    ks_session_stats(l.session, &stats);
+    if (o->json) {
+        printf("{\"model\":");
+        json_string(stdout, base, strlen(base));
+        printf(",\"arch\":\"%s\",\"model_bytes\":%llu,\"n_params\":%llu,"
+               "\"backend\":\"%s\",\"threads\":%d,\"n_prompt\":%d,"
+               "\"n_gen\":%d,\"repetitions\":%d,\"pp_tps\":%.3f,"
+               "\"tg_tps\":%.3f,", d.arch, (unsigned long long)d.file_bytes,
+               (unsigned long long)d.n_params, ks_runtime_backend_name(l.rt),
+               o->n_threads ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
+               o->n_pp, o->n_tg, o->reps, pp_med, tg_med);
+        json_samples("pp_samples", pp, o->n_pp ? o->reps : 0);
+        putchar(',');
+        json_samples("tg_samples", tg, o->n_tg ? o->reps : 0);
+        printf(",\"load_ms\":%.3f,\"peak_rss_bytes\":%llu}\n", d.load_ms,
+               (unsigned long long)peak_rss());
+    } else {
+        printf("| model | size | params | backend | threads | test | t/s |\n"
+               "| --- | ---: | ---: | --- | ---: | ---: | ---: |\n");
+        if (o->n_pp)
+            printf("| %s | %.2f MiB | %.2f M | %s | %d | pp%d | %.2f |\n",
+                   base, (double)d.file_bytes / 1048576.0,
+                   (double)d.n_params / 1e6, ks_runtime_backend_name(l.rt),
+                   o->n_threads, o->n_pp, pp_med);
+        if (o->n_tg)
+            printf("| %s | %.2f MiB | %.2f M | %s | %d | tg%d | %.2f |\n",
+                   base, (double)d.file_bytes / 1048576.0,
+                   (double)d.n_params / 1e6, ks_runtime_backend_name(l.rt),
+                   o->n_threads, o->n_tg, tg_med);
+        fprintf(stderr, "kestrel bench: median of %d runs; load %.1f ms; "
+                "peak RSS %.1f MiB\n", o->reps, d.load_ms,
+                (double)peak_rss() / 1048576.0);
+    }
+out:
+    free(toks);
+    unload(&l);
+    return rc;
+}
+
+/* ---- info, quantize ---- */
+
+static int
+cmd_info(const opts *o)
+{
+    const char *path = o->model ? o->model : (o->n_pos ? o->pos[0] : NULL);
+
+    if (!path) {
+        fprintf(stderr, "kestrel info: no file given\nTry 'kestrel info "
+                "--help'.\n");
+        return 2;
+    }
+    if (ks_inspect_file(path, stdout, o->json ? KS_INSPECT_JSON : 0) != KS_OK)
+        return fail(NULL);
+    return 0;
+}
+
+static int
+cmd_quantize(const opts *o)
+{
+    if (o->n_pos != 3) {
+        fprintf(stderr, "kestrel quantize: expected INPUT OUTPUT TYPE\n"
+                "Try 'kestrel quantize --help'.\n");
+        return 2;
+    }
+    if (ks_quantize_file(o->pos[0], o->pos[1], o->pos[2], o->n_threads) !=
+        KS_OK)
+        return fail(NULL);
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *cmd;
+    opts o;
+
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "--help") == 0) {
+        help(NULL);
+        return argc < 2 ? 2 : 0;
+    }
+    cmd = argv[1];
+    if (strcmp(cmd, "run") && strcmp(cmd, "chat") && strcmp(cmd, "bench") &&
+        strcmp(cmd, "info") && strcmp(cmd, "quantize")
+#ifdef KS_HAVE_DEVICES
+        && strcmp(cmd, "devices")
+#endif
+    ) {
+        fprintf(stderr, "kestrel: unknown command '%s'\nTry 'kestrel "
+                "--help'.\n", cmd);
+        return 2;
+    }
+    parse(cmd, argc - 2, argv + 2, &o);
+    signal(SIGINT, on_sigint);
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run(&o);
+    if (strcmp(cmd, "chat") == 0)
+        return cmd_chat(&o);
+    if (strcmp(cmd, "bench") == 0)
+        return cmd_bench(&o);
+    if (strcmp(cmd, "info") == 0)
+        return cmd_info(&o);
+#ifdef KS_HAVE_DEVICES
+    if (strcmp(cmd, "devices") == 0)
+        return ks_devices_print(stdout, o.json ? KS_DEVICES_JSON : 0) == KS_OK
+                   ? 0 : fail(NULL);
+#endif
+    return cmd_quantize(&o);
+}

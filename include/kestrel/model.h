@@ -1,0 +1,116 @@
+/* Runtimes and models: the objects an application creates first.
+ *
+ * A ks_runtime holds what is shared by every model: the chosen backend,
+ * the thread count. A ks_model is a GGUF file mapped read-only with its
+ * architecture, weights and tokenizer; weights are views into the mapping,
+ * so loading costs little memory. One model can serve several sessions on
+ * several threads at once. */
+#ifndef KESTREL_MODEL_H
+#define KESTREL_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#include "kestrel/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ks_runtime ks_runtime;
+typedef struct ks_model   ks_model;
+
+typedef enum ks_backend {
+    KS_BACKEND_AUTO = 0,  /* the best available target for the model */
+    KS_BACKEND_CPU,
+    KS_BACKEND_VULKAN,
+} ks_backend;
+
+typedef struct ks_runtime_params {
+    ks_backend backend;    /* 0: auto */
+    int32_t    n_threads;  /* 0: the number of online CPUs */
+    int32_t    device;     /* Vulkan device index; 0: the best one */
+} ks_runtime_params;
+
+/* On failure *out is NULL and ks_last_error() says why. */
+KS_API ks_status ks_runtime_create(const ks_runtime_params *p,
+                                   ks_runtime **out);
+KS_API void      ks_runtime_destroy(ks_runtime *rt);  /* NULL is a no-op */
+/* The backend actually in use ("cpu", ...); with auto, why it was chosen
+ * is logged at info level. */
+KS_API const char *ks_runtime_backend_name(const ks_runtime *rt);
+
+typedef struct ks_model_params {
+    uint32_t reserved;  /* 0 */
+} ks_model_params;
+
+/* Maps and validates |path|. A malformed file gives KS_ERR_CORRUPT with the
+ * field or tensor named; an unsupported architecture or tensor type gives
+ * KS_ERR_UNSUPPORTED. |rt| must outlive the model. p may be NULL. */
+KS_API ks_status ks_model_load(ks_runtime *rt, const char *path,
+                               const ks_model_params *p, ks_model **out);
+KS_API void      ks_model_destroy(ks_model *m);  /* NULL is a no-op */
+
+typedef struct ks_model_desc {
+    const char *arch;         /* "llama", "qwen2", "qwen3", "gemma3" */
+    const char *name;         /* general.name, or the file name */
+    uint32_t    n_layers;
+    uint32_t    n_embd;
+    uint32_t    n_head;
+    uint32_t    n_head_kv;
+    uint32_t    head_dim;
+    uint32_t    n_ff;
+    uint32_t    n_vocab;
+    uint32_t    n_ctx_train;
+    uint64_t    n_params;
+    uint64_t    file_bytes;
+    double      load_ms;      /* time ks_model_load took */
+} ks_model_desc;
+
+/* Strings stay valid while the model lives. */
+KS_API void ks_model_describe(const ks_model *m, ks_model_desc *out);
+
+/* Text to token ids, count-then-fill: with out == NULL or cap too small,
+ * *n_out is the count needed (KS_OK when out is NULL, KS_ERR_INVALID_ARG
+ * when cap is too small). add_special adds BOS/EOS as the model's metadata
+ * asks; parse_special turns texts such as "<|im_start|>" into their
+ * special tokens. Thread safe. */
+KS_API ks_status ks_model_tokenize(const ks_model *m, const char *text,
+                                   size_t len, bool add_special,
+                                   bool parse_special, int32_t *out,
+                                   size_t cap, size_t *n_out);
+
+/* The bytes token |id| stands for when streamed (may be part of a UTF-8
+ * character). Returns the byte count, which may exceed cap (then buf holds
+ * the first cap bytes). Thread safe. */
+KS_API size_t ks_model_token_piece(const ks_model *m, int32_t id, char *buf,
+                                   size_t cap);
+
+/* Token ids back to text, count-then-fill as ks_model_tokenize. */
+KS_API ks_status ks_model_detokenize(const ks_model *m, const int32_t *ids,
+                                     size_t n, char *buf, size_t cap,
+                                     size_t *n_out);
+
+/* True for tokens that end generation (eos, end-of-turn, ...). */
+KS_API bool ks_model_token_is_eog(const ks_model *m, int32_t id);
+
+typedef struct ks_chat_message {
+    const char *role;     /* "system", "user" or "assistant" */
+    const char *content;
+} ks_chat_message;
+
+/* Formats a conversation with the model's chat template (a built-in
+ * format chosen from the template in the file; no template code from the
+ * file is ever run), ending with the assistant's turn prefix when
+ * add_generation_prompt. Count-then-fill as ks_model_tokenize; the text
+ * holds special-token texts, so tokenize it with parse_special. */
+KS_API ks_status ks_model_chat_format(const ks_model *m,
+                                      const ks_chat_message *msgs, size_t n,
+                                      bool add_generation_prompt, char *buf,
+                                      size_t cap, size_t *n_out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,194 @@
+/* Thread pool. A job is published by bumping |gen|; workers watch it,
+ * run their share and count themselves done on |n_done|. Waiting is a
+ * short spin (jobs arrive microseconds apart during a token) followed by
+ * a sleep on |cv|, so idle pools do not burn a core. */
+#include "runtime/cpu/pool.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#include "driver/base.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield")
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+/* Pure spinning for the first rounds, then yielding the core (on a busy
+ * or oversubscribed machine a spinning waiter would starve the very
+ * thread it waits for), then sleeping. */
+enum { PAUSE_ROUNDS = 1 << 11, SPIN_ROUNDS = 1 << 14 };
+
+static void
+backoff(int spins)
+{
+    if (spins < PAUSE_ROUNDS)
+        cpu_relax();
+    else
+        sched_yield();
+}
+
+struct worker {
+    ks_pool  *pool;
+    int       ith;
+    pthread_t thread;
+    bool      started;
+};
+
+struct ks_pool {
+    int             n_threads;
+    struct worker  *workers;
+
+    ks_pool_fn      fn;        /* the current job */
+    void           *ctx;
+    int             n_active;  /* workers taking part in it */
+
+    atomic_uint     gen;       /* bumped once per job */
+    atomic_int      n_done;
+    atomic_bool     quit;
+    atomic_int      n_sleeping;
+
+    pthread_mutex_t mu;
+    pthread_cond_t  cv;
+};
+
+static void *
+worker_main(void *arg)
+{
+    struct worker *w = arg;
+    ks_pool *p = w->pool;
+    unsigned seen = 0;
+
+    for (;;) {
+        unsigned g;
+        int spins = 0;
+
+        while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) ==
+                   seen &&
+               !atomic_load(&p->quit)) {
+            if (++spins < SPIN_ROUNDS) {
+                backoff(spins);
+                continue;
+            }
+            pthread_mutex_lock(&p->mu);
+            atomic_fetch_add(&p->n_sleeping, 1);
+            while (atomic_load(&p->gen) == seen && !atomic_load(&p->quit))
+                pthread_cond_wait(&p->cv, &p->mu);
+            atomic_fetch_sub(&p->n_sleeping, 1);
+            pthread_mutex_unlock(&p->mu);
+            spins = 0;
+        }
+        if (atomic_load(&p->quit))
+            return NULL;
+        seen = g;
+        if (w->ith < p->n_active)
+            p->fn(p->ctx, w->ith, p->n_active);
+        atomic_fetch_add_explicit(&p->n_done, 1, memory_order_release);
+    }
+}
+
+ks_status
+ks_pool_create(int n_threads, ks_pool **out)
+{
+    ks_pool *p;
+
+    *out = NULL;
+    if (n_threads < 1 || n_threads > 1024)
+        return ks_error(KS_ERR_INVALID_ARG,
+                        "thread pool: %d threads asked, expected 1..1024",
+                        n_threads);
+    p = calloc(1, sizeof(*p));
+    if (!p)
+        return ks_error(KS_ERR_NOMEM, "thread pool: no memory");
+    p->n_threads = n_threads;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->workers = calloc((size_t)n_threads, sizeof(*p->workers));
+    if (!p->workers)
+        goto nomem;
+    for (int i = 1; i < n_threads; i++) {
+        p->workers[i].pool = p;
+        p->workers[i].ith = i;
+        if (pthread_create(&p->workers[i].thread, NULL, worker_main,
+                           &p->workers[i]) != 0) {
+            ks_pool_destroy(p);
+            return ks_error(KS_ERR_NOMEM,
+                            "thread pool: could not start thread %d of %d",
+                            i, n_threads);
+        }
+        p->workers[i].started = true;
+    }
+    *out = p;
+    return KS_OK;
+nomem:
+    ks_pool_destroy(p);
+    return ks_error(KS_ERR_NOMEM, "thread pool: no memory");
+}
+
+void
+ks_pool_destroy(ks_pool *p)
+{
+    if (!p)
+        return;
+    if (p->workers) {
+        pthread_mutex_lock(&p->mu);
+        atomic_store(&p->quit, true);
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        for (int i = 1; i < p->n_threads; i++)
+            if (p->workers[i].started)
+                pthread_join(p->workers[i].thread, NULL);
+        free(p->workers);
+    }
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p);
+}
+
+int
+ks_pool_n_threads(const ks_pool *p)
+{
+    return p->n_threads;
+}
+
+void
+ks_pool_run_n(ks_pool *p, int n, ks_pool_fn fn, void *ctx)
+{
+    if (n < 1)
+        n = 1;
+    if (n > p->n_threads)
+        n = p->n_threads;
+    if (p->n_threads == 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    p->fn = fn;
+    p->ctx = ctx;
+    p->n_active = n;
+    atomic_store_explicit(&p->n_done, 0, memory_order_relaxed);
+    atomic_fetch_add(&p->gen, 1);  /* seq_cst: pairs with n_sleeping */
+    if (atomic_load(&p->n_sleeping) > 0) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+    }
+    fn(ctx, 0, n);
+    for (int spins = 0;
+         atomic_load_explicit(&p->n_done, memory_order_acquire) <
+         p->n_threads - 1;
+         spins++)
+        backoff(spins);
+}
+
+void
+ks_pool_run(ks_pool *p, ks_pool_fn fn, void *ctx)
+{
+    ks_pool_run_n(p, p->n_threads, fn, ctx);
+}

@@ -1,0 +1,187 @@
+/* Run-time dispatch of the CPU kernels. On first use the scalar table is
+ * built, then the best SIMD path the CPU offers (AVX2+FMA+F16C from
+ * CPUID on x86-64, NEON on aarch64) overwrites the entries it implements;
+ * KESTREL_SIMD=scalar|avx2|neon picks another path. Every public kernel of
+ * quant.h goes through the chosen table. */
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "driver/base.h"
+#include "runtime/cpu/quant_priv.h"
+
+static ks_quant_ops ops_by_simd[3];
+static bool have_simd[3];
+static const ks_quant_ops *active;
+static ks_simd active_simd;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+#if defined(__x86_64__)
+/* CPUID leaf 1, ECX bit 29; clang 14 knows no "f16c" for
+ * __builtin_cpu_supports. */
+static bool
+has_f16c(void)
+{
+    unsigned a, b, c, d;
+
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+#endif
+
+static void
+init_tables(void)
+{
+    const char *env = getenv("KESTREL_SIMD");
+    ks_simd pick = KS_SIMD_SCALAR;
+
+    ks_quant_ops_scalar(&ops_by_simd[KS_SIMD_SCALAR]);
+    have_simd[KS_SIMD_SCALAR] = true;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        has_f16c()) {
+        ops_by_simd[KS_SIMD_AVX2] = ops_by_simd[KS_SIMD_SCALAR];
+        ks_quant_ops_avx2(&ops_by_simd[KS_SIMD_AVX2]);
+        have_simd[KS_SIMD_AVX2] = true;
+        pick = KS_SIMD_AVX2;
+    }
+#elif defined(__aarch64__)
+    ops_by_simd[KS_SIMD_NEON] = ops_by_simd[KS_SIMD_SCALAR];
+    ks_quant_ops_neon(&ops_by_simd[KS_SIMD_NEON]);
+    have_simd[KS_SIMD_NEON] = true;
+    pick = KS_SIMD_NEON;
+#endif
+    if (env && *env) {
+        ks_simd want = KS_SIMD_SCALAR;
+        bool known = true;
+        if (!strcmp(env, "scalar"))
+            want = KS_SIMD_SCALAR;
+        else if (!strcmp(env, "avx2"))
+            want = KS_SIMD_AVX2;
+        else if (!strcmp(env, "neon"))
+            want = KS_SIMD_NEON;
+        else
+            known = false;
+        if (!known) {
+            ks_log(KS_LOG_WARN, "cpu",
+                   "KESTREL_SIMD=%s is not scalar, avx2 or neon; using %s",
+                   env, ks_cpu_simd_name(pick));
+        } else if (!have_simd[want]) {
+            ks_log(KS_LOG_WARN, "cpu",
+                   "KESTREL_SIMD=%s: this CPU lacks it; using scalar", env);
+            pick = KS_SIMD_SCALAR;
+        } else {
+            pick = want;
+        }
+    }
+    active_simd = pick;
+    active = &ops_by_simd[pick];
+    ks_log(KS_LOG_DEBUG, "cpu", "quant kernels: %s", ks_cpu_simd_name(pick));
+}
+
+static inline const ks_quant_ops *
+ops(void)
+{
+    pthread_once(&once, init_tables);
+    return active;
+}
+
+ks_simd
+ks_cpu_simd(void)
+{
+    ops();
+    return active_simd;
+}
+
+void
+ks_cpu_simd_force(ks_simd s)
+{
+    ops();
+    if ((unsigned)s > KS_SIMD_NEON || !have_simd[s])
+        s = KS_SIMD_SCALAR;
+    active_simd = s;
+    active = &ops_by_simd[s];
+}
+
+bool
+ks_cpu_simd_available(ks_simd s)
+{
+    ops();
+    return (unsigned)s <= KS_SIMD_NEON && have_simd[s];
+}
+
+const char *
+ks_cpu_simd_name(ks_simd s)
+{
+    switch (s) {
+    case KS_SIMD_SCALAR: return "scalar";
+    case KS_SIMD_AVX2:   return "avx2";
+    case KS_SIMD_NEON:   return "neon";
+    }
+    return "unknown";
+}
+
+ks_qtype
+ks_cpu_act_type(ks_qtype w)
+{
+    switch (w) {
+    case KS_QUANT_F32:
+    case KS_QUANT_F16:
+    case KS_QUANT_BF16:
+        return w;
+    case KS_QUANT_Q4_1:
+    case KS_QUANT_Q5_1:
+        return KS_QUANT_Q8_1;
+    case KS_QUANT_Q2_K:
+    case KS_QUANT_Q3_K:
+    case KS_QUANT_Q4_K:
+    case KS_QUANT_Q5_K:
+    case KS_QUANT_Q6_K:
+        return KS_QUANT_Q8_K;
+    default:
+        return KS_QUANT_Q8_0;
+    }
+}
+
+uint64_t
+ks_cpu_act_bytes(ks_qtype w, uint64_t n)
+{
+    return ks_qtype_row_bytes(ks_cpu_act_type(w), n);
+}
+
+void
+ks_cpu_quantize_act(ks_qtype w, const float *x, void *xq, uint64_t n)
+{
+    ops()->quant_act[ks_cpu_act_type(w)](x, xq, n);
+}
+
+void
+ks_cpu_matvec(ks_qtype w, const void *W, uint64_t row_bytes, uint64_t n,
+              int64_t n_rows, const void *xq, float *y)
+{
+    if (n_rows > 0)
+        ops()->matvec[w](W, row_bytes, n, n_rows, xq, y);
+}
+
+void
+ks_cpu_matmul(ks_qtype w, const void *W, uint64_t row_bytes, uint64_t n,
+              int64_t n_rows, const void *xq, uint64_t xq_stride,
+              int64_t n_tok, float *y, uint64_t ldy)
+{
+    if (n_rows <= 0 || n_tok <= 0)
+        return;
+    if (n_tok == 1)
+        ops()->matvec[w](W, row_bytes, n, n_rows, xq, y);
+    else
+        ops()->matmul[w](W, row_bytes, n, n_rows, xq, xq_stride, n_tok, y,
+                         ldy);
+}
+
+void
+ks_cpu_dequant_row(ks_qtype t, const void *src, float *dst, uint64_t n)
+{
+    ops()->dequant[t](src, dst, n);
+}

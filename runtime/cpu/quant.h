@@ -1,0 +1,64 @@
+/* CPU kernels for every supported tensor type: fp16/bf16 conversion,
+ * dequantization, activation quantization, and fused quantized dot
+ * products for matrix-vector (decode) and matrix-matrix (prefill).
+ *
+ * Kernels are single-threaded; callers split rows across the thread pool
+ * and call them on disjoint row ranges. A scalar reference path and a SIMD
+ * path (AVX2/FMA on x86-64, NEON on aarch64) sit behind one dispatch chosen
+ * at run time from CPUID, overridable with KESTREL_SIMD=scalar|avx2|neon. */
+#ifndef KS_CPU_QUANT_H
+#define KS_CPU_QUANT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "runtime/qtype.h"
+
+float    ks_fp16_to_f32(uint16_t h);
+uint16_t ks_f32_to_fp16(float f);   /* round to nearest even */
+float    ks_bf16_to_f32(uint16_t h);
+uint16_t ks_f32_to_bf16(float f);   /* round to nearest even */
+
+typedef enum ks_simd {
+    KS_SIMD_SCALAR = 0,
+    KS_SIMD_AVX2,
+    KS_SIMD_NEON,
+} ks_simd;
+
+/* The path in use: the best the CPU offers, unless KESTREL_SIMD names
+ * another (an unavailable one falls back to scalar with a warning). */
+ks_simd     ks_cpu_simd(void);
+void        ks_cpu_simd_force(ks_simd s);  /* tests; not thread safe */
+bool        ks_cpu_simd_available(ks_simd s);
+const char *ks_cpu_simd_name(ks_simd s);
+
+/* The format activations take for a dot product with weights of type |w|
+ * (as llama.cpp does, so results track it): F32 for F32, F16 for F16,
+ * BF16 for BF16, Q8_K for K-quants, Q8_1 for Q4_1/Q5_1, Q8_0 for the
+ * other 32-element types. */
+ks_qtype ks_cpu_act_type(ks_qtype w);
+/* Bytes of one activation row of |n| elements in that format. */
+uint64_t ks_cpu_act_bytes(ks_qtype w, uint64_t n);
+/* Quantizes one activation row; |n| is a multiple of |w|'s block size. */
+void     ks_cpu_quantize_act(ks_qtype w, const float *x, void *xq, uint64_t n);
+
+/* y[r] = dot(row r of W, x) for r in [0, n_rows). Rows of |n| elements are
+ * |row_bytes| apart; |xq| comes from ks_cpu_quantize_act(w, ...). */
+void ks_cpu_matvec(ks_qtype w, const void *W, uint64_t row_bytes, uint64_t n,
+                   int64_t n_rows, const void *xq, float *y);
+
+/* y[t * ldy + r] = dot(row r of W, activation row t) for t < n_tok,
+ * r < n_rows; activation rows are |xq_stride| bytes apart. Reads each
+ * weight row once for all n_tok activations. */
+void ks_cpu_matmul(ks_qtype w, const void *W, uint64_t row_bytes, uint64_t n,
+                   int64_t n_rows, const void *xq, uint64_t xq_stride,
+                   int64_t n_tok, float *y, uint64_t ldy);
+
+/* Dequantizes one row of |n| elements to f32. */
+void ks_cpu_dequant_row(ks_qtype t, const void *src, float *dst, uint64_t n);
+
+/* Weight quantization from f32 (the GGUF writer and `kestrel quantize`). */
+bool ks_cpu_can_quantize(ks_qtype t);
+void ks_cpu_quantize_row(ks_qtype t, const float *src, void *dst, uint64_t n);
+
+#endif

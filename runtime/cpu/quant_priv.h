@@ -1,0 +1,223 @@
+/* Private to runtime/cpu/quant*.c: the block structs of every type the
+ * kernels handle and the kernel tables that quant.c dispatches through.
+ * Layouts: shared/reference/gguf-and-quants.md section 2 (ggml-common.h). */
+#ifndef KS_CPU_QUANT_PRIV_H
+#define KS_CPU_QUANT_PRIV_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "runtime/cpu/quant.h"
+
+#define KS_QK32 32
+#define KS_QKK  256
+
+/* Weight blocks. uint16_t fields hold IEEE half (fp16) bits. */
+typedef struct { uint16_t d; uint8_t qs[16]; } ks_blk_q4_0;
+typedef struct { uint16_t d, m; uint8_t qs[16]; } ks_blk_q4_1;
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } ks_blk_q5_0;
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } ks_blk_q5_1;
+typedef struct { uint16_t d; int8_t qs[32]; } ks_blk_q8_0;
+typedef struct { uint16_t d; uint8_t qs[16]; } ks_blk_iq4_nl;
+typedef struct {
+    uint8_t scales[16]; /* low nibble scale, high nibble min */
+    uint8_t qs[64];
+    uint16_t d, dmin;
+} ks_blk_q2_k;
+typedef struct {
+    uint8_t hmask[32];
+    uint8_t qs[64];
+    uint8_t scales[12];
+    uint16_t d;
+} ks_blk_q3_k;
+typedef struct {
+    uint16_t d, dmin;
+    uint8_t scales[12];
+    uint8_t qs[128];
+} ks_blk_q4_k;
+typedef struct {
+    uint16_t d, dmin;
+    uint8_t scales[12];
+    uint8_t qh[32];
+    uint8_t qs[128];
+} ks_blk_q5_k;
+typedef struct {
+    uint8_t ql[128];
+    uint8_t qh[64];
+    int8_t scales[16];
+    uint16_t d;
+} ks_blk_q6_k;
+
+/* Activation blocks. Q8_1's s is d * sum(qs) as fp16 (d unrounded, as
+ * llama.cpp computes it). Q8_K keeps d as f32 and the sums of each 16
+ * quants, which the K-quant kernels use for mins and offsets. */
+typedef struct { uint16_t d, s; int8_t qs[32]; } ks_blk_q8_1;
+typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } ks_blk_q8_k;
+
+_Static_assert(sizeof(ks_blk_q4_0) == 18, "q4_0");
+_Static_assert(sizeof(ks_blk_q4_1) == 20, "q4_1");
+_Static_assert(sizeof(ks_blk_q5_0) == 22, "q5_0");
+_Static_assert(sizeof(ks_blk_q5_1) == 24, "q5_1");
+_Static_assert(sizeof(ks_blk_q8_0) == 34, "q8_0");
+_Static_assert(sizeof(ks_blk_q8_1) == 36, "q8_1");
+_Static_assert(sizeof(ks_blk_iq4_nl) == 18, "iq4_nl");
+_Static_assert(sizeof(ks_blk_q2_k) == 84, "q2_k");
+_Static_assert(sizeof(ks_blk_q3_k) == 110, "q3_k");
+_Static_assert(sizeof(ks_blk_q4_k) == 144, "q4_k");
+_Static_assert(sizeof(ks_blk_q5_k) == 176, "q5_k");
+_Static_assert(sizeof(ks_blk_q6_k) == 210, "q6_k");
+_Static_assert(sizeof(ks_blk_q8_k) == 292, "q8_k");
+
+/* Scalar IEEE half <-> float, exact and round-to-nearest-even; the public
+ * ks_fp16_to_f32/ks_f32_to_fp16 wrap these. NaN keeps its sign and top
+ * payload bits and becomes quiet, as F16C's vcvtps2ph does. */
+static inline float
+ks_h2f(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t e = (h >> 10) & 0x1f, m = h & 0x3ff, bits;
+    float f;
+
+    if (e == 0) {
+        f = (float)m * 0x1p-24f; /* zero or subnormal, exact */
+        memcpy(&bits, &f, 4);
+        bits |= sign;
+    } else if (e == 31) {
+        bits = sign | 0x7f800000u | (m << 13);
+    } else {
+        bits = sign | ((e + 112) << 23) | (m << 13);
+    }
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline uint16_t
+ks_f2h(float f)
+{
+    uint32_t x, ax, h, rem;
+    uint16_t sign;
+
+    memcpy(&x, &f, 4);
+    sign = (uint16_t)((x >> 16) & 0x8000);
+    ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) /* NaN */
+        return (uint16_t)(sign | 0x7e00 | ((ax >> 13) & 0x3ff));
+    if (ax >= 0x477ff000u) /* rounds past 65504, or inf */
+        return (uint16_t)(sign | 0x7c00);
+    if (ax < 0x38800000u) { /* below 2^-14: subnormal half or zero */
+        uint32_t e = ax >> 23, mant, shift, half;
+        if (e < 102) /* below 2^-25: rounds to zero */
+            return sign;
+        mant = (ax & 0x7fffffu) | 0x800000u;
+        shift = 126 - e;
+        h = mant >> shift;
+        rem = mant & ((1u << shift) - 1);
+        half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (h & 1)))
+            h++;
+        return (uint16_t)(sign | h);
+    }
+    h = (ax >> 13) - (112u << 10);
+    rem = ax & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1)))
+        h++;
+    return (uint16_t)(sign | h);
+}
+
+static inline float
+ks_bf2f(uint16_t h)
+{
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline uint16_t
+ks_f2bf(float f)
+{
+    uint32_t x;
+
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u) /* NaN: keep it quiet */
+        return (uint16_t)((x >> 16) | 0x40);
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
+}
+
+/* Round to nearest, ties to even, for |v| < 2^22 (ggml's nearest_int). */
+static inline int
+ks_nearest_int(float v)
+{
+    float t = v + 12582912.f;
+    int32_t i;
+
+    memcpy(&i, &t, 4);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+/* The IQ4_NL codebook (ggml kvalues_iq4nl). */
+extern const int8_t ks_iq4nl_values[16];
+
+/* Unpacks the 12-byte 6-bit scale/min array of Q4_K and Q5_K into eight
+ * scales and eight mins (bytes). */
+static inline void
+ks_k4_scales(const uint8_t *b, uint8_t sc[8], uint8_t mn[8])
+{
+    uint32_t b0, b1, b2, s_hi, m_hi;
+
+    memcpy(&b0, b, 4);
+    memcpy(&b1, b + 4, 4);
+    memcpy(&b2, b + 8, 4);
+    s_hi = (b2 & 0x0f0f0f0fu) | (((b0 >> 6) & 0x03030303u) << 4);
+    m_hi = ((b2 >> 4) & 0x0f0f0f0fu) | (((b1 >> 6) & 0x03030303u) << 4);
+    b0 &= 0x3f3f3f3fu;
+    b1 &= 0x3f3f3f3fu;
+    memcpy(sc, &b0, 4);
+    memcpy(sc + 4, &s_hi, 4);
+    memcpy(mn, &b1, 4);
+    memcpy(mn + 4, &m_hi, 4);
+}
+
+/* Unpacks Q3_K's sixteen 6-bit scales (stored +32) to signed values. */
+static inline void
+ks_k3_scales(const uint8_t *b, int8_t sc[16])
+{
+    for (int k = 0; k < 16; k++) {
+        int lo = k < 8 ? (b[k] & 0xF) : (b[k - 8] >> 4);
+        int hi = (b[8 + k % 4] >> (2 * (k / 4))) & 3;
+        sc[k] = (int8_t)((lo | hi << 4) - 32);
+    }
+}
+
+/* Kernel signatures; see quant.h for the contracts. matmul with n_tok 1
+ * is the matvec. */
+typedef void (*ks_matmul_fn)(const void *W, uint64_t row_bytes, uint64_t n,
+                             int64_t n_rows, const void *xq,
+                             uint64_t xq_stride, int64_t n_tok, float *y,
+                             uint64_t ldy);
+typedef void (*ks_matvec_fn)(const void *W, uint64_t row_bytes, uint64_t n,
+                             int64_t n_rows, const void *xq, float *y);
+typedef void (*ks_dequant_fn)(const void *src, float *dst, uint64_t n);
+typedef void (*ks_quant_act_fn)(const float *x, void *xq, uint64_t n);
+
+/* One implementation set. Entries are indexed by weight type, except
+ * quant_act, indexed by activation type (F32, F16, BF16, Q8_0, Q8_1,
+ * Q8_K). A SIMD filler overwrites the entries it implements and leaves
+ * the scalar ones elsewhere. */
+typedef struct ks_quant_ops {
+    ks_matvec_fn    matvec[KS_QUANT_COUNT];
+    ks_matmul_fn    matmul[KS_QUANT_COUNT];
+    ks_dequant_fn   dequant[KS_QUANT_COUNT];
+    ks_quant_act_fn quant_act[KS_QUANT_COUNT];
+} ks_quant_ops;
+
+void ks_quant_ops_scalar(ks_quant_ops *ops);
+#if defined(__x86_64__)
+void ks_quant_ops_avx2(ks_quant_ops *ops);
+#endif
+#if defined(__aarch64__)
+void ks_quant_ops_neon(ks_quant_ops *ops);
+#endif
+
+#endif

@@ -1,0 +1,459 @@
+/* The transformer forward pass on the CPU, for every supported
+ * architecture.
+ *
+ * One call runs a batch of tokens through all layers:
+ *   x = embed(tokens) * emb_scale
+ *   per layer: xn = norm(x); q,k,v = xn·W (+bias); q,k = qk_norm, rope;
+ *              append k,v to the cache; att = attention(q, cache);
+ *              o = att·Wo (post-norm for gemma3); x += o;
+ *              xn = norm(x); f = down(act(gate·xn) * up·xn) (post-norm);
+ *              x += f
+ *   logits = norm(x_last)·output
+ * Matrix products run on the thread pool, split by weight rows; the
+ * activations are quantized once per format the weights need. Attention
+ * runs on the pool split by (token, head). The small vector work (norms,
+ * rope, residual adds) stays on the calling thread, where it costs less
+ * than a hand-off. Nothing here allocates. */
+#include <math.h>
+#include <string.h>
+
+#include "driver/base.h"
+#include "runtime/cpu/attn.h"
+#include "runtime/cpu/quant.h"
+#include "runtime/session_priv.h"
+
+/* ---- matrix products on the pool ---- */
+
+enum { MAX_MATS = 3 };
+
+typedef struct mat_job {
+    int             n_mats;
+    const ks_weight *w[MAX_MATS];
+    float           *y[MAX_MATS];    /* [n_tok][ldy] */
+    uint64_t         ldy[MAX_MATS];
+    const uint8_t   *xq[MAX_MATS];   /* quantized input rows */
+    uint64_t         xq_stride[MAX_MATS];
+    uint32_t         n_tok;
+} mat_job;
+
+static void
+mat_worker(void *ctx, int ith, int nth)
+{
+    const mat_job *j = ctx;
+
+    for (int i = 0; i < j->n_mats; i++) {
+        const ks_weight *w = j->w[i];
+        int64_t r0, r1;
+        const uint8_t *W;
+
+        /* Chunks of 16 rows keep SIMD kernels on their multi-row path. */
+        ks_pool_range((int64_t)w->ne1, 16, ith, nth, &r0, &r1);
+        if (r1 <= r0)
+            continue;
+        W = (const uint8_t *)w->data + (uint64_t)r0 * w->row_bytes;
+        if (j->n_tok == 1)
+            ks_cpu_matvec(w->type, W, w->row_bytes, w->ne0, r1 - r0,
+                          j->xq[i], j->y[i] + r0);
+        else
+            ks_cpu_matmul(w->type, W, w->row_bytes, w->ne0, r1 - r0,
+                          j->xq[i], j->xq_stride[i], j->n_tok,
+                          j->y[i] + r0, j->ldy[i]);
+    }
+}
+
+typedef struct quant_job {
+    ks_qtype     wtype;
+    const float *src;
+    uint64_t     n;
+    uint64_t     ld;
+    uint8_t     *dst;
+    uint64_t     stride;
+    uint32_t     n_tok;
+} quant_job;
+
+static void
+quant_worker(void *ctx, int ith, int nth)
+{
+    const quant_job *j = ctx;
+    int64_t t0, t1;
+
+    ks_pool_range(j->n_tok, 1, ith, nth, &t0, &t1);
+    for (int64_t t = t0; t < t1; t++)
+        ks_cpu_quantize_act(j->wtype, j->src + (uint64_t)t * j->ld,
+                            j->dst + (uint64_t)t * j->stride, j->n);
+}
+
+/* The rows src[0..n_tok) (|ld| floats apart, |n| used) in the format that
+ * weights of type |wtype| consume, quantized at most once per input. */
+static const uint8_t *
+act_for(ks_session *s, ks_qtype wtype, const float *src, uint64_t n,
+        uint64_t ld, uint32_t n_tok, uint64_t *stride)
+{
+    ks_qtype at = ks_cpu_act_type(wtype);
+    ks_act_slot *slot = NULL;
+
+    for (int i = 0; i < KS_N_ACT_SLOTS; i++)
+        if (s->act[i].buf && s->act[i].type == at)
+            slot = &s->act[i];
+    /* session.c allocated a slot for every format this model needs */
+    *stride = slot->stride;
+    if (slot->src != src) {
+        quant_job qj = { wtype, src, n, ld, slot->buf, slot->stride, n_tok };
+        if (n_tok == 1)
+            quant_worker(&qj, 0, 1);
+        else
+            ks_pool_run_n(s->pool, s->n_threads, quant_worker, &qj);
+        slot->src = src;
+    }
+    return slot->buf;
+}
+
+static void
+stale_acts(ks_session *s)
+{
+    for (int i = 0; i < KS_N_ACT_SLOTS; i++)
+        s->act[i].src = NULL;
+}
+
+/* y_i = x · W_i for up to three weights sharing one input. */
+static void
+matmuls(ks_session *s, const float *x, uint64_t ldx, uint32_t n_tok, int n,
+        const ks_weight *const *w, float *const *y, const uint64_t *ldy)
+{
+    mat_job j = { .n_mats = n, .n_tok = n_tok };
+
+    for (int i = 0; i < n; i++) {
+        j.w[i] = w[i];
+        j.y[i] = y[i];
+        j.ldy[i] = ldy[i];
+        j.xq[i] = act_for(s, w[i]->type, x, w[i]->ne0, ldx, n_tok,
+                          &j.xq_stride[i]);
+    }
+    ks_pool_run_n(s->pool, s->n_threads, mat_worker, &j);
+}
+
+static void
+matmul1(ks_session *s, const float *x, uint64_t ldx, uint32_t n_tok,
+        const ks_weight *w, float *y, uint64_t ldy)
+{
+    matmuls(s, x, ldx, n_tok, 1, &w, &y, &ldy);
+}
+
+/* ---- vector helpers ---- */
+
+/* y = x / sqrt(mean(x²) + eps) * w; the sum in double as ggml does. */
+static void
+rms_norm(float *y, const float *x, const float *w, uint64_t n, float eps)
+{
+    double sum = 0;
+    float scale;
+
+    for (uint64_t i = 0; i < n; i++)
+        sum += (double)x[i] * x[i];
+    scale = 1.0f / sqrtf((float)(sum / (double)n) + eps);
+    for (uint64_t i = 0; i < n; i++)
+        y[i] = x[i] * scale * w[i];
+}
+
+static void
+add_bias(float *y, const ks_weight *b, uint32_t n_tok, uint64_t ld)
+{
+    const float *bias = b->data;
+
+    if (!bias)
+        return;
+    for (uint32_t t = 0; t < n_tok; t++)
+        for (uint64_t i = 0; i < b->ne0; i++)
+            y[(uint64_t)t * ld + i] += bias[i];
+}
+
+/* cos/sin of every rotated pair for each token, computed as llama.cpp's
+ * rope cache: theta_i = p * base^(-2i/n_rot), by repeated multiplication
+ * in float, scaled by 1/factor for linear scaling. */
+static void
+rope_table(float *cs, uint32_t pos0, uint32_t n_tok, uint32_t n_rot,
+           float base, float scale)
+{
+    float theta_scale = powf(base, -2.0f / (float)n_rot);
+
+    for (uint32_t t = 0; t < n_tok; t++) {
+        float theta = (float)(pos0 + t);
+        float *c = cs + (uint64_t)t * n_rot;
+        for (uint32_t i = 0; i < n_rot / 2; i++) {
+            float th = theta / scale;
+            c[2 * i] = cosf(th);
+            c[2 * i + 1] = sinf(th);
+            theta *= theta_scale;
+        }
+    }
+}
+
+static void
+rope_apply(float *v, const float *cs, uint32_t head_dim, uint32_t n_rot,
+           bool neox)
+{
+    uint32_t half = n_rot / 2;
+
+    for (uint32_t i = 0; i < half; i++) {
+        float c = cs[2 * i], sn = cs[2 * i + 1];
+        uint32_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+        float x0 = v[a], x1 = v[b];
+        v[a] = x0 * c - x1 * sn;
+        v[b] = x0 * sn + x1 * c;
+    }
+    (void)head_dim;
+}
+
+static void
+store_kv(uint8_t *dst, const float *src, uint64_t n, ks_kv_type t)
+{
+    if (t == KS_KV_F32) {
+        memcpy(dst, src, n * sizeof(float));
+        return;
+    }
+    for (uint64_t i = 0; i < n; i++)
+        ((uint16_t *)dst)[i] = ks_f32_to_fp16(src[i]);
+}
+
+/* ---- attention ---- */
+
+typedef struct attn_job {
+    ks_session     *s;
+    uint32_t        layer;
+    uint32_t        n_tok;
+    uint32_t        pos0;
+    bool            swa;
+} attn_job;
+
+static void
+attn_worker(void *ctx, int ith, int nth)
+{
+    const attn_job *j = ctx;
+    ks_session *s = j->s;
+    const ks_hparams *hp = &s->m->hp;
+    uint32_t hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
+    uint64_t q_dim = (uint64_t)hp->n_head * hd;
+    ks_qtype kt = s->kv_type == KS_KV_F16 ? KS_QUANT_F16 : KS_QUANT_F32;
+    uint64_t layer_off = (uint64_t)j->layer * s->n_ctx * s->kv_row_bytes;
+    uint64_t elem = s->kv_type == KS_KV_F16 ? 2 : 4;
+    float *scores = s->scores + (uint64_t)ith * s->n_ctx;
+    float *vrow = s->vtmp + (uint64_t)ith * hd;
+    uint8_t *qh = s->qh + (uint64_t)ith * hd * 4;
+    int64_t p0, p1;
+
+    ks_pool_range((int64_t)j->n_tok * hp->n_head, 1, ith, nth, &p0, &p1);
+    for (int64_t pair = p0; pair < p1; pair++) {
+        uint32_t t = (uint32_t)(pair / hp->n_head);
+        uint32_t h = (uint32_t)(pair % hp->n_head);
+        uint32_t kvh = h / group, pos = j->pos0 + t;
+        uint32_t first = 0, n_keys;
+        const float *q = s->q + (uint64_t)t * q_dim + (uint64_t)h * hd;
+        float *out = s->att + (uint64_t)t * q_dim + (uint64_t)h * hd;
+        const uint8_t *kbase, *vbase;
+
+        if (j->swa && pos + 1 > hp->n_swa)
+            first = pos + 1 - hp->n_swa;
+        n_keys = pos + 1 - first;
+        kbase = s->k_cache + layer_off + (uint64_t)first * s->kv_row_bytes +
+                (uint64_t)kvh * hd * elem;
+        vbase = s->v_cache + layer_off + (uint64_t)first * s->kv_row_bytes +
+                (uint64_t)kvh * hd * elem;
+
+        /* Scores: the query in the cache's format dotted with each key
+         * row, as llama.cpp converts Q to the K type. */
+        ks_cpu_quantize_act(kt, q, qh, hd);
+        if (kt == KS_QUANT_F16)
+            ks_cpu_attn_scores_f16(kbase, s->kv_row_bytes, hd, n_keys,
+                                   (const uint16_t *)qh, scores);
+        else
+            ks_cpu_matvec(kt, kbase, s->kv_row_bytes, hd, n_keys, qh,
+                          scores);
+        /* Online softmax over the keys in order, the value sum kept in
+         * the cache's precision: llama.cpp's CPU flash attention does
+         * this (an fp16 accumulator for an f16 cache), and following it
+         * keeps greedy tokens identical to the peer's. */
+        ks_cpu_attn_accum(kt, vbase, s->kv_row_bytes, hd, n_keys, scores,
+                          hp->attn_scale, vrow, out);
+    }
+}
+
+/* ---- FFN activation ---- */
+
+typedef struct act_job {
+    float   *g;
+    const float *u;
+    uint64_t n;  /* n_tok * n_ff */
+    ks_act   act;
+} act_job;
+
+static void
+act_worker(void *ctx, int ith, int nth)
+{
+    const act_job *j = ctx;
+    int64_t i0, i1;
+
+    ks_pool_range((int64_t)j->n, 64, ith, nth, &i0, &i1);
+    if (j->act == KS_ACT_SILU) {
+        for (int64_t i = i0; i < i1; i++) {
+            float x = j->g[i];
+            j->g[i] = x / (1.0f + expf(-x)) * j->u[i];
+        }
+    } else {
+        /* GELU as llama.cpp's CPU backend computes it: through a table
+         * indexed by the fp16 value of x, holding fp16 results, and
+         * exact outside (-10, 10). Matching it keeps greedy tokens equal
+         * to the peer's. */
+        for (int64_t i = i0; i < i1; i++) {
+            float x = j->g[i], y;
+            if (x <= -10.0f) {
+                y = 0.0f;
+            } else if (x >= 10.0f) {
+                y = x;
+            } else {
+                float xh = ks_fp16_to_f32(ks_f32_to_fp16(x));
+                y = 0.5f * xh *
+                    (1.0f + tanhf(0.79788456080286535588f * xh *
+                                  (1.0f + 0.044715f * xh * xh)));
+                y = ks_fp16_to_f32(ks_f32_to_fp16(y));
+            }
+            j->g[i] = y * j->u[i];
+        }
+    }
+}
+
+/* ---- the whole pass ---- */
+
+ks_status
+ks_forward(ks_session *s, const int32_t *tokens, uint32_t n, bool want_logits)
+{
+    const ks_model *m = s->m;
+    const ks_hparams *hp = &m->hp;
+    uint64_t E = hp->n_embd, hd = hp->head_dim;
+    uint64_t q_dim = (uint64_t)hp->n_head * hd, kv_dim = s->kv_dim;
+    uint64_t F = hp->n_ff;
+    uint32_t pos0 = s->n_past;
+    float *cs_global = s->rope;
+    float *cs_local = s->rope + (uint64_t)s->n_batch * hp->n_rot;
+
+    if (n == 0 || n > s->n_batch)
+        return ks_error(KS_ERR_INTERNAL, "forward: batch of %u tokens, "
+                        "expected 1..%u", n, s->n_batch);
+    if ((uint64_t)pos0 + n > s->n_ctx)
+        return ks_error(KS_ERR_CONTEXT_FULL,
+                        "context full: %u tokens held, %u more do not fit in "
+                        "%u", pos0, n, s->n_ctx);
+    for (uint32_t t = 0; t < n; t++)
+        if (tokens[t] < 0 || (uint32_t)tokens[t] >= hp->n_vocab)
+            return ks_error(KS_ERR_INVALID_ARG,
+                            "forward: token id %d is outside the vocabulary "
+                            "(0..%u)", tokens[t], hp->n_vocab - 1);
+
+    for (uint32_t t = 0; t < n; t++) {
+        float *x = s->x + t * E;
+        ks_cpu_dequant_row(m->tok_embd.type,
+                           (const uint8_t *)m->tok_embd.data +
+                               (uint64_t)tokens[t] * m->tok_embd.row_bytes,
+                           x, E);
+        if (hp->emb_scale != 1.0f)
+            for (uint64_t i = 0; i < E; i++)
+                x[i] *= hp->emb_scale;
+    }
+    rope_table(cs_global, pos0, n, hp->n_rot, hp->rope_base, hp->rope_scale);
+    if (hp->rope_base_swa != hp->rope_base)
+        rope_table(cs_local, pos0, n, hp->n_rot, hp->rope_base_swa, 1.0f);
+    else
+        cs_local = cs_global;
+
+    for (uint32_t il = 0; il < hp->n_layers; il++) {
+        const ks_layer *L = &m->layers[il];
+        const float *cs = L->swa ? cs_local : cs_global;
+        uint64_t layer_off = (uint64_t)il * s->n_ctx * s->kv_row_bytes;
+
+        /* attention block */
+        for (uint32_t t = 0; t < n; t++)
+            rms_norm(s->xn + t * E, s->x + t * E, L->attn_norm.data, E,
+                     hp->eps);
+        stale_acts(s);
+        {
+            const ks_weight *w[3] = { &L->wq, &L->wk, &L->wv };
+            float *y[3] = { s->q, s->k, s->v };
+            uint64_t ldy[3] = { q_dim, kv_dim, kv_dim };
+            matmuls(s, s->xn, E, n, 3, w, y, ldy);
+        }
+        add_bias(s->q, &L->bq, n, q_dim);
+        add_bias(s->k, &L->bk, n, kv_dim);
+        add_bias(s->v, &L->bv, n, kv_dim);
+        for (uint32_t t = 0; t < n; t++) {
+            for (uint32_t h = 0; h < hp->n_head; h++) {
+                float *q = s->q + t * q_dim + h * hd;
+                if (L->q_norm.data)
+                    rms_norm(q, q, L->q_norm.data, hd, hp->eps);
+                rope_apply(q, cs + (uint64_t)t * hp->n_rot, hd, hp->n_rot,
+                           hp->rope_neox);
+            }
+            for (uint32_t h = 0; h < hp->n_head_kv; h++) {
+                float *k = s->k + t * kv_dim + h * hd;
+                if (L->k_norm.data)
+                    rms_norm(k, k, L->k_norm.data, hd, hp->eps);
+                rope_apply(k, cs + (uint64_t)t * hp->n_rot, hd, hp->n_rot,
+                           hp->rope_neox);
+            }
+            store_kv(s->k_cache + layer_off +
+                         (uint64_t)(pos0 + t) * s->kv_row_bytes,
+                     s->k + t * kv_dim, kv_dim, s->kv_type);
+            store_kv(s->v_cache + layer_off +
+                         (uint64_t)(pos0 + t) * s->kv_row_bytes,
+                     s->v + t * kv_dim, kv_dim, s->kv_type);
+        }
+        {
+            attn_job aj = { s, il, n, pos0, L->swa };
+            ks_pool_run_n(s->pool, s->n_threads, attn_worker, &aj);
+        }
+        /* the output projection lands in xn, free again */
+        matmul1(s, s->att, q_dim, n, &L->wo, s->xn, E);
+        for (uint32_t t = 0; t < n; t++) {
+            float *o = s->xn + t * E, *x = s->x + t * E;
+            if (L->post_attn_norm.data)
+                rms_norm(o, o, L->post_attn_norm.data, E, hp->eps);
+            for (uint64_t i = 0; i < E; i++)
+                x[i] += o[i];
+        }
+
+        /* feed-forward block */
+        for (uint32_t t = 0; t < n; t++)
+            rms_norm(s->xn + t * E, s->x + t * E, L->ffn_norm.data, E,
+                     hp->eps);
+        stale_acts(s);
+        {
+            const ks_weight *w[2] = { &L->gate, &L->up };
+            float *y[2] = { s->g, s->u };
+            uint64_t ldy[2] = { F, F };
+            matmuls(s, s->xn, E, n, 2, w, y, ldy);
+        }
+        {
+            act_job fj = { s->g, s->u, (uint64_t)n * F, hp->act };
+            if (n * F < 4096)
+                act_worker(&fj, 0, 1);
+            else
+                ks_pool_run_n(s->pool, s->n_threads, act_worker, &fj);
+        }
+        matmul1(s, s->g, F, n, &L->down, s->xn, E);
+        for (uint32_t t = 0; t < n; t++) {
+            float *o = s->xn + t * E, *x = s->x + t * E;
+            if (L->post_ffw_norm.data)
+                rms_norm(o, o, L->post_ffw_norm.data, E, hp->eps);
+            for (uint64_t i = 0; i < E; i++)
+                x[i] += o[i];
+        }
+    }
+    s->n_past += n;
+
+    if (want_logits) {
+        float *last = s->xn + (uint64_t)(n - 1) * E;
+        rms_norm(last, s->x + (uint64_t)(n - 1) * E, m->output_norm.data, E,
+                 hp->eps);
+        stale_acts(s);
+        matmul1(s, last, E, 1, &m->output, s->logits, hp->n_vocab);
+    }
+    return KS_OK;
+}

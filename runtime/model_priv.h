@@ -1,0 +1,101 @@
+/* The loaded model as the runtime sees it: hyper-parameters, weight views
+ * into the mapped GGUF file, the tokenizer and the chat format. Shared by
+ * model.c (building it), forward.c (running it) and session.c (the API). */
+#ifndef KS_MODEL_PRIV_H
+#define KS_MODEL_PRIV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kestrel/model.h"
+#include "runtime/qtype.h"
+
+struct ks_gguf;
+struct ks_tokenizer;
+
+typedef enum ks_arch {
+    KS_ARCH_LLAMA = 0,
+    KS_ARCH_QWEN2,
+    KS_ARCH_QWEN3,
+    KS_ARCH_GEMMA3,
+} ks_arch;
+
+/* A 1-D or 2-D weight: ne1 rows of ne0 elements, |row_bytes| apart.
+ * data == NULL means the tensor is absent (optional tensors only). */
+typedef struct ks_weight {
+    const char *name;
+    ks_qtype    type;
+    const void *data;
+    uint64_t    ne0;
+    uint64_t    ne1;
+    uint64_t    row_bytes;
+} ks_weight;
+
+typedef struct ks_layer {
+    ks_weight attn_norm;        /* [n_embd], f32 */
+    ks_weight wq, wk, wv;       /* [n_embd] x [n_head*hd], [n_embd] x [kv_dim] */
+    ks_weight bq, bk, bv;       /* qwen2 biases, f32, else absent */
+    ks_weight q_norm, k_norm;   /* [head_dim], qwen3 and gemma3 */
+    ks_weight wo;               /* [n_head*hd] x [n_embd] */
+    ks_weight post_attn_norm;   /* gemma3 */
+    ks_weight ffn_norm;
+    ks_weight gate, up;         /* [n_embd] x [n_ff] */
+    ks_weight down;             /* [n_ff] x [n_embd] */
+    ks_weight post_ffw_norm;    /* gemma3 */
+    bool      swa;              /* sliding-window (local) attention */
+    float     rope_base;
+} ks_layer;
+
+typedef enum ks_act {
+    KS_ACT_SILU = 0,
+    KS_ACT_GELU_TANH,
+} ks_act;
+
+typedef struct ks_hparams {
+    uint32_t n_embd;
+    uint32_t n_layers;
+    uint32_t n_head;
+    uint32_t n_head_kv;
+    uint32_t head_dim;      /* key and value length */
+    uint32_t n_ff;
+    uint32_t n_vocab;
+    uint32_t n_ctx_train;
+    uint32_t n_rot;         /* rotated dimensions per head */
+    uint32_t n_swa;         /* sliding window; 0: none */
+    float    eps;
+    float    rope_base;
+    float    rope_base_swa;
+    float    rope_scale;    /* linear scaling factor; 1: none */
+    float    emb_scale;     /* 1, or sqrt(n_embd) for gemma3 */
+    float    attn_scale;    /* 1/sqrt(head_dim) */
+    bool     rope_neox;     /* rotate (i, i+n_rot/2) instead of (2i, 2i+1) */
+    ks_act   act;
+} ks_hparams;
+
+struct ks_runtime {
+    ks_backend backend;
+    int32_t    n_threads;
+    int32_t    device;
+};
+
+struct ks_model {
+    ks_runtime          *rt;
+    struct ks_gguf      *gguf;
+    struct ks_tokenizer *tok;
+    ks_arch              arch;
+    const char          *arch_name;
+    char                *name;
+    ks_hparams           hp;
+    ks_weight            tok_embd;     /* [n_embd] x [n_vocab] */
+    ks_weight            output_norm;
+    ks_weight            output;       /* token_embd when tied */
+    ks_layer            *layers;       /* [n_layers] */
+    int                  chat_family;  /* ks_chat_family */
+    const char          *chat_template;
+    const char          *default_system;
+    uint64_t             n_params;
+    uint64_t             file_bytes;
+    double               load_ms;
+};
+
+#endif

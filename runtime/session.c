@@ -1,0 +1,450 @@
+/* The public API around a model: runtimes, sessions, tokenization,
+ * generation and statistics.
+ *
+ * A session allocates its KV cache and the scratch for one batch at
+ * create; ks_session_generate then prefills the prompt in batches of
+ * n_batch through ks_forward, and decodes one token at a time, sampling
+ * on the CPU and handing each token's text to the caller's callback. */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "driver/base.h"
+#include "runtime/chat.h"
+#include "runtime/cpu/quant.h"
+#include "runtime/sample.h"
+#include "runtime/session_priv.h"
+#include "runtime/tokenizer.h"
+
+/* ---- runtime ---- */
+
+KS_API ks_status
+ks_runtime_create(const ks_runtime_params *p, ks_runtime **out)
+{
+    ks_runtime_params def = { 0 };
+    ks_runtime *rt;
+
+    *out = NULL;
+    if (!p)
+        p = &def;
+    if (p->n_threads < 0 || p->n_threads > 1024)
+        return ks_error(KS_ERR_INVALID_ARG,
+                        "runtime: %d threads asked, expected 1..1024 or 0 "
+                        "for all cores", p->n_threads);
+    if (p->backend == KS_BACKEND_VULKAN)
+        return ks_error(KS_ERR_UNSUPPORTED,
+                        "runtime: the Vulkan backend is not available in "
+                        "this build yet; use --backend cpu or auto");
+    if (p->backend != KS_BACKEND_AUTO && p->backend != KS_BACKEND_CPU)
+        return ks_error(KS_ERR_INVALID_ARG, "runtime: unknown backend %d",
+                        (int)p->backend);
+    rt = calloc(1, sizeof(*rt));
+    if (!rt)
+        return ks_error(KS_ERR_NOMEM, "runtime: no memory");
+    rt->backend = KS_BACKEND_CPU;
+    rt->n_threads = p->n_threads;
+    if (rt->n_threads == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        rt->n_threads = n > 0 ? (int32_t)n : 1;
+    }
+    rt->device = p->device;
+    if (p->backend == KS_BACKEND_AUTO)
+        ks_log(KS_LOG_INFO, "runtime",
+               "backend auto: using the CPU (%d threads, %s kernels)",
+               rt->n_threads, ks_cpu_simd_name(ks_cpu_simd()));
+    *out = rt;
+    return KS_OK;
+}
+
+KS_API void
+ks_runtime_destroy(ks_runtime *rt)
+{
+    free(rt);
+}
+
+KS_API const char *
+ks_runtime_backend_name(const ks_runtime *rt)
+{
+    return rt->backend == KS_BACKEND_VULKAN ? "vulkan" : "cpu";
+}
+
+/* ---- tokens and chat ---- */
+
+KS_API ks_status
+ks_model_tokenize(const ks_model *m, const char *text, size_t len,
+                  bool add_special, bool parse_special, int32_t *out,
+                  size_t cap, size_t *n_out)
+{
+    return ks_tokenizer_encode(m->tok, text, len, add_special, parse_special,
+                               out, cap, n_out);
+}
+
+KS_API size_t
+ks_model_token_piece(const ks_model *m, int32_t id, char *buf, size_t cap)
+{
+    return ks_tokenizer_piece(m->tok, id, buf, cap);
+}
+
+KS_API ks_status
+ks_model_detokenize(const ks_model *m, const int32_t *ids, size_t n,
+                    char *buf, size_t cap, size_t *n_out)
+{
+    return ks_tokenizer_decode(m->tok, ids, n, buf, cap, n_out);
+}
+
+KS_API bool
+ks_model_token_is_eog(const ks_model *m, int32_t id)
+{
+    return ks_tokenizer_is_eog(m->tok, id);
+}
+
+KS_API ks_status
+ks_model_chat_format(const ks_model *m, const ks_chat_message *msgs,
+                     size_t n, bool add_generation_prompt, char *buf,
+                     size_t cap, size_t *n_out)
+{
+    /* ks_chat_message and ks_chat_msg have the same layout by design. */
+    return ks_chat_format((ks_chat_family)m->chat_family,
+                          (const ks_chat_msg *)msgs, n,
+                          add_generation_prompt, m->default_system, buf, cap,
+                          n_out);
+}
+
+/* ---- sessions ---- */
+
+static void *
+alloc_floats(uint64_t n, bool *ok)
+{
+    void *p = calloc(n ? n : 1, sizeof(float));
+
+    if (!p)
+        *ok = false;
+    return p;
+}
+
+/* One activation slot per format that some weight of the model needs. */
+static bool
+add_act_slot(ks_session *s, ks_qtype wtype, uint64_t max_n)
+{
+    ks_qtype at = ks_cpu_act_type(wtype);
+    int free_i = -1;
+
+    for (int i = 0; i < KS_N_ACT_SLOTS; i++) {
+        if (s->act[i].buf && s->act[i].type == at)
+            return true;
+        if (!s->act[i].buf && free_i < 0)
+            free_i = i;
+    }
+    if (free_i < 0)
+        return false;
+    s->act[free_i].type = at;
+    s->act[free_i].stride = ks_align_up(ks_cpu_act_bytes(wtype, max_n), 64);
+    s->act[free_i].buf = calloc(s->n_batch, s->act[free_i].stride);
+    return s->act[free_i].buf != NULL;
+}
+
+static bool
+add_layer_slots(ks_session *s, uint64_t max_n)
+{
+    const ks_model *m = s->m;
+    bool ok = add_act_slot(s, m->output.type, max_n);
+
+    for (uint32_t i = 0; ok && i < m->hp.n_layers; i++) {
+        const ks_layer *l = &m->layers[i];
+        const ks_weight *ws[] = { &l->wq, &l->wk, &l->wv, &l->wo,
+                                  &l->gate, &l->up, &l->down };
+        for (size_t k = 0; ok && k < sizeof ws / sizeof ws[0]; k++)
+            ok = add_act_slot(s, ws[k]->type, max_n);
+    }
+    return ok;
+}
+
+KS_API ks_status
+ks_session_create(ks_model *m, const ks_session_params *p, ks_session **out)
+{
+    ks_session_params def = { 0 };
+    const ks_hparams *hp;
+    ks_session *s;
+    ks_status st;
+    uint64_t q_dim, max_n, kv_bytes, nb, cache_bytes;
+    bool ok = true;
+
+    *out = NULL;
+    if (!m)
+        return ks_error(KS_ERR_INVALID_ARG, "session: no model given");
+    if (!p)
+        p = &def;
+    hp = &m->hp;
+    if (p->kv_type != KS_KV_F16 && p->kv_type != KS_KV_F32)
+        return ks_error(KS_ERR_INVALID_ARG, "session: unknown KV type %d",
+                        (int)p->kv_type);
+    if (p->n_threads < 0 || p->n_threads > 1024)
+        return ks_error(KS_ERR_INVALID_ARG,
+                        "session: %d threads asked, expected 1..1024",
+                        p->n_threads);
+    s = calloc(1, sizeof(*s));
+    if (!s)
+        return ks_error(KS_ERR_NOMEM, "session: no memory");
+    s->m = m;
+    s->n_ctx = p->n_ctx ? p->n_ctx
+                        : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
+    s->n_batch = p->n_batch ? p->n_batch : 64;
+    if (s->n_batch > s->n_ctx)
+        s->n_batch = s->n_ctx;
+    if (s->n_ctx > (1u << 24) || s->n_batch > 8192) {
+        st = ks_error(KS_ERR_INVALID_ARG,
+                      "session: context %u / batch %u too large (at most "
+                      "16M and 8192)", s->n_ctx, s->n_batch);
+        goto fail;
+    }
+    s->kv_type = p->kv_type;
+    s->n_threads = p->n_threads ? p->n_threads : m->rt->n_threads;
+    if ((st = ks_pool_create(s->n_threads, &s->pool)) != KS_OK)
+        goto fail;
+
+    q_dim = (uint64_t)hp->n_head * hp->head_dim;
+    s->kv_dim = (uint64_t)hp->n_head_kv * hp->head_dim;
+    s->kv_row_bytes = s->kv_dim * (s->kv_type == KS_KV_F16 ? 2 : 4);
+    kv_bytes = 0;
+    if (!ks_mul_size(s->kv_row_bytes, s->n_ctx, &cache_bytes) ||
+        !ks_mul_size(cache_bytes, hp->n_layers, &cache_bytes) ||
+        cache_bytes > ((uint64_t)1 << 40)) {
+        st = ks_error(KS_ERR_INVALID_ARG,
+                      "session: a KV cache of %u tokens is too large",
+                      s->n_ctx);
+        goto fail;
+    }
+    /* calloc maps zero pages lazily: only positions used cost memory. */
+    s->k_cache = calloc(1, cache_bytes);
+    s->v_cache = calloc(1, cache_bytes);
+    if (!s->k_cache || !s->v_cache) {
+        st = ks_error(KS_ERR_NOMEM,
+                      "session: no memory for a KV cache of %u tokens "
+                      "(%.1f MiB); try a smaller -c", s->n_ctx,
+                      2.0 * (double)cache_bytes / 1048576.0);
+        goto fail;
+    }
+    kv_bytes = 2 * cache_bytes;
+
+    nb = s->n_batch;
+    max_n = hp->n_embd > q_dim ? hp->n_embd : q_dim;
+    if (hp->n_ff > max_n)
+        max_n = hp->n_ff;
+    s->x = alloc_floats(nb * hp->n_embd, &ok);
+    s->xn = alloc_floats(nb * max_n, &ok);
+    s->q = alloc_floats(nb * q_dim, &ok);
+    s->k = alloc_floats(nb * s->kv_dim, &ok);
+    s->v = alloc_floats(nb * s->kv_dim, &ok);
+    s->att = alloc_floats(nb * q_dim, &ok);
+    s->g = alloc_floats(nb * hp->n_ff, &ok);
+    s->u = alloc_floats(nb * hp->n_ff, &ok);
+    s->rope = alloc_floats(2 * nb * hp->n_rot, &ok);
+    s->scores = alloc_floats((uint64_t)s->n_threads * s->n_ctx, &ok);
+    s->vtmp = alloc_floats((uint64_t)s->n_threads * hp->head_dim, &ok);
+    s->qh = calloc((size_t)s->n_threads, hp->head_dim * 4u);
+    s->logits = alloc_floats(hp->n_vocab, &ok);
+    if (!ok || !s->qh || !add_layer_slots(s, max_n)) {
+        st = ks_error(KS_ERR_NOMEM, "session: no memory for activations");
+        goto fail;
+    }
+    s->stats.kv_bytes = kv_bytes;
+    s->stats.load_ms = m->load_ms;
+    ks_log(KS_LOG_DEBUG, "session",
+           "context %u, batch %u, KV %s %.1f MiB, %d threads", s->n_ctx,
+           s->n_batch, s->kv_type == KS_KV_F16 ? "f16" : "f32",
+           (double)kv_bytes / 1048576.0, s->n_threads);
+    *out = s;
+    return KS_OK;
+fail:
+    ks_session_destroy(s);
+    return st;
+}
+
+KS_API void
+ks_session_destroy(ks_session *s)
+{
+    if (!s)
+        return;
+    ks_pool_destroy(s->pool);
+    free(s->k_cache);
+    free(s->v_cache);
+    free(s->x);
+    free(s->xn);
+    free(s->q);
+    free(s->k);
+    free(s->v);
+    free(s->att);
+    free(s->g);
+    free(s->u);
+    free(s->rope);
+    free(s->scores);
+    free(s->vtmp);
+    free(s->qh);
+    free(s->logits);
+    for (int i = 0; i < KS_N_ACT_SLOTS; i++)
+        free(s->act[i].buf);
+    free(s);
+}
+
+KS_API uint32_t
+ks_session_n_past(const ks_session *s)
+{
+    return s->n_past;
+}
+
+KS_API uint32_t
+ks_session_n_ctx(const ks_session *s)
+{
+    return s->n_ctx;
+}
+
+KS_API ks_status
+ks_session_truncate(ks_session *s, uint32_t n_past)
+{
+    if (n_past > s->n_past)
+        return ks_error(KS_ERR_INVALID_ARG,
+                        "session: cannot truncate to %u, only %u tokens "
+                        "held", n_past, s->n_past);
+    /* Positions past n_past are simply overwritten by later tokens. */
+    s->n_past = n_past;
+    return KS_OK;
+}
+
+/* Runs |n| tokens in batches; logits of the last one land in s->logits. */
+static ks_status
+eval_tokens(ks_session *s, const int32_t *tokens, size_t n)
+{
+    ks_status st;
+
+    if ((uint64_t)s->n_past + n > s->n_ctx)
+        return ks_error(KS_ERR_CONTEXT_FULL,
+                        "context full: %u tokens held and %zu more do not "
+                        "fit in a context of %u (use a larger -c)",
+                        s->n_past, n, s->n_ctx);
+    for (size_t i = 0; i < n; i += s->n_batch) {
+        uint32_t b = (uint32_t)(n - i < s->n_batch ? n - i : s->n_batch);
+        if ((st = ks_forward(s, tokens + i, b, i + b == n)) != KS_OK)
+            return st;
+    }
+    return KS_OK;
+}
+
+KS_API ks_status
+ks_session_eval(ks_session *s, const int32_t *tokens, size_t n,
+                float *logits)
+{
+    ks_status st;
+
+    if (n == 0)
+        return ks_error(KS_ERR_INVALID_ARG, "session: no tokens to evaluate");
+    if ((st = eval_tokens(s, tokens, n)) != KS_OK)
+        return st;
+    if (logits)
+        memcpy(logits, s->logits, s->m->hp.n_vocab * sizeof(float));
+    return KS_OK;
+}
+
+static ks_sampler_params
+sampler_params(const ks_sampling *p)
+{
+    ks_sampler_params sp = { 0 };
+
+    sp.temp = p->temp;
+    sp.top_k = p->top_k;
+    sp.top_p = p->top_p;
+    sp.min_p = p->min_p;
+    sp.repeat_penalty = p->repeat_penalty;
+    sp.repeat_last_n = p->repeat_last_n;
+    sp.seed = p->seed;
+    return sp;
+}
+
+static bool
+cancelled(const ks_generate_params *p)
+{
+    return p->cancel && *p->cancel;
+}
+
+KS_API ks_status
+ks_session_generate(ks_session *s, ks_generate_params *p)
+{
+    ks_sampler_params sp;
+    ks_sampler *smp = NULL;
+    ks_status st = KS_OK;
+    uint64_t t0, t1 = 0;
+    uint32_t n_gen = 0;
+    char piece[256];
+
+    p->n_out = 0;
+    memset(&s->stats.n_prompt, 0,
+           sizeof(s->stats) - offsetof(ks_stats, n_prompt));
+    s->stats.load_ms = s->m->load_ms;
+    if (p->n_prompt == 0 && s->n_past == 0)
+        return ks_error(KS_ERR_INVALID_ARG,
+                        "generate: an empty prompt and an empty session: "
+                        "nothing to continue from");
+    sp = sampler_params(&p->sampling);
+    if ((st = ks_sampler_create(&sp, s->m->hp.n_vocab, &smp)) != KS_OK)
+        return st;
+
+    t0 = ks_now_ns();
+    if (p->n_prompt > 0) {
+        if ((st = eval_tokens(s, p->prompt, p->n_prompt)) != KS_OK)
+            goto done;
+        for (size_t i = 0; i < p->n_prompt; i++)
+            ks_sampler_accept(smp, p->prompt[i]);
+    }
+    t1 = ks_now_ns();
+    s->stats.n_prompt = (uint32_t)p->n_prompt;
+    s->stats.prefill_ms = (double)(t1 - t0) / 1e6;
+
+    while (p->n_predict == 0 || n_gen < p->n_predict) {
+        int32_t tok;
+        size_t len;
+
+        if (cancelled(p)) {
+            st = ks_error(KS_ERR_CANCELLED, "generation cancelled");
+            break;
+        }
+        tok = ks_sampler_sample(smp, s->logits);
+        ks_sampler_accept(smp, tok);
+        if (!p->ignore_eog && ks_tokenizer_is_eog(s->m->tok, tok))
+            break;
+        n_gen++;
+        if (p->out_tokens && p->n_out < p->out_cap)
+            p->out_tokens[p->n_out] = tok;
+        p->n_out++;
+        len = ks_tokenizer_piece(s->m->tok, tok, piece, sizeof piece);
+        if (p->on_token &&
+            !p->on_token(p->user, tok, piece,
+                         len < sizeof piece ? len : sizeof piece))
+            break;
+        if (p->n_predict && n_gen == p->n_predict)
+            break;
+        if (s->n_past >= s->n_ctx) {
+            st = ks_error(KS_ERR_CONTEXT_FULL,
+                          "context full after %u generated tokens (context "
+                          "%u; use a larger -c)", n_gen, s->n_ctx);
+            break;
+        }
+        if ((st = ks_forward(s, &tok, 1, true)) != KS_OK)
+            break;
+    }
+done:
+    s->stats.n_gen = n_gen;
+    s->stats.decode_ms = t1 ? (double)(ks_now_ns() - t1) / 1e6 : 0;
+    if (s->stats.prefill_ms > 0)
+        s->stats.prefill_tps = s->stats.n_prompt * 1e3 / s->stats.prefill_ms;
+    if (s->stats.decode_ms > 0 && n_gen > 1)
+        s->stats.decode_tps = (n_gen - 1) * 1e3 / s->stats.decode_ms;
+    s->stats.peak_rss_bytes = ks_peak_rss_bytes();
+    ks_sampler_destroy(smp);
+    return st;
+}
+
+KS_API void
+ks_session_stats(const ks_session *s, ks_stats *out)
+{
+    *out = s->stats;
+}

@@ -1,0 +1,63 @@
+/* A session's state: the KV cache, the activation scratch of one batch,
+ * the thread pool. forward.c runs the transformer over it; session.c is
+ * the public API around it. */
+#ifndef KS_SESSION_PRIV_H
+#define KS_SESSION_PRIV_H
+
+#include <stdint.h>
+
+#include "kestrel/session.h"
+#include "runtime/cpu/pool.h"
+#include "runtime/model_priv.h"
+
+/* Activation formats a dot product may need (ks_cpu_act_type); one
+ * quantized copy of the current input per format. */
+enum { KS_N_ACT_SLOTS = 6 };
+
+typedef struct ks_act_slot {
+    ks_qtype    type;    /* KS_QUANT_F32, F16, BF16, Q8_0, Q8_1 or Q8_K */
+    uint8_t    *buf;     /* [n_batch][stride] */
+    uint64_t    stride;  /* bytes per row for the widest input */
+    const float *src;    /* the input it holds now; NULL: stale */
+} ks_act_slot;
+
+struct ks_session {
+    ks_model   *m;
+    ks_pool    *pool;
+    int         n_threads;
+    uint32_t    n_ctx;
+    uint32_t    n_batch;
+    ks_kv_type  kv_type;
+    uint32_t    n_past;
+
+    uint64_t    kv_dim;      /* n_head_kv * head_dim */
+    uint64_t    kv_row_bytes;
+    uint8_t    *k_cache;     /* [n_layers][n_ctx][kv_dim], f16 or f32 */
+    uint8_t    *v_cache;     /* same */
+
+    /* Scratch for one batch of up to n_batch tokens. */
+    float      *x;           /* [n_batch][n_embd] residual stream */
+    float      *xn;          /* [n_batch][max(n_embd, q_dim)] normed input */
+    float      *q;           /* [n_batch][q_dim] */
+    float      *k;           /* [n_batch][kv_dim] */
+    float      *v;           /* [n_batch][kv_dim] */
+    float      *att;         /* [n_batch][q_dim] attention output */
+    float      *g;           /* [n_batch][n_ff] gate, then activation */
+    float      *u;           /* [n_batch][n_ff] up */
+    float      *rope;        /* [2][n_batch][n_rot] cos, sin pairs */
+    float      *scores;      /* [n_threads][n_ctx] */
+    float      *vtmp;        /* [n_threads][head_dim] */
+    uint8_t    *qh;          /* [n_threads][head_dim] query in KV format */
+    float      *logits;      /* [n_vocab] */
+    ks_act_slot act[KS_N_ACT_SLOTS];
+
+    ks_stats    stats;
+};
+
+/* Runs tokens[0..n) (n <= n_batch) at positions n_past.. and appends
+ * their keys and values to the cache; fills s->logits with the last
+ * token's logits when want_logits. */
+ks_status ks_forward(ks_session *s, const int32_t *tokens, uint32_t n,
+                     bool want_logits);
+
+#endif

@@ -1,0 +1,797 @@
+/* Tests of the Vulkan driver layer and device discovery.
+ *
+ * Run as `test_vk host DATA_DIR` (no Vulkan device needed: /dev/accel
+ * discovery on the fake tree, mask and preamble parsing, VkResult mapping,
+ * the GLSL compiler, the no-driver report) or `test_vk vulkan DATA_DIR`
+ * (needs a Vulkan ICD, lavapipe in CI; skips with 77 without one). Every
+ * Vulkan test runs with the Khronos validation layer (KESTREL_VALIDATE=1)
+ * and fails on any validation message. */
+#include <check.h>
+#include <glob.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "driver/accel.h"
+#include "driver/base.h"
+#include "driver/drm.h"
+#include "kestrel/devices.h"
+#ifdef KS_HAVE_VULKAN
+#include "driver/vk.h"
+#endif
+
+static const char *data_dir = ".";
+
+static void
+set_accel_roots(void)
+{
+    char sys[1024];
+
+    snprintf(sys, sizeof sys, "%s/accel-sysfs", data_dir);
+    setenv("KESTREL_SYSFS_ROOT", sys, 1);
+    setenv("KESTREL_DEV_ROOT", data_dir, 1);
+}
+
+/* Captures what ks_devices_print writes. Caller frees. */
+static char *
+print_devices(unsigned flags, ks_status *st)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+
+    ck_assert_ptr_nonnull(f);
+    *st = ks_devices_print(f, flags);
+    fclose(f);
+    return buf;
+}
+
+/* ---- /dev/accel -------------------------------------------------------- */
+
+START_TEST(accel_fake_tree)
+{
+    ks_accel_info a[8];
+    uint32_t n = 0;
+
+    set_accel_roots();
+    ck_assert_int_eq(ks_accel_list(NULL, &n), KS_OK);
+    ck_assert_uint_eq(n, 3);
+    n = 8;
+    ck_assert_int_eq(ks_accel_list(a, &n), KS_OK);
+    ck_assert_uint_eq(n, 3);
+
+    /* Real form: device/driver is a symlink, its basename is the driver. */
+    ck_assert_uint_eq(a[0].index, 0);
+    ck_assert_str_eq(a[0].driver, "intel_vpu");
+    ck_assert(a[0].node_present);
+    ck_assert_ptr_nonnull(strstr(a[0].node, "/dev/accel/accel0"));
+    ck_assert_ptr_nonnull(strstr(a[0].reason, "Level Zero"));
+
+    /* No driver link: DRIVER= from uevent; no node under /dev. */
+    ck_assert_uint_eq(a[1].index, 1);
+    ck_assert_str_eq(a[1].driver, "amdxdna");
+    ck_assert(!a[1].node_present);
+
+    /* Fake-tree shorthand: device/driver is a file holding the name. */
+    ck_assert_uint_eq(a[2].index, 3);
+    ck_assert_str_eq(a[2].driver, "rocket");
+    ck_assert(a[2].node_present);
+    ck_assert_ptr_nonnull(strstr(a[2].reason, "Teflon"));
+
+    /* Count-then-fill with a short array fills only what fits. */
+    n = 1;
+    ck_assert_int_eq(ks_accel_list(a, &n), KS_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(a[0].driver, "intel_vpu");
+
+    /* Trailing slashes on a root do not double up in paths. */
+    char root[1024];
+    snprintf(root, sizeof root, "%s//", data_dir);
+    setenv("KESTREL_DEV_ROOT", root, 1);
+    n = 1;
+    ck_assert_int_eq(ks_accel_list(a, &n), KS_OK);
+    ck_assert_ptr_null(strstr(a[0].node, "//dev"));
+    ck_assert(a[0].node_present);
+}
+END_TEST
+
+START_TEST(accel_absent_tree)
+{
+    uint32_t n = 99;
+
+    setenv("KESTREL_SYSFS_ROOT", "/nonexistent-kestrel-root", 1);
+    setenv("KESTREL_DEV_ROOT", "/nonexistent-kestrel-root", 1);
+    ck_assert_int_eq(ks_accel_list(NULL, &n), KS_OK);
+    ck_assert_uint_eq(n, 0);
+    ck_assert_int_eq(ks_accel_list(NULL, NULL), KS_ERR_INVALID_ARG);
+    ck_assert_str_eq(ks_accel_reason("no_such_driver") ? "x" : "", "x");
+}
+END_TEST
+
+/* ---- libdrm ------------------------------------------------------------- */
+
+START_TEST(drm_match_nothing)
+{
+    ks_drm_key key = { 0 };
+    ks_drm_node node;
+
+    memset(&node, 0x55, sizeof node);
+    ck_assert_int_eq(ks_drm_match(&key, &node), KS_OK);
+    ck_assert(!node.found);
+    ck_assert_str_eq(node.render_path, "");
+    /* A key no device can have (render node 0:0). */
+    key.has_render = true;
+    ck_assert_int_eq(ks_drm_match(&key, &node), KS_OK);
+    ck_assert(!node.found);
+    ck_assert_int_eq(ks_drm_match(&key, NULL), KS_ERR_INVALID_ARG);
+}
+END_TEST
+
+/* ---- The report --------------------------------------------------- */
+
+START_TEST(report_without_driver)
+{
+    ks_status st;
+    char *out;
+
+    /* The loader reads these at every vkCreateInstance. */
+    setenv("VK_ICD_FILENAMES", "/nonexistent/kestrel_icd.json", 1);
+    setenv("VK_DRIVER_FILES", "/nonexistent/kestrel_icd.json", 1);
+    set_accel_roots();
+    out = print_devices(0, &st);
+    ck_assert_int_eq(st, KS_OK);
+    ck_assert_ptr_nonnull(strstr(out, "Kestrel will run on the CPU"));
+    ck_assert_ptr_nonnull(strstr(out, "accel0"));
+    ck_assert_ptr_nonnull(strstr(out, "intel_vpu"));
+    ck_assert_ptr_nonnull(strstr(out, "no execution path"));
+    free(out);
+
+    out = print_devices(KS_DEVICES_JSON, &st);
+    ck_assert_int_eq(st, KS_OK);
+    ck_assert_int_eq(out[0], '{');
+    ck_assert_ptr_nonnull(strstr(out, "\"cpu_only\":true"));
+    ck_assert_ptr_nonnull(strstr(out, "\"driver\":\"rocket\""));
+    free(out);
+    ck_assert_int_eq(ks_devices_print(stdout, 0x80), KS_ERR_INVALID_ARG);
+}
+END_TEST
+
+#ifdef KS_HAVE_VULKAN
+
+/* ---- Pure helpers ---------------------------------------------------- */
+
+START_TEST(mask_parse)
+{
+    ks_vk_mask m;
+    char text[128];
+
+    ck_assert_int_eq(ks_vk_mask_parse(NULL, &m), KS_OK);
+    ck_assert(!m.no8bit && !m.no16bit && !m.nofp16 && !m.nointdot && m.subgroup == 0);
+    ks_vk_mask_format(&m, text, sizeof text);
+    ck_assert_str_eq(text, "none");
+
+    ck_assert_int_eq(ks_vk_mask_parse(" no8bit, nofp16 ,subgroup=16,nointdot", &m), KS_OK);
+    ck_assert(m.no8bit && !m.no16bit && m.nofp16 && m.nointdot);
+    ck_assert_uint_eq(m.subgroup, 16);
+    ks_vk_mask_format(&m, text, sizeof text);
+    ck_assert_str_eq(text, "no8bit,nofp16,nointdot,subgroup=16");
+
+    ck_assert_int_eq(ks_vk_mask_parse("no16bit,,", &m), KS_OK);
+    ck_assert(m.no16bit);
+
+    ck_assert_int_eq(ks_vk_mask_parse("no8bit,nofp32", &m), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "'nofp32'"));
+    ck_assert(!m.no8bit);  /* zeroed on failure */
+    ck_assert_int_eq(ks_vk_mask_parse("subgroup=12", &m), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "subgroup=12"));
+    ck_assert_int_eq(ks_vk_mask_parse("subgroup=", &m), KS_ERR_INVALID_ARG);
+    ck_assert_int_eq(ks_vk_mask_parse("subgroup=512", &m), KS_ERR_INVALID_ARG);
+    ck_assert_int_eq(ks_vk_mask_parse("subgroup=99999999999999999999", &m),
+                     KS_ERR_INVALID_ARG);
+}
+END_TEST
+
+START_TEST(result_mapping)
+{
+    ck_assert_int_eq(ks_vk_check(VK_SUCCESS, "x"), KS_OK);
+    ck_assert_int_eq(ks_vk_check(VK_INCOMPLETE, "x"), KS_OK);
+    ck_assert_int_eq(ks_vk_check(VK_ERROR_DEVICE_LOST, "vkQueueSubmit"), KS_ERR_DEVICE_LOST);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "vkQueueSubmit"));
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "VK_ERROR_DEVICE_LOST"));
+    ck_assert_int_eq(ks_vk_status_of(VK_ERROR_OUT_OF_DEVICE_MEMORY), KS_ERR_DEVICE_OOM);
+    ck_assert_int_eq(ks_vk_status_of(VK_ERROR_OUT_OF_HOST_MEMORY), KS_ERR_NOMEM);
+    ck_assert_int_eq(ks_vk_status_of(VK_ERROR_INCOMPATIBLE_DRIVER), KS_ERR_NO_DEVICE);
+    ck_assert_int_eq(ks_vk_status_of(VK_ERROR_INITIALIZATION_FAILED), KS_ERR_NO_DEVICE);
+    ck_assert_int_eq(ks_vk_status_of(VK_ERROR_EXTENSION_NOT_PRESENT), KS_ERR_UNSUPPORTED);
+    ck_assert_int_eq(ks_vk_status_of(VK_ERROR_UNKNOWN), KS_ERR_INTERNAL);
+}
+END_TEST
+
+START_TEST(choose_order)
+{
+    ks_vk_device_info d[4];
+    uint32_t pick = 99;
+
+    memset(d, 0, sizeof d);
+    d[0].type = KS_VK_TYPE_CPU;
+    d[1].type = KS_VK_TYPE_INTEGRATED;
+    d[2].type = KS_VK_TYPE_DISCRETE;
+    d[3].type = KS_VK_TYPE_VIRTUAL;
+    for (int i = 0; i < 4; i++)
+        d[i].usable = true;
+    ck_assert_int_eq(ks_vk_device_choose(d, 4, -1, &pick), KS_OK);
+    ck_assert_uint_eq(pick, 2);
+    d[2].usable = false;
+    ck_assert_int_eq(ks_vk_device_choose(d, 4, -1, &pick), KS_OK);
+    ck_assert_uint_eq(pick, 1);
+    ck_assert_int_eq(ks_vk_device_choose(d, 4, 0, &pick), KS_OK);
+    ck_assert_uint_eq(pick, 0);
+    ck_assert_int_eq(ks_vk_device_choose(d, 4, 2, &pick), KS_ERR_UNSUPPORTED);
+    ck_assert_int_eq(ks_vk_device_choose(d, 4, 7, &pick), KS_ERR_NO_DEVICE);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "device 7"));
+    ck_assert_int_eq(ks_vk_device_choose(d, 0, -1, &pick), KS_ERR_NO_DEVICE);
+}
+END_TEST
+
+START_TEST(preamble)
+{
+    const char *ok[] = { "KS_QUANT_Q4_0", "FACTOR=2.0", "_X1=a b" };
+    const char *bad1[] = { "1ABC=3" };
+    const char *bad2[] = { "A=1\n#error" };
+    char *s = NULL;
+
+    ck_assert_int_eq(ks_vk_preamble(ok, 3, &s), KS_OK);
+    ck_assert_str_eq(s, "#define KS_QUANT_Q4_0 \n#define FACTOR 2.0\n#define _X1 a b\n");
+    free(s);
+    ck_assert_int_eq(ks_vk_preamble(NULL, 0, &s), KS_OK);
+    ck_assert_str_eq(s, "");
+    free(s);
+    ck_assert_int_eq(ks_vk_preamble(bad1, 1, &s), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_null(s);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "1ABC"));
+    ck_assert_int_eq(ks_vk_preamble(bad2, 1, &s), KS_ERR_INVALID_ARG);
+}
+END_TEST
+
+static const char *scale_glsl =
+    "#version 450\n"
+    "layout(local_size_x_id = 0) in;\n"
+    "layout(std430, set = 0, binding = 0) readonly buffer Src { float src[]; };\n"
+    "layout(std430, set = 0, binding = 1) writeonly buffer Dst { float dst[]; };\n"
+    "layout(push_constant) uniform Args { uint n; float bias; } args;\n"
+    "void main() {\n"
+    "    uint i = gl_GlobalInvocationID.x;\n"
+    "    if (i < args.n)\n"
+    "        dst[i] = src[i] * FACTOR + args.bias;\n"
+    "}\n";
+
+#ifdef KS_HAVE_GLSLANG
+START_TEST(compile_ok)
+{
+    const char *defs[] = { "FACTOR=2.0" };
+    ks_vk_compile_params p = { .name = "scale", .defines = defs, .n_defines = 1 };
+    ks_vk_spirv spv;
+
+    ck_assert_int_eq(ks_vk_compile(scale_glsl, &p, &spv), KS_OK);
+    ck_assert_uint_gt(spv.n_words, 20);
+    ck_assert_uint_eq(spv.words[0], 0x07230203u);
+    /* Default target is SPIR-V 1.5 (Vulkan 1.2): version word 0x00010500. */
+    ck_assert_uint_eq(spv.words[1], 0x00010500u);
+    ks_vk_spirv_fini(&spv);
+    ck_assert_ptr_null(spv.words);
+
+    p.vk_api_version = VK_API_VERSION_1_1;
+    ck_assert_int_eq(ks_vk_compile(scale_glsl, &p, &spv), KS_OK);
+    ck_assert_uint_eq(spv.words[1], 0x00010300u);
+    ks_vk_spirv_fini(&spv);
+}
+END_TEST
+
+START_TEST(compile_errors_carry_log)
+{
+    ks_vk_compile_params p = { .name = "scale" };
+    ks_vk_spirv spv;
+    const char *broken = "#version 450\nlayout(local_size_x = 1) in;\n"
+                         "void main() { float x = undefined_thing; }\n";
+
+    /* FACTOR undefined: glslang names it. */
+    ck_assert_int_eq(ks_vk_compile(scale_glsl, &p, &spv), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_null(spv.words);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "'scale'"));
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "ERROR"));
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "FACTOR"));
+
+    ck_assert_int_eq(ks_vk_compile(broken, NULL, &spv), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "undefined_thing"));
+}
+END_TEST
+#endif /* KS_HAVE_GLSLANG */
+
+/* ---- Tests on a real Vulkan device ---------------------------------- */
+
+static int32_t
+lavapipe_index(void)
+{
+    ks_vk_device_info d[16];
+    uint32_t n = 16;
+
+    if (ks_vk_devices_list(d, &n) != KS_OK)
+        return -1;
+    for (uint32_t i = 0; i < n; i++)
+        if (d[i].driver_id == VK_DRIVER_ID_MESA_LLVMPIPE)
+            return (int32_t)i;
+    return -1;
+}
+
+/* Context on lavapipe when present (what CI has), else the default pick. */
+static ks_vk_ctx *
+make_ctx(void)
+{
+    ks_vk_ctx_params p = { 0 };
+    ks_vk_ctx *ctx = NULL;
+    int32_t lvp = lavapipe_index();
+
+    if (lvp >= 0) {
+        p.force_device = true;
+        p.device_index = (uint32_t)lvp;
+    }
+    ck_assert_msg(ks_vk_ctx_create(&p, &ctx) == KS_OK, "%s", ks_last_error());
+    ck_assert(ctx->validation);
+    return ctx;
+}
+
+static void
+done_ctx(ks_vk_ctx *ctx)
+{
+    ck_assert_uint_eq(ks_vk_ctx_validation_count(ctx), 0);
+    ks_vk_ctx_destroy(ctx);
+    ck_assert_uint_eq(ks_vk_validation_total(), 0);
+}
+
+static bool
+lavapipe_installed(void)
+{
+    glob_t g;
+    bool found = glob("/usr/share/vulkan/icd.d/lvp_icd.*.json", 0, NULL, &g) == 0;
+
+    if (found)
+        globfree(&g);
+    return found && !getenv("VK_ICD_FILENAMES") && !getenv("VK_DRIVER_FILES");
+}
+
+START_TEST(enumerate)
+{
+    ks_vk_device_info d[16];
+    uint32_t n = 0, pick = 99;
+    bool saw_lavapipe = false;
+
+    ck_assert_int_eq(ks_vk_devices_list(NULL, &n), KS_OK);
+    ck_assert_uint_ge(n, 1);
+    n = 16;
+    ck_assert_int_eq(ks_vk_devices_list(d, &n), KS_OK);
+    for (uint32_t i = 0; i < n; i++) {
+        ck_assert_uint_eq(d[i].index, i);
+        ck_assert_uint_gt(strlen(d[i].name), 0);
+        ck_assert_uint_ge(d[i].n_heaps, 1);
+        ck_assert_uint_gt(d[i].heaps[0].size_bytes, 0);
+        if (d[i].driver_id != VK_DRIVER_ID_MESA_LLVMPIPE)
+            continue;
+        /* lavapipe: a CPU-type device named llvmpipe (reference facts). */
+        saw_lavapipe = true;
+        ck_assert_int_eq(d[i].type, KS_VK_TYPE_CPU);
+        ck_assert_str_eq(d[i].driver_name, "llvmpipe");
+        ck_assert_ptr_nonnull(strstr(d[i].name, "llvmpipe"));
+        ck_assert(d[i].usable);
+        ck_assert_uint_ge(d[i].n_queue_families, 1);
+        ck_assert(d[i].queue_families[0].flags & VK_QUEUE_COMPUTE_BIT);
+        ck_assert_uint_ge(d[i].subgroup_size, 4);
+        ck_assert_uint_ge(d[i].max_storage_buffer_range, 1u << 20);
+        ck_assert_uint_ge(d[i].max_shared_bytes, 16384);
+        ck_assert(d[i].storage_16bit);
+        ck_assert(!d[i].drm.found);  /* no DRM node for a CPU device */
+    }
+    if (lavapipe_installed())
+        ck_assert_msg(saw_lavapipe, "lavapipe's ICD is installed but llvmpipe was not listed");
+    ck_assert_int_eq(ks_vk_device_choose(d, n, -1, &pick), KS_OK);
+    ck_assert_uint_lt(pick, n);
+    ck_assert_uint_eq(ks_vk_validation_total(), 0);
+}
+END_TEST
+
+START_TEST(context_and_mask)
+{
+    ks_vk_ctx *ctx;
+
+    setenv("KESTREL_VK_MASK", "nofp16,no8bit,subgroup=4", 1);
+    ctx = make_ctx();
+    ck_assert_ptr_nonnull(ctx->device);
+    ck_assert_ptr_nonnull(ctx->queue);
+    ck_assert(ctx->mask.nofp16 && ctx->mask.no8bit && !ctx->mask.no16bit);
+    ck_assert(!ctx->caps.float16 && !ctx->caps.storage_8bit && !ctx->caps.int8);
+    ck_assert(ctx->caps.storage_16bit == ctx->info.storage_16bit);
+    ck_assert_uint_eq(ctx->caps.subgroup_size, 4);
+    ck_assert(ctx->api_version >= VK_API_VERSION_1_1);
+    /* The queue family we use can compute. */
+    bool found = false;
+    for (uint32_t i = 0; i < ctx->info.n_queue_families; i++)
+        found |= ctx->info.queue_families[i].family == ctx->queue_family;
+    ck_assert(found);
+    done_ctx(ctx);
+
+    setenv("KESTREL_VK_MASK", "no9bit", 1);
+    ck_assert_int_eq(ks_vk_ctx_create(NULL, &ctx), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_null(ctx);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "no9bit"));
+    unsetenv("KESTREL_VK_MASK");
+
+    ks_vk_ctx_params p = { .force_device = true, .device_index = 1000 };
+    ck_assert_int_eq(ks_vk_ctx_create(&p, &ctx), KS_ERR_NO_DEVICE);
+    ck_assert_uint_eq(ks_vk_validation_total(), 0);
+}
+END_TEST
+
+START_TEST(upload_readback)
+{
+    ks_vk_ctx *ctx = make_ctx();
+    const uint64_t size = (10u << 20) + 12;  /* three staging chunks */
+    uint8_t *src = malloc(size), *back = malloc(size);
+    ks_vk_buffer b, host;
+
+    ck_assert_ptr_nonnull(src);
+    ck_assert_ptr_nonnull(back);
+    for (uint64_t i = 0; i < size; i++)
+        src[i] = (uint8_t)(i * 2654435761u >> 13);
+    ck_assert_int_eq(ks_vk_buffer_init(ctx, "weights", size, KS_VK_MEM_DEVICE, &b), KS_OK);
+    ck_assert_ptr_null(b.map);
+    ck_assert_int_eq(ks_vk_buffer_upload(ctx, &b, 0, src, size), KS_OK);
+    memset(back, 0, size);
+    ck_assert_int_eq(ks_vk_buffer_download(ctx, &b, 0, back, size), KS_OK);
+    ck_assert(memcmp(src, back, size) == 0);
+
+    /* A patch at an odd offset across a chunk boundary. */
+    static const char patch[] = "kestrel writes here, across a staging boundary";
+    const uint64_t off = (4u << 20) - 7;
+    ck_assert_int_eq(ks_vk_buffer_upload(ctx, &b, off, patch, sizeof patch), KS_OK);
+    char got[sizeof patch];
+    ck_assert_int_eq(ks_vk_buffer_download(ctx, &b, off, got, sizeof got), KS_OK);
+    ck_assert_str_eq(got, patch);
+    ck_assert_int_eq(ks_vk_buffer_download(ctx, &b, off - 16, back, 16), KS_OK);
+    ck_assert(memcmp(back, src + off - 16, 16) == 0);
+
+    /* Out of range is refused with the buffer's name. */
+    ck_assert_int_eq(ks_vk_buffer_upload(ctx, &b, size - 4, src, 8), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "'weights'"));
+    ck_assert_int_eq(ks_vk_buffer_init(ctx, "empty", 0, KS_VK_MEM_DEVICE, &host),
+                     KS_ERR_INVALID_ARG);
+
+    /* Host-visible buffers are mapped and copied directly. */
+    ck_assert_int_eq(ks_vk_buffer_init(ctx, "host", 4096, KS_VK_MEM_READBACK, &host), KS_OK);
+    ck_assert_ptr_nonnull(host.map);
+    ck_assert_int_eq(ks_vk_buffer_upload(ctx, &host, 100, src, 1000), KS_OK);
+    ck_assert_int_eq(ks_vk_buffer_download(ctx, &host, 100, back, 1000), KS_OK);
+    ck_assert(memcmp(src, back, 1000) == 0);
+
+    ks_vk_buffer_fini(ctx, &host);
+    ks_vk_buffer_fini(ctx, &b);
+    ck_assert_uint_eq(ctx->device_bytes, 0);
+    ks_vk_buffer_fini(ctx, &b);  /* zeroed: no-op */
+    free(src);
+    free(back);
+    done_ctx(ctx);
+}
+END_TEST
+
+#ifdef KS_HAVE_GLSLANG
+typedef struct scale_args {
+    uint32_t n;
+    float    bias;
+} scale_args;
+
+/* Compiles scale_glsl with FACTOR=|factor|, runs it on n floats with
+ * workgroups of |wg| and checks every output. */
+static void
+run_scale_sg(ks_vk_ctx *ctx, const char *factor_def, float factor, uint32_t n, uint32_t wg,
+             uint32_t subgroup)
+{
+    const char *defs[] = { factor_def };
+    ks_vk_compile_params cp = { .name = "scale", .defines = defs, .n_defines = 1,
+                                .vk_api_version = ctx->api_version };
+    ks_vk_spirv spv;
+    ks_vk_pipeline *pl = NULL;
+    ks_vk_buffer in, out;
+    VkDescriptorSet set, unused;
+    float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
+    scale_args args = { .n = n, .bias = 0.5f };
+
+    ck_assert_msg(ks_vk_compile(scale_glsl, &cp, &spv) == KS_OK, "%s", ks_last_error());
+    ks_vk_pipeline_params pp = {
+        .name = "scale", .spirv = spv.words, .n_words = spv.n_words, .n_buffers = 2,
+        .push_bytes = sizeof args, .spec = &wg, .n_spec = 1,
+        .required_subgroup_size = subgroup,
+    };
+    ck_assert_msg(ks_vk_pipeline_create(ctx, &pp, &pl) == KS_OK, "%s", ks_last_error());
+    ks_vk_spirv_fini(&spv);
+
+    for (uint32_t i = 0; i < n; i++)
+        x[i] = (float)i - 500.0f;  /* small integers: every result is exact */
+    ck_assert_int_eq(ks_vk_buffer_init(ctx, "x", n * sizeof(float), KS_VK_MEM_DEVICE, &in),
+                     KS_OK);
+    ck_assert_int_eq(ks_vk_buffer_init(ctx, "y", n * sizeof(float), KS_VK_MEM_DEVICE, &out),
+                     KS_OK);
+    ck_assert_int_eq(ks_vk_buffer_upload(ctx, &in, 0, x, n * sizeof(float)), KS_OK);
+    const ks_vk_buffer *bufs[2] = { &in, &out };
+    ck_assert_int_eq(ks_vk_pipeline_set(ctx, pl, bufs, 2, &set), KS_OK);
+    ck_assert_int_eq(ks_vk_pipeline_set(ctx, pl, bufs, 1, &unused), KS_ERR_INVALID_ARG);
+    ck_assert_msg(ks_vk_dispatch(ctx, pl, set, &args, (n + wg - 1) / wg, 1, 1) == KS_OK,
+                  "%s", ks_last_error());
+    ck_assert_int_eq(ks_vk_buffer_download(ctx, &out, 0, y, n * sizeof(float)), KS_OK);
+    for (uint32_t i = 0; i < n; i++)
+        ck_assert_msg(y[i] == x[i] * factor + 0.5f, "y[%u] = %g, expected %g", i,
+                      (double)y[i], (double)(x[i] * factor + 0.5f));
+    ck_assert_int_eq(ks_vk_dispatch(ctx, pl, set, &args, 0, 1, 1), KS_ERR_INVALID_ARG);
+
+    ks_vk_buffer_fini(ctx, &in);
+    ks_vk_buffer_fini(ctx, &out);
+    ks_vk_pipeline_destroy(ctx, pl);
+    free(x);
+    free(y);
+}
+
+static void
+run_scale(ks_vk_ctx *ctx, const char *factor_def, float factor, uint32_t n, uint32_t wg)
+{
+    run_scale_sg(ctx, factor_def, factor, n, wg, 0);
+}
+
+START_TEST(compile_and_dispatch)
+{
+    ks_vk_ctx *ctx = make_ctx();
+
+    run_scale(ctx, "FACTOR=2.0", 2.0f, 1001, 64);
+    run_scale(ctx, "FACTOR=3.0", 3.0f, 4096, 32);
+    run_scale(ctx, "FACTOR=2.0", 2.0f, 1, 8);
+    if (ctx->caps.subgroup_size_control)
+        run_scale_sg(ctx, "FACTOR=3.0", 3.0f, 777, 64, ctx->info.subgroup_max);
+
+    /* A subgroup size the device cannot run is refused up front. */
+    uint32_t words[5] = { 0x07230203u, 0x00010500u, 0, 1, 0 };
+    ks_vk_pipeline_params pp = { .name = "sg", .spirv = words, .n_words = 5,
+                                 .required_subgroup_size = 1024 };
+    ks_vk_pipeline *pl = NULL;
+    ck_assert_int_eq(ks_vk_pipeline_create(ctx, &pp, &pl), KS_ERR_UNSUPPORTED);
+    ck_assert_ptr_null(pl);
+    words[0] = 0xdeadbeef;
+    pp.required_subgroup_size = 0;
+    ck_assert_int_eq(ks_vk_pipeline_create(ctx, &pp, &pl), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "not SPIR-V"));
+    done_ctx(ctx);
+}
+END_TEST
+
+START_TEST(pipeline_cache_file)
+{
+    char path[256];
+    ks_vk_ctx *ctx;
+    FILE *f;
+    uint32_t head[4];
+    long size;
+
+    snprintf(path, sizeof path, "/tmp/kestrel-test-vk-%ld.pcache", (long)getpid());
+    remove(path);
+
+    ctx = make_ctx();
+    ck_assert_int_eq(ks_vk_pipeline_cache_save(ctx, path), KS_ERR_INVALID_ARG);
+    ck_assert_int_eq(ks_vk_pipeline_cache_load(ctx, path), KS_OK);  /* absent: empty */
+    ck_assert_ptr_nonnull(ctx->pipeline_cache);
+    run_scale(ctx, "FACTOR=2.0", 2.0f, 333, 64);
+    ck_assert_msg(ks_vk_pipeline_cache_save(ctx, path) == KS_OK, "%s", ks_last_error());
+    uint8_t uuid[VK_UUID_SIZE];
+    memcpy(uuid, ctx->info.pipeline_cache_uuid, VK_UUID_SIZE);
+    uint32_t vendor = ctx->info.vendor_id;
+    done_ctx(ctx);
+
+    /* VkPipelineCacheHeaderVersionOne. */
+    f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fread(head, sizeof head, 1, f), 1);
+    fseek(f, 0, SEEK_END);
+    size = ftell(f);
+    fclose(f);
+    ck_assert_int_ge(size, 32);
+    ck_assert_uint_eq(head[0], 32);
+    ck_assert_uint_eq(head[1], VK_PIPELINE_CACHE_HEADER_VERSION_ONE);
+    ck_assert_uint_eq(head[2], vendor);
+
+    /* A second start loads it and still builds working pipelines. */
+    ctx = make_ctx();
+    ck_assert_int_eq(ks_vk_pipeline_cache_load(ctx, path), KS_OK);
+    run_scale(ctx, "FACTOR=2.0", 2.0f, 333, 64);
+    /* Loading again merges. */
+    ck_assert_int_eq(ks_vk_pipeline_cache_load(ctx, path), KS_OK);
+    done_ctx(ctx);
+
+    /* A corrupt or foreign cache is ignored, not fatal. */
+    f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    fputs("this is not a pipeline cache at all, just some text", f);
+    fclose(f);
+    ctx = make_ctx();
+    ck_assert_int_eq(ks_vk_pipeline_cache_load(ctx, path), KS_OK);
+    run_scale(ctx, "FACTOR=3.0", 3.0f, 100, 16);
+    done_ctx(ctx);
+    remove(path);
+}
+END_TEST
+#endif /* KS_HAVE_GLSLANG */
+
+START_TEST(simulated_budget)
+{
+    ks_vk_ctx *ctx;
+    ks_vk_buffer a, b, c;
+
+    setenv("KESTREL_VK_BUDGET_MB", "1", 1);
+    ctx = make_ctx();
+    ck_assert_uint_eq(ctx->budget_bytes, 1u << 20);
+    ck_assert_int_eq(ks_vk_buffer_init(ctx, "kv_cache", 2u << 20, KS_VK_MEM_DEVICE, &a),
+                     KS_ERR_DEVICE_OOM);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "'kv_cache'"));
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "KESTREL_VK_BUDGET_MB"));
+    ck_assert_ptr_null(a.buffer);
+
+    ck_assert_int_eq(ks_vk_buffer_init(ctx, "small", 512u << 10, KS_VK_MEM_DEVICE, &a), KS_OK);
+    ck_assert_int_eq(ks_vk_buffer_init(ctx, "second", 600u << 10, KS_VK_MEM_DEVICE, &b),
+                     KS_ERR_DEVICE_OOM);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "'second'"));
+    /* Host-side buffers do not count against the device budget. */
+    ck_assert_int_eq(ks_vk_buffer_init(ctx, "staging", 2u << 20, KS_VK_MEM_UPLOAD, &c), KS_OK);
+    ks_vk_buffer_fini(ctx, &a);
+    ck_assert_int_eq(ks_vk_buffer_init(ctx, "second", 600u << 10, KS_VK_MEM_DEVICE, &b), KS_OK);
+    ks_vk_buffer_fini(ctx, &b);
+    ks_vk_buffer_fini(ctx, &c);
+    done_ctx(ctx);
+
+    setenv("KESTREL_VK_BUDGET_MB", "lots", 1);
+    ck_assert_int_eq(ks_vk_ctx_create(NULL, &ctx), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "KESTREL_VK_BUDGET_MB"));
+    unsetenv("KESTREL_VK_BUDGET_MB");
+
+    /* The real heap budget: more than the whole heap never fits. */
+    ctx = make_ctx();
+    uint64_t budget = 0, usage = 0;
+    ck_assert_int_eq(ks_vk_heap_budget(ctx, 0, &budget, &usage), KS_OK);
+    ck_assert_uint_gt(budget, 0);
+    ck_assert_int_eq(ks_vk_heap_budget(ctx, 99, &budget, &usage), KS_ERR_INVALID_ARG);
+    uint64_t heap0 = ctx->mem_props.memoryHeaps[0].size;
+    ck_assert_int_eq(ks_vk_buffer_init(ctx, "too_big", heap0 + (64u << 20), KS_VK_MEM_DEVICE,
+                                       &a), KS_ERR_DEVICE_OOM);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "too_big"));
+    done_ctx(ctx);
+}
+END_TEST
+
+START_TEST(report_with_device)
+{
+    ks_status st;
+    char *out;
+
+    set_accel_roots();
+    out = print_devices(0, &st);
+    ck_assert_int_eq(st, KS_OK);
+    ck_assert_ptr_nonnull(strstr(out, "Vulkan devices:"));
+    ck_assert_ptr_nonnull(strstr(out, "Kestrel's choice"));
+    ck_assert_ptr_nonnull(strstr(out, "maxStorageBufferRange"));
+    ck_assert_ptr_nonnull(strstr(out, "Feature mask"));
+    ck_assert_ptr_null(strstr(out, "run on the CPU"));
+    if (lavapipe_installed())
+        ck_assert_ptr_nonnull(strstr(out, "llvmpipe"));
+    fputs(out, stdout);
+    free(out);
+
+    out = print_devices(KS_DEVICES_JSON, &st);
+    ck_assert_int_eq(st, KS_OK);
+    ck_assert_ptr_nonnull(strstr(out, "\"cpu_only\":false"));
+    ck_assert_ptr_nonnull(strstr(out, "\"chosen\":true"));
+    ck_assert_ptr_nonnull(strstr(out, "\"subgroup\":{"));
+    free(out);
+    ck_assert_uint_eq(ks_vk_validation_total(), 0);
+}
+END_TEST
+
+#endif /* KS_HAVE_VULKAN */
+
+static Suite *
+host_suite(void)
+{
+    Suite *s = suite_create("vk-host");
+    TCase *t;
+
+    t = tcase_create("accel");
+    tcase_add_test(t, accel_fake_tree);
+    tcase_add_test(t, accel_absent_tree);
+    suite_add_tcase(s, t);
+    t = tcase_create("drm");
+    tcase_add_test(t, drm_match_nothing);
+    suite_add_tcase(s, t);
+    t = tcase_create("report");
+    tcase_add_test(t, report_without_driver);
+    suite_add_tcase(s, t);
+#ifdef KS_HAVE_VULKAN
+    t = tcase_create("helpers");
+    tcase_add_test(t, mask_parse);
+    tcase_add_test(t, result_mapping);
+    tcase_add_test(t, choose_order);
+    tcase_add_test(t, preamble);
+    suite_add_tcase(s, t);
+#ifdef KS_HAVE_GLSLANG
+    t = tcase_create("compile");
+    tcase_add_test(t, compile_ok);
+    tcase_add_test(t, compile_errors_carry_log);
+    suite_add_tcase(s, t);
+#endif
+#endif
+    return s;
+}
+
+#ifdef KS_HAVE_VULKAN
+static Suite *
+vulkan_suite(void)
+{
+    Suite *s = suite_create("vk");
+    TCase *t;
+
+    t = tcase_create("device");
+    tcase_add_test(t, enumerate);
+    tcase_add_test(t, context_and_mask);
+    tcase_add_test(t, report_with_device);
+    suite_add_tcase(s, t);
+    t = tcase_create("memory");
+    tcase_add_test(t, upload_readback);
+    tcase_add_test(t, simulated_budget);
+    suite_add_tcase(s, t);
+#ifdef KS_HAVE_GLSLANG
+    t = tcase_create("pipeline");
+    tcase_set_timeout(t, 300);
+    tcase_add_test(t, compile_and_dispatch);
+    tcase_add_test(t, pipeline_cache_file);
+    suite_add_tcase(s, t);
+#endif
+    return s;
+}
+#endif
+
+int
+main(int argc, char **argv)
+{
+    const char *mode = argc > 1 ? argv[1] : "host";
+    SRunner *sr;
+    int failed;
+
+    if (argc > 2)
+        data_dir = argv[2];
+    /* Every instance these tests make runs the Khronos validation layer. */
+    setenv("KESTREL_VALIDATE", "1", 1);
+    unsetenv("KESTREL_VK_MASK");
+    unsetenv("KESTREL_VK_BUDGET_MB");
+
+    if (strcmp(mode, "vulkan") == 0) {
+#ifndef KS_HAVE_VULKAN
+        printf("skip: Kestrel was built without Vulkan (install libvulkan-dev)\n");
+        return 77;
+#else
+        uint32_t n = 0;
+
+        if (ks_vk_devices_list(NULL, &n) != KS_OK || n == 0) {
+            printf("skip: no Vulkan device: %s\n", ks_last_error());
+            return 77;
+        }
+        sr = srunner_create(vulkan_suite());
+#endif
+    } else {
+        sr = srunner_create(host_suite());
+    }
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
