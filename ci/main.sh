@@ -11,4 +11,4 @@ model="${KESTREL_MODEL_DIR:-$HOME/.cache/kestrel/models}/SmolLM2-135M-Instruct.Q
 echo "== kestrel run (greedy) ==" >&2
 build/cli/kestrel run -m "$model" -p "The capital of France is" -n 32 --temp 0
 echo "== kestrel chat ==" >&2
-build/cli/kestrel chat -m "$model" -p "What is the capital of France?" -n 64 --temp 0
+build/cli/kestrel chat -m "$model" -p "What is the capital of France? Answer in one sentence." -n 64 --temp 0

@@ -693,7 +693,7 @@ chat_turn(const opts *o, loaded *l, chat *c)
                              &n_text) != KS_OK ||
         !(text = malloc(n_text + 1)) ||
         ks_model_chat_format(l->model, c->msgs, c->n_msgs, true, text,
-                             n_text, &n_text) != KS_OK) {
+                             n_text + 1, &n_text) != KS_OK) {
         free(text);
         return fail("chat template");
     }
