@@ -68,7 +68,8 @@ die_usage(const char *cmd, const char *fmt, const char *arg)
 {
     fprintf(stderr, "kestrel%s%s: ", cmd ? " " : "", cmd ? cmd : "");
     fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nTry 'kestrel %s--help'.\n", cmd ? "" : "");
+    fprintf(stderr, "\nTry 'kestrel %s%s--help'.\n", cmd ? cmd : "",
+            cmd ? " " : "");
     exit(2);
 }
 

@@ -17,8 +17,9 @@
  *
  * Memory: create copies all token texts into one arena and builds open-
  * addressing hash tables (text -> id, merge pair -> rank) in one pass,
- * with no allocation per token. Encode allocates its scratch per call, so
- * the tokenizer stays read-only and shareable between threads. */
+ * with no allocation per token; special tokens go into a byte trie for the
+ * splitting step. Encode allocates its scratch per call, so the tokenizer
+ * stays read-only and shareable between threads. */
 #include "runtime/tokenizer.h"
 
 #include <stdio.h>
@@ -891,7 +892,7 @@ ks_tokenizer_create(const ks_gguf *g, ks_tokenizer **out)
     read_flag(g, "tokenizer.ggml.add_space_prefix", &v.add_space_prefix);
 
     st = ks_tokenizer_create_from_vocab(&v, out);
-    if (st == KS_OK && v.model == KS_TOK_MODEL_BPE) {
+    if (st == KS_OK) {
         int32_t fp = -1, fr = -1, fs = -1;
         read_id(g, "tokenizer.ggml.fim_pad_token_id", &fp);
         read_id(g, "tokenizer.ggml.fim_rep_token_id", &fr);
@@ -927,8 +928,9 @@ emit(outbuf *o, int32_t id)
     o->n++;
 }
 
-/* A merge candidate: symbols |left| and |right| side by side. |key| is
- * the SPM score (higher first) or the BPE rank (lower first). */
+/* A merge candidate: symbols |left| and |right| side by side, with the
+ * SPM score of their concatenation (higher first) or the BPE rank of the
+ * pair (lower first); |size| is their joint length when queued. */
 typedef struct bigram {
     float    score;
     int32_t  rank;
@@ -1343,9 +1345,6 @@ bpe_fragment(const ks_tokenizer *t, scratch *s, const char *txt, size_t len,
     ks_status st;
     size_t n = 0, n_words = 0, start = 0;
 
-    if (len > UINT32_MAX)
-        return ks_error(KS_ERR_UNSUPPORTED, "tokenizer: text of %zu bytes is "
-                        "too long", len);
     if (!grow((void **)&s->cps, &s->cps_cap, len, sizeof(uint32_t)) ||
         !grow((void **)&s->fl, &s->fl_cap, len, 1))
         return ks_error(KS_ERR_NOMEM, "tokenizer: no memory");
@@ -1419,6 +1418,10 @@ ks_tokenizer_pretokenize(const ks_tokenizer *t, const char *text, size_t len,
     *n_out = 0;
     if (len == 0)
         return KS_OK;
+    if (len > KS_TOK_MAX_TEXT)
+        return ks_error(KS_ERR_UNSUPPORTED, "tokenizer: text of %zu bytes is "
+                        "longer than the %u bytes one call takes", len,
+                        (unsigned)KS_TOK_MAX_TEXT);
     if (t->model == KS_TOK_MODEL_SPM) {
         if (ends && cap)
             ends[0] = len;
@@ -1491,8 +1494,9 @@ partition(const ks_tokenizer *t, const char *text, size_t len,
     uint8_t *covered = NULL;
     fragment *fr = NULL;
     ks_status st = KS_OK;
-    unsigned want = ATTR_USER_DEFINED |
-                    (parse_special ? ATTR_CONTROL | ATTR_UNKNOWN : 0);
+    /* without parse_special, control and unknown tokens are plain text,
+     * even those that are also user-defined */
+    unsigned skip = parse_special ? 0 : ATTR_CONTROL | ATTR_UNKNOWN;
 
     *frags_out = NULL;
     *n_out = 0;
@@ -1507,7 +1511,7 @@ partition(const ks_tokenizer *t, const char *text, size_t len,
                     break;
                 node = c;
                 int32_t id = t->trie_tok[node];
-                if (id >= 0 && (t->attr[id] & want)) {
+                if (id >= 0 && !(t->attr[id] & skip)) {
                     if (!grow((void **)&cand, &cap_cand, n_cand + 1,
                               sizeof(candidate))) {
                         st = ks_error(KS_ERR_NOMEM, "tokenizer: no memory");
@@ -1606,6 +1610,10 @@ ks_tokenizer_encode(const ks_tokenizer *t, const char *text, size_t len,
     if (!t || !n_out || (!text && len))
         return ks_error(KS_ERR_INVALID_ARG, "tokenizer: encode needs a "
                         "tokenizer, text and n_out");
+    if (len > KS_TOK_MAX_TEXT)
+        return ks_error(KS_ERR_UNSUPPORTED, "tokenizer: text of %zu bytes is "
+                        "longer than the %u bytes one call takes", len,
+                        (unsigned)KS_TOK_MAX_TEXT);
     if ((st = partition(t, text, len, parse_special, &fr, &n_frag)) != KS_OK)
         return st;
 
@@ -1720,10 +1728,7 @@ ks_tokenizer_piece_ex(const ks_tokenizer *t, int32_t id, unsigned flags,
 {
     if (!t)
         return 0;
-    size_t n = piece(t, id, flags, NULL, 0);
-    if (buf && n <= cap)
-        piece(t, id, flags, buf, cap);
-    return n;
+    return piece(t, id, flags, buf, cap);
 }
 
 size_t

@@ -72,11 +72,16 @@ typedef struct ks_tok_vocab {
 ks_status ks_tokenizer_create(const ks_gguf *g, ks_tokenizer **out);
 
 /* The same from plain arrays (tests, other loaders). KS_ERR_INVALID_ARG
- * for an empty vocabulary or a missing merges list for BPE. */
+ * for an empty vocabulary, an unknown model, or BPE merges NULL with
+ * n_merges > 0. */
 ks_status ks_tokenizer_create_from_vocab(const ks_tok_vocab *v,
                                          ks_tokenizer **out);
 
 void ks_tokenizer_destroy(ks_tokenizer *t); /* NULL is a no-op */
+
+/* Longest text one encode call takes (bytes); longer gives
+ * KS_ERR_UNSUPPORTED. */
+#define KS_TOK_MAX_TEXT (1u << 28)
 
 /* Text -> token ids, as llama.cpp's llama_tokenize.
  * |add_special|: add BOS (and EOS) where the model's add_bos/add_eos
@@ -110,8 +115,9 @@ enum {
  * "<0xXX>" -> that byte; BPE byte-level code points -> bytes. Control and
  * unknown tokens give "" (their text with KS_TOK_RENDER_SPECIAL); unused
  * tokens and invalid ids give "". User-defined tokens give their text.
- * Returns the piece's length; writes it to buf only if it fits in |cap|
- * (no NUL is added). A piece can be a fragment of a UTF-8 character. */
+ * Returns the piece's full length and writes its first min(length, cap)
+ * bytes to |buf| (as snprintf, but no NUL is added). A piece can be a
+ * fragment of a UTF-8 character. */
 size_t ks_tokenizer_piece(const ks_tokenizer *t, int32_t id, char *buf,
                           size_t cap);
 size_t ks_tokenizer_piece_ex(const ks_tokenizer *t, int32_t id,
@@ -119,8 +125,9 @@ size_t ks_tokenizer_piece_ex(const ks_tokenizer *t, int32_t id,
 
 /* Token ids -> text: the pieces joined. When the model adds a space
  * prefix (SPM add_space_prefix) one leading space of the first piece is
- * dropped; leading BOS tokens do not count as first (llama.cpp would keep
- * the space after a BOS; we drop it so that decode(encode(x)) == x). The
+ * dropped; hidden leading BOS tokens do not count as first (llama.cpp
+ * would keep the space after a BOS; we drop it so that decode(encode(x))
+ * == x). The
  * GPT-2 and llama-bpe pre-tokenizers also undo the " ." " ," " 's" ...
  * spacing as llama.cpp's clean_spaces does.
  * Count-then-fill: *n_out gets the text's length in bytes, without NUL.

@@ -605,10 +605,11 @@ START_TEST(bpe_pieces_and_decode)
     ck_assert_uint_eq(ks_tokenizer_piece(t, B_TOOL, buf, sizeof buf), 6);
     ck_assert_uint_eq(ks_tokenizer_piece(t, -5, buf, sizeof buf), 0);
     ck_assert_uint_eq(ks_tokenizer_piece(t, B_N, buf, sizeof buf), 0);
-    /* too small: the length, nothing written */
-    buf[0] = '#';
+    /* too small: the full length, the first bytes written */
+    memset(buf, '#', 8);
     ck_assert_uint_eq(ks_tokenizer_piece(t, B_GTHE, buf, 3), 4);
-    ck_assert_int_eq(buf[0], '#');
+    ck_assert(memcmp(buf, " th#", 4) == 0);
+    ck_assert_uint_eq(ks_tokenizer_piece(t, B_GTHE, NULL, 0), 4);
 
     char *s = decode_all(t, ids, 6, &len);
     ck_assert_str_eq(s, " the cat<tool>\n");
@@ -738,21 +739,22 @@ END_TEST
 #define LB "\xE2\x96\x81" /* U+2581, SentencePiece's space */
 
 enum { S_UNK, S_BOS, S_EOS, S_SP, S_A, S_B, S_SPA, S_AB, S_BA, S_USER,
-       S_N };
+       S_EOS_USER, S_N };
 
 static ks_tokenizer *
 make_spm(int8_t space_prefix)
 {
     static const char *const tokens[S_N] = {
         "<unk>", "<s>", "</s>", LB, "a", "b", LB "a", "ab", "ba", "<u>",
+        "<eos>",
     };
     static const float scores[S_N] = {
-        0, 0, 0, -1.0f, -2.0f, -2.0f, -0.5f, -0.5f, -1.0f, 0,
+        0, 0, 0, -1.0f, -2.0f, -2.0f, -0.5f, -0.5f, -1.0f, 0, 0,
     };
     static const int32_t types[S_N] = {
         KS_TOK_UNKNOWN, KS_TOK_CONTROL, KS_TOK_CONTROL, KS_TOK_NORMAL,
         KS_TOK_NORMAL, KS_TOK_NORMAL, KS_TOK_NORMAL, KS_TOK_NORMAL,
-        KS_TOK_NORMAL, KS_TOK_USER_DEFINED,
+        KS_TOK_NORMAL, KS_TOK_USER_DEFINED, KS_TOK_USER_DEFINED,
     };
     ks_tok_vocab v;
     ks_tokenizer *t = NULL;
@@ -790,6 +792,13 @@ START_TEST(spm_merges_by_score)
     expect_ids(t, "<s>a</s>a", false, true,
                IDS(S_BOS, S_SPA, S_EOS, S_SPA));
     expect_ids(t, "a<u>a", false, false, IDS(S_SPA, S_USER, S_SPA));
+    /* a user-defined token with an end-of-generation text becomes control
+     * (llama.cpp): plain text without parse_special */
+    ck_assert(ks_tokenizer_is_eog(t, S_EOS_USER));
+    ck_assert(ks_tokenizer_is_control(t, S_EOS_USER));
+    expect_ids(t, "a<eos>", false, true, IDS(S_SPA, S_EOS_USER));
+    expect_ids(t, "a<eos>", false, false,
+               IDS(S_SPA, S_UNK, S_UNK, S_UNK, S_UNK, S_UNK));
     ks_tokenizer_destroy(t);
 
     t = make_spm(-1);  /* gemma-style: no space prefix */
@@ -827,6 +836,143 @@ START_TEST(spm_decode)
                                          sizeof buf, &len), KS_OK);
     ck_assert_str_eq(buf, " ab");
     ks_tokenizer_destroy(t);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------- */
+/* from GGUF metadata (files written in memory with the project's writer)  */
+
+/* A GGUF holding a tiny SPM or BPE vocabulary; |skip| names one key to
+ * leave out, |bad_scores| writes a scores array one element short.
+ * *bytes_out gets the file's buffer, to free after ks_gguf_destroy. */
+static ks_gguf *
+tiny_gguf(const char *model, const char *skip, bool bad_scores,
+          void **bytes_out)
+{
+    /* SPM spells a space U+2581, byte-level BPE U+0120 */
+    bool bpe = strcmp(model, "gpt2") == 0;
+    const char *const toks[] = { "<unk>", "<s>", "</s>", bpe ? G_SP : LB,
+                                 "a", bpe ? G_SP "a" : LB "a", "<|im_end|>" };
+    static const float scores[] = { 0, 0, 0, -1, -2, -0.5f, 0 };
+    static const int32_t types[] = { 2, 3, 3, 1, 1, 1, 4 };
+    static const char *const merges[] = { G_SP " a" };
+    ks_gguf_writer *w = NULL;
+    ks_gguf *g = NULL;
+    void *bytes = NULL;
+    size_t n = 0;
+
+    ck_assert_int_eq(ks_gguf_writer_create(&w), KS_OK);
+    if (!skip || strcmp(skip, "tokenizer.ggml.model"))
+        ck_assert_int_eq(ks_gguf_writer_set_str(w, "tokenizer.ggml.model",
+                                                model), KS_OK);
+    if (!skip || strcmp(skip, "tokenizer.ggml.tokens"))
+        ck_assert_int_eq(ks_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens",
+                                                    toks, NULL, 7), KS_OK);
+    ck_assert_int_eq(ks_gguf_writer_set_arr(w, "tokenizer.ggml.scores",
+                                            KS_GGUF_F32, scores,
+                                            bad_scores ? 6 : 7), KS_OK);
+    ck_assert_int_eq(ks_gguf_writer_set_arr(w, "tokenizer.ggml.token_type",
+                                            KS_GGUF_I32, types, 7), KS_OK);
+    if (!skip || strcmp(skip, "tokenizer.ggml.merges"))
+        ck_assert_int_eq(ks_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges",
+                                                    merges, NULL, 1), KS_OK);
+    ck_assert_int_eq(ks_gguf_writer_set_str(w, "tokenizer.ggml.pre", "qwen2"),
+                     KS_OK);
+    ck_assert_int_eq(ks_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id",
+                                            1), KS_OK);
+    ck_assert_int_eq(ks_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id",
+                                            2), KS_OK);
+    ck_assert_int_eq(ks_gguf_writer_set_u32(w,
+                                            "tokenizer.ggml.padding_token_id",
+                                            0xFFFFFFFFu), KS_OK);
+    ck_assert_int_eq(ks_gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token",
+                                             true), KS_OK);
+    ck_assert_int_eq(ks_gguf_writer_write_mem(w, &bytes, &n), KS_OK);
+    ks_gguf_writer_destroy(w);
+    /* ks_gguf_open_mem borrows the buffer: the caller frees it after */
+    ck_assert_int_eq(ks_gguf_open_mem(bytes, n, &g), KS_OK);
+    *bytes_out = bytes;
+    return g;
+}
+
+START_TEST(gguf_spm)
+{
+    void *bytes;
+    ks_gguf *g = tiny_gguf("llama", NULL, false, &bytes);
+    ks_tokenizer *t = NULL;
+
+    ck_assert_int_eq(ks_tokenizer_create(g, &t), KS_OK);
+    ks_gguf_destroy(g);            /* nothing of the file is kept */
+    free(bytes);
+    ck_assert_str_eq(ks_tokenizer_model_name(t), "llama");
+    ck_assert_str_eq(ks_tokenizer_pre_name(t), "default");
+    ck_assert_int_eq(ks_tokenizer_bos(t), 1);
+    ck_assert_int_eq(ks_tokenizer_eos(t), 2);
+    ck_assert_int_eq(ks_tokenizer_unk(t), 0);
+    ck_assert(ks_tokenizer_add_bos(t));
+    ck_assert(ks_tokenizer_add_eos(t));
+    /* <|im_end|> was user-defined; its text makes it control and an end */
+    ck_assert(ks_tokenizer_is_eog(t, 6));
+    ck_assert(ks_tokenizer_is_eog(t, 2));
+    expect_ids(t, "aa", true, false, IDS(1, 5, 4, 2));
+    expect_ids(t, "a<|im_end|>", false, true, IDS(5, 6));
+    ks_tokenizer_destroy(t);
+}
+END_TEST
+
+START_TEST(gguf_bpe)
+{
+    void *bytes;
+    ks_gguf *g = tiny_gguf("gpt2", NULL, false, &bytes);
+    ks_tokenizer *t = NULL;
+
+    ck_assert_int_eq(ks_tokenizer_create(g, &t), KS_OK);
+    ks_gguf_destroy(g);
+    free(bytes);
+    ck_assert_str_eq(ks_tokenizer_model_name(t), "gpt2");
+    ck_assert_str_eq(ks_tokenizer_pre_name(t), "qwen2");
+    ck_assert(!ks_tokenizer_add_bos(t));
+    ck_assert(ks_tokenizer_add_eos(t));
+    ck_assert_int_eq(ks_tokenizer_unk(t), -1);
+    /* the merge "Ġ a" (rank 0) joins the two symbols */
+    expect_ids(t, " a", true, false, IDS(5, 2));
+    /* bytes without a token are dropped, as in llama.cpp */
+    expect_ids(t, "xa", false, false, IDS(4));
+    ks_tokenizer_destroy(t);
+}
+END_TEST
+
+START_TEST(gguf_errors)
+{
+    static const struct {
+        const char *model, *skip;
+        bool        bad_scores;
+        ks_status   st;
+        const char *msg;
+    } cases[] = {
+        { "llama", "tokenizer.ggml.model", false, KS_ERR_CORRUPT,
+          "tokenizer.ggml.model" },
+        { "bert", NULL, false, KS_ERR_UNSUPPORTED, "'bert'" },
+        { "llama", "tokenizer.ggml.tokens", false, KS_ERR_CORRUPT,
+          "tokenizer.ggml.tokens" },
+        { "llama", NULL, true, KS_ERR_CORRUPT, "tokenizer.ggml.scores" },
+        { "gpt2", "tokenizer.ggml.merges", false, KS_ERR_CORRUPT,
+          "tokenizer.ggml.merges" },
+    };
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        void *bytes;
+        ks_gguf *g = tiny_gguf(cases[i].model, cases[i].skip,
+                               cases[i].bad_scores, &bytes);
+        ks_tokenizer *t = (ks_tokenizer *)g;
+        ck_assert_int_eq(ks_tokenizer_create(g, &t), cases[i].st);
+        ck_assert_ptr_null(t);
+        ck_assert_msg(strstr(ks_last_error(), cases[i].msg) != NULL,
+                      "error \"%s\" does not name %s", ks_last_error(),
+                      cases[i].msg);
+        ks_gguf_destroy(g);
+        free(bytes);
+    }
 }
 END_TEST
 
@@ -1087,6 +1233,13 @@ START_TEST(gemma_flags)
     check_piece(t, 105, 0, "");
     check_piece(t, 138, 0, "  ");            /* user-defined "  " */
     check_piece(t, ks_tokenizer_find(t, "<0x0A>"), 0, "\n");
+    /* "</s>" is a user-defined (HTML) token here that llama.cpp's list of
+     * end-of-generation texts makes control: plain text without
+     * parse_special (ids from llama-tokenize) */
+    ck_assert_int_eq(ks_tokenizer_find(t, "</s>"), 212);
+    ck_assert(ks_tokenizer_is_eog(t, 212));
+    expect_ids(t, "</s>/", true, true, IDS(2, 212, 236786));
+    expect_ids(t, "</s>/", true, false, IDS(2, 954, 236751, 25492));
     /* no space prefix: "Hi" is not "▁Hi" */
     ck_assert_int_eq(ks_tokenizer_find(t, "Hi"), 10979);
     expect_ids(t, "Hi", true, false, IDS(2, 10979));
@@ -1119,6 +1272,12 @@ tokenizer_suite(void)
     tc = tcase_create("spm_synthetic");
     tcase_add_test(tc, spm_merges_by_score);
     tcase_add_test(tc, spm_decode);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("gguf");
+    tcase_add_test(tc, gguf_spm);
+    tcase_add_test(tc, gguf_bpe);
+    tcase_add_test(tc, gguf_errors);
     suite_add_tcase(s, tc);
 
     if (open_model(&g_stories, stories_path(), "stories260K")) {
