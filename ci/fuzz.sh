@@ -21,6 +21,10 @@ if [ ! -f "$bdir/build.ninja" ]; then
 fi
 targets=$(ninja -C "$bdir" -t targets all |
     sed -n 's|^\(tests/fuzz/fuzz_[A-Za-z0-9_]*\): .*|\1|p' | sort -u)
+# FUZZ_ONLY=fuzz_tokenizer runs one target
+if [ -n "${FUZZ_ONLY:-}" ]; then
+    targets=$(printf '%s\n' $targets | grep "/${FUZZ_ONLY}\$" || true)
+fi
 if [ -z "$targets" ]; then
     echo "fuzz: no fuzz_* targets in $bdir" >&2
     exit 1

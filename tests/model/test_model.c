@@ -263,6 +263,41 @@ START_TEST(sampling_is_seeded)
 }
 END_TEST
 
+static volatile int cancel_flag;
+
+static bool
+cancel_after_three(void *user, int32_t tok, const char *piece, size_t len)
+{
+    int *n = user;
+
+    (void)tok;
+    (void)piece;
+    (void)len;
+    if (++*n == 3)
+        cancel_flag = 1;
+    return true;
+}
+
+/* The cancel flag (what Ctrl-C sets in the CLI) stops generation before
+ * the next token, with its own status. */
+START_TEST(cancel_flag_stops)
+{
+    fixture f;
+    int seen = 0;
+    ks_generate_params gp = { .prompt = prompt, .n_prompt = N_PROMPT,
+                              .n_predict = 50, .ignore_eog = true,
+                              .on_token = cancel_after_three, .user = &seen,
+                              .cancel = &cancel_flag };
+
+    cancel_flag = 0;
+    open_model(&f, 0, 2, 128);
+    ck_assert_int_eq(ks_session_generate(f.s, &gp), KS_ERR_CANCELLED);
+    ck_assert_int_eq(seen, 3);
+    ck_assert_uint_eq(gp.n_out, 3);
+    close_model(&f);
+}
+END_TEST
+
 /* ---- bad models ---- */
 
 static ks_status
@@ -377,6 +412,7 @@ model_suite(void)
     tcase_add_loop_test(tc, two_sessions_two_threads, 0, 4);
     tcase_add_test(tc, context_full_is_an_error);
     tcase_add_test(tc, sampling_is_seeded);
+    tcase_add_test(tc, cancel_flag_stops);
     tcase_add_test(tc, quantize_roundtrip);
     suite_add_tcase(s, tc);
     tcase_add_test(bad, unknown_architecture);
