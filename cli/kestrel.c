@@ -54,6 +54,11 @@ typedef struct opts {
     bool        ignore_eos;
     bool        no_display_prompt;
     ks_kv_type  kv_type;
+    float       temp_limit_c;
+    float       power_limit_w;
+    ks_policy   policy;
+    const char *trace_path;
+    bool        no_governor;
     /* bench */
     int32_t     n_pp;
     int32_t     n_tg;
@@ -115,7 +120,14 @@ static const char common_help[] =
     "  -b, --batch-size N    prefill tokens per pass (default: 64)\n"
     "      --backend B       auto|cpu|vulkan (default: auto)\n"
     "      --device N        Vulkan device index (default: the best)\n"
-    "      --kv-type T       f16|f32 KV cache (default: f16)\n";
+    "      --kv-type T       f16|f32 KV cache (default: f16)\n"
+    "      --temp-limit C    keep the device below C degrees Celsius (default:\n"
+    "                        its first passive trip point - 5, when it has one)\n"
+    "      --power-limit W   keep the device's power below W watts\n"
+    "      --policy P        performance|balanced|battery (default: balanced)\n"
+    "      --trace FILE.csv  write the governor's trace, a line per token\n"
+    "                        (plot it with ci/plot-trace.sh)\n"
+    "      --no-governor     never pace or throttle\n";
 
 static const char sampling_help[] =
     "      --temp X          temperature; 0 = greedy (default: 0.8)\n"
@@ -289,6 +301,26 @@ parse(const char *cmd, int argc, char **argv, opts *o)
                 o->kv_type = KS_KV_F32;
             else
                 die_usage(cmd, "--kv-type expects f16 or f32, got '%s'", v);
+        } else if (strcmp(a, "--temp-limit") == 0) {
+            NEED_VALUE(); o->temp_limit_c = parse_float(cmd, a, v, 1, 150);
+        } else if (strcmp(a, "--power-limit") == 0) {
+            NEED_VALUE();
+            o->power_limit_w = parse_float(cmd, a, v, 0.1f, 100000);
+        } else if (strcmp(a, "--policy") == 0) {
+            NEED_VALUE();
+            if (strcmp(v, "balanced") == 0)
+                o->policy = KS_POLICY_BALANCED;
+            else if (strcmp(v, "performance") == 0)
+                o->policy = KS_POLICY_PERFORMANCE;
+            else if (strcmp(v, "battery") == 0)
+                o->policy = KS_POLICY_BATTERY;
+            else
+                die_usage(cmd, "--policy expects performance, balanced or "
+                          "battery, got '%s'", v);
+        } else if (strcmp(a, "--trace") == 0) {
+            NEED_VALUE(); o->trace_path = v;
+        } else if (strcmp(a, "--no-governor") == 0) {
+            o->no_governor = true;
         } else if (strcmp(a, "--temp") == 0) {
             NEED_VALUE(); o->sampling.temp = parse_float(cmd, a, v, 0, 100);
         } else if (strcmp(a, "--top-k") == 0) {
@@ -381,6 +413,10 @@ load(const opts *o, loaded *l)
     rp.backend = o->backend;
     rp.n_threads = o->n_threads;
     rp.device = o->device;
+    rp.temp_limit_c = o->temp_limit_c;
+    rp.power_limit_w = o->power_limit_w;
+    rp.policy = o->policy;
+    rp.no_governor = o->no_governor;
     if (ks_runtime_create(&rp, &l->rt) != KS_OK)
         return fail(NULL);
     if (ks_model_load(l->rt, path, NULL, &l->model) != KS_OK) {
@@ -390,6 +426,7 @@ load(const opts *o, loaded *l)
     sp.n_ctx = o->n_ctx;
     sp.n_batch = o->n_batch;
     sp.kv_type = o->kv_type;
+    sp.trace_path = o->trace_path;
     if (ks_session_create(l->model, &sp, &l->session) != KS_OK) {
         unload(l);
         return fail(NULL);
@@ -468,6 +505,9 @@ print_stats(const ks_stats *st)
             st->load_ms, st->n_prompt, st->prefill_ms, st->prefill_tps,
             st->n_gen, st->decode_ms, st->decode_tps,
             (double)st->peak_rss_bytes / 1048576.0);
+    if (st->governed)
+        fprintf(stderr, "kestrel: governor paced %.1f ms; %d threads at the "
+                "end\n", st->paced_ms, st->n_threads);
 }
 
 static void
@@ -893,6 +933,9 @@ cmd_bench(const opts *o)
         lo.n_ctx = (uint32_t)n_tok + 16;
     if (lo.n_batch == 0)
         lo.n_batch = o->n_pp > 0 ? (uint32_t)o->n_pp : 1;
+    /* bench measures the kernels: no pacing unless a limit is asked for */
+    if (lo.temp_limit_c == 0 && lo.power_limit_w == 0)
+        lo.no_governor = true;
     if (load(&lo, &l) != 0)
         return 1;
     ks_model_describe(l.model, &d);

@@ -212,6 +212,7 @@ typedef struct ks_vk_ctx {
     bool            lost;       /* a submit reported VK_ERROR_DEVICE_LOST */
 
     VkPipelineCache pipeline_cache;  /* VK_NULL_HANDLE until cache_load */
+    struct ks_vk_matvec_cache *matvec_cache;  /* vk_matvec.c, made on first use */
 
     /* Memory accounting (vk_mem.c). */
     uint64_t      budget_bytes;   /* simulated budget on device buffers, 0: none */
@@ -296,6 +297,9 @@ ks_status ks_vk_heap_budget(ks_vk_ctx *ctx, uint32_t heap, uint64_t *budget_byte
 
 /* For ks_vk_ctx_destroy only: frees the context's staging buffers. */
 void ks_vk_mem_ctx_fini(ks_vk_ctx *ctx);
+
+/* For ks_vk_ctx_destroy only: frees the matvec kernels (vk_matvec.c). */
+void ks_vk_matvec_ctx_fini(ks_vk_ctx *ctx);
 
 /* ---- Pipelines and dispatch (vk_pipeline.c) -------------------------- */
 

@@ -1054,6 +1054,7 @@ ks_vk_ctx_destroy(ks_vk_ctx *ctx)
     if (ctx->device) {
         vkDeviceWaitIdle(ctx->device);
         ks_vk_mem_ctx_fini(ctx);
+        ks_vk_matvec_ctx_fini(ctx);
         if (ctx->pipeline_cache)
             vkDestroyPipelineCache(ctx->device, ctx->pipeline_cache, NULL);
         if (ctx->fence)

@@ -124,14 +124,17 @@ ks_vk_buffer_init(ks_vk_ctx *ctx, const char *name, uint64_t size_bytes,
         return ks_error(KS_ERR_INVALID_ARG, "vk: buffer '%s': size must be > 0", b->name);
     switch (kind) {
     case KS_VK_MEM_DEVICE:
+        /* Texel-buffer use: the matvec kernels read W and x through
+         * texel buffer views (vk_matvec.c). */
         bci.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
-                    VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+                    VK_BUFFER_USAGE_TRANSFER_DST_BIT | VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT;
         need = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT;
         want = 0;
         avoid = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT;  /* VRAM proper on discrete GPUs */
         break;
     case KS_VK_MEM_UPLOAD:
-        bci.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT;
+        bci.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+                    VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT;
         need = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
         want = 0;
         avoid = VK_MEMORY_PROPERTY_HOST_CACHED_BIT;

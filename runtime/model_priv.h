@@ -76,6 +76,10 @@ struct ks_runtime {
     ks_backend backend;
     int32_t    n_threads;
     int32_t    device;
+    float      temp_limit_c;
+    float      power_limit_w;
+    ks_policy  policy;
+    bool       no_governor;
 };
 
 struct ks_model {

@@ -16,6 +16,10 @@
 #include "runtime/sample.h"
 #include "runtime/session_priv.h"
 #include "runtime/tokenizer.h"
+#include "driver/telemetry.h"
+#include "scheduler/governor.h"
+#include "scheduler/trace.h"
+#include <time.h>
 
 /* ---- runtime ---- */
 
@@ -49,6 +53,23 @@ ks_runtime_create(const ks_runtime_params *p, ks_runtime **out)
         rt->n_threads = n > 0 ? (int32_t)n : 1;
     }
     rt->device = p->device;
+    if (p->temp_limit_c < 0 || p->temp_limit_c > 150 || p->power_limit_w < 0 ||
+        p->power_limit_w > 100000) {
+        free(rt);
+        return ks_error(KS_ERR_INVALID_ARG,
+                        "runtime: temperature limit %.1f C (expected 0..150) "
+                        "or power limit %.1f W (expected 0..100000) out of "
+                        "range", p->temp_limit_c, p->power_limit_w);
+    }
+    if ((unsigned)p->policy > KS_POLICY_BATTERY) {
+        free(rt);
+        return ks_error(KS_ERR_INVALID_ARG, "runtime: unknown policy %d",
+                        (int)p->policy);
+    }
+    rt->temp_limit_c = p->temp_limit_c;
+    rt->power_limit_w = p->power_limit_w;
+    rt->policy = p->policy;
+    rt->no_governor = p->no_governor;
     if (p->backend == KS_BACKEND_AUTO)
         ks_log(KS_LOG_INFO, "runtime",
                "backend auto: using the CPU (%d threads, %s kernels)",
@@ -160,6 +181,80 @@ add_layer_slots(ks_session *s, uint64_t max_n)
     return ok;
 }
 
+/* Starts the governor when the runtime asks for limits or the device has a
+ * temperature sensor with a passive trip point; otherwise there is nothing
+ * to keep the device under and decoding runs free. */
+static ks_status
+start_governor(ks_session *s)
+{
+    const ks_runtime *rt = s->m->rt;
+    const ks_telem_sample *last;
+    ks_governor_params gp = { 0 };
+    ks_status st;
+    bool limits = rt->temp_limit_c > 0 || rt->power_limit_w > 0;
+
+    if (rt->no_governor)
+        return KS_OK;
+    if ((st = ks_telemetry_open(NULL, &s->tel)) != KS_OK)
+        return st;
+    last = ks_telemetry_last(s->tel);
+    if (!limits && (!last || last->passive_zone < 0)) {
+        ks_log(KS_LOG_DEBUG, "gov", "no limit set and no passive trip "
+               "point: governor off");
+        ks_telemetry_destroy(s->tel);
+        s->tel = NULL;
+        return KS_OK;
+    }
+    gp.temp_limit_mc = (int32_t)(rt->temp_limit_c * 1000.0f);
+    gp.power_limit_mw = (uint32_t)(rt->power_limit_w * 1000.0f);
+    gp.policy = (ks_gov_policy)rt->policy;
+    gp.max_threads = s->max_threads;
+    if ((st = ks_governor_create(&gp, &s->gov)) != KS_OK)
+        return st;
+    ks_log(KS_LOG_INFO, "gov", "governor on: limit %.1f C, power cap %.1f W, "
+           "policy %s", rt->temp_limit_c, rt->power_limit_w,
+           ks_gov_policy_str(gp.policy));
+    return KS_OK;
+}
+
+/* One governor step after a decoded token: the thread count for the next
+ * token, then the pause it asks for (cut short by the cancel flag). */
+static void
+govern(ks_session *s, uint64_t busy_ns, const volatile int *cancel)
+{
+    ks_gov_work w = { 0 };
+    ks_gov_decision d;
+    uint64_t now = ks_now_ns();
+
+    w.n_tokens = 1;
+    w.busy_ns[KS_GOV_CPU] = busy_ns;
+    w.n_threads = s->n_threads;
+    if (ks_governor_step_telemetry(s->gov, s->tel, now, &w, &d) != KS_OK)
+        return;
+    if (d.n_threads >= 1 && d.n_threads <= s->max_threads)
+        s->n_threads = d.n_threads;
+    s->stats.n_threads = s->n_threads;
+    if (s->trace)
+        ks_trace_token(s->trace, now, &d);
+    if (d.pace_ns > 0) {
+        uint64_t end = now + d.pace_ns;
+        while (!(cancel && *cancel)) {
+            uint64_t t = ks_now_ns(), left;
+            struct timespec ts;
+            if (t >= end)
+                break;
+            left = end - t < 20000000u ? end - t : 20000000u;
+            ts.tv_sec = 0;
+            ts.tv_nsec = (long)left;
+            nanosleep(&ts, NULL);
+        }
+        s->stats.paced_ms += (double)(ks_now_ns() - now) / 1e6;
+        /* an idle reading lets an instantaneous power sensor tell idle
+         * from working power */
+        ks_governor_step_telemetry(s->gov, s->tel, ks_now_ns(), NULL, &d);
+    }
+}
+
 KS_API ks_status
 ks_session_create(ks_model *m, const ks_session_params *p, ks_session **out)
 {
@@ -201,6 +296,11 @@ ks_session_create(ks_model *m, const ks_session_params *p, ks_session **out)
     s->kv_type = p->kv_type;
     s->n_threads = p->n_threads ? p->n_threads : m->rt->n_threads;
     if ((st = ks_pool_create(s->n_threads, &s->pool)) != KS_OK)
+        goto fail;
+    s->max_threads = s->n_threads;
+    if ((st = start_governor(s)) != KS_OK)
+        goto fail;
+    if (p->trace_path && (st = ks_trace_open(p->trace_path, &s->trace)) != KS_OK)
         goto fail;
 
     q_dim = (uint64_t)hp->n_head * hp->head_dim;
@@ -266,6 +366,10 @@ ks_session_destroy(ks_session *s)
 {
     if (!s)
         return;
+    if (s->trace)
+        ks_trace_close(s->trace);
+    ks_governor_destroy(s->gov);
+    ks_telemetry_destroy(s->tel);
     ks_pool_destroy(s->pool);
     free(s->k_cache);
     free(s->v_cache);
@@ -428,8 +532,13 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
                           "%u; use a larger -c)", n_gen, s->n_ctx);
             break;
         }
-        if ((st = ks_forward(s, &tok, 1, true)) != KS_OK)
-            break;
+        {
+            uint64_t f0 = ks_now_ns();
+            if ((st = ks_forward(s, &tok, 1, true)) != KS_OK)
+                break;
+            if (s->gov)
+                govern(s, ks_now_ns() - f0, p->cancel);
+        }
     }
 done:
     s->stats.n_gen = n_gen;
@@ -439,6 +548,8 @@ done:
     if (s->stats.decode_ms > 0 && n_gen > 1)
         s->stats.decode_tps = (n_gen - 1) * 1e3 / s->stats.decode_ms;
     s->stats.peak_rss_bytes = ks_peak_rss_bytes();
+    s->stats.governed = s->gov != NULL;
+    s->stats.n_threads = s->n_threads;
     ks_sampler_destroy(smp);
     return st;
 }

@@ -10,6 +10,10 @@
 #include "runtime/cpu/pool.h"
 #include "runtime/model_priv.h"
 
+struct ks_telemetry;
+struct ks_governor;
+struct ks_trace;
+
 /* Activation formats a dot product may need (ks_cpu_act_type); one
  * quantized copy of the current input per format. */
 enum { KS_N_ACT_SLOTS = 6 };
@@ -52,6 +56,12 @@ struct ks_session {
     ks_act_slot act[KS_N_ACT_SLOTS];
 
     ks_stats    stats;
+
+    /* The governor, when one runs (see ks_runtime_params). */
+    struct ks_telemetry *tel;
+    struct ks_governor  *gov;
+    struct ks_trace     *trace;
+    int                  max_threads;  /* the pool's size */
 };
 
 /* Runs tokens[0..n) (n <= n_batch) at positions n_past.. and appends

@@ -27,10 +27,25 @@ typedef enum ks_backend {
     KS_BACKEND_VULKAN,
 } ks_backend;
 
+typedef enum ks_policy {
+    KS_POLICY_BALANCED = 0,  /* limits; saves power on a low battery */
+    KS_POLICY_PERFORMANCE,   /* limits only */
+    KS_POLICY_BATTERY,       /* less power whenever on battery */
+} ks_policy;
+
 typedef struct ks_runtime_params {
     ks_backend backend;    /* 0: auto */
     int32_t    n_threads;  /* 0: the number of online CPUs */
     int32_t    device;     /* Vulkan device index; 0: the best one */
+    /* The thermal and power governor paces decoding, lowers the thread
+     * count and moves work so the device stays inside its envelope. It is
+     * on when a limit is set here or when the device reports a
+     * temperature with a passive trip point (then the limit is that trip
+     * minus 5 °C); sensors are read relative to $KESTREL_SYSFS_ROOT. */
+    float      temp_limit_c;   /* 0: the first passive trip - 5 °C */
+    float      power_limit_w;  /* 0: none */
+    ks_policy  policy;         /* 0: balanced */
+    bool       no_governor;    /* never govern (benchmarks) */
 } ks_runtime_params;
 
 /* On failure *out is NULL and ks_last_error() says why. */

@@ -28,6 +28,9 @@ typedef struct ks_session_params {
     uint32_t   n_batch;    /* prefill tokens per forward pass; 0: 64 */
     ks_kv_type kv_type;    /* 0: KS_KV_F16 */
     int32_t    n_threads;  /* 0: the runtime's */
+    const char *trace_path; /* CSV trace, one line per decoded token: time,
+                               tokens/s, temperature, power, budget,
+                               threads, pacing, governor state; NULL: none */
 } ks_session_params;
 
 KS_API ks_status ks_session_create(ks_model *m, const ks_session_params *p,
@@ -94,6 +97,10 @@ typedef struct ks_stats {
     double   decode_tps;
     uint64_t peak_rss_bytes; /* of the whole process */
     uint64_t kv_bytes;       /* the session's KV cache */
+    bool     governed;       /* the governor ran */
+    double   paced_ms;       /* time the governor made decoding wait */
+    int32_t  n_threads;      /* threads in use now (the governor may lower
+                                them between tokens) */
 } ks_stats;
 
 KS_API void ks_session_stats(const ks_session *s, ks_stats *out);

@@ -1,0 +1,611 @@
+/* Quantized matrix-vector kernels on Vulkan (see vk_matvec.h).
+ *
+ * Data flow: the embedded template shaders/matvec.comp is compiled by
+ * glslang with KS_QUANT_<TYPE>, the epilogue defines and KS_SG_REDUCE
+ * (slots summed by subgroupAdd); the work split (workgroup size, rows per
+ * slot, lanes per slot) and the row alignment go in as specialization
+ * constants. Each kernel has its own pipeline layout: W and x as uniform
+ * texel buffers (RGBA32UI / RGBA32F views made by ks_vk_matvec_set), y,
+ * bias and residual as storage buffers. Kernels made through
+ * ks_vk_matvec_pipeline_get live in a per-context table indexed by
+ * (type, flags). A dispatch runs one workgroup per rows_per_wg rows (a 2-D
+ * grid when one dimension is not enough) and writes one float per row.
+ *
+ * Why this shape (measured on lavapipe, Mesa 22.3, 2 contended cores):
+ * every storage-buffer load becomes a per-lane loop with a branch per
+ * lane, so a kernel that only sums a buffer reads ~0.5 GB/s that way and
+ * ~10 GB/s through texelFetch of 16-byte texels; sharing activations
+ * between lanes by subgroupBroadcast/Shuffle costs more than fetching
+ * them, so each lane fetches the activations of its own columns once and
+ * reuses them for 8 rows; decoding is then the largest cost.
+ *
+ * Lavapipe ends every loop of an invocation after 65,535 trips in total,
+ * silently (reference/glslang-at-runtime.md); ks_vk_matvec_check bounds
+ * the trips a lane makes along its rows far below that. */
+#include "driver/vk_matvec.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "driver/base.h"
+#include "driver/vk_shaders.h"
+
+/* Loop trips one lane may make along a row (units and the reduction),
+ * well under lavapipe's 65,535 per invocation. */
+#define MAX_TRIPS 16384u
+#define MAX_ROWS 16u
+#define MAX_SETS 512u
+#define N_TYPES 40u
+#define PUSH_BYTES 32u
+
+/* Block geometry by ggml type number; unit_blocks must match the
+ * KS_UNIT_BLOCKS of shaders/common/quant.glsl. */
+typedef struct type_info {
+    const char *name;
+    uint32_t    block_elems;
+    uint32_t    block_bytes;
+    uint32_t    unit_blocks;
+} type_info;
+
+static const type_info types[N_TYPES] = {
+    [0] = { "F32", 1, 4, 32 },
+    [1] = { "F16", 1, 2, 64 },
+    [2] = { "Q4_0", 32, 18, 8 },
+    [3] = { "Q4_1", 32, 20, 4 },
+    [6] = { "Q5_0", 32, 22, 8 },
+    [7] = { "Q5_1", 32, 24, 2 },
+    [8] = { "Q8_0", 32, 34, 8 },
+    [10] = { "Q2_K", 256, 84, 1 },
+    [11] = { "Q3_K", 256, 110, 1 },
+    [12] = { "Q4_K", 256, 144, 1 },
+    [13] = { "Q5_K", 256, 176, 1 },
+    [14] = { "Q6_K", 256, 210, 1 },
+    [20] = { "IQ4_NL", 32, 18, 8 },
+    [30] = { "BF16", 1, 2, 64 },
+};
+
+struct ks_vk_matvec_cache {
+    ks_vk_matvec *k[N_TYPES][KS_VK_MATVEC_FLAGS_ALL + 1];
+};
+
+static const type_info *
+type_get(uint32_t qtype)
+{
+    return qtype < N_TYPES && types[qtype].name ? &types[qtype] : NULL;
+}
+
+bool
+ks_vk_matvec_supports(uint32_t qtype)
+{
+    return type_get(qtype) != NULL;
+}
+
+uint32_t
+ks_vk_matvec_layout_flags(uint64_t w_off_bytes, uint64_t row_stride_bytes)
+{
+    uint64_t v = w_off_bytes | row_stride_bytes;
+
+    return (v & 3u) ? KS_VK_MATVEC_ALIGN2 : (v & 15u) ? KS_VK_MATVEC_ALIGN4 : 0u;
+}
+
+static uint32_t
+row_align_of(uint32_t flags)
+{
+    return (flags & KS_VK_MATVEC_ALIGN2) ? 2u : (flags & KS_VK_MATVEC_ALIGN4) ? 4u : 16u;
+}
+
+static void
+variant_name(const type_info *t, uint32_t flags, char *buf, size_t size)
+{
+    snprintf(buf, size, "matvec %s%s%s%s", t->name,
+             flags & KS_VK_MATVEC_BIAS ? " +bias" : "",
+             flags & KS_VK_MATVEC_RESIDUAL ? " +residual" : "",
+             (flags & KS_VK_MATVEC_ALIGN2) ? " align2" :
+             (flags & KS_VK_MATVEC_ALIGN4) ? " align4" : "");
+}
+
+static bool
+is_pow2(uint32_t v)
+{
+    return v && !(v & (v - 1));
+}
+
+/* The pipeline: descriptor layout (2 texel buffers, then storage
+ * buffers), push constants, specialization, a descriptor pool. Built here
+ * rather than by ks_vk_pipeline_create, which binds storage buffers only;
+ * the result is a ks_vk_pipeline, so ks_vk_cmd_dispatch and
+ * ks_vk_pipeline_destroy apply. */
+static ks_status
+make_pipeline(ks_vk_ctx *ctx, ks_vk_matvec *mv, const char *name, const ks_vk_spirv *spv,
+              const uint32_t *spec, uint32_t n_spec, uint32_t required_subgroup)
+{
+    VkDescriptorSetLayoutBinding bind[5];
+    VkSpecializationMapEntry entries[8];
+    ks_vk_pipeline *pl = calloc(1, sizeof(*pl));
+    ks_status st;
+
+    if (!pl)
+        return ks_error(KS_ERR_NOMEM, "vk: no memory for pipeline '%s'", name);
+    mv->pl = pl;
+    snprintf(pl->name, sizeof pl->name, "%s", name);
+    pl->n_buffers = mv->n_buffers;
+    pl->push_bytes = PUSH_BYTES;
+    pl->max_sets = MAX_SETS;
+
+    VkShaderModuleCreateInfo smci = {
+        .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
+        .codeSize = spv->n_words * sizeof(uint32_t),
+        .pCode = spv->words,
+    };
+    if ((st = ks_vk_check(vkCreateShaderModule(ctx->device, &smci, NULL, &pl->module),
+                          "vkCreateShaderModule")) != KS_OK)
+        return st;
+    for (uint32_t i = 0; i < mv->n_buffers; i++)
+        bind[i] = (VkDescriptorSetLayoutBinding){
+            .binding = i,
+            .descriptorType = i < 2 ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER
+                                    : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+            .descriptorCount = 1,
+            .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
+        };
+    VkDescriptorSetLayoutCreateInfo dslci = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
+        .bindingCount = mv->n_buffers,
+        .pBindings = bind,
+    };
+    if ((st = ks_vk_check(vkCreateDescriptorSetLayout(ctx->device, &dslci, NULL,
+                                                      &pl->set_layout),
+                          "vkCreateDescriptorSetLayout")) != KS_OK)
+        return st;
+    VkPushConstantRange pcr = {
+        .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .offset = 0, .size = PUSH_BYTES,
+    };
+    VkPipelineLayoutCreateInfo plci = {
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
+        .setLayoutCount = 1,
+        .pSetLayouts = &pl->set_layout,
+        .pushConstantRangeCount = 1,
+        .pPushConstantRanges = &pcr,
+    };
+    if ((st = ks_vk_check(vkCreatePipelineLayout(ctx->device, &plci, NULL, &pl->layout),
+                          "vkCreatePipelineLayout")) != KS_OK)
+        return st;
+    for (uint32_t i = 0; i < n_spec; i++)
+        entries[i] = (VkSpecializationMapEntry){ .constantID = i, .offset = 4u * i, .size = 4 };
+    VkSpecializationInfo si = {
+        .mapEntryCount = n_spec, .pMapEntries = entries, .dataSize = 4u * n_spec, .pData = spec,
+    };
+    VkPipelineShaderStageRequiredSubgroupSizeCreateInfo rss = {
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_REQUIRED_SUBGROUP_SIZE_CREATE_INFO,
+        .requiredSubgroupSize = required_subgroup,
+    };
+    VkComputePipelineCreateInfo cpci = {
+        .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+        .stage = {
+            .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+            .pNext = required_subgroup ? &rss : NULL,
+            .stage = VK_SHADER_STAGE_COMPUTE_BIT,
+            .module = pl->module,
+            .pName = "main",
+            .pSpecializationInfo = &si,
+        },
+        .layout = pl->layout,
+    };
+    if ((st = ks_vk_check(vkCreateComputePipelines(ctx->device, ctx->pipeline_cache, 1,
+                                                   &cpci, NULL, &pl->pipeline),
+                          "vkCreateComputePipelines")) != KS_OK) {
+        pl->pipeline = VK_NULL_HANDLE;
+        return st;
+    }
+    VkDescriptorPoolSize ps[2] = {
+        { .type = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, .descriptorCount = 2u * MAX_SETS },
+        { .type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+          .descriptorCount = (mv->n_buffers - 2u) * MAX_SETS },
+    };
+    VkDescriptorPoolCreateInfo dpci = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+        .maxSets = MAX_SETS,
+        .poolSizeCount = 2,
+        .pPoolSizes = ps,
+    };
+    return ks_vk_check(vkCreateDescriptorPool(ctx->device, &dpci, NULL, &pl->pool),
+                       "vkCreateDescriptorPool");
+}
+
+ks_status
+ks_vk_matvec_create(ks_vk_ctx *ctx, uint32_t qtype, uint32_t flags,
+                    const ks_vk_matvec_tune *tune, ks_vk_matvec **out)
+{
+    static const ks_vk_matvec_tune none;
+    const type_info *t = type_get(qtype);
+    const char *defines[4];
+    char qdef[32], name[64];
+    ks_vk_spirv spv = { 0 };
+    ks_vk_matvec *mv = NULL;
+    uint32_t n_def = 0, spec[4], required_sg = 0;
+    bool cpu = ctx->info.type == KS_VK_TYPE_CPU;
+    ks_status st;
+
+    *out = NULL;
+    if (!tune)
+        tune = &none;
+    if (!t)
+        return ks_error(KS_ERR_UNSUPPORTED, "vk: matvec: no Vulkan kernel for tensor "
+                        "type %u", qtype);
+    if (flags & ~(uint32_t)KS_VK_MATVEC_FLAGS_ALL)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: matvec %s: unknown flags 0x%x",
+                        t->name, flags & ~(uint32_t)KS_VK_MATVEC_FLAGS_ALL);
+    variant_name(t, flags, name, sizeof name);
+
+    mv = calloc(1, sizeof(*mv));
+    if (!mv)
+        return ks_error(KS_ERR_NOMEM, "vk: no memory for %s", name);
+    mv->qtype = qtype;
+    mv->flags = flags;
+    mv->block_elems = t->block_elems;
+    mv->block_bytes = t->block_bytes;
+    mv->unit_blocks = t->unit_blocks;
+    mv->row_align = row_align_of(flags);
+    mv->wg_size = tune->wg_size ? tune->wg_size
+                : cpu && ctx->caps.subgroup_size ? ctx->caps.subgroup_size : 64u;
+    mv->rows = tune->rows ? tune->rows : cpu ? 8u : 2u;
+    mv->split = tune->split ? tune->split : cpu ? mv->wg_size : 16u;
+    if (mv->split > mv->wg_size && !tune->split)
+        mv->split = mv->wg_size;
+    mv->n_buffers = 3u + !!(flags & KS_VK_MATVEC_BIAS) + !!(flags & KS_VK_MATVEC_RESIDUAL);
+    mv->views = calloc(2u * MAX_SETS, sizeof(*mv->views));
+    if (!mv->views) {
+        st = ks_error(KS_ERR_NOMEM, "vk: no memory for %s", name);
+        goto fail;
+    }
+    if (mv->wg_size > ctx->info.max_wg_invocations || mv->wg_size > ctx->info.max_wg_size[0]) {
+        st = ks_error(KS_ERR_INVALID_ARG, "vk: %s: workgroup size %u, %s allows at most %u",
+                      name, mv->wg_size, ctx->info.name, ctx->info.max_wg_invocations);
+        goto fail;
+    }
+    if (mv->rows > MAX_ROWS) {
+        st = ks_error(KS_ERR_INVALID_ARG, "vk: %s: rows per slot %u, expected 1..%u",
+                      name, mv->rows, MAX_ROWS);
+        goto fail;
+    }
+    if (!is_pow2(mv->split) || mv->wg_size % mv->split) {
+        st = ks_error(KS_ERR_INVALID_ARG, "vk: %s: %u lanes per slot, expected a power "
+                      "of two dividing the workgroup size %u", name, mv->split, mv->wg_size);
+        goto fail;
+    }
+    if ((uint64_t)mv->wg_size * 4u > ctx->info.max_shared_bytes) {
+        st = ks_error(KS_ERR_INVALID_ARG, "vk: %s: workgroup size %u needs %u bytes of "
+                      "shared memory, %s has %u", name, mv->wg_size, mv->wg_size * 4u,
+                      ctx->info.name, ctx->info.max_shared_bytes);
+        goto fail;
+    }
+    mv->rows_per_wg = mv->wg_size / mv->split * mv->rows;
+    /* subgroupAdd sums a slot when the slot is exactly one subgroup. */
+    if (mv->split == mv->wg_size && ctx->info.subgroup_in_compute &&
+        (ctx->info.subgroup_ops & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT) &&
+        mv->wg_size == ctx->caps.subgroup_size) {
+        if (ctx->info.subgroup_min == ctx->info.subgroup_max &&
+            ctx->info.subgroup_min == mv->wg_size) {
+            mv->sg_reduce = true;
+        } else if (ctx->caps.subgroup_size_control && ctx->info.subgroup_min <= mv->wg_size &&
+                   mv->wg_size <= ctx->info.subgroup_max) {
+            mv->sg_reduce = true;
+            required_sg = mv->wg_size;
+        }
+    }
+
+    const char *src = ks_vk_shader_source("matvec.comp");
+    if (!src) {
+        st = ks_error(KS_ERR_INTERNAL, "vk: %s: matvec.comp is not embedded", name);
+        goto fail;
+    }
+    snprintf(qdef, sizeof qdef, "KS_QUANT_%s", t->name);
+    defines[n_def++] = qdef;
+    if (flags & KS_VK_MATVEC_BIAS)
+        defines[n_def++] = "KS_EPI_BIAS";
+    if (flags & KS_VK_MATVEC_RESIDUAL)
+        defines[n_def++] = "KS_EPI_RESIDUAL";
+    if (mv->sg_reduce)
+        defines[n_def++] = "KS_SG_REDUCE";
+    ks_vk_compile_params cp = {
+        .name = name, .defines = defines, .n_defines = n_def,
+        .vk_api_version = ctx->api_version,
+    };
+    uint64_t t0 = ks_now_ns();
+    if ((st = ks_vk_compile(src, &cp, &spv)) != KS_OK)
+        goto fail;
+    uint64_t t1 = ks_now_ns();
+
+    spec[0] = mv->wg_size;
+    spec[1] = mv->rows;
+    spec[2] = mv->split;
+    spec[3] = mv->row_align;
+    if ((st = make_pipeline(ctx, mv, name, &spv, spec, 4, required_sg)) != KS_OK)
+        goto fail;
+    ks_log(KS_LOG_DEBUG, "vk", "%s: compiled in %.1f ms, pipeline in %.1f ms; "
+           "workgroup %u, slots of %u lanes doing %u rows, rows at %u-byte multiples%s",
+           name, (double)(t1 - t0) / 1e6, (double)(ks_now_ns() - t1) / 1e6, mv->wg_size,
+           mv->split, mv->rows, mv->row_align, mv->sg_reduce ? ", subgroupAdd" : "");
+    ks_vk_spirv_fini(&spv);
+    *out = mv;
+    return KS_OK;
+fail:
+    ks_vk_spirv_fini(&spv);
+    ks_vk_matvec_destroy(ctx, mv);
+    return st;
+}
+
+void
+ks_vk_matvec_destroy(ks_vk_ctx *ctx, ks_vk_matvec *mv)
+{
+    if (!mv)
+        return;
+    for (uint32_t i = 0; i < mv->n_views; i++)
+        vkDestroyBufferView(ctx->device, mv->views[i], NULL);
+    free(mv->views);
+    ks_vk_pipeline_destroy(ctx, mv->pl);
+    free(mv);
+}
+
+ks_status
+ks_vk_matvec_pipeline_get(ks_vk_ctx *ctx, uint32_t qtype, uint32_t flags, ks_vk_matvec **out)
+{
+    ks_status st;
+
+    *out = NULL;
+    if (!type_get(qtype))
+        return ks_error(KS_ERR_UNSUPPORTED, "vk: matvec: no Vulkan kernel for tensor "
+                        "type %u", qtype);
+    if (flags & ~(uint32_t)KS_VK_MATVEC_FLAGS_ALL)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: matvec %s: unknown flags 0x%x",
+                        types[qtype].name, flags & ~(uint32_t)KS_VK_MATVEC_FLAGS_ALL);
+    if (!ctx->matvec_cache) {
+        ctx->matvec_cache = calloc(1, sizeof(*ctx->matvec_cache));
+        if (!ctx->matvec_cache)
+            return ks_error(KS_ERR_NOMEM, "vk: no memory for the matvec kernel table");
+    }
+    ks_vk_matvec **slot = &ctx->matvec_cache->k[qtype][flags];
+    if (!*slot && (st = ks_vk_matvec_create(ctx, qtype, flags, NULL, slot)) != KS_OK)
+        return st;
+    *out = *slot;
+    return KS_OK;
+}
+
+void
+ks_vk_matvec_ctx_fini(ks_vk_ctx *ctx)
+{
+    if (!ctx->matvec_cache)
+        return;
+    for (uint32_t t = 0; t < N_TYPES; t++)
+        for (uint32_t f = 0; f <= KS_VK_MATVEC_FLAGS_ALL; f++)
+            ks_vk_matvec_destroy(ctx, ctx->matvec_cache->k[t][f]);
+    free(ctx->matvec_cache);
+    ctx->matvec_cache = NULL;
+}
+
+/* A view of the whole 16-byte texels of |b|. */
+static ks_status
+make_view(ks_vk_ctx *ctx, ks_vk_matvec *mv, const ks_vk_buffer *b, VkFormat format,
+          VkBufferView *out)
+{
+    VkPhysicalDeviceProperties props;
+    uint64_t texels = b->size_bytes / 16u;
+
+    vkGetPhysicalDeviceProperties(ctx->phys, &props);
+    if (texels == 0)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: buffer '%s' has %" PRIu64 " bytes, "
+                        "less than one 16-byte texel", mv->pl->name, b->name, b->size_bytes);
+    if (texels > props.limits.maxTexelBufferElements)
+        return ks_error(KS_ERR_UNSUPPORTED, "vk: %s: buffer '%s' is %" PRIu64 " texels of "
+                        "16 bytes, %s views at most %u", mv->pl->name, b->name, texels,
+                        ctx->info.name, props.limits.maxTexelBufferElements);
+    VkBufferViewCreateInfo bv = {
+        .sType = VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO,
+        .buffer = b->buffer,
+        .format = format,
+        .offset = 0,
+        .range = texels * 16u,
+    };
+    return ks_vk_check(vkCreateBufferView(ctx->device, &bv, NULL, out), "vkCreateBufferView");
+}
+
+ks_status
+ks_vk_matvec_set(ks_vk_ctx *ctx, ks_vk_matvec *mv, const ks_vk_matvec_bufs *b,
+                 VkDescriptorSet *out)
+{
+    const ks_vk_buffer *bufs[5];
+    const char *name = mv->pl->name;
+    bool want_b = mv->flags & KS_VK_MATVEC_BIAS, want_r = mv->flags & KS_VK_MATVEC_RESIDUAL;
+    VkDescriptorBufferInfo infos[5];
+    VkWriteDescriptorSet writes[5];
+    VkBufferView views[2] = { VK_NULL_HANDLE, VK_NULL_HANDLE };
+    uint32_t n = 0;
+    ks_status st;
+
+    *out = VK_NULL_HANDLE;
+    if (!b->w || !b->x || !b->y)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: buffer %s missing", name,
+                        !b->w ? "w" : !b->x ? "x" : "y");
+    if (!b->bias != !want_b)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: bias buffer %s", name,
+                        want_b ? "missing" : "given to a kernel without a bias");
+    if (!b->residual != !want_r)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: residual buffer %s", name,
+                        want_r ? "missing" : "given to a kernel without a residual");
+    if (mv->pl->n_sets >= MAX_SETS)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: %s has handed out all its %u descriptor "
+                        "sets", name, MAX_SETS);
+    bufs[n++] = b->w;
+    bufs[n++] = b->x;
+    bufs[n++] = b->y;
+    if (want_b)
+        bufs[n++] = b->bias;
+    if (want_r)
+        bufs[n++] = b->residual;
+    for (uint32_t i = 2; i < n; i++)
+        if (bufs[i]->size_bytes > ctx->info.max_storage_buffer_range)
+            return ks_error(KS_ERR_UNSUPPORTED, "vk: %s: buffer '%s' (%" PRIu64 " bytes) "
+                            "exceeds maxStorageBufferRange (%" PRIu64 ") of %s", name,
+                            bufs[i]->name, bufs[i]->size_bytes,
+                            ctx->info.max_storage_buffer_range, ctx->info.name);
+    if ((st = make_view(ctx, mv, b->w, VK_FORMAT_R32G32B32A32_UINT, &views[0])) != KS_OK ||
+        (st = make_view(ctx, mv, b->x, VK_FORMAT_R32G32B32A32_SFLOAT, &views[1])) != KS_OK)
+        goto fail;
+    VkDescriptorSetAllocateInfo dsai = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+        .descriptorPool = mv->pl->pool,
+        .descriptorSetCount = 1,
+        .pSetLayouts = &mv->pl->set_layout,
+    };
+    if ((st = ks_vk_check(vkAllocateDescriptorSets(ctx->device, &dsai, out),
+                          "vkAllocateDescriptorSets")) != KS_OK) {
+        *out = VK_NULL_HANDLE;
+        goto fail;
+    }
+    mv->pl->n_sets++;
+    for (uint32_t i = 0; i < n; i++) {
+        infos[i] = (VkDescriptorBufferInfo){
+            .buffer = bufs[i]->buffer, .offset = 0, .range = VK_WHOLE_SIZE,
+        };
+        writes[i] = (VkWriteDescriptorSet){
+            .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+            .dstSet = *out,
+            .dstBinding = i,
+            .descriptorCount = 1,
+            .descriptorType = i < 2 ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER
+                                    : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+            .pBufferInfo = i < 2 ? NULL : &infos[i],
+            .pTexelBufferView = i < 2 ? &views[i] : NULL,
+        };
+    }
+    vkUpdateDescriptorSets(ctx->device, n, writes, 0, NULL);
+    mv->views[mv->n_views++] = views[0];
+    mv->views[mv->n_views++] = views[1];
+    return KS_OK;
+fail:
+    for (int i = 0; i < 2; i++)
+        if (views[i])
+            vkDestroyBufferView(ctx->device, views[i], NULL);
+    return st;
+}
+
+/* Checks that [off, off + count) floats, rounded up to |round| floats,
+ * lie in |buf|. */
+static ks_status
+check_floats(const char *name, const char *what, const ks_vk_buffer *buf, uint64_t off,
+             uint64_t count, uint64_t round)
+{
+    uint64_t end = ks_align_up(off + count, round) * 4u;
+
+    if (end > buf->size_bytes)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: %s needs %" PRIu64 " bytes of buffer "
+                        "'%s', which has %" PRIu64, name, what, end, buf->name,
+                        buf->size_bytes);
+    return KS_OK;
+}
+
+ks_status
+ks_vk_matvec_check(const ks_vk_matvec *mv, const ks_vk_matvec_args *a,
+                   const ks_vk_matvec_bufs *b)
+{
+    const char *name = mv->pl ? mv->pl->name : "matvec";
+    uint64_t row_bytes, end, nb, units, trips, red = 0;
+    uint64_t stride = a->rows > 1 ? a->row_stride_bytes : 0;
+    uint32_t need;
+    ks_status st;
+
+    if (a->rows == 0 || a->cols == 0)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: shape %u x %u, expected rows and "
+                        "cols >= 1", name, a->rows, a->cols);
+    if (a->cols % mv->block_elems)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: cols %u is not a multiple of the "
+                        "block size %u", name, a->cols, mv->block_elems);
+    if ((a->w_off_bytes | stride) & 1u)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: w_off %" PRIu64 " and row stride %"
+                        PRIu64 " must be even", name, a->w_off_bytes, a->row_stride_bytes);
+    if (a->x_off % 4u)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: x_off %u is not a multiple of 4 floats",
+                        name, a->x_off);
+    nb = a->cols / mv->block_elems;
+    row_bytes = nb * mv->block_bytes;
+    if (a->rows > 1 && a->row_stride_bytes < row_bytes)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: row stride %" PRIu64 " bytes, rows "
+                        "of %u elements take %" PRIu64, name, a->row_stride_bytes, a->cols,
+                        row_bytes);
+    need = row_align_of(ks_vk_matvec_layout_flags(a->w_off_bytes, stride));
+    if (need < mv->row_align)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: rows at w_off %" PRIu64 " + k * %"
+                        PRIu64 " start at multiples of %u bytes, this kernel needs %u "
+                        "(flags from ks_vk_matvec_layout_flags: KS_VK_MATVEC_ALIGN%u)",
+                        name, a->w_off_bytes, stride, need, mv->row_align, need);
+    units = (nb + mv->unit_blocks - 1) / mv->unit_blocks;
+    for (uint32_t s = mv->split; s > 1 && !mv->sg_reduce; s >>= 1)
+        red++;  /* the shared-memory reduction's loop, once per row */
+    trips = (units + mv->split - 1) / mv->split + red * mv->rows;
+    if (trips > MAX_TRIPS)
+        return ks_error(KS_ERR_UNSUPPORTED, "vk: %s: rows of %u elements take %" PRIu64
+                        " loop trips per lane, at most %u fit lavapipe's loop limit "
+                        "(use more lanes per slot)", name, a->cols, trips, MAX_TRIPS);
+    /* The shader's byte offsets are 32-bit; W is read in whole texels. */
+    end = ks_align_up(a->w_off_bytes + (uint64_t)(a->rows - 1) * stride + row_bytes, 16);
+    if (a->w_off_bytes > UINT32_MAX || stride > UINT32_MAX || end > UINT32_MAX)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: weights end at byte %" PRIu64
+                        ", beyond the 32-bit offsets the kernel uses", name, end);
+    if ((uint64_t)a->x_off + a->cols + 4u > UINT32_MAX / 4u ||
+        (uint64_t)a->y_off + a->rows > UINT32_MAX / 4u ||
+        (uint64_t)a->b_off + a->rows > UINT32_MAX / 4u ||
+        (uint64_t)a->r_off + a->rows > UINT32_MAX / 4u)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: a vector offset runs past 2^30 floats",
+                        name);
+    if (!b)
+        return KS_OK;
+    if (!b->w || !b->x || !b->y || (!b->bias && (mv->flags & KS_VK_MATVEC_BIAS)) ||
+        (!b->residual && (mv->flags & KS_VK_MATVEC_RESIDUAL)))
+        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: a buffer is missing", name);
+    if (end > b->w->size_bytes)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: %u rows at byte %" PRIu64 " with "
+                        "stride %" PRIu64 " need %" PRIu64 " bytes (rounded up to 16) of "
+                        "buffer '%s', which has %" PRIu64, name, a->rows, a->w_off_bytes,
+                        a->row_stride_bytes, end, b->w->name, b->w->size_bytes);
+    if ((st = check_floats(name, "x", b->x, a->x_off, a->cols, 4)) != KS_OK ||
+        (st = check_floats(name, "y", b->y, a->y_off, a->rows, 1)) != KS_OK)
+        return st;
+    if ((mv->flags & KS_VK_MATVEC_BIAS) &&
+        (st = check_floats(name, "bias", b->bias, a->b_off, a->rows, 1)) != KS_OK)
+        return st;
+    if ((mv->flags & KS_VK_MATVEC_RESIDUAL) &&
+        (st = check_floats(name, "residual", b->residual, a->r_off, a->rows, 1)) != KS_OK)
+        return st;
+    return KS_OK;
+}
+
+ks_status
+ks_vk_matvec_record(ks_vk_ctx *ctx, VkCommandBuffer cb, const ks_vk_matvec *mv,
+                    VkDescriptorSet set, const ks_vk_matvec_args *a)
+{
+    uint32_t push[8];
+    uint32_t n_wg, gx, gy, max_x = ctx->info.max_wg_count[0];
+    ks_status st;
+
+    if ((st = ks_vk_matvec_check(mv, a, NULL)) != KS_OK)
+        return st;
+    n_wg = (uint32_t)(((uint64_t)a->rows + mv->rows_per_wg - 1) / mv->rows_per_wg);
+    gy = (n_wg + max_x - 1) / max_x;
+    gx = (n_wg + gy - 1) / gy;
+    if (gy > ctx->info.max_wg_count[1])
+        return ks_error(KS_ERR_UNSUPPORTED, "vk: %s: %u rows need %u x %u workgroups, "
+                        "%s allows %u x %u", mv->pl->name, a->rows, gx, gy, ctx->info.name,
+                        max_x, ctx->info.max_wg_count[1]);
+    push[0] = a->rows;
+    push[1] = a->cols;
+    push[2] = (uint32_t)a->w_off_bytes;
+    push[3] = a->rows > 1 ? (uint32_t)a->row_stride_bytes : 0u;
+    push[4] = a->x_off;
+    push[5] = a->y_off;
+    push[6] = a->b_off;
+    push[7] = a->r_off;
+    ks_vk_cmd_dispatch(cb, mv->pl, set, push, gx, gy, 1);
+    return KS_OK;
+}

@@ -1,0 +1,1105 @@
+/* The thermal and power governor. Each step adds the caller's work (tokens,
+ * busy time per actor, threads) and, when given, a sensor reading to the
+ * current control period. Once a period (500 ms) has passed, update():
+ *
+ *   1. records the CPU time per token at the thread count used, and the
+ *      caller's energy estimates if any (the power model itself is fitted
+ *      as readings come: power_reading());
+ *   2. runs the limits: a PI loop on the temperature headroom (IPA-like:
+ *      budget = S + Kp*(T_ctrl - T), the integral S being the sustainable
+ *      power it learns), the power cap and the battery policy; the lowest
+ *      is the budget;
+ *   3. adds a slow integral on the measured power error, so that the
+ *      power drawn tracks the budget whatever the model's error;
+ *   4. picks the thread count whose predicted tokens/s under the budget is
+ *      highest (with hysteresis and a dwell time), splits the budget
+ *      between actors in proportion to the power each requests, and turns
+ *      it into a token period: period = energy per token / (budget - base);
+ *   5. may suggest moving a layer range away from the hotter of the CPU
+ *      and GPU zones (thermal limit only, 5 C apart, long dwell).
+ *
+ * Between updates a step only recomputes pace_ns = period - the latest
+ * token's busy time. All state lives in struct ks_governor; nothing is
+ * allocated after create. */
+#include "scheduler/governor.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "driver/base.h"
+
+#define TAG "gov"
+
+#define NS_PER_S 1e9
+/* Temperature held when there is neither a limit nor a passive trip. */
+#define DEFAULT_LIMIT_MC 70000
+/* Critical trip minus this: the budget drops to its floor at once. */
+#define CRITICAL_GUARD_C 5.0
+/* The proportional band: the budget sweeps the whole dynamic power range
+ * (idle to all threads busy) over this many degrees. */
+#define PBAND_C 8.0
+/* The integral S (Ki = Kp / TAU_I): fast down in overshoot, slower up
+ * below the limit, and up only while the budget binds and the temperature
+ * would not reach the limit within LOOK_S at its current rate (no wind-up
+ * during the approach). IPA integrates only in overshoot; integrating
+ * below too removes the steady offset of a wrong first guess of S. */
+#define TAU_I_DOWN_S 4.0
+#define TAU_I_UP_S 15.0
+#define LOOK_S 20.0
+/* S at switch-on without a sustainable_power setting: this fraction of
+ * the dynamic range above idle. */
+#define SINIT_FRAC 0.3
+/* A reading older than this is no reading. */
+#define STALE_NS 10000000000ull
+/* The power tracking integral's time constant and its bound (fraction of
+ * the budget). */
+#define TAU_CORR_S 3.0
+#define CORR_MAX 0.3
+/* Least-squares forgetting per power reading and the pull towards the
+ * previous fit (in sample equivalents). */
+#define LS_FORGET 0.99
+#define LS_RIDGE 0.3
+/* The budget never goes below base + this fraction of the dynamic range. */
+#define FLOOR_FRAC 0.03
+/* Without a temperature reading: half the dynamic power. */
+#define BLIND_FRAC 0.5
+/* Thread changes need a predicted gain of this much, and within this
+ * distance of the limit they follow S rather than the whole budget. */
+#define THREAD_HYST 0.05
+#define SEL_BAND_C 2.0
+/* S learned while the temperature bound guides the thread choice for
+ * this many dwell times after. */
+#define SUST_KEEP 20
+/* Unvisited thread counts: time per token ~ threads^-ALPHA (decode is
+ * mostly memory bound, so more threads help less than linearly). */
+#define THREAD_ALPHA 0.7
+/* Placement hints: zones this far apart, and 3 dwell times between. */
+#define PLACE_HYST_C 5.0
+/* An instantaneous power reading describes the activity before it only
+ * when that activity lasted this long (sensors average a few ms). */
+#define MIN_PHASE_NS 20000000ull
+/* The longest sleep asked for in one step. */
+#define MAX_PACE_NS 5000000000ull
+/* Model priors without any power reading (a small SoC). */
+#define PRIOR_BASE_MW 500.0
+#define PRIOR_K_CPU_MW 1000.0
+#define PRIOR_K_GPU_MW 3000.0
+
+enum { X_BASE = 0, X_CPU, X_GPU, NX };
+
+struct ks_governor {
+    ks_governor_params p;           /* resolved: no zero defaults left */
+
+    bool     started;
+    uint64_t t0_ns;
+    uint64_t last_ns;
+
+    /* The current control period. */
+    uint64_t period_start_ns;
+    uint32_t acc_tokens;
+    uint64_t acc_busy_ns[KS_GOV_N_ACTORS];
+    uint64_t acc_energy_uj[KS_GOV_N_ACTORS];
+    bool     acc_energy_known;      /* every busy actor gave energy */
+    double   acc_thread_busy_ns;    /* sum of threads x CPU busy */
+    int32_t  acc_threads;           /* one count for the period, or -1 */
+    double   acc_power_mw_ns;       /* averaging sensors only */
+    uint64_t acc_power_ns;
+    bool     can_move_to_gpu, can_move_to_cpu;
+
+    /* Sensors. */
+    ks_gov_sense sense;
+    bool     have_sense;
+    uint64_t temp_ns;               /* when the latest temperature came */
+    uint64_t power_ns;              /* when the latest power came */
+    bool     power_seen;
+    bool     power_avg;             /* the latest reading was an average */
+    /* Activity since the latest power reading, and the latest token's. */
+    double   act_thread_busy_ns, act_gpu_ns;
+    uint64_t last_busy_end_ns;
+    bool     energy_known;          /* the caller reports energy */
+    uint64_t last_sample_ns;
+    double   prev_temp_c;
+    uint64_t prev_temp_ns;
+    bool     have_prev_temp;
+    double   dtemp_c_s;             /* heating rate, filtered */
+    ks_telem_sample tsample;        /* scratch for step_telemetry */
+
+    /* Power model. */
+    bool     model_fit;             /* fitted from a power reading */
+    bool     model_new;             /* ... for the first time just now */
+    double   theta[NX];             /* base mW, k_cpu mW, k_gpu mW */
+    double   ls_a[NX][NX], ls_b[NX];
+
+    /* Time per token, ns, by CPU thread count, for the current placement. */
+    double   t_cpu_ns[KS_GOV_MAX_THREADS + 1];
+    bool     t_cpu_seen[KS_GOV_MAX_THREADS + 1];
+    double   t_gpu_ns;
+    bool     t_gpu_seen;
+    uint32_t placement_gen;
+    bool     have_gen;
+
+    /* Limits. */
+    int32_t  ctrl_mc;
+    bool     sust_init;
+    double   sust_mw;               /* S: the learned sustainable power */
+    bool     sust_learned;          /* S was fitted while binding */
+    uint64_t thermal_bind_ns;       /* the temperature last bound then */
+    uint64_t bind_since_ns;         /* ... continuously since; 0: not */
+    double   corr_mw;
+    double   pmax_mw;               /* predicted draw, all threads, unpaced */
+
+    /* Actuators. */
+    int32_t  n_threads;
+    int32_t  prev_threads;          /* the count before the latest change */
+    uint32_t n_reversals;           /* back-and-forth changes in a row */
+    int      last_dir;              /* +1: the latest change added threads */
+    uint64_t last_thread_change_ns;
+    uint64_t last_place_ns;
+    bool     placed_once;
+    double   period_ns;             /* token period to hold; 0: unpaced */
+    uint32_t reported;              /* KS_GOV_F_* already logged */
+    bool     reported_cap_model;
+
+    ks_gov_decision dec;
+};
+
+/* ---- names ------------------------------------------------------------- */
+
+const char *
+ks_gov_policy_str(ks_gov_policy p)
+{
+    switch (p) {
+    case KS_GOV_BALANCED: return "balanced";
+    case KS_GOV_PERFORMANCE: return "performance";
+    case KS_GOV_BATTERY: return "battery";
+    }
+    return "?";
+}
+
+bool
+ks_gov_policy_parse(const char *s, ks_gov_policy *out)
+{
+    static const ks_gov_policy all[] = { KS_GOV_BALANCED, KS_GOV_PERFORMANCE,
+                                         KS_GOV_BATTERY };
+
+    for (size_t i = 0; s && i < sizeof all / sizeof all[0]; i++)
+        if (strcmp(s, ks_gov_policy_str(all[i])) == 0) {
+            *out = all[i];
+            return true;
+        }
+    return false;
+}
+
+const char *
+ks_gov_place_str(ks_gov_place p)
+{
+    switch (p) {
+    case KS_GOV_PLACE_STAY: return "stay";
+    case KS_GOV_PLACE_TO_GPU: return "to-gpu";
+    case KS_GOV_PLACE_TO_CPU: return "to-cpu";
+    }
+    return "?";
+}
+
+/* ---- create ------------------------------------------------------------ */
+
+ks_status
+ks_governor_create(const ks_governor_params *pin, ks_governor **out)
+{
+    static const ks_governor_params defaults = { 0 };
+    ks_governor_params p = pin ? *pin : defaults;
+    ks_governor *g;
+
+    *out = NULL;
+    if (p.temp_limit_mc < 0 || p.temp_limit_mc > 150000)
+        return ks_error(KS_ERR_INVALID_ARG, "governor: temp_limit_mc %d is "
+                        "outside 0..150000 (0 means the passive trip)",
+                        p.temp_limit_mc);
+    if (p.margin_mc < 0 || p.margin_mc > 50000)
+        return ks_error(KS_ERR_INVALID_ARG, "governor: margin_mc %d is "
+                        "outside 0..50000", p.margin_mc);
+    if ((unsigned)p.policy > KS_GOV_BATTERY)
+        return ks_error(KS_ERR_INVALID_ARG, "governor: policy %d is not "
+                        "balanced, performance or battery", (int)p.policy);
+    if (p.battery_low_pct > 100)
+        return ks_error(KS_ERR_INVALID_ARG, "governor: battery_low_pct %u "
+                        "is above 100", p.battery_low_pct);
+    if (p.max_threads < 0 || p.min_threads < 0)
+        return ks_error(KS_ERR_INVALID_ARG, "governor: thread counts must "
+                        "not be negative (min %d, max %d)", p.min_threads,
+                        p.max_threads);
+    if (!(p.target_tps >= 0.0) || !isfinite(p.target_tps))
+        return ks_error(KS_ERR_INVALID_ARG, "governor: target_tps %g is not "
+                        "a finite number >= 0", p.target_tps);
+    if (p.max_threads == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        p.max_threads = n > 0 ? (int32_t)(n > KS_GOV_MAX_THREADS ?
+                                          KS_GOV_MAX_THREADS : n) : 1;
+    }
+    if (p.max_threads > KS_GOV_MAX_THREADS)
+        return ks_error(KS_ERR_INVALID_ARG, "governor: max_threads %d is "
+                        "above %d", p.max_threads, KS_GOV_MAX_THREADS);
+    if (p.min_threads == 0)
+        p.min_threads = 1;
+    if (p.min_threads > p.max_threads)
+        return ks_error(KS_ERR_INVALID_ARG, "governor: min_threads %d is "
+                        "above max_threads %d", p.min_threads, p.max_threads);
+    if (p.margin_mc == 0)
+        p.margin_mc = 5000;
+    if (p.battery_low_pct == 0)
+        p.battery_low_pct = 30;
+    if (p.period_ns == 0)
+        p.period_ns = 500000000ull;
+    if (p.sample_ns == 0)
+        p.sample_ns = 100000000ull;
+    if (p.dwell_ns == 0)
+        p.dwell_ns = 10000000000ull;
+
+    g = calloc(1, sizeof *g);
+    if (!g)
+        return ks_error(KS_ERR_NOMEM, "governor: no memory for its state");
+    g->p = p;
+    g->n_threads = p.max_threads;
+    g->theta[X_BASE] = PRIOR_BASE_MW;
+    g->theta[X_CPU] = PRIOR_K_CPU_MW;
+    g->theta[X_GPU] = PRIOR_K_GPU_MW;
+    g->acc_threads = 0;
+    g->acc_energy_known = true;
+    g->ctrl_mc = p.temp_limit_mc ? p.temp_limit_mc : DEFAULT_LIMIT_MC;
+    g->dec.n_threads = p.max_threads;
+    g->dec.state = "start";
+    g->dec.target = "-";
+    g->dec.time_to_limit_s = -1.0;
+    g->dec.control_temp_mc = g->ctrl_mc;
+    ks_log(KS_LOG_DEBUG, TAG, "policy=%s threads=%d..%d limit=%s%.1fC "
+           "power_limit=%umW period=%.0fms dwell=%.1fs",
+           ks_gov_policy_str(p.policy), p.min_threads, p.max_threads,
+           p.temp_limit_mc ? "" : "trip-", p.temp_limit_mc ?
+           p.temp_limit_mc / 1000.0 : p.margin_mc / 1000.0, p.power_limit_mw,
+           p.period_ns / 1e6, p.dwell_ns / NS_PER_S);
+    *out = g;
+    return KS_OK;
+}
+
+void
+ks_governor_destroy(ks_governor *g)
+{
+    free(g);
+}
+
+const ks_gov_decision *
+ks_governor_last(const ks_governor *g)
+{
+    return &g->dec;
+}
+
+/* ---- sensing ----------------------------------------------------------- */
+
+/* A power reading faster than a battery's fuel gauge (which averages
+ * over seconds and updates slowly): RAPL package domains, else hwmon
+ * power and energy channels, as the telemetry sums them. */
+static bool
+fast_power(const ks_telem_info *info, const ks_telem_sample *s,
+           int64_t *mw, bool *average)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        bool any = false, avg = true;
+        int64_t sum = 0;
+
+        for (uint32_t i = 0; i < info->n_power && i < s->n_power; i++) {
+            const ks_telem_power_info *pi = &info->power[i];
+            const ks_telem_value *v = &s->power_mw[i];
+            bool take = pass == 0 ?
+                pi->kind == KS_POWER_RAPL && pi->rapl_role == KS_RAPL_PACKAGE &&
+                !pi->rapl_mmio :
+                pi->kind == KS_POWER_HWMON || pi->kind == KS_POWER_HWMON_ENERGY;
+
+            if (!take || !v->valid || v->stale)
+                continue;
+            sum += v->value;
+            any = true;
+            if (pi->kind == KS_POWER_HWMON)
+                avg = false;
+        }
+        if (any) {
+            *mw = sum;
+            *average = avg;
+            return true;
+        }
+    }
+    return false;
+}
+
+void
+ks_gov_sense_from_telemetry(const ks_telem_info *info,
+                            const ks_telem_sample *s, ks_gov_sense *out)
+{
+    int64_t fast_mw = 0;
+    bool fast_avg = false;
+
+    memset(out, 0, sizeof *out);
+    out->battery_pct = -1;
+    if (s->hottest.valid && !s->hottest.stale) {
+        out->has_temp = true;
+        out->temp_mc = s->hottest.temp_mc;
+    }
+    if (s->passive_trip.valid)
+        out->passive_trip_mc = s->passive_trip.temp_mc;
+    if (s->critical_trip.valid)
+        out->critical_trip_mc = s->critical_trip.temp_mc;
+    if (s->passive_zone >= 0 && (uint32_t)s->passive_zone < info->n_zones)
+        out->sustainable_mw =
+            info->zones[s->passive_zone].sustainable_power_mw;
+    for (uint32_t i = 0; i < info->n_zones && i < s->n_zones; i++) {
+        const ks_telem_temp *zt = &s->zone_temp[i];
+        int a;
+
+        if (info->zones[i].cls == KS_TELEM_CPU)
+            a = KS_GOV_CPU;
+        else if (info->zones[i].cls == KS_TELEM_GPU)
+            a = KS_GOV_GPU;
+        else
+            continue;
+        if (!zt->valid || zt->stale)
+            continue;
+        if (!out->has_actor_temp[a] || zt->temp_mc > out->actor_temp_mc[a]) {
+            out->has_actor_temp[a] = true;
+            out->actor_temp_mc[a] = zt->temp_mc;
+        }
+    }
+    if (s->system_power_src == KS_SYSPOWER_BATTERY &&
+        fast_power(info, s, &fast_mw, &fast_avg)) {
+        out->has_power = true;
+        out->power_mw = fast_mw < 0 ? 0 : fast_mw > UINT32_MAX ? UINT32_MAX :
+                        (uint32_t)fast_mw;
+        out->power_is_average = fast_avg;
+    } else if (s->system_power_mw.valid && !s->system_power_mw.stale &&
+        s->system_power_mw.value >= 0) {
+        out->has_power = true;
+        out->power_mw = s->system_power_mw.value > UINT32_MAX ? UINT32_MAX :
+                        (uint32_t)s->system_power_mw.value;
+        switch (s->system_power_src) {
+        case KS_SYSPOWER_BATTERY:   /* fuel gauges average over seconds */
+        case KS_SYSPOWER_RAPL:
+            out->power_is_average = true;
+            break;
+        case KS_SYSPOWER_HWMON:
+            /* Energy channels are averages; any power file is not. */
+            out->power_is_average = true;
+            for (uint32_t i = 0; i < info->n_power; i++)
+                if (info->power[i].kind == KS_POWER_HWMON &&
+                    i < s->n_power && s->power_mw[i].valid)
+                    out->power_is_average = false;
+            break;
+        default:
+            out->power_is_average = false;
+            break;
+        }
+    }
+    out->has_battery = s->has_battery;
+    out->discharging = s->has_battery && !s->external_power;
+    if (s->battery_pct.valid)
+        out->battery_pct = (int32_t)s->battery_pct.value;
+}
+
+/* ---- the power model --------------------------------------------------- */
+
+/* Solves the NX x NX system a x = b in place (partial pivoting); false if
+ * singular. */
+static bool
+solve(double a[NX][NX], double b[NX], double x[NX])
+{
+    for (int c = 0; c < NX; c++) {
+        int piv = c;
+
+        for (int r = c + 1; r < NX; r++)
+            if (fabs(a[r][c]) > fabs(a[piv][c]))
+                piv = r;
+        if (fabs(a[piv][c]) < 1e-12)
+            return false;
+        if (piv != c) {
+            for (int k = 0; k < NX; k++) {
+                double t = a[c][k];
+                a[c][k] = a[piv][k];
+                a[piv][k] = t;
+            }
+            double t = b[c];
+            b[c] = b[piv];
+            b[piv] = t;
+        }
+        for (int r = c + 1; r < NX; r++) {
+            double f = a[r][c] / a[c][c];
+
+            for (int k = c; k < NX; k++)
+                a[r][k] -= f * a[c][k];
+            b[r] -= f * b[c];
+        }
+    }
+    for (int r = NX - 1; r >= 0; r--) {
+        double s = b[r];
+
+        for (int k = r + 1; k < NX; k++)
+            s -= a[r][k] * x[k];
+        x[r] = s / a[r][r];
+    }
+    return true;
+}
+
+/* One least-squares step on (x, power_mw): forgets old periods, and holds
+ * directions the data does not excite at the previous fit. */
+static void
+model_fit(ks_governor *g, const double x[NX], double power_mw)
+{
+    double a[NX][NX], b[NX], th[NX];
+
+    if (!g->model_fit) {
+        /* First reading: split it 1:3 into idle and work, the GPU's
+         * unit of work drawing three CPU threads' power. */
+        double w = x[X_CPU] + 3.0 * x[X_GPU];
+
+        g->theta[X_BASE] = 0.25 * power_mw;
+        if (w > 0.05) {
+            g->theta[X_CPU] = 0.75 * power_mw / w;
+            g->theta[X_GPU] = 3.0 * g->theta[X_CPU];
+        }
+        g->model_fit = true;
+        g->model_new = true;
+    }
+    for (int i = 0; i < NX; i++) {
+        for (int j = 0; j < NX; j++)
+            g->ls_a[i][j] = LS_FORGET * g->ls_a[i][j] + x[i] * x[j];
+        g->ls_b[i] = LS_FORGET * g->ls_b[i] + x[i] * power_mw;
+    }
+    for (int i = 0; i < NX; i++) {
+        for (int j = 0; j < NX; j++)
+            a[i][j] = g->ls_a[i][j] + (i == j ? LS_RIDGE : 0.0);
+        b[i] = g->ls_b[i] + LS_RIDGE * g->theta[i];
+    }
+    if (!solve(a, b, th))
+        return;
+    /* A fit with negative terms is noise; keep the previous one. */
+    if (th[X_BASE] < 0 || th[X_CPU] <= 1.0 || th[X_GPU] <= 1.0)
+        return;
+    memcpy(g->theta, th, sizeof th);
+}
+
+/* CPU time per token at |n| threads: measured, else scaled from the
+ * nearest measured count. Negative when nothing was measured yet. */
+static double
+t_cpu_at(const ks_governor *g, int32_t n)
+{
+    int32_t best = -1;
+
+    if (g->t_cpu_seen[n])
+        return g->t_cpu_ns[n];
+    for (int32_t m = g->p.min_threads; m <= g->p.max_threads; m++)
+        if (g->t_cpu_seen[m] && (best < 0 || abs(m - n) < abs(best - n)))
+            best = m;
+    if (best < 0)
+        return -1.0;
+    return g->t_cpu_ns[best] * pow((double)best / n, THREAD_ALPHA);
+}
+
+typedef struct token_cost {
+    double t_ns;        /* compute time per token */
+    double e_dyn;       /* energy above idle per token, mW*ns */
+    double req_mw[KS_GOV_N_ACTORS]; /* each actor's power while unpaced */
+} token_cost;
+
+/* The cost of a token at |n| threads; false when unknown. */
+static bool
+cost_at(const ks_governor *g, int32_t n, token_cost *c)
+{
+    double tc = t_cpu_at(g, n), tg = g->t_gpu_seen ? g->t_gpu_ns : 0.0;
+
+    if (tc < 0)
+        tc = 0;
+    c->t_ns = tc + tg;
+    if (c->t_ns <= 0)
+        return false;
+    c->req_mw[KS_GOV_CPU] = g->theta[X_CPU] * n * tc / c->t_ns;
+    c->req_mw[KS_GOV_GPU] = g->theta[X_GPU] * tg / c->t_ns;
+    c->e_dyn = g->theta[X_CPU] * n * tc + g->theta[X_GPU] * tg;
+    return true;
+}
+
+/* Tokens/s at |n| threads with |dyn_mw| above idle and the period floor. */
+static double
+rate_at(const ks_governor *g, int32_t n, double dyn_mw, double min_period_ns)
+{
+    token_cost c;
+    double period;
+
+    if (!cost_at(g, n, &c))
+        return 0.0;
+    period = c.t_ns;
+    if (dyn_mw > 0 && c.e_dyn / dyn_mw > period)
+        period = c.e_dyn / dyn_mw;
+    if (min_period_ns > period)
+        period = min_period_ns;
+    return NS_PER_S / period;
+}
+
+/* ---- one control update ------------------------------------------------ */
+
+static void
+report_once(ks_governor *g, uint32_t flag, const char *fmt, double a)
+{
+    if (g->reported & flag)
+        return;
+    g->reported |= flag;
+    ks_log(KS_LOG_WARN, TAG, fmt, a);
+}
+
+/* One power reading. An average since the previous reading (energy
+ * counters, fuel gauges) is set against the activity over the same time;
+ * an instantaneous one (hwmon power, shunt monitors) against what ran just
+ * before it: the token that just finished when the step carries work, idle
+ * when the caller steps after a pause. Readings taken where neither holds
+ * do not enter the fit. */
+static void
+power_reading(ks_governor *g, const ks_gov_sense *s, uint64_t now,
+              const ks_gov_work *work)
+{
+    double x[NX] = { 1.0, 0.0, 0.0 }, p = s->power_mw;
+    uint64_t since = g->power_seen ? now - g->power_ns : 0;
+    bool use = false;
+
+    if (s->power_is_average) {
+        if (since >= MIN_PHASE_NS && since <= STALE_NS) {
+            x[X_CPU] = g->act_thread_busy_ns / (double)since;
+            x[X_GPU] = g->act_gpu_ns / (double)since;
+            use = true;
+        }
+        if (since > 0 && since <= STALE_NS) {
+            g->acc_power_mw_ns += p * (double)since;
+            g->acc_power_ns += since;
+        }
+    } else if (work && (work->busy_ns[KS_GOV_CPU] || work->busy_ns[KS_GOV_GPU])) {
+        double tc = (double)work->busy_ns[KS_GOV_CPU];
+        double tg = (double)work->busy_ns[KS_GOV_GPU];
+        int32_t n = work->n_threads > 0 ? work->n_threads : g->n_threads;
+
+        if (tc + tg >= MIN_PHASE_NS) {
+            x[X_CPU] = n * tc / (tc + tg);
+            x[X_GPU] = tg / (tc + tg);
+            use = true;
+        }
+    } else if (g->last_busy_end_ns && now - g->last_busy_end_ns >= MIN_PHASE_NS) {
+        use = true;         /* idle since the latest token */
+    }
+    g->act_thread_busy_ns = 0;
+    g->act_gpu_ns = 0;
+    g->power_ns = now;
+    g->power_seen = true;
+    g->power_avg = s->power_is_average;
+    if (!use)
+        return;
+    if (g->energy_known) {
+        /* The caller's estimates give k; the reading gives the rest. */
+        double base = p - g->theta[X_CPU] * x[X_CPU] -
+                      g->theta[X_GPU] * x[X_GPU];
+
+        if (base < 0)
+            base = 0;
+        g->model_new = !g->model_fit;
+        g->theta[X_BASE] = g->model_fit ? 0.9 * g->theta[X_BASE] + 0.1 * base
+                                        : base;
+        g->model_fit = true;
+    } else {
+        model_fit(g, x, p);
+    }
+}
+
+static void
+learn(ks_governor *g)
+{
+    /* The caller's energy estimates, if every busy actor gave one. */
+    g->energy_known = g->acc_energy_known &&
+                      (g->acc_busy_ns[KS_GOV_CPU] || g->acc_busy_ns[KS_GOV_GPU]);
+    if (g->energy_known) {
+        /* µJ over thread-busy ns: 1 µJ/ns = 1 kW = 1e6 mW. */
+        if (g->acc_busy_ns[KS_GOV_CPU] && g->acc_thread_busy_ns > 0) {
+            double k = g->acc_energy_uj[KS_GOV_CPU] * 1e6 /
+                       g->acc_thread_busy_ns;
+            g->theta[X_CPU] = 0.5 * g->theta[X_CPU] + 0.5 * k;
+        }
+        if (g->acc_busy_ns[KS_GOV_GPU]) {
+            double k = g->acc_energy_uj[KS_GOV_GPU] * 1e6 /
+                       (double)g->acc_busy_ns[KS_GOV_GPU];
+            g->theta[X_GPU] = 0.5 * g->theta[X_GPU] + 0.5 * k;
+        }
+    }
+
+    /* Time per token at this thread count (whole periods at one count). */
+    if (g->acc_tokens > 0 && g->acc_threads > 0) {
+        double tc = (double)g->acc_busy_ns[KS_GOV_CPU] / g->acc_tokens;
+        double tg = (double)g->acc_busy_ns[KS_GOV_GPU] / g->acc_tokens;
+        int32_t n = g->acc_threads;
+
+        if (tc > 0) {
+            g->t_cpu_ns[n] = g->t_cpu_seen[n] ?
+                0.5 * g->t_cpu_ns[n] + 0.5 * tc : tc;
+            g->t_cpu_seen[n] = true;
+        }
+        if (tg > 0 || g->acc_busy_ns[KS_GOV_CPU]) {
+            g->t_gpu_ns = g->t_gpu_seen ? 0.5 * g->t_gpu_ns + 0.5 * tg : tg;
+            g->t_gpu_seen = true;
+        }
+    }
+}
+
+static void
+resolve_limit(ks_governor *g)
+{
+    int32_t ctrl;
+
+    if (g->p.temp_limit_mc) {
+        ctrl = g->p.temp_limit_mc;
+    } else if (g->have_sense && g->sense.passive_trip_mc > 0) {
+        ctrl = g->sense.passive_trip_mc - g->p.margin_mc;
+    } else {
+        ctrl = DEFAULT_LIMIT_MC;
+        if (g->have_sense && g->sense.has_temp)
+            report_once(g, KS_GOV_F_NO_TRIP, "no passive trip point: holding "
+                        "%.1f C (set a temperature limit to change it)",
+                        ctrl / 1000.0);
+    }
+    if (ctrl != g->ctrl_mc)
+        ks_log(KS_LOG_DEBUG, TAG, "control temperature %.1f C", ctrl / 1000.0);
+    g->ctrl_mc = ctrl;
+}
+
+static void
+update(ks_governor *g, uint64_t now)
+{
+    ks_gov_decision *d = &g->dec;
+    double dt_ns = (double)(now - g->period_start_ns);
+    bool temp_fresh = g->have_sense && g->sense.has_temp &&
+                      now - g->temp_ns <= STALE_NS;
+    bool power_fresh = g->power_seen && now - g->power_ns <= STALE_NS;
+    double p_meas, p_model;
+    double base, range, b_th = INFINITY, b_cap = INFINITY, b_bat = INFINITY;
+    double budget, dyn, min_period = 0, demand;
+    const char *state = "cool";
+    token_cost cost;
+    bool blind = false, binding, limited;
+    int32_t n = g->n_threads;
+
+    learn(g);
+    if (g->model_new) {
+        /* Until now power was modelled from priors, in other units: what
+         * the thermal loop learned in them does not carry over. */
+        g->model_new = false;
+        g->sust_init = false;
+        g->sust_learned = false;
+        g->bind_since_ns = 0;
+        g->corr_mw = 0;
+    }
+    base = g->theta[X_BASE];
+    p_model = base + (g->theta[X_CPU] * g->acc_thread_busy_ns +
+                      g->theta[X_GPU] * g->acc_busy_ns[KS_GOV_GPU]) / dt_ns;
+    /* Averaging sensors measure the period; instantaneous ones only feed
+     * the model, which then stands for the period's average. */
+    p_meas = power_fresh && g->power_avg && g->acc_power_ns > 0 ?
+             g->acc_power_mw_ns / g->acc_power_ns : p_model;
+    {
+        token_cost cmax;
+
+        g->pmax_mw = cost_at(g, g->p.max_threads, &cmax) ?
+            base + cmax.e_dyn / cmax.t_ns :
+            base + g->theta[X_CPU] * g->p.max_threads;
+    }
+    range = g->pmax_mw - base;
+    if (range < 1.0)
+        range = 1.0;
+    demand = cost_at(g, n, &cost) ? base + cost.e_dyn / cost.t_ns : g->pmax_mw;
+
+    if (!power_fresh)
+        report_once(g, KS_GOV_F_NO_POWER, "no power sensor: power is "
+                    "modelled from busy time (about %.0f mW per busy CPU "
+                    "thread); a power limit is approximate", g->theta[X_CPU]);
+    resolve_limit(g);
+
+    /* Temperature. */
+    if (temp_fresh) {
+        double t_c = g->sense.temp_mc / 1000.0;
+        double e = g->ctrl_mc / 1000.0 - t_c;
+        double kp = range / PBAND_C;
+
+        if (g->have_prev_temp && now > g->prev_temp_ns) {
+            double rate = (t_c - g->prev_temp_c) * NS_PER_S /
+                          (double)(now - g->prev_temp_ns);
+            g->dtemp_c_s = 0.7 * g->dtemp_c_s + 0.3 * rate;
+        }
+        g->prev_temp_c = t_c;
+        g->prev_temp_ns = now;
+        g->have_prev_temp = true;
+        d->time_to_limit_s = e > 0 && g->dtemp_c_s > 0.005 ?
+                             e / g->dtemp_c_s : -1.0;
+
+        if (!g->sust_init && e < PBAND_C) {
+            /* Switch-on: S from the zone's IPA setting, else a low guess
+             * (approaching from below overshoots less); the integral
+             * corrects it. */
+            uint32_t s = g->p.sustainable_mw ? g->p.sustainable_mw :
+                         g->sense.sustainable_mw;
+
+            g->sust_mw = s ? (double)s : base + SINIT_FRAC * range;
+            g->sust_init = true;
+            ks_log(KS_LOG_DEBUG, TAG, "thermal loop on at %.1f C: S=%.0f mW "
+                   "Kp=%.0f mW/C", t_c, g->sust_mw, kp);
+        }
+        if (g->sust_init) {
+            double floor = base + FLOOR_FRAC * range;
+
+            b_th = g->sust_mw + kp * e;
+            if (e < 0 || (b_th < demand &&
+                          e - LOOK_S * fmax(g->dtemp_c_s, 0.0) > 0)) {
+                g->sust_mw += kp * e * (dt_ns / NS_PER_S) /
+                              (e < 0 ? TAU_I_DOWN_S : TAU_I_UP_S);
+                if (g->sust_mw < floor)
+                    g->sust_mw = floor;
+                if (g->sust_mw > g->pmax_mw)
+                    g->sust_mw = g->pmax_mw;
+                b_th = g->sust_mw + kp * e;
+            }
+            if (b_th < floor)
+                b_th = floor;
+        }
+        if (g->sense.critical_trip_mc > 0 &&
+            t_c >= g->sense.critical_trip_mc / 1000.0 - CRITICAL_GUARD_C)
+            b_th = base + FLOOR_FRAC * range;
+    } else {
+        report_once(g, KS_GOV_F_NO_TEMP, "no temperature reading: holding a "
+                    "conservative budget (%.0f %% of the dynamic power)",
+                    100.0 * BLIND_FRAC);
+        b_th = base + BLIND_FRAC * range;
+        blind = true;
+        d->time_to_limit_s = -1.0;
+    }
+
+    /* Power cap and battery. */
+    if (g->p.power_limit_mw)
+        b_cap = g->p.power_limit_mw;
+    if (g->have_sense && g->sense.has_battery && g->sense.discharging &&
+        g->p.policy != KS_GOV_PERFORMANCE) {
+        bool low = g->sense.battery_pct >= 0 &&
+                   (uint32_t)g->sense.battery_pct < g->p.battery_low_pct;
+        double f = 1.0;
+
+        if (g->p.policy == KS_GOV_BATTERY)
+            f = low ? 0.5 : 0.8;
+        else if (low)
+            f = 0.75;
+        if (f < 1.0)
+            b_bat = base + f * range;
+    }
+    if (g->p.target_tps > 0)
+        min_period = NS_PER_S / g->p.target_tps;
+
+    budget = b_th;
+    if (b_cap < budget)
+        budget = b_cap;
+    if (b_bat < budget)
+        budget = b_bat;
+    if (budget > 1.25 * g->pmax_mw)
+        budget = 1.25 * g->pmax_mw;
+    binding = budget < demand;
+    if (temp_fresh && g->sust_init && binding && budget == b_th) {
+        g->thermal_bind_ns = now;
+        /* S has converged once the limit has held for two dwell times. */
+        if (fabs((g->ctrl_mc - g->sense.temp_mc) / 1000.0) < SEL_BAND_C) {
+            if (!g->bind_since_ns)
+                g->bind_since_ns = now;
+            if (now - g->bind_since_ns >= 2 * g->p.dwell_ns)
+                g->sust_learned = true;
+        } else {
+            g->bind_since_ns = 0;
+        }
+    } else {
+        g->bind_since_ns = 0;
+    }
+    /* The state names the limit that holds the device below what it could
+     * draw flat out, even when the chosen thread count fits under it. */
+    limited = budget < g->pmax_mw;
+    if (blind)
+        state = "blind";
+    else if (limited && budget == b_th)
+        state = g->sense.critical_trip_mc > 0 && temp_fresh &&
+                g->sense.temp_mc / 1000.0 >=
+                g->sense.critical_trip_mc / 1000.0 - CRITICAL_GUARD_C ?
+                "critical" : "thermal";
+    else if (limited && budget == b_cap)
+        state = "power";
+    else if (limited)
+        state = "battery";
+    else if (min_period > 0 && cost_at(g, n, &cost) && cost.t_ns < min_period)
+        state = "target";
+
+    /* Make the measured power follow the budget. */
+    if (power_fresh && g->power_avg && binding) {
+        g->corr_mw += (budget - p_meas) * (dt_ns / NS_PER_S) / TAU_CORR_S;
+        if (g->corr_mw > CORR_MAX * budget)
+            g->corr_mw = CORR_MAX * budget;
+        if (g->corr_mw < -CORR_MAX * budget)
+            g->corr_mw = -CORR_MAX * budget;
+    } else if (!power_fresh || !g->power_avg) {
+        g->corr_mw = 0;
+    }
+    dyn = budget + g->corr_mw - base;
+    if (dyn < FLOOR_FRAC * range)
+        dyn = FLOOR_FRAC * range;
+
+    /* Threads: the count with the most tokens/s under the budget. Blind,
+     * with no power reading either: half the threads at half duty. */
+    if (blind && !power_fresh) {
+        n = (g->p.max_threads + 1) / 2;
+        if (n < g->p.min_threads)
+            n = g->p.min_threads;
+    } else if (now - g->last_thread_change_ns >=
+               g->p.dwell_ns << g->n_reversals &&
+               g->t_cpu_seen[g->n_threads]) {
+        /* Under the temperature limit the choice follows the sustainable
+         * power, not the proportional term's swings (a budget between two
+         * counts' draws, or the headroom of a count that runs cool, would
+         * make the loop dither): S while the temperature binds, else at
+         * least what runs now. S learned while binding counts for a while
+         * after; then the budget decides again, so a cooler room is
+         * noticed. */
+        double sel = budget, dsel, cur, best = 0;
+        int32_t pick = n;
+
+        if (temp_fresh && g->sust_learned && budget == b_th &&
+            (binding || now - g->thermal_bind_ns <= SUST_KEEP * g->p.dwell_ns))
+            sel = binding ? g->sust_mw : fmin(budget, fmax(g->sust_mw, p_meas));
+        dsel = sel + g->corr_mw - base;
+        if (dsel < FLOOR_FRAC * range)
+            dsel = FLOOR_FRAC * range;
+        cur = rate_at(g, n, dsel, min_period);
+        for (int32_t m = g->p.min_threads; m <= g->p.max_threads; m++) {
+            double r = rate_at(g, m, dsel, min_period);
+            /* Going back to the count just left needs a clearer gain. */
+            double hyst = m == g->prev_threads ? 2 * THREAD_HYST
+                                               : THREAD_HYST;
+
+            if (m != n && r > cur * (1.0 + hyst) && r > best) {
+                best = r;
+                pick = m;
+            }
+        }
+        n = pick;
+    }
+    if (n != g->n_threads) {
+        /* Each change against the direction of the previous one doubles
+         * the dwell (up to 16x); two in the same direction reset it. */
+        int dir = n > g->n_threads ? 1 : -1;
+
+        if (dir == -g->last_dir) {
+            if (g->n_reversals < 4)
+                g->n_reversals++;
+        } else {
+            g->n_reversals = 0;
+        }
+        g->last_dir = dir;
+        g->prev_threads = g->n_threads;
+        g->n_threads = n;
+        g->last_thread_change_ns = now;
+    }
+
+    /* The token period, and the budget's split between actors. */
+    g->period_ns = 0;
+    memset(d->actor_budget_mw, 0, sizeof d->actor_budget_mw);
+    if (cost_at(g, n, &cost)) {
+        double req = cost.req_mw[KS_GOV_CPU] + cost.req_mw[KS_GOV_GPU];
+        double period = dyn > 0 ? cost.e_dyn / dyn : cost.t_ns;
+
+        if (blind && !power_fresh)
+            period = 2.0 * cost.t_ns;
+        if (period < min_period)
+            period = min_period;
+        if (period > cost.t_ns)
+            g->period_ns = period;
+        for (int a = 0; a < KS_GOV_N_ACTORS && req > 0; a++) {
+            double share = dyn * cost.req_mw[a] / req;
+
+            if (share > cost.req_mw[a])
+                share = cost.req_mw[a];
+            d->actor_budget_mw[a] = (uint32_t)(share + 0.5);
+        }
+    }
+
+    /* Placement: away from the hotter zone while the temperature binds. */
+    d->place = KS_GOV_PLACE_STAY;
+    if (temp_fresh && !strcmp(state, "thermal") &&
+        g->sense.has_actor_temp[KS_GOV_CPU] &&
+        g->sense.has_actor_temp[KS_GOV_GPU] &&
+        (!g->placed_once || now - g->last_place_ns >= 3 * g->p.dwell_ns) &&
+        now - g->t0_ns >= 3 * g->p.dwell_ns) {
+        double diff = (g->sense.actor_temp_mc[KS_GOV_CPU] -
+                       g->sense.actor_temp_mc[KS_GOV_GPU]) / 1000.0;
+
+        if (diff > PLACE_HYST_C && g->can_move_to_gpu)
+            d->place = KS_GOV_PLACE_TO_GPU;
+        else if (diff < -PLACE_HYST_C && g->can_move_to_cpu)
+            d->place = KS_GOV_PLACE_TO_CPU;
+        if (d->place != KS_GOV_PLACE_STAY) {
+            g->last_place_ns = now;
+            g->placed_once = true;
+        }
+    }
+
+    d->n_threads = n;
+    d->budget_mw = budget >= 4e9 ? 4000000000u : (uint32_t)(budget + 0.5);
+    d->control_temp_mc = g->ctrl_mc;
+    d->temp_mc = g->have_sense && g->sense.has_temp ? g->sense.temp_mc : 0;
+    d->power_mw = (uint32_t)(p_meas + 0.5);
+    d->tokens_per_s = g->acc_tokens * NS_PER_S / dt_ns;
+    d->state = state;
+    d->target = g->acc_busy_ns[KS_GOV_CPU] && g->acc_busy_ns[KS_GOV_GPU] ?
+                "cpu+gpu" : g->acc_busy_ns[KS_GOV_GPU] ? "gpu" :
+                g->acc_busy_ns[KS_GOV_CPU] ? "cpu" : d->target;
+    d->flags = (temp_fresh ? 0 : KS_GOV_F_NO_TEMP) |
+               (power_fresh ? 0 : KS_GOV_F_NO_POWER) |
+               (g->p.temp_limit_mc == 0 && temp_fresh &&
+                g->sense.passive_trip_mc <= 0 ? KS_GOV_F_NO_TRIP : 0);
+    d->updated = true;
+    ks_log(KS_LOG_DEBUG, TAG, "t=%.2fs T=%.1fC ctrl=%.1fC P=%umW budget=%umW "
+           "(cpu %u gpu %u) demand=%.0fmW tps=%.2f threads=%d period=%.1fms "
+           "place=%s state=%s model=%.0f+%.0f*u_cpu+%.0f*u_gpu S=%.0f "
+           "corr=%.0f", (now - g->t0_ns) / NS_PER_S, d->temp_mc / 1000.0,
+           g->ctrl_mc / 1000.0, d->power_mw, d->budget_mw,
+           d->actor_budget_mw[KS_GOV_CPU], d->actor_budget_mw[KS_GOV_GPU],
+           demand, d->tokens_per_s, n, g->period_ns / 1e6,
+           ks_gov_place_str(d->place), state, base, g->theta[X_CPU],
+           g->theta[X_GPU], g->sust_init ? g->sust_mw : 0.0, g->corr_mw);
+
+    /* A new period. */
+    g->period_start_ns = now;
+    g->acc_tokens = 0;
+    memset(g->acc_busy_ns, 0, sizeof g->acc_busy_ns);
+    memset(g->acc_energy_uj, 0, sizeof g->acc_energy_uj);
+    g->acc_energy_known = true;
+    g->acc_thread_busy_ns = 0;
+    g->acc_threads = 0;
+    g->acc_power_mw_ns = 0;
+    g->acc_power_ns = 0;
+}
+
+/* ---- steps ------------------------------------------------------------- */
+
+ks_status
+ks_governor_step(ks_governor *g, const ks_gov_sense *sense, uint64_t now,
+                 const ks_gov_work *work, ks_gov_decision *out)
+{
+    ks_gov_decision *d;
+    uint64_t busy_tok = 0;
+
+    if (!g || !out)
+        return ks_error(KS_ERR_INVALID_ARG, "governor: step needs a governor "
+                        "and a decision to fill");
+    d = &g->dec;
+    if (!g->started) {
+        g->started = true;
+        g->t0_ns = g->last_ns = g->period_start_ns = now;
+        g->last_thread_change_ns = now;
+        g->last_sample_ns = now;
+    }
+    if (now < g->last_ns)
+        now = g->last_ns;
+    g->last_ns = now;
+    d->updated = false;
+    d->place = KS_GOV_PLACE_STAY;
+
+    if (work) {
+        int32_t thr = work->n_threads > 0 ? work->n_threads : g->n_threads;
+
+        if (thr > g->p.max_threads)
+            thr = g->p.max_threads;
+        if (!g->have_gen || work->placement_gen != g->placement_gen) {
+            if (g->have_gen) {
+                /* Layers moved: the per-token times are another
+                 * workload's. */
+                memset(g->t_cpu_seen, 0, sizeof g->t_cpu_seen);
+                g->t_gpu_seen = false;
+                g->acc_threads = -1;
+                g->last_thread_change_ns = now;
+                ks_log(KS_LOG_DEBUG, TAG, "placement changed (gen %u)",
+                       work->placement_gen);
+            }
+            g->placement_gen = work->placement_gen;
+            g->have_gen = true;
+        }
+        g->acc_tokens += work->n_tokens;
+        for (int a = 0; a < KS_GOV_N_ACTORS; a++) {
+            g->acc_busy_ns[a] += work->busy_ns[a];
+            g->acc_energy_uj[a] += work->energy_uj[a];
+            if (work->busy_ns[a] && !work->energy_uj[a])
+                g->acc_energy_known = false;
+            busy_tok += work->busy_ns[a];
+        }
+        g->acc_thread_busy_ns += (double)thr * work->busy_ns[KS_GOV_CPU];
+        g->act_thread_busy_ns += (double)thr * work->busy_ns[KS_GOV_CPU];
+        g->act_gpu_ns += (double)work->busy_ns[KS_GOV_GPU];
+        if (busy_tok)
+            g->last_busy_end_ns = now;
+        if (work->busy_ns[KS_GOV_CPU] || work->n_tokens) {
+            if (g->acc_threads == 0)
+                g->acc_threads = thr;
+            else if (g->acc_threads != thr)
+                g->acc_threads = -1;
+        }
+        g->can_move_to_gpu = work->can_move_to_gpu;
+        g->can_move_to_cpu = work->can_move_to_cpu;
+    }
+
+    if (sense) {
+        if (sense->has_power)
+            power_reading(g, sense, now, work);
+        if (sense->has_temp) {
+            g->temp_ns = now;
+            d->temp_mc = sense->temp_mc;
+        }
+        g->sense = *sense;
+        g->have_sense = true;
+        g->last_sample_ns = now;
+        resolve_limit(g);
+        d->control_temp_mc = g->ctrl_mc;
+    }
+
+    if (now - g->period_start_ns >= g->p.period_ns)
+        update(g, now);
+
+    /* Pace: what is left of the token period after this token's work. */
+    d->pace_ns = 0;
+    if (g->period_ns > 0 && work && work->n_tokens > 0) {
+        double left = g->period_ns - (double)busy_tok / work->n_tokens;
+
+        if (left > 0)
+            d->pace_ns = left > (double)MAX_PACE_NS ? MAX_PACE_NS :
+                         (uint64_t)left;
+    }
+    d->next_sample_ns = g->last_sample_ns + g->p.sample_ns;
+    *out = *d;
+    return KS_OK;
+}
+
+ks_status
+ks_governor_step_telemetry(ks_governor *g, ks_telemetry *tel, uint64_t now,
+                           const ks_gov_work *work, ks_gov_decision *out)
+{
+    ks_gov_sense sense;
+    ks_status st;
+
+    if (!g)
+        return ks_error(KS_ERR_INVALID_ARG, "governor: step of NULL");
+    if (!tel || (g->started && now < g->last_sample_ns + g->p.sample_ns))
+        return ks_governor_step(g, NULL, now, work, out);
+    if ((st = ks_telemetry_sample(tel, &g->tsample)) != KS_OK)
+        return st;
+    ks_gov_sense_from_telemetry(ks_telemetry_get_info(tel), &g->tsample,
+                                &sense);
+    return ks_governor_step(g, &sense, now, work, out);
+}

@@ -1,0 +1,153 @@
+#version 450
+/* y = W·x for one weight matrix of any KS_QUANT_<TYPE> (rows of |cols|
+ * elements, |row_stride| bytes apart), f32 x and y, fp32 arithmetic.
+ * Epilogues: KS_EPI_BIAS (y += b), KS_EPI_RESIDUAL (y += r; r may be
+ * the y buffer itself, for an in-place residual add).
+ *
+ * W and x are read through texel buffers of 16-byte texels (RGBA32UI /
+ * RGBA32F): on lavapipe a texel fetch streams ~10 GB/s where a storage
+ * buffer load, which gallivm emits as a branchy per-lane loop, reaches
+ * ~0.5 GB/s (measured with Mesa 22.3).
+ *
+ * Work split: a workgroup is WG_SIZE / SPLIT slots of SPLIT lanes; a slot
+ * computes ROWS consecutive rows. Its lanes take the units of the row
+ * round-robin (lane k: units k, k + SPLIT, ...), fetch the activations of
+ * their unit once and use them for all ROWS rows (the row loop is
+ * unrolled), then add their partial sums: subgroupAdd when the slot is the
+ * whole subgroup (KS_SG_REDUCE), shared memory otherwise. On lavapipe the
+ * workgroup is one subgroup of 8 lanes = one slot, and no lane makes more
+ * than units/8 loop trips; lavapipe silently ends loops after 65,535 trips
+ * per invocation (reference/glslang-at-runtime.md), which the host keeps
+ * far away by bounding units per row. */
+#extension GL_EXT_control_flow_attributes : require
+#extension GL_GOOGLE_include_directive : require
+#if defined(KS_SG_REDUCE)
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#endif
+
+layout(constant_id = 0) const uint WG_SIZE = 8;
+layout(constant_id = 1) const uint ROWS = 8;       /* rows per slot, 1..16 */
+layout(constant_id = 2) const uint SPLIT = 8;      /* lanes per slot: power of two <= WG_SIZE */
+layout(constant_id = 3) const uint ROW_ALIGN = 16; /* rows start at multiples of this
+                                                    * many bytes: 16, 4 or 2 */
+layout(local_size_x_id = 0) in;
+
+layout(push_constant) uniform Args {
+    uint rows;        /* rows to compute */
+    uint cols;        /* elements per row, a multiple of the block size */
+    uint w_off;       /* bytes: row 0 in W */
+    uint row_stride;  /* bytes */
+    uint x_off;       /* floats, a multiple of 4 */
+    uint y_off;       /* floats */
+    uint b_off;       /* floats, KS_EPI_BIAS */
+    uint r_off;       /* floats, KS_EPI_RESIDUAL */
+} args;
+
+layout(set = 0, binding = 0) uniform usamplerBuffer ks_wt;  /* W, RGBA32UI */
+layout(set = 0, binding = 1) uniform samplerBuffer ks_xt;   /* x, RGBA32F */
+layout(std430, set = 0, binding = 2) buffer YBuf { float ks_y[]; };
+#if defined(KS_EPI_BIAS)
+layout(std430, set = 0, binding = 3) restrict readonly buffer BBuf { float ks_bias[]; };
+#define KS_RES_BINDING 4
+#else
+#define KS_RES_BINDING 3
+#endif
+#if defined(KS_EPI_RESIDUAL)
+layout(std430, set = 0, binding = KS_RES_BINDING) buffer RBuf { float ks_res[]; };
+#endif
+
+#include "common/quant.glsl"
+
+#define KS_MAX_ROWS 16u
+#if !defined(KS_SG_REDUCE)
+shared float ks_red[WG_SIZE];
+#endif
+
+uvec4
+ks_w_texel(uint t, int tmax)
+{
+    return texelFetch(ks_wt, min(int(t), tmax));
+}
+
+/* Σ of |v| over the SPLIT lanes of each slot, valid in the slot's lane 0. */
+float
+ks_slot_sum(float v, uint lane, uint part)
+{
+#if defined(KS_SG_REDUCE)
+    return subgroupAdd(v);
+#else
+    ks_red[lane] = v;
+    barrier();
+    for (uint s = SPLIT / 2u; s > 0u; s >>= 1) {
+        if (part < s)
+            ks_red[lane] += ks_red[lane + s];
+        barrier();
+    }
+    float r = ks_red[lane];
+    barrier();  /* the next row reuses ks_red */
+    return r;
+#endif
+}
+
+void
+main()
+{
+    /* Units never straddle texels in block mode: there the alignment that
+     * matters is that of the blocks themselves. */
+#if defined(KS_BLOCK_MODE)
+    const uint align = min(ROW_ALIGN, KS_BLOCK_BYTES & (~KS_BLOCK_BYTES + 1u));
+    const uint n_tex = KS_WIN_TEXELS;
+#else
+    const uint align = ROW_ALIGN;
+    /* A unit is whole texels; one more when it starts inside a texel. */
+    const uint n_tex = ROW_ALIGN >= 16u ? KS_WIN_TEXELS - 1u : KS_WIN_TEXELS;
+#endif
+    uint lane = gl_LocalInvocationID.x;
+    uint slot = lane / SPLIT, part = lane % SPLIT;
+    uint wg = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
+    uint row0 = (wg * (WG_SIZE / SPLIT) + slot) * ROWS;
+    uint nb = args.cols / KS_BLOCK_ELEMS;
+    uint n_units = (nb + KS_UNIT_BLOCKS - 1u) / KS_UNIT_BLOCKS;
+    int tmax = textureSize(ks_wt) - 1;
+    int xmax = int((args.x_off + args.cols - 1u) / 4u);
+    uint start[KS_MAX_ROWS];
+    float acc[KS_MAX_ROWS];
+
+    /* Rows past the last one redo the last row and store nothing. */
+    [[unroll]] for (uint r = 0u; r < ROWS; r++) {
+        start[r] = args.w_off + min(row0 + r, args.rows - 1u) * args.row_stride;
+        acc[r] = 0.0;
+    }
+
+    for (uint u = part; u < n_units; u += SPLIT) {
+        /* The last unit may be partial: its missing blocks are decoded from
+         * clamped reads and dropped. */
+        uint nv = min(KS_UNIT_BLOCKS, nb - u * KS_UNIT_BLOCKS);
+        int x0 = int(args.x_off / 4u + u * (KS_UNIT_ELEMS / 4u));
+        [[unroll]] for (uint k = 0u; k < KS_UNIT_ELEMS / 4u; k++)
+            ks_xv[k] = texelFetch(ks_xt, min(x0 + int(k), xmax));
+
+        [[unroll]] for (uint r = 0u; r < ROWS; r++) {
+            uint o = start[r] + u * KS_UNIT_BYTES;
+            uint t0 = o >> 4;
+            [[unroll]] for (uint k = 0u; k < n_tex; k++)
+                ks_win_set(k, ks_w_texel(t0 + k, tmax));
+            ks_realign(o & 15u, align);
+            acc[r] += ks_unit_dot(nv);
+        }
+    }
+
+    [[unroll]] for (uint r = 0u; r < ROWS; r++) {
+        float v = ks_slot_sum(acc[r], lane, part);
+        uint row = row0 + r;
+        if (part == 0u && row < args.rows) {
+#if defined(KS_EPI_BIAS)
+            v += ks_bias[args.b_off + row];
+#endif
+#if defined(KS_EPI_RESIDUAL)
+            v += ks_res[args.r_off + row];
+#endif
+            ks_y[args.y_off + row] = v;
+        }
+    }
+}
