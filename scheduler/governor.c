@@ -7,8 +7,11 @@
  *      as readings come: power_reading());
  *   2. runs the limits: a PI loop on the temperature headroom (IPA-like:
  *      budget = S + Kp*(T_ctrl - T), the integral S being the sustainable
- *      power it learns), the power cap and the battery policy; the lowest
- *      is the budget;
+ *      power it learns), under an approach guard that caps the budget so
+ *      that the temperature nears the limit no faster than headroom / H
+ *      (from the heating rate and the zone's heat capacity, fitted from
+ *      how the rate follows the power: approach_guard()), the power cap
+ *      and the battery policy; the lowest is the budget;
  *   3. adds a slow integral on the measured power error, so that the
  *      power drawn tracks the budget whatever the model's error;
  *   4. picks the thread count whose predicted tokens/s under the budget is
@@ -20,7 +23,14 @@
  *
  * Between updates a step only recomputes pace_ns = period - the latest
  * token's busy time. All state lives in struct ks_governor; nothing is
- * allocated after create. */
+ * allocated after create.
+ *
+ * On a shared machine a token's wall time says little about its energy:
+ * another process on the core, or a stall, stretches it. So the time per
+ * token follows slow tokens only when they persist, an averaging power
+ * reading is set against the tokens done (at the time per token first
+ * measured), and readings and periods around a stall, or off the fit,
+ * teach neither the power model nor the thermal estimates. */
 #include "scheduler/governor.h"
 
 #include <math.h>
@@ -57,6 +67,9 @@
  * the budget). */
 #define TAU_CORR_S 3.0
 #define CORR_MAX 0.3
+/* ... learned only from periods that reached this much of the paced
+ * token rate. */
+#define PACED_MIN 0.8
 /* Least-squares forgetting per power reading and the pull towards the
  * previous fit (in sample equivalents). */
 #define LS_FORGET 0.99
@@ -75,6 +88,37 @@
 /* Unvisited thread counts: time per token ~ threads^-ALPHA (decode is
  * mostly memory bound, so more threads help less than linearly). */
 #define THREAD_ALPHA 0.7
+/* Time per token: periods slower than SLOW_RATIO x the usual time count
+ * only after SLOW_PERIODS of them in a row, and then with this weight. */
+#define SLOW_RATIO 1.3
+#define SLOW_PERIODS 4
+#define SLOW_WEIGHT 0.1
+/* The approach guard: horizon (at least this, and this many periods),
+ * the predicted overshoot it tolerates, and how fast S follows it. */
+#define GUARD_H_S 2.0
+#define GUARD_H_PERIODS 4.0
+#define GUARD_TOL_C 0.3
+#define GUARD_TRACK_S 0.5
+/* The loop gain at least closes the loop in this time (with a fitted C),
+ * and the zone's loss estimate is filtered with this weight. */
+#define KP_H_S 4.0
+#define LOSS_W 0.3
+/* The heat capacity fit: forgetting per informative period; a period
+ * informs when its power changed by this fraction of the dynamic range,
+ * and a fit needs this much change in all (RMS over the memory). */
+#define CAP_FORGET 0.95
+#define CAP_MIN_DP_FRAC 0.02
+#define CAP_MIN_EXC_FRAC 0.1
+/* A token this many times slower than usual, and by this much, is a
+ * stall (preempted, paged out): the power readings around it do not
+ * enter the fit. An averaging reading this many typical residuals off
+ * the fit is left out too, at most OUTLIER_RUN in a row, once the fit
+ * has taken OUTLIER_WARMUP readings. */
+#define STALL_RATIO 4.0
+#define STALL_MIN_NS 50000000.0
+#define OUTLIER_K 4.0
+#define OUTLIER_RUN 3
+#define OUTLIER_WARMUP 20
 /* Placement hints: zones this far apart, and 3 dwell times between. */
 #define PLACE_HYST_C 5.0
 /* An instantaneous power reading describes the activity before it only
@@ -117,6 +161,20 @@ struct ks_governor {
     bool     power_avg;             /* the latest reading was an average */
     /* Activity since the latest power reading, and the latest token's. */
     double   act_thread_busy_ns, act_gpu_ns;
+    /* The same CPU activity counted per token at the usual time per token
+     * (see learn()): what an averaging power reading is set against, so
+     * that a token slowed by a busy machine or a stall counts as one
+     * token's energy, not as more busy time. */
+    double   act_nom_thread_ns;
+    bool     act_stall;             /* a token took far longer than usual */
+    uint32_t per_suspect;           /* periods whose power and heating rate
+                                     * are not to be trusted (a stall, a
+                                     * reading off the fit): this one and
+                                     * the next */
+    bool     stall_skip;            /* ... so skip the next reading too */
+    double   res_mw;                /* typical fit residual (averaging) */
+    uint32_t n_fit;                 /* averaging readings fitted */
+    uint32_t n_reject;              /* ... rejected in a row */
     uint64_t last_busy_end_ns;
     bool     energy_known;          /* the caller reports energy */
     uint64_t last_sample_ns;
@@ -135,8 +193,14 @@ struct ks_governor {
     /* Time per token, ns, by CPU thread count, for the current placement. */
     double   t_cpu_ns[KS_GOV_MAX_THREADS + 1];
     bool     t_cpu_seen[KS_GOV_MAX_THREADS + 1];
+    /* The time per token first measured at each count: the unit in which
+     * the fit counts CPU work against an averaging power reading (tokens
+     * x threads x this), so that the energy per token, theta[X_CPU] x n x
+     * t_e_ns[n], stays put while t_cpu_ns follows the machine's load. */
+    double   t_e_ns[KS_GOV_MAX_THREADS + 1];
     double   t_gpu_ns;
     bool     t_gpu_seen;
+    uint32_t n_slow;                /* periods in a row far slower */
     uint32_t placement_gen;
     bool     have_gen;
 
@@ -149,6 +213,21 @@ struct ks_governor {
     uint64_t bind_since_ns;         /* ... continuously since; 0: not */
     double   corr_mw;
     double   pmax_mw;               /* predicted draw, all threads, unpaced */
+
+    /* Heating rate per control period and the zone's heat capacity seen
+     * from the sensor (C dT/dt = P - loss): from the changes of the
+     * period's power and heating rate between periods, Δr = ΔP / C. */
+    bool     per_have;              /* a period's (temperature, time) */
+    double   per_temp_c;
+    uint64_t per_temp_ns;
+    bool     per_have_pr;           /* the previous period's P and r */
+    double   per_p_mw, per_r_c_s;
+    double   cap_sxx, cap_sxy;      /* sums of ΔP², ΔP·Δr, forgetting */
+    double   cap_mj_c;              /* C in mJ/°C; 0: unknown */
+    double   rate_c_s;              /* heating rate over the last period */
+    double   loss_mw;               /* P - C r, filtered: what the zone */
+    bool     loss_have;             /* sheds at its temperature */
+    bool     guard;                 /* the approach guard held the budget */
 
     /* Actuators. */
     int32_t  n_threads;
@@ -485,21 +564,28 @@ model_fit(ks_governor *g, const double x[NX], double power_mw)
     memcpy(g->theta, th, sizeof th);
 }
 
-/* CPU time per token at |n| threads: measured, else scaled from the
- * nearest measured count. Negative when nothing was measured yet. */
+/* CPU time per token at |n| threads from |t| (t_cpu_ns or t_e_ns):
+ * measured, else scaled from the nearest measured count. Negative when
+ * nothing was measured yet. */
 static double
-t_cpu_at(const ks_governor *g, int32_t n)
+t_at(const ks_governor *g, const double *t, int32_t n)
 {
     int32_t best = -1;
 
     if (g->t_cpu_seen[n])
-        return g->t_cpu_ns[n];
+        return t[n];
     for (int32_t m = g->p.min_threads; m <= g->p.max_threads; m++)
         if (g->t_cpu_seen[m] && (best < 0 || abs(m - n) < abs(best - n)))
             best = m;
     if (best < 0)
         return -1.0;
-    return g->t_cpu_ns[best] * pow((double)best / n, THREAD_ALPHA);
+    return t[best] * pow((double)best / n, THREAD_ALPHA);
+}
+
+static double
+t_cpu_at(const ks_governor *g, int32_t n)
+{
+    return t_at(g, g->t_cpu_ns, n);
 }
 
 typedef struct token_cost {
@@ -512,16 +598,17 @@ typedef struct token_cost {
 static bool
 cost_at(const ks_governor *g, int32_t n, token_cost *c)
 {
-    double tc = t_cpu_at(g, n), tg = g->t_gpu_seen ? g->t_gpu_ns : 0.0;
+    double tc = t_cpu_at(g, n), te = t_at(g, g->t_e_ns, n);
+    double tg = g->t_gpu_seen ? g->t_gpu_ns : 0.0;
 
     if (tc < 0)
-        tc = 0;
+        tc = te = 0;
     c->t_ns = tc + tg;
     if (c->t_ns <= 0)
         return false;
-    c->req_mw[KS_GOV_CPU] = g->theta[X_CPU] * n * tc / c->t_ns;
+    c->req_mw[KS_GOV_CPU] = g->theta[X_CPU] * n * te / c->t_ns;
     c->req_mw[KS_GOV_GPU] = g->theta[X_GPU] * tg / c->t_ns;
-    c->e_dyn = g->theta[X_CPU] * n * tc + g->theta[X_GPU] * tg;
+    c->e_dyn = g->theta[X_CPU] * n * te + g->theta[X_GPU] * tg;
     return true;
 }
 
@@ -569,7 +656,7 @@ power_reading(ks_governor *g, const ks_gov_sense *s, uint64_t now,
 
     if (s->power_is_average) {
         if (since >= MIN_PHASE_NS && since <= STALE_NS) {
-            x[X_CPU] = g->act_thread_busy_ns / (double)since;
+            x[X_CPU] = g->act_nom_thread_ns / (double)since;
             x[X_GPU] = g->act_gpu_ns / (double)since;
             use = true;
         }
@@ -591,10 +678,41 @@ power_reading(ks_governor *g, const ks_gov_sense *s, uint64_t now,
         use = true;         /* idle since the latest token */
     }
     g->act_thread_busy_ns = 0;
+    g->act_nom_thread_ns = 0;
     g->act_gpu_ns = 0;
     g->power_ns = now;
     g->power_seen = true;
     g->power_avg = s->power_is_average;
+    if (g->act_stall || g->stall_skip) {
+        /* Around a stall the reading and the work disagree (a sensor
+         * updated late charges the stall's idle energy to the tokens
+         * after it). */
+        if (use)
+            ks_log(KS_LOG_DEBUG, TAG, "power reading %.0f mW %s a stall: "
+                   "not fitted", p, g->act_stall ? "over" : "after");
+        g->stall_skip = g->act_stall;
+        g->act_stall = false;
+        return;
+    }
+    if (use && s->power_is_average && !g->energy_known && g->model_fit) {
+        double res = p - (g->theta[X_BASE] + g->theta[X_CPU] * x[X_CPU] +
+                          g->theta[X_GPU] * x[X_GPU]);
+
+        if (g->n_fit >= OUTLIER_WARMUP && g->n_reject < OUTLIER_RUN &&
+            fabs(res) > OUTLIER_K * g->res_mw) {
+            g->n_reject++;
+            g->per_suspect = 2;
+            ks_log(KS_LOG_DEBUG, TAG, "power reading %.0f mW is %.0f mW off "
+                   "the fit: not fitted", p, res);
+            return;
+        }
+        g->n_reject = 0;
+        g->res_mw = g->n_fit ? 0.9 * g->res_mw + 0.1 * fabs(res) :
+                    fmax(fabs(res), 0.02 * p);
+        if (g->res_mw < 0.01 * p)
+            g->res_mw = 0.01 * p;
+        g->n_fit++;
+    }
     if (!use)
         return;
     if (g->energy_known) {
@@ -639,10 +757,23 @@ learn(ks_governor *g)
         double tg = (double)g->acc_busy_ns[KS_GOV_GPU] / g->acc_tokens;
         int32_t n = g->acc_threads;
 
-        if (tc > 0) {
-            g->t_cpu_ns[n] = g->t_cpu_seen[n] ?
-                0.5 * g->t_cpu_ns[n] + 0.5 * tc : tc;
+        if (tc > 0 && !g->t_cpu_seen[n]) {
+            g->t_cpu_ns[n] = g->t_e_ns[n] = tc;
             g->t_cpu_seen[n] = true;
+        } else if (tc > 0) {
+            /* Faster tokens count at once; slower ones (another process
+             * on the core, a stall, page faults) only when they persist,
+             * and then slowly: the usual time per token is what a token
+             * costs, not what it took on a busy machine. */
+            double w = 0.5;
+
+            if (tc <= SLOW_RATIO * g->t_cpu_ns[n]) {
+                g->n_slow = 0;
+            } else {
+                g->n_slow++;
+                w = g->n_slow > SLOW_PERIODS ? SLOW_WEIGHT : 0.0;
+            }
+            g->t_cpu_ns[n] = (1.0 - w) * g->t_cpu_ns[n] + w * tc;
         }
         if (tg > 0 || g->acc_busy_ns[KS_GOV_CPU]) {
             g->t_gpu_ns = g->t_gpu_seen ? 0.5 * g->t_gpu_ns + 0.5 * tg : tg;
@@ -672,6 +803,124 @@ resolve_limit(ks_governor *g)
     g->ctrl_mc = ctrl;
 }
 
+/* The heating rate over the period that just ended (between the latest
+ * temperature readings of this and the previous update) and, from how it
+ * changed with the period's power, the heat capacity C the sensor sees:
+ * for a zone that follows C dT/dt = P - loss(T), a change of power ΔP
+ * between two periods changes the rate by ΔP / C at once, while the loss
+ * moves only with the temperature. Δr is regressed on ΔP (the power is
+ * the better measured of the two), with forgetting, and only periods
+ * whose power changed enough to tell count, so that C holds while the
+ * power is steady. False when no rate is known for this period. */
+static bool
+thermal_rate(ks_governor *g, double p_mw, double range)
+{
+    double t_c = g->sense.temp_mc / 1000.0, r;
+
+    if (!g->per_have || g->temp_ns <= g->per_temp_ns) {
+        if (!g->per_have) {
+            g->per_have = true;
+            g->per_temp_c = t_c;
+            g->per_temp_ns = g->temp_ns;
+        }
+        g->per_have_pr = false;
+        return false;
+    }
+    r = (t_c - g->per_temp_c) * NS_PER_S /
+        (double)(g->temp_ns - g->per_temp_ns);
+    g->per_temp_c = t_c;
+    g->per_temp_ns = g->temp_ns;
+    g->rate_c_s = r;
+    if (g->per_suspect) {
+        /* A stall, or a power reading that disagrees with the work: the
+         * sensors may lag the work (and catch up in the next period), so
+         * neither this period nor the next tells C, the loss or the
+         * rate to act on. */
+        g->per_suspect--;
+        g->per_have_pr = false;
+        return false;
+    }
+    if (g->per_have_pr) {
+        double dp = p_mw - g->per_p_mw, dr = r - g->per_r_c_s;
+
+        if (fabs(dp) >= CAP_MIN_DP_FRAC * range) {
+            g->cap_sxx = CAP_FORGET * g->cap_sxx + dp * dp;
+            g->cap_sxy = CAP_FORGET * g->cap_sxy + dp * dr;
+            if (g->cap_sxx >= CAP_MIN_EXC_FRAC * CAP_MIN_EXC_FRAC *
+                range * range && g->cap_sxy > 0)
+                g->cap_mj_c = g->cap_sxx / g->cap_sxy;
+        }
+    }
+    g->per_p_mw = p_mw;
+    g->per_r_c_s = r;
+    g->per_have_pr = true;
+    if (g->cap_mj_c > 0) {
+        double loss = p_mw - g->cap_mj_c * r;
+
+        g->loss_mw = g->loss_have ? (1.0 - LOSS_W) * g->loss_mw + LOSS_W * loss
+                                  : loss;
+        g->loss_have = true;
+    }
+    return true;
+}
+
+/* The approach guard: a budget that lets the temperature approach the
+ * limit no faster than e / H (e the headroom, H a few control periods),
+ * and pulls it back at that pace from above. The PI loop alone reacts to
+ * the headroom only: it lets a fast-heating zone run at full power until
+ * close to the limit and, starting from a guess of the sustainable power,
+ * overshoots. The guard acts when the current rate would carry the zone
+ * more than GUARD_TOL_C past the limit within H: with the zone's heat
+ * capacity C, the power that gives the wanted rate is P - C (r - e / H),
+ * and P - C r is the power the zone sheds at its temperature, which is
+ * what S (the PI loop's integral) must become near the limit; S follows
+ * it while the guard holds. Without a fitted C (the power has not changed
+ * enough yet), C is guessed from the current rate and a guess of the
+ * sustainable power, on the cautious side. Returns the thermal budget. */
+static double
+approach_guard(ks_governor *g, double e, double p_mw, double base,
+               double range, double dt_ns, double b_th)
+{
+    double h = fmax(GUARD_H_S, GUARD_H_PERIODS * g->p.period_ns / NS_PER_S);
+    double r = g->rate_c_s, cap = g->cap_mj_c, floor, b_ff, loss;
+
+    g->guard = false;
+    if (r <= (e + GUARD_TOL_C) / h)
+        return b_th;
+    floor = base + FLOOR_FRAC * range;
+    if (cap <= 0) {
+        /* The zone sheds at most about what the PI loop would hold (and
+         * at most half the power above idle drawn now). */
+        double s_guess = g->sust_init ? g->sust_mw : base + SINIT_FRAC * range;
+
+        s_guess = fmin(s_guess, base + 0.5 * (p_mw - base));
+        if (p_mw <= s_guess || r <= 0)
+            return b_th;
+        cap = (p_mw - s_guess) / r;
+    }
+    b_ff = p_mw - cap * (r - e / h);
+    loss = p_mw - cap * r;
+    if (b_ff < floor)
+        b_ff = floor;
+    if (b_ff >= b_th)
+        return b_th;
+    g->guard = true;
+    if (g->cap_mj_c > 0 && g->loss_have)
+        loss = g->loss_mw;      /* the same, filtered */
+    if (loss < floor)
+        loss = floor;
+    if (!g->sust_init) {
+        g->sust_mw = loss;
+        g->sust_init = true;
+        ks_log(KS_LOG_DEBUG, TAG, "thermal loop on by the approach guard at "
+               "%.1f C: S=%.0f mW", g->sense.temp_mc / 1000.0, g->sust_mw);
+    } else {
+        g->sust_mw += (loss - g->sust_mw) *
+                      fmin(1.0, dt_ns / NS_PER_S / GUARD_TRACK_S);
+    }
+    return b_ff;
+}
+
 static void
 update(ks_governor *g, uint64_t now)
 {
@@ -697,6 +946,10 @@ update(ks_governor *g, uint64_t now)
         g->sust_learned = false;
         g->bind_since_ns = 0;
         g->corr_mw = 0;
+        g->per_have_pr = false;
+        g->cap_sxx = g->cap_sxy = 0;
+        g->cap_mj_c = 0;
+        g->loss_have = false;
     }
     base = g->theta[X_BASE];
     p_model = base + (g->theta[X_CPU] * g->acc_thread_busy_ns +
@@ -727,7 +980,12 @@ update(ks_governor *g, uint64_t now)
     if (temp_fresh) {
         double t_c = g->sense.temp_mc / 1000.0;
         double e = g->ctrl_mc / 1000.0 - t_c;
-        double kp = range / PBAND_C;
+        bool have_rate = thermal_rate(g, p_meas, range);
+        /* The proportional band, or the gain that closes the loop in
+         * KP_H_S on a zone of the fitted heat capacity if that is more
+         * (a slow, heavy zone: the band alone would creep up to the
+         * limit). */
+        double kp = fmax(range / PBAND_C, g->cap_mj_c / KP_H_S);
 
         if (g->have_prev_temp && now > g->prev_temp_ns) {
             double rate = (t_c - g->prev_temp_c) * NS_PER_S /
@@ -755,6 +1013,15 @@ update(ks_governor *g, uint64_t now)
         if (g->sust_init) {
             double floor = base + FLOOR_FRAC * range;
 
+            /* Below the limit the zone sheds less than at it: S is at
+             * least the loss measured now. */
+            if (e > 0 && g->loss_have && g->sust_mw < g->loss_mw) {
+                if (g->loss_mw - g->sust_mw > 0.05 * range)
+                    ks_log(KS_LOG_DEBUG, TAG, "S %.0f -> %.0f mW: the zone "
+                           "already sheds that at %.1f C", g->sust_mw,
+                           g->loss_mw, t_c);
+                g->sust_mw = fmin(g->loss_mw, g->pmax_mw);
+            }
             b_th = g->sust_mw + kp * e;
             if (e < 0 || (b_th < demand &&
                           e - LOOK_S * fmax(g->dtemp_c_s, 0.0) > 0)) {
@@ -769,10 +1036,15 @@ update(ks_governor *g, uint64_t now)
             if (b_th < floor)
                 b_th = floor;
         }
+        g->guard = false;
+        if (have_rate)
+            b_th = approach_guard(g, e, p_meas, base, range, dt_ns, b_th);
         if (g->sense.critical_trip_mc > 0 &&
             t_c >= g->sense.critical_trip_mc / 1000.0 - CRITICAL_GUARD_C)
             b_th = base + FLOOR_FRAC * range;
     } else {
+        g->guard = false;
+        g->per_have = g->per_have_pr = false;
         report_once(g, KS_GOV_F_NO_TEMP, "no temperature reading: holding a "
                     "conservative budget (%.0f %% of the dynamic power)",
                     100.0 * BLIND_FRAC);
@@ -840,7 +1112,12 @@ update(ks_governor *g, uint64_t now)
         state = "target";
 
     /* Make the measured power follow the budget. */
-    if (power_fresh && g->power_avg && binding) {
+    if (power_fresh && g->power_avg && binding && g->period_ns > 0 &&
+        g->acc_tokens * NS_PER_S / dt_ns >= PACED_MIN * NS_PER_S /
+                                            g->period_ns) {
+        /* Only periods that ran at the pace asked for: one that ran
+         * unpaced, or slower (compute-bound on a busy machine, a stall),
+         * says nothing of the model's error and would wind it up. */
         g->corr_mw += (budget - p_meas) * (dt_ns / NS_PER_S) / TAU_CORR_S;
         if (g->corr_mw > CORR_MAX * budget)
             g->corr_mw = CORR_MAX * budget;
@@ -969,12 +1246,14 @@ update(ks_governor *g, uint64_t now)
     ks_log(KS_LOG_DEBUG, TAG, "t=%.2fs T=%.1fC ctrl=%.1fC P=%umW budget=%umW "
            "(cpu %u gpu %u) demand=%.0fmW tps=%.2f threads=%d period=%.1fms "
            "place=%s state=%s model=%.0f+%.0f*u_cpu+%.0f*u_gpu S=%.0f "
-           "corr=%.0f", (now - g->t0_ns) / NS_PER_S, d->temp_mc / 1000.0,
+           "corr=%.0f rate=%.2fC/s C=%.0fmJ/C%s", (now - g->t0_ns) / NS_PER_S,
+           d->temp_mc / 1000.0,
            g->ctrl_mc / 1000.0, d->power_mw, d->budget_mw,
            d->actor_budget_mw[KS_GOV_CPU], d->actor_budget_mw[KS_GOV_GPU],
            demand, d->tokens_per_s, n, g->period_ns / 1e6,
            ks_gov_place_str(d->place), state, base, g->theta[X_CPU],
-           g->theta[X_GPU], g->sust_init ? g->sust_mw : 0.0, g->corr_mw);
+           g->theta[X_GPU], g->sust_init ? g->sust_mw : 0.0, g->corr_mw,
+           g->rate_c_s, g->cap_mj_c, g->guard ? " guard" : "");
 
     /* A new period. */
     g->period_start_ns = now;
@@ -1042,6 +1321,18 @@ ks_governor_step(ks_governor *g, const ks_gov_sense *sense, uint64_t now,
         }
         g->acc_thread_busy_ns += (double)thr * work->busy_ns[KS_GOV_CPU];
         g->act_thread_busy_ns += (double)thr * work->busy_ns[KS_GOV_CPU];
+        if (work->n_tokens && work->busy_ns[KS_GOV_CPU] && g->t_cpu_seen[thr]) {
+            double usual = (double)work->n_tokens * g->t_cpu_ns[thr];
+
+            g->act_nom_thread_ns += (double)thr * work->n_tokens *
+                                    g->t_e_ns[thr];
+            if (work->busy_ns[KS_GOV_CPU] > STALL_RATIO * usual &&
+                work->busy_ns[KS_GOV_CPU] - usual > STALL_MIN_NS) {
+                g->act_stall = true;
+                g->per_suspect = 2;
+            }
+        } else
+            g->act_nom_thread_ns += (double)thr * work->busy_ns[KS_GOV_CPU];
         g->act_gpu_ns += (double)work->busy_ns[KS_GOV_GPU];
         if (busy_tok)
             g->last_busy_end_ns = now;

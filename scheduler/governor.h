@@ -15,6 +15,13 @@
  * a token period and predicts which thread count gives the most tokens
  * per second under the budget.
  *
+ * Near the limit an approach guard bounds the heating rate to headroom /
+ * a few control periods, using the zone's heat capacity as seen from the
+ * sensor (fitted from how the heating rate follows the power), so a fast
+ * heating zone is slowed before it reaches the limit rather than after;
+ * periods around a stall (a token far slower than usual) are not learned
+ * from.
+ *
  * Nothing here knows about transformers: the governor sees tokens, busy
  * time per actor and sensor readings. It reads no clock (time comes in
  * as now_ns) and allocates only in create, so the same inputs always give

@@ -84,6 +84,65 @@ on_token(void *user, int32_t tok, const char *piece, size_t len)
     return (double)(now - l->t0_ns) / 1e9 < RUN_S;
 }
 
+/* Diagnostics from the trace the session wrote (closed by then): how
+ * often the governor's state changed, when it first throttled, the
+ * longest pause it asked for and how long the zone stayed above the
+ * limit. Prints only. */
+static void
+print_trace_summary(const char *path)
+{
+    char line[512], prev[32] = "", state[32];
+    double t, prev_t = 0, temp, pace, first_thermal = -1, max_pace = 0;
+    double above_s = 0, above_half_s = 0;
+    int changes = 0, rows = 0;
+    FILE *f = fopen(path, "r");
+
+    if (!f)
+        return;
+    if (!fgets(line, sizeof line, f)) {
+        fclose(f);
+        return;
+    }
+    while (fgets(line, sizeof line, f)) {
+        char *fld[11];
+        char *c = line;
+        int n = 0;
+
+        /* time_s,tokens_per_s,temp_c,power_w,budget_w,threads,pace_ms,
+         * state,... (empty fields allowed) */
+        while (n < 11) {
+            fld[n++] = c;
+            c = strchr(c, ',');
+            if (!c)
+                break;
+            *c++ = '\0';
+        }
+        if (n < 8)
+            continue;
+        t = atof(fld[0]);
+        temp = *fld[2] ? atof(fld[2]) : 0;
+        pace = atof(fld[6]);
+        snprintf(state, sizeof state, "%s", fld[7]);
+        if (rows++ && strcmp(state, prev) != 0)
+            changes++;
+        if (first_thermal < 0 && strcmp(state, "thermal") == 0)
+            first_thermal = t;
+        if (pace > max_pace)
+            max_pace = pace;
+        if (temp > LIMIT_C)
+            above_s += t - prev_t;
+        if (temp > LIMIT_C + 0.5)
+            above_half_s += t - prev_t;
+        snprintf(prev, sizeof prev, "%s", state);
+        prev_t = t;
+    }
+    fclose(f);
+    printf("trace: %d tokens, %d state changes, first \"thermal\" at %.1f s, "
+           "longest pause %.1f ms, %.1f s above the limit (%.1f s above it "
+           "+ 0.5 C)\n", rows, changes, first_thermal, max_pace, above_s,
+           above_half_s);
+}
+
 START_TEST(real_generation_holds_the_limit)
 {
     plant_params pp = { 0 };
@@ -161,6 +220,10 @@ START_TEST(real_generation_holds_the_limit)
            "at the end; trace %s\n", LIMIT_C, l.peak_after_c, tps_after,
            sustainable, 100.0 * tps_after / sustainable, l.tokens,
            RUN_S, st.paced_ms, st.n_threads, trace);
+    /* The session closes the trace; summarise it before any assertion
+     * can end the test. */
+    ks_session_destroy(s);
+    print_trace_summary(trace);
     ck_assert_msg(l.peak_after_c <= LIMIT_C + 1.0,
                   "peak %.2f C above the limit %.1f C + 1", l.peak_after_c,
                   LIMIT_C);
@@ -168,7 +231,6 @@ START_TEST(real_generation_holds_the_limit)
                   "%.1f tokens/s, below 90 %% of the sustainable %.1f",
                   tps_after, sustainable);
 
-    ks_session_destroy(s);
     ks_model_destroy(m);
     ks_runtime_destroy(rt);
     unlink(path);
