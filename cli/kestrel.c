@@ -117,7 +117,7 @@ static const char common_help[] =
     "                        in $KESTREL_MODEL_DIR or ~/.cache/kestrel/models)\n"
     "  -t, --threads N       CPU threads (default: all cores)\n"
     "  -c, --ctx-size N      context length (default: min(model's, 4096))\n"
-    "  -b, --batch-size N    prefill tokens per pass (default: 64)\n"
+    "  -b, --batch-size N    prefill tokens per pass (default: 512)\n"
     "      --backend B       auto|cpu|vulkan (default: auto)\n"
     "      --device N        Vulkan device index (default: the best)\n"
     "      --kv-type T       f16|f32 KV cache (default: f16)\n"

@@ -51,13 +51,12 @@ mat_worker(void *ctx, int ith, int nth)
         if (r1 <= r0)
             continue;
         W = (const uint8_t *)w->data + (uint64_t)r0 * w->row_bytes;
-        if (j->n_tok == 1)
-            ks_cpu_matvec(w->type, W, w->row_bytes, w->ne0, r1 - r0,
-                          j->xq[i], j->y[i] + r0);
-        else
-            ks_cpu_matmul(w->type, W, w->row_bytes, w->ne0, r1 - r0,
-                          j->xq[i], j->xq_stride[i], j->n_tok,
-                          j->y[i] + r0, j->ldy[i]);
+        /* summed as llama.cpp sums this matrix's product (its path
+         * depends on the whole matrix's shape and on n_tok) */
+        ks_cpu_matmul_rows(w->type, W, w->row_bytes, w->ne0,
+                           (int64_t)w->ne1, r1 - r0, j->xq[i],
+                           j->xq_stride[i], j->n_tok, j->y[i] + r0,
+                           j->ldy[i]);
     }
 }
 
@@ -141,7 +140,8 @@ matmul1(ks_session *s, const float *x, uint64_t ldx, uint32_t n_tok,
 
 /* ---- vector helpers ---- */
 
-/* y = x / sqrt(mean(x²) + eps) * w; the sum in double as ggml does. */
+/* y = x / sqrt(mean(x²) + eps) * w; squares in float, their sum in
+ * double, as ggml does. */
 static void
 rms_norm(float *y, const float *x, const float *w, uint64_t n, float eps)
 {
@@ -149,7 +149,7 @@ rms_norm(float *y, const float *x, const float *w, uint64_t n, float eps)
     float scale;
 
     for (uint64_t i = 0; i < n; i++)
-        sum += (double)x[i] * x[i];
+        sum += (double)(x[i] * x[i]);
     scale = 1.0f / sqrtf((float)(sum / (double)n) + eps);
     for (uint64_t i = 0; i < n; i++)
         y[i] = x[i] * scale * w[i];
@@ -169,18 +169,19 @@ add_bias(float *y, const ks_weight *b, uint32_t n_tok, uint64_t ld)
 
 /* cos/sin of every rotated pair for each token, computed as llama.cpp's
  * rope cache: theta_i = p * base^(-2i/n_rot), by repeated multiplication
- * in float, scaled by 1/factor for linear scaling. */
+ * in float, times freq_scale = 1/factor for linear scaling. */
 static void
 rope_table(float *cs, uint32_t pos0, uint32_t n_tok, uint32_t n_rot,
            float base, float scale)
 {
     float theta_scale = powf(base, -2.0f / (float)n_rot);
+    float freq_scale = 1.0f / scale;
 
     for (uint32_t t = 0; t < n_tok; t++) {
         float theta = (float)(pos0 + t);
         float *c = cs + (uint64_t)t * n_rot;
         for (uint32_t i = 0; i < n_rot / 2; i++) {
-            float th = theta / scale;
+            float th = freq_scale * theta;
             c[2 * i] = cosf(th);
             c[2 * i + 1] = sinf(th);
             theta *= theta_scale;
@@ -188,6 +189,9 @@ rope_table(float *cs, uint32_t pos0, uint32_t n_tok, uint32_t n_rot,
     }
 }
 
+/* The rotation as llama.cpp's CPU rope computes it: GCC contracted its
+ * x0*cos - x1*sin and x0*sin + x1*cos into fused multiply-adds (checked
+ * bit for bit against the peer's tensors, normal and NEOX modes). */
 static void
 rope_apply(float *v, const float *cs, uint32_t head_dim, uint32_t n_rot,
            bool neox)
@@ -198,8 +202,8 @@ rope_apply(float *v, const float *cs, uint32_t head_dim, uint32_t n_rot,
         float c = cs[2 * i], sn = cs[2 * i + 1];
         uint32_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
         float x0 = v[a], x1 = v[b];
-        v[a] = x0 * c - x1 * sn;
-        v[b] = x0 * sn + x1 * c;
+        v[a] = fmaf(x0, c, -(x1 * sn));
+        v[b] = fmaf(x0, sn, x1 * c);
     }
     (void)head_dim;
 }
@@ -247,6 +251,7 @@ attn_worker(void *ctx, int ith, int nth)
         uint32_t h = (uint32_t)(pair % hp->n_head);
         uint32_t kvh = h / group, pos = j->pos0 + t;
         uint32_t first = 0, n_keys;
+        float scale = hp->attn_scale;
         const float *q = s->q + (uint64_t)t * q_dim + (uint64_t)h * hd;
         float *out = s->att + (uint64_t)t * q_dim + (uint64_t)h * hd;
         const uint8_t *kbase, *vbase;
@@ -259,6 +264,31 @@ attn_worker(void *ctx, int ith, int nth)
         vbase = s->v_cache + layer_off + (uint64_t)first * s->kv_row_bytes +
                 (uint64_t)kvh * hd * elem;
 
+        /* batches of 64 or more queries take llama.cpp's tiled flash
+         * attention: f32 query (gemma3's scaled first), f32 sums */
+        if (j->n_tok >= 64) {
+            const uint8_t *k0 = s->k_cache + layer_off + (uint64_t)kvh * hd * elem;
+            const uint8_t *v0 = s->v_cache + layer_off + (uint64_t)kvh * hd * elem;
+            if (s->m->arch == KS_ARCH_GEMMA3) {
+                float *qs = (float *)qh;
+                for (uint32_t d = 0; d < hd; d++)
+                    qs[d] = q[d] * hp->attn_scale;
+                q = qs;
+                scale = 1.0f;
+            }
+            ks_cpu_attn_tiled(kt, q, k0, v0, s->kv_row_bytes, hd, first,
+                              n_keys, scale, scores, vrow, out);
+            continue;
+        }
+        /* llama.cpp scales gemma3's Q in f32 before attention and then
+         * attends with scale 1: round to the cache format after the
+         * scaling, as it does (vrow is free until the value sum) */
+        if (s->m->arch == KS_ARCH_GEMMA3) {
+            for (uint32_t d = 0; d < hd; d++)
+                vrow[d] = q[d] * hp->attn_scale;
+            q = vrow;
+            scale = 1.0f;
+        }
         /* Scores: the query in the cache's format dotted with each key
          * row, as llama.cpp converts Q to the K type. */
         ks_cpu_quantize_act(kt, q, qh, hd);
@@ -273,7 +303,7 @@ attn_worker(void *ctx, int ith, int nth)
          * this (an fp16 accumulator for an f16 cache), and following it
          * keeps greedy tokens identical to the peer's. */
         ks_cpu_attn_accum(kt, vbase, s->kv_row_bytes, hd, n_keys, scores,
-                          hp->attn_scale, vrow, out);
+                          scale, vrow, out);
     }
 }
 
@@ -283,6 +313,7 @@ typedef struct act_job {
     float   *g;
     const float *u;
     uint64_t n;  /* n_tok * n_ff */
+    uint64_t n_ff;
     ks_act   act;
 } act_job;
 
@@ -294,9 +325,16 @@ act_worker(void *ctx, int ith, int nth)
 
     ks_pool_range((int64_t)j->n, 64, ith, nth, &i0, &i1);
     if (j->act == KS_ACT_SILU) {
-        for (int64_t i = i0; i < i1; i++) {
-            float x = j->g[i];
-            j->g[i] = x / (1.0f + expf(-x)) * j->u[i];
+        /* row by row: llama.cpp's vector SiLU covers each row's first
+         * n_ff / 8 * 8 columns */
+        for (int64_t i = i0; i < i1;) {
+            uint64_t row = (uint64_t)i / j->n_ff, c = (uint64_t)i % j->n_ff;
+            uint64_t ce = c + (uint64_t)(i1 - i);
+            if (ce > j->n_ff)
+                ce = j->n_ff;
+            ks_cpu_swiglu(j->g + row * j->n_ff, j->u + row * j->n_ff,
+                          j->n_ff, c, ce);
+            i += (int64_t)(ce - c);
         }
     } else {
         /* GELU as llama.cpp's CPU backend computes it: through a table
@@ -311,9 +349,10 @@ act_worker(void *ctx, int ith, int nth)
                 y = x;
             } else {
                 float xh = ks_fp16_to_f32(ks_f32_to_fp16(x));
+                /* the table's entries as GCC built them: 1 + a*x*x fused */
                 y = 0.5f * xh *
                     (1.0f + tanhf(0.79788456080286535588f * xh *
-                                  (1.0f + 0.044715f * xh * xh)));
+                                  fmaf(0.044715f * xh, xh, 1.0f)));
                 y = ks_fp16_to_f32(ks_f32_to_fp16(y));
             }
             j->g[i] = y * j->u[i];
@@ -419,8 +458,12 @@ ks_forward(ks_session *s, const int32_t *tokens, uint32_t n, bool want_logits)
                 x[i] += o[i];
         }
 
-        /* feed-forward block */
-        for (uint32_t t = 0; t < n; t++)
+        /* feed-forward block; in the last layer llama.cpp runs it for
+         * the token whose logits are wanted only (inp_out_ids), with its
+         * one-token kernels, and so do we (the others are never read) */
+        uint32_t f0 = (il + 1 == hp->n_layers && want_logits) ? n - 1 : 0;
+        uint32_t nf = n - f0;
+        for (uint32_t t = f0; t < n; t++)
             rms_norm(s->xn + t * E, s->x + t * E, L->ffn_norm.data, E,
                      hp->eps);
         stale_acts(s);
@@ -428,17 +471,17 @@ ks_forward(ks_session *s, const int32_t *tokens, uint32_t n, bool want_logits)
             const ks_weight *w[2] = { &L->gate, &L->up };
             float *y[2] = { s->g, s->u };
             uint64_t ldy[2] = { F, F };
-            matmuls(s, s->xn, E, n, 2, w, y, ldy);
+            matmuls(s, s->xn + (uint64_t)f0 * E, E, nf, 2, w, y, ldy);
         }
         {
-            act_job fj = { s->g, s->u, (uint64_t)n * F, hp->act };
-            if (n * F < 4096)
+            act_job fj = { s->g, s->u, (uint64_t)nf * F, F, hp->act };
+            if (nf * F < 4096)
                 act_worker(&fj, 0, 1);
             else
                 ks_pool_run_n(s->pool, s->n_threads, act_worker, &fj);
         }
-        matmul1(s, s->g, F, n, &L->down, s->xn, E);
-        for (uint32_t t = 0; t < n; t++) {
+        matmul1(s, s->g, F, nf, &L->down, s->xn + (uint64_t)f0 * E, E);
+        for (uint32_t t = f0; t < n; t++) {
             float *o = s->xn + t * E, *x = s->x + t * E;
             if (L->post_ffw_norm.data)
                 rms_norm(o, o, L->post_ffw_norm.data, E, hp->eps);

@@ -284,7 +284,7 @@ ks_session_create(ks_model *m, const ks_session_params *p, ks_session **out)
     s->m = m;
     s->n_ctx = p->n_ctx ? p->n_ctx
                         : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
-    s->n_batch = p->n_batch ? p->n_batch : 64;
+    s->n_batch = p->n_batch ? p->n_batch : 512;
     if (s->n_batch > s->n_ctx)
         s->n_batch = s->n_ctx;
     if (s->n_ctx > (1u << 24) || s->n_batch > 8192) {

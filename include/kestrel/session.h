@@ -25,7 +25,8 @@ typedef enum ks_kv_type {
 
 typedef struct ks_session_params {
     uint32_t   n_ctx;      /* 0: min(model's training context, 4096) */
-    uint32_t   n_batch;    /* prefill tokens per forward pass; 0: 64 */
+    uint32_t   n_batch;    /* prefill tokens per forward pass; 0: 512, as
+                              llama.cpp (its results depend on it) */
     ks_kv_type kv_type;    /* 0: KS_KV_F16 */
     int32_t    n_threads;  /* 0: the runtime's */
     const char *trace_path; /* CSV trace, one line per decoded token: time,

@@ -27,6 +27,21 @@ void ks_cpu_attn_scores_f16_ref(const void *K, uint64_t row_bytes,
                                 uint32_t hd, uint32_t n_keys,
                                 const uint16_t *q, float *scores);
 
+/* llama.cpp's tiled flash attention, which its CPU backend runs instead
+ * for a batch of 64 or more query rows (the f32 query, 64-cell key tiles
+ * from cell 0, f32 sums): out[0..hd) for one query row. K and V point at
+ * cache cell 0 of the head, rows |row_bytes| apart; the keys are cells
+ * [first, first + n_keys). |kq| holds 64 floats, |acc| hd. Bit-identical
+ * on both paths. */
+void ks_cpu_attn_tiled(ks_qtype kv_type, const float *q, const void *K,
+                       const void *V, uint64_t row_bytes, uint32_t hd,
+                       uint32_t first, uint32_t n_keys, float scale,
+                       float *kq, float *acc, float *out);
+void ks_cpu_attn_tiled_ref(ks_qtype kv_type, const float *q, const void *K,
+                           const void *V, uint64_t row_bytes, uint32_t hd,
+                           uint32_t first, uint32_t n_keys, float scale,
+                           float *kq, float *acc, float *out);
+
 /* The same, portable C only (the reference for tests). */
 void ks_cpu_attn_accum_ref(ks_qtype kv_type, const void *V,
                            uint64_t row_bytes, uint32_t hd, uint32_t n_keys,

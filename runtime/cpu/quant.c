@@ -6,6 +6,7 @@
 #if defined(__x86_64__)
 #include <cpuid.h>
 #endif
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,12 +159,78 @@ ks_cpu_quantize_act(ks_qtype w, const float *x, void *xq, uint64_t n)
     ops()->quant_act[ks_cpu_act_type(w)](x, xq, n);
 }
 
+/* The path llama.cpp takes (quant_priv.h), in its order of precedence:
+ * the tiled K-quant kernel (8 or more tokens, weights not repacked),
+ * repacked weights, llamafile's sgemm for several tokens, vec_dot. */
+void
+ks_cpu_matmul_rows(ks_qtype w, const void *W, uint64_t row_bytes, uint64_t n,
+                   int64_t ne1, int64_t n_rows, const void *xq,
+                   uint64_t xq_stride, int64_t n_tok, float *y, uint64_t ldy)
+{
+    const ks_quant_ops *o = ops();
+
+    if (n_rows <= 0 || n_tok <= 0)
+        return;
+    switch (w) {
+    case KS_QUANT_F32:
+    case KS_QUANT_F16:
+    case KS_QUANT_BF16:
+        if (n_tok >= 2 && n % 8 == 0 && ne1 % 4 == 0) {
+            o->mm_blas[w](W, row_bytes, n, n_rows, xq, xq_stride, n_tok, y,
+                          ldy);
+            return;
+        }
+        break;
+    case KS_QUANT_Q4_0:
+    case KS_QUANT_IQ4_NL:
+    case KS_QUANT_Q4_K:
+        if (ne1 % 8 == 0) {
+            int64_t ng = n_tok / 4 * 4;
+            if (ng > 0)
+                o->mm_gemm[w](W, row_bytes, n, n_rows, xq, xq_stride, ng, y,
+                              ldy);
+            if (n_tok > ng)
+                o->mm_gemv[w](W, row_bytes, n, n_rows,
+                              (const uint8_t *)xq + (uint64_t)ng * xq_stride,
+                              xq_stride, n_tok - ng,
+                              y + (uint64_t)ng * ldy, ldy);
+            return;
+        }
+        if (w == KS_QUANT_IQ4_NL && n_tok >= 2) {
+            o->mm_blas[w](W, row_bytes, n, n_rows, xq, xq_stride, n_tok, y,
+                          ldy);
+            return;
+        }
+        if (w == KS_QUANT_Q4_K && n_tok >= 8) {
+            o->mm_tiled[w](W, row_bytes, n, n_rows, xq, xq_stride, n_tok, y,
+                           ldy);
+            return;
+        }
+        break;
+    case KS_QUANT_Q2_K:
+    case KS_QUANT_Q3_K:
+    case KS_QUANT_Q5_K:
+    case KS_QUANT_Q6_K:
+        if (n_tok >= 8) {
+            o->mm_tiled[w](W, row_bytes, n, n_rows, xq, xq_stride, n_tok, y,
+                           ldy);
+            return;
+        }
+        break;
+    default:
+        break;
+    }
+    if (n_tok == 1)
+        o->matvec[w](W, row_bytes, n, n_rows, xq, y);
+    else
+        o->matmul[w](W, row_bytes, n, n_rows, xq, xq_stride, n_tok, y, ldy);
+}
+
 void
 ks_cpu_matvec(ks_qtype w, const void *W, uint64_t row_bytes, uint64_t n,
               int64_t n_rows, const void *xq, float *y)
 {
-    if (n_rows > 0)
-        ops()->matvec[w](W, row_bytes, n, n_rows, xq, y);
+    ks_cpu_matmul_rows(w, W, row_bytes, n, n_rows, n_rows, xq, 0, 1, y, 0);
 }
 
 void
@@ -171,13 +238,20 @@ ks_cpu_matmul(ks_qtype w, const void *W, uint64_t row_bytes, uint64_t n,
               int64_t n_rows, const void *xq, uint64_t xq_stride,
               int64_t n_tok, float *y, uint64_t ldy)
 {
-    if (n_rows <= 0 || n_tok <= 0)
-        return;
-    if (n_tok == 1)
-        ops()->matvec[w](W, row_bytes, n, n_rows, xq, y);
-    else
-        ops()->matmul[w](W, row_bytes, n, n_rows, xq, xq_stride, n_tok, y,
-                         ldy);
+    ks_cpu_matmul_rows(w, W, row_bytes, n, n_rows, n_rows, xq, xq_stride,
+                       n_tok, y, ldy);
+}
+
+void
+ks_cpu_swiglu(float *g, const float *u, uint64_t row_len, uint64_t c0,
+              uint64_t c1)
+{
+    uint64_t nv = row_len / 8 * 8, cv = c1 < nv ? c1 : nv;
+
+    if (c0 < cv)
+        ops()->silu_mul(g + c0, u + c0, cv - c0);
+    for (uint64_t c = c0 > nv ? c0 : nv; c < c1; c++)
+        g[c] = g[c] / (1.0f + expf(-g[c])) * u[c];
 }
 
 void

@@ -49,10 +49,38 @@ void ks_cpu_matvec(ks_qtype w, const void *W, uint64_t row_bytes, uint64_t n,
 
 /* y[t * ldy + r] = dot(row r of W, activation row t) for t < n_tok,
  * r < n_rows; activation rows are |xq_stride| bytes apart. Reads each
- * weight row once for all n_tok activations. */
+ * weight row once for all n_tok activations. Both this and
+ * ks_cpu_matvec sum as ks_cpu_matmul_rows does for a matrix of n_rows
+ * rows. */
 void ks_cpu_matmul(ks_qtype w, const void *W, uint64_t row_bytes, uint64_t n,
                    int64_t n_rows, const void *xq, uint64_t xq_stride,
                    int64_t n_tok, float *y, uint64_t ldy);
+
+/* ks_cpu_matmul for rows of a weight matrix that has |ne1| rows in all
+ * (W points at the first of the |n_rows| rows wanted; y gets those rows
+ * only), summed exactly as llama.cpp's CPU backend (x86-64 AVX2 build)
+ * sums the same product: its path depends on the type, the matrix's row
+ * count and the number of activation rows (n_tok): vec_dot for one
+ * token, llamafile's sgemm for several (F32/F16/BF16 with n % 8 == 0 and
+ * ne1 % 4 == 0, the 32-element types but Q4_1/Q5_1), the repacked 8-row
+ * kernels for Q4_0, IQ4_NL and Q4_K with ne1 % 8 == 0 (GEMM for the
+ * first n_tok / 4 * 4 activation rows, GEMV for the rest), its tiled
+ * kernel for other K-quant products of 8 or more tokens. Results are
+ * bit-identical on the scalar and the SIMD path. Not emulated: weights
+ * llama.cpp keeps unpacked although their shape allows repacking (a
+ * Q4_0/Q4_K output matrix tied to the token embeddings) and the paths of
+ * other builds (AVX-512, VNNI, ARM). */
+void ks_cpu_matmul_rows(ks_qtype w, const void *W, uint64_t row_bytes,
+                        uint64_t n, int64_t ne1, int64_t n_rows,
+                        const void *xq, uint64_t xq_stride, int64_t n_tok,
+                        float *y, uint64_t ldy);
+
+/* g[c] = silu(g[c]) * u[c] for the columns c0 <= c < c1 of one row of
+ * |row_len| values (g and u point at the row's start), as llama.cpp's
+ * ggml_vec_swiglu_f32 computes it: through its AVX2 exponential for the
+ * columns below row_len / 8 * 8, through expf for the rest. */
+void ks_cpu_swiglu(float *g, const float *u, uint64_t row_len, uint64_t c0,
+                   uint64_t c1);
 
 /* Dequantizes one row of |n| elements to f32. */
 void ks_cpu_dequant_row(ks_qtype t, const void *src, float *dst, uint64_t n);

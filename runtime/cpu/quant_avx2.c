@@ -18,8 +18,18 @@
  * Matvecs prefetch the weights two tiles ahead (the hardware prefetcher
  * alone left the four interleaved row streams at half the DRAM rate).
  * Matmuls walk activation rows in chunks small enough to stay in L2 while
- * all weight rows pass over them. */
+ * all weight rows pass over them.
+ *
+ * Every kernel's float operations are llama.cpp's, in its order, for the
+ * path it takes (quant_priv.h), bit-identical to quant_ref.c: the tiles
+ * above are its vec_dot order (one 8-lane accumulator per output, lane l
+ * holding bytes 4l..4l+3 of each 32-byte step, hsum at the end); the
+ * float types' vec_dot keeps four accumulators; weights llama.cpp
+ * repacks (Q4_0, IQ4_NL, Q4_K with rows % 8 == 0) run 8 rows at a time,
+ * one output per lane, their per-block integer sums transposed by a tree
+ * of horizontal adds, and prefetch their row tile ~28 KiB ahead. */
 #include <immintrin.h>
+#include <math.h>
 
 #include "runtime/cpu/quant_priv.h"
 
@@ -241,6 +251,14 @@ mm32(const int ty, const void *W, uint64_t rb, uint64_t n, int64_t nr,
         call(W, rb, n, nr, xq, 0, 1, y, 0);                                 \
     }
 
+#define KS_MMO(name, call)                                                  \
+    static void mm_##name(const void *W, uint64_t rb, uint64_t n,           \
+                          int64_t nr, const void *xq, uint64_t xs,          \
+                          int64_t nt, float *y, uint64_t ldy)               \
+    {                                                                       \
+        call(W, rb, n, nr, xq, xs, nt, y, ldy);                             \
+    }
+
 #define MM32(ty) mm32(ty, W, rb, n, nr, xq, xs, nt, y, ldy)
 
 static void q4_0_all(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy) { MM32(T_Q4_0); }
@@ -255,7 +273,207 @@ KS_MM(q4_1, q4_1_all)
 KS_MM(q5_0, q5_0_all)
 KS_MM(q5_1, q5_1_all)
 KS_MM(q8_0, q8_0_all)
-KS_MM(iq4_nl, iq4_nl_all)
+KS_MMO(iq4_nl, iq4_nl_all)
+
+/* Horizontal sum of 8 int32 lanes (exact). */
+KS_AI int
+hsum_i32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* p[r] holds 8 partial int32 sums of row r: returns the 8 row totals. */
+KS_AI __m256i
+rows8_sum(const __m256i p[8])
+{
+    __m256i h01 = _mm256_hadd_epi32(p[0], p[1]), h23 = _mm256_hadd_epi32(p[2], p[3]);
+    __m256i h45 = _mm256_hadd_epi32(p[4], p[5]), h67 = _mm256_hadd_epi32(p[6], p[7]);
+    __m256i q0 = _mm256_hadd_epi32(h01, h23), q1 = _mm256_hadd_epi32(h45, h67);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20),
+                            _mm256_permute2x128_si256(q0, q1, 0x31));
+}
+
+/* Integer lanes of one 32-element block against one Q8_0 activation
+ * block (lane l: elements 4l..4l+3), for the signed-offset types. */
+KS_AI __m256i
+lanes32(const int ty, __m256i w, __m256i a, __m256i ao)
+{
+    __m256i p;
+
+    if (SIGNED(ty)) {
+        p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+    } else {
+        p = _mm256_maddubs_epi16(w, a);
+        if (OFFSET(ty))
+            p = _mm256_sub_epi16(p, ao);
+    }
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+/* ggml_vec_dot_iq4_nl_q8_0 for one row and one token: blocks in pairs
+ * on two accumulators, an odd last block fused in scalar. */
+static float
+iq4_vd(const uint8_t *w, const uint8_t *x, int64_t nb)
+{
+    __m256 acc[2] = { _mm256_setzero_ps(), _mm256_setzero_ps() };
+    const __m256i z = _mm256_setzero_si256();
+    int64_t b = 0;
+    float s;
+
+    for (; b + 1 < nb; b += 2)
+        for (int k = 0; k < 2; k++) {
+            const uint8_t *wb = w + (uint64_t)(b + k) * 18, *xb = x + (uint64_t)(b + k) * 34;
+            __m256i p = lanes32(T_IQ4, unpack32(T_IQ4, wb), loadu256(xb + 2), z);
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(xb) * h2f(wb)),
+                                     _mm256_cvtepi32_ps(p), acc[k]);
+        }
+    s = hsum(_mm256_add_ps(acc[0], acc[1]));
+    if (b < nb) {
+        const uint8_t *wb = w + (uint64_t)b * 18, *xb = x + (uint64_t)b * 34;
+        int sum = hsum_i32(lanes32(T_IQ4, unpack32(T_IQ4, wb), loadu256(xb + 2), z));
+        s = fmaf((float)sum, h2f(xb) * h2f(wb), s);
+    }
+    return s;
+}
+
+static void
+mm_iq4_vd(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq,
+          uint64_t xs, int64_t nt, float *y, uint64_t ldy)
+{
+    for (int64_t t = 0; t < nt; t++)
+        for (int64_t r = 0; r < nr; r++)
+            y[(uint64_t)t * ldy + (uint64_t)r] =
+                iq4_vd((const uint8_t *)W + (uint64_t)r * rb,
+                       (const uint8_t *)xq + (uint64_t)t * xs, (int64_t)(n / 32));
+}
+
+static void
+mv_iq4_vd(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq,
+          float *y)
+{
+    mm_iq4_vd(W, rb, n, nr, xq, 0, 1, y, 0);
+}
+
+/* Weights repacked by llama.cpp (Q4_0, IQ4_NL with rows % 8 == 0): its
+ * GEMV and GEMM keep, per output, one float and add fma(block integer
+ * sum, d_w*d_x) block after block. Eight rows at a time, one per lane;
+ * other row counts fall to the scalar kernel. */
+static ks_matmul_fn scalar_gemv32[2], scalar_gemv_k, scalar_gemm_k;
+
+/* Prefetches the 64-byte lines that start in [p + i*step, p + (i+1)*step):
+ * called once per step i, it streams a region ahead of its use at the
+ * rate the kernel consumes its own (8-row tiles read a contiguous region
+ * out of order, which the hardware prefetcher does not follow). */
+KS_AI void
+pf_slice(const uint8_t *p, uint64_t step, uint64_t i)
+{
+    uintptr_t a = (uintptr_t)p + i * step, e = a + step;
+
+    for (a = (a + 63) & ~(uintptr_t)63; a < e; a += 64)
+        _mm_prefetch((const char *)a, _MM_HINT_T0);
+}
+
+/* How far ahead 8-row tiles prefetch: whole tiles, about 28 KiB. */
+KS_AI uint64_t
+pf_ahead(uint64_t rb)
+{
+    uint64_t tiles = (28u << 10) / (8 * rb);
+
+    return 8 * rb * (tiles ? tiles : 1);
+}
+
+/* The fp16 at p, p + rb, ..., p + 7 rb as 8 floats. */
+KS_AI __m256
+h2f_rows8(const uint8_t *p, uint64_t rb)
+{
+    uint16_t h[8];
+
+    for (int r = 0; r < 8; r++)
+        memcpy(&h[r], p + (uint64_t)r * rb, 2);
+    __m128i v = _mm_cvtsi32_si128(h[0]);
+    v = _mm_insert_epi16(v, h[1], 1);
+    v = _mm_insert_epi16(v, h[2], 2);
+    v = _mm_insert_epi16(v, h[3], 3);
+    v = _mm_insert_epi16(v, h[4], 4);
+    v = _mm_insert_epi16(v, h[5], 5);
+    v = _mm_insert_epi16(v, h[6], 6);
+    v = _mm_insert_epi16(v, h[7], 7);
+    return _mm256_cvtph_ps(v);
+}
+
+/* m[r] holds 16 int16 partial sums of row r whose total fits int16:
+ * returns the 8 row totals as int32. */
+KS_AI __m256i
+rows8_sum16(const __m256i m[8])
+{
+    __m256i h01 = _mm256_hadd_epi16(m[0], m[1]), h23 = _mm256_hadd_epi16(m[2], m[3]);
+    __m256i h45 = _mm256_hadd_epi16(m[4], m[5]), h67 = _mm256_hadd_epi16(m[6], m[7]);
+    /* each 128-bit half: the 8 rows' sums of its 8 values, in order */
+    __m256i q = _mm256_hadd_epi16(_mm256_hadd_epi16(h01, h23), _mm256_hadd_epi16(h45, h67));
+    __m128i s = _mm_add_epi16(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    return _mm256_cvtepi16_epi32(s);
+}
+
+KS_AI void
+rp32_tile(const int ty, const int T, const uint8_t *W, uint64_t rb,
+          int64_t nb, const uint8_t *X, uint64_t xs, float *y, uint64_t ldy)
+{
+    __m256 acc[4];
+
+    for (int t = 0; t < T; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *wb = W + (uint64_t)b * WBYTES(ty);
+        __m256i w[8];
+        pf_slice(W + pf_ahead(rb), 8 * WBYTES(ty), (uint64_t)b);
+        for (int r = 0; r < 8; r++)
+            w[r] = unpack32(ty, wb + (uint64_t)r * rb);
+        __m256 dw = h2f_rows8(wb, rb);
+        for (int t = 0; t < T; t++) {
+            const uint8_t *xb = X + (uint64_t)t * xs + (uint64_t)b * 34;
+            __m256i a = loadu256(xb + 2), isum, p[8];
+            if (ty == T_Q4_0) {
+                /* |sum| <= 32 * 8 * 127 fits int16 */
+                __m256i ao = _mm256_maddubs_epi16(_mm256_set1_epi8(8), a);
+                for (int r = 0; r < 8; r++)
+                    p[r] = _mm256_sub_epi16(_mm256_maddubs_epi16(w[r], a), ao);
+                isum = rows8_sum16(p);
+            } else {
+                for (int r = 0; r < 8; r++)
+                    p[r] = lanes32(ty, w[r], a, _mm256_setzero_si256());
+                isum = rows8_sum(p);
+            }
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum),
+                                     _mm256_mul_ps(dw, _mm256_set1_ps(h2f(xb))), acc[t]);
+        }
+    }
+    for (int t = 0; t < T; t++)
+        _mm256_storeu_ps(y + (uint64_t)t * ldy, acc[t]);
+}
+
+KS_AI void
+rp32(const int ty, const void *W, uint64_t rb, uint64_t n, int64_t nr,
+     const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy)
+{
+    const uint8_t *w = W, *x = xq;
+    int64_t nb = (int64_t)(n / 32), r = 0;
+
+    for (; r + 8 <= nr; r += 8) {
+        int64_t t = 0;
+        for (; t + 4 <= nt; t += 4)
+            rp32_tile(ty, 4, w + r * rb, rb, nb, x + t * xs, xs, y + t * ldy + r, ldy);
+        for (; t < nt; t++)
+            rp32_tile(ty, 1, w + r * rb, rb, nb, x + t * xs, xs, y + t * ldy + r, ldy);
+    }
+    if (r < nr)
+        scalar_gemv32[ty == T_IQ4](w + r * rb, rb, n, nr - r, xq, xs, nt, y + r, ldy);
+}
+
+static void rp_q4_0(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy) { rp32(T_Q4_0, W, rb, n, nr, xq, xs, nt, y, ldy); }
+static void rp_iq4_nl(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy) { rp32(T_IQ4, W, rb, n, nr, xq, xs, nt, y, ldy); }
 
 /* ---- K-quants against Q8_K ---------------------------------------------- */
 
@@ -275,16 +493,25 @@ lane_pick(int lo, int hi)
 
 #define PFK 2048
 
-/* One weight row x T activation rows. */
+/* One weight row x T activation rows. TL: ggml's tiled kernel instead
+ * of vec_dot (one float per output: per super-block, fma(d_w * integer
+ * sum [- dmin_w * mins, fused], d_x)). */
 KS_AI void
-tile_k(const int ty, const int T, const uint8_t *W, int64_t nb,
+tile_k(const int ty, const int TL, const int T, const uint8_t *W, int64_t nb,
        const uint8_t *X, uint64_t xs, float *y, uint64_t ldy)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256 acc[4];
+    __m128 accm[4], tacc4 = _mm_setzero_ps();
+    float tacc[4];
+    __m256i pmt[4];
 
-    for (int t = 0; t < T; t++)
+    for (int t = 0; t < T; t++) {
         acc[t] = _mm256_setzero_ps();
+        accm[t] = _mm_setzero_ps();
+        tacc[t] = 0.0f;
+        pmt[t] = _mm256_setzero_si256();
+    }
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wb = W + (uint64_t)b * KBYTES(ty);
         const ks_blk_q8_k *xb[4];
@@ -313,11 +540,28 @@ tile_k(const int ty, const int T, const uint8_t *W, int64_t nb,
             __m256i qh = _mm256_setzero_si256();
             if (ty == T_Q5_K)
                 qh = loadu256(((const ks_blk_q5_k *)wb)->qh);
-            /* mins: subtract dmin * sum_j mn[j] * (bsums[2j] + bsums[2j+1]) */
+            /* mins, as ggml: lane l of mn . (pairs of bsums) holds the
+             * sub-blocks 2l, 2l+1; Q4_K accumulates the 4 lanes times
+             * -d_x*dmin, Q5_K their sum into a scalar */
             for (int t = 0; t < T; t++) {
-                __m256i pm = _mm256_madd_epi16(loadu256(xb[t]->bsums), mins2);
-                acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(pm),
-                                          _mm256_set1_ps(dmw * xb[t]->d), acc[t]);
+                /* lane j of the madd: mn[j] * (bsums[2j] + bsums[2j+1]);
+                 * the tiled kernel needs their total only */
+                __m256i pj = _mm256_madd_epi16(loadu256(xb[t]->bsums), mins2);
+                if (TL) {
+                    pmt[t] = pj;
+                    continue;
+                }
+                __m128i pm = _mm_hadd_epi32(_mm256_castsi256_si128(pj),
+                                            _mm256_extracti128_si256(pj, 1));
+                float dmin = -xb[t]->d * dmw;
+                if (ty == T_Q4_K) {
+                    accm[t] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(pm),
+                                           accm[t]);
+                } else { /* lane 0 of accm: the scalar sum */
+                    pm = _mm_add_epi32(pm, _mm_unpackhi_epi64(pm, pm));
+                    pm = _mm_add_epi32(pm, _mm_shuffle_epi32(pm, 1));
+                    accm[t] = _mm_fmadd_ss(_mm_cvtepi32_ps(pm), _mm_set_ss(dmin), accm[t]);
+                }
             }
             for (int g = 0; g < 4; g++) {
                 __m256i v = loadu256(qs + 32 * g);
@@ -374,7 +618,7 @@ tile_k(const int ty, const int T, const uint8_t *W, int64_t nb,
         } else { /* Q2_K, Q3_K: same 2-bit walk, 16 sub-blocks of 16 */
             const uint8_t *qs, *scb;
             int8_t sc3[16];
-            __m256i hm = _mm256_setzero_si256(), sc16;
+            __m256i hm = _mm256_setzero_si256();
             const __m256i m3 = _mm256_set1_epi8(3);
             if (ty == T_Q2_K) {
                 const ks_blk_q2_k *q = (const ks_blk_q2_k *)wb;
@@ -384,26 +628,31 @@ tile_k(const int ty, const int T, const uint8_t *W, int64_t nb,
                 dw = h2f(&q->d);
                 dmw = h2f(&q->dmin);
                 _mm_storeu_si128((__m128i *)sc3, lo4);
-                sc16 = _mm256_cvtepu8_epi16(lo4);
                 __m256i mins16 = _mm256_cvtepu8_epi16(hi4);
                 for (int t = 0; t < T; t++) {
                     __m256i pm = _mm256_madd_epi16(loadu256(xb[t]->bsums), mins16);
-                    acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(pm),
-                                              _mm256_set1_ps(dmw * xb[t]->d), acc[t]);
+                    if (TL)
+                        pmt[t] = pm;
+                    else
+                        acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(pm),
+                                                  _mm256_set1_ps(dmw * xb[t]->d), acc[t]);
                 }
                 qs = q->qs;
             } else {
                 const ks_blk_q3_k *q = (const ks_blk_q3_k *)wb;
                 ks_k3_scales(q->scales, sc3);
                 dw = h2f(&q->d);
-                sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc3));
                 hm = loadu256(q->hmask);
-                /* q = u - 4 with u = low2 + 4*hbit in 0..7: subtract
-                 * 4 * sum_k scale_k * bsums_k */
-                for (int t = 0; t < T; t++)
-                    sumi[t] = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32(
-                        _mm256_madd_epi16(loadu256(xb[t]->bsums), sc16), 2));
                 qs = q->qs;
+                /* the tiled kernel needs the block's total only: take q =
+                 * u - 4 with u = low2 + 4*hbit unsigned, and subtract
+                 * 4 * sum_k scale_k * bsums_k (one product, not two) */
+                if (TL) {
+                    __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc3));
+                    for (int t = 0; t < T; t++)
+                        sumi[t] = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32(
+                            _mm256_madd_epi16(loadu256(xb[t]->bsums), sc16), 2));
+                }
             }
             scb = (const uint8_t *)sc3;
             for (int h = 0; h < 2; h++) {
@@ -412,33 +661,79 @@ tile_k(const int ty, const int T, const uint8_t *W, int64_t nb,
                     ? _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(scb + 8 * h))))
                     : _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(scb + 8 * h))));
                 for (int s = 0; s < 4; s++) {
-                    __m256i u = _mm256_and_si256(v, m3);
+                    __m256i u = _mm256_and_si256(v, m3), hn = u;
                     v = _mm256_srli_epi16(v, 2);
-                    if (ty == T_Q3_K) {
+                    if (ty == T_Q3_K && TL) {
                         u = _mm256_or_si256(u, _mm256_and_si256(_mm256_slli_epi16(hm, 2),
                                                                 _mm256_set1_epi8(4)));
+                        hm = _mm256_srli_epi16(hm, 1);
+                    } else if (ty == T_Q3_K) {
+                        /* signed q = low2 - 4 where the high bit is clear,
+                         * as two unsigned products (ggml's lanes) */
+                        hn = _mm256_andnot_si256(_mm256_slli_epi16(hm, 2),
+                                                 _mm256_set1_epi8(4));
                         hm = _mm256_srli_epi16(hm, 1);
                     }
                     __m256i sv = _mm256_shuffle_epi8(sch, lane_pick(2 * s, 2 * s + 1));
                     for (int t = 0; t < T; t++) {
-                        __m256i p = _mm256_maddubs_epi16(u, loadu256(xb[t]->qs + 128 * h + 32 * s));
+                        __m256i a = loadu256(xb[t]->qs + 128 * h + 32 * s);
+                        __m256i p = _mm256_maddubs_epi16(u, a);
+                        if (ty == T_Q3_K && !TL)
+                            p = _mm256_sub_epi16(p, _mm256_maddubs_epi16(hn, a));
                         sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, sv));
                     }
                 }
             }
         }
-        for (int t = 0; t < T; t++)
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]),
-                                     _mm256_set1_ps(dw * xb[t]->d), acc[t]);
+        if (TL && T == 4) { /* the 4 tokens' epilogues in one vector */
+            __m256i q = _mm256_hadd_epi32(_mm256_hadd_epi32(sumi[0], sumi[1]),
+                                          _mm256_hadd_epi32(sumi[2], sumi[3]));
+            __m128i s1 = _mm_add_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+            __m128 res = _mm_mul_ps(_mm_set1_ps(dw), _mm_cvtepi32_ps(s1));
+            if (ty == T_Q2_K || ty == T_Q4_K || ty == T_Q5_K) {
+                __m256i m = _mm256_hadd_epi32(_mm256_hadd_epi32(pmt[0], pmt[1]),
+                                              _mm256_hadd_epi32(pmt[2], pmt[3]));
+                __m128i s2 = _mm_add_epi32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
+                res = _mm_fnmadd_ps(_mm_set1_ps(dmw), _mm_cvtepi32_ps(s2), res);
+            }
+            tacc4 = _mm_fmadd_ps(res, _mm_setr_ps(xb[0]->d, xb[1]->d, xb[2]->d, xb[3]->d), tacc4);
+        }
+        for (int t = 0; t < T; t++) {
+            if (TL && T == 4) {
+                break;
+            } else if (TL) {
+                float res = dw * (float)hsum_i32(sumi[t]);
+                if (ty == T_Q2_K || ty == T_Q4_K || ty == T_Q5_K)
+                    res = fmaf(-dmw, (float)hsum_i32(pmt[t]), res);
+                tacc[t] = fmaf(res, xb[t]->d, tacc[t]);
+            } else {
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]),
+                                         _mm256_set1_ps(dw * xb[t]->d), acc[t]);
+            }
+        }
     }
-    for (int t = 0; t < T; t++)
-        y[(uint64_t)t * ldy] = hsum(acc[t]);
+    for (int t = 0; t < T; t++) {
+        float v = hsum(acc[t]);
+        if (TL) {
+            float tv[4];
+            _mm_storeu_ps(tv, tacc4);
+            y[(uint64_t)t * ldy] = T == 4 ? tv[t] : tacc[t];
+            continue;
+        }
+        if (ty == T_Q4_K) {
+            __m128 m = _mm_add_ps(accm[t], _mm_movehl_ps(accm[t], accm[t]));
+            v += _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)));
+        } else if (ty == T_Q5_K) {
+            v += _mm_cvtss_f32(accm[t]);
+        }
+        y[(uint64_t)t * ldy] = v;
+    }
 }
 
 #define TBK 4
 
 KS_AI void
-mmk(const int ty, const void *W, uint64_t rb, uint64_t n, int64_t nr,
+mmk(const int ty, const int TL, const void *W, uint64_t rb, uint64_t n, int64_t nr,
     const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy)
 {
     const uint8_t *w = W, *x = xq;
@@ -450,19 +745,190 @@ mmk(const int ty, const void *W, uint64_t rb, uint64_t n, int64_t nr,
         for (int64_t r = 0; r < nr; r++) {
             int64_t t = t0;
             for (; t + TBK <= te; t += TBK)
-                tile_k(ty, TBK, w + r * rb, nb, x + t * xs, xs, y + t * ldy + r, ldy);
+                tile_k(ty, TL, TBK, w + r * rb, nb, x + t * xs, xs, y + t * ldy + r, ldy);
             for (; t < te; t++)
-                tile_k(ty, 1, w + r * rb, nb, x + t * xs, xs, y + t * ldy + r, ldy);
+                tile_k(ty, TL, 1, w + r * rb, nb, x + t * xs, xs, y + t * ldy + r, ldy);
         }
     }
 }
 
-#define MMK(ty) mmk(ty, W, rb, n, nr, xq, xs, nt, y, ldy)
+/* Q4_K weights repacked by llama.cpp (rows % 8 == 0), eight rows at a
+ * time, one per lane. Its GEMV keeps per output two floats, fma(integer
+ * sum of a super-block, d_w*d_x) and fma(integer mins, dmin_w*d_x),
+ * subtracted at the end; its GEMM does the same per pair of 32-element
+ * sub-blocks (GEMM != 0). */
+/* The 12 scale bytes of a Q4_K/Q5_K block at p (16 bytes are read) as
+ * [sc0..sc7, mn0..mn7]. */
+KS_AI __m128i
+k4_scales_v(const uint8_t *p)
+{
+    const __m128i v = _mm_loadu_si128((const __m128i *)p);
+    const __m128i m15 = _mm_set1_epi8(0x0F);
+    __m128i lo6 = _mm_and_si128(v, _mm_set1_epi8(0x3F));
+    __m128i top = _mm_and_si128(_mm_srli_epi16(v, 6), _mm_set1_epi8(3));
+    __m128i nlo = _mm_and_si128(v, m15);
+    __m128i nhi = _mm_and_si128(_mm_srli_epi16(v, 4), m15);
+    __m128i a = _mm_shuffle_epi8(lo6, _mm_setr_epi8(0, 1, 2, 3, -1, -1, -1, -1,
+                                                    4, 5, 6, 7, -1, -1, -1, -1));
+    __m128i b = _mm_shuffle_epi8(nlo, _mm_setr_epi8(-1, -1, -1, -1, 8, 9, 10, 11,
+                                                    -1, -1, -1, -1, -1, -1, -1, -1));
+    __m128i c = _mm_shuffle_epi8(nhi, _mm_setr_epi8(-1, -1, -1, -1, -1, -1, -1, -1,
+                                                    -1, -1, -1, -1, 8, 9, 10, 11));
+    __m128i d = _mm_shuffle_epi8(top, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3,
+                                                    -1, -1, -1, -1, 4, 5, 6, 7));
+    return _mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, _mm_slli_epi16(d, 4)));
+}
+
+KS_AI void
+rpk_tile(const int GEMM, const int T, const uint8_t *W, uint64_t rb,
+         int64_t nb, const uint8_t *X, uint64_t xs, float *y, uint64_t ldy)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc[4], accm[4];
+
+    for (int t = 0; t < T; t++) {
+        acc[t] = _mm256_setzero_ps();
+        accm[t] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *wb = W + (uint64_t)b * 144;
+        const ks_blk_q8_k *xb[4];
+        __m256i scl[8], tot[4][8], imin[4][4];
+        __m128i mins[8];
+        __m256 dd[4], dm[4];
+        pf_slice(W + pf_ahead(rb), 8 * 144, (uint64_t)b);
+        for (int r = 0; r < 8; r++) {
+            __m128i sm = k4_scales_v(wb + (uint64_t)r * rb + 4);
+            scl[r] = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+            mins[r] = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
+        }
+        __m256 dw = h2f_rows8(wb, rb), dmw = h2f_rows8(wb + 2, rb);
+        for (int t = 0; t < T; t++) {
+            __m128i pm[8];
+            xb[t] = (const ks_blk_q8_k *)(X + (uint64_t)t * xs) + b;
+            __m256i bs = loadu256(xb[t]->bsums);
+            __m128i bp = _mm_hadd_epi16(_mm256_castsi256_si128(bs),
+                                        _mm256_extracti128_si256(bs, 1));
+            dd[t] = _mm256_mul_ps(dw, _mm256_set1_ps(xb[t]->d));
+            dm[t] = _mm256_mul_ps(dmw, _mm256_set1_ps(xb[t]->d));
+            for (int r = 0; r < 8; r++) {
+                pm[r] = _mm_madd_epi16(mins[r], bp);
+                tot[t][r] = _mm256_setzero_si256();
+            }
+            if (GEMM) {
+                /* lane g of each row's pm: the mins of sub-block pair g */
+                for (int h = 0; h < 2; h++) {
+                    __m128i t0 = _mm_unpacklo_epi32(pm[4 * h], pm[4 * h + 1]);
+                    __m128i t1 = _mm_unpacklo_epi32(pm[4 * h + 2], pm[4 * h + 3]);
+                    __m128i t2 = _mm_unpackhi_epi32(pm[4 * h], pm[4 * h + 1]);
+                    __m128i t3 = _mm_unpackhi_epi32(pm[4 * h + 2], pm[4 * h + 3]);
+                    __m128i g4[4] = { _mm_unpacklo_epi64(t0, t1), _mm_unpackhi_epi64(t0, t1),
+                                      _mm_unpacklo_epi64(t2, t3), _mm_unpackhi_epi64(t2, t3) };
+                    for (int g = 0; g < 4; g++)
+                        imin[t][g] = h == 0 ? _mm256_castsi128_si256(g4[g])
+                                            : _mm256_inserti128_si256(imin[t][g], g4[g], 1);
+                }
+            } else {
+                __m128i h01 = _mm_hadd_epi32(pm[0], pm[1]), h23 = _mm_hadd_epi32(pm[2], pm[3]);
+                __m128i h45 = _mm_hadd_epi32(pm[4], pm[5]), h67 = _mm_hadd_epi32(pm[6], pm[7]);
+                imin[t][0] = _mm256_set_m128i(_mm_hadd_epi32(h45, h67), _mm_hadd_epi32(h01, h23));
+            }
+        }
+        for (int g = 0; GEMM && g < 4; g++) {
+            /* rows in pairs, each pair folded at once into the row-sum
+             * tree (h: rows 2p, 2p+1; q0: rows 0-3, q1: rows 4-7) so
+             * that few vectors stay live */
+            __m256i hp[4], q[2][4];
+            for (int rp = 0; rp < 4; rp++) {
+                __m256i lo[2], hi[2], s_lo[2], s_hi[2];
+                for (int k = 0; k < 2; k++) {
+                    int r = 2 * rp + k;
+                    __m256i v = loadu256(wb + (uint64_t)r * rb + 16 + 32 * g);
+                    lo[k] = _mm256_and_si256(v, m4);
+                    hi[k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                    s_lo[k] = _mm256_shuffle_epi8(scl[r], lane_pick(2 * g, 2 * g));
+                    s_hi[k] = _mm256_shuffle_epi8(scl[r], lane_pick(2 * g + 1, 2 * g + 1));
+                }
+                for (int t = 0; t < T; t++) {
+                    __m256i ylo = loadu256(xb[t]->qs + 64 * g), yhi = loadu256(xb[t]->qs + 64 * g + 32);
+                    __m256i pk[2];
+                    for (int k = 0; k < 2; k++)
+                        pk[k] = _mm256_add_epi32(
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(lo[k], ylo), s_lo[k]),
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(hi[k], yhi), s_hi[k]));
+                    __m256i h = _mm256_hadd_epi32(pk[0], pk[1]);
+                    if (rp % 2 == 0)
+                        hp[t] = h;
+                    else
+                        q[rp / 2][t] = _mm256_hadd_epi32(hp[t], h);
+                }
+            }
+            for (int t = 0; t < T; t++) {
+                __m256i isum = _mm256_add_epi32(_mm256_permute2x128_si256(q[0][t], q[1][t], 0x20),
+                                                _mm256_permute2x128_si256(q[0][t], q[1][t], 0x31));
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), dd[t], acc[t]);
+                accm[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin[t][g]), dm[t], accm[t]);
+            }
+        }
+        for (int g = 0; !GEMM && g < 4; g++) {
+            for (int r = 0; r < 8; r++) {
+                __m256i v = loadu256(wb + (uint64_t)r * rb + 16 + 32 * g);
+                __m256i lo = _mm256_and_si256(v, m4);
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                __m256i s_lo = _mm256_shuffle_epi8(scl[r], lane_pick(2 * g, 2 * g));
+                __m256i s_hi = _mm256_shuffle_epi8(scl[r], lane_pick(2 * g + 1, 2 * g + 1));
+                for (int t = 0; t < T; t++) {
+                    __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, loadu256(xb[t]->qs + 64 * g)), s_lo);
+                    __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, loadu256(xb[t]->qs + 64 * g + 32)), s_hi);
+                    tot[t][r] = _mm256_add_epi32(tot[t][r], _mm256_add_epi32(p0, p1));
+                }
+            }
+        }
+        if (!GEMM)
+            for (int t = 0; t < T; t++) {
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(rows8_sum(tot[t])), dd[t], acc[t]);
+                accm[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin[t][0]), dm[t], accm[t]);
+            }
+    }
+    for (int t = 0; t < T; t++)
+        _mm256_storeu_ps(y + (uint64_t)t * ldy, _mm256_sub_ps(acc[t], accm[t]));
+}
+
+KS_AI void
+rpk(const int GEMM, const void *W, uint64_t rb, uint64_t n, int64_t nr,
+    const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy)
+{
+    const uint8_t *w = W, *x = xq;
+    int64_t nb = (int64_t)(n / 256), r = 0;
+
+    for (; r + 8 <= nr; r += 8) {
+        int64_t t = 0;
+        for (; t + 4 <= nt; t += 4)
+            rpk_tile(GEMM, 4, w + r * rb, rb, nb, x + t * xs, xs, y + t * ldy + r, ldy);
+        for (; t + 2 <= nt; t += 2)
+            rpk_tile(GEMM, 2, w + r * rb, rb, nb, x + t * xs, xs, y + t * ldy + r, ldy);
+        for (; t < nt; t++)
+            rpk_tile(GEMM, 1, w + r * rb, rb, nb, x + t * xs, xs, y + t * ldy + r, ldy);
+    }
+    if (r < nr)
+        (GEMM ? scalar_gemm_k : scalar_gemv_k)(w + r * rb, rb, n, nr - r, xq, xs, nt, y + r, ldy);
+}
+
+static void rp_q4_k_gemv(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy) { rpk(0, W, rb, n, nr, xq, xs, nt, y, ldy); }
+static void rp_q4_k_gemm(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy) { rpk(1, W, rb, n, nr, xq, xs, nt, y, ldy); }
+
+#define MMK(ty) mmk(ty, 0, W, rb, n, nr, xq, xs, nt, y, ldy)
+#define MMKT(ty) mmk(ty, 1, W, rb, n, nr, xq, xs, nt, y, ldy)
 static void q2_k_all(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy) { MMK(T_Q2_K); }
 static void q3_k_all(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy) { MMK(T_Q3_K); }
 static void q4_k_all(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy) { MMK(T_Q4_K); }
 static void q5_k_all(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy) { MMK(T_Q5_K); }
 static void q6_k_all(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy) { MMK(T_Q6_K); }
+static void q2_k_tl(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy) { MMKT(T_Q2_K); }
+static void q3_k_tl(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy) { MMKT(T_Q3_K); }
+static void q4_k_tl(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy) { MMKT(T_Q4_K); }
+static void q5_k_tl(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy) { MMKT(T_Q5_K); }
+static void q6_k_tl(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy) { MMKT(T_Q6_K); }
 
 KS_MM(q2_k, q2_k_all)
 KS_MM(q3_k, q3_k_all)
@@ -563,9 +1029,84 @@ static void f32_all(const void *W, uint64_t rb, uint64_t n, int64_t nr, const vo
 static void f16_all(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy) { MMF(T_F16); }
 static void bf16_all(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy) { MMF(T_BF16); }
 
-KS_MM(f32, f32_all)
-KS_MM(f16, f16_all)
-KS_MM(bf16, bf16_all)
+KS_MMO(f32, f32_all)
+KS_MMO(f16, f16_all)
+KS_MMO(bf16, bf16_all)
+
+/* ggml_vec_dot_f32/_f16/_bf16 for one row and one token: four 8-lane
+ * accumulators over steps of 32; F32 and F16 reduce them with
+ * GGML_F32x8_REDUCE ((0+2)+(1+3), low + high, two hadds), BF16 with
+ * (0+2)+(1+3) and hsum. Rests: F32 in float, the part GCC vectorized
+ * multiplied then added, the last 0-3 fused; F16 and BF16 in double. */
+KS_AI float
+fvd(const int ty, const uint8_t *w, const uint8_t *x, uint64_t n)
+{
+    const int es = ty == T_F32 ? 4 : 2;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, v;
+    uint64_t np = n & ~(uint64_t)31, i;
+
+    for (i = 0; i < np; i += 32) {
+        a0 = _mm256_fmadd_ps(load8(ty, w + i * es), load8(ty, x + i * es), a0);
+        a1 = _mm256_fmadd_ps(load8(ty, w + (i + 8) * es), load8(ty, x + (i + 8) * es), a1);
+        a2 = _mm256_fmadd_ps(load8(ty, w + (i + 16) * es), load8(ty, x + (i + 16) * es), a2);
+        a3 = _mm256_fmadd_ps(load8(ty, w + (i + 24) * es), load8(ty, x + (i + 24) * es), a3);
+    }
+    v = _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3));
+    if (ty == T_BF16) {
+        double s = 0.0 + (double)hsum(v);
+        for (; i < n; i++)
+            s += (double)(load1(ty, w + i * es) * load1(ty, x + i * es));
+        return (float)s;
+    }
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    t = _mm_hadd_ps(t, t);
+    float r = _mm_cvtss_f32(_mm_hadd_ps(t, t));
+    if (ty == T_F16) {
+        double s = (double)r;
+        for (; i < n; i++)
+            s += (double)(load1(ty, w + i * es) * load1(ty, x + i * es));
+        return (float)s;
+    }
+    uint64_t rest = n - np, nm = rest >= 8 ? rest & ~(uint64_t)7 : 0;
+    nm += rest - nm >= 4 ? 4 : 0;
+    for (; i < np + nm; i++) {
+        float p = load1(ty, w + i * es) * load1(ty, x + i * es);
+        r = r + p;
+    }
+    for (; i < n; i++)
+        r = fmaf(load1(ty, w + i * es), load1(ty, x + i * es), r);
+    return r;
+}
+
+KS_AI void
+mm_fvd(const int ty, const void *W, uint64_t rb, uint64_t n, int64_t nr,
+       const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy)
+{
+    for (int64_t t = 0; t < nt; t++)
+        for (int64_t r = 0; r < nr; r++) {
+            const uint8_t *w = (const uint8_t *)W + (uint64_t)r * rb;
+            if (nt == 1)
+                _mm_prefetch((const char *)w + 2 * rb, _MM_HINT_T0);
+            y[(uint64_t)t * ldy + (uint64_t)r] =
+                fvd(ty, w, (const uint8_t *)xq + (uint64_t)t * xs, n);
+        }
+}
+
+#define KS_FVD(name, ty)                                                    \
+    static void mm_##name##_vd(const void *W, uint64_t rb, uint64_t n,      \
+                               int64_t nr, const void *xq, uint64_t xs,     \
+                               int64_t nt, float *y, uint64_t ldy)          \
+    {                                                                       \
+        mm_fvd(ty, W, rb, n, nr, xq, xs, nt, y, ldy);                       \
+    }                                                                       \
+    static void mv_##name##_vd(const void *W, uint64_t rb, uint64_t n,      \
+                               int64_t nr, const void *xq, float *y)        \
+    {                                                                       \
+        mm_fvd(ty, W, rb, n, nr, xq, 0, 1, y, 0);                           \
+    }
+KS_FVD(f32, T_F32)
+KS_FVD(f16, T_F16)
+KS_FVD(bf16, T_BF16)
 
 /* ---- activation quantization (bit-identical to quant_ref.c) ------------ */
 
@@ -695,21 +1236,63 @@ qa_f16(const float *x, void *xq, uint64_t n)
         y[i] = ks_f2h(x[i]);
 }
 
+/* ---- SiLU: ggml_v_silu, as llama.cpp's AVX2 build ---- */
+
+static ks_silu_mul_fn scalar_silu_mul;
+
+static void
+silu_mul(float *g, const float *u, uint64_t n)
+{
+    uint64_t i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(g + i);
+        __m256 e = ks_v_expf8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+        __m256 sl = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1), e));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(sl, _mm256_loadu_ps(u + i)));
+    }
+    if (i < n)
+        scalar_silu_mul(g + i, u + i, n - i);
+}
+
 void
 ks_quant_ops_avx2(ks_quant_ops *ops)
 {
 #define SET(T, name)                       \
     ops->matvec[KS_QUANT_##T] = mv_##name; \
     ops->matmul[KS_QUANT_##T] = mm_##name;
-    SET(F32, f32)
-    SET(F16, f16)
-    SET(BF16, bf16)
+    /* the llamafile tile kernels sum as tinyBLAS does (one 8-lane
+     * accumulator); vec_dot keeps four */
+    ops->mm_blas[KS_QUANT_F32] = mm_f32;
+    ops->mm_blas[KS_QUANT_F16] = mm_f16;
+    ops->mm_blas[KS_QUANT_BF16] = mm_bf16;
+    ops->mm_blas[KS_QUANT_IQ4_NL] = mm_iq4_nl;
+    scalar_gemv32[0] = ops->mm_gemv[KS_QUANT_Q4_0];
+    scalar_gemv32[1] = ops->mm_gemv[KS_QUANT_IQ4_NL];
+    scalar_gemv_k = ops->mm_gemv[KS_QUANT_Q4_K];
+    scalar_gemm_k = ops->mm_gemm[KS_QUANT_Q4_K];
+    scalar_silu_mul = ops->silu_mul;
+    ops->mm_gemv[KS_QUANT_Q4_0] = rp_q4_0;
+    ops->mm_gemm[KS_QUANT_Q4_0] = rp_q4_0;
+    ops->mm_gemv[KS_QUANT_IQ4_NL] = rp_iq4_nl;
+    ops->mm_gemm[KS_QUANT_IQ4_NL] = rp_iq4_nl;
+    ops->mm_gemv[KS_QUANT_Q4_K] = rp_q4_k_gemv;
+    ops->mm_gemm[KS_QUANT_Q4_K] = rp_q4_k_gemm;
+    ops->mm_tiled[KS_QUANT_Q2_K] = q2_k_tl;
+    ops->mm_tiled[KS_QUANT_Q3_K] = q3_k_tl;
+    ops->mm_tiled[KS_QUANT_Q4_K] = q4_k_tl;
+    ops->mm_tiled[KS_QUANT_Q5_K] = q5_k_tl;
+    ops->mm_tiled[KS_QUANT_Q6_K] = q6_k_tl;
+    ops->silu_mul = silu_mul;
+    SET(F32, f32_vd)
+    SET(F16, f16_vd)
+    SET(BF16, bf16_vd)
+    SET(IQ4_NL, iq4_vd)
     SET(Q4_0, q4_0)
     SET(Q4_1, q4_1)
     SET(Q5_0, q5_0)
     SET(Q5_1, q5_1)
     SET(Q8_0, q8_0)
-    SET(IQ4_NL, iq4_nl)
     SET(Q2_K, q2_k)
     SET(Q3_K, q3_k)
     SET(Q4_K, q4_k)

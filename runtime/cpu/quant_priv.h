@@ -4,6 +4,7 @@
 #ifndef KS_CPU_QUANT_PRIV_H
 #define KS_CPU_QUANT_PRIV_H
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -190,6 +191,81 @@ ks_k3_scales(const uint8_t *b, int8_t sc[16])
     }
 }
 
+/* ggml_v_expf, llama.cpp's AVX2 exponential (an ARM optimized-routines
+ * design, about 1.5 ulp), for one lane: fused multiply-adds and bit
+ * operations exactly as the 8-lane version (ks_v_expf8) does them. */
+static inline float
+ks_v_expf(float x)
+{
+    const float r = 0x1.8p23f;
+    float z = fmaf(x, 0x1.715476p+0f, r), n = z - r, k, u, j, s1, s2;
+    float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
+    uint32_t zb, e, kb, g;
+
+    memcpy(&zb, &z, 4);
+    e = zb << 23;
+    kb = e + 0x3f800000u; /* + bits of 1.0f */
+    memcpy(&k, &kb, 4);
+    u = b * b;
+    j = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u,
+                  fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+             u, 0x1.ffffecp-1f * b);
+    if (!(fabsf(n) > 126.0f))
+        return fmaf(j, k, k);
+    g = n <= 0.0f ? 0x82000000u : 0u;
+    kb = g + 0x7f000000u;
+    memcpy(&s1, &kb, 4);
+    kb = e - g;
+    memcpy(&s2, &kb, 4);
+    if (fabsf(n) > 192.0f)
+        return s1 * s1;
+    return fmaf(s2, j, s2) * s1;
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+
+/* The 8-lane ggml_v_expf (files compiled for AVX2+FMA only). */
+static inline __m256
+ks_v_expf8(__m256 x)
+{
+    const __m256 r = _mm256_set1_ps(0x1.8p23f);
+    const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), r);
+    const __m256 n = _mm256_sub_ps(z, r);
+    const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
+                                      _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+    const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+    const __m256 k = _mm256_castsi256_ps(
+        _mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1))));
+    const __m256i c = _mm256_castps_si256(
+        _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), n),
+                      _mm256_set1_ps(126), _CMP_GT_OQ));
+    const __m256 u = _mm256_mul_ps(b, b);
+    const __m256 j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b,
+                                        _mm256_set1_ps(0x1.573e2ep-5f)), u,
+                        _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b,
+                                        _mm256_set1_ps(0x1.fffdb6p-2f))),
+        u, _mm256_mul_ps(_mm256_set1_ps(0x1.ffffecp-1f), b));
+    if (!_mm256_movemask_ps(_mm256_castsi256_ps(c)))
+        return _mm256_fmadd_ps(j, k, k);
+    const __m256i g = _mm256_and_si256(
+        _mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+        _mm256_set1_epi32((int)0x82000000u));
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    const __m256i d = _mm256_castps_si256(
+        _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), n),
+                      _mm256_set1_ps(192), _CMP_GT_OQ));
+    return _mm256_or_ps(
+        _mm256_and_ps(_mm256_castsi256_ps(d), _mm256_mul_ps(s1, s1)),
+        _mm256_andnot_ps(_mm256_castsi256_ps(d),
+            _mm256_or_ps(_mm256_and_ps(_mm256_castsi256_ps(c),
+                                       _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1)),
+                         _mm256_andnot_ps(_mm256_castsi256_ps(c), _mm256_fmadd_ps(k, j, k)))));
+}
+#endif
+
 /* Kernel signatures; see quant.h for the contracts. matmul with n_tok 1
  * is the matvec. */
 typedef void (*ks_matmul_fn)(const void *W, uint64_t row_bytes, uint64_t n,
@@ -201,15 +277,40 @@ typedef void (*ks_matvec_fn)(const void *W, uint64_t row_bytes, uint64_t n,
 typedef void (*ks_dequant_fn)(const void *src, float *dst, uint64_t n);
 typedef void (*ks_quant_act_fn)(const float *x, void *xq, uint64_t n);
 
+/* g[i] = silu(g[i]) * u[i] for i < n, silu through llama.cpp's 8-lane
+ * AVX2 exponential (ggml_v_expf), whatever n is. */
+typedef void (*ks_silu_mul_fn)(float *g, const float *u, uint64_t n);
+
 /* One implementation set. Entries are indexed by weight type, except
  * quant_act, indexed by activation type (F32, F16, BF16, Q8_0, Q8_1,
  * Q8_K). A SIMD filler overwrites the entries it implements and leaves
- * the scalar ones elsewhere. */
+ * the scalar ones elsewhere.
+ *
+ * Every product follows, float operation by float operation, one of the
+ * paths llama.cpp's CPU backend (x86-64, AVX2+FMA+F16C build) takes, so
+ * that the scalar and the SIMD kernels agree bit for bit with each other
+ * and with the peer (quant.c picks the path as llama.cpp does):
+ *   matvec/matmul  the type's ggml_vec_dot_* (one token, or prefill for
+ *                  the types llamafile computes in the same order);
+ *   mm_blas        llamafile's tinyBLAS order where it differs from
+ *                  vec_dot: F32, F16, BF16 (one 8-lane accumulator) and
+ *                  IQ4_NL (one accumulator instead of two);
+ *   mm_gemv        the GEMV of weights repacked 8 rows at a time (Q4_0,
+ *                  IQ4_NL, Q4_K: one scalar accumulator per output);
+ *   mm_gemm        their GEMM (4 tokens at a time; differs from the GEMV
+ *                  for Q4_K only);
+ *   mm_tiled       ggml's tiled kernel for K-quants (unpacked weights,
+ *                  8 or more tokens). */
 typedef struct ks_quant_ops {
     ks_matvec_fn    matvec[KS_QUANT_COUNT];
     ks_matmul_fn    matmul[KS_QUANT_COUNT];
+    ks_matmul_fn    mm_blas[KS_QUANT_COUNT];
+    ks_matmul_fn    mm_gemv[KS_QUANT_COUNT];
+    ks_matmul_fn    mm_gemm[KS_QUANT_COUNT];
+    ks_matmul_fn    mm_tiled[KS_QUANT_COUNT];
     ks_dequant_fn   dequant[KS_QUANT_COUNT];
     ks_quant_act_fn quant_act[KS_QUANT_COUNT];
+    ks_silu_mul_fn  silu_mul;
 } ks_quant_ops;
 
 void ks_quant_ops_scalar(ks_quant_ops *ops);

@@ -9,9 +9,14 @@
  *
  * K-quant super-blocks are first unpacked into 256 small integers with a
  * scale (and min) per 16 elements; the dot product and the dequantizer
- * share that one decoder of the bit layouts. The SIMD files must match
- * these results up to float summation order, and match the activation
- * quantizers bit for bit. */
+ * share that one decoder of the bit layouts.
+ *
+ * Every product reproduces the float operations of the llama.cpp kernel
+ * that computes it (quant_priv.h names them) in portable C: its 8-lane
+ * accumulators as arrays updated with fmaf, its horizontal sums as the
+ * same trees of additions. The AVX2 file must match these results, and
+ * the activation quantizers, bit for bit (tests/quant checks both, and
+ * both against hashes of llama.cpp's own results). */
 #include <float.h>
 #include <math.h>
 #include <string.h>
@@ -438,216 +443,466 @@ qa_bf16(const float *x, void *xq, uint64_t n)
         y[i] = ks_f2bf(x[i]);
 }
 
-/* ---- dot products ------------------------------------------------------ */
+/* ---- dot products ------------------------------------------------------
+ * Each product reproduces, operation by operation, the llama.cpp AVX2
+ * kernel that computes it there (quant_priv.h lists them): an 8-lane
+ * float accumulator becomes an array of 8 floats updated with fmaf in
+ * the same order, a horizontal sum the same tree of additions. Integer
+ * sums are exact in any order, but which elements a lane holds decides
+ * the float results, and is kept: lane l of a 32-byte step holds its
+ * bytes 4l..4l+3. */
 
+/* ggml's hsum_float_8 and llamafile's hsum: high + low half, then
+ * (0 + 2) + (1 + 3). */
 static float
-dot_f32(const void *w, const void *x, uint64_t n)
+hsum8(const float a[8])
+{
+    float t0 = a[0] + a[4], t1 = a[1] + a[5], t2 = a[2] + a[6];
+    float t3 = a[3] + a[7];
+
+    return (t0 + t2) + (t1 + t3);
+}
+
+/* GGML_F32x8_REDUCE of four accumulators: (0 + 2) + (1 + 3) lane-wise,
+ * low + high half, then two horizontal adds: (0 + 1) + (2 + 3). */
+static float
+reduce4x8(float a[4][8])
+{
+    float v[8], t0, t1, t2, t3;
+
+    for (int l = 0; l < 8; l++)
+        v[l] = (a[0][l] + a[2][l]) + (a[1][l] + a[3][l]);
+    t0 = v[0] + v[4];
+    t1 = v[1] + v[5];
+    t2 = v[2] + v[6];
+    t3 = v[3] + v[7];
+    return (t0 + t1) + (t2 + t3);
+}
+
+typedef float (*load_fn)(const void *p, uint64_t i);
+
+static float ld_f32(const void *p, uint64_t i) { return ((const float *)p)[i]; }
+static float ld_f16(const void *p, uint64_t i) { return ks_h2f(((const uint16_t *)p)[i]); }
+static float ld_bf16(const void *p, uint64_t i) { return ks_bf2f(((const uint16_t *)p)[i]); }
+
+/* ggml_vec_dot_f32: four 8-lane accumulators over steps of 32, reduced
+ * to a float; of the rest, what GCC vectorized (groups of 8, then of 4)
+ * is multiplied and then added one by one, the last 0-3 are fused. */
+static float
+dot_f32_vd(const void *w, const void *x, uint64_t n)
 {
     const float *a = w, *b = x;
-    float s = 0.0f;
+    uint64_t np = n & ~(uint64_t)31, rest = n - np, i, nm;
+    float acc[4][8] = { { 0 } }, s;
 
-    for (uint64_t i = 0; i < n; i++)
-        s += a[i] * b[i];
-    return s;
-}
-
-static float
-dot_f16(const void *w, const void *x, uint64_t n)
-{
-    const uint16_t *a = w, *b = x;
-    float s = 0.0f;
-
-    for (uint64_t i = 0; i < n; i++)
-        s += ks_h2f(a[i]) * ks_h2f(b[i]);
-    return s;
-}
-
-static float
-dot_bf16(const void *w, const void *x, uint64_t n)
-{
-    const uint16_t *a = w, *b = x;
-    float s = 0.0f;
-
-    for (uint64_t i = 0; i < n; i++)
-        s += ks_bf2f(a[i]) * ks_bf2f(b[i]);
-    return s;
-}
-
-static float
-dot_q4_0(const void *w, const void *x, uint64_t n)
-{
-    const ks_blk_q4_0 *a = w;
-    const ks_blk_q8_0 *b = x;
-    float s = 0.0f;
-
-    for (uint64_t i = 0; i < n / 32; i++) {
-        int sumi = 0;
-        for (int j = 0; j < 16; j++) {
-            sumi += ((a[i].qs[j] & 0xF) - 8) * b[i].qs[j];
-            sumi += ((a[i].qs[j] >> 4) - 8) * b[i].qs[j + 16];
-        }
-        s += (float)sumi * (ks_h2f(a[i].d) * ks_h2f(b[i].d));
+    for (i = 0; i < np; i += 32)
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 8; l++)
+                acc[j][l] = fmaf(a[i + 8 * j + l], b[i + 8 * j + l],
+                                 acc[j][l]);
+    s = reduce4x8(acc);
+    nm = rest >= 8 ? rest & ~(uint64_t)7 : 0;
+    nm += rest - nm >= 4 ? 4 : 0;
+    for (i = np; i < np + nm; i++) {
+        float p = a[i] * b[i]; /* rounded: no contraction across statements */
+        s = s + p;
     }
+    for (; i < n; i++)
+        s = fmaf(a[i], b[i], s);
     return s;
 }
 
+/* ggml_vec_dot_f16: the same four accumulators and reduction, the rest
+ * summed in double. */
 static float
-dot_q4_1(const void *w, const void *x, uint64_t n)
+dot_f16_vd(const void *w, const void *x, uint64_t n)
 {
-    const ks_blk_q4_1 *a = w;
-    const ks_blk_q8_1 *b = x;
-    float s = 0.0f;
+    uint64_t np = n & ~(uint64_t)31, i;
+    float acc[4][8] = { { 0 } };
+    double s;
 
-    for (uint64_t i = 0; i < n / 32; i++) {
-        int sumi = 0;
+    for (i = 0; i < np; i += 32)
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 8; l++)
+                acc[j][l] = fmaf(ld_f16(w, i + 8 * j + l),
+                                 ld_f16(x, i + 8 * j + l), acc[j][l]);
+    s = (double)reduce4x8(acc);
+    for (; i < n; i++)
+        s += (double)(ld_f16(w, i) * ld_f16(x, i));
+    return (float)s;
+}
+
+/* ggml_vec_dot_bf16: four accumulators over steps of 32, summed as
+ * (0 + 2) + (1 + 3) and then by hsum8, the rest in double. */
+static float
+dot_bf16_vd(const void *w, const void *x, uint64_t n)
+{
+    float acc[4][8] = { { 0 } }, v[8];
+    uint64_t i = 0;
+    double s;
+
+    for (; i + 32 <= n; i += 32)
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 8; l++)
+                acc[j][l] = fmaf(ld_bf16(w, i + 8 * j + l),
+                                 ld_bf16(x, i + 8 * j + l), acc[j][l]);
+    for (int l = 0; l < 8; l++)
+        v[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    s = 0.0 + (double)hsum8(v);
+    for (; i < n; i++)
+        s += (double)(ld_bf16(w, i) * ld_bf16(x, i));
+    return (float)s;
+}
+
+/* llamafile's tinyBLAS for float types: one 8-lane accumulator over
+ * steps of 8, then hsum8 (used only when n is a multiple of 8; a rest
+ * would be added in order). */
+static float
+dot_float_blas(load_fn ld, const void *w, const void *x, uint64_t n)
+{
+    float acc[8] = { 0 }, s;
+    uint64_t i = 0;
+
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++)
+            acc[l] = fmaf(ld(w, i + (uint64_t)l), ld(x, i + (uint64_t)l),
+                          acc[l]);
+    s = hsum8(acc);
+    for (; i < n; i++)
+        s = fmaf(ld(w, i), ld(x, i), s);
+    return s;
+}
+
+static float dot_f32_blas(const void *w, const void *x, uint64_t n) { return dot_float_blas(ld_f32, w, x, n); }
+static float dot_f16_blas(const void *w, const void *x, uint64_t n) { return dot_float_blas(ld_f16, w, x, n); }
+static float dot_bf16_blas(const void *w, const void *x, uint64_t n) { return dot_float_blas(ld_bf16, w, x, n); }
+
+/* ---- 32-element blocks ---- */
+
+/* Weight block |b| of type |t| as 32 integers in element order (offsets
+ * applied for the symmetric types); *d and *m get its scale and min. */
+static void
+unpack32(ks_qtype t, const uint8_t *b, int q[32], float *d, float *m)
+{
+    uint16_t h;
+    uint32_t qh;
+
+    memcpy(&h, b, 2);
+    *d = ks_h2f(h);
+    *m = 0.0f;
+    switch (t) {
+    case KS_QUANT_Q4_0:
         for (int j = 0; j < 16; j++) {
-            sumi += (a[i].qs[j] & 0xF) * b[i].qs[j];
-            sumi += (a[i].qs[j] >> 4) * b[i].qs[j + 16];
+            q[j] = (b[2 + j] & 0xF) - 8;
+            q[j + 16] = (b[2 + j] >> 4) - 8;
         }
-        s += (float)sumi * (ks_h2f(a[i].d) * ks_h2f(b[i].d)) +
-             ks_h2f(a[i].m) * ks_h2f(b[i].s);
-    }
-    return s;
-}
-
-static float
-dot_q5_0(const void *w, const void *x, uint64_t n)
-{
-    const ks_blk_q5_0 *a = w;
-    const ks_blk_q8_0 *b = x;
-    float s = 0.0f;
-
-    for (uint64_t i = 0; i < n / 32; i++) {
-        uint32_t qh;
-        int sumi = 0;
-        memcpy(&qh, a[i].qh, 4);
+        break;
+    case KS_QUANT_Q4_1:
+        memcpy(&h, b + 2, 2);
+        *m = ks_h2f(h);
         for (int j = 0; j < 16; j++) {
-            int lo = (a[i].qs[j] & 0xF) | (int)(((qh >> j) & 1) << 4);
-            int hi = (a[i].qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
-            sumi += (lo - 16) * b[i].qs[j] + (hi - 16) * b[i].qs[j + 16];
+            q[j] = b[4 + j] & 0xF;
+            q[j + 16] = b[4 + j] >> 4;
         }
-        s += (float)sumi * (ks_h2f(a[i].d) * ks_h2f(b[i].d));
-    }
-    return s;
-}
-
-static float
-dot_q5_1(const void *w, const void *x, uint64_t n)
-{
-    const ks_blk_q5_1 *a = w;
-    const ks_blk_q8_1 *b = x;
-    float s = 0.0f;
-
-    for (uint64_t i = 0; i < n / 32; i++) {
-        uint32_t qh;
-        int sumi = 0;
-        memcpy(&qh, a[i].qh, 4);
+        break;
+    case KS_QUANT_Q5_0:
+        memcpy(&qh, b + 2, 4);
         for (int j = 0; j < 16; j++) {
-            int lo = (a[i].qs[j] & 0xF) | (int)(((qh >> j) & 1) << 4);
-            int hi = (a[i].qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
-            sumi += lo * b[i].qs[j] + hi * b[i].qs[j + 16];
+            q[j] = ((b[6 + j] & 0xF) | (int)(((qh >> j) & 1) << 4)) - 16;
+            q[j + 16] = ((b[6 + j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4)) - 16;
         }
-        s += (float)sumi * (ks_h2f(a[i].d) * ks_h2f(b[i].d)) +
-             ks_h2f(a[i].m) * ks_h2f(b[i].s);
-    }
-    return s;
-}
-
-static float
-dot_q8_0(const void *w, const void *x, uint64_t n)
-{
-    const ks_blk_q8_0 *a = w, *b = x;
-    float s = 0.0f;
-
-    for (uint64_t i = 0; i < n / 32; i++) {
-        int sumi = 0;
+        break;
+    case KS_QUANT_Q5_1:
+        memcpy(&h, b + 2, 2);
+        *m = ks_h2f(h);
+        memcpy(&qh, b + 4, 4);
+        for (int j = 0; j < 16; j++) {
+            q[j] = (b[8 + j] & 0xF) | (int)(((qh >> j) & 1) << 4);
+            q[j + 16] = (b[8 + j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+        }
+        break;
+    case KS_QUANT_Q8_0:
         for (int j = 0; j < 32; j++)
-            sumi += a[i].qs[j] * b[i].qs[j];
-        s += (float)sumi * (ks_h2f(a[i].d) * ks_h2f(b[i].d));
-    }
-    return s;
-}
-
-static float
-dot_iq4_nl(const void *w, const void *x, uint64_t n)
-{
-    const ks_blk_iq4_nl *a = w;
-    const ks_blk_q8_0 *b = x;
-    float s = 0.0f;
-
-    for (uint64_t i = 0; i < n / 32; i++) {
-        int sumi = 0;
+            q[j] = (int8_t)b[2 + j];
+        break;
+    default: /* IQ4_NL */
         for (int j = 0; j < 16; j++) {
-            sumi += ks_iq4nl_values[a[i].qs[j] & 0xF] * b[i].qs[j];
-            sumi += ks_iq4nl_values[a[i].qs[j] >> 4] * b[i].qs[j + 16];
+            q[j] = ks_iq4nl_values[b[2 + j] & 0xF];
+            q[j + 16] = ks_iq4nl_values[b[2 + j] >> 4];
         }
-        s += (float)sumi * (ks_h2f(a[i].d) * ks_h2f(b[i].d));
+        break;
     }
-    return s;
 }
 
-/* K-quants against Q8_K: integer sums per 16 elements times the integer
- * sub-scale, one float multiply per super-block; mins through bsums. */
+/* Activation block: 32 int8, scale, and Q8_1's s. */
+static const int8_t *
+act32(ks_qtype t, const uint8_t *x, uint64_t i, float *d, float *s)
+{
+    uint16_t h;
+
+    if (ks_cpu_act_type(t) == KS_QUANT_Q8_1) {
+        const uint8_t *b = x + i * sizeof(ks_blk_q8_1);
+        memcpy(&h, b, 2);
+        *d = ks_h2f(h);
+        memcpy(&h, b + 2, 2);
+        *s = ks_h2f(h);
+        return (const int8_t *)(b + 4);
+    }
+    x += i * sizeof(ks_blk_q8_0);
+    memcpy(&h, x, 2);
+    *d = ks_h2f(h);
+    *s = 0.0f;
+    return (const int8_t *)(x + 2);
+}
+
+enum { ORD_VD, ORD_BLAS, ORD_GEMV, ORD_GEMM, ORD_TILED };
+
+/* The 32-element types. ORD_VD: ggml_vec_dot_* (and tinyBLAS, which sums
+ * Q4_0/Q5_0/Q8_0 the same way): 8 lanes, fma(d_w*d_x, lane), hsum8,
+ * plus a fused sum of m*s for Q4_1/Q5_1; IQ4_NL alternates two
+ * accumulators over block pairs and fuses an odd last block in scalar.
+ * ORD_BLAS (IQ4_NL): one accumulator. ORD_GEMV/GEMM (repacked Q4_0,
+ * IQ4_NL): a single float, fma(integer sum, d_w*d_x) per block. */
 static float
-dot_k(ks_qtype t, const void *w, const void *x, uint64_t n)
+dot32(ks_qtype t, int ord, const void *w, const void *x, uint64_t n)
+{
+    const uint32_t bb = ks_qtype_get(t)->block_bytes;
+    const uint64_t nb = n / 32;
+    float acc[2][8] = { { 0 } }, chain = 0.0f, summs = 0.0f;
+    bool with_min = t == KS_QUANT_Q4_1 || t == KS_QUANT_Q5_1;
+
+    for (uint64_t i = 0; i < nb; i++) {
+        int q[32], lane[8] = { 0 }, sum = 0;
+        float dw, mw, dx, sx;
+        const int8_t *y = act32(t, x, i, &dx, &sx);
+        unpack32(t, (const uint8_t *)w + i * bb, q, &dw, &mw);
+        for (int e = 0; e < 32; e++)
+            lane[e / 4] += q[e] * y[e];
+        for (int l = 0; l < 8; l++)
+            sum += lane[l];
+        if (ord == ORD_GEMV || ord == ORD_GEMM) {
+            chain = fmaf((float)sum, dw * dx, chain);
+            continue;
+        }
+        if (t == KS_QUANT_IQ4_NL && ord == ORD_VD && i == nb - 1 &&
+            nb % 2 == 1) { /* the scalar tail; the pairs are done */
+            float v[8];
+            for (int l = 0; l < 8; l++)
+                v[l] = acc[0][l] + acc[1][l];
+            return fmaf((float)sum, dx * dw, hsum8(v));
+        }
+        float *a = acc[t == KS_QUANT_IQ4_NL && ord == ORD_VD ? i % 2 : 0];
+        float dd = dw * dx;
+        for (int l = 0; l < 8; l++)
+            a[l] = fmaf(dd, (float)lane[l], a[l]);
+        if (with_min)
+            summs = fmaf(mw, sx, summs);
+    }
+    if (ord == ORD_GEMV || ord == ORD_GEMM)
+        return chain;
+    if (t == KS_QUANT_IQ4_NL && ord == ORD_VD) {
+        float v[8];
+        for (int l = 0; l < 8; l++)
+            v[l] = acc[0][l] + acc[1][l];
+        return hsum8(v);
+    }
+    return with_min ? hsum8(acc[0]) + summs : hsum8(acc[0]);
+}
+
+/* ---- K-quants against Q8_K ---- */
+
+/* ORD_VD: ggml_vec_dot_qN_K_q8_K. Lane l holds the elements e with
+ * e % 32 in 4l..4l+3, each times its 16-element sub-block's scale;
+ * one fma(d_w*d_x, lane) per super-block, then hsum8. Mins and offsets:
+ *   Q2_K  a first fma(-d_x*dmin, mins of sub-blocks 2l, 2l+1) per lane;
+ *   Q3_K  signed quants, no separate term;
+ *   Q4_K  a 4-lane accumulator of -d_x*dmin * (mins of pairs of 32),
+ *         added as (0 + 2) + (1 + 3) after hsum8;
+ *   Q5_K  a scalar fma(-d_x*dmin, all mins) per super-block, added last;
+ *   Q6_K  unsigned quants, minus 32 * (scale * bsum of sub-blocks 2l,
+ *         2l+1) in lane l.
+ * ORD_GEMV (repacked Q4_K): two single floats, fma(integer sum,
+ * d_w*d_x) and fma(integer mins, dmin_w*d_x), subtracted at the end;
+ * ORD_GEMM the same per pair of 32-element sub-blocks.
+ * ORD_TILED (ggml's tiled K-quant kernel, 8 or more tokens): one float,
+ * per super-block fma(d_w * signed integer sum [- dmin_w * mins], d_x),
+ * the mins (Q2_K, Q4_K, Q5_K) fused in with fma(-dmin_w, mins, .). */
+static float
+dot_k(ks_qtype t, int ord, const void *w, const void *x, uint64_t n)
 {
     uint32_t bytes = ks_qtype_get(t)->block_bytes;
     const ks_blk_q8_k *b = x;
-    float s = 0.0f;
+    float acc[8] = { 0 }, accm[4] = { 0 }, summs = 0.0f;
+    float chain = 0.0f, chain_m = 0.0f;
     kblock k;
 
     for (uint64_t i = 0; i < n / 256; i++) {
-        int isum = 0, msum = 0;
+        int lane[8] = { 0 }, sub[16] = { 0 };
         unpack_k(t, (const uint8_t *)w + i * bytes, &k);
-        for (int g = 0; g < 16; g++) {
-            int sumi = 0;
-            for (int l = 0; l < 16; l++)
-                sumi += k.q[16 * g + l] * b[i].qs[16 * g + l];
-            isum += k.sc[g] * sumi;
-            msum += k.mn[g] * b[i].bsums[g];
+        for (int e = 0; e < 256; e++) {
+            int q = k.q[e] + (t == KS_QUANT_Q6_K ? 32 : 0);
+            lane[(e % 32) / 4] += k.sc[e / 16] * q * b[i].qs[e];
+            sub[e / 16] += q * b[i].qs[e];
         }
-        s += b[i].d * k.d * (float)isum - b[i].d * k.dmin * (float)msum;
+        if (ord == ORD_TILED) {
+            int s1 = 0, s2 = 0;
+            for (int l = 0; l < 8; l++)
+                s1 += lane[l];
+            if (t == KS_QUANT_Q6_K)
+                for (int j = 0; j < 16; j++)
+                    s1 -= 32 * k.sc[j] * b[i].bsums[j];
+            for (int j = 0; j < 16; j++)
+                s2 += k.mn[j] * b[i].bsums[j];
+            float res = k.d * (float)s1;
+            if (t == KS_QUANT_Q2_K || t == KS_QUANT_Q4_K || t == KS_QUANT_Q5_K)
+                res = fmaf(-k.dmin, (float)s2, res);
+            chain = fmaf(res, b[i].d, chain);
+            continue;
+        }
+        if (ord == ORD_GEMV || ord == ORD_GEMM) { /* Q4_K */
+            float dd = k.d * b[i].d, dm = k.dmin * b[i].d;
+            int is = 0, im = 0;
+            for (int p = 0; p < 4; p++) {
+                int s2 = 0, m2 = 0;
+                for (int j = 2 * p; j < 2 * p + 2; j++) {
+                    s2 += k.sc[2 * j] * (sub[2 * j] + sub[2 * j + 1]);
+                    m2 += k.mn[2 * j] * (b[i].bsums[2 * j] + b[i].bsums[2 * j + 1]);
+                }
+                if (ord == ORD_GEMM) {
+                    chain = fmaf((float)s2, dd, chain);
+                    chain_m = fmaf((float)m2, dm, chain_m);
+                }
+                is += s2;
+                im += m2;
+            }
+            if (ord == ORD_GEMV) {
+                chain = fmaf((float)is, dd, chain);
+                chain_m = fmaf((float)im, dm, chain_m);
+            }
+            continue;
+        }
+        float d = b[i].d * k.d, dmin = -b[i].d * k.dmin;
+        if (t == KS_QUANT_Q6_K)
+            for (int l = 0; l < 8; l++)
+                lane[l] -= 32 * (k.sc[2 * l] * b[i].bsums[2 * l] +
+                                 k.sc[2 * l + 1] * b[i].bsums[2 * l + 1]);
+        if (t == KS_QUANT_Q2_K)
+            for (int l = 0; l < 8; l++)
+                acc[l] = fmaf(dmin, (float)(k.mn[2 * l] * b[i].bsums[2 * l] +
+                                            k.mn[2 * l + 1] * b[i].bsums[2 * l + 1]),
+                              acc[l]);
+        if (t == KS_QUANT_Q4_K)
+            for (int l = 0; l < 4; l++)
+                accm[l] = fmaf(dmin, (float)(
+                    k.mn[4 * l] * (b[i].bsums[4 * l] + b[i].bsums[4 * l + 1]) +
+                    k.mn[4 * l + 2] * (b[i].bsums[4 * l + 2] + b[i].bsums[4 * l + 3])),
+                    accm[l]);
+        if (t == KS_QUANT_Q5_K) {
+            int im = 0;
+            for (int j = 0; j < 8; j++)
+                im += k.mn[2 * j] * (b[i].bsums[2 * j] + b[i].bsums[2 * j + 1]);
+            summs = fmaf((float)im, dmin, summs);
+        }
+        for (int l = 0; l < 8; l++)
+            acc[l] = fmaf(d, (float)lane[l], acc[l]);
     }
-    return s;
+    if (ord == ORD_TILED)
+        return chain;
+    if (ord == ORD_GEMV || ord == ORD_GEMM)
+        return chain - chain_m;
+    if (t == KS_QUANT_Q4_K)
+        return hsum8(acc) + ((accm[0] + accm[2]) + (accm[1] + accm[3]));
+    if (t == KS_QUANT_Q5_K)
+        return hsum8(acc) + summs;
+    return hsum8(acc);
 }
 
-static float dot_q2_k(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q2_K, w, x, n); }
-static float dot_q3_k(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q3_K, w, x, n); }
-static float dot_q4_k(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q4_K, w, x, n); }
-static float dot_q5_k(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q5_K, w, x, n); }
-static float dot_q6_k(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q6_K, w, x, n); }
+#define DOT32(name, T)                                                      \
+    static float dot_##name##_vd(const void *w, const void *x, uint64_t n)  \
+    { return dot32(KS_QUANT_##T, ORD_VD, w, x, n); }
+DOT32(q4_0, Q4_0)
+DOT32(q4_1, Q4_1)
+DOT32(q5_0, Q5_0)
+DOT32(q5_1, Q5_1)
+DOT32(q8_0, Q8_0)
+DOT32(iq4_nl, IQ4_NL)
+#undef DOT32
+static float dot_iq4_nl_blas(const void *w, const void *x, uint64_t n) { return dot32(KS_QUANT_IQ4_NL, ORD_BLAS, w, x, n); }
+static float dot_q4_0_gemv(const void *w, const void *x, uint64_t n) { return dot32(KS_QUANT_Q4_0, ORD_GEMV, w, x, n); }
+static float dot_iq4_nl_gemv(const void *w, const void *x, uint64_t n) { return dot32(KS_QUANT_IQ4_NL, ORD_GEMV, w, x, n); }
 
-#define KS_SCALAR_MM(name)                                                  \
+static float dot_q2_k_vd(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q2_K, ORD_VD, w, x, n); }
+static float dot_q3_k_vd(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q3_K, ORD_VD, w, x, n); }
+static float dot_q4_k_vd(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q4_K, ORD_VD, w, x, n); }
+static float dot_q5_k_vd(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q5_K, ORD_VD, w, x, n); }
+static float dot_q6_k_vd(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q6_K, ORD_VD, w, x, n); }
+static float dot_q2_k_tiled(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q2_K, ORD_TILED, w, x, n); }
+static float dot_q3_k_tiled(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q3_K, ORD_TILED, w, x, n); }
+static float dot_q4_k_tiled(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q4_K, ORD_TILED, w, x, n); }
+static float dot_q5_k_tiled(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q5_K, ORD_TILED, w, x, n); }
+static float dot_q6_k_tiled(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q6_K, ORD_TILED, w, x, n); }
+static float dot_q4_k_gemv(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q4_K, ORD_GEMV, w, x, n); }
+static float dot_q4_k_gemm(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q4_K, ORD_GEMM, w, x, n); }
+
+#define KS_SCALAR_MM(name, dot)                                             \
     static void mm_##name(const void *W, uint64_t row_bytes, uint64_t n,    \
                           int64_t n_rows, const void *xq, uint64_t xs,      \
                           int64_t n_tok, float *y, uint64_t ldy)            \
     {                                                                       \
         for (int64_t t = 0; t < n_tok; t++)                                 \
             for (int64_t r = 0; r < n_rows; r++)                            \
-                y[(uint64_t)t * ldy + (uint64_t)r] = dot_##name(            \
+                y[(uint64_t)t * ldy + (uint64_t)r] = dot(                   \
                     (const uint8_t *)W + (uint64_t)r * row_bytes,           \
                     (const uint8_t *)xq + (uint64_t)t * xs, n);             \
-    }                                                                       \
+    }
+
+#define KS_SCALAR_MV(name)                                                  \
     static void mv_##name(const void *W, uint64_t row_bytes, uint64_t n,    \
                           int64_t n_rows, const void *xq, float *y)         \
     {                                                                       \
         mm_##name(W, row_bytes, n, n_rows, xq, 0, 1, y, 0);                 \
     }
 
-KS_SCALAR_MM(f32)
-KS_SCALAR_MM(f16)
-KS_SCALAR_MM(bf16)
-KS_SCALAR_MM(q4_0)
-KS_SCALAR_MM(q4_1)
-KS_SCALAR_MM(q5_0)
-KS_SCALAR_MM(q5_1)
-KS_SCALAR_MM(q8_0)
-KS_SCALAR_MM(iq4_nl)
-KS_SCALAR_MM(q2_k)
-KS_SCALAR_MM(q3_k)
-KS_SCALAR_MM(q4_k)
-KS_SCALAR_MM(q5_k)
-KS_SCALAR_MM(q6_k)
+#define KS_SCALAR_VD(name) KS_SCALAR_MM(name, dot_##name##_vd) KS_SCALAR_MV(name)
+
+KS_SCALAR_VD(f32)
+KS_SCALAR_VD(f16)
+KS_SCALAR_VD(bf16)
+KS_SCALAR_VD(q4_0)
+KS_SCALAR_VD(q4_1)
+KS_SCALAR_VD(q5_0)
+KS_SCALAR_VD(q5_1)
+KS_SCALAR_VD(q8_0)
+KS_SCALAR_VD(iq4_nl)
+KS_SCALAR_VD(q2_k)
+KS_SCALAR_VD(q3_k)
+KS_SCALAR_VD(q4_k)
+KS_SCALAR_VD(q5_k)
+KS_SCALAR_VD(q6_k)
+KS_SCALAR_MM(f32_blas, dot_f32_blas)
+KS_SCALAR_MM(f16_blas, dot_f16_blas)
+KS_SCALAR_MM(bf16_blas, dot_bf16_blas)
+KS_SCALAR_MM(iq4_nl_blas, dot_iq4_nl_blas)
+KS_SCALAR_MM(q4_0_gemv, dot_q4_0_gemv)
+KS_SCALAR_MM(iq4_nl_gemv, dot_iq4_nl_gemv)
+KS_SCALAR_MM(q4_k_gemv, dot_q4_k_gemv)
+KS_SCALAR_MM(q4_k_gemm, dot_q4_k_gemm)
+KS_SCALAR_MM(q2_k_tiled, dot_q2_k_tiled)
+KS_SCALAR_MM(q3_k_tiled, dot_q3_k_tiled)
+KS_SCALAR_MM(q4_k_tiled, dot_q4_k_tiled)
+KS_SCALAR_MM(q5_k_tiled, dot_q5_k_tiled)
+KS_SCALAR_MM(q6_k_tiled, dot_q6_k_tiled)
+
+/* ---- SiLU ---------------------------------------------------------------
+ * x / (1 + exp(-x)) * u as ggml_vec_swiglu_f32's vector loop computes
+ * it, with ks_v_expf (quant_priv.h). */
+
+static void
+silu_mul(float *g, const float *u, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++)
+        g[i] = g[i] / (1.0f + ks_v_expf(0.0f - g[i])) * u[i];
+}
 
 void
 ks_quant_ops_scalar(ks_quant_ops *ops)
@@ -672,6 +927,21 @@ ks_quant_ops_scalar(ks_quant_ops *ops)
     SET(Q5_K, q5_k)
     SET(Q6_K, q6_k)
 #undef SET
+    ops->mm_blas[KS_QUANT_F32] = mm_f32_blas;
+    ops->mm_blas[KS_QUANT_F16] = mm_f16_blas;
+    ops->mm_blas[KS_QUANT_BF16] = mm_bf16_blas;
+    ops->mm_blas[KS_QUANT_IQ4_NL] = mm_iq4_nl_blas;
+    ops->mm_gemv[KS_QUANT_Q4_0] = mm_q4_0_gemv;
+    ops->mm_gemm[KS_QUANT_Q4_0] = mm_q4_0_gemv;
+    ops->mm_gemv[KS_QUANT_IQ4_NL] = mm_iq4_nl_gemv;
+    ops->mm_gemm[KS_QUANT_IQ4_NL] = mm_iq4_nl_gemv;
+    ops->mm_gemv[KS_QUANT_Q4_K] = mm_q4_k_gemv;
+    ops->mm_gemm[KS_QUANT_Q4_K] = mm_q4_k_gemm;
+    ops->mm_tiled[KS_QUANT_Q2_K] = mm_q2_k_tiled;
+    ops->mm_tiled[KS_QUANT_Q3_K] = mm_q3_k_tiled;
+    ops->mm_tiled[KS_QUANT_Q4_K] = mm_q4_k_tiled;
+    ops->mm_tiled[KS_QUANT_Q5_K] = mm_q5_k_tiled;
+    ops->mm_tiled[KS_QUANT_Q6_K] = mm_q6_k_tiled;
     ops->dequant[KS_QUANT_Q8_1] = dq_q8_1;
     ops->dequant[KS_QUANT_Q8_K] = dq_q8_k;
     ops->quant_act[KS_QUANT_F32] = qa_f32;
@@ -680,6 +950,7 @@ ks_quant_ops_scalar(ks_quant_ops *ops)
     ops->quant_act[KS_QUANT_Q8_0] = qa_q8_0;
     ops->quant_act[KS_QUANT_Q8_1] = qa_q8_1;
     ops->quant_act[KS_QUANT_Q8_K] = qa_q8_k;
+    ops->silu_mul = silu_mul;
 }
 
 /* ---- weight quantization ------------------------------------------------

@@ -1,15 +1,19 @@
 /* Micro benchmark of the CPU matvec/matmul kernels, one thread.
  *
  *   bench_quant [--mib M] [--cols C] [--tok N] [--simd scalar|avx2|neon|all]
- *               [--time S] [TYPE...]
+ *               [--time S] [--rows4] [TYPE...]
  *
  * For each TYPE (default: Q4_0 Q4_1 Q8_0 Q4_K Q6_K Q5_0) builds a weight
  * matrix of about M MiB (default 64) with C columns (default 2048) and
  * times ks_cpu_matvec (or ks_cpu_matmul with N activation rows) for about
- * S seconds (default 1), printing the weight bytes streamed per second:
+ * S seconds (default 1); the row count is a multiple of 8, as in real
+ * models, so Q4_0, IQ4_NL and Q4_K take llama.cpp's repacked-weight
+ * order (--rows4: a multiple of 4 but not of 8, their vec_dot order),
+ * printing the weight bytes streamed per second:
  * mean over the wall time, best single pass, and mean over this thread's
  * CPU time (the last two are the fairer figures on a machine that other
  * jobs share). Not a test. */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +54,8 @@ rnd(void)
     return (float)((rng >> 40) & 0xFFFFFF) / 8388608.0f - 1.0f;
 }
 
+static bool rows4;
+
 static int
 bench(ks_qtype t, ks_simd s, uint64_t mib, uint64_t cols, int64_t n_tok,
       double seconds)
@@ -69,7 +75,9 @@ bench(ks_qtype t, ks_simd s, uint64_t mib, uint64_t cols, int64_t n_tok,
                 (unsigned long long)mib);
         return 1;
     }
-    rows -= rows % 4;
+    rows -= rows % 8;
+    if (rows4 && rows > 8)
+        rows -= 4;
     for (uint64_t r = 0; r < distinct && r < (uint64_t)rows; r++) {
         for (uint64_t i = 0; i < cols; i++)
             src[i] = rnd();
@@ -133,11 +141,14 @@ main(int argc, char **argv)
             seconds = strtod(argv[++i], NULL);
         else if (!strcmp(argv[i], "--simd") && i + 1 < argc)
             simd = argv[++i];
+        else if (!strcmp(argv[i], "--rows4"))
+            rows4 = true;
         else if (type_by_name(argv[i]) != KS_QUANT_COUNT && n_types < KS_QUANT_COUNT)
             types[n_types++] = type_by_name(argv[i]);
         else {
             fprintf(stderr, "usage: %s [--mib M] [--cols C] [--tok N] "
-                    "[--time S] [--simd scalar|avx2|neon|all] [TYPE...]\n", argv[0]);
+                    "[--time S] [--simd scalar|avx2|neon|all] [--rows4] "
+                    "[TYPE...]\n", argv[0]);
             return 2;
         }
     }

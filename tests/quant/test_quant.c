@@ -7,14 +7,19 @@
  * - weight quantizers: quantize -> dequantize error bounds per type.
  * - dot products: scalar kernels against dequantized weights . dequantized
  *   activations in double.
- * - SIMD (AVX2 or NEON) against scalar on random data, odd and even
- *   shapes, matvec and matmul; skipped with a message without the ISA. */
+ * - bit-exactness with llama.cpp: hashes of its mul_mat, SwiGLU and
+ *   flash attention results on deterministic inputs (recorded once from the peer build,
+ *   x86-64 AVX2) against the scalar kernels and the SIMD ones.
+ * - SIMD against scalar on random data, odd and even shapes, every path
+ *   of ks_cpu_matmul_rows: bit for bit on AVX2 (both follow llama.cpp's
+ *   order), within a tolerance on NEON; skipped without the ISA. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/cpu/attn.h"
 #include "runtime/cpu/quant.h"
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -777,18 +782,20 @@ START_TEST(simd_act_quant_bit_exact)
 }
 END_TEST
 
+/* SIMD against scalar for every token count (which changes the path
+ * for some types and shapes): the same call on both. */
 static void
 compare_simd(ks_qtype t, uint64_t n, int64_t rows)
 {
-    static const int64_t toks[] = { 1, 2, 3, 5, 8, 13 };
+    static const int64_t toks[] = { 1, 2, 3, 4, 5, 8, 13 };
     ks_simd s = simd_path();
     uint64_t rb, ab = ks_cpu_act_bytes(t, n), stride = ab + 64;
     uint8_t *w = random_weights(t, n, rows, &rb);
     float *x = random_acts(n, 13);
     uint8_t *xq = malloc(stride * 13);
-    float *ref = malloc(sizeof(float) * (uint64_t)rows * 13);
-    float *mag = malloc(sizeof(float) * (uint64_t)rows * 13);
     uint64_t ldy = (uint64_t)rows + 3;
+    float *ref = malloc(sizeof(float) * ldy * 13);
+    float *mag = malloc(sizeof(float) * (uint64_t)rows * 13);
     float *y = malloc(sizeof(float) * ldy * 13);
     float *wd = malloc(n * sizeof(float)), *xd = malloc(n * 13 * sizeof(float));
 
@@ -796,7 +803,6 @@ compare_simd(ks_qtype t, uint64_t n, int64_t rows)
     for (int64_t k = 0; k < 13; k++) {
         ks_cpu_quantize_act(t, x + (uint64_t)k * n, xq + (uint64_t)k * stride, n);
         ks_cpu_dequant_row(ks_cpu_act_type(t), xq + (uint64_t)k * stride, xd + (uint64_t)k * n, n);
-        ks_cpu_matvec(t, w, rb, n, rows, xq + (uint64_t)k * stride, ref + (uint64_t)k * rows);
     }
     for (int64_t r = 0; r < rows; r++) {
         ks_cpu_dequant_row(t, w + (uint64_t)r * rb, wd, n);
@@ -807,11 +813,16 @@ compare_simd(ks_qtype t, uint64_t n, int64_t rows)
             mag[(uint64_t)k * rows + (uint64_t)r] = (float)m;
         }
     }
-    ks_cpu_simd_force(s);
     for (size_t ti = 0; ti < sizeof toks / sizeof toks[0]; ti++) {
         int64_t nt = toks[ti];
         for (uint64_t i = 0; i < ldy * 13; i++)
-            y[i] = -12345.0f;
+            y[i] = ref[i] = -12345.0f;
+        ks_cpu_simd_force(KS_SIMD_SCALAR);
+        if (nt == 1)
+            ks_cpu_matvec(t, w, rb, n, rows, xq, ref);
+        else
+            ks_cpu_matmul(t, w, rb, n, rows, xq, stride, nt, ref, ldy);
+        ks_cpu_simd_force(s);
         if (nt == 1)
             ks_cpu_matvec(t, w, rb, n, rows, xq, y);
         else
@@ -819,12 +830,18 @@ compare_simd(ks_qtype t, uint64_t n, int64_t rows)
         for (int64_t k = 0; k < nt; k++)
             for (int64_t r = 0; r < rows; r++) {
                 float got = y[(uint64_t)k * ldy + (uint64_t)r];
-                float want = ref[(uint64_t)k * rows + (uint64_t)r];
+                float want = ref[(uint64_t)k * ldy + (uint64_t)r];
                 float m = mag[(uint64_t)k * rows + (uint64_t)r];
-                ck_assert_msg(fabsf(got - want) <= 1e-5f * m + 1e-30f,
-                              "%s %s n=%d rows=%d tok=%d/%d row %d: %.9g vs scalar %.9g (mag %g)",
-                              ks_qtype_name(t), ks_cpu_simd_name(s), (int)n, (int)rows,
-                              (int)k, (int)nt, (int)r, got, want, m);
+                if (s == KS_SIMD_AVX2)
+                    ck_assert_msg(memcmp(&got, &want, sizeof got) == 0,
+                                  "%s avx2 n=%d rows=%d tok=%d/%d row %d: %a vs scalar %a",
+                                  ks_qtype_name(t), (int)n, (int)rows, (int)k, (int)nt,
+                                  (int)r, got, want);
+                else
+                    ck_assert_msg(fabsf(got - want) <= 1e-5f * m + 1e-30f,
+                                  "%s %s n=%d rows=%d tok=%d/%d row %d: %.9g vs scalar %.9g (mag %g)",
+                                  ks_qtype_name(t), ks_cpu_simd_name(s), (int)n, (int)rows,
+                                  (int)k, (int)nt, (int)r, got, want, m);
             }
         /* padding between output rows is untouched */
         if (nt > 1)
@@ -838,7 +855,8 @@ compare_simd(ks_qtype t, uint64_t n, int64_t rows)
 START_TEST(simd_vs_scalar)
 {
     static const uint64_t cols[] = { 256, 512, 1536, 2048 };
-    static const int64_t rows[] = { 1, 3, 4, 7, 33 };
+    /* 8, 16, 40: Q4_0, IQ4_NL, Q4_K take llama.cpp's repacked order */
+    static const int64_t rows[] = { 1, 3, 4, 7, 8, 16, 33, 40 };
     ks_qtype t = all_types[_i];
 
     if (simd_path() == KS_SIMD_SCALAR) {
@@ -846,13 +864,322 @@ START_TEST(simd_vs_scalar)
         return;
     }
     for (size_t c = 0; c < 4; c++)
-        for (size_t r = 0; r < 5; r++)
+        for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++)
             compare_simd(t, cols[c], rows[r]);
-    /* float types also take lengths that are not a multiple of 8 */
+    /* float types also take lengths that are not a multiple of 8 or 32,
+     * and 32-element types an odd number of blocks */
     if (ks_qtype_get(t)->block_elems == 1) {
         compare_simd(t, 13, 5);
+        compare_simd(t, 172, 8);
         compare_simd(t, 1001, 9);
+    } else if (ks_qtype_get(t)->block_elems == 32) {
+        compare_simd(t, 288, 8);
+        compare_simd(t, 96, 12);
     }
+}
+END_TEST
+
+/* ---- bit-exactness with llama.cpp ------------------------------------- */
+
+/* Deterministic inputs, generated alike by the program that recorded the
+ * expected hashes from llama.cpp (its ggml mul_mat through the CPU
+ * backend, weights repacked where it repacks them). */
+static uint64_t gen_state;
+
+static float
+gen_f(void) /* [-2, 2) */
+{
+    gen_state = gen_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((int64_t)(gen_state >> 40) - (1 << 23)) / (float)(1 << 22);
+}
+
+static uint64_t
+fnv_floats(const float *v, size_t n)
+{
+    uint64_t hsh = 0xcbf29ce484222325ull;
+
+    for (size_t i = 0; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, &v[i], 4);
+        for (int k = 0; k < 4; k++) {
+            hsh ^= (b >> (8 * k)) & 0xFF;
+            hsh *= 0x100000001b3ull;
+        }
+    }
+    return hsh;
+}
+
+/* FNV-1a of llama.cpp's k x m by k x nt products (its 0c1e570 build of
+ * llama-cpp-python 0.3.36, x86-64 AVX2/FMA/F16C): vec_dot for one token,
+ * llamafile's sgemm, repacked GEMV/GEMM for m % 8 == 0 (Q4_0, Q4_K,
+ * IQ4_NL), the tiled K-quant kernel for 9 tokens, float tails for
+ * k = 172, an odd block count for k = 288. */
+static const struct {
+    ks_qtype t;
+    int64_t  k, m, nt;
+    uint64_t hash;
+} peer_mm[] = {
+    { KS_QUANT_F32, 256, 8, 1, 0xcd3a8faeafec0520ull },
+    { KS_QUANT_F32, 256, 8, 5, 0xcdfa0601cbc2bb4dull },
+    { KS_QUANT_F32, 256, 8, 9, 0x1a8eab4fce72ac8full },
+    { KS_QUANT_F32, 256, 12, 1, 0x9c7d699653eb9083ull },
+    { KS_QUANT_F32, 256, 12, 5, 0x61d5d0aba2998465ull },
+    { KS_QUANT_F32, 256, 12, 9, 0x07f2bddd9a709c7full },
+    { KS_QUANT_F32, 172, 9, 1, 0x2f657c2a45200a9dull },
+    { KS_QUANT_F32, 172, 9, 5, 0x49d08a8d7e645afdull },
+    { KS_QUANT_F32, 172, 9, 9, 0x93a7a418dfe5bb68ull },
+    { KS_QUANT_F16, 256, 8, 1, 0x9c8ab81765c0d192ull },
+    { KS_QUANT_F16, 256, 8, 5, 0x2912f117c6f6c7ddull },
+    { KS_QUANT_F16, 256, 8, 9, 0x79406244f09aeb72ull },
+    { KS_QUANT_F16, 256, 12, 1, 0x4be33a8c5b3cd88bull },
+    { KS_QUANT_F16, 256, 12, 5, 0x2869cb27abcff070ull },
+    { KS_QUANT_F16, 256, 12, 9, 0xeaa6f8716007305aull },
+    { KS_QUANT_F16, 172, 9, 1, 0xf72ca6f2b9676547ull },
+    { KS_QUANT_F16, 172, 9, 5, 0xb17ef55133905974ull },
+    { KS_QUANT_F16, 172, 9, 9, 0x5bfefaec01499fe5ull },
+    { KS_QUANT_BF16, 256, 8, 1, 0xfc0bc043eede4103ull },
+    { KS_QUANT_BF16, 256, 8, 5, 0xab43d0b307390b3bull },
+    { KS_QUANT_BF16, 256, 8, 9, 0x3c54a61b715b15b4ull },
+    { KS_QUANT_BF16, 256, 12, 1, 0x7c110b8a73f623c6ull },
+    { KS_QUANT_BF16, 256, 12, 5, 0x66700f70bd4befbeull },
+    { KS_QUANT_BF16, 256, 12, 9, 0x0f75210174bdd3acull },
+    { KS_QUANT_BF16, 172, 9, 1, 0xb954697fb6020703ull },
+    { KS_QUANT_BF16, 172, 9, 5, 0x79a8088de871e9a9ull },
+    { KS_QUANT_BF16, 172, 9, 9, 0x05532fe5bdaeee6cull },
+    { KS_QUANT_Q4_0, 256, 8, 1, 0x2eddc3edec5cf468ull },
+    { KS_QUANT_Q4_0, 256, 8, 5, 0x18bafa672b27eab0ull },
+    { KS_QUANT_Q4_0, 256, 8, 9, 0x64bd495f86615724ull },
+    { KS_QUANT_Q4_0, 256, 12, 1, 0xad61fb3fbcb415e2ull },
+    { KS_QUANT_Q4_0, 256, 12, 5, 0xcf89078489226ec2ull },
+    { KS_QUANT_Q4_0, 256, 12, 9, 0x0b524835ddea5463ull },
+    { KS_QUANT_Q4_0, 288, 9, 1, 0xb2b7c665099a478full },
+    { KS_QUANT_Q4_0, 288, 9, 5, 0x747f9800e8379403ull },
+    { KS_QUANT_Q4_0, 288, 9, 9, 0x0db3e05d8152d985ull },
+    { KS_QUANT_Q4_1, 256, 8, 1, 0x78d3f1c95ff6d552ull },
+    { KS_QUANT_Q4_1, 256, 8, 5, 0x9cca038939b38ea3ull },
+    { KS_QUANT_Q4_1, 256, 8, 9, 0x19c0daf047425a88ull },
+    { KS_QUANT_Q4_1, 256, 12, 1, 0x4ae56321cc65094cull },
+    { KS_QUANT_Q4_1, 256, 12, 5, 0xb46f42815324c608ull },
+    { KS_QUANT_Q4_1, 256, 12, 9, 0x20fdd3abe104bd77ull },
+    { KS_QUANT_Q4_1, 288, 9, 1, 0xbf7ebd83ea58477eull },
+    { KS_QUANT_Q4_1, 288, 9, 5, 0xa3fa22cb27a50100ull },
+    { KS_QUANT_Q4_1, 288, 9, 9, 0xa6a916bd3d42993cull },
+    { KS_QUANT_Q5_0, 256, 8, 1, 0xf467112c1217542dull },
+    { KS_QUANT_Q5_0, 256, 8, 5, 0x0a3f6cad4acc9a13ull },
+    { KS_QUANT_Q5_0, 256, 8, 9, 0x958f9e1e6ac00054ull },
+    { KS_QUANT_Q5_0, 256, 12, 1, 0x62c42c856d4b8f42ull },
+    { KS_QUANT_Q5_0, 256, 12, 5, 0xe7e5354d0cdcaef2ull },
+    { KS_QUANT_Q5_0, 256, 12, 9, 0x8b95adad2c4ce512ull },
+    { KS_QUANT_Q5_0, 288, 9, 1, 0x810c6e6c584e47daull },
+    { KS_QUANT_Q5_0, 288, 9, 5, 0xacf16318c318a6c7ull },
+    { KS_QUANT_Q5_0, 288, 9, 9, 0x4ea50f93b043dc2aull },
+    { KS_QUANT_Q5_1, 256, 8, 1, 0x65aad4f902698491ull },
+    { KS_QUANT_Q5_1, 256, 8, 5, 0x9536c327ef31c04bull },
+    { KS_QUANT_Q5_1, 256, 8, 9, 0x17ee2e69e52d6826ull },
+    { KS_QUANT_Q5_1, 256, 12, 1, 0xf0f49ab4fea2f51bull },
+    { KS_QUANT_Q5_1, 256, 12, 5, 0xd1048c313fd53e37ull },
+    { KS_QUANT_Q5_1, 256, 12, 9, 0x16eb9addcaed9f06ull },
+    { KS_QUANT_Q5_1, 288, 9, 1, 0x849ada8f4ca60c47ull },
+    { KS_QUANT_Q5_1, 288, 9, 5, 0xf75be6cba56e355bull },
+    { KS_QUANT_Q5_1, 288, 9, 9, 0x190524f4e8029baaull },
+    { KS_QUANT_Q8_0, 256, 8, 1, 0xb885da2ede897400ull },
+    { KS_QUANT_Q8_0, 256, 8, 5, 0x03c6e1c3f3e7193eull },
+    { KS_QUANT_Q8_0, 256, 8, 9, 0xbbe0e57714a23e4full },
+    { KS_QUANT_Q8_0, 256, 12, 1, 0x70ed017623cf74ffull },
+    { KS_QUANT_Q8_0, 256, 12, 5, 0xd5f1b08093e06fcfull },
+    { KS_QUANT_Q8_0, 256, 12, 9, 0xf3e68cf554ab3f03ull },
+    { KS_QUANT_Q8_0, 288, 9, 1, 0xf373cc39f88b5176ull },
+    { KS_QUANT_Q8_0, 288, 9, 5, 0xe09b22c2c23ea15eull },
+    { KS_QUANT_Q8_0, 288, 9, 9, 0xdae257ef41e43f5cull },
+    { KS_QUANT_Q2_K, 256, 8, 1, 0x0025e532cdb45c25ull },
+    { KS_QUANT_Q2_K, 256, 8, 5, 0x7bd660c22b84227bull },
+    { KS_QUANT_Q2_K, 256, 8, 9, 0x6f995913f89166c9ull },
+    { KS_QUANT_Q2_K, 256, 12, 1, 0xa9a94d79f9036832ull },
+    { KS_QUANT_Q2_K, 256, 12, 5, 0x89400fb5a8a06c55ull },
+    { KS_QUANT_Q2_K, 256, 12, 9, 0xd92d544ccca66b01ull },
+    { KS_QUANT_Q2_K, 512, 9, 1, 0xd848bdfd5b06ff2bull },
+    { KS_QUANT_Q2_K, 512, 9, 5, 0xd68c9d79fae81aaaull },
+    { KS_QUANT_Q2_K, 512, 9, 9, 0x8f38f6c8fcaf11f8ull },
+    { KS_QUANT_Q3_K, 256, 8, 1, 0x8296e8108672363eull },
+    { KS_QUANT_Q3_K, 256, 8, 5, 0xdf1c129eedeedb61ull },
+    { KS_QUANT_Q3_K, 256, 8, 9, 0xa70891c0a7ef2319ull },
+    { KS_QUANT_Q3_K, 256, 12, 1, 0xa17d1ecb05182228ull },
+    { KS_QUANT_Q3_K, 256, 12, 5, 0xddaf946e012ed327ull },
+    { KS_QUANT_Q3_K, 256, 12, 9, 0x254fdbc951f7f247ull },
+    { KS_QUANT_Q3_K, 512, 9, 1, 0xf6500b5f73503309ull },
+    { KS_QUANT_Q3_K, 512, 9, 5, 0x5b99b97a4406657aull },
+    { KS_QUANT_Q3_K, 512, 9, 9, 0xd40c2147a20ade19ull },
+    { KS_QUANT_Q4_K, 256, 8, 1, 0x9bfc0fedc31f6a80ull },
+    { KS_QUANT_Q4_K, 256, 8, 5, 0xf60e0e0d3e8d1242ull },
+    { KS_QUANT_Q4_K, 256, 8, 9, 0xa7cfec18d50ea077ull },
+    { KS_QUANT_Q4_K, 256, 12, 1, 0x5caf723ec8eaf388ull },
+    { KS_QUANT_Q4_K, 256, 12, 5, 0x1165bc74d0f2bc56ull },
+    { KS_QUANT_Q4_K, 256, 12, 9, 0x5a8a9f024808b8c0ull },
+    { KS_QUANT_Q4_K, 512, 9, 1, 0x091af574eb2ea41eull },
+    { KS_QUANT_Q4_K, 512, 9, 5, 0x0b109a79d99000fdull },
+    { KS_QUANT_Q4_K, 512, 9, 9, 0x58b576842ba1f13cull },
+    { KS_QUANT_Q5_K, 256, 8, 1, 0x14b70751520bc7ebull },
+    { KS_QUANT_Q5_K, 256, 8, 5, 0xd9ac5192a2ad22e0ull },
+    { KS_QUANT_Q5_K, 256, 8, 9, 0x511020f486c5546cull },
+    { KS_QUANT_Q5_K, 256, 12, 1, 0xd1e07ab73105793dull },
+    { KS_QUANT_Q5_K, 256, 12, 5, 0xf6c95a8649098a5bull },
+    { KS_QUANT_Q5_K, 256, 12, 9, 0x83cc8968188012f7ull },
+    { KS_QUANT_Q5_K, 512, 9, 1, 0x82c1fa304e028058ull },
+    { KS_QUANT_Q5_K, 512, 9, 5, 0xf6c59b042e8cdac6ull },
+    { KS_QUANT_Q5_K, 512, 9, 9, 0x49c42e83ba190809ull },
+    { KS_QUANT_Q6_K, 256, 8, 1, 0xefbaebf04c7d1916ull },
+    { KS_QUANT_Q6_K, 256, 8, 5, 0xfc7e86a9a963de5eull },
+    { KS_QUANT_Q6_K, 256, 8, 9, 0xe4990c8861580323ull },
+    { KS_QUANT_Q6_K, 256, 12, 1, 0x24a4012588030e14ull },
+    { KS_QUANT_Q6_K, 256, 12, 5, 0xaabd9ed7ea7502fcull },
+    { KS_QUANT_Q6_K, 256, 12, 9, 0xe09a522631fbc89bull },
+    { KS_QUANT_Q6_K, 512, 9, 1, 0x7952fcd301ac8335ull },
+    { KS_QUANT_Q6_K, 512, 9, 5, 0x7f22585c96536dd8ull },
+    { KS_QUANT_Q6_K, 512, 9, 9, 0x955f9e76b3d54b95ull },
+    { KS_QUANT_IQ4_NL, 256, 8, 1, 0x70763aa58fdf0f35ull },
+    { KS_QUANT_IQ4_NL, 256, 8, 5, 0x288a68162c0f2402ull },
+    { KS_QUANT_IQ4_NL, 256, 8, 9, 0xeaf7f99b9dca9ceaull },
+    { KS_QUANT_IQ4_NL, 256, 12, 1, 0x8ae04498e53d4138ull },
+    { KS_QUANT_IQ4_NL, 256, 12, 5, 0x7c5c2377e13e99c8ull },
+    { KS_QUANT_IQ4_NL, 256, 12, 9, 0x2914430537ddc5b4ull },
+    { KS_QUANT_IQ4_NL, 288, 9, 1, 0xc35e0d935a5ed2e9ull },
+    { KS_QUANT_IQ4_NL, 288, 9, 5, 0x0bb8c28794a25c86ull },
+    { KS_QUANT_IQ4_NL, 288, 9, 9, 0x3928b3c14a236520ull },
+};
+
+static const struct { int len; uint64_t hash; } peer_swiglu[] = {
+    { 8, 0x2b07418289f10fa3ull },
+    { 172, 0x30d15c597a2cbba7ull },
+    { 1536, 0xa234f16bb7709953ull },
+};
+
+/* FNV-1a of llama.cpp's flash attention (ggml_flash_attn_ext, f16 K/V,
+ * causal mask, scale 1/8) on deterministic data: under 64 queries its
+ * one-row kernel (f16 query and value sums), from 64 on its tiled one. */
+static const struct { int hd, n_head, n_head_kv, n_kv, n_q; uint64_t hash; } peer_attn[] = {
+    { 64, 2, 1, 96, 5, 0xedc55312353fbaadull },
+    { 64, 4, 2, 200, 40, 0x655d32b13d5d071dull },
+    { 8, 8, 4, 120, 30, 0x5f7c75d314ce8608ull },
+    { 64, 2, 1, 96, 70, 0xdf8beb19d1f857fcull },
+    { 8, 2, 1, 80, 66, 0x87b492ef2c6711edull },
+};
+
+START_TEST(matmul_matches_llama_cpp)
+{
+    const ks_qtype t = peer_mm[_i].t;
+    const int64_t k = peer_mm[_i].k, m = peer_mm[_i].m, nt = peer_mm[_i].nt;
+    uint64_t rb = ks_qtype_row_bytes(t, (uint64_t)k), ab = ks_cpu_act_bytes(t, (uint64_t)k);
+    uint8_t *w = malloc(rb * (uint64_t)m), *xq = malloc(ab * (uint64_t)nt);
+    float *src = malloc(sizeof(float) * (uint64_t)k);
+    float *x = malloc(sizeof(float) * (uint64_t)(k * nt));
+    float *y = malloc(sizeof(float) * (uint64_t)(m * nt));
+    const ks_simd paths[2] = { KS_SIMD_SCALAR, simd_path() };
+
+    gen_state = (uint64_t)t * 1000003u + (uint64_t)k * 131u + (uint64_t)m * 7u + (uint64_t)nt;
+    for (int64_t r = 0; r < m; r++) {
+        float sc = 0.5f + (float)(r % 5) * 0.25f;
+        for (int64_t i = 0; i < k; i++)
+            src[i] = gen_f() * sc;
+        ks_cpu_quantize_row(t, src, w + (uint64_t)r * rb, (uint64_t)k);
+    }
+    for (int64_t i = 0; i < k * nt; i++)
+        x[i] = gen_f() * 1.5f;
+    for (int p = 0; p < 2; p++) {
+        if (p == 1 && paths[1] != KS_SIMD_AVX2)
+            break; /* NEON sums in its own order */
+        ks_cpu_simd_force(paths[p]);
+        for (int64_t j = 0; j < nt; j++)
+            ks_cpu_quantize_act(t, x + j * k, xq + (uint64_t)j * ab, (uint64_t)k);
+        memset(y, 0, sizeof(float) * (uint64_t)(m * nt));
+        /* in two row ranges, as the forward pass splits work */
+        ks_cpu_matmul_rows(t, w, rb, (uint64_t)k, m, m / 2, xq, ab, nt, y, (uint64_t)m);
+        ks_cpu_matmul_rows(t, w + (uint64_t)(m / 2) * rb, rb, (uint64_t)k, m, m - m / 2,
+                           xq, ab, nt, y + m / 2, (uint64_t)m);
+        ck_assert_msg(fnv_floats(y, (size_t)(m * nt)) == peer_mm[_i].hash,
+                      "%s k=%d m=%d nt=%d (%s): not llama.cpp's result (y0 %a)",
+                      ks_qtype_name(t), (int)k, (int)m, (int)nt,
+                      ks_cpu_simd_name(paths[p]), y[0]);
+    }
+    ks_cpu_simd_force(simd_path());
+    free(w); free(xq); free(src); free(x); free(y);
+}
+END_TEST
+
+START_TEST(attention_matches_llama_cpp)
+{
+    const int hd = peer_attn[_i].hd, nh = peer_attn[_i].n_head;
+    const int nkv = peer_attn[_i].n_head_kv, n_kv = peer_attn[_i].n_kv;
+    const int n_q = peer_attn[_i].n_q;
+    const uint64_t row_bytes = (uint64_t)hd * (uint64_t)nkv * 2;
+    float *q = malloc(sizeof(float) * (size_t)(hd * n_q * nh));
+    uint16_t *kc = malloc(row_bytes * (uint64_t)n_kv), *vc = malloc(row_bytes * (uint64_t)n_kv);
+    uint16_t *qh = malloc(sizeof(uint16_t) * (size_t)hd);
+    float *out = malloc(sizeof(float) * (size_t)(hd * n_q * nh));
+    float *scores = malloc(sizeof(float) * (size_t)(n_kv > 64 ? n_kv : 64));
+    float *work = malloc(sizeof(float) * (size_t)hd);
+    const ks_simd paths[2] = { KS_SIMD_SCALAR, simd_path() };
+
+    gen_state = 1234u + (uint64_t)n_q * 17u + (uint64_t)hd;
+    for (int i = 0; i < hd * n_q * nh; i++)
+        q[i] = gen_f();
+    for (int i = 0; i < hd * nkv * n_kv; i++)
+        kc[i] = ks_f32_to_fp16(gen_f());
+    for (int i = 0; i < hd * nkv * n_kv; i++)
+        vc[i] = ks_f32_to_fp16(gen_f());
+    for (int p = 0; p < 2; p++) {
+        if (p == 1 && paths[1] != KS_SIMD_AVX2)
+            break;
+        ks_cpu_simd_force(paths[p]);
+        for (int i = 0; i < n_q; i++)
+            for (int h = 0; h < nh; h++) {
+                const float *qi = q + ((size_t)i * (size_t)nh + (size_t)h) * (size_t)hd;
+                float *o = out + ((size_t)i * (size_t)nh + (size_t)h) * (size_t)hd;
+                const uint16_t *k0 = kc + (size_t)(h / (nh / nkv)) * (size_t)hd;
+                const uint16_t *v0 = vc + (size_t)(h / (nh / nkv)) * (size_t)hd;
+                uint32_t n_keys = (uint32_t)(n_kv - n_q + i + 1);
+                if (n_q >= 64) {
+                    ks_cpu_attn_tiled(KS_QUANT_F16, qi, k0, v0, row_bytes, (uint32_t)hd,
+                                      0, n_keys, 0.125f, scores, work, o);
+                } else {
+                    ks_cpu_quantize_act(KS_QUANT_F16, qi, qh, (uint64_t)hd);
+                    ks_cpu_attn_scores_f16(k0, row_bytes, (uint32_t)hd, n_keys, qh, scores);
+                    ks_cpu_attn_accum(KS_QUANT_F16, v0, row_bytes, (uint32_t)hd, n_keys,
+                                      scores, 0.125f, work, o);
+                }
+            }
+        ck_assert_msg(fnv_floats(out, (size_t)(hd * n_q * nh)) == peer_attn[_i].hash,
+                      "attention hd=%d n_q=%d (%s): not llama.cpp's result (out0 %a)",
+                      hd, n_q, ks_cpu_simd_name(paths[p]), out[0]);
+    }
+    ks_cpu_simd_force(simd_path());
+    free(q); free(kc); free(vc); free(qh); free(out); free(scores); free(work);
+}
+END_TEST
+
+START_TEST(swiglu_matches_llama_cpp)
+{
+    const int len = peer_swiglu[_i].len;
+    float *g = malloc(sizeof(float) * (size_t)len), *u = malloc(sizeof(float) * (size_t)len);
+    float *y = malloc(sizeof(float) * (size_t)len), *y2 = malloc(sizeof(float) * (size_t)len);
+
+    gen_state = 77u + (uint64_t)len;
+    for (int i = 0; i < len; i++) {
+        g[i] = gen_f() * (i % 7 == 0 ? 60.0f : 4.0f);
+        u[i] = gen_f();
+    }
+    memcpy(y, g, sizeof(float) * (size_t)len);
+    memcpy(y2, g, sizeof(float) * (size_t)len);
+    ks_cpu_simd_force(KS_SIMD_SCALAR);
+    ks_cpu_swiglu(y, u, (uint64_t)len, 0, (uint64_t)len);
+    ck_assert_msg(fnv_floats(y, (size_t)len) == peer_swiglu[_i].hash,
+                  "swiglu %d (scalar): not llama.cpp's", len);
+    ks_cpu_simd_force(simd_path());
+    /* in pieces that do not follow the 8-column groups */
+    ks_cpu_swiglu(y2, u, (uint64_t)len, 0, (uint64_t)len / 3);
+    ks_cpu_swiglu(y2, u, (uint64_t)len, (uint64_t)len / 3, (uint64_t)len);
+    ck_assert_msg(memcmp(y, y2, sizeof(float) * (size_t)len) == 0,
+                  "swiglu %d: %s differs from scalar", len, ks_cpu_simd_name(simd_path()));
+    free(g); free(u); free(y); free(y2);
 }
 END_TEST
 
@@ -923,6 +1250,15 @@ quant_suite(void)
     tcase_add_test(tc, simd_act_quant_bit_exact);
     tcase_add_loop_test(tc, simd_vs_scalar, 0, (int)N_TYPES);
     tcase_add_test(tc, simd_force_and_env_names);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("llama_cpp");
+    tcase_add_loop_test(tc, matmul_matches_llama_cpp, 0,
+                        (int)(sizeof peer_mm / sizeof peer_mm[0]));
+    tcase_add_loop_test(tc, swiglu_matches_llama_cpp, 0,
+                        (int)(sizeof peer_swiglu / sizeof peer_swiglu[0]));
+    tcase_add_loop_test(tc, attention_matches_llama_cpp, 0,
+                        (int)(sizeof peer_attn / sizeof peer_attn[0]));
     suite_add_tcase(s, tc);
     return s;
 }
