@@ -481,9 +481,13 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
     char piece[256];
 
     p->n_out = 0;
-    memset(&s->stats.n_prompt, 0,
-           sizeof(s->stats) - offsetof(ks_stats, n_prompt));
-    s->stats.load_ms = s->m->load_ms;
+    {
+        uint64_t kv = s->stats.kv_bytes;
+        memset(&s->stats, 0, sizeof(s->stats));
+        s->stats.kv_bytes = kv;
+        s->stats.load_ms = s->m->load_ms;
+        s->stats.n_threads = s->n_threads;
+    }
     if (p->n_prompt == 0 && s->n_past == 0)
         return ks_error(KS_ERR_INVALID_ARG,
                         "generate: an empty prompt and an empty session: "
