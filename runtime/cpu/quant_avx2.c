@@ -839,6 +839,10 @@ rpk_tile(const int GEMM, const int T, const uint8_t *W, uint64_t rb,
              * tree (h: rows 2p, 2p+1; q0: rows 0-3, q1: rows 4-7) so
              * that few vectors stay live */
             __m256i hp[4], q[2][4];
+            /* every lane used is set below; this only quiets GCC's
+             * maybe-uninitialized at -O2 */
+            for (int t = 0; t < 4; t++)
+                hp[t] = q[0][t] = q[1][t] = _mm256_setzero_si256();
             for (int rp = 0; rp < 4; rp++) {
                 __m256i lo[2], hi[2], s_lo[2], s_hi[2];
                 for (int k = 0; k < 2; k++) {
