@@ -21,9 +21,7 @@
 #include "kestrel/kestrel.h"
 #include "kestrel/inspect.h"
 #include "kestrel/quantize.h"
-#ifdef KS_HAVE_DEVICES
 #include "kestrel/devices.h"
-#endif
 
 #define DEFAULT_MODEL_FILE "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -150,9 +148,7 @@ help(const char *cmd)
                "  bench     measure prefill and decode speed\n"
                "  info      show a GGUF file's metadata and tensors\n"
                "  quantize  requantize a GGUF file (Q4_0, Q8_0, Q4_K, Q6_K)\n"
-#ifdef KS_HAVE_DEVICES
                "  devices   list Vulkan devices and accelerators\n"
-#endif
                "\n'kestrel COMMAND --help' describes each command.\n"
                "Environment: KESTREL_LOG=debug|info|warn|error, "
                "KESTREL_MODEL_DIR, KESTREL_SIMD=scalar|avx2|neon.\n");
@@ -208,12 +204,10 @@ help(const char *cmd)
                "Q8_0, Q4_K or\nQ6_K) and writes OUTPUT. Norms and other 1-D "
                "tensors stay F32; rows whose\nlength does not fit TYPE's "
                "block fall back as llama-quantize does.\n");
-#ifdef KS_HAVE_DEVICES
     } else if (strcmp(cmd, "devices") == 0) {
         printf("Usage: kestrel devices [--json]\n\n"
                "Lists the Vulkan devices and /dev/accel accelerators Kestrel "
                "can see.\n");
-#endif
     }
 }
 
@@ -1044,11 +1038,8 @@ main(int argc, char **argv)
     }
     cmd = argv[1];
     if (strcmp(cmd, "run") && strcmp(cmd, "chat") && strcmp(cmd, "bench") &&
-        strcmp(cmd, "info") && strcmp(cmd, "quantize")
-#ifdef KS_HAVE_DEVICES
-        && strcmp(cmd, "devices")
-#endif
-    ) {
+        strcmp(cmd, "info") && strcmp(cmd, "quantize") &&
+        strcmp(cmd, "devices")) {
         fprintf(stderr, "kestrel: unknown command '%s'\nTry 'kestrel "
                 "--help'.\n", cmd);
         return 2;
@@ -1063,10 +1054,8 @@ main(int argc, char **argv)
         return cmd_bench(&o);
     if (strcmp(cmd, "info") == 0)
         return cmd_info(&o);
-#ifdef KS_HAVE_DEVICES
     if (strcmp(cmd, "devices") == 0)
         return ks_devices_print(stdout, o.json ? KS_DEVICES_JSON : 0) == KS_OK
                    ? 0 : fail(NULL);
-#endif
     return cmd_quantize(&o);
 }
