@@ -47,6 +47,8 @@ typedef struct opts {
     int32_t     n_threads;
     ks_backend  backend;
     int32_t     device;
+    const char *split;
+    int32_t     gpu_layers;
     ks_sampling sampling;
     bool        json;
     bool        ignore_eos;
@@ -117,7 +119,12 @@ static const char common_help[] =
     "  -c, --ctx-size N      context length (default: min(model's, 4096))\n"
     "  -b, --batch-size N    prefill tokens per pass (default: 512)\n"
     "      --backend B       auto|cpu|vulkan (default: auto)\n"
-    "      --device N        Vulkan device index (default: the best)\n"
+    "      --device N        Vulkan device, as 'kestrel devices' numbers them\n"
+    "                        (default: the best)\n"
+    "      --gpu-layers N    run the last N layers on the Vulkan device, the\n"
+    "                        rest on the CPU\n"
+    "      --split MAP       place layer ranges by hand, e.g.\n"
+    "                        cpu:0-9,vulkan:10-29 (the head follows the last)\n"
     "      --kv-type T       f16|f32 KV cache (default: f16)\n"
     "      --temp-limit C    keep the device below C degrees Celsius (default:\n"
     "                        its first passive trip point - 5, when it has one)\n"
@@ -149,6 +156,7 @@ help(const char *cmd)
                "  info      show a GGUF file's metadata and tensors\n"
                "  quantize  requantize a GGUF file (Q4_0, Q8_0, Q4_K, Q6_K)\n"
                "  devices   list Vulkan devices and accelerators\n"
+               "  compile   compile a model's Vulkan kernels into the disk cache\n"
                "\n'kestrel COMMAND --help' describes each command.\n"
                "Environment: KESTREL_LOG=debug|info|warn|error, "
                "KESTREL_MODEL_DIR, KESTREL_SIMD=scalar|avx2|neon.\n");
@@ -204,10 +212,20 @@ help(const char *cmd)
                "Q8_0, Q4_K or\nQ6_K) and writes OUTPUT. Norms and other 1-D "
                "tensors stay F32; rows whose\nlength does not fit TYPE's "
                "block fall back as llama-quantize does.\n");
+    } else if (strcmp(cmd, "compile") == 0) {
+        printf("Usage: kestrel compile [OPTIONS]\n\n"
+               "Generates and compiles every Vulkan kernel the model needs on "
+               "the device and\nkeeps the SPIR-V and the pipeline cache under "
+               "$XDG_CACHE_HOME/kestrel (or\n~/.cache/kestrel; "
+               "KESTREL_CACHE_DIR overrides), so that later runs compile\n"
+               "nothing. Prints what it compiled and what it found cached.\n\n"
+               "Options:\n%s", common_help);
     } else if (strcmp(cmd, "devices") == 0) {
         printf("Usage: kestrel devices [--json]\n\n"
                "Lists the Vulkan devices and /dev/accel accelerators Kestrel "
-               "can see.\n");
+               "can see, the\nexecution targets it could place layers on, and the "
+               "sensors (temperatures\nand trip points, power, battery, "
+               "frequencies) with their current readings.\n");
     }
 }
 
@@ -284,9 +302,15 @@ parse(const char *cmd, int argc, char **argv, opts *o)
             else
                 die_usage(cmd, "--backend expects auto, cpu or vulkan, got "
                           "'%s'", v);
+        } else if (strcmp(a, "--split") == 0) {
+            NEED_VALUE();
+            o->split = v;
+        } else if (strcmp(a, "--gpu-layers") == 0) {
+            NEED_VALUE();
+            o->gpu_layers = (int32_t)parse_long(cmd, a, v, 0, 100000);
         } else if (strcmp(a, "--device") == 0) {
             NEED_VALUE();
-            o->device = (int32_t)parse_long(cmd, a, v, 0, 255);
+            o->device = (int32_t)parse_long(cmd, a, v, 0, 255) + 1;
         } else if (strcmp(a, "--kv-type") == 0) {
             NEED_VALUE();
             if (strcmp(v, "f16") == 0)
@@ -407,6 +431,8 @@ load(const opts *o, loaded *l)
     rp.backend = o->backend;
     rp.n_threads = o->n_threads;
     rp.device = o->device;
+    rp.split = o->split;
+    rp.gpu_layers = o->gpu_layers;
     rp.temp_limit_c = o->temp_limit_c;
     rp.power_limit_w = o->power_limit_w;
     rp.policy = o->policy;
@@ -491,8 +517,13 @@ print_piece(void *user, int32_t tok, const char *piece, size_t len)
 }
 
 static void
-print_stats(const ks_stats *st)
+print_stats(const ks_session *s, const ks_stats *st)
 {
+    if (st->n_shader_hits + st->n_shader_compiled > 0)
+        fprintf(stderr, "\n\nkestrel: %s, placement %s | Vulkan set-up %.1f ms, kernels: "
+                "%u from the disk cache, %u compiled", ks_session_backend_name(s),
+                ks_session_placement(s), st->backend_setup_ms, st->n_shader_hits,
+                st->n_shader_compiled);
     fprintf(stderr,
             "\n\nkestrel: load %.1f ms | prompt %u tokens, %.1f ms, %.2f t/s "
             "| generated %u tokens, %.1f ms, %.2f t/s | peak RSS %.1f MiB\n",
@@ -536,16 +567,20 @@ json_ids(FILE *f, const char *key, const int32_t *ids, size_t n)
 }
 
 static void
-json_stats(FILE *f, const ks_stats *st)
+json_stats(FILE *f, const ks_session *s, const ks_stats *st)
 {
     fprintf(f,
-            "\"stats\":{\"load_ms\":%.3f,\"n_prompt\":%u,\"prefill_ms\":%.3f,"
+            "\"placement\":\"%s\",\"stats\":{\"load_ms\":%.3f,\"n_prompt\":%u,"
+            "\"prefill_ms\":%.3f,"
             "\"prefill_tps\":%.3f,\"n_gen\":%u,\"decode_ms\":%.3f,"
-            "\"decode_tps\":%.3f,\"peak_rss_bytes\":%llu,\"kv_bytes\":%llu}",
-            st->load_ms, st->n_prompt, st->prefill_ms, st->prefill_tps,
-            st->n_gen, st->decode_ms, st->decode_tps,
+            "\"decode_tps\":%.3f,\"peak_rss_bytes\":%llu,\"kv_bytes\":%llu,"
+            "\"backend_setup_ms\":%.3f,\"shader_cache_hits\":%u,"
+            "\"shaders_compiled\":%u}",
+            ks_session_placement(s), st->load_ms, st->n_prompt, st->prefill_ms,
+            st->prefill_tps, st->n_gen, st->decode_ms, st->decode_tps,
             (unsigned long long)st->peak_rss_bytes,
-            (unsigned long long)st->kv_bytes);
+            (unsigned long long)st->kv_bytes, st->backend_setup_ms, st->n_shader_hits,
+            st->n_shader_compiled);
 }
 
 static int
@@ -624,12 +659,12 @@ cmd_run(const opts *o)
         json_ids(stdout, "ids", gen, n_gen);
         printf(",\"text\":");
         json_string(stdout, text ? text : "", text ? n_text : 0);
-        printf(",\"backend\":\"%s\",", ks_runtime_backend_name(l.rt));
-        json_stats(stdout, &stats);
+        printf(",\"backend\":\"%s\",", ks_session_backend_name(l.session));
+        json_stats(stdout, l.session, &stats);
         printf("}\n");
         free(text);
     } else {
-        print_stats(&stats);
+        print_stats(l.session, &stats);
     }
     if (st == KS_ERR_CANCELLED)
         rc = 130;
@@ -963,7 +998,7 @@ cmd_bench(const opts *o)
                "\"backend\":\"%s\",\"threads\":%d,\"n_prompt\":%d,"
                "\"n_gen\":%d,\"repetitions\":%d,\"pp_tps\":%.3f,"
                "\"tg_tps\":%.3f,", d.arch, (unsigned long long)d.file_bytes,
-               (unsigned long long)d.n_params, ks_runtime_backend_name(l.rt),
+               (unsigned long long)d.n_params, ks_session_backend_name(l.session),
                o->n_threads ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
                o->n_pp, o->n_tg, o->reps, pp_med, tg_med);
         json_samples("pp_samples", pp, o->n_pp ? o->reps : 0);
@@ -977,12 +1012,12 @@ cmd_bench(const opts *o)
         if (o->n_pp)
             printf("| %s | %.2f MiB | %.2f M | %s | %d | pp%d | %.2f |\n",
                    base, (double)d.file_bytes / 1048576.0,
-                   (double)d.n_params / 1e6, ks_runtime_backend_name(l.rt),
+                   (double)d.n_params / 1e6, ks_session_backend_name(l.session),
                    o->n_threads, o->n_pp, pp_med);
         if (o->n_tg)
             printf("| %s | %.2f MiB | %.2f M | %s | %d | tg%d | %.2f |\n",
                    base, (double)d.file_bytes / 1048576.0,
-                   (double)d.n_params / 1e6, ks_runtime_backend_name(l.rt),
+                   (double)d.n_params / 1e6, ks_session_backend_name(l.session),
                    o->n_threads, o->n_tg, tg_med);
         fprintf(stderr, "kestrel bench: median of %d runs; load %.1f ms; "
                 "peak RSS %.1f MiB\n", o->reps, d.load_ms,
@@ -1025,6 +1060,28 @@ cmd_quantize(const opts *o)
     return 0;
 }
 
+/* Starting a session on Vulkan generates, compiles (or finds in the disk
+ * cache) and builds every kernel the model needs: that is the whole job. */
+static int
+cmd_compile(const opts *o)
+{
+    opts lo = *o;
+    loaded l;
+    ks_stats st;
+
+    if (lo.backend == KS_BACKEND_AUTO)
+        lo.backend = KS_BACKEND_VULKAN;
+    lo.no_governor = true;
+    if (load(&lo, &l) != 0)
+        return 1;
+    ks_session_stats(l.session, &st);
+    printf("%s: placement %s; %u kernels compiled, %u found in the disk cache; set-up "
+           "%.1f ms\n", ks_session_backend_name(l.session), ks_session_placement(l.session),
+           st.n_shader_compiled, st.n_shader_hits, st.backend_setup_ms);
+    unload(&l);
+    return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1039,7 +1096,7 @@ main(int argc, char **argv)
     cmd = argv[1];
     if (strcmp(cmd, "run") && strcmp(cmd, "chat") && strcmp(cmd, "bench") &&
         strcmp(cmd, "info") && strcmp(cmd, "quantize") &&
-        strcmp(cmd, "devices")) {
+        strcmp(cmd, "devices") && strcmp(cmd, "compile")) {
         fprintf(stderr, "kestrel: unknown command '%s'\nTry 'kestrel "
                 "--help'.\n", cmd);
         return 2;
@@ -1057,5 +1114,7 @@ main(int argc, char **argv)
     if (strcmp(cmd, "devices") == 0)
         return ks_devices_print(stdout, o.json ? KS_DEVICES_JSON : 0) == KS_OK
                    ? 0 : fail(NULL);
+    if (strcmp(cmd, "compile") == 0)
+        return cmd_compile(&o);
     return cmd_quantize(&o);
 }

@@ -1,6 +1,7 @@
 /* The Vulkan driver layer: instance and device (vk_device.c), buffers and
- * memory budgets (vk_mem.c), compute pipelines and dispatch (vk_pipeline.c)
- * and the run-time GLSL compiler (vk_compile.c).
+ * memory budgets (vk_mem.c), compute pipelines and dispatch (vk_pipeline.c),
+ * the run-time GLSL compiler (vk_compile.c) and the disk cache of SPIR-V
+ * and pipelines (vk_cache.c).
  *
  * Only built when meson finds Vulkan (KS_HAVE_VULKAN); the compiler also
  * needs glslang (KS_HAVE_GLSLANG). Nothing here knows about transformers.
@@ -43,10 +44,11 @@ typedef struct ks_vk_mask {
     bool     no16bit;   /* no 16-bit storage, no int16 arithmetic */
     bool     nofp16;    /* no float16 arithmetic */
     bool     nointdot;  /* no integer dot product */
+    bool     nofp64;    /* no float64 arithmetic */
     uint32_t subgroup;  /* 0: device's; else the subgroup size kernels assume */
 } ks_vk_mask;
 
-/* Parses a comma list "no8bit,no16bit,nofp16,nointdot,subgroup=N" (spaces
+/* Parses a comma list "no8bit,no16bit,nofp16,nointdot,nofp64,subgroup=N" (spaces
  * around items allowed, NULL or "" = nothing masked). An unknown item or a
  * subgroup size that is not a power of two in 1..256 gives
  * KS_ERR_INVALID_ARG naming the item; *out is zeroed then. */
@@ -122,6 +124,7 @@ typedef struct ks_vk_device_info {
     bool int8;             /* shaderInt8 */
     bool int16;            /* shaderInt16 */
     bool int64;            /* shaderInt64 */
+    bool float64;          /* shaderFloat64 */
     bool int_dot;          /* shaderIntegerDotProduct */
     bool int_dot_accel;    /* 4x8-bit packed signed dot product is native */
     bool timeline_semaphore;
@@ -170,6 +173,7 @@ typedef struct ks_vk_caps {
     bool     int8;
     bool     int16;
     bool     int_dot;
+    bool     float64;
     bool     subgroup_size_control;
     bool     timeline_semaphore;
     bool     external_memory_host;
@@ -211,8 +215,20 @@ typedef struct ks_vk_ctx {
     bool            cmd_open;
     bool            lost;       /* a submit reported VK_ERROR_DEVICE_LOST */
 
-    VkPipelineCache pipeline_cache;  /* VK_NULL_HANDLE until cache_load */
+    VkPipelineCache pipeline_cache;  /* loaded from the cache dir at create;
+                                      * VK_NULL_HANDLE with caching off,
+                                      * until ks_vk_pipeline_cache_load */
     struct ks_vk_matvec_cache *matvec_cache;  /* vk_matvec.c, made on first use */
+    struct ks_vk_exact_cache *exact_cache;    /* vk_exact.c, made on first use */
+
+    /* Disk cache (vk_cache.c): the directory ks_vk_cache_dir chose when the
+     * context was made (malloc'd; NULL: caching off), and what
+     * ks_vk_shader_get did. A rebuilt entry counts as compiled too. */
+    char    *cache_dir;
+    bool     cache_warned;       /* the unwritable-dir warning was given */
+    uint32_t n_shader_hits;      /* SPIR-V read from the disk cache */
+    uint32_t n_shader_compiled;  /* SPIR-V compiled by glslang */
+    uint32_t n_shader_rebuilt;   /* of those, replacing a corrupt or stale file */
 
     /* Memory accounting (vk_mem.c). */
     uint64_t      budget_bytes;   /* simulated budget on device buffers, 0: none */
@@ -228,6 +244,11 @@ typedef struct ks_vk_ctx {
  * mask or budget text, named), KS_ERR_UNSUPPORTED, KS_ERR_DEVICE_OOM,
  * KS_ERR_NOMEM. On failure *out is NULL. */
 ks_status ks_vk_ctx_create(const ks_vk_ctx_params *p, ks_vk_ctx **out);
+
+/* The simulated device budget KESTREL_VK_BUDGET_MB asks for (MiB, a
+ * decimal number such as 2.5), in bytes; 0 when unset.
+ * KS_ERR_INVALID_ARG names a value that is not a number. */
+ks_status ks_vk_budget_from_env(uint64_t *out);
 
 /* Waits for the device to go idle, releases everything; NULL is a no-op.
  * Objects the caller made from |ctx| must be destroyed first. */
@@ -301,13 +322,34 @@ void ks_vk_mem_ctx_fini(ks_vk_ctx *ctx);
 /* For ks_vk_ctx_destroy only: frees the matvec kernels (vk_matvec.c). */
 void ks_vk_matvec_ctx_fini(ks_vk_ctx *ctx);
 
+/* For ks_vk_ctx_destroy only: frees the exact kernels (vk_exact.c). */
+void ks_vk_exact_ctx_fini(ks_vk_ctx *ctx);
+
+/* For ks_vk_ctx_create only: picks the cache directory and loads the
+ * pipeline cache from it (vk_cache.c). Never fails the context: a cache
+ * that cannot be read gives a log line and an empty pipeline cache. */
+void ks_vk_cache_ctx_init(ks_vk_ctx *ctx);
+
+/* For ks_vk_ctx_destroy only, before the pipeline cache is destroyed:
+ * saves it (when caching is on) and frees the directory name. */
+void ks_vk_cache_ctx_fini(ks_vk_ctx *ctx);
+
 /* ---- Pipelines and dispatch (vk_pipeline.c) -------------------------- */
+
+/* Bindings a pipeline may have at set 0. */
+#define KS_VK_MAX_BINDINGS 32u
 
 typedef struct ks_vk_pipeline_params {
     const char     *name;         /* for messages */
     const uint32_t *spirv;
     size_t          n_words;
-    uint32_t        n_buffers;    /* storage buffers at set 0, bindings 0..n-1 */
+    uint32_t        n_buffers;    /* bindings at set 0: 0..n-1, at most
+                                   * KS_VK_MAX_BINDINGS */
+    const VkDescriptorType *types;  /* n_buffers entries, one per binding:
+                                     * VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                     * UNIFORM_TEXEL_BUFFER or
+                                     * STORAGE_TEXEL_BUFFER; NULL: all
+                                     * storage buffers */
     uint32_t        push_bytes;   /* push-constant block size, multiple of 4 */
     const uint32_t *spec;         /* 32-bit specialization constants, */
     uint32_t        n_spec;       /* constant_id 0..n_spec-1 (workgroup size, ...) */
@@ -322,7 +364,8 @@ typedef struct ks_vk_pipeline {
     VkPipelineLayout      layout;
     VkPipeline            pipeline;
     VkDescriptorPool      pool;
-    uint32_t              n_buffers;
+    uint32_t              n_buffers;  /* bindings */
+    VkDescriptorType      types[KS_VK_MAX_BINDINGS];  /* of bindings 0..n_buffers-1 */
     uint32_t              push_bytes;
     uint32_t              max_sets;
     uint32_t              n_sets;
@@ -336,12 +379,25 @@ ks_status ks_vk_pipeline_create(ks_vk_ctx *ctx, const ks_vk_pipeline_params *p,
 void      ks_vk_pipeline_destroy(ks_vk_ctx *ctx, ks_vk_pipeline *pl);  /* NULL ok */
 
 /* Allocates a descriptor set from the pipeline's pool binding |bufs| (whole
- * buffers) to bindings 0..n-1; n must equal the pipeline's n_buffers. The
- * set lives as long as the pipeline; make sets at set-up time, not per
- * dispatch. */
+ * buffers) to bindings 0..n-1; n must equal the pipeline's n_buffers, and
+ * every binding must be a storage buffer (texel buffers need
+ * ks_vk_pipeline_set_views). The set lives as long as the pipeline; make
+ * sets at set-up time, not per dispatch. KS_ERR_INVALID_ARG names a
+ * missing buffer or view; KS_ERR_UNSUPPORTED a buffer beyond
+ * maxStorageBufferRange. */
 ks_status ks_vk_pipeline_set(ks_vk_ctx *ctx, ks_vk_pipeline *pl,
                              const ks_vk_buffer *const *bufs, uint32_t n,
                              VkDescriptorSet *out);
+
+/* The same for pipelines with texel-buffer bindings: binding i takes
+ * views[i] (a VkBufferView the caller made and keeps alive as long as the
+ * set is used) when it is a texel buffer, bufs[i] otherwise; entries of
+ * the other kind are ignored and may be NULL. |views| may be NULL when no
+ * binding is a texel buffer. */
+ks_status ks_vk_pipeline_set_views(ks_vk_ctx *ctx, ks_vk_pipeline *pl,
+                                   const ks_vk_buffer *const *bufs,
+                                   const VkBufferView *views, uint32_t n,
+                                   VkDescriptorSet *out);
 
 /* Records bind + push constants (pl->push_bytes from |push|) + dispatch. */
 void ks_vk_cmd_dispatch(VkCommandBuffer cb, const ks_vk_pipeline *pl,
@@ -391,5 +447,40 @@ ks_status ks_vk_preamble(const char *const *defines, uint32_t n, char **out);
 ks_status ks_vk_compile(const char *source, const ks_vk_compile_params *p,
                         ks_vk_spirv *out);
 void      ks_vk_spirv_fini(ks_vk_spirv *s);  /* zeroed: no-op */
+
+/* ---- Disk cache of SPIR-V and of the pipeline cache (vk_cache.c) ----- */
+
+/* The cache directory: $KESTREL_CACHE_DIR when set, else
+ * $XDG_CACHE_HOME/kestrel (an absolute XDG_CACHE_HOME only), else
+ * $HOME/.cache/kestrel. Written to |buf| (|size| bytes) and returned;
+ * NULL when caching is off (KESTREL_NO_CACHE set to anything but "" or
+ * "0"), when no directory can be named or it does not fit. The directory
+ * need not exist yet. Thread safe as long as nobody changes the
+ * environment. */
+const char *ks_vk_cache_dir(char *buf, size_t size);
+
+/* SPIR-V of the embedded template |template_name| ("matvec.comp", see
+ * ks_vk_shader_source) with the defines of |p| (NULL: none;
+ * p->vk_api_version 0: ctx->api_version). Read from
+ * <cache dir>/spirv/<key>.spv when present and valid, else compiled with
+ * ks_vk_compile and written there (temporary file + rename). The key is a
+ * 128-bit hash of the template's embedded text, the defines in order, the
+ * target API version, the device UUID, the driver version and driver ID,
+ * and the file format version. A file with a wrong magic, version, key,
+ * size or checksum is rebuilt with a warning naming it; a directory that
+ * cannot be written is a log line, not an error. Counts into
+ * ctx->n_shader_hits / n_shader_compiled / n_shader_rebuilt. The cache
+ * directory is the one the context chose at creation. On success *out
+ * owns malloc'd words (ks_vk_spirv_fini). Errors: KS_ERR_INVALID_ARG (no
+ * such template, a bad define, a template that does not compile: the
+ * compiler's log), KS_ERR_UNSUPPORTED (built without glslang and not
+ * cached), KS_ERR_NOMEM. Same threading as the context. */
+ks_status ks_vk_shader_get(ks_vk_ctx *ctx, const char *template_name,
+                           const ks_vk_compile_params *p, ks_vk_spirv *out);
+
+/* Saves ctx->pipeline_cache to <cache dir>/pipelines-<device UUID>.bin now
+ * (ks_vk_ctx_destroy also does). KS_OK without doing anything when
+ * caching is off; KS_ERR_IO naming the path when it cannot be written. */
+ks_status ks_vk_cache_save(ks_vk_ctx *ctx);
 
 #endif

@@ -9,6 +9,7 @@
 #include "driver/vk.h"
 
 #include <inttypes.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,6 +128,8 @@ ks_vk_mask_parse(const char *text, ks_vk_mask *out)
             m.nofp16 = true;
         } else if (item_is(p, len, "nointdot")) {
             m.nointdot = true;
+        } else if (item_is(p, len, "nofp64")) {
+            m.nofp64 = true;
         } else if (len > 9 && strncmp(p, "subgroup=", 9) == 0) {
             unsigned long v = 0;
             size_t i;
@@ -141,7 +144,7 @@ ks_vk_mask_parse(const char *text, ks_vk_mask *out)
         } else {
             return ks_error(KS_ERR_INVALID_ARG,
                             "KESTREL_VK_MASK: unknown item '%.*s' (expected no8bit, "
-                            "no16bit, nofp16, nointdot or subgroup=N)", (int)len, p);
+                            "no16bit, nofp16, nointdot, nofp64 or subgroup=N)", (int)len, p);
         }
         p += len;
         while (*p == ' ')
@@ -155,13 +158,13 @@ void
 ks_vk_mask_format(const ks_vk_mask *m, char *buf, size_t size)
 {
     size_t used = 0;
-    const char *names[4] = { "no8bit", "no16bit", "nofp16", "nointdot" };
-    bool on[4] = { m->no8bit, m->no16bit, m->nofp16, m->nointdot };
+    const char *names[5] = { "no8bit", "no16bit", "nofp16", "nointdot", "nofp64" };
+    bool on[5] = { m->no8bit, m->no16bit, m->nofp16, m->nointdot, m->nofp64 };
 
     if (size == 0)
         return;
     buf[0] = '\0';
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         if (on[i] && used < size)
             used += (size_t)snprintf(buf + used, size - used, "%s%s",
                                      used ? "," : "", names[i]);
@@ -722,6 +725,7 @@ describe(VkPhysicalDevice pd, uint32_t index, uint32_t instance_api,
     d->int8 = fc.has_f16i8 && fc.f16i8.shaderInt8;
     d->int16 = fc.f2.features.shaderInt16;
     d->int64 = fc.f2.features.shaderInt64;
+    d->float64 = fc.f2.features.shaderFloat64;
     d->timeline_semaphore = fc.has_timeline && fc.timeline.timelineSemaphore;
     d->int_dot = fc.has_idot && fc.idot.shaderIntegerDotProduct;
     d->int_dot_accel = d->int_dot && idot.integerDotProduct4x8BitPackedSignedAccelerated;
@@ -814,23 +818,22 @@ ks_vk_device_choose(const ks_vk_device_info *devs, uint32_t n, int32_t forced,
 
 /* ---- Context ---------------------------------------------------------- */
 
-static ks_status
-budget_from_env(uint64_t *out)
+ks_status
+ks_vk_budget_from_env(uint64_t *out)
 {
     const char *e = getenv("KESTREL_VK_BUDGET_MB");
-    uint64_t mb = 0;
-    const char *p;
+    char *end;
+    double mb;
 
     *out = 0;
     if (!e || !*e)
         return KS_OK;
-    for (p = e; *p >= '0' && *p <= '9'; p++) {
-        if (!ks_mul_size(mb, 10, &mb) || !ks_add_size(mb, (uint64_t)(*p - '0'), &mb))
-            break;
-    }
-    if (*p || !ks_mul_size(mb, 1024 * 1024, out))
+    errno = 0;
+    mb = strtod(e, &end);
+    if (errno || *end || end == e || !(mb >= 0.0 && mb < 1e12) || *e == '-' || *e == ' ')
         return ks_error(KS_ERR_INVALID_ARG, "KESTREL_VK_BUDGET_MB: expected a "
                         "number of MiB, found '%s'", e);
+    *out = (uint64_t)(mb * 1048576.0);
     return KS_OK;
 }
 
@@ -890,6 +893,7 @@ device_create(ks_vk_ctx *ctx, VkPhysicalDevice pd)
     c->int8 = d->int8 && !ctx->mask.no8bit;
     c->float16 = d->float16 && !ctx->mask.nofp16;
     c->int_dot = d->int_dot && !ctx->mask.nointdot;
+    c->float64 = d->float64 && !ctx->mask.nofp64;
     c->subgroup_size_control = d->subgroup_size_control;
     c->timeline_semaphore = d->timeline_semaphore;
     c->external_memory_host = d->external_memory_host;
@@ -897,6 +901,7 @@ device_create(ks_vk_ctx *ctx, VkPhysicalDevice pd)
     c->subgroup_size = ctx->mask.subgroup ? ctx->mask.subgroup : d->subgroup_size;
     want.f2.features.shaderInt16 = c->int16;
     want.f2.features.shaderInt64 = d->int64;
+    want.f2.features.shaderFloat64 = c->float64;
     want.s16.storageBuffer16BitAccess = c->storage_16bit;
     want.s8.storageBuffer8BitAccess = c->storage_8bit;
     want.f16i8.shaderFloat16 = c->float16;
@@ -993,7 +998,7 @@ ks_vk_ctx_create(const ks_vk_ctx_params *p, ks_vk_ctx **out)
         goto fail;
     if (p->budget_bytes)
         ctx->budget_bytes = p->budget_bytes;
-    else if ((st = budget_from_env(&ctx->budget_bytes)) != KS_OK)
+    else if ((st = ks_vk_budget_from_env(&ctx->budget_bytes)) != KS_OK)
         goto fail;
 
     if ((st = instance_create(p->validate || env_on("KESTREL_VALIDATE"),
@@ -1026,6 +1031,7 @@ ks_vk_ctx_create(const ks_vk_ctx_params *p, ks_vk_ctx **out)
         goto fail;
     if ((st = commands_create(ctx)) != KS_OK)
         goto fail;
+    ks_vk_cache_ctx_init(ctx);
 
     ks_vk_mask_format(&ctx->mask, mask_text, sizeof mask_text);
     ks_log(KS_LOG_INFO, "vk", "device %u: %s (%s, %s) queue family %u%s, "
@@ -1055,6 +1061,8 @@ ks_vk_ctx_destroy(ks_vk_ctx *ctx)
         vkDeviceWaitIdle(ctx->device);
         ks_vk_mem_ctx_fini(ctx);
         ks_vk_matvec_ctx_fini(ctx);
+        ks_vk_exact_ctx_fini(ctx);
+        ks_vk_cache_ctx_fini(ctx);
         if (ctx->pipeline_cache)
             vkDestroyPipelineCache(ctx->device, ctx->pipeline_cache, NULL);
         if (ctx->fence)

@@ -1,15 +1,17 @@
 /* Quantized matrix-vector kernels on Vulkan (see vk_matvec.h).
  *
- * Data flow: the embedded template shaders/matvec.comp is compiled by
- * glslang with KS_QUANT_<TYPE>, the epilogue defines and KS_SG_REDUCE
- * (slots summed by subgroupAdd); the work split (workgroup size, rows per
- * slot, lanes per slot) and the row alignment go in as specialization
- * constants. Each kernel has its own pipeline layout: W and x as uniform
- * texel buffers (RGBA32UI / RGBA32F views made by ks_vk_matvec_set), y,
- * bias and residual as storage buffers. Kernels made through
+ * Data flow: the embedded template shaders/matvec.comp is compiled (or
+ * read from the disk cache, ks_vk_shader_get) with KS_QUANT_<TYPE>, the
+ * epilogue defines, KS_EPI_XSUM and KS_SG_REDUCE (slots summed by
+ * subgroupAdd); the work split (workgroup size, rows per slot, lanes per
+ * slot) and the row alignment go in as specialization constants. The
+ * pipeline comes from ks_vk_pipeline_create: W and x as uniform texel
+ * buffers (RGBA32UI / RGBA32F views made by ks_vk_matvec_set), y, bias,
+ * residual and xsum as storage buffers. Kernels made through
  * ks_vk_matvec_pipeline_get live in a per-context table indexed by
  * (type, flags). A dispatch runs one workgroup per rows_per_wg rows (a 2-D
- * grid when one dimension is not enough) and writes one float per row.
+ * grid when one dimension is not enough) times n_tok vectors in z, and
+ * writes one float per row and vector.
  *
  * Why this shape (measured on lavapipe, Mesa 22.3, 2 contended cores):
  * every storage-buffer load becomes a per-lane loop with a branch per
@@ -30,7 +32,6 @@
 #include <string.h>
 
 #include "driver/base.h"
-#include "driver/vk_shaders.h"
 
 /* Loop trips one lane may make along a row (units and the reduction),
  * well under lavapipe's 65,535 per invocation. */
@@ -38,7 +39,11 @@
 #define MAX_ROWS 16u
 #define MAX_SETS 512u
 #define N_TYPES 40u
-#define PUSH_BYTES 32u
+#define PUSH_WORDS 13u  /* the Args block of shaders/matvec.comp */
+#define PUSH_BYTES (4u * PUSH_WORDS)
+#define MAX_BUFFERS 6u
+
+_Static_assert(PUSH_BYTES <= 128, "Vulkan guarantees 128 bytes of push constants");
 
 /* Block geometry by ggml type number; unit_blocks must match the
  * KS_UNIT_BLOCKS of shaders/common/quant.glsl. */
@@ -47,15 +52,16 @@ typedef struct type_info {
     uint32_t    block_elems;
     uint32_t    block_bytes;
     uint32_t    unit_blocks;
+    bool        has_min;  /* w = d·q + m per block: KS_VK_MATVEC_XSUM applies */
 } type_info;
 
 static const type_info types[N_TYPES] = {
-    [0] = { "F32", 1, 4, 32 },
-    [1] = { "F16", 1, 2, 64 },
-    [2] = { "Q4_0", 32, 18, 8 },
-    [3] = { "Q4_1", 32, 20, 4 },
-    [6] = { "Q5_0", 32, 22, 8 },
-    [7] = { "Q5_1", 32, 24, 2 },
+    [0] = { "F32", 1, 4, 32, false },
+    [1] = { "F16", 1, 2, 64, false },
+    [2] = { "Q4_0", 32, 18, 8, false },
+    [3] = { "Q4_1", 32, 20, 4, true },
+    [6] = { "Q5_0", 32, 22, 8, false },
+    [7] = { "Q5_1", 32, 24, 2, true },
     [8] = { "Q8_0", 32, 34, 8 },
     [10] = { "Q2_K", 256, 84, 1 },
     [11] = { "Q3_K", 256, 110, 1 },
@@ -99,9 +105,10 @@ row_align_of(uint32_t flags)
 static void
 variant_name(const type_info *t, uint32_t flags, char *buf, size_t size)
 {
-    snprintf(buf, size, "matvec %s%s%s%s", t->name,
+    snprintf(buf, size, "matvec %s%s%s%s%s", t->name,
              flags & KS_VK_MATVEC_BIAS ? " +bias" : "",
              flags & KS_VK_MATVEC_RESIDUAL ? " +residual" : "",
+             flags & KS_VK_MATVEC_XSUM ? " +xsum" : "",
              (flags & KS_VK_MATVEC_ALIGN2) ? " align2" :
              (flags & KS_VK_MATVEC_ALIGN4) ? " align4" : "");
 }
@@ -112,106 +119,17 @@ is_pow2(uint32_t v)
     return v && !(v & (v - 1));
 }
 
-/* The pipeline: descriptor layout (2 texel buffers, then storage
- * buffers), push constants, specialization, a descriptor pool. Built here
- * rather than by ks_vk_pipeline_create, which binds storage buffers only;
- * the result is a ks_vk_pipeline, so ks_vk_cmd_dispatch and
- * ks_vk_pipeline_destroy apply. */
+/* Flags a type cannot take: KS_ERR_INVALID_ARG naming them. */
 static ks_status
-make_pipeline(ks_vk_ctx *ctx, ks_vk_matvec *mv, const char *name, const ks_vk_spirv *spv,
-              const uint32_t *spec, uint32_t n_spec, uint32_t required_subgroup)
+check_flags(const type_info *t, uint32_t flags)
 {
-    VkDescriptorSetLayoutBinding bind[5];
-    VkSpecializationMapEntry entries[8];
-    ks_vk_pipeline *pl = calloc(1, sizeof(*pl));
-    ks_status st;
-
-    if (!pl)
-        return ks_error(KS_ERR_NOMEM, "vk: no memory for pipeline '%s'", name);
-    mv->pl = pl;
-    snprintf(pl->name, sizeof pl->name, "%s", name);
-    pl->n_buffers = mv->n_buffers;
-    pl->push_bytes = PUSH_BYTES;
-    pl->max_sets = MAX_SETS;
-
-    VkShaderModuleCreateInfo smci = {
-        .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
-        .codeSize = spv->n_words * sizeof(uint32_t),
-        .pCode = spv->words,
-    };
-    if ((st = ks_vk_check(vkCreateShaderModule(ctx->device, &smci, NULL, &pl->module),
-                          "vkCreateShaderModule")) != KS_OK)
-        return st;
-    for (uint32_t i = 0; i < mv->n_buffers; i++)
-        bind[i] = (VkDescriptorSetLayoutBinding){
-            .binding = i,
-            .descriptorType = i < 2 ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER
-                                    : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-            .descriptorCount = 1,
-            .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
-        };
-    VkDescriptorSetLayoutCreateInfo dslci = {
-        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
-        .bindingCount = mv->n_buffers,
-        .pBindings = bind,
-    };
-    if ((st = ks_vk_check(vkCreateDescriptorSetLayout(ctx->device, &dslci, NULL,
-                                                      &pl->set_layout),
-                          "vkCreateDescriptorSetLayout")) != KS_OK)
-        return st;
-    VkPushConstantRange pcr = {
-        .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .offset = 0, .size = PUSH_BYTES,
-    };
-    VkPipelineLayoutCreateInfo plci = {
-        .sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
-        .setLayoutCount = 1,
-        .pSetLayouts = &pl->set_layout,
-        .pushConstantRangeCount = 1,
-        .pPushConstantRanges = &pcr,
-    };
-    if ((st = ks_vk_check(vkCreatePipelineLayout(ctx->device, &plci, NULL, &pl->layout),
-                          "vkCreatePipelineLayout")) != KS_OK)
-        return st;
-    for (uint32_t i = 0; i < n_spec; i++)
-        entries[i] = (VkSpecializationMapEntry){ .constantID = i, .offset = 4u * i, .size = 4 };
-    VkSpecializationInfo si = {
-        .mapEntryCount = n_spec, .pMapEntries = entries, .dataSize = 4u * n_spec, .pData = spec,
-    };
-    VkPipelineShaderStageRequiredSubgroupSizeCreateInfo rss = {
-        .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_REQUIRED_SUBGROUP_SIZE_CREATE_INFO,
-        .requiredSubgroupSize = required_subgroup,
-    };
-    VkComputePipelineCreateInfo cpci = {
-        .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
-        .stage = {
-            .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
-            .pNext = required_subgroup ? &rss : NULL,
-            .stage = VK_SHADER_STAGE_COMPUTE_BIT,
-            .module = pl->module,
-            .pName = "main",
-            .pSpecializationInfo = &si,
-        },
-        .layout = pl->layout,
-    };
-    if ((st = ks_vk_check(vkCreateComputePipelines(ctx->device, ctx->pipeline_cache, 1,
-                                                   &cpci, NULL, &pl->pipeline),
-                          "vkCreateComputePipelines")) != KS_OK) {
-        pl->pipeline = VK_NULL_HANDLE;
-        return st;
-    }
-    VkDescriptorPoolSize ps[2] = {
-        { .type = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, .descriptorCount = 2u * MAX_SETS },
-        { .type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-          .descriptorCount = (mv->n_buffers - 2u) * MAX_SETS },
-    };
-    VkDescriptorPoolCreateInfo dpci = {
-        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
-        .maxSets = MAX_SETS,
-        .poolSizeCount = 2,
-        .pPoolSizes = ps,
-    };
-    return ks_vk_check(vkCreateDescriptorPool(ctx->device, &dpci, NULL, &pl->pool),
-                       "vkCreateDescriptorPool");
+    if (flags & ~(uint32_t)KS_VK_MATVEC_FLAGS_ALL)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: matvec %s: unknown flags 0x%x",
+                        t->name, flags & ~(uint32_t)KS_VK_MATVEC_FLAGS_ALL);
+    if ((flags & KS_VK_MATVEC_XSUM) && !t->has_min)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: matvec %s: KS_VK_MATVEC_XSUM applies to "
+                        "Q4_1 and Q5_1 weights only, not %s", t->name, t->name);
+    return KS_OK;
 }
 
 ks_status
@@ -220,11 +138,12 @@ ks_vk_matvec_create(ks_vk_ctx *ctx, uint32_t qtype, uint32_t flags,
 {
     static const ks_vk_matvec_tune none;
     const type_info *t = type_get(qtype);
-    const char *defines[4];
+    const char *defines[5];
     char qdef[32], name[64];
     ks_vk_spirv spv = { 0 };
     ks_vk_matvec *mv = NULL;
-    uint32_t n_def = 0, spec[4], required_sg = 0;
+    VkDescriptorType dtypes[MAX_BUFFERS];
+    uint32_t n_def = 0, spec[4], required_sg = 0, hits = ctx->n_shader_hits;
     bool cpu = ctx->info.type == KS_VK_TYPE_CPU;
     ks_status st;
 
@@ -234,9 +153,8 @@ ks_vk_matvec_create(ks_vk_ctx *ctx, uint32_t qtype, uint32_t flags,
     if (!t)
         return ks_error(KS_ERR_UNSUPPORTED, "vk: matvec: no Vulkan kernel for tensor "
                         "type %u", qtype);
-    if (flags & ~(uint32_t)KS_VK_MATVEC_FLAGS_ALL)
-        return ks_error(KS_ERR_INVALID_ARG, "vk: matvec %s: unknown flags 0x%x",
-                        t->name, flags & ~(uint32_t)KS_VK_MATVEC_FLAGS_ALL);
+    if ((st = check_flags(t, flags)) != KS_OK)
+        return st;
     variant_name(t, flags, name, sizeof name);
 
     mv = calloc(1, sizeof(*mv));
@@ -254,7 +172,9 @@ ks_vk_matvec_create(ks_vk_ctx *ctx, uint32_t qtype, uint32_t flags,
     mv->split = tune->split ? tune->split : cpu ? mv->wg_size : 16u;
     if (mv->split > mv->wg_size && !tune->split)
         mv->split = mv->wg_size;
-    mv->n_buffers = 3u + !!(flags & KS_VK_MATVEC_BIAS) + !!(flags & KS_VK_MATVEC_RESIDUAL);
+    mv->max_n_tok = ctx->info.max_wg_count[2];
+    mv->n_buffers = 3u + !!(flags & KS_VK_MATVEC_BIAS) + !!(flags & KS_VK_MATVEC_RESIDUAL) +
+                    !!(flags & KS_VK_MATVEC_XSUM);
     mv->views = calloc(2u * MAX_SETS, sizeof(*mv->views));
     if (!mv->views) {
         st = ks_error(KS_ERR_NOMEM, "vk: no memory for %s", name);
@@ -296,17 +216,14 @@ ks_vk_matvec_create(ks_vk_ctx *ctx, uint32_t qtype, uint32_t flags,
         }
     }
 
-    const char *src = ks_vk_shader_source("matvec.comp");
-    if (!src) {
-        st = ks_error(KS_ERR_INTERNAL, "vk: %s: matvec.comp is not embedded", name);
-        goto fail;
-    }
     snprintf(qdef, sizeof qdef, "KS_QUANT_%s", t->name);
     defines[n_def++] = qdef;
     if (flags & KS_VK_MATVEC_BIAS)
         defines[n_def++] = "KS_EPI_BIAS";
     if (flags & KS_VK_MATVEC_RESIDUAL)
         defines[n_def++] = "KS_EPI_RESIDUAL";
+    if (flags & KS_VK_MATVEC_XSUM)
+        defines[n_def++] = "KS_EPI_XSUM";
     if (mv->sg_reduce)
         defines[n_def++] = "KS_SG_REDUCE";
     ks_vk_compile_params cp = {
@@ -314,7 +231,7 @@ ks_vk_matvec_create(ks_vk_ctx *ctx, uint32_t qtype, uint32_t flags,
         .vk_api_version = ctx->api_version,
     };
     uint64_t t0 = ks_now_ns();
-    if ((st = ks_vk_compile(src, &cp, &spv)) != KS_OK)
+    if ((st = ks_vk_shader_get(ctx, "matvec.comp", &cp, &spv)) != KS_OK)
         goto fail;
     uint64_t t1 = ks_now_ns();
 
@@ -322,12 +239,23 @@ ks_vk_matvec_create(ks_vk_ctx *ctx, uint32_t qtype, uint32_t flags,
     spec[1] = mv->rows;
     spec[2] = mv->split;
     spec[3] = mv->row_align;
-    if ((st = make_pipeline(ctx, mv, name, &spv, spec, 4, required_sg)) != KS_OK)
+    /* W and x through texel views, the rest storage buffers. */
+    for (uint32_t i = 0; i < mv->n_buffers; i++)
+        dtypes[i] = i < 2 ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER
+                          : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+    ks_vk_pipeline_params pp = {
+        .name = name, .spirv = spv.words, .n_words = spv.n_words,
+        .n_buffers = mv->n_buffers, .types = dtypes, .push_bytes = PUSH_BYTES,
+        .spec = spec, .n_spec = 4, .required_subgroup_size = required_sg,
+        .max_sets = MAX_SETS,
+    };
+    if ((st = ks_vk_pipeline_create(ctx, &pp, &mv->pl)) != KS_OK)
         goto fail;
-    ks_log(KS_LOG_DEBUG, "vk", "%s: compiled in %.1f ms, pipeline in %.1f ms; "
+    ks_log(KS_LOG_DEBUG, "vk", "%s: SPIR-V in %.1f ms (%s), pipeline in %.1f ms; "
            "workgroup %u, slots of %u lanes doing %u rows, rows at %u-byte multiples%s",
-           name, (double)(t1 - t0) / 1e6, (double)(ks_now_ns() - t1) / 1e6, mv->wg_size,
-           mv->split, mv->rows, mv->row_align, mv->sg_reduce ? ", subgroupAdd" : "");
+           name, (double)(t1 - t0) / 1e6, ctx->n_shader_hits != hits ? "disk cache" :
+           "compiled", (double)(ks_now_ns() - t1) / 1e6, mv->wg_size, mv->split, mv->rows,
+           mv->row_align, mv->sg_reduce ? ", subgroupAdd" : "");
     ks_vk_spirv_fini(&spv);
     *out = mv;
     return KS_OK;
@@ -358,9 +286,8 @@ ks_vk_matvec_pipeline_get(ks_vk_ctx *ctx, uint32_t qtype, uint32_t flags, ks_vk_
     if (!type_get(qtype))
         return ks_error(KS_ERR_UNSUPPORTED, "vk: matvec: no Vulkan kernel for tensor "
                         "type %u", qtype);
-    if (flags & ~(uint32_t)KS_VK_MATVEC_FLAGS_ALL)
-        return ks_error(KS_ERR_INVALID_ARG, "vk: matvec %s: unknown flags 0x%x",
-                        types[qtype].name, flags & ~(uint32_t)KS_VK_MATVEC_FLAGS_ALL);
+    if ((st = check_flags(&types[qtype], flags)) != KS_OK)
+        return st;
     if (!ctx->matvec_cache) {
         ctx->matvec_cache = calloc(1, sizeof(*ctx->matvec_cache));
         if (!ctx->matvec_cache)
@@ -415,72 +342,43 @@ ks_status
 ks_vk_matvec_set(ks_vk_ctx *ctx, ks_vk_matvec *mv, const ks_vk_matvec_bufs *b,
                  VkDescriptorSet *out)
 {
-    const ks_vk_buffer *bufs[5];
+    static const struct {
+        const char *what, *without;
+        uint32_t    flag;
+    } opt[3] = {
+        { "bias", "a bias", KS_VK_MATVEC_BIAS },
+        { "residual", "a residual", KS_VK_MATVEC_RESIDUAL },
+        { "xsum", "KS_VK_MATVEC_XSUM", KS_VK_MATVEC_XSUM },
+    };
+    const ks_vk_buffer *given[3] = { b->bias, b->residual, b->xsum };
+    const ks_vk_buffer *bufs[MAX_BUFFERS] = { NULL };
+    VkBufferView views[MAX_BUFFERS] = { VK_NULL_HANDLE };
     const char *name = mv->pl->name;
-    bool want_b = mv->flags & KS_VK_MATVEC_BIAS, want_r = mv->flags & KS_VK_MATVEC_RESIDUAL;
-    VkDescriptorBufferInfo infos[5];
-    VkWriteDescriptorSet writes[5];
-    VkBufferView views[2] = { VK_NULL_HANDLE, VK_NULL_HANDLE };
-    uint32_t n = 0;
+    uint32_t n = 2;
     ks_status st;
 
     *out = VK_NULL_HANDLE;
     if (!b->w || !b->x || !b->y)
         return ks_error(KS_ERR_INVALID_ARG, "vk: %s: buffer %s missing", name,
                         !b->w ? "w" : !b->x ? "x" : "y");
-    if (!b->bias != !want_b)
-        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: bias buffer %s", name,
-                        want_b ? "missing" : "given to a kernel without a bias");
-    if (!b->residual != !want_r)
-        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: residual buffer %s", name,
-                        want_r ? "missing" : "given to a kernel without a residual");
+    bufs[n++] = b->y;
+    for (uint32_t i = 0; i < 3; i++) {
+        bool want = mv->flags & opt[i].flag;
+        if (!given[i] != !want)
+            return ks_error(KS_ERR_INVALID_ARG, "vk: %s: %s buffer %s%s", name, opt[i].what,
+                            want ? "missing" : "given to a kernel without ",
+                            want ? "" : opt[i].without);
+        if (want)
+            bufs[n++] = given[i];
+    }
     if (mv->pl->n_sets >= MAX_SETS)
         return ks_error(KS_ERR_INVALID_ARG, "vk: %s has handed out all its %u descriptor "
                         "sets", name, MAX_SETS);
-    bufs[n++] = b->w;
-    bufs[n++] = b->x;
-    bufs[n++] = b->y;
-    if (want_b)
-        bufs[n++] = b->bias;
-    if (want_r)
-        bufs[n++] = b->residual;
-    for (uint32_t i = 2; i < n; i++)
-        if (bufs[i]->size_bytes > ctx->info.max_storage_buffer_range)
-            return ks_error(KS_ERR_UNSUPPORTED, "vk: %s: buffer '%s' (%" PRIu64 " bytes) "
-                            "exceeds maxStorageBufferRange (%" PRIu64 ") of %s", name,
-                            bufs[i]->name, bufs[i]->size_bytes,
-                            ctx->info.max_storage_buffer_range, ctx->info.name);
     if ((st = make_view(ctx, mv, b->w, VK_FORMAT_R32G32B32A32_UINT, &views[0])) != KS_OK ||
         (st = make_view(ctx, mv, b->x, VK_FORMAT_R32G32B32A32_SFLOAT, &views[1])) != KS_OK)
         goto fail;
-    VkDescriptorSetAllocateInfo dsai = {
-        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
-        .descriptorPool = mv->pl->pool,
-        .descriptorSetCount = 1,
-        .pSetLayouts = &mv->pl->set_layout,
-    };
-    if ((st = ks_vk_check(vkAllocateDescriptorSets(ctx->device, &dsai, out),
-                          "vkAllocateDescriptorSets")) != KS_OK) {
-        *out = VK_NULL_HANDLE;
+    if ((st = ks_vk_pipeline_set_views(ctx, mv->pl, bufs, views, n, out)) != KS_OK)
         goto fail;
-    }
-    mv->pl->n_sets++;
-    for (uint32_t i = 0; i < n; i++) {
-        infos[i] = (VkDescriptorBufferInfo){
-            .buffer = bufs[i]->buffer, .offset = 0, .range = VK_WHOLE_SIZE,
-        };
-        writes[i] = (VkWriteDescriptorSet){
-            .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
-            .dstSet = *out,
-            .dstBinding = i,
-            .descriptorCount = 1,
-            .descriptorType = i < 2 ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER
-                                    : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-            .pBufferInfo = i < 2 ? NULL : &infos[i],
-            .pTexelBufferView = i < 2 ? &views[i] : NULL,
-        };
-    }
-    vkUpdateDescriptorSets(ctx->device, n, writes, 0, NULL);
     mv->views[mv->n_views++] = views[0];
     mv->views[mv->n_views++] = views[1];
     return KS_OK;
@@ -513,6 +411,11 @@ ks_vk_matvec_check(const ks_vk_matvec *mv, const ks_vk_matvec_args *a,
     const char *name = mv->pl ? mv->pl->name : "matvec";
     uint64_t row_bytes, end, nb, units, trips, red = 0;
     uint64_t stride = a->rows > 1 ? a->row_stride_bytes : 0;
+    uint64_t n_tok = a->n_tok ? a->n_tok : 1u, last = n_tok - 1u;
+    /* Each vector's first float: the last vector's offsets bound them all. */
+    uint64_t x0 = a->x_off + last * a->x_stride, y0 = a->y_off + last * a->y_stride;
+    uint64_t r0 = a->r_off + last * a->r_stride, s0 = a->s_off + last * a->s_stride;
+    bool want_r = mv->flags & KS_VK_MATVEC_RESIDUAL, want_s = mv->flags & KS_VK_MATVEC_XSUM;
     uint32_t need;
     ks_status st;
 
@@ -528,6 +431,16 @@ ks_vk_matvec_check(const ks_vk_matvec *mv, const ks_vk_matvec_args *a,
     if (a->x_off % 4u)
         return ks_error(KS_ERR_INVALID_ARG, "vk: %s: x_off %u is not a multiple of 4 floats",
                         name, a->x_off);
+    if (n_tok > mv->max_n_tok)
+        return ks_error(KS_ERR_UNSUPPORTED, "vk: %s: n_tok %" PRIu64 " vectors, the device "
+                        "dispatches at most %u workgroups in z", name, n_tok, mv->max_n_tok);
+    if (n_tok > 1 && a->x_stride % 4u)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: x_stride %u is not a multiple of 4 "
+                        "floats", name, a->x_stride);
+    if (n_tok > 1 && a->y_stride < a->rows)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: y_stride %u with %u rows: the %" PRIu64
+                        " vectors' outputs would overlap (expected >= %u)", name, a->y_stride,
+                        a->rows, n_tok, a->rows);
     nb = a->cols / mv->block_elems;
     row_bytes = nb * mv->block_bytes;
     if (a->rows > 1 && a->row_stride_bytes < row_bytes)
@@ -553,30 +466,30 @@ ks_vk_matvec_check(const ks_vk_matvec *mv, const ks_vk_matvec_args *a,
     if (a->w_off_bytes > UINT32_MAX || stride > UINT32_MAX || end > UINT32_MAX)
         return ks_error(KS_ERR_INVALID_ARG, "vk: %s: weights end at byte %" PRIu64
                         ", beyond the 32-bit offsets the kernel uses", name, end);
-    if ((uint64_t)a->x_off + a->cols + 4u > UINT32_MAX / 4u ||
-        (uint64_t)a->y_off + a->rows > UINT32_MAX / 4u ||
+    if (x0 + a->cols + 4u > UINT32_MAX / 4u || y0 + a->rows > UINT32_MAX / 4u ||
         (uint64_t)a->b_off + a->rows > UINT32_MAX / 4u ||
-        (uint64_t)a->r_off + a->rows > UINT32_MAX / 4u)
+        (want_r && r0 + a->rows > UINT32_MAX / 4u) || (want_s && s0 + nb > UINT32_MAX / 4u))
         return ks_error(KS_ERR_INVALID_ARG, "vk: %s: a vector offset runs past 2^30 floats",
                         name);
     if (!b)
         return KS_OK;
     if (!b->w || !b->x || !b->y || (!b->bias && (mv->flags & KS_VK_MATVEC_BIAS)) ||
-        (!b->residual && (mv->flags & KS_VK_MATVEC_RESIDUAL)))
+        (!b->residual && want_r) || (!b->xsum && want_s))
         return ks_error(KS_ERR_INVALID_ARG, "vk: %s: a buffer is missing", name);
     if (end > b->w->size_bytes)
         return ks_error(KS_ERR_INVALID_ARG, "vk: %s: %u rows at byte %" PRIu64 " with "
                         "stride %" PRIu64 " need %" PRIu64 " bytes (rounded up to 16) of "
                         "buffer '%s', which has %" PRIu64, name, a->rows, a->w_off_bytes,
                         a->row_stride_bytes, end, b->w->name, b->w->size_bytes);
-    if ((st = check_floats(name, "x", b->x, a->x_off, a->cols, 4)) != KS_OK ||
-        (st = check_floats(name, "y", b->y, a->y_off, a->rows, 1)) != KS_OK)
+    if ((st = check_floats(name, "x", b->x, x0, a->cols, 4)) != KS_OK ||
+        (st = check_floats(name, "y", b->y, y0, a->rows, 1)) != KS_OK)
         return st;
     if ((mv->flags & KS_VK_MATVEC_BIAS) &&
         (st = check_floats(name, "bias", b->bias, a->b_off, a->rows, 1)) != KS_OK)
         return st;
-    if ((mv->flags & KS_VK_MATVEC_RESIDUAL) &&
-        (st = check_floats(name, "residual", b->residual, a->r_off, a->rows, 1)) != KS_OK)
+    if (want_r && (st = check_floats(name, "residual", b->residual, r0, a->rows, 1)) != KS_OK)
+        return st;
+    if (want_s && (st = check_floats(name, "xsum", b->xsum, s0, nb, 1)) != KS_OK)
         return st;
     return KS_OK;
 }
@@ -585,8 +498,9 @@ ks_status
 ks_vk_matvec_record(ks_vk_ctx *ctx, VkCommandBuffer cb, const ks_vk_matvec *mv,
                     VkDescriptorSet set, const ks_vk_matvec_args *a)
 {
-    uint32_t push[8];
+    uint32_t push[PUSH_WORDS];
     uint32_t n_wg, gx, gy, max_x = ctx->info.max_wg_count[0];
+    uint32_t n_tok = a->n_tok ? a->n_tok : 1u;
     ks_status st;
 
     if ((st = ks_vk_matvec_check(mv, a, NULL)) != KS_OK)
@@ -598,6 +512,8 @@ ks_vk_matvec_record(ks_vk_ctx *ctx, VkCommandBuffer cb, const ks_vk_matvec *mv,
         return ks_error(KS_ERR_UNSUPPORTED, "vk: %s: %u rows need %u x %u workgroups, "
                         "%s allows %u x %u", mv->pl->name, a->rows, gx, gy, ctx->info.name,
                         max_x, ctx->info.max_wg_count[1]);
+    /* The order of the Args block in shaders/matvec.comp. Strides of a
+     * single vector are never used: zero them so they cannot matter. */
     push[0] = a->rows;
     push[1] = a->cols;
     push[2] = (uint32_t)a->w_off_bytes;
@@ -606,6 +522,11 @@ ks_vk_matvec_record(ks_vk_ctx *ctx, VkCommandBuffer cb, const ks_vk_matvec *mv,
     push[5] = a->y_off;
     push[6] = a->b_off;
     push[7] = a->r_off;
-    ks_vk_cmd_dispatch(cb, mv->pl, set, push, gx, gy, 1);
+    push[8] = n_tok > 1 ? a->x_stride : 0u;
+    push[9] = n_tok > 1 ? a->y_stride : 0u;
+    push[10] = n_tok > 1 ? a->r_stride : 0u;
+    push[11] = a->s_off;
+    push[12] = n_tok > 1 ? a->s_stride : 0u;
+    ks_vk_cmd_dispatch(cb, mv->pl, set, push, gx, gy, n_tok);
     return KS_OK;
 }

@@ -1,5 +1,5 @@
 /* Compute pipelines: SPIR-V in, a pipeline with its descriptor-set layout
- * (N storage buffers at set 0), push-constant range, specialization
+ * (N storage or texel buffers at set 0), push-constant range, specialization
  * constants (workgroup and tile sizes) and a small descriptor pool out.
  * Pipelines are made through the context's VkPipelineCache, which is
  * loaded from and saved to a file the caller names, so a second start
@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,24 @@
 #include "driver/base.h"
 
 #define SPIRV_MAGIC 0x07230203u
+
+static bool
+is_texel(VkDescriptorType t)
+{
+    return t == VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER ||
+           t == VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER;
+}
+
+static const char *
+type_str(VkDescriptorType t)
+{
+    switch (t) {
+    case VK_DESCRIPTOR_TYPE_STORAGE_BUFFER: return "storage buffer";
+    case VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER: return "uniform texel buffer";
+    case VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER: return "storage texel buffer";
+    default: return "unsupported descriptor type";
+    }
+}
 
 ks_status
 ks_vk_pipeline_create(ks_vk_ctx *ctx, const ks_vk_pipeline_params *p,
@@ -41,6 +60,14 @@ ks_vk_pipeline_create(ks_vk_ctx *ctx, const ks_vk_pipeline_params *p,
     if (p->n_spec && !p->spec)
         return ks_error(KS_ERR_INVALID_ARG, "vk: pipeline '%s': %u spec constants "
                         "without values", name, p->n_spec);
+    if (p->n_buffers > KS_VK_MAX_BINDINGS)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: pipeline '%s': %u bindings, at most %u",
+                        name, p->n_buffers, KS_VK_MAX_BINDINGS);
+    for (uint32_t i = 0; p->types && i < p->n_buffers; i++)
+        if (p->types[i] != VK_DESCRIPTOR_TYPE_STORAGE_BUFFER && !is_texel(p->types[i]))
+            return ks_error(KS_ERR_INVALID_ARG, "vk: pipeline '%s': binding %u has "
+                            "descriptor type %d (expected a storage or texel buffer)",
+                            name, i, (int)p->types[i]);
     if (p->required_subgroup_size &&
         (!ctx->caps.subgroup_size_control ||
          p->required_subgroup_size < ctx->info.subgroup_min ||
@@ -55,6 +82,8 @@ ks_vk_pipeline_create(ks_vk_ctx *ctx, const ks_vk_pipeline_params *p,
         return ks_error(KS_ERR_NOMEM, "vk: no memory for pipeline '%s'", name);
     snprintf(pl->name, sizeof pl->name, "%s", name);
     pl->n_buffers = p->n_buffers;
+    for (uint32_t i = 0; i < p->n_buffers; i++)
+        pl->types[i] = p->types ? p->types[i] : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
     pl->push_bytes = p->push_bytes;
     pl->max_sets = p->max_sets ? p->max_sets : 8;
 
@@ -77,7 +106,7 @@ ks_vk_pipeline_create(ks_vk_ctx *ctx, const ks_vk_pipeline_params *p,
     for (uint32_t i = 0; i < p->n_buffers; i++)
         bindings[i] = (VkDescriptorSetLayoutBinding){
             .binding = i,
-            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+            .descriptorType = pl->types[i],
             .descriptorCount = 1,
             .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
         };
@@ -150,15 +179,28 @@ ks_vk_pipeline_create(ks_vk_ctx *ctx, const ks_vk_pipeline_params *p,
            (double)(ks_now_ns() - t0) / 1e6, ctx->pipeline_cache ? " (cached path)" : "");
 
     if (p->n_buffers) {
-        VkDescriptorPoolSize ps = {
-            .type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-            .descriptorCount = p->n_buffers * pl->max_sets,
+        /* One pool size per descriptor type the layout uses. */
+        static const VkDescriptorType kinds[] = {
+            VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER,
+            VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER,
         };
+        VkDescriptorPoolSize ps[3];
+        uint32_t n_ps = 0;
+
+        for (uint32_t k = 0; k < 3; k++) {
+            uint32_t n = 0;
+            for (uint32_t i = 0; i < p->n_buffers; i++)
+                n += pl->types[i] == kinds[k];
+            if (n)
+                ps[n_ps++] = (VkDescriptorPoolSize){
+                    .type = kinds[k], .descriptorCount = n * pl->max_sets,
+                };
+        }
         VkDescriptorPoolCreateInfo dpci = {
             .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
             .maxSets = pl->max_sets,
-            .poolSizeCount = 1,
-            .pPoolSizes = &ps,
+            .poolSizeCount = n_ps,
+            .pPoolSizes = ps,
         };
         if ((st = ks_vk_check(vkCreateDescriptorPool(ctx->device, &dpci, NULL, &pl->pool),
                               "vkCreateDescriptorPool")) != KS_OK)
@@ -194,15 +236,15 @@ ks_vk_pipeline_destroy(ks_vk_ctx *ctx, ks_vk_pipeline *pl)
 }
 
 ks_status
-ks_vk_pipeline_set(ks_vk_ctx *ctx, ks_vk_pipeline *pl, const ks_vk_buffer *const *bufs,
-                   uint32_t n, VkDescriptorSet *out)
+ks_vk_pipeline_set_views(ks_vk_ctx *ctx, ks_vk_pipeline *pl, const ks_vk_buffer *const *bufs,
+                         const VkBufferView *views, uint32_t n, VkDescriptorSet *out)
 {
-    VkDescriptorBufferInfo infos[32];
-    VkWriteDescriptorSet writes[32];
+    VkDescriptorBufferInfo infos[KS_VK_MAX_BINDINGS];
+    VkWriteDescriptorSet writes[KS_VK_MAX_BINDINGS];
     ks_status st;
 
     *out = VK_NULL_HANDLE;
-    if (n != pl->n_buffers || n > 32)
+    if (n != pl->n_buffers || n > KS_VK_MAX_BINDINGS)
         return ks_error(KS_ERR_INVALID_ARG, "vk: pipeline '%s' binds %u buffers, "
                         "%u given", pl->name, pl->n_buffers, n);
     if (n == 0)
@@ -212,7 +254,15 @@ ks_vk_pipeline_set(ks_vk_ctx *ctx, ks_vk_pipeline *pl, const ks_vk_buffer *const
         return ks_error(KS_ERR_INVALID_ARG, "vk: pipeline '%s' has handed out all its "
                         "%u descriptor sets (raise max_sets)", pl->name, pl->max_sets);
     for (uint32_t i = 0; i < n; i++) {
-        if (!bufs[i] || !bufs[i]->buffer)
+        if (is_texel(pl->types[i])) {
+            if (!views || !views[i])
+                return ks_error(KS_ERR_INVALID_ARG, "vk: pipeline '%s': binding %u is a "
+                                "%s and has no buffer view%s", pl->name, i,
+                                type_str(pl->types[i]),
+                                views ? "" : " (use ks_vk_pipeline_set_views)");
+            continue;
+        }
+        if (!bufs || !bufs[i] || !bufs[i]->buffer)
             return ks_error(KS_ERR_INVALID_ARG, "vk: pipeline '%s': binding %u has no "
                             "buffer", pl->name, i);
         if (bufs[i]->size_bytes > ctx->info.max_storage_buffer_range)
@@ -234,20 +284,31 @@ ks_vk_pipeline_set(ks_vk_ctx *ctx, ks_vk_pipeline *pl, const ks_vk_buffer *const
     }
     pl->n_sets++;
     for (uint32_t i = 0; i < n; i++) {
-        infos[i] = (VkDescriptorBufferInfo){
-            .buffer = bufs[i]->buffer, .offset = 0, .range = VK_WHOLE_SIZE,
-        };
+        bool texel = is_texel(pl->types[i]);
+
+        if (!texel)
+            infos[i] = (VkDescriptorBufferInfo){
+                .buffer = bufs[i]->buffer, .offset = 0, .range = VK_WHOLE_SIZE,
+            };
         writes[i] = (VkWriteDescriptorSet){
             .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
             .dstSet = *out,
             .dstBinding = i,
             .descriptorCount = 1,
-            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-            .pBufferInfo = &infos[i],
+            .descriptorType = pl->types[i],
+            .pBufferInfo = texel ? NULL : &infos[i],
+            .pTexelBufferView = texel ? &views[i] : NULL,
         };
     }
     vkUpdateDescriptorSets(ctx->device, n, writes, 0, NULL);
     return KS_OK;
+}
+
+ks_status
+ks_vk_pipeline_set(ks_vk_ctx *ctx, ks_vk_pipeline *pl, const ks_vk_buffer *const *bufs,
+                   uint32_t n, VkDescriptorSet *out)
+{
+    return ks_vk_pipeline_set_views(ctx, pl, bufs, NULL, n, out);
 }
 
 void
@@ -398,6 +459,8 @@ ks_vk_pipeline_cache_load(ks_vk_ctx *ctx, const char *path)
     return st;
 }
 
+static atomic_uint tmp_serial;
+
 ks_status
 ks_vk_pipeline_cache_save(ks_vk_ctx *ctx, const char *path)
 {
@@ -420,7 +483,9 @@ ks_vk_pipeline_cache_save(ks_vk_ctx *ctx, const char *path)
     r = vkGetPipelineCacheData(ctx->device, ctx->pipeline_cache, &size, data);
     if ((st = ks_vk_check(r, "vkGetPipelineCacheData")) != KS_OK)
         goto out;
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
+    /* pid and a counter: two contexts of one process may save at once. */
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(),
+                 atomic_fetch_add(&tmp_serial, 1u)) >= (int)sizeof tmp) {
         st = ks_error(KS_ERR_INVALID_ARG, "vk: pipeline cache path too long: %s", path);
         goto out;
     }

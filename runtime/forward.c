@@ -1,7 +1,9 @@
-/* The transformer forward pass on the CPU, for every supported
+/* The transformer forward pass: the embedding lookup, then the layer
+ * ranges of the session's placement, each on its execution target
+ * (scheduler/target.h); and the CPU target, for every supported
  * architecture.
  *
- * One call runs a batch of tokens through all layers:
+ * On the CPU, a batch of tokens runs through a range of layers as:
  *   x = embed(tokens) * emb_scale
  *   per layer: xn = norm(x); q,k,v = xn·W (+bias); q,k = qk_norm, rope;
  *              append k,v to the cache; att = attention(q, cache);
@@ -13,14 +15,17 @@
  * activations are quantized once per format the weights need. Attention
  * runs on the pool split by (token, head). The small vector work (norms,
  * rope, residual adds) stays on the calling thread, where it costs less
- * than a hand-off. Nothing here allocates. */
+ * than a hand-off. Nothing here allocates but a target's record. */
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "driver/base.h"
 #include "runtime/cpu/attn.h"
 #include "runtime/cpu/quant.h"
 #include "runtime/session_priv.h"
+#include "scheduler/target.h"
 
 /* ---- matrix products on the pool ---- */
 
@@ -40,16 +45,39 @@ static void
 mat_worker(void *ctx, int ith, int nth)
 {
     const mat_job *j = ctx;
+    int64_t chunk_rows[MAX_MATS], n_chunks[MAX_MATS], n_items = 0, k;
 
+    /* Each matrix in chunks of rows claimed with ks_pool_claim, so that a
+     * worker held off its core delays the job by one chunk, not by its
+     * whole share: about 4 chunks per worker, of 64 KiB to 1 MiB of
+     * weights, in multiples of 16 rows, which keep the SIMD kernels on
+     * their multi-row paths. */
     for (int i = 0; i < j->n_mats; i++) {
         const ks_weight *w = j->w[i];
-        int64_t r0, r1;
+        uint64_t bytes = w->row_bytes * w->ne1, chunk = bytes / (uint64_t)(4 * nth);
+        int64_t groups = ((int64_t)w->ne1 + 15) / 16, want;
+        if (chunk < (64u << 10))
+            chunk = 64u << 10;
+        if (chunk > (1u << 20))
+            chunk = 1u << 20;
+        want = (int64_t)((bytes + chunk - 1) / chunk);
+        if (want > groups)
+            want = groups;
+        chunk_rows[i] = (groups + want - 1) / want * 16;
+        n_chunks[i] = ((int64_t)w->ne1 + chunk_rows[i] - 1) / chunk_rows[i];
+        n_items += n_chunks[i];
+    }
+    (void)ith;
+    while ((k = ks_pool_claim(n_items)) >= 0) {
+        int i = 0;
+        while (k >= n_chunks[i])
+            k -= n_chunks[i++];
+        const ks_weight *w = j->w[i];
+        int64_t r0 = k * chunk_rows[i], r1 = r0 + chunk_rows[i];
         const uint8_t *W;
 
-        /* Chunks of 16 rows keep SIMD kernels on their multi-row path. */
-        ks_pool_range((int64_t)w->ne1, 16, ith, nth, &r0, &r1);
-        if (r1 <= r0)
-            continue;
+        if (r1 > (int64_t)w->ne1)
+            r1 = (int64_t)w->ne1;
         W = (const uint8_t *)w->data + (uint64_t)r0 * w->row_bytes;
         /* summed as llama.cpp sums this matrix's product (its path
          * depends on the whole matrix's shape and on n_tok) */
@@ -170,9 +198,9 @@ add_bias(float *y, const ks_weight *b, uint32_t n_tok, uint64_t ld)
 /* cos/sin of every rotated pair for each token, computed as llama.cpp's
  * rope cache: theta_i = p * base^(-2i/n_rot), by repeated multiplication
  * in float, times freq_scale = 1/factor for linear scaling. */
-static void
-rope_table(float *cs, uint32_t pos0, uint32_t n_tok, uint32_t n_rot,
-           float base, float scale)
+void
+ks_rope_table(float *cs, uint32_t pos0, uint32_t n_tok, uint32_t n_rot,
+              float base, float scale)
 {
     float theta_scale = powf(base, -2.0f / (float)n_rot);
     float freq_scale = 1.0f / scale;
@@ -243,10 +271,12 @@ attn_worker(void *ctx, int ith, int nth)
     float *scores = s->scores + (uint64_t)ith * s->n_ctx;
     float *vrow = s->vtmp + (uint64_t)ith * hd;
     uint8_t *qh = s->qh + (uint64_t)ith * hd * 4;
-    int64_t p0, p1;
+    int64_t n_pairs = (int64_t)j->n_tok * hp->n_head;
 
-    ks_pool_range((int64_t)j->n_tok * hp->n_head, 1, ith, nth, &p0, &p1);
-    for (int64_t pair = p0; pair < p1; pair++) {
+    /* pairs claimed one at a time (a causal batch's later tokens attend
+     * to more keys, so fixed ranges would load the last worker most) */
+    (void)nth;
+    for (int64_t pair; (pair = ks_pool_claim(n_pairs)) >= 0;) {
         uint32_t t = (uint32_t)(pair / hp->n_head);
         uint32_t h = (uint32_t)(pair % hp->n_head);
         uint32_t kvh = h / group, pos = j->pos0 + t;
@@ -336,74 +366,38 @@ act_worker(void *ctx, int ith, int nth)
                           j->n_ff, c, ce);
             i += (int64_t)(ce - c);
         }
-    } else {
+    } else if (i1 > i0) {
         /* GELU as llama.cpp's CPU backend computes it: through a table
          * indexed by the fp16 value of x, holding fp16 results, and
          * exact outside (-10, 10). Matching it keeps greedy tokens equal
          * to the peer's. */
-        for (int64_t i = i0; i < i1; i++) {
-            float x = j->g[i], y;
-            if (x <= -10.0f) {
-                y = 0.0f;
-            } else if (x >= 10.0f) {
-                y = x;
-            } else {
-                float xh = ks_fp16_to_f32(ks_f32_to_fp16(x));
-                /* the table's entries as GCC built them: 1 + a*x*x fused */
-                y = 0.5f * xh *
-                    (1.0f + tanhf(0.79788456080286535588f * xh *
-                                  fmaf(0.044715f * xh, xh, 1.0f)));
-                y = ks_fp16_to_f32(ks_f32_to_fp16(y));
-            }
-            j->g[i] = y * j->u[i];
-        }
+        ks_cpu_gelu_mul(j->g + i0, j->u + i0, (uint64_t)(i1 - i0));
     }
 }
 
 /* ---- the whole pass ---- */
 
-ks_status
-ks_forward(ks_session *s, const int32_t *tokens, uint32_t n, bool want_logits)
+/* Layers [l0, l1) of a batch on the CPU, on s->x, with the head when
+ * |head| and want_logits. */
+static ks_status
+cpu_range(ks_session *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32_t pos0,
+          bool want_logits)
 {
     const ks_model *m = s->m;
     const ks_hparams *hp = &m->hp;
     uint64_t E = hp->n_embd, hd = hp->head_dim;
     uint64_t q_dim = (uint64_t)hp->n_head * hd, kv_dim = s->kv_dim;
     uint64_t F = hp->n_ff;
-    uint32_t pos0 = s->n_past;
     float *cs_global = s->rope;
     float *cs_local = s->rope + (uint64_t)s->n_batch * hp->n_rot;
 
-    if (n == 0 || n > s->n_batch)
-        return ks_error(KS_ERR_INTERNAL, "forward: batch of %u tokens, "
-                        "expected 1..%u", n, s->n_batch);
-    if ((uint64_t)pos0 + n > s->n_ctx)
-        return ks_error(KS_ERR_CONTEXT_FULL,
-                        "context full: %u tokens held, %u more do not fit in "
-                        "%u", pos0, n, s->n_ctx);
-    for (uint32_t t = 0; t < n; t++)
-        if (tokens[t] < 0 || (uint32_t)tokens[t] >= hp->n_vocab)
-            return ks_error(KS_ERR_INVALID_ARG,
-                            "forward: token id %d is outside the vocabulary "
-                            "(0..%u)", tokens[t], hp->n_vocab - 1);
-
-    for (uint32_t t = 0; t < n; t++) {
-        float *x = s->x + t * E;
-        ks_cpu_dequant_row(m->tok_embd.type,
-                           (const uint8_t *)m->tok_embd.data +
-                               (uint64_t)tokens[t] * m->tok_embd.row_bytes,
-                           x, E);
-        if (hp->emb_scale != 1.0f)
-            for (uint64_t i = 0; i < E; i++)
-                x[i] *= hp->emb_scale;
-    }
-    rope_table(cs_global, pos0, n, hp->n_rot, hp->rope_base, hp->rope_scale);
+    ks_rope_table(cs_global, pos0, n, hp->n_rot, hp->rope_base, hp->rope_scale);
     if (hp->rope_base_swa != hp->rope_base)
-        rope_table(cs_local, pos0, n, hp->n_rot, hp->rope_base_swa, 1.0f);
+        ks_rope_table(cs_local, pos0, n, hp->n_rot, hp->rope_base_swa, 1.0f);
     else
         cs_local = cs_global;
 
-    for (uint32_t il = 0; il < hp->n_layers; il++) {
+    for (uint32_t il = l0; il < l1; il++) {
         const ks_layer *L = &m->layers[il];
         const float *cs = L->swa ? cs_local : cs_global;
         uint64_t layer_off = (uint64_t)il * s->n_ctx * s->kv_row_bytes;
@@ -461,7 +455,7 @@ ks_forward(ks_session *s, const int32_t *tokens, uint32_t n, bool want_logits)
         /* feed-forward block; in the last layer llama.cpp runs it for
          * the token whose logits are wanted only (inp_out_ids), with its
          * one-token kernels, and so do we (the others are never read) */
-        uint32_t f0 = (il + 1 == hp->n_layers && want_logits) ? n - 1 : 0;
+        uint32_t f0 = (il + 1 == hp->n_layers && head && want_logits) ? n - 1 : 0;
         uint32_t nf = n - f0;
         for (uint32_t t = f0; t < n; t++)
             rms_norm(s->xn + t * E, s->x + t * E, L->ffn_norm.data, E,
@@ -489,14 +483,115 @@ ks_forward(ks_session *s, const int32_t *tokens, uint32_t n, bool want_logits)
                 x[i] += o[i];
         }
     }
-    s->n_past += n;
 
-    if (want_logits) {
+    if (head && want_logits) {
         float *last = s->xn + (uint64_t)(n - 1) * E;
         rms_norm(last, s->x + (uint64_t)(n - 1) * E, m->output_norm.data, E,
                  hp->eps);
         stale_acts(s);
         matmul1(s, last, E, 1, &m->output, s->logits, hp->n_vocab);
     }
+    return KS_OK;
+}
+
+/* ---- the CPU as an execution target ---- */
+
+static ks_status
+cpu_target_run(ks_target *t, float *x, uint32_t n, uint32_t pos0, bool want_logits,
+               float *logits)
+{
+    ks_session *s = t->impl;
+    ks_status st;
+
+    /* the session hands its own buffers over; anything else is copied */
+    if (x != s->x)
+        memcpy(s->x, x, (uint64_t)n * s->m->hp.n_embd * sizeof(float));
+    st = cpu_range(s, t->l0, t->l1, t->head, n, pos0, want_logits);
+    if (st == KS_OK && x != s->x)
+        memcpy(x, s->x, (uint64_t)n * s->m->hp.n_embd * sizeof(float));
+    if (st == KS_OK && t->head && want_logits && logits != s->logits)
+        memcpy(logits, s->logits, s->m->hp.n_vocab * sizeof(float));
+    return st;
+}
+
+static void
+cpu_target_destroy(ks_target *t)
+{
+    free(t);
+}
+
+static const ks_target_ops cpu_ops = { cpu_target_run, cpu_target_destroy };
+
+static const char *
+cpu_unavailable(const ks_target_env *env)
+{
+    (void)env;
+    return NULL;
+}
+
+static ks_status
+cpu_create(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head, ks_target **out)
+{
+    ks_target *t = calloc(1, sizeof(*t));
+
+    *out = NULL;
+    if (!t)
+        return ks_error(KS_ERR_NOMEM, "targets: no memory");
+    t->ops = &cpu_ops;
+    t->impl = env->session;
+    t->l0 = l0;
+    t->l1 = l1;
+    t->head = head;
+    snprintf(t->kind, sizeof t->kind, "cpu");
+    snprintf(t->desc, sizeof t->desc, "cpu (%d threads, %s kernels) layers %u-%u%s",
+             ((ks_session *)env->session)->n_threads, ks_cpu_simd_name(ks_cpu_simd()), l0,
+             l1 - 1, head ? " + head" : "");
+    *out = t;
+    return KS_OK;
+}
+
+const ks_target_kind ks_cpu_target_kind = { "cpu", cpu_unavailable, cpu_create };
+
+/* ---- the whole pass ---- */
+
+ks_status
+ks_forward(ks_session *s, const int32_t *tokens, uint32_t n, bool want_logits)
+{
+    const ks_model *m = s->m;
+    const ks_hparams *hp = &m->hp;
+    uint64_t E = hp->n_embd;
+    uint32_t pos0 = s->n_past;
+
+    if (n == 0 || n > s->n_batch)
+        return ks_error(KS_ERR_INTERNAL, "forward: batch of %u tokens, "
+                        "expected 1..%u", n, s->n_batch);
+    if ((uint64_t)pos0 + n > s->n_ctx)
+        return ks_error(KS_ERR_CONTEXT_FULL,
+                        "context full: %u tokens held, %u more do not fit in "
+                        "%u", pos0, n, s->n_ctx);
+    for (uint32_t t = 0; t < n; t++)
+        if (tokens[t] < 0 || (uint32_t)tokens[t] >= hp->n_vocab)
+            return ks_error(KS_ERR_INVALID_ARG,
+                            "forward: token id %d is outside the vocabulary "
+                            "(0..%u)", tokens[t], hp->n_vocab - 1);
+
+    for (uint32_t t = 0; t < n; t++) {
+        float *x = s->x + t * E;
+        ks_cpu_dequant_row(m->tok_embd.type,
+                           (const uint8_t *)m->tok_embd.data +
+                               (uint64_t)tokens[t] * m->tok_embd.row_bytes,
+                           x, E);
+        if (hp->emb_scale != 1.0f)
+            for (uint64_t i = 0; i < E; i++)
+                x[i] *= hp->emb_scale;
+    }
+    /* the ranges in layer order; the hidden state passes through s->x */
+    for (uint32_t i = 0; i < s->n_targets; i++) {
+        ks_target *t = s->targets[i];
+        ks_status st = t->ops->run(t, s->x, n, pos0, want_logits, s->logits);
+        if (st != KS_OK)
+            return st;
+    }
+    s->n_past += n;
     return KS_OK;
 }

@@ -75,7 +75,9 @@ typedef struct ks_hparams {
 struct ks_runtime {
     ks_backend backend;
     int32_t    n_threads;
-    int32_t    device;
+    int32_t    device;      /* Vulkan device index, -1: the best */
+    char      *split;       /* explicit placement, or NULL */
+    int32_t    gpu_layers;  /* 0: not asked */
     float      temp_limit_c;
     float      power_limit_w;
     ks_policy  policy;

@@ -16,6 +16,10 @@
 #include "runtime/sample.h"
 #include "runtime/session_priv.h"
 #include "runtime/tokenizer.h"
+#include "runtime/costs.h"
+#include "runtime/vk_forward.h"
+#include "scheduler/placement.h"
+#include "scheduler/target.h"
 #include "driver/telemetry.h"
 #include "scheduler/governor.h"
 #include "scheduler/trace.h"
@@ -36,23 +40,30 @@ ks_runtime_create(const ks_runtime_params *p, ks_runtime **out)
         return ks_error(KS_ERR_INVALID_ARG,
                         "runtime: %d threads asked, expected 1..1024 or 0 "
                         "for all cores", p->n_threads);
-    if (p->backend == KS_BACKEND_VULKAN)
-        return ks_error(KS_ERR_UNSUPPORTED,
-                        "runtime: the Vulkan backend is not available in "
-                        "this build yet; use --backend cpu or auto");
-    if (p->backend != KS_BACKEND_AUTO && p->backend != KS_BACKEND_CPU)
+    if (p->backend != KS_BACKEND_AUTO && p->backend != KS_BACKEND_CPU &&
+        p->backend != KS_BACKEND_VULKAN)
         return ks_error(KS_ERR_INVALID_ARG, "runtime: unknown backend %d",
                         (int)p->backend);
     rt = calloc(1, sizeof(*rt));
     if (!rt)
         return ks_error(KS_ERR_NOMEM, "runtime: no memory");
-    rt->backend = KS_BACKEND_CPU;
+    rt->backend = p->backend;
     rt->n_threads = p->n_threads;
     if (rt->n_threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         rt->n_threads = n > 0 ? (int32_t)n : 1;
     }
-    rt->device = p->device;
+    rt->device = p->device > 0 ? p->device - 1 : -1;
+    if (p->gpu_layers < 0 || p->gpu_layers > 100000) {
+        free(rt);
+        return ks_error(KS_ERR_INVALID_ARG, "runtime: %d GPU layers asked",
+                        p->gpu_layers);
+    }
+    rt->gpu_layers = p->gpu_layers;
+    if (p->split && !(rt->split = strdup(p->split))) {
+        free(rt);
+        return ks_error(KS_ERR_NOMEM, "runtime: no memory");
+    }
     if (p->temp_limit_c < 0 || p->temp_limit_c > 150 || p->power_limit_w < 0 ||
         p->power_limit_w > 100000) {
         free(rt);
@@ -70,10 +81,6 @@ ks_runtime_create(const ks_runtime_params *p, ks_runtime **out)
     rt->power_limit_w = p->power_limit_w;
     rt->policy = p->policy;
     rt->no_governor = p->no_governor;
-    if (p->backend == KS_BACKEND_AUTO)
-        ks_log(KS_LOG_INFO, "runtime",
-               "backend auto: using the CPU (%d threads, %s kernels)",
-               rt->n_threads, ks_cpu_simd_name(ks_cpu_simd()));
     *out = rt;
     return KS_OK;
 }
@@ -81,13 +88,193 @@ ks_runtime_create(const ks_runtime_params *p, ks_runtime **out)
 KS_API void
 ks_runtime_destroy(ks_runtime *rt)
 {
+    if (rt)
+        free(rt->split);
     free(rt);
 }
 
 KS_API const char *
 ks_runtime_backend_name(const ks_runtime *rt)
 {
-    return rt->backend == KS_BACKEND_VULKAN ? "vulkan" : "cpu";
+    return rt->backend == KS_BACKEND_VULKAN ? "vulkan" :
+           rt->backend == KS_BACKEND_CPU ? "cpu" : "auto";
+}
+
+KS_API const char *
+ks_session_backend_name(const ks_session *s)
+{
+    if (s->n_targets == 1)
+        return s->targets[0]->kind;
+    return "split";
+}
+
+KS_API const char *
+ks_session_placement(const ks_session *s)
+{
+    return s->plan;
+}
+
+/* Bytes a GPU range needs per layer (weights + KV cache) and for the head. */
+static void
+gpu_bytes(const ks_session *s, uint64_t *layer_bytes, uint64_t *head_bytes)
+{
+    const ks_model *m = s->m;
+    uint64_t kv = 2u * 2u * (uint64_t)s->n_ctx * s->kv_dim;
+
+    for (uint32_t il = 0; il < m->hp.n_layers; il++) {
+        const ks_layer *L = &m->layers[il];
+        const ks_weight *w[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down,
+                                 &L->bq, &L->bk, &L->bv, &L->attn_norm, &L->ffn_norm,
+                                 &L->q_norm, &L->k_norm, &L->post_attn_norm,
+                                 &L->post_ffw_norm };
+        uint64_t b = kv;
+        for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
+            if (w[i]->data)
+                b += (w[i]->row_bytes * (w[i]->ne1 ? w[i]->ne1 : 1) + 15u) & ~(uint64_t)15u;
+        layer_bytes[il] = b;
+    }
+    *head_bytes = m->output.row_bytes * m->output.ne1 + 4u * (uint64_t)m->hp.n_vocab +
+                  4u * (uint64_t)m->hp.n_embd;
+}
+
+/* The plan for backend vulkan: every layer that fits the device, the
+ * last ones first (the head with them); the rest on the CPU. */
+static ks_status
+plan_vulkan(ks_session *s, ks_plan *plan, bool *fits_all)
+{
+    uint32_t n = s->m->hp.n_layers;
+    uint64_t *lb = calloc(n, sizeof(*lb));
+    ks_place_cost c = { .cpu_layer_ms = 1.0, .gpu_layer_ms = 0.0, .cpu_head_ms = 1.0,
+                        .gpu_head_ms = 0.0, .gpu_ok = true };
+    char dev[256];
+    ks_status st;
+
+    if (!lb)
+        return ks_error(KS_ERR_NOMEM, "session: no memory");
+    if ((st = ks_vk_fw_device(s->m->rt->device, dev, sizeof dev, &c.gpu_budget)) != KS_OK) {
+        free(lb);
+        return st;
+    }
+    gpu_bytes(s, lb, &c.head_bytes);
+    c.layer_bytes = lb;
+    c.fixed_bytes = ks_vk_fw_fixed_bytes(s->m, s->n_batch);
+    ks_place_auto(n, &c, plan, NULL);
+    *fits_all = plan->n == 1 && strcmp(plan->r[0].kind, "vulkan") == 0;
+    free(lb);
+    return KS_OK;
+}
+
+static ks_status
+make_targets(ks_session *s, const ks_plan *plan)
+{
+    ks_target_env env = { s->m, s, s->m->rt->device, s->n_ctx, s->n_batch };
+    ks_status st;
+
+    for (uint32_t i = 0; i < plan->n; i++) {
+        const ks_range *r = &plan->r[i];
+        const ks_target_kind *k = ks_target_kind_find(r->kind);
+        const char *why;
+        if (!k || !k->create)
+            return ks_error(KS_ERR_UNSUPPORTED, "placement: no execution target '%s' in "
+                            "this build (there are cpu and vulkan)", r->kind);
+        if ((why = k->unavailable(&env)) != NULL)
+            return ks_error(KS_ERR_UNSUPPORTED, "placement: %s cannot run layers %u-%u: %s",
+                            r->kind, r->l0, r->l1 - 1, why);
+        if ((st = k->create(&env, r->l0, r->l1, r->head, &s->targets[s->n_targets])) != KS_OK)
+            return st;
+        s->n_targets++;
+    }
+    ks_plan_format(plan, s->plan, sizeof s->plan);
+    for (uint32_t i = 0; i < s->n_targets; i++)
+        ks_log(s->n_targets > 1 ? KS_LOG_INFO : KS_LOG_DEBUG, "placement", "%s",
+               s->targets[i]->desc);
+    return KS_OK;
+}
+
+static void
+drop_targets(ks_session *s)
+{
+    for (uint32_t i = 0; i < s->n_targets; i++)
+        s->targets[i]->ops->destroy(s->targets[i]);
+    s->n_targets = 0;
+}
+
+/* Chooses where the layers run and makes the targets. Backend cpu: all
+ * on the CPU. An explicit --split or --gpu-layers: as asked. vulkan: all
+ * that fit the device (the rest on the CPU, with a warning). auto: the
+ * cost model's choice when a Vulkan device takes the model, else the CPU
+ * with a one-line notice saying why. */
+static ks_status
+start_backend(ks_session *s)
+{
+    const ks_runtime *rt = s->m->rt;
+    uint32_t n = s->m->hp.n_layers;
+    ks_plan plan;
+    ks_status st;
+    bool fits = true;
+
+    ks_target_register(&ks_cpu_target_kind);
+    if (ks_vk_target_kind.create)
+        ks_target_register(&ks_vk_target_kind);
+    ks_place_gpu_layers(n, 0, &plan);  /* all on the CPU */
+
+    if (rt->split) {
+        if ((st = ks_place_parse_split(rt->split, n, &plan)) != KS_OK)
+            return st;
+    } else if (rt->gpu_layers > 0) {
+        ks_place_gpu_layers(n, (uint32_t)rt->gpu_layers, &plan);
+    } else if (rt->backend == KS_BACKEND_CPU) {
+        /* all on the CPU */
+    } else if (s->kv_type != KS_KV_F16 || ks_vk_fw_supports(s->m) != KS_OK) {
+        const char *why = s->kv_type != KS_KV_F16 ? "the Vulkan kernels keep an f16 KV cache"
+                                                  : ks_last_error();
+        if (rt->backend == KS_BACKEND_VULKAN)
+            return ks_error(KS_ERR_UNSUPPORTED, "session: backend vulkan: %s", why);
+        ks_log(KS_LOG_INFO, "runtime", "backend auto: using the CPU: %s", why);
+    } else if (rt->backend == KS_BACKEND_VULKAN) {
+        if ((st = plan_vulkan(s, &plan, &fits)) != KS_OK)
+            return st;
+        if (!fits)
+            ks_log(KS_LOG_WARN, "runtime", "backend vulkan: the model does not fit the "
+                   "device's memory; the first layers run on the CPU");
+    } else {
+        const char *why = ks_vk_auto_skip_reason(rt->device);
+        if (why)
+            ks_log(KS_LOG_INFO, "runtime", "backend auto: using the CPU (%d threads, %s "
+                   "kernels): %s", s->n_threads, ks_cpu_simd_name(ks_cpu_simd()), why);
+        else if (ks_costs_place(s, &plan) != KS_OK)
+            ks_log(KS_LOG_INFO, "runtime", "backend auto: using the CPU: %s", ks_last_error());
+    }
+    st = make_targets(s, &plan);
+    /* the estimate was short of what the device took: one layer fewer */
+    while (st == KS_ERR_DEVICE_OOM && rt->backend == KS_BACKEND_VULKAN && !rt->split &&
+           rt->gpu_layers == 0 && plan.n > 0 &&
+           strcmp(plan.r[plan.n - 1].kind, "vulkan") == 0) {
+        uint32_t on_gpu = plan.r[plan.n - 1].l1 - plan.r[plan.n - 1].l0;
+        ks_log(KS_LOG_DEBUG, "placement", "%s; trying %u layers on the device",
+               ks_last_error(), on_gpu - 1);
+        drop_targets(s);
+        ks_place_gpu_layers(n, on_gpu - 1, &plan);
+        st = make_targets(s, &plan);
+    }
+    if (st != KS_OK && rt->backend == KS_BACKEND_AUTO && !rt->split && rt->gpu_layers == 0) {
+        ks_log(KS_LOG_INFO, "runtime", "backend auto: using the CPU: %s", ks_last_error());
+        drop_targets(s);
+        ks_place_gpu_layers(n, 0, &plan);
+        st = make_targets(s, &plan);
+    }
+    if (st != KS_OK)
+        return st;
+    for (uint32_t i = 0; i < s->n_targets; i++) {
+        if (strcmp(s->targets[i]->kind, "vulkan") == 0) {
+            ks_vk_fw_info info;
+            ks_vk_fw_info_get(s->targets[i]->impl, &info);
+            s->stats.n_shader_hits += info.n_shader_hits;
+            s->stats.n_shader_compiled += info.n_shader_compiled;
+            s->stats.backend_setup_ms += info.setup_ms;
+        }
+    }
+    return KS_OK;
 }
 
 /* ---- tokens and chat ---- */
@@ -348,6 +535,9 @@ ks_session_create(ks_model *m, const ks_session_params *p, ks_session **out)
         st = ks_error(KS_ERR_NOMEM, "session: no memory for activations");
         goto fail;
     }
+    if ((st = start_backend(s)) != KS_OK)
+        goto fail;
+    ks_trace_set_layers(s->trace, s->plan);
     s->stats.kv_bytes = kv_bytes;
     s->stats.load_ms = m->load_ms;
     ks_log(KS_LOG_DEBUG, "session",
@@ -368,6 +558,7 @@ ks_session_destroy(ks_session *s)
         return;
     if (s->trace)
         ks_trace_close(s->trace);
+    drop_targets(s);
     ks_governor_destroy(s->gov);
     ks_telemetry_destroy(s->tel);
     ks_pool_destroy(s->pool);

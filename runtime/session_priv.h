@@ -13,6 +13,7 @@
 struct ks_telemetry;
 struct ks_governor;
 struct ks_trace;
+struct ks_target;
 
 /* Activation formats a dot product may need (ks_cpu_act_type); one
  * quantized copy of the current input per format. */
@@ -62,12 +63,29 @@ struct ks_session {
     struct ks_governor  *gov;
     struct ks_trace     *trace;
     int                  max_threads;  /* the pool's size */
+
+    /* Where the layers run: targets in layer order (scheduler/target.h),
+     * as the placement chose them. */
+    struct ks_target    *targets[8];
+    uint32_t             n_targets;
+    char                 plan[160];   /* ks_plan_format of the placement */
 };
+
+/* The CPU as a target kind (forward.c); its targets run on the session's
+ * pool, scratch and KV cache. */
+struct ks_target_kind;
+extern const struct ks_target_kind ks_cpu_target_kind;
 
 /* Runs tokens[0..n) (n <= n_batch) at positions n_past.. and appends
  * their keys and values to the cache; fills s->logits with the last
  * token's logits when want_logits. */
 ks_status ks_forward(ks_session *s, const int32_t *tokens, uint32_t n,
                      bool want_logits);
+
+/* cos/sin pairs of every rotated dimension pair for tokens at positions
+ * pos0..pos0+n_tok-1 (n_rot floats per token), as llama.cpp's rope cache
+ * computes them; the Vulkan path rotates by the same table. */
+void ks_rope_table(float *cs, uint32_t pos0, uint32_t n_tok, uint32_t n_rot,
+                   float base, float scale);
 
 #endif

@@ -15,6 +15,7 @@ struct ks_trace {
     uint64_t t0_ns;
     int      err;        /* first errno seen; 0: none */
     char     path[512];
+    char     layers[160];  /* the placement, commas as spaces */
 };
 
 ks_status
@@ -38,7 +39,7 @@ ks_trace_open(const char *path, ks_trace **out)
                         strerror(e));
     }
     if (fputs("time_s,tokens_per_s,temp_c,power_w,budget_w,threads,pace_ms,"
-              "state,target,limit_c,place\n", t->f) < 0)
+              "state,target,limit_c,place,layers\n", t->f) < 0)
         t->err = errno ? errno : EIO;
     *out = t;
     return KS_OK;
@@ -66,12 +67,23 @@ ks_trace_token(ks_trace *t, uint64_t now_ns, const ks_gov_decision *d)
         snprintf(power, sizeof power, "%.3f", d->power_mw / 1000.0);
         snprintf(budget, sizeof budget, "%.3f", d->budget_mw / 1000.0);
     }
-    if (fprintf(t->f, "%.3f,%s,%s,%s,%s,%d,%.2f,%s,%s,%.1f,%s\n",
+    if (fprintf(t->f, "%.3f,%s,%s,%s,%s,%d,%.2f,%s,%s,%.1f,%s,%s\n",
                 (double)(now_ns - t->t0_ns) / 1e9, tps, temp, power, budget,
                 d->n_threads, d->pace_ns / 1e6, d->state, d->target,
-                d->control_temp_mc / 1000.0, ks_gov_place_str(d->place)) < 0 &&
+                d->control_temp_mc / 1000.0, ks_gov_place_str(d->place), t->layers) < 0 &&
         !t->err)
         t->err = errno ? errno : EIO;
+}
+
+void
+ks_trace_set_layers(ks_trace *t, const char *plan)
+{
+    if (!t)
+        return;
+    snprintf(t->layers, sizeof t->layers, "%s", plan ? plan : "");
+    for (char *p = t->layers; *p; p++)
+        if (*p == ',')
+            *p = ' ';
 }
 
 ks_status

@@ -36,4 +36,8 @@ void ks_trace_token(ks_trace *t, uint64_t now_ns, const ks_gov_decision *d);
 /* Flushes and closes; KS_ERR_IO if any write failed. NULL is a no-op. */
 ks_status ks_trace_close(ks_trace *t);
 
+/* The layer placement the following lines report in their "layers"
+ * column ("cpu:0-9 vulkan:10-29+head": which target runs which range). */
+void ks_trace_set_layers(ks_trace *t, const char *plan);
+
 #endif

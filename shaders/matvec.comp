@@ -1,8 +1,16 @@
 #version 450
 /* y = W·x for one weight matrix of any KS_QUANT_<TYPE> (rows of |cols|
- * elements, |row_stride| bytes apart), f32 x and y, fp32 arithmetic.
- * Epilogues: KS_EPI_BIAS (y += b), KS_EPI_RESIDUAL (y += r; r may be
- * the y buffer itself, for an in-place residual add).
+ * elements, |row_stride| bytes apart), f32 x and y, fp32 arithmetic, for
+ * gl_NumWorkGroups.z vectors: vector t (gl_WorkGroupID.z) reads x, the
+ * residual and the x-sums t strides after their offsets and writes y
+ * likewise; every vector is computed as a lone one would be.
+ * Epilogues: KS_EPI_BIAS (y += b, per row), KS_EPI_RESIDUAL (y += r; r
+ * may be the y buffer itself, for an in-place residual add).
+ * KS_EPI_XSUM (Q4_1 and Q5_1 only): the min term of each block is
+ * m·xsum[s_off + t·s_stride + block] rather than m·Σx over the block, for
+ * activations that were quantized to Q8_1 and dequantized again, whose
+ * block sums llama.cpp takes from the Q8_1 block (fp16(d·Σq)), not from
+ * the values.
  *
  * W and x are read through texel buffers of 16-byte texels (RGBA32UI /
  * RGBA32F): on lavapipe a texel fetch streams ~10 GB/s where a storage
@@ -41,6 +49,11 @@ layout(push_constant) uniform Args {
     uint y_off;       /* floats */
     uint b_off;       /* floats, KS_EPI_BIAS */
     uint r_off;       /* floats, KS_EPI_RESIDUAL */
+    uint x_stride;    /* floats between vectors of x, a multiple of 4 */
+    uint y_stride;    /* floats between vectors of y */
+    uint r_stride;    /* floats between vectors of the residual */
+    uint s_off;       /* floats, KS_EPI_XSUM: block b of vector t is */
+    uint s_stride;    /* xsum[s_off + t * s_stride + b] */
 } args;
 
 layout(set = 0, binding = 0) uniform usamplerBuffer ks_wt;  /* W, RGBA32UI */
@@ -54,9 +67,34 @@ layout(std430, set = 0, binding = 3) restrict readonly buffer BBuf { float ks_bi
 #endif
 #if defined(KS_EPI_RESIDUAL)
 layout(std430, set = 0, binding = KS_RES_BINDING) buffer RBuf { float ks_res[]; };
+#define KS_XSUM_BINDING (KS_RES_BINDING + 1)
+#else
+#define KS_XSUM_BINDING KS_RES_BINDING
+#endif
+#if defined(KS_EPI_XSUM)
+#if !defined(KS_QUANT_Q4_1) && !defined(KS_QUANT_Q5_1)
+#error "KS_EPI_XSUM applies to KS_QUANT_Q4_1 and KS_QUANT_Q5_1 only"
+#endif
+layout(std430, set = 0, binding = KS_XSUM_BINDING) restrict readonly buffer SBuf {
+    float ks_xsum[];
+};
+/* quant.glsl's hook: the x-sum of the unit's block b, from ks_xs[]
+ * (declared after the include, which sizes it). */
+float ks_xs_at(uint b);
+#define KS_XSUM(b) ks_xs_at(b)
 #endif
 
 #include "common/quant.glsl"
+
+#if defined(KS_EPI_XSUM)
+float ks_xs[KS_UNIT_BLOCKS];
+
+float
+ks_xs_at(uint b)
+{
+    return ks_xs[b];
+}
+#endif
 
 #define KS_MAX_ROWS 16u
 #if !defined(KS_SG_REDUCE)
@@ -105,11 +143,16 @@ main()
     uint lane = gl_LocalInvocationID.x;
     uint slot = lane / SPLIT, part = lane % SPLIT;
     uint wg = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
+    uint tok = gl_WorkGroupID.z;
     uint row0 = (wg * (WG_SIZE / SPLIT) + slot) * ROWS;
     uint nb = args.cols / KS_BLOCK_ELEMS;
     uint n_units = (nb + KS_UNIT_BLOCKS - 1u) / KS_UNIT_BLOCKS;
+    uint x_off = args.x_off + tok * args.x_stride;
     int tmax = textureSize(ks_wt) - 1;
-    int xmax = int((args.x_off + args.cols - 1u) / 4u);
+    int xmax = int((x_off + args.cols - 1u) / 4u);
+#if defined(KS_EPI_XSUM)
+    uint s_off = args.s_off + tok * args.s_stride;
+#endif
     uint start[KS_MAX_ROWS];
     float acc[KS_MAX_ROWS];
 
@@ -123,9 +166,15 @@ main()
         /* The last unit may be partial: its missing blocks are decoded from
          * clamped reads and dropped. */
         uint nv = min(KS_UNIT_BLOCKS, nb - u * KS_UNIT_BLOCKS);
-        int x0 = int(args.x_off / 4u + u * (KS_UNIT_ELEMS / 4u));
+        int x0 = int(x_off / 4u + u * (KS_UNIT_ELEMS / 4u));
         [[unroll]] for (uint k = 0u; k < KS_UNIT_ELEMS / 4u; k++)
             ks_xv[k] = texelFetch(ks_xt, min(x0 + int(k), xmax));
+#if defined(KS_EPI_XSUM)
+        /* Read once per unit for all ROWS rows; blocks past the row's end
+         * read the last block's sum and are dropped. */
+        [[unroll]] for (uint k = 0u; k < KS_UNIT_BLOCKS; k++)
+            ks_xs[k] = ks_xsum[s_off + min(u * KS_UNIT_BLOCKS + k, nb - 1u)];
+#endif
 
         [[unroll]] for (uint r = 0u; r < ROWS; r++) {
             uint o = start[r] + u * KS_UNIT_BYTES;
@@ -145,9 +194,9 @@ main()
             v += ks_bias[args.b_off + row];
 #endif
 #if defined(KS_EPI_RESIDUAL)
-            v += ks_res[args.r_off + row];
+            v += ks_res[args.r_off + tok * args.r_stride + row];
 #endif
-            ks_y[args.y_off + row] = v;
+            ks_y[args.y_off + tok * args.y_stride + row] = v;
         }
     }
 }

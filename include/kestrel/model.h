@@ -36,7 +36,15 @@ typedef enum ks_policy {
 typedef struct ks_runtime_params {
     ks_backend backend;    /* 0: auto */
     int32_t    n_threads;  /* 0: the number of online CPUs */
-    int32_t    device;     /* Vulkan device index; 0: the best one */
+    int32_t    device;     /* 0: the best Vulkan device; N >= 1: the one
+                            * `kestrel devices` lists as [N-1] */
+    /* Placement of the layers (backend auto or vulkan): an explicit map
+     * such as "cpu:0-9,vulkan:10-29" (NULL: none), or the last gpu_layers
+     * layers on the GPU (0: automatic). Without either, vulkan puts every
+     * layer that fits the device's memory on it, and auto splits by a cost
+     * model calibrated on first use (cached under ~/.cache/kestrel). */
+    const char *split;
+    int32_t    gpu_layers;
     /* The thermal and power governor paces decoding, lowers the thread
      * count and moves work so the device stays inside its envelope. It is
      * on when a limit is set here or when the device reports a
@@ -52,8 +60,8 @@ typedef struct ks_runtime_params {
 KS_API ks_status ks_runtime_create(const ks_runtime_params *p,
                                    ks_runtime **out);
 KS_API void      ks_runtime_destroy(ks_runtime *rt);  /* NULL is a no-op */
-/* The backend actually in use ("cpu", ...); with auto, why it was chosen
- * is logged at info level. */
+/* The backend asked for ("auto", "cpu" or "vulkan"); where a session's
+ * layers run is ks_session_backend_name / ks_session_placement. */
 KS_API const char *ks_runtime_backend_name(const ks_runtime *rt);
 
 typedef struct ks_model_params {

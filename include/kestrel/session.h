@@ -102,9 +102,21 @@ typedef struct ks_stats {
     double   paced_ms;       /* time the governor made decoding wait */
     int32_t  n_threads;      /* threads in use now (the governor may lower
                                 them between tokens) */
+    /* Vulkan backend only: kernels found in the disk cache and compiled
+     * while the session started, and the time that start took. */
+    uint32_t n_shader_hits;
+    uint32_t n_shader_compiled;
+    double   backend_setup_ms;
 } ks_stats;
 
 KS_API void ks_session_stats(const ks_session *s, ks_stats *out);
+
+/* "cpu", "vulkan", or "split" when the layers run on several targets:
+ * where this session's model runs (with backend auto, what auto chose). */
+KS_API const char *ks_session_backend_name(const ks_session *s);
+
+/* The placement, e.g. "cpu:0-9,vulkan:10-29+head". */
+KS_API const char *ks_session_placement(const ks_session *s);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,10 @@
 /* Thread pool. A job is published by bumping |gen|; workers watch it,
  * run their share and count themselves done on |n_done|. Waiting is a
  * short spin (jobs arrive microseconds apart during a token) followed by
- * a sleep on |cv|, so idle pools do not burn a core. */
+ * a sleep on |cv|, so idle pools do not burn a core. Jobs that split
+ * their work dynamically claim items through per-worker counters of the
+ * items taken from each share, reset per job; the thread running a job
+ * finds its pool and worker index in |tls_pool| and |tls_ith|. */
 #include "runtime/cpu/pool.h"
 
 #include <pthread.h>
@@ -35,6 +38,12 @@ backoff(int spins)
         sched_yield();
 }
 
+/* Items taken from one worker's share of the current job; a cache line
+ * each, so that a worker's claims on its own share stay local. */
+struct share {
+    _Alignas(64) atomic_llong taken;
+};
+
 struct worker {
     ks_pool  *pool;
     int       ith;
@@ -51,6 +60,7 @@ struct ks_pool {
     int             n_active;  /* workers taking part in it */
 
     atomic_uint     gen;       /* bumped once per job */
+    struct share   *shares;    /* [n_threads], zeroed per job */
     atomic_int      n_done;
     atomic_bool     quit;
     atomic_int      n_sleeping;
@@ -59,12 +69,50 @@ struct ks_pool {
     pthread_cond_t  cv;
 };
 
+/* The pool whose job this thread is running (NULL between jobs) and its
+ * index there; ks_pool_claim's counter for job functions called outside
+ * a pool. */
+static _Thread_local ks_pool *tls_pool;
+static _Thread_local int tls_ith;
+static _Thread_local int64_t tls_solo_next;
+
+int64_t
+ks_pool_claim(int64_t n_items)
+{
+    ks_pool *p = tls_pool;
+    int nth;
+
+    if (!p) {
+        if (tls_solo_next < n_items)
+            return tls_solo_next++;
+        tls_solo_next = 0;
+        return -1;
+    }
+    nth = p->n_active;
+    for (int k = 0; k < nth; k++) {
+        int v = (tls_ith + k) % nth;
+        struct share *sh = &p->shares[v];
+        int64_t lo, hi, i;
+        ks_pool_range(n_items, 1, v, nth, &lo, &hi);
+        if (atomic_load_explicit(&sh->taken, memory_order_relaxed) >= hi - lo)
+            continue;
+        i = lo + (int64_t)atomic_fetch_add_explicit(&sh->taken, 1,
+                                                    memory_order_relaxed);
+        if (i < hi)
+            return i;
+    }
+    return -1;
+}
+
 static void *
 worker_main(void *arg)
 {
     struct worker *w = arg;
     ks_pool *p = w->pool;
     unsigned seen = 0;
+
+    tls_pool = p;
+    tls_ith = w->ith;
 
     for (;;) {
         unsigned g;
@@ -111,8 +159,12 @@ ks_pool_create(int n_threads, ks_pool **out)
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->workers = calloc((size_t)n_threads, sizeof(*p->workers));
-    if (!p->workers)
+    p->shares = aligned_alloc(_Alignof(struct share),
+                              (size_t)n_threads * sizeof(*p->shares));
+    if (!p->workers || !p->shares)
         goto nomem;
+    for (int i = 0; i < n_threads; i++)
+        atomic_init(&p->shares[i].taken, 0);
     for (int i = 1; i < n_threads; i++) {
         p->workers[i].pool = p;
         p->workers[i].ith = i;
@@ -147,6 +199,7 @@ ks_pool_destroy(ks_pool *p)
                 pthread_join(p->workers[i].thread, NULL);
         free(p->workers);
     }
+    free(p->shares);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     free(p);
@@ -165,13 +218,18 @@ ks_pool_run_n(ks_pool *p, int n, ks_pool_fn fn, void *ctx)
         n = 1;
     if (n > p->n_threads)
         n = p->n_threads;
+    for (int i = 0; i < n; i++)
+        atomic_store_explicit(&p->shares[i].taken, 0, memory_order_relaxed);
+    p->n_active = n;
     if (p->n_threads == 1) {
+        tls_pool = p;
+        tls_ith = 0;
         fn(ctx, 0, 1);
+        tls_pool = NULL;
         return;
     }
     p->fn = fn;
     p->ctx = ctx;
-    p->n_active = n;
     atomic_store_explicit(&p->n_done, 0, memory_order_relaxed);
     atomic_fetch_add(&p->gen, 1);  /* seq_cst: pairs with n_sleeping */
     if (atomic_load(&p->n_sleeping) > 0) {
@@ -179,7 +237,10 @@ ks_pool_run_n(ks_pool *p, int n, ks_pool_fn fn, void *ctx)
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
     }
+    tls_pool = p;
+    tls_ith = 0;
     fn(ctx, 0, n);
+    tls_pool = NULL;
     for (int spins = 0;
          atomic_load_explicit(&p->n_done, memory_order_acquire) <
          p->n_threads - 1;

@@ -26,6 +26,19 @@ void ks_pool_run(ks_pool *p, ks_pool_fn fn, void *ctx);
  * stay idle. The governor uses this to lower the thread count. */
 void ks_pool_run_n(ks_pool *p, int n, ks_pool_fn fn, void *ctx);
 
+/* Inside a job: claims one of the job's |n_items| work items and returns
+ * it, or -1 once all are taken; each item goes to one worker. A worker
+ * takes the items of its own share (ks_pool_range(n_items, 1, ...)) in
+ * order, then helps with what is left of the others' shares. So a job
+ * cut into more items than workers keeps each worker on a contiguous
+ * run of items when all run alike, and ends when its work is done, not
+ * when its slowest worker's share is, when one is held off its core
+ * (another process, on a shared machine). One run of claims per job,
+ * every worker passing the same |n_items|. Outside a job (a job function
+ * called directly) it hands out 0 .. n_items - 1 in turn, then -1 and
+ * starts over. */
+int64_t ks_pool_claim(int64_t n_items);
+
 /* Splits [0, n) into |nth| chunks, aligned to |align| items. */
 static inline void
 ks_pool_range(int64_t n, int64_t align, int ith, int nth, int64_t *lo,

@@ -162,6 +162,41 @@ ks_cpu_quantize_act(ks_qtype w, const float *x, void *xq, uint64_t n)
 /* The path llama.cpp takes (quant_priv.h), in its order of precedence:
  * the tiled K-quant kernel (8 or more tokens, weights not repacked),
  * repacked weights, llamafile's sgemm for several tokens, vec_dot. */
+ks_cpu_path
+ks_cpu_matmul_path(ks_qtype w, uint64_t n, int64_t ne1, int64_t n_tok, int64_t tok_index)
+{
+    switch (w) {
+    case KS_QUANT_F32:
+    case KS_QUANT_F16:
+    case KS_QUANT_BF16:
+        if (n_tok >= 2 && n % 8 == 0 && ne1 % 4 == 0)
+            return KS_CPU_PATH_BLAS;
+        break;
+    case KS_QUANT_Q4_0:
+    case KS_QUANT_IQ4_NL:
+    case KS_QUANT_Q4_K:
+        if (ne1 % 8 == 0)
+            return tok_index < n_tok / 4 * 4 ? KS_CPU_PATH_GEMM : KS_CPU_PATH_GEMV;
+        if (w == KS_QUANT_IQ4_NL && n_tok >= 2)
+            return KS_CPU_PATH_BLAS;
+        if (w == KS_QUANT_Q4_K && n_tok >= 8)
+            return KS_CPU_PATH_TILED;
+        break;
+    case KS_QUANT_Q2_K:
+    case KS_QUANT_Q3_K:
+    case KS_QUANT_Q5_K:
+    case KS_QUANT_Q6_K:
+        if (n_tok >= 8)
+            return KS_CPU_PATH_TILED;
+        break;
+    default:
+        break;
+    }
+    return KS_CPU_PATH_VD;
+}
+
+/* Runs of activation rows that take the same path go to that path's
+ * kernel in one call (a lone vec_dot row to the matvec). */
 void
 ks_cpu_matmul_rows(ks_qtype w, const void *W, uint64_t row_bytes, uint64_t n,
                    int64_t ne1, int64_t n_rows, const void *xq,
@@ -171,59 +206,26 @@ ks_cpu_matmul_rows(ks_qtype w, const void *W, uint64_t row_bytes, uint64_t n,
 
     if (n_rows <= 0 || n_tok <= 0)
         return;
-    switch (w) {
-    case KS_QUANT_F32:
-    case KS_QUANT_F16:
-    case KS_QUANT_BF16:
-        if (n_tok >= 2 && n % 8 == 0 && ne1 % 4 == 0) {
-            o->mm_blas[w](W, row_bytes, n, n_rows, xq, xq_stride, n_tok, y,
-                          ldy);
-            return;
+    for (int64_t t0 = 0, t1; t0 < n_tok; t0 = t1) {
+        ks_cpu_path p = ks_cpu_matmul_path(w, n, ne1, n_tok, t0);
+        const void *x = (const uint8_t *)xq + (uint64_t)t0 * xq_stride;
+        float *yt = y + (uint64_t)t0 * ldy;
+        ks_matmul_fn fn;
+
+        for (t1 = t0 + 1; t1 < n_tok && ks_cpu_matmul_path(w, n, ne1, n_tok, t1) == p; t1++)
+            ;
+        switch (p) {
+        case KS_CPU_PATH_BLAS:  fn = o->mm_blas[w]; break;
+        case KS_CPU_PATH_GEMV:  fn = o->mm_gemv[w]; break;
+        case KS_CPU_PATH_GEMM:  fn = o->mm_gemm[w]; break;
+        case KS_CPU_PATH_TILED: fn = o->mm_tiled[w]; break;
+        default:                fn = o->matmul[w]; break;
         }
-        break;
-    case KS_QUANT_Q4_0:
-    case KS_QUANT_IQ4_NL:
-    case KS_QUANT_Q4_K:
-        if (ne1 % 8 == 0) {
-            int64_t ng = n_tok / 4 * 4;
-            if (ng > 0)
-                o->mm_gemm[w](W, row_bytes, n, n_rows, xq, xq_stride, ng, y,
-                              ldy);
-            if (n_tok > ng)
-                o->mm_gemv[w](W, row_bytes, n, n_rows,
-                              (const uint8_t *)xq + (uint64_t)ng * xq_stride,
-                              xq_stride, n_tok - ng,
-                              y + (uint64_t)ng * ldy, ldy);
-            return;
-        }
-        if (w == KS_QUANT_IQ4_NL && n_tok >= 2) {
-            o->mm_blas[w](W, row_bytes, n, n_rows, xq, xq_stride, n_tok, y,
-                          ldy);
-            return;
-        }
-        if (w == KS_QUANT_Q4_K && n_tok >= 8) {
-            o->mm_tiled[w](W, row_bytes, n, n_rows, xq, xq_stride, n_tok, y,
-                           ldy);
-            return;
-        }
-        break;
-    case KS_QUANT_Q2_K:
-    case KS_QUANT_Q3_K:
-    case KS_QUANT_Q5_K:
-    case KS_QUANT_Q6_K:
-        if (n_tok >= 8) {
-            o->mm_tiled[w](W, row_bytes, n, n_rows, xq, xq_stride, n_tok, y,
-                           ldy);
-            return;
-        }
-        break;
-    default:
-        break;
+        if (p == KS_CPU_PATH_VD && n_tok == 1)
+            o->matvec[w](W, row_bytes, n, n_rows, x, yt);
+        else
+            fn(W, row_bytes, n, n_rows, x, xq_stride, t1 - t0, yt, ldy);
     }
-    if (n_tok == 1)
-        o->matvec[w](W, row_bytes, n, n_rows, xq, y);
-    else
-        o->matmul[w](W, row_bytes, n, n_rows, xq, xq_stride, n_tok, y, ldy);
 }
 
 void
@@ -252,6 +254,37 @@ ks_cpu_swiglu(float *g, const float *u, uint64_t row_len, uint64_t c0,
         ops()->silu_mul(g + c0, u + c0, cv - c0);
     for (uint64_t c = c0 > nv ? c0 : nv; c < c1; c++)
         g[c] = g[c] / (1.0f + expf(-g[c])) * u[c];
+}
+
+/* One entry per fp16 value, as GCC built llama.cpp's table (its
+ * 1 + a*x*x fused into one multiply-add), plus the padding that lets a
+ * 32-bit gather read the last entry. */
+static uint16_t gelu_tab[(1 << 16) + 2];
+static pthread_once_t gelu_once = PTHREAD_ONCE_INIT;
+
+static void
+gelu_init(void)
+{
+    for (uint32_t h = 0; h < (1u << 16); h++) {
+        float xh = ks_h2f((uint16_t)h);
+        float y = 0.5f * xh *
+                  (1.0f + tanhf(0.79788456080286535588f * xh *
+                                fmaf(0.044715f * xh, xh, 1.0f)));
+        gelu_tab[h] = ks_f2h(y);
+    }
+}
+
+const uint16_t *
+ks_gelu_table(void)
+{
+    pthread_once(&gelu_once, gelu_init);
+    return gelu_tab;
+}
+
+void
+ks_cpu_gelu_mul(float *g, const float *u, uint64_t n)
+{
+    ops()->gelu_mul(g, u, n);
 }
 
 void

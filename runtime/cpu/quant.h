@@ -75,12 +75,45 @@ void ks_cpu_matmul_rows(ks_qtype w, const void *W, uint64_t row_bytes,
                         const void *xq, uint64_t xq_stride, int64_t n_tok,
                         float *y, uint64_t ldy);
 
+/* The summation order ks_cpu_matmul_rows uses for one activation row
+ * (quant_priv.h describes each):
+ *   VD     the type's vec_dot (one token, or several where llamafile's
+ *          sgemm sums in the same order);
+ *   BLAS   llamafile's tinyBLAS order: F32/F16/BF16 (n % 8 == 0, ne1 % 4
+ *          == 0, two or more tokens) and IQ4_NL (ne1 % 8 != 0, two or
+ *          more tokens);
+ *   GEMV   the repacked 8-row GEMV (Q4_0, IQ4_NL, Q4_K with ne1 % 8 ==
+ *          0): activation rows from n_tok / 4 * 4 on;
+ *   GEMM   the repacked GEMM: the first n_tok / 4 * 4 activation rows
+ *          (for Q4_0 and IQ4_NL the same sums as GEMV);
+ *   TILED  the tiled K-quant kernel: 8 or more tokens, weights not
+ *          repacked. */
+typedef enum ks_cpu_path {
+    KS_CPU_PATH_VD = 0,
+    KS_CPU_PATH_BLAS,
+    KS_CPU_PATH_GEMV,
+    KS_CPU_PATH_GEMM,
+    KS_CPU_PATH_TILED,
+} ks_cpu_path;
+
+/* The path ks_cpu_matmul_rows takes for activation row |tok_index| (0 <=
+ * tok_index < n_tok) of a product of |n_tok| rows with a weight matrix of
+ * type |w| that has |ne1| rows of |n| elements. Pure; thread safe. */
+ks_cpu_path ks_cpu_matmul_path(ks_qtype w, uint64_t n, int64_t ne1, int64_t n_tok,
+                               int64_t tok_index);
+
 /* g[c] = silu(g[c]) * u[c] for the columns c0 <= c < c1 of one row of
  * |row_len| values (g and u point at the row's start), as llama.cpp's
  * ggml_vec_swiglu_f32 computes it: through its AVX2 exponential for the
  * columns below row_len / 8 * 8, through expf for the rest. */
 void ks_cpu_swiglu(float *g, const float *u, uint64_t row_len, uint64_t c0,
                    uint64_t c1);
+
+/* g[i] = gelu(g[i]) * u[i] for i < n, as llama.cpp's CPU backend
+ * computes GELU: 0 at or below -10, x at or above 10, in between the
+ * fp16 result its table holds for the fp16 value of x (the table is
+ * built on first use, about a millisecond). */
+void ks_cpu_gelu_mul(float *g, const float *u, uint64_t n);
 
 /* Dequantizes one row of |n| elements to f32. */
 void ks_cpu_dequant_row(ks_qtype t, const void *src, float *dst, uint64_t n);

@@ -123,12 +123,28 @@ h2f_pair(const void *p)
     return _mm_cvtph_ps(_mm_cvtsi32_si128(v));
 }
 
-/* matvec prefetch distance in tiles, and in bytes along a K-quant row */
-#define PF32 2
+/* Prefetch distance of the 32-element tiles in weight rows: one row at
+ * a time reads one sequential stream and runs ahead further. */
+#define PFROWS(R) ((R) == 1 ? 8 : 2 * (R))
+
+/* The fp16 at p, p + rb, p + 2 rb, p + 3 rb as 4 floats. */
+KS_AI __m128
+h2f_rows4(const uint8_t *p, uint64_t rb)
+{
+    uint16_t h[4];
+
+    for (int r = 0; r < 4; r++)
+        memcpy(&h[r], p + (uint64_t)r * rb, 2);
+    uint64_t v = (uint64_t)h[0] | (uint64_t)h[1] << 16 | (uint64_t)h[2] << 32 |
+                 (uint64_t)h[3] << 48;
+    return _mm_cvtph_ps(_mm_cvtsi64_si128((long long)v));
+}
 
 /* y[t*ldy + r] for r < R, t < T; W and X point at the tile's first row.
  * Per (row, token) pair: acc gets d_w*d_x*dot in 8 lanes; for the types
- * with a min, macc lane 1 gets m_w*s_x. */
+ * with a min, macc lane 1 gets m_w*s_x. Matmul tiles of 4 rows without
+ * a min take the 16 products d_w*d_x from a small table, 4 at a time
+ * (the same products; the broadcasts then come from memory). */
 KS_AI void
 tile32(const int ty, const int R, const int T, const uint8_t *W,
        uint64_t rb, int64_t nb, const uint8_t *X, uint64_t xs, float *y,
@@ -143,9 +159,11 @@ tile32(const int ty, const int R, const int T, const uint8_t *W,
             acc[r][t] = _mm256_setzero_ps();
             macc[r][t] = _mm_setzero_ps();
         }
+    const int TAB = !HAS_MIN(ty) && R == 4 && T > 1;
     for (int64_t b = 0; b < nb; b++) {
         __m256i a[4], ao[4];
         __m128 ds[4];
+        float dd[4][4] __attribute__((aligned(16)));
         for (int t = 0; t < T; t++) {
             const uint8_t *xb = X + (uint64_t)t * xs + (uint64_t)b * ABYTES(ty);
             a[t] = loadu256(xb + (HAS_MIN(ty) ? 4 : 2));
@@ -153,11 +171,15 @@ tile32(const int ty, const int R, const int T, const uint8_t *W,
             if (OFFSET(ty))
                 ao[t] = _mm256_maddubs_epi16(_mm256_set1_epi8(OFFSET(ty)), a[t]);
         }
+        if (TAB) {
+            __m128 dw = h2f_rows4(W + (uint64_t)b * WBYTES(ty), rb);
+            for (int t = 0; t < T; t++)
+                _mm_store_ps(dd[t], _mm_mul_ps(dw, _mm_broadcastss_ps(ds[t])));
+        }
         for (int r = 0; r < R; r++) {
             const uint8_t *wb = W + (uint64_t)r * rb + (uint64_t)b * WBYTES(ty);
             __m256i w = unpack32(ty, wb), aw = w;
-            if (PF32)
-                _mm_prefetch((const char *)wb + PF32 * R * rb, _MM_HINT_T0);
+            _mm_prefetch((const char *)wb + PFROWS(R) * rb, _MM_HINT_T0);
             __m128 dm = h2f_pair(wb);
             if (SIGNED(ty))
                 aw = _mm256_sign_epi8(w, w);
@@ -171,6 +193,10 @@ tile32(const int ty, const int R, const int T, const uint8_t *W,
                         p = _mm256_sub_epi16(p, ao[t]);
                 }
                 __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+                if (TAB) {
+                    acc[r][t] = _mm256_fmadd_ps(f, _mm256_broadcast_ss(&dd[t][r]), acc[r][t]);
+                    continue;
+                }
                 __m128 prod = _mm_mul_ps(dm, ds[t]);
                 acc[r][t] = _mm256_fmadd_ps(f, _mm256_broadcastss_ps(prod), acc[r][t]);
                 if (HAS_MIN(ty))
@@ -196,8 +222,12 @@ tok_chunk(uint64_t act_row_bytes, int tb)
     return c < tb ? tb : c;
 }
 
-/* Tile shapes: matvec MV32 rows x 1 token; matmul MR32 rows x MT32 tokens. */
-#define MV32 4
+/* Tile shapes: matvec MV32 rows x 1 token; matmul MR32 rows x MT32 tokens.
+ * Matvec rows per tile: two threads streaming Q8_0 one row at a time (one
+ * sequential stream per thread) reach ~25 GB/s here, four interleaved
+ * rows ~17; Q4_1 does best with two; the types that cost more to unpack
+ * share each activation block among four rows. */
+#define MV32(ty) ((ty) == T_Q8_0 ? 1 : (ty) == T_Q4_1 ? 2 : 4)
 #define MR32 4
 #define MT32 4
 
@@ -210,8 +240,8 @@ mm32(const int ty, const void *W, uint64_t rb, uint64_t n, int64_t nr,
 
     if (nt == 1) {
         int64_t r = 0;
-        for (; r + MV32 <= nr; r += MV32)
-            tile32(ty, MV32, 1, w + r * rb, rb, nb, x, 0, y + r, 0);
+        for (; r + MV32(ty) <= nr; r += MV32(ty))
+            tile32(ty, MV32(ty), 1, w + r * rb, rb, nb, x, 0, y + r, 0);
         for (; r < nr; r++)
             tile32(ty, 1, 1, w + r * rb, rb, nb, x, 0, y + r, 0);
         return;
@@ -472,7 +502,179 @@ rp32(const int ty, const void *W, uint64_t rb, uint64_t n, int64_t nr,
         scalar_gemv32[ty == T_IQ4](w + r * rb, rb, n, nr - r, xq, xs, nt, y + r, ldy);
 }
 
-static void rp_q4_0(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy) { rp32(T_Q4_0, W, rb, n, nr, xq, xs, nt, y, ldy); }
+/* Q4_0 in the repacked order, a faster shape of rp32_tile. Rows go in
+ * pairs, one row's 16 bytes in each 128-bit half, against the activation
+ * block's halves broadcast: two maddubs and a madd per pair leave 4 int32
+ * partial sums per row, and three hadds the 8 row totals in the lane
+ * order [0 2 4 6 1 3 5 7], which the scales follow and one permute undoes
+ * at the end. The -8 offset is subtracted once per block as 8 * (sum of
+ * the activation block), from a table made once per token chunk along
+ * with the activation scales as floats. The float operations per output
+ * are rp32_tile's: fma(isum, d_w * d_x, acc). */
+
+/* The fp16 at p + r * rb for r = 0, 2, 4, 6, 1, 3, 5, 7, as 8 floats;
+ * assembled in general registers (the vector ports are the busy ones). */
+KS_AI __m256
+h2f_rows8_perm(const uint8_t *p, uint64_t rb)
+{
+    uint16_t h[8];
+
+    for (int r = 0; r < 8; r++)
+        memcpy(&h[r], p + (uint64_t)r * rb, 2);
+    uint64_t even = (uint64_t)h[0] | (uint64_t)h[2] << 16 | (uint64_t)h[4] << 32 |
+                    (uint64_t)h[6] << 48;
+    uint64_t odd = (uint64_t)h[1] | (uint64_t)h[3] << 16 | (uint64_t)h[5] << 32 |
+                   (uint64_t)h[7] << 48;
+    return _mm256_cvtph_ps(_mm_set_epi64x((long long)odd, (long long)even));
+}
+
+/* Tokens per chunk of the activation tables below (and at most 4096
+ * blocks in one, 32 KiB of stack). */
+#define RQ4_TAB 4096
+
+KS_AI void
+rq4_tile(const int T, const uint8_t *W, uint64_t rb, int64_t nb,
+         const uint8_t *X, uint64_t xs, const float *dx, const int32_t *ofs,
+         float *y, uint64_t ldy)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    __m256 acc[4];
+
+    for (int t = 0; t < T; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *wb = W + (uint64_t)b * 18;
+        __m256i lo[4], hi[4];
+        pf_slice(W + pf_ahead(rb), 8 * 18, (uint64_t)b);
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; p++) {
+            __m256i v = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(wb + 2 * (uint64_t)p * rb + 2))),
+                _mm_loadu_si128((const __m128i *)(wb + (2 * (uint64_t)p + 1) * rb + 2)), 1);
+            lo[p] = _mm256_and_si256(v, m4);
+            hi[p] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        }
+        __m256 dw = h2f_rows8_perm(wb, rb);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const uint8_t *xb = X + (uint64_t)t * xs + (uint64_t)b * 34;
+            __m256i alo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(xb + 2)));
+            __m256i ahi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(xb + 18)));
+            __m256i m[4];
+#pragma GCC unroll 4
+            for (int p = 0; p < 4; p++)
+                m[p] = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(lo[p], alo),
+                                                          _mm256_maddubs_epi16(hi[p], ahi)), ones);
+            __m256i isum = _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]),
+                                             _mm256_hadd_epi32(m[2], m[3]));
+            isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(ofs[(uint64_t)t * nb + b]));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum),
+                                     _mm256_mul_ps(dw, _mm256_set1_ps(dx[(uint64_t)t * nb + b])),
+                                     acc[t]);
+        }
+    }
+    const __m256i unperm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int t = 0; t < T; t++)
+        _mm256_storeu_ps(y + (uint64_t)t * ldy, _mm256_permutevar8x32_ps(acc[t], unperm));
+}
+
+/* rq4_tile for several tokens: the 8 rows' quants transposed once per
+ * block so that each 32-bit lane holds 4 quants of one row (lanes in the
+ * same row order [0 2 4 6 1 3 5 7]); then per token 8 maddubs against 4
+ * activation bytes broadcast, summed in 16 bits (at most 16 products of
+ * 15 * 127 per lane) and one madd give the row totals without horizontal
+ * adds. */
+KS_AI void
+rq4_tile_t(const int T, const uint8_t *W, uint64_t rb, int64_t nb,
+           const uint8_t *X, uint64_t xs, const float *dx, const int32_t *ofs,
+           float *y, uint64_t ldy)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    __m256 acc[4];
+
+    for (int t = 0; t < T; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *wb = W + (uint64_t)b * 18;
+        __m256i v[4], g[8];
+        pf_slice(W + pf_ahead(rb), 8 * 18, (uint64_t)b);
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; p++)
+            v[p] = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(wb + 2 * (uint64_t)p * rb + 2))),
+                _mm_loadu_si128((const __m128i *)(wb + (2 * (uint64_t)p + 1) * rb + 2)), 1);
+        /* v[p] = [row 2p | row 2p+1], 4 dwords each: transpose to one
+         * vector per dword, rows [0 2 4 6 | 1 3 5 7] */
+        __m256i u0 = _mm256_unpacklo_epi32(v[0], v[1]), u1 = _mm256_unpackhi_epi32(v[0], v[1]);
+        __m256i u2 = _mm256_unpacklo_epi32(v[2], v[3]), u3 = _mm256_unpackhi_epi32(v[2], v[3]);
+        __m256i d[4] = { _mm256_unpacklo_epi64(u0, u2), _mm256_unpackhi_epi64(u0, u2),
+                         _mm256_unpacklo_epi64(u1, u3), _mm256_unpackhi_epi64(u1, u3) };
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            g[j] = _mm256_and_si256(d[j], m4);
+            g[j + 4] = _mm256_and_si256(_mm256_srli_epi16(d[j], 4), m4);
+        }
+        __m256 dw = h2f_rows8_perm(wb, rb);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const uint8_t *xq = X + (uint64_t)t * xs + (uint64_t)b * 34 + 2;
+            __m256i s16 = _mm256_setzero_si256();
+            int32_t a4;
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                memcpy(&a4, xq + 4 * j, 4);
+                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(g[j], _mm256_set1_epi32(a4)));
+            }
+            __m256i isum = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones),
+                                            _mm256_set1_epi32(ofs[(uint64_t)t * nb + b]));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum),
+                                     _mm256_mul_ps(dw, _mm256_set1_ps(dx[(uint64_t)t * nb + b])),
+                                     acc[t]);
+        }
+    }
+    const __m256i unperm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int t = 0; t < T; t++)
+        _mm256_storeu_ps(y + (uint64_t)t * ldy, _mm256_permutevar8x32_ps(acc[t], unperm));
+}
+
+static void
+rp_q4_0(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq,
+        uint64_t xs, int64_t nt, float *y, uint64_t ldy)
+{
+    const uint8_t *w = W, *x = xq;
+    int64_t nb = (int64_t)(n / 32), r8 = nr / 8 * 8;
+    float dx[RQ4_TAB];
+    int32_t ofs[RQ4_TAB];
+
+    if (nb > RQ4_TAB) {
+        rp32(T_Q4_0, W, rb, n, nr, xq, xs, nt, y, ldy);
+        return;
+    }
+    int64_t tc = RQ4_TAB / nb;
+    for (int64_t t0 = 0; t0 < nt; t0 += tc) {
+        int64_t te = t0 + tc < nt ? t0 + tc : nt;
+        for (int64_t t = t0; t < te; t++)
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *xb = x + (uint64_t)t * xs + (uint64_t)b * 34;
+                __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1),
+                                                                   loadu256(xb + 2)),
+                                              _mm256_set1_epi16(1));
+                dx[(t - t0) * nb + b] = h2f(xb);
+                ofs[(t - t0) * nb + b] = 8 * hsum_i32(s);
+            }
+        for (int64_t r = 0; r < r8; r += 8) {
+            int64_t t = t0;
+            for (; t + 4 <= te; t += 4)
+                rq4_tile_t(4, w + r * rb, rb, nb, x + t * xs, xs, dx + (t - t0) * nb,
+                         ofs + (t - t0) * nb, y + t * ldy + r, ldy);
+            for (; t < te; t++)
+                rq4_tile(1, w + r * rb, rb, nb, x + t * xs, xs, dx + (t - t0) * nb,
+                         ofs + (t - t0) * nb, y + t * ldy + r, ldy);
+        }
+    }
+    if (r8 < nr)
+        scalar_gemv32[0](w + r8 * rb, rb, n, nr - r8, xq, xs, nt, y + r8, ldy);
+}
 static void rp_iq4_nl(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy) { rp32(T_IQ4, W, rb, n, nr, xq, xs, nt, y, ldy); }
 
 /* ---- K-quants against Q8_K ---------------------------------------------- */
@@ -1259,6 +1461,39 @@ silu_mul(float *g, const float *u, uint64_t n)
         scalar_silu_mul(g + i, u + i, n - i);
 }
 
+/* ---- GELU through llama.cpp's fp16 table (quant_ref.c's gelu_mul) ---- */
+
+static void
+gelu_mul(float *g, const float *u, uint64_t n)
+{
+    const uint16_t *tab = ks_gelu_table();
+    const __m256 lo = _mm256_set1_ps(-10.0f), hi = _mm256_set1_ps(10.0f);
+    uint64_t i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(g + i);
+        __m256i h = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+        /* 32 bits at entry h: the entry in the low half */
+        __m256i e = _mm256_i32gather_epi32((const int *)tab, h, 2);
+        e = _mm256_and_si256(e, _mm256_set1_epi32(0xFFFF));
+        e = _mm256_permute4x64_epi64(_mm256_packus_epi32(e, e), 0x08);
+        __m256 y = _mm256_cvtph_ps(_mm256_castsi256_si128(e));
+        y = _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, hi, _CMP_GE_OQ));
+        y = _mm256_andnot_ps(_mm256_cmp_ps(x, lo, _CMP_LE_OQ), y);
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(y, _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) {
+        float x = g[i], y;
+        if (x <= -10.0f)
+            y = 0.0f;
+        else if (x >= 10.0f)
+            y = x;
+        else
+            y = ks_h2f(tab[ks_f2h(x)]);
+        g[i] = y * u[i];
+    }
+}
+
 void
 ks_quant_ops_avx2(ks_quant_ops *ops)
 {
@@ -1288,6 +1523,7 @@ ks_quant_ops_avx2(ks_quant_ops *ops)
     ops->mm_tiled[KS_QUANT_Q5_K] = q5_k_tl;
     ops->mm_tiled[KS_QUANT_Q6_K] = q6_k_tl;
     ops->silu_mul = silu_mul;
+    ops->gelu_mul = gelu_mul;
     SET(F32, f32_vd)
     SET(F16, f16_vd)
     SET(BF16, bf16_vd)

@@ -281,6 +281,11 @@ typedef void (*ks_quant_act_fn)(const float *x, void *xq, uint64_t n);
  * AVX2 exponential (ggml_v_expf), whatever n is. */
 typedef void (*ks_silu_mul_fn)(float *g, const float *u, uint64_t n);
 
+/* llama.cpp's GELU table (ggml_table_gelu_f16): entry h holds, as fp16
+ * bits, GELU of the fp16 value h (quant.c builds it once, on first use;
+ * 2 entries of padding follow for 32-bit gathers). Thread safe. */
+const uint16_t *ks_gelu_table(void);
+
 /* One implementation set. Entries are indexed by weight type, except
  * quant_act, indexed by activation type (F32, F16, BF16, Q8_0, Q8_1,
  * Q8_K). A SIMD filler overwrites the entries it implements and leaves
@@ -311,6 +316,7 @@ typedef struct ks_quant_ops {
     ks_dequant_fn   dequant[KS_QUANT_COUNT];
     ks_quant_act_fn quant_act[KS_QUANT_COUNT];
     ks_silu_mul_fn  silu_mul;
+    ks_silu_mul_fn  gelu_mul;  /* ks_cpu_gelu_mul for n values */
 } ks_quant_ops;
 
 void ks_quant_ops_scalar(ks_quant_ops *ops);

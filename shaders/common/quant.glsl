@@ -99,6 +99,12 @@ vec4 ks_xv[KS_UNIT_ELEMS / 4u];
 #define KS_X(i) ks_xv[(i) / 4u][(i) % 4u]
 #endif
 
+/* Hook for Q4_1 and Q5_1: when the includer defines KS_XSUM(b), the sum
+ * of the activations of the unit's block b (a constant index once
+ * unrolled), the decoders take the min term as m·KS_XSUM(b) instead of
+ * m·Σx. Activations quantized to Q8_1 and dequantized again then give
+ * llama.cpp's result, which uses the block's stored fp16(d·Σq). */
+
 void
 ks_win_set(uint t, uvec4 v)
 {
@@ -267,12 +273,18 @@ ks_block_dot(uint c, uint xi)
     return ks_f16(c) * (s - 8.0 * sx);
 #elif defined(KS_QUANT_Q4_1)
     float sx, s = ks_dot_q4(c + 4u, 0u, false, xi, sx);
+#if defined(KS_XSUM)
+    sx = KS_XSUM(xi / KS_BLOCK_ELEMS);
+#endif
     return ks_f16(c) * s + ks_f16(c + 2u) * sx;
 #elif defined(KS_QUANT_Q5_0)
     float sx, s = ks_dot_q4(c + 6u, ks_b32(c + 2u), true, xi, sx);
     return ks_f16(c) * (s - 16.0 * sx);
 #elif defined(KS_QUANT_Q5_1)
     float sx, s = ks_dot_q4(c + 8u, ks_b32(c + 4u), true, xi, sx);
+#if defined(KS_XSUM)
+    sx = KS_XSUM(xi / KS_BLOCK_ELEMS);
+#endif
     return ks_f16(c) * s + ks_f16(c + 2u) * sx;
 #elif defined(KS_QUANT_Q8_0)
     float s = 0.0;

@@ -469,7 +469,7 @@ START_TEST(trace_renders)
     ck_assert_ptr_nonnull(f);
     ck_assert_ptr_nonnull(fgets(cmd, sizeof cmd, f));
     ck_assert_str_eq(cmd, "time_s,tokens_per_s,temp_c,power_w,budget_w,"
-                     "threads,pace_ms,state,target,limit_c,place\n");
+                     "threads,pace_ms,state,target,limit_c,place,layers\n");
     ck_assert_ptr_nonnull(fgets(cmd, sizeof cmd, f));
     fclose(f);
     if (system("command -v gnuplot >/dev/null 2>&1") != 0) {

@@ -1,7 +1,7 @@
 /* Micro benchmark of the CPU matvec/matmul kernels, one thread.
  *
  *   bench_quant [--mib M] [--cols C] [--tok N] [--simd scalar|avx2|neon|all]
- *               [--time S] [--rows4] [TYPE...]
+ *               [--time S] [--rows4] [--threads T] [TYPE...]
  *
  * For each TYPE (default: Q4_0 Q4_1 Q8_0 Q4_K Q6_K Q5_0) builds a weight
  * matrix of about M MiB (default 64) with C columns (default 2048) and
@@ -9,7 +9,8 @@
  * S seconds (default 1); the row count is a multiple of 8, as in real
  * models, so Q4_0, IQ4_NL and Q4_K take llama.cpp's repacked-weight
  * order (--rows4: a multiple of 4 but not of 8, their vec_dot order),
- * printing the weight bytes streamed per second:
+ * on T threads (default 1) that split the rows in 16-row chunks as the
+ * forward pass does, printing the weight bytes streamed per second:
  * mean over the wall time, best single pass, and mean over this thread's
  * CPU time (the last two are the fairer figures on a machine that other
  * jobs share). Not a test. */
@@ -21,6 +22,7 @@
 #include <time.h>
 
 #include "driver/base.h"
+#include "runtime/cpu/pool.h"
 #include "runtime/cpu/quant.h"
 
 static ks_qtype
@@ -55,6 +57,36 @@ rnd(void)
 }
 
 static bool rows4;
+static ks_pool *pool;
+
+typedef struct mm_job {
+    ks_qtype       t;
+    const uint8_t *w;
+    uint64_t       rb, cols, ab;
+    int64_t        rows, n_tok;
+    const uint8_t *xq;
+    float         *y;
+} mm_job;
+
+static void
+mm_worker(void *ctx, int ith, int nth)
+{
+    const mm_job *j = ctx;
+    int64_t r0, r1;
+
+    ks_pool_range(j->rows, 16, ith, nth, &r0, &r1);
+    if (r1 > r0)
+        ks_cpu_matmul_rows(j->t, j->w + (uint64_t)r0 * j->rb, j->rb, j->cols,
+                           j->rows, r1 - r0, j->xq, j->ab, j->n_tok,
+                           j->y + r0, (uint64_t)j->rows);
+}
+
+/* One whole product, on the pool's threads. */
+static void
+run_mm(const mm_job *j)
+{
+    ks_pool_run(pool, mm_worker, (void *)j);
+}
 
 static int
 bench(ks_qtype t, ks_simd s, uint64_t mib, uint64_t cols, int64_t n_tok,
@@ -91,13 +123,14 @@ bench(ks_qtype t, ks_simd s, uint64_t mib, uint64_t cols, int64_t n_tok,
     ks_cpu_simd_force(s);
     for (int64_t k = 0; k < n_tok; k++)
         ks_cpu_quantize_act(t, x + (uint64_t)k * cols, xq + (uint64_t)k * ab, cols);
+    mm_job job = { t, w, rb, cols, ab, rows, n_tok, xq, y };
     /* warm up once, then time whole passes */
-    ks_cpu_matmul(t, w, rb, cols, rows, xq, ab, n_tok, y, (uint64_t)rows);
+    run_mm(&job);
     uint64_t start = ks_now_ns(), cpu0 = cpu_ns(), now, prev = start;
     uint64_t best = UINT64_MAX;
     int iters = 0;
     do {
-        ks_cpu_matmul(t, w, rb, cols, rows, xq, ab, n_tok, y, (uint64_t)rows);
+        run_mm(&job);
         iters++;
         now = ks_now_ns();
         if (now - prev < best)
@@ -107,10 +140,11 @@ bench(ks_qtype t, ks_simd s, uint64_t mib, uint64_t cols, int64_t n_tok,
     double per = (double)(now - start) / iters;
     double per_cpu = (double)(cpu_ns() - cpu0) / iters;
     double bytes = (double)rb * (double)rows;
-    printf("%-7s %-6s %6lld x %-5llu %6.1f MiB tok %-3lld %8.3f ms  %6.2f GB/s"
+    printf("%-7s %-6s %6lld x %-5llu %6.1f MiB tok %-3lld thr %d %8.3f ms  %6.2f GB/s"
            "  best %6.2f GB/s  cpu %6.2f GB/s",
            ks_qtype_name(t), ks_cpu_simd_name(s), (long long)rows,
            (unsigned long long)cols, bytes / (1 << 20), (long long)n_tok,
+           ks_pool_n_threads(pool),
            per / 1e6, bytes / per, bytes / (double)best, bytes / per_cpu);
     if (n_tok > 1)
         printf("  best %6.1f GMAC/s",
@@ -126,6 +160,7 @@ main(int argc, char **argv)
     uint64_t mib = 64, cols = 2048;
     int64_t n_tok = 1;
     double seconds = 1.0;
+    int n_threads = 1;
     const char *simd = "all";
     ks_qtype types[KS_QUANT_COUNT];
     int n_types = 0;
@@ -143,12 +178,14 @@ main(int argc, char **argv)
             simd = argv[++i];
         else if (!strcmp(argv[i], "--rows4"))
             rows4 = true;
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            n_threads = atoi(argv[++i]);
         else if (type_by_name(argv[i]) != KS_QUANT_COUNT && n_types < KS_QUANT_COUNT)
             types[n_types++] = type_by_name(argv[i]);
         else {
             fprintf(stderr, "usage: %s [--mib M] [--cols C] [--tok N] "
                     "[--time S] [--simd scalar|avx2|neon|all] [--rows4] "
-                    "[TYPE...]\n", argv[0]);
+                    "[--threads T] [TYPE...]\n", argv[0]);
             return 2;
         }
     }
@@ -160,6 +197,10 @@ main(int argc, char **argv)
     }
     if (n_tok < 1 || cols == 0 || cols % ks_qtype_get(types[0])->block_elems) {
         fprintf(stderr, "bench_quant: bad --tok or --cols\n");
+        return 2;
+    }
+    if (ks_pool_create(n_threads, &pool) != KS_OK) {
+        fprintf(stderr, "bench_quant: %s\n", ks_last_error());
         return 2;
     }
     for (int k = 0; k < n_types; k++) {
@@ -177,5 +218,6 @@ main(int argc, char **argv)
                 return 1;
         }
     }
+    ks_pool_destroy(pool);
     return 0;
 }

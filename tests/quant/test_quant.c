@@ -1183,6 +1183,64 @@ START_TEST(swiglu_matches_llama_cpp)
 }
 END_TEST
 
+/* llama.cpp's GELU as the forward pass computed it before the table:
+ * the fp16 value of x through the formula its table holds (GCC fused
+ * 1 + a*x*x), rounded to fp16; exact outside (-10, 10). */
+static float
+gelu_formula(float x)
+{
+    float xh, y;
+
+    if (x <= -10.0f)
+        return 0.0f;
+    if (x >= 10.0f)
+        return x;
+    xh = ks_fp16_to_f32(ks_f32_to_fp16(x));
+    y = 0.5f * xh * (1.0f + tanhf(0.79788456080286535588f * xh *
+                                  fmaf(0.044715f * xh, xh, 1.0f)));
+    return ks_fp16_to_f32(ks_f32_to_fp16(y));
+}
+
+START_TEST(gelu_matches_formula)
+{
+    enum { N = 4099 };
+    static const float edge[] = { -10.0f, 10.0f, -9.999f, 9.999f, -10.001f,
+                                  10.001f, 0.0f, -0.0f, 1e-8f, -1e-8f,
+                                  65504.0f, 1e6f, -1e6f, INFINITY, -INFINITY,
+                                  NAN, 3.0e-5f, -2.0f, 0.5f, 70000.0f };
+    float *g = malloc(sizeof(float) * N), *u = malloc(sizeof(float) * N);
+    float *y = malloc(sizeof(float) * N);
+    const ks_simd paths[2] = { KS_SIMD_SCALAR, simd_path() };
+
+    gen_state = 4242u;
+    for (int i = 0; i < N; i++) {
+        g[i] = gen_f() * (i % 5 == 0 ? 8.0f : 3.0f);
+        u[i] = i % 11 == 0 ? -gen_f() * 0.0f : gen_f();
+    }
+    for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++)
+        g[17 * i + 3] = edge[i];
+    /* fp16 values spread over the whole table, NaNs and infinities too */
+    for (int i = 0; i < 2048; i++)
+        g[N - 2048 + i] = ks_fp16_to_f32((uint16_t)(i * 32 + (i % 32)));
+    for (int p = 0; p < 2; p++) {
+        ks_cpu_simd_force(paths[p]);
+        memcpy(y, g, sizeof(float) * N);
+        /* in pieces that do not follow 8-value groups */
+        ks_cpu_gelu_mul(y, u, 5);
+        ks_cpu_gelu_mul(y + 5, u + 5, N / 2 - 5);
+        ks_cpu_gelu_mul(y + N / 2, u + N / 2, N - N / 2);
+        for (int i = 0; i < N; i++) {
+            float want = gelu_formula(g[i]) * u[i];
+            ck_assert_msg(memcmp(&y[i], &want, 4) == 0 || (isnan(want) && isnan(y[i])),
+                          "gelu (%s) x=%a u=%a: %a, expected %a",
+                          ks_cpu_simd_name(paths[p]), g[i], u[i], y[i], want);
+        }
+    }
+    ks_cpu_simd_force(simd_path());
+    free(g); free(u); free(y);
+}
+END_TEST
+
 START_TEST(simd_force_and_env_names)
 {
     ks_simd s = ks_cpu_simd();
@@ -1255,6 +1313,7 @@ quant_suite(void)
     tc = tcase_create("llama_cpp");
     tcase_add_loop_test(tc, matmul_matches_llama_cpp, 0,
                         (int)(sizeof peer_mm / sizeof peer_mm[0]));
+    tcase_add_test(tc, gelu_matches_formula);
     tcase_add_loop_test(tc, swiglu_matches_llama_cpp, 0,
                         (int)(sizeof peer_swiglu / sizeof peer_swiglu[0]));
     tcase_add_loop_test(tc, attention_matches_llama_cpp, 0,

@@ -2,15 +2,20 @@
  *
  * Run as `test_vk host DATA_DIR` (no Vulkan device needed: /dev/accel
  * discovery on the fake tree, mask and preamble parsing, VkResult mapping,
- * the GLSL compiler, the no-driver report) or `test_vk vulkan DATA_DIR`
- * (needs a Vulkan ICD, lavapipe in CI; skips with 77 without one). Every
- * Vulkan test runs with the Khronos validation layer (KESTREL_VALIDATE=1)
- * and fails on any validation message. */
+ * the GLSL compiler, the cache directory's choice, the no-driver report)
+ * or `test_vk vulkan DATA_DIR` (needs a Vulkan ICD, lavapipe in CI; skips
+ * with 77 without one). Every Vulkan test runs with the Khronos validation
+ * layer (KESTREL_VALIDATE=1) and fails on any validation message. The disk
+ * cache lives in a temporary directory (KESTREL_CACHE_DIR) removed at the
+ * end. */
 #include <check.h>
+#include <fcntl.h>
+#include <ftw.h>
 #include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "driver/accel.h"
@@ -22,6 +27,7 @@
 #endif
 
 static const char *data_dir = ".";
+static char cache_root[256];  /* vulkan mode: made by main, removed at the end */
 
 static void
 set_accel_roots(void)
@@ -251,6 +257,34 @@ START_TEST(preamble)
     ck_assert_ptr_null(s);
     ck_assert_ptr_nonnull(strstr(ks_last_error(), "1ABC"));
     ck_assert_int_eq(ks_vk_preamble(bad2, 1, &s), KS_ERR_INVALID_ARG);
+}
+END_TEST
+
+START_TEST(cache_dir_choice)
+{
+    char buf[256];
+
+    unsetenv("KESTREL_NO_CACHE");
+    unsetenv("KESTREL_CACHE_DIR");
+    setenv("XDG_CACHE_HOME", "/xdg/cache", 1);
+    setenv("HOME", "/home/kes", 1);
+    ck_assert_str_eq(ks_vk_cache_dir(buf, sizeof buf), "/xdg/cache/kestrel");
+    /* XDG: a relative path is ignored. */
+    setenv("XDG_CACHE_HOME", "relative/cache", 1);
+    ck_assert_str_eq(ks_vk_cache_dir(buf, sizeof buf), "/home/kes/.cache/kestrel");
+    unsetenv("XDG_CACHE_HOME");
+    ck_assert_str_eq(ks_vk_cache_dir(buf, sizeof buf), "/home/kes/.cache/kestrel");
+    setenv("KESTREL_CACHE_DIR", "/tmp/kc//", 1);
+    ck_assert_str_eq(ks_vk_cache_dir(buf, sizeof buf), "/tmp/kc");
+    ck_assert_ptr_null(ks_vk_cache_dir(buf, 5));  /* does not fit */
+    setenv("KESTREL_NO_CACHE", "0", 1);
+    ck_assert_ptr_nonnull(ks_vk_cache_dir(buf, sizeof buf));
+    setenv("KESTREL_NO_CACHE", "1", 1);
+    ck_assert_ptr_null(ks_vk_cache_dir(buf, sizeof buf));
+    unsetenv("KESTREL_NO_CACHE");
+    unsetenv("KESTREL_CACHE_DIR");
+    unsetenv("HOME");
+    ck_assert_ptr_null(ks_vk_cache_dir(buf, sizeof buf));
 }
 END_TEST
 
@@ -579,6 +613,8 @@ START_TEST(pipeline_cache_file)
 
     snprintf(path, sizeof path, "/tmp/kestrel-test-vk-%ld.pcache", (long)getpid());
     remove(path);
+    /* Contexts without the disk cache start with no pipeline cache. */
+    setenv("KESTREL_NO_CACHE", "1", 1);
 
     ctx = make_ctx();
     ck_assert_int_eq(ks_vk_pipeline_cache_save(ctx, path), KS_ERR_INVALID_ARG);
@@ -621,6 +657,309 @@ START_TEST(pipeline_cache_file)
     run_scale(ctx, "FACTOR=3.0", 3.0f, 100, 16);
     done_ctx(ctx);
     remove(path);
+}
+END_TEST
+
+/* ---- Disk cache (vk_cache.c) ------------------------------------------- */
+
+/* A fresh cache directory <cache_root>/<name> for this test, made the
+ * context's through KESTREL_CACHE_DIR. */
+static void
+use_cache_dir(const char *name, char *dir, size_t size)
+{
+    snprintf(dir, size, "%s/%s", cache_root, name);
+    setenv("KESTREL_CACHE_DIR", dir, 1);
+    unsetenv("KESTREL_NO_CACHE");
+}
+
+/* Number of *.spv files under <dir>/spirv; the last one's path in |last|. */
+static size_t
+spv_files(const char *dir, char *last, size_t size)
+{
+    char pat[512];
+    glob_t g;
+    size_t n = 0;
+
+    snprintf(pat, sizeof pat, "%s/spirv/*.spv", dir);
+    if (glob(pat, 0, NULL, &g) == 0) {
+        n = g.gl_pathc;
+        if (last)
+            snprintf(last, size, "%s", g.gl_pathv[n - 1]);
+        globfree(&g);
+    }
+    return n;
+}
+
+static long
+file_size(const char *path)
+{
+    struct stat sb;
+
+    return stat(path, &sb) == 0 ? (long)sb.st_size : -1;
+}
+
+static void
+flip_byte(const char *path, long at)
+{
+    FILE *f = fopen(path, "r+b");
+    int c;
+
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fseek(f, at, SEEK_SET), 0);
+    c = fgetc(f);
+    ck_assert_int_ne(c, EOF);
+    ck_assert_int_eq(fseek(f, at, SEEK_SET), 0);
+    fputc(c ^ 0x40, f);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+static void
+copy_file(const char *from, const char *to)
+{
+    char buf[1 << 16];
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    size_t n;
+
+    ck_assert(in && out);
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        ck_assert_uint_eq(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    ck_assert_int_eq(fclose(out), 0);
+}
+
+/* Runs one ks_vk_shader_get with stderr going to a file and returns what
+ * it logged (malloc'd). */
+static char *
+get_logged(ks_vk_ctx *ctx, const ks_vk_compile_params *p, ks_vk_spirv *out)
+{
+    char log_path[300];
+    int fd, saved;
+    FILE *f;
+    char *text = calloc(1, 8192);
+
+    snprintf(log_path, sizeof log_path, "%s/log.txt", cache_root);
+    fflush(stderr);
+    saved = dup(2);
+    fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ck_assert(saved >= 0 && fd >= 0 && text);
+    dup2(fd, 2);
+    close(fd);
+    ks_status st = ks_vk_shader_get(ctx, "matvec.comp", p, out);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    ck_assert_msg(st == KS_OK, "%s", ks_last_error());
+    f = fopen(log_path, "rb");
+    ck_assert_ptr_nonnull(f);
+    size_t n = fread(text, 1, 8191, f);
+    text[n] = '\0';
+    fclose(f);
+    return text;
+}
+
+static double
+ms_since(uint64_t t0)
+{
+    return (double)(ks_now_ns() - t0) / 1e6;
+}
+
+START_TEST(shader_cache)
+{
+    const char *defs_a[] = { "KS_QUANT_Q4_0" };
+    const char *defs_b[] = { "KS_QUANT_Q4_0", "KS_EPI_BIAS" };
+    const char *defs_c[] = { "KS_EPI_BIAS", "KS_QUANT_Q4_0" };
+    ks_vk_compile_params pa = { .name = "a", .defines = defs_a, .n_defines = 1 };
+    ks_vk_compile_params pb = { .name = "b", .defines = defs_b, .n_defines = 2 };
+    ks_vk_compile_params pc = { .name = "c", .defines = defs_c, .n_defines = 2 };
+    char dir[300], file_a[600], file_b[600], got[300];
+    ks_vk_spirv first, s;
+    ks_vk_ctx *ctx;
+    uint64_t t0;
+    double compile_ms, hit_ms;
+    char *log;
+
+    use_cache_dir("shader", dir, sizeof dir);
+    ks_log_set_level(KS_LOG_WARN);
+    ctx = make_ctx();
+    ck_assert_ptr_nonnull(ctx->cache_dir);
+    ck_assert_str_eq(ctx->cache_dir, dir);
+    ck_assert_str_eq(ks_vk_cache_dir(got, sizeof got), dir);
+    ck_assert_ptr_nonnull(ctx->pipeline_cache);
+
+    /* First start: compiled and written. */
+    t0 = ks_now_ns();
+    ck_assert_msg(ks_vk_shader_get(ctx, "matvec.comp", &pa, &first) == KS_OK, "%s",
+                  ks_last_error());
+    compile_ms = ms_since(t0);
+    ck_assert_uint_eq(ctx->n_shader_compiled, 1);
+    ck_assert_uint_eq(ctx->n_shader_hits, 0);
+    ck_assert_uint_gt(first.n_words, 100);
+    ck_assert_uint_eq(first.words[0], 0x07230203u);
+    ck_assert_uint_eq(spv_files(dir, file_a, sizeof file_a), 1);
+    ck_assert_int_eq(file_size(file_a), 40 + 4 * (long)first.n_words);
+    done_ctx(ctx);
+    /* The pipeline cache was saved when the context went. */
+    char pat[400];
+    glob_t g;
+    snprintf(pat, sizeof pat, "%s/pipelines-*.bin", dir);
+    ck_assert_int_eq(glob(pat, 0, NULL, &g), 0);
+    ck_assert_uint_eq(g.gl_pathc, 1);
+    ck_assert_int_ge(file_size(g.gl_pathv[0]), 32);
+    globfree(&g);
+
+    /* Second start: a hit, the same words, nothing compiled. */
+    ctx = make_ctx();
+    t0 = ks_now_ns();
+    ck_assert_int_eq(ks_vk_shader_get(ctx, "matvec.comp", &pa, &s), KS_OK);
+    hit_ms = ms_since(t0);
+    ck_assert_uint_eq(ctx->n_shader_hits, 1);
+    ck_assert_uint_eq(ctx->n_shader_compiled, 0);
+    ck_assert_uint_eq(s.n_words, first.n_words);
+    ck_assert(memcmp(s.words, first.words, 4 * s.n_words) == 0);
+    ks_vk_spirv_fini(&s);
+    printf("matvec.comp Q4_0: compiled in %.1f ms, read from the cache in %.2f ms\n",
+           compile_ms, hit_ms);
+
+    /* A flipped byte in the words, in the header's magic, version and key, a
+     * file cut short, one shorter than the header: each rebuilt with a
+     * warning naming the file, and valid again afterwards. */
+    const long at[] = { 40 + 4 * 50, 0, 4, 8, -1, -2 };
+    for (unsigned i = 0; i < sizeof at / sizeof at[0]; i++) {
+        if (at[i] >= 0)
+            flip_byte(file_a, at[i]);
+        else
+            ck_assert_int_eq(truncate(file_a, at[i] == -1 ? file_size(file_a) / 2 : 10), 0);
+        uint32_t compiled = ctx->n_shader_compiled, hits = ctx->n_shader_hits;
+        log = get_logged(ctx, &pa, &s);
+        ck_assert_uint_eq(ctx->n_shader_compiled, compiled + 1);
+        ck_assert_uint_eq(ctx->n_shader_rebuilt, i + 1);
+        ck_assert_uint_eq(ctx->n_shader_hits, hits);
+        ck_assert_msg(strstr(log, file_a) && strstr(log, "corrupt or stale") &&
+                      strstr(log, "rebuilt"), "case %u logged: %s", i, log);
+        free(log);
+        ck_assert(s.n_words == first.n_words &&
+                  memcmp(s.words, first.words, 4 * s.n_words) == 0);
+        ks_vk_spirv_fini(&s);
+        ck_assert_int_eq(file_size(file_a), 40 + 4 * (long)first.n_words);
+        ck_assert_int_eq(ks_vk_shader_get(ctx, "matvec.comp", &pa, &s), KS_OK);
+        ck_assert_uint_eq(ctx->n_shader_hits, hits + 1);
+        ks_vk_spirv_fini(&s);
+    }
+
+    /* Other defines, or the same in another order: other files. */
+    ck_assert_int_eq(ks_vk_shader_get(ctx, "matvec.comp", &pb, &s), KS_OK);
+    ks_vk_spirv_fini(&s);
+    ck_assert_uint_eq(spv_files(dir, NULL, 0), 2);
+    ck_assert_int_eq(ks_vk_shader_get(ctx, "matvec.comp", &pc, &s), KS_OK);
+    ks_vk_spirv_fini(&s);
+    ck_assert_uint_eq(spv_files(dir, NULL, 0), 3);
+    ck_assert_uint_eq(ctx->n_shader_compiled, 6 + 2);
+
+    /* A whole, valid file under another key's name is stale. */
+    snprintf(pat, sizeof pat, "%s/spirv/*.spv", dir);
+    ck_assert_int_eq(glob(pat, 0, NULL, &g), 0);
+    for (size_t i = 0; i < g.gl_pathc; i++)
+        if (strcmp(g.gl_pathv[i], file_a) != 0)
+            snprintf(file_b, sizeof file_b, "%s", g.gl_pathv[i]);
+    globfree(&g);
+    copy_file(file_b, file_a);
+    log = get_logged(ctx, &pa, &s);
+    ck_assert_ptr_nonnull(strstr(log, "key"));
+    free(log);
+    ck_assert(s.n_words == first.n_words && memcmp(s.words, first.words, 4 * s.n_words) == 0);
+    ks_vk_spirv_fini(&s);
+    ck_assert_uint_eq(ctx->n_shader_rebuilt, 7);
+
+    /* Errors: no such template; a variant that does not compile writes
+     * nothing. */
+    ck_assert_int_eq(ks_vk_shader_get(ctx, "nothing.comp", &pa, &s), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "nothing.comp"));
+    ck_assert_int_eq(ks_vk_shader_get(ctx, "matvec.comp", NULL, &s), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_null(s.words);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "KS_QUANT"));
+    ck_assert_uint_eq(spv_files(dir, NULL, 0), 3);
+    ks_vk_spirv_fini(&first);
+    done_ctx(ctx);
+}
+END_TEST
+
+START_TEST(cache_off_and_unwritable)
+{
+    const char *defs[] = { "KS_QUANT_Q8_0" };
+    ks_vk_compile_params p = { .defines = defs, .n_defines = 1 };
+    char dir[300], blocker[300], got[64];
+    ks_vk_spirv s;
+    ks_vk_ctx *ctx;
+    FILE *f;
+
+    /* KESTREL_NO_CACHE: nothing read or written, no pipeline cache. */
+    use_cache_dir("off", dir, sizeof dir);
+    setenv("KESTREL_NO_CACHE", "1", 1);
+    ck_assert_ptr_null(ks_vk_cache_dir(got, sizeof got));
+    ctx = make_ctx();
+    ck_assert_ptr_null(ctx->cache_dir);
+    ck_assert_ptr_null(ctx->pipeline_cache);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(ks_vk_shader_get(ctx, "matvec.comp", &p, &s), KS_OK);
+        ks_vk_spirv_fini(&s);
+    }
+    ck_assert_uint_eq(ctx->n_shader_compiled, 2);
+    ck_assert_uint_eq(ctx->n_shader_hits, 0);
+    ck_assert_int_eq(ks_vk_cache_save(ctx), KS_OK);
+    done_ctx(ctx);
+    ck_assert_int_eq(file_size(dir), -1);  /* never made */
+
+    /* A directory that cannot be made (a file is in the way): works, compiles
+     * every time, and says so in the log; saving on demand names the path. */
+    snprintf(blocker, sizeof blocker, "%s/blocker", cache_root);
+    f = fopen(blocker, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    snprintf(dir, sizeof dir, "%s/blocker/cache", cache_root);
+    setenv("KESTREL_CACHE_DIR", dir, 1);
+    unsetenv("KESTREL_NO_CACHE");
+    ctx = make_ctx();
+    ck_assert_ptr_nonnull(ctx->cache_dir);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(ks_vk_shader_get(ctx, "matvec.comp", &p, &s), KS_OK);
+        ks_vk_spirv_fini(&s);
+    }
+    ck_assert_uint_eq(ctx->n_shader_compiled, 2);
+    ck_assert(ctx->cache_warned);
+    ck_assert_int_eq(ks_vk_cache_save(ctx), KS_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), dir));
+    done_ctx(ctx);
+}
+END_TEST
+
+/* ks_vk_cache_save on demand; the next context loads what it wrote. */
+START_TEST(pipeline_cache_on_demand)
+{
+    char dir[300], pat[400];
+    glob_t g;
+    ks_vk_ctx *ctx;
+
+    use_cache_dir("pipelines", dir, sizeof dir);
+    ctx = make_ctx();
+    run_scale(ctx, "FACTOR=2.0", 2.0f, 100, 32);
+    ck_assert_msg(ks_vk_cache_save(ctx) == KS_OK, "%s", ks_last_error());
+    snprintf(pat, sizeof pat, "%s/pipelines-*.bin", dir);
+    ck_assert_int_eq(glob(pat, 0, NULL, &g), 0);
+    ck_assert_uint_eq(g.gl_pathc, 1);
+    FILE *f = fopen(g.gl_pathv[0], "rb");
+    uint32_t head[4];
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fread(head, sizeof head, 1, f), 1);
+    fclose(f);
+    ck_assert_uint_eq(head[1], VK_PIPELINE_CACHE_HEADER_VERSION_ONE);
+    ck_assert_uint_eq(head[2], ctx->info.vendor_id);
+    globfree(&g);
+    done_ctx(ctx);
+
+    ctx = make_ctx();
+    ck_assert_ptr_nonnull(ctx->pipeline_cache);
+    run_scale(ctx, "FACTOR=2.0", 2.0f, 100, 32);
+    done_ctx(ctx);
 }
 END_TEST
 #endif /* KS_HAVE_GLSLANG */
@@ -722,6 +1061,7 @@ host_suite(void)
     tcase_add_test(t, result_mapping);
     tcase_add_test(t, choose_order);
     tcase_add_test(t, preamble);
+    tcase_add_test(t, cache_dir_choice);
     suite_add_tcase(s, t);
 #ifdef KS_HAVE_GLSLANG
     t = tcase_create("compile");
@@ -755,10 +1095,25 @@ vulkan_suite(void)
     tcase_add_test(t, compile_and_dispatch);
     tcase_add_test(t, pipeline_cache_file);
     suite_add_tcase(s, t);
+    t = tcase_create("cache");
+    tcase_set_timeout(t, 300);
+    tcase_add_test(t, shader_cache);
+    tcase_add_test(t, cache_off_and_unwritable);
+    tcase_add_test(t, pipeline_cache_on_demand);
+    suite_add_tcase(s, t);
 #endif
     return s;
 }
 #endif
+
+static int
+remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
 
 int
 main(int argc, char **argv)
@@ -773,6 +1128,7 @@ main(int argc, char **argv)
     setenv("KESTREL_VALIDATE", "1", 1);
     unsetenv("KESTREL_VK_MASK");
     unsetenv("KESTREL_VK_BUDGET_MB");
+    unsetenv("KESTREL_NO_CACHE");
 
     if (strcmp(mode, "vulkan") == 0) {
 #ifndef KS_HAVE_VULKAN
@@ -785,6 +1141,13 @@ main(int argc, char **argv)
             printf("skip: no Vulkan device: %s\n", ks_last_error());
             return 77;
         }
+        /* Contexts read and write the disk cache here, never in $HOME. */
+        snprintf(cache_root, sizeof cache_root, "/tmp/kestrel-test-vk-XXXXXX");
+        if (!mkdtemp(cache_root)) {
+            perror("mkdtemp");
+            return 1;
+        }
+        setenv("KESTREL_CACHE_DIR", cache_root, 1);
         sr = srunner_create(vulkan_suite());
 #endif
     } else {
@@ -793,5 +1156,7 @@ main(int argc, char **argv)
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
+    if (cache_root[0])
+        nftw(cache_root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     return failed ? 1 : 0;
 }

@@ -9,15 +9,22 @@
  * invocation). Every context runs the Khronos validation layer and fails
  * on any message.
  *
+ * Batches of vectors are checked bit for bit against single-vector
+ * dispatches, and the x-sum epilogue of Q4_1/Q5_1 against ks_cpu_matvec on
+ * Q8_1 activations.
+ *
  * Run as `test_vk_matvec plain` or `test_vk_matvec masked` (the device's
  * 8/16-bit storage and fp16 masked off: KESTREL_VK_MASK=no8bit,no16bit,
- * nofp16). Skips (77) without a Vulkan device or without glslang. */
+ * nofp16). Skips (77) without a Vulkan device or without glslang. The
+ * disk cache goes to a temporary directory removed at the end. */
 #include <check.h>
+#include <ftw.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "driver/base.h"
 #include "runtime/cpu/quant.h"
@@ -374,6 +381,295 @@ START_TEST(large_matrix)
 }
 END_TEST
 
+/* ---- batches of vectors, and the x-sum epilogue ------------------------ */
+
+/* One batched dispatch of n_tok vectors (x, y, residual and x-sums at
+ * strides with gaps of poison between them) and the same n_tok vectors as
+ * n_tok single-vector dispatches: the results must be equal bit for bit,
+ * and the floats between the vectors untouched. Each vector is also
+ * checked against the CPU: with KS_VK_MATVEC_XSUM, x is Q8_1 from the
+ * CPU's activation quantizer dequantized again, and the reference is
+ * ks_cpu_matvec on those Q8_1 blocks. Returns the largest |y - ref| /
+ * sum |w·x| over rows without epilogues (0 with them). */
+typedef struct batch_case {
+    ks_qtype t;
+    uint32_t rows, cols, n_tok;
+    uint32_t flags;     /* BIAS / RESIDUAL / XSUM */
+    bool     in_place;  /* residual is y itself, at y's offsets */
+    bool     q8_1_x;    /* x from Q8_1 and the CPU's result on it as the
+                         * reference (always with XSUM) */
+    double   tol;       /* of sum |w·x|; 0: 1e-5 */
+} batch_case;
+
+static double
+run_batch(ks_vk_ctx *ctx, const batch_case *c)
+{
+    const ks_qtype_info *qi = ks_qtype_get(c->t);
+    const uint32_t n = c->n_tok ? c->n_tok : 1, nb = c->cols / qi->block_elems;
+    const uint64_t row_bytes = (uint64_t)nb * qi->block_bytes;
+    const uint64_t w_bytes = ks_align_up(c->rows * row_bytes, 16);
+    const bool xsum = c->flags & KS_VK_MATVEC_XSUM, q81 = xsum || c->q8_1_x;
+    /* Offsets and strides in floats, with gaps. */
+    const uint32_t x_off = 4, x_stride = (c->cols + 3) / 4 * 4 + 8;
+    const uint32_t y_off = 3, y_stride = c->rows + 2;
+    const uint32_t r_off = c->in_place ? y_off : 1, r_stride = c->in_place ? y_stride
+                                                                         : c->rows + 5;
+    const uint32_t s_off = 2, s_stride = nb + 3;
+    const uint32_t n_x = x_off + n * x_stride, n_y = y_off + n * y_stride + 4;
+    const uint32_t n_r = r_off + n * r_stride, n_s = s_off + n * s_stride;
+    uint8_t *w = calloc(1, w_bytes);
+    const uint64_t xq_bytes = ks_cpu_act_bytes(c->t, c->cols);
+    uint8_t *xq_all = malloc(n * xq_bytes);
+    float *src = malloc(c->cols * sizeof(float)), *deq = malloc(c->cols * sizeof(float));
+    float *x = malloc(n_x * 4), *y0 = malloc(n_y * 4), *y1 = malloc(n_y * 4);
+    float *y2 = malloc(n_y * 4), *res = malloc(n_r * 4), *sums = malloc(n_s * 4);
+    float *bias = malloc(c->rows * 4), *ycpu = malloc(c->rows * 4);
+    float *deq_all = malloc((size_t)c->rows * c->cols * sizeof(float));
+    ks_vk_buffer wb, xb, yb, bb = { 0 }, rb = { 0 }, sb = { 0 };
+    ks_vk_matvec *mv = NULL;
+    VkDescriptorSet set;
+    VkCommandBuffer cb;
+    double worst_rel = 0.0;
+
+    ck_assert(w && xq_all && src && deq && x && y0 && y1 && y2 && res && sums && bias &&
+              ycpu && deq_all);
+    for (uint32_t r = 0; r < c->rows; r++) {
+        for (uint32_t j = 0; j < c->cols; j++)
+            src[j] = frand() * 0.5f * (float)(1 + r % 5) * (j % 13 == 0 ? 3.0f : 1.0f);
+        ks_cpu_quantize_row(c->t, src, w + r * row_bytes, c->cols);
+        ks_cpu_dequant_row(c->t, w + r * row_bytes, deq_all + (size_t)r * c->cols, c->cols);
+        bias[r] = frand();
+    }
+    for (uint32_t i = 0; i < n_x; i++)
+        x[i] = NAN;
+    for (uint32_t i = 0; i < n_r; i++)
+        res[i] = 1e30f;
+    for (uint32_t i = 0; i < n_s; i++)
+        sums[i] = NAN;
+    for (uint32_t i = 0; i < n_y; i++)
+        y0[i] = 12345.0f + (float)i;
+    for (uint32_t t = 0; t < n; t++) {
+        float *xt = x + x_off + t * x_stride;
+        uint8_t *xq = xq_all + t * xq_bytes;
+
+        for (uint32_t j = 0; j < c->cols; j++)
+            xt[j] = frand() * (1.0f + (float)((j + t) % 7));
+        if (q81) {
+            /* Q8_1 blocks: fp16 d, fp16 s = fp16(d·Σq), 32 int8. */
+            ks_cpu_quantize_act(c->t, xt, xq, c->cols);
+            for (uint32_t b = 0; b < nb; b++) {
+                const uint8_t *blk = xq + 36u * b;
+                uint16_t d, sm;
+
+                memcpy(&d, blk, 2);
+                memcpy(&sm, blk + 2, 2);
+                for (uint32_t j = 0; j < 32; j++)
+                    xt[32 * b + j] = ks_fp16_to_f32(d) * (float)(int8_t)blk[4 + j];
+                sums[s_off + t * s_stride + b] = ks_fp16_to_f32(sm);
+            }
+        }
+        for (uint32_t r = 0; r < c->rows; r++) {
+            float v = frand() * 2.0f;
+            if (c->in_place)
+                y0[y_off + t * y_stride + r] = v;
+            else
+                res[r_off + t * r_stride + r] = v;
+        }
+    }
+
+    ck_assert_int_eq(ks_vk_buffer_init(ctx, "w", w_bytes, KS_VK_MEM_DEVICE, &wb), KS_OK);
+    ck_assert_int_eq(ks_vk_buffer_init(ctx, "x", n_x * 4u, KS_VK_MEM_DEVICE, &xb), KS_OK);
+    ck_assert_int_eq(ks_vk_buffer_init(ctx, "y", n_y * 4u, KS_VK_MEM_DEVICE, &yb), KS_OK);
+    ck_assert_int_eq(ks_vk_buffer_upload(ctx, &wb, 0, w, w_bytes), KS_OK);
+    ck_assert_int_eq(ks_vk_buffer_upload(ctx, &xb, 0, x, n_x * 4u), KS_OK);
+    ks_vk_matvec_bufs bufs = { .w = &wb, .x = &xb, .y = &yb };
+    if (c->flags & KS_VK_MATVEC_BIAS) {
+        ck_assert_int_eq(ks_vk_buffer_init(ctx, "b", c->rows * 4u, KS_VK_MEM_DEVICE, &bb),
+                         KS_OK);
+        ck_assert_int_eq(ks_vk_buffer_upload(ctx, &bb, 0, bias, c->rows * 4u), KS_OK);
+        bufs.bias = &bb;
+    }
+    if ((c->flags & KS_VK_MATVEC_RESIDUAL) && c->in_place) {
+        bufs.residual = &yb;
+    } else if (c->flags & KS_VK_MATVEC_RESIDUAL) {
+        ck_assert_int_eq(ks_vk_buffer_init(ctx, "r", n_r * 4u, KS_VK_MEM_DEVICE, &rb), KS_OK);
+        ck_assert_int_eq(ks_vk_buffer_upload(ctx, &rb, 0, res, n_r * 4u), KS_OK);
+        bufs.residual = &rb;
+    }
+    if (xsum) {
+        ck_assert_int_eq(ks_vk_buffer_init(ctx, "s", n_s * 4u, KS_VK_MEM_DEVICE, &sb), KS_OK);
+        ck_assert_int_eq(ks_vk_buffer_upload(ctx, &sb, 0, sums, n_s * 4u), KS_OK);
+        bufs.xsum = &sb;
+    }
+    uint32_t flags = c->flags | ks_vk_matvec_layout_flags(0, row_bytes);
+    ck_assert_msg(ks_vk_matvec_pipeline_get(ctx, c->t, flags, &mv) == KS_OK, "%s",
+                  ks_last_error());
+    ck_assert_msg(ks_vk_matvec_set(ctx, mv, &bufs, &set) == KS_OK, "%s", ks_last_error());
+    ks_vk_matvec_args a = {
+        .rows = c->rows, .cols = c->cols, .row_stride_bytes = row_bytes,
+        .x_off = x_off, .y_off = y_off, .r_off = r_off, .s_off = s_off, .n_tok = c->n_tok,
+        .x_stride = x_stride, .y_stride = y_stride, .r_stride = r_stride,
+        .s_stride = s_stride,
+    };
+    ck_assert_msg(ks_vk_matvec_check(mv, &a, &bufs) == KS_OK, "%s", ks_last_error());
+
+    /* The batch. */
+    ck_assert_int_eq(ks_vk_buffer_upload(ctx, &yb, 0, y0, n_y * 4u), KS_OK);
+    ck_assert_int_eq(ks_vk_cmd_begin(ctx, &cb), KS_OK);
+    ck_assert_msg(ks_vk_matvec_record(ctx, cb, mv, set, &a) == KS_OK, "%s", ks_last_error());
+    ck_assert_msg(ks_vk_cmd_submit(ctx) == KS_OK, "%s", ks_last_error());
+    ck_assert_int_eq(ks_vk_buffer_download(ctx, &yb, 0, y1, n_y * 4u), KS_OK);
+
+    /* The same vectors one dispatch each. */
+    ck_assert_int_eq(ks_vk_buffer_upload(ctx, &yb, 0, y0, n_y * 4u), KS_OK);
+    ck_assert_int_eq(ks_vk_cmd_begin(ctx, &cb), KS_OK);
+    for (uint32_t t = 0; t < n; t++) {
+        ks_vk_matvec_args one = {
+            .rows = c->rows, .cols = c->cols, .row_stride_bytes = row_bytes,
+            .x_off = x_off + t * x_stride, .y_off = y_off + t * y_stride,
+            .r_off = r_off + t * r_stride, .s_off = s_off + t * s_stride,
+        };
+        ck_assert_msg(ks_vk_matvec_check(mv, &one, &bufs) == KS_OK, "%s", ks_last_error());
+        ck_assert_int_eq(ks_vk_matvec_record(ctx, cb, mv, set, &one), KS_OK);
+    }
+    ck_assert_msg(ks_vk_cmd_submit(ctx) == KS_OK, "%s", ks_last_error());
+    ck_assert_int_eq(ks_vk_buffer_download(ctx, &yb, 0, y2, n_y * 4u), KS_OK);
+
+    for (uint32_t i = 0; i < n_y; i++) {
+        uint32_t t = (i - y_off) / y_stride, r = (i - y_off) % y_stride;
+        bool out = i >= y_off && t < n && r < c->rows;
+
+        ck_assert_msg(memcmp(&y1[i], &y2[i], 4) == 0, "%s n_tok %u flags %u: y[%u] = %.9g "
+                      "batched, %.9g alone", qi->name, n, c->flags, i, (double)y1[i],
+                      (double)y2[i]);
+        if (!out)
+            ck_assert_msg(y1[i] == y0[i], "%s n_tok %u: y[%u] between vectors written",
+                          qi->name, n, i);
+    }
+
+    /* Against the CPU. */
+    for (uint32_t t = 0; t < n; t++) {
+        const float *xt = x + x_off + t * x_stride;
+
+        /* The CPU on the very Q8_1 blocks x and the x-sums came from. */
+        if (q81)
+            ks_cpu_matvec(c->t, w, row_bytes, c->cols, c->rows, xq_all + t * xq_bytes, ycpu);
+        for (uint32_t r = 0; r < c->rows; r++) {
+            const float *dr = deq_all + (size_t)r * c->cols;
+            double ref = 0.0, mag = 0.0, extra = 0.0;
+
+            for (uint32_t j = 0; j < c->cols; j++) {
+                ref += (double)dr[j] * xt[j];
+                mag += fabs((double)dr[j] * xt[j]);
+            }
+            if (q81)
+                ref = ycpu[r];
+            if (c->flags & KS_VK_MATVEC_BIAS)
+                extra += bias[r];
+            if (c->flags & KS_VK_MATVEC_RESIDUAL)
+                extra += c->in_place ? y0[y_off + t * y_stride + r]
+                                     : res[r_off + t * r_stride + r];
+            double got = y1[y_off + t * y_stride + r], want = ref + extra;
+            double err = fabs(got - want);
+            double allowed = (c->tol ? c->tol : 1e-5) * mag + 1e-6 * (1.0 + fabs(want));
+            if (!(c->flags & (KS_VK_MATVEC_BIAS | KS_VK_MATVEC_RESIDUAL)) && mag > 0 &&
+                err / mag > worst_rel)
+                worst_rel = err / mag;
+            ck_assert_msg(err <= allowed, "%s n_tok %u flags %u: vector %u row %u: got %.9g, "
+                          "expected %.9g (err %.3g, allowed %.3g)", qi->name, n, c->flags, t,
+                          r, got, want, err, allowed);
+        }
+    }
+
+    ks_vk_buffer_fini(ctx, &wb);
+    ks_vk_buffer_fini(ctx, &xb);
+    ks_vk_buffer_fini(ctx, &yb);
+    ks_vk_buffer_fini(ctx, &bb);
+    ks_vk_buffer_fini(ctx, &rb);
+    ks_vk_buffer_fini(ctx, &sb);
+    free(w);
+    free(xq_all);
+    free(src);
+    free(deq);
+    free(x);
+    free(y0);
+    free(y1);
+    free(y2);
+    free(res);
+    free(sums);
+    free(bias);
+    free(ycpu);
+    free(deq_all);
+    return worst_rel;
+}
+
+START_TEST(batched)
+{
+    static const ks_qtype ts[] = { KS_QUANT_Q4_0, KS_QUANT_Q6_K, KS_QUANT_F16,
+                                   KS_QUANT_Q5_1 };
+    static const uint32_t toks[] = { 1, 3, 7 };
+    ks_vk_ctx *ctx = make_ctx();
+
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
+        uint32_t cols = ts[i] == KS_QUANT_Q6_K ? 768 : 32 * 13;
+        for (size_t k = 0; k < sizeof toks / sizeof toks[0]; k++) {
+            run_batch(ctx, &(batch_case){ .t = ts[i], .rows = 37, .cols = cols,
+                                          .n_tok = toks[k] });
+            run_batch(ctx, &(batch_case){ .t = ts[i], .rows = 20, .cols = cols,
+                                          .n_tok = toks[k],
+                                          .flags = KS_VK_MATVEC_BIAS |
+                                                   KS_VK_MATVEC_RESIDUAL });
+        }
+        run_batch(ctx, &(batch_case){ .t = ts[i], .rows = 16, .cols = cols, .n_tok = 3,
+                                      .flags = KS_VK_MATVEC_RESIDUAL, .in_place = true });
+    }
+    /* n_tok 0 means one vector. */
+    run_batch(ctx, &(batch_case){ .t = KS_QUANT_Q8_0, .rows = 9, .cols = 64 });
+    done_ctx(ctx);
+}
+END_TEST
+
+/* Q4_1 and Q5_1 with activations from Q8_1: the x-sum epilogue matches the
+ * CPU (llama.cpp's arithmetic) within XSUM_TOL of sum |w·x| per row; the
+ * plain kernel, which sums the dequantized x itself, is further off. */
+#define XSUM_TOL 1e-5
+
+START_TEST(xsum)
+{
+    static const ks_qtype ts[] = { KS_QUANT_Q4_1, KS_QUANT_Q5_1 };
+    static const uint32_t shapes[][2] = { { 37, 32 * 13 }, { 64, 2048 }, { 5, 32 } };
+    ks_vk_ctx *ctx = make_ctx();
+
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
+        double worst_x = 0.0, worst_plain = 0.0;
+
+        for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+            for (uint32_t n = 1; n <= 3; n += 2) {
+                batch_case c = { .t = ts[i], .rows = shapes[k][0], .cols = shapes[k][1],
+                                 .n_tok = n, .flags = KS_VK_MATVEC_XSUM };
+                double e = run_batch(ctx, &c);
+                worst_x = e > worst_x ? e : worst_x;
+                c.flags = 0;
+                c.q8_1_x = true;
+                c.tol = 1e-2;
+                e = run_batch(ctx, &c);
+                worst_plain = e > worst_plain ? e : worst_plain;
+            }
+        run_batch(ctx, &(batch_case){ .t = ts[i], .rows = 21, .cols = 256, .n_tok = 3,
+                                      .flags = KS_VK_MATVEC_XSUM | KS_VK_MATVEC_BIAS |
+                                               KS_VK_MATVEC_RESIDUAL });
+        run_batch(ctx, &(batch_case){ .t = ts[i], .rows = 12, .cols = 256, .n_tok = 2,
+                                      .flags = KS_VK_MATVEC_XSUM | KS_VK_MATVEC_RESIDUAL,
+                                      .in_place = true });
+        printf("%-6s xsum: worst |y - cpu| %.2e of sum |w x| (bound %.0e); plain kernel "
+               "%.2e\n", ks_qtype_get(ts[i])->name, worst_x, XSUM_TOL, worst_plain);
+        ck_assert(worst_x < XSUM_TOL);
+        ck_assert(worst_plain > 10.0 * worst_x);  /* the epilogue is what matches */
+    }
+    done_ctx(ctx);
+}
+END_TEST
+
 /* ---- errors ------------------------------------------------------------- */
 
 START_TEST(bad_arguments)
@@ -448,7 +744,62 @@ START_TEST(bad_arguments)
     ck_assert_int_eq(ks_vk_matvec_set(ctx, mv, &b, &set), KS_ERR_INVALID_ARG);
     ck_assert_ptr_nonnull(strstr(ks_last_error(), "bias"));
     b.bias = NULL;
+    b.xsum = &yb;
+    ck_assert_int_eq(ks_vk_matvec_set(ctx, mv, &b, &set), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "xsum"));
+    b.xsum = NULL;
     ck_assert_int_eq(ks_vk_matvec_set(ctx, mv, &b, &set), KS_OK);
+
+    /* Batches: stride rules, the device's z limit, and the buffers must
+     * hold the last vector. */
+    a = (ks_vk_matvec_args){ .rows = 4, .cols = 64, .row_stride_bytes = 48, .n_tok = 2,
+                             .x_stride = 6, .y_stride = 4 };
+    ck_assert_int_eq(ks_vk_matvec_check(mv, &a, NULL), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "x_stride 6"));
+    a.x_stride = 0;  /* every vector reads the same x: allowed */
+    a.y_stride = 3;
+    ck_assert_int_eq(ks_vk_matvec_check(mv, &a, NULL), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "y_stride 3"));
+    a.y_stride = 4;
+    ck_assert_int_eq(ks_vk_matvec_check(mv, &a, NULL), KS_OK);
+    ck_assert_int_eq(ks_vk_matvec_check(mv, &a, &b), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "'y'"));
+    a = (ks_vk_matvec_args){ .rows = 2, .cols = 64, .row_stride_bytes = 48, .n_tok = 2,
+                             .x_stride = 64, .y_stride = 2 };
+    ck_assert_int_eq(ks_vk_matvec_check(mv, &a, &b), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "'x'"));
+    a.n_tok = 1;  /* strides of one vector do not matter */
+    ck_assert_int_eq(ks_vk_matvec_check(mv, &a, &b), KS_OK);
+    a.n_tok = ctx->info.max_wg_count[2] + 1u;
+    if (a.n_tok > ctx->info.max_wg_count[2]) {
+        a.y_stride = 4;
+        ck_assert_int_eq(ks_vk_matvec_check(mv, &a, NULL), KS_ERR_UNSUPPORTED);
+        ck_assert_ptr_nonnull(strstr(ks_last_error(), "n_tok"));
+    }
+
+    /* The x-sum epilogue: Q4_1 and Q5_1 only, and its buffer is checked. */
+    ks_vk_matvec *xs = NULL;
+    ck_assert_int_eq(ks_vk_matvec_pipeline_get(ctx, KS_QUANT_Q4_0, KS_VK_MATVEC_XSUM, &xs),
+                     KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "Q4_0"));
+    ck_assert_int_eq(ks_vk_matvec_create(ctx, KS_QUANT_Q4_K, KS_VK_MATVEC_XSUM, NULL, &xs),
+                     KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "Q4_K"));
+    ck_assert_msg(ks_vk_matvec_pipeline_get(ctx, KS_QUANT_Q4_1, KS_VK_MATVEC_XSUM, &xs) ==
+                  KS_OK, "%s", ks_last_error());
+    b = (ks_vk_matvec_bufs){ .w = &wb, .x = &xb, .y = &yb };
+    ck_assert_int_eq(ks_vk_matvec_set(ctx, xs, &b, &set), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "xsum buffer missing"));
+    a = (ks_vk_matvec_args){ .rows = 4, .cols = 64, .row_stride_bytes = 48 };
+    ck_assert_int_eq(ks_vk_matvec_check(xs, &a, &b), KS_ERR_INVALID_ARG);
+    b.xsum = &yb;  /* 4 floats: two vectors of two blocks, no more */
+    a = (ks_vk_matvec_args){ .rows = 2, .cols = 64, .row_stride_bytes = 48, .n_tok = 2,
+                             .y_stride = 2, .s_stride = 2 };
+    ck_assert_int_eq(ks_vk_matvec_check(xs, &a, &b), KS_OK);
+    a.s_off = 1;
+    ck_assert_int_eq(ks_vk_matvec_check(xs, &a, &b), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "xsum"));
+    ck_assert_int_eq(ks_vk_matvec_set(ctx, xs, &b, &set), KS_OK);
 
     ks_vk_buffer_fini(ctx, &wb);
     ks_vk_buffer_fini(ctx, &xb);
@@ -471,6 +822,8 @@ matvec_suite(void)
     tcase_set_timeout(t, 600);
     tcase_add_test(t, epilogues);
     tcase_add_test(t, work_splits);
+    tcase_add_test(t, batched);
+    tcase_add_test(t, xsum);
     suite_add_tcase(s, t);
 
     t = tcase_create("loop_limit");
@@ -484,6 +837,17 @@ matvec_suite(void)
     tcase_add_test(t, bad_arguments);
     suite_add_tcase(s, t);
     return s;
+}
+#endif
+
+#if defined(KS_HAVE_VULKAN) && defined(KS_HAVE_GLSLANG)
+static int
+remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
 }
 #endif
 
@@ -514,10 +878,20 @@ main(int argc, char **argv)
         printf("skip: no Vulkan device: %s\n", ks_last_error());
         return 77;
     }
+    /* A disk cache of this run's own: kernels compile on first use, later
+     * tests (forked processes) read them back, and $HOME stays clean. */
+    char cache_dir[64] = "/tmp/kestrel-test-matvec-XXXXXX";
+    if (!mkdtemp(cache_dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    setenv("KESTREL_CACHE_DIR", cache_dir, 1);
+    unsetenv("KESTREL_NO_CACHE");
     sr = srunner_create(matvec_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
+    nftw(cache_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     return failed ? 1 : 0;
 #endif
 }

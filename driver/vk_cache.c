@@ -1,0 +1,479 @@
+/* The disk cache: SPIR-V of the embedded shader templates, one file per
+ * variant, and the context's VkPipelineCache, so that a second start
+ * compiles nothing (DESIGN.md, "Compile").
+ *
+ * Data flow: ks_vk_ctx_create calls ks_vk_cache_ctx_init, which picks the
+ * directory (ks_vk_cache_dir) and loads <dir>/pipelines-<device UUID>.bin
+ * into ctx->pipeline_cache; ks_vk_ctx_destroy saves it back. Kernels ask
+ * ks_vk_shader_get for SPIR-V: it hashes everything the words depend on
+ * into a 128-bit key, reads <dir>/spirv/<key>.spv when it is there and
+ * whole, and otherwise compiles the template (ks_vk_compile) and writes
+ * the file through a temporary name and rename(), so concurrent processes
+ * only ever see whole files. The cache is an optimisation: a directory
+ * that cannot be made or written costs a log line, never an error.
+ *
+ * A SPIR-V file is a 40-byte header (magic "KSPV", FORMAT_VERSION, the
+ * key, the word count, a 64-bit checksum of the words) followed by the
+ * words, in host byte order (the cache belongs to one machine). */
+#include "driver/vk.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "driver/base.h"
+#include "driver/vk_shaders.h"
+
+#define SPV_MAGIC 0x5650534Bu  /* "KSPV" read as a little-endian word */
+/* Bump when the file layout or the key's inputs change. */
+#define FORMAT_VERSION 1u
+#define SPIRV_MAGIC 0x07230203u
+/* Larger files are not ours: no template comes near 64 MiB of SPIR-V. */
+#define MAX_WORDS (16u << 20)
+#define PATH_BYTES 4096
+
+typedef struct spv_header {
+    uint32_t magic;
+    uint32_t version;
+    uint64_t key[2];
+    uint64_t n_words;
+    uint64_t checksum;  /* hash64 of the words */
+} spv_header;
+
+_Static_assert(sizeof(spv_header) == 40, "spv_header layout");
+
+static atomic_uint tmp_serial;
+
+/* ---- Hashing ---------------------------------------------------------- */
+
+/* Two 64-bit lanes with different multipliers (FNV-1a, and a
+ * multiply-xorshift), each finished with the splitmix64 mixer. Not
+ * cryptographic: it only has to tell variants apart. */
+typedef struct hasher {
+    uint64_t a, b, n;
+} hasher;
+
+static void
+hash_init(hasher *h)
+{
+    h->a = 0xcbf29ce484222325u;
+    h->b = 0x6a09e667f3bcc909u;
+    h->n = 0;
+}
+
+static void
+hash_bytes(hasher *h, const void *data, size_t size)
+{
+    const uint8_t *p = data;
+
+    for (size_t i = 0; i < size; i++) {
+        h->a = (h->a ^ p[i]) * 0x100000001b3u;
+        h->b = (h->b + p[i] + 1u) * 0x9e3779b97f4a7c15u;
+        h->b ^= h->b >> 29;
+    }
+    h->n += size;
+}
+
+static void
+hash_u64(hasher *h, uint64_t v)
+{
+    hash_bytes(h, &v, sizeof v);
+}
+
+/* A string with its length first, so that ("ab", "c") and ("a", "bc")
+ * differ. */
+static void
+hash_str(hasher *h, const char *s)
+{
+    size_t len = strlen(s);
+
+    hash_u64(h, len);
+    hash_bytes(h, s, len);
+}
+
+static uint64_t
+mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}
+
+static void
+hash_final(const hasher *h, uint64_t out[2])
+{
+    out[0] = mix64(h->a ^ h->n);
+    out[1] = mix64(h->b ^ mix64(h->a + h->n));
+}
+
+static uint64_t
+checksum(const uint32_t *words, size_t n)
+{
+    hasher h;
+    uint64_t k[2];
+
+    hash_init(&h);
+    hash_bytes(&h, words, n * sizeof(uint32_t));
+    hash_final(&h, k);
+    return k[0] ^ k[1];
+}
+
+/* ---- Directory -------------------------------------------------------- */
+
+static bool
+env_on(const char *name)
+{
+    const char *e = getenv(name);
+
+    return e && *e && strcmp(e, "0") != 0;
+}
+
+const char *
+ks_vk_cache_dir(char *buf, size_t size)
+{
+    const char *e;
+    int n;
+
+    if (!buf || size == 0 || env_on("KESTREL_NO_CACHE"))
+        return NULL;
+    if ((e = getenv("KESTREL_CACHE_DIR")) && *e)
+        n = snprintf(buf, size, "%s", e);
+    else if ((e = getenv("XDG_CACHE_HOME")) && e[0] == '/')  /* XDG: absolute only */
+        n = snprintf(buf, size, "%s/kestrel", e);
+    else if ((e = getenv("HOME")) && *e)
+        n = snprintf(buf, size, "%s/.cache/kestrel", e);
+    else
+        return NULL;
+    if (n < 0 || (size_t)n >= size)
+        return NULL;
+    while (n > 1 && buf[n - 1] == '/')
+        buf[--n] = '\0';
+    return buf;
+}
+
+/* mkdir -p. False with errno set when some component cannot be made. */
+static bool
+make_dirs(const char *path)
+{
+    char tmp[PATH_BYTES];
+    size_t len = strlen(path);
+
+    if (len == 0 || len >= sizeof tmp) {
+        errno = ENAMETOOLONG;
+        return false;
+    }
+    memcpy(tmp, path, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (tmp[i] != '/' && tmp[i] != '\0')
+            continue;
+        char c = tmp[i];
+        tmp[i] = '\0';
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+            return false;
+        tmp[i] = c;
+    }
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return false;
+    if (!S_ISDIR(sb.st_mode)) {
+        errno = ENOTDIR;
+        return false;
+    }
+    return true;
+}
+
+/* The first failure to write the cache is a warning, the rest debug
+ * lines: one unwritable directory should not flood the log. */
+static void
+write_failed(ks_vk_ctx *ctx, const char *what, const char *path, int err)
+{
+    ks_log(ctx->cache_warned ? KS_LOG_DEBUG : KS_LOG_WARN, "vk",
+           "cache: cannot %s %s: %s (continuing without the disk cache)", what, path,
+           strerror(err));
+    ctx->cache_warned = true;
+}
+
+/* Writes |size| bytes of |head| then |size2| of |body| to |path| through
+ * a temporary file in the same directory and rename(). */
+static bool
+write_atomic(const char *path, const void *head, size_t size, const void *body,
+             size_t size2, int *err)
+{
+    char tmp[PATH_BYTES + 64];
+    FILE *f;
+    bool ok;
+
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(),
+                 atomic_fetch_add(&tmp_serial, 1u)) >= (int)sizeof tmp) {
+        *err = ENAMETOOLONG;
+        return false;
+    }
+    if (!(f = fopen(tmp, "wb"))) {
+        *err = errno;
+        return false;
+    }
+    ok = fwrite(head, 1, size, f) == size && (!size2 || fwrite(body, 1, size2, f) == size2);
+    *err = errno;
+    if (fclose(f) != 0 && ok) {
+        ok = false;
+        *err = errno;
+    }
+    if (ok && rename(tmp, path) != 0) {
+        ok = false;
+        *err = errno;
+    }
+    if (!ok)
+        remove(tmp);
+    return ok;
+}
+
+/* ---- SPIR-V entries --------------------------------------------------- */
+
+/* Reads and checks the entry at |path|. Returns 1 with *out filled when
+ * valid, 0 when it cannot be opened (absent, or a directory we cannot
+ * use: write_entry reports that), -1 when present but unusable (|why|
+ * says how). */
+static int
+read_entry(const char *path, const uint64_t key[2], ks_vk_spirv *out, char *why,
+           size_t why_size)
+{
+    FILE *f = fopen(path, "rb");
+    spv_header h;
+    long len;
+    uint32_t *words = NULL;
+    int rc = -1;
+
+    if (!f) {
+        if (errno != ENOENT)
+            ks_log(KS_LOG_DEBUG, "vk", "cache: cannot open %s: %s", path, strerror(errno));
+        return 0;
+    }
+    if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        snprintf(why, why_size, "cannot size it");
+        goto out;
+    }
+    if ((size_t)len < sizeof h || fread(&h, sizeof h, 1, f) != 1) {
+        snprintf(why, why_size, "%ld bytes, shorter than the %zu-byte header", len,
+                 sizeof h);
+        goto out;
+    }
+    if (h.magic != SPV_MAGIC) {
+        snprintf(why, why_size, "magic 0x%08x, expected 0x%08x", h.magic, SPV_MAGIC);
+        goto out;
+    }
+    if (h.version != FORMAT_VERSION) {
+        snprintf(why, why_size, "format version %u, expected %u", h.version,
+                 FORMAT_VERSION);
+        goto out;
+    }
+    if (h.key[0] != key[0] || h.key[1] != key[1]) {
+        snprintf(why, why_size, "key %016" PRIx64 "%016" PRIx64 " is not its name's",
+                 h.key[0], h.key[1]);
+        goto out;
+    }
+    if (h.n_words < 5 || h.n_words > MAX_WORDS ||
+        (uint64_t)len != sizeof h + h.n_words * sizeof(uint32_t)) {
+        snprintf(why, why_size, "%ld bytes for %" PRIu64 " words", len, h.n_words);
+        goto out;
+    }
+    words = malloc(h.n_words * sizeof(uint32_t));
+    if (!words) {
+        snprintf(why, why_size, "no memory for %" PRIu64 " words", h.n_words);
+        goto out;
+    }
+    if (fread(words, sizeof(uint32_t), h.n_words, f) != h.n_words) {
+        snprintf(why, why_size, "short read");
+        goto out;
+    }
+    if (checksum(words, h.n_words) != h.checksum || words[0] != SPIRV_MAGIC) {
+        snprintf(why, why_size, "checksum mismatch");
+        goto out;
+    }
+    out->words = words;
+    out->n_words = h.n_words;
+    words = NULL;
+    rc = 1;
+out:
+    free(words);
+    fclose(f);
+    return rc;
+}
+
+static void
+write_entry(ks_vk_ctx *ctx, const char *dir, const char *path, const uint64_t key[2],
+            const ks_vk_spirv *spv)
+{
+    spv_header h = {
+        .magic = SPV_MAGIC, .version = FORMAT_VERSION, .key = { key[0], key[1] },
+        .n_words = spv->n_words, .checksum = checksum(spv->words, spv->n_words),
+    };
+    int err = 0;
+
+    if (!make_dirs(dir)) {
+        write_failed(ctx, "make directory", dir, errno);
+        return;
+    }
+    if (!write_atomic(path, &h, sizeof h, spv->words, spv->n_words * sizeof(uint32_t),
+                      &err))
+        write_failed(ctx, "write", path, err);
+}
+
+ks_status
+ks_vk_shader_get(ks_vk_ctx *ctx, const char *template_name, const ks_vk_compile_params *p,
+                 ks_vk_spirv *out)
+{
+    static const ks_vk_compile_params none;
+    const char *src;
+    char dir[PATH_BYTES], path[PATH_BYTES + 64], why[160];
+    uint64_t key[2], t0 = ks_now_ns();
+    uint32_t api;
+    hasher h;
+    ks_status st;
+    int found = 0;
+    bool use_disk = false;
+
+    memset(out, 0, sizeof(*out));
+    if (!p)
+        p = &none;
+    if (!template_name || !(src = ks_vk_shader_source(template_name)))
+        return ks_error(KS_ERR_INVALID_ARG, "vk: no embedded shader template '%s'",
+                        template_name ? template_name : "(null)");
+    if (p->n_defines && !p->defines)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: %u defines without a list",
+                        template_name, p->n_defines);
+    for (uint32_t i = 0; i < p->n_defines; i++)
+        if (!p->defines[i])
+            return ks_error(KS_ERR_INVALID_ARG, "vk: %s: define %u is NULL", template_name,
+                            i);
+    /* The SPIR-V depends on the target's major.minor only. */
+    api = p->vk_api_version ? p->vk_api_version : ctx->api_version;
+    api = VK_MAKE_API_VERSION(0, VK_API_VERSION_MAJOR(api), VK_API_VERSION_MINOR(api), 0);
+    ks_vk_compile_params cp = *p;
+    cp.name = p->name ? p->name : template_name;
+    cp.vk_api_version = api;
+
+    hash_init(&h);
+    hash_u64(&h, FORMAT_VERSION);
+    hash_str(&h, src);
+    hash_u64(&h, p->n_defines);
+    for (uint32_t i = 0; i < p->n_defines; i++)
+        hash_str(&h, p->defines[i]);
+    hash_u64(&h, api);
+    hash_bytes(&h, ctx->info.device_uuid, VK_UUID_SIZE);
+    hash_u64(&h, ctx->info.driver_version);
+    hash_u64(&h, ctx->info.driver_id);
+    hash_final(&h, key);
+
+    if (ctx->cache_dir) {
+        int n1 = snprintf(dir, sizeof dir, "%s/spirv", ctx->cache_dir);
+        int n2 = snprintf(path, sizeof path, "%s/%016" PRIx64 "%016" PRIx64 ".spv", dir,
+                          key[0], key[1]);
+        if (n1 < 0 || (size_t)n1 >= sizeof dir || n2 < 0 || (size_t)n2 >= sizeof path) {
+            write_failed(ctx, "use the long directory", ctx->cache_dir, ENAMETOOLONG);
+        } else {
+            use_disk = true;
+            why[0] = '\0';
+            found = read_entry(path, key, out, why, sizeof why);
+            if (found == 1) {
+                ctx->n_shader_hits++;
+                ks_log(KS_LOG_DEBUG, "vk", "cache hit: %s (%s): %zu words in %.2f ms",
+                       cp.name, path, out->n_words, (double)(ks_now_ns() - t0) / 1e6);
+                return KS_OK;
+            }
+        }
+    }
+
+    if ((st = ks_vk_compile(src, &cp, out)) != KS_OK)
+        return st;
+    ctx->n_shader_compiled++;
+    if (found < 0)
+        ctx->n_shader_rebuilt++;
+    if (!use_disk)
+        return KS_OK;
+    write_entry(ctx, dir, path, key, out);
+    if (found < 0)
+        ks_log(KS_LOG_WARN, "vk", "SPIR-V cache file %s was corrupt or stale (%s), "
+               "rebuilt", path, why);
+    else
+        ks_log(KS_LOG_DEBUG, "vk", "cache miss: %s compiled and stored as %s in %.1f ms",
+               cp.name, path, (double)(ks_now_ns() - t0) / 1e6);
+    return KS_OK;
+}
+
+/* ---- Pipeline cache --------------------------------------------------- */
+
+static bool
+pipeline_path(const ks_vk_ctx *ctx, char *buf, size_t size)
+{
+    char hex[2 * VK_UUID_SIZE + 1];
+
+    for (unsigned i = 0; i < VK_UUID_SIZE; i++)
+        snprintf(hex + 2 * i, 3, "%02x", ctx->info.device_uuid[i]);
+    int n = snprintf(buf, size, "%s/pipelines-%s.bin", ctx->cache_dir, hex);
+    return n > 0 && (size_t)n < size;
+}
+
+void
+ks_vk_cache_ctx_init(ks_vk_ctx *ctx)
+{
+    char dir[PATH_BYTES], path[PATH_BYTES + 64];
+
+    if (!ks_vk_cache_dir(dir, sizeof dir)) {
+        ks_log(KS_LOG_DEBUG, "vk", "cache: off (%s)",
+               env_on("KESTREL_NO_CACHE") ? "KESTREL_NO_CACHE" : "no directory to use");
+        return;
+    }
+    if (!(ctx->cache_dir = strdup(dir))) {
+        ks_log(KS_LOG_WARN, "vk", "cache: no memory; continuing without it");
+        return;
+    }
+    if (!pipeline_path(ctx, path, sizeof path)) {
+        write_failed(ctx, "use the long directory", dir, ENAMETOOLONG);
+        return;
+    }
+    if (ks_vk_pipeline_cache_load(ctx, path) != KS_OK) {
+        VkPipelineCacheCreateInfo ci = {
+            .sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO,
+        };
+
+        ks_log(KS_LOG_WARN, "vk", "cache: %s; starting with an empty pipeline cache",
+               ks_last_error());
+        ctx->cache_warned = true;
+        if (!ctx->pipeline_cache &&
+            vkCreatePipelineCache(ctx->device, &ci, NULL, &ctx->pipeline_cache) != VK_SUCCESS)
+            ctx->pipeline_cache = VK_NULL_HANDLE;
+    }
+    ks_log(KS_LOG_DEBUG, "vk", "cache: directory %s", dir);
+}
+
+ks_status
+ks_vk_cache_save(ks_vk_ctx *ctx)
+{
+    char path[PATH_BYTES + 64];
+
+    if (!ctx->cache_dir || !ctx->pipeline_cache)
+        return KS_OK;
+    if (!pipeline_path(ctx, path, sizeof path))
+        return ks_error(KS_ERR_IO, "vk: cache directory name too long: %s", ctx->cache_dir);
+    if (!make_dirs(ctx->cache_dir))
+        return ks_error(KS_ERR_IO, "vk: cannot make cache directory %s: %s", ctx->cache_dir,
+                        strerror(errno));
+    return ks_vk_pipeline_cache_save(ctx, path);
+}
+
+void
+ks_vk_cache_ctx_fini(ks_vk_ctx *ctx)
+{
+    if (ctx->cache_dir && ctx->pipeline_cache && ks_vk_cache_save(ctx) != KS_OK) {
+        ks_log(ctx->cache_warned ? KS_LOG_DEBUG : KS_LOG_WARN, "vk", "cache: %s",
+               ks_last_error());
+        ctx->cache_warned = true;
+    }
+    free(ctx->cache_dir);
+    ctx->cache_dir = NULL;
+}

@@ -1,0 +1,115 @@
+/* Replayable command buffers (see vk_submit.h). */
+#include "driver/vk_submit.h"
+
+#include <string.h>
+
+#include "driver/base.h"
+
+/* The same patience as the context's synchronous submissions. */
+#define FENCE_TIMEOUT_NS (120ull * 1000000000ull)
+
+ks_status
+ks_vk_cmdbuf_init(ks_vk_ctx *ctx, ks_vk_cmdbuf *c)
+{
+    VkCommandBufferAllocateInfo cai = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+        .commandPool = ctx->cmd_pool,
+        .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+        .commandBufferCount = 1,
+    };
+    VkFenceCreateInfo fci = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
+    ks_status st;
+
+    memset(c, 0, sizeof(*c));
+    st = ks_vk_check(vkAllocateCommandBuffers(ctx->device, &cai, &c->cb),
+                     "vkAllocateCommandBuffers");
+    if (st == KS_OK)
+        st = ks_vk_check(vkCreateFence(ctx->device, &fci, NULL, &c->fence), "vkCreateFence");
+    if (st != KS_OK)
+        ks_vk_cmdbuf_fini(ctx, c);
+    return st;
+}
+
+void
+ks_vk_cmdbuf_fini(ks_vk_ctx *ctx, ks_vk_cmdbuf *c)
+{
+    if (c->fence)
+        vkDestroyFence(ctx->device, c->fence, NULL);
+    if (c->cb)
+        vkFreeCommandBuffers(ctx->device, ctx->cmd_pool, 1, &c->cb);
+    memset(c, 0, sizeof(*c));
+}
+
+ks_status
+ks_vk_cmdbuf_begin(ks_vk_ctx *ctx, ks_vk_cmdbuf *c)
+{
+    VkCommandBufferBeginInfo bi = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO };
+
+    (void)ctx;
+    c->recorded = false;
+    return ks_vk_check(vkBeginCommandBuffer(c->cb, &bi), "vkBeginCommandBuffer");
+}
+
+ks_status
+ks_vk_cmdbuf_end(ks_vk_ctx *ctx, ks_vk_cmdbuf *c)
+{
+    ks_status st;
+
+    (void)ctx;
+    st = ks_vk_check(vkEndCommandBuffer(c->cb), "vkEndCommandBuffer");
+    c->recorded = st == KS_OK;
+    return st;
+}
+
+ks_status
+ks_vk_cmdbuf_run(ks_vk_ctx *ctx, ks_vk_cmdbuf *c)
+{
+    VkSubmitInfo si = {
+        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+        .commandBufferCount = 1,
+        .pCommandBuffers = &c->cb,
+    };
+    ks_status st;
+    VkResult r;
+
+    if (ctx->lost)
+        return ks_error(KS_ERR_DEVICE_LOST, "vk: device %s was lost earlier", ctx->info.name);
+    if (!c->recorded)
+        return ks_error(KS_ERR_INTERNAL, "vk: replay of a command buffer never recorded");
+    if ((st = ks_vk_check(vkResetFences(ctx->device, 1, &c->fence), "vkResetFences")) != KS_OK)
+        return st;
+    r = vkQueueSubmit(ctx->queue, 1, &si, c->fence);
+    if (r == VK_SUCCESS)
+        r = vkWaitForFences(ctx->device, 1, &c->fence, VK_TRUE, FENCE_TIMEOUT_NS);
+    if (r == VK_TIMEOUT) {
+        ctx->lost = true;
+        return ks_error(KS_ERR_DEVICE_LOST, "vk: device %s did not finish a submission "
+                        "within %llu s; treating it as lost", ctx->info.name,
+                        FENCE_TIMEOUT_NS / 1000000000ull);
+    }
+    if (r == VK_ERROR_DEVICE_LOST)
+        ctx->lost = true;
+    return ks_vk_check(r, "vkQueueSubmit/vkWaitForFences");
+}
+
+void
+ks_vk_cmd_copy(VkCommandBuffer cb, const ks_vk_buffer *src, uint64_t src_off,
+               const ks_vk_buffer *dst, uint64_t dst_off, uint64_t n)
+{
+    VkBufferCopy r = { .srcOffset = src_off, .dstOffset = dst_off, .size = n };
+
+    vkCmdCopyBuffer(cb, src->buffer, dst->buffer, 1, &r);
+}
+
+void
+ks_vk_cmd_host_barrier(VkCommandBuffer cb)
+{
+    VkMemoryBarrier mb = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+        .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+        .dstAccessMask = VK_ACCESS_HOST_READ_BIT,
+    };
+
+    vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                         VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, NULL, 0, NULL);
+}

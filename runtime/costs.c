@@ -1,0 +1,211 @@
+/* Calibrated costs for automatic placement (see costs.h). */
+#include "runtime/costs.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "driver/base.h"
+#include "runtime/vk_forward.h"
+#include "scheduler/target.h"
+
+#if defined(KS_HAVE_VULKAN) && defined(KS_HAVE_GLSLANG)
+
+#include "driver/vk.h"
+
+enum { REPS = 5 };
+
+typedef struct costs {
+    double cpu_layer_ms, gpu_layer_ms, cpu_head_ms, gpu_head_ms;
+} costs;
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Median milliseconds of REPS single-token runs (after one warm-up). */
+static ks_status
+time_runs(ks_session *s, ks_target *t, bool want_logits, double *ms)
+{
+    double v[REPS];
+    ks_status st;
+
+    for (int r = -1; r < REPS; r++) {
+        uint64_t t0 = ks_now_ns();
+        if ((st = t->ops->run(t, s->x, 1, 0, want_logits, s->logits)) != KS_OK)
+            return st;
+        if (r >= 0)
+            v[r] = (double)(ks_now_ns() - t0) / 1e6;
+    }
+    qsort(v, REPS, sizeof v[0], cmp_double);
+    *ms = v[REPS / 2];
+    return KS_OK;
+}
+
+static ks_status
+measure(ks_session *s, costs *c)
+{
+    uint32_t n = s->m->hp.n_layers;
+    ks_target_env env = { s->m, s, s->m->rt->device, 16, 1 };
+    ks_target *t = NULL;
+    double both;
+    ks_status st;
+
+    /* the CPU: layer 0 alone, then the head alone (no layers) */
+    if ((st = ks_cpu_target_kind.create(&env, 0, 1, false, &t)) != KS_OK)
+        return st;
+    st = time_runs(s, t, false, &c->cpu_layer_ms);
+    t->ops->destroy(t);
+    if (st != KS_OK)
+        return st;
+    if ((st = ks_cpu_target_kind.create(&env, n, n, true, &t)) != KS_OK)
+        return st;
+    st = time_runs(s, t, true, &c->cpu_head_ms);
+    t->ops->destroy(t);
+    if (st != KS_OK)
+        return st;
+    /* the device: the last layer with the head, run without and with it */
+    if ((st = ks_vk_target_kind.create(&env, n - 1, n, true, &t)) != KS_OK)
+        return st;
+    st = time_runs(s, t, false, &c->gpu_layer_ms);
+    if (st == KS_OK)
+        st = time_runs(s, t, true, &both);
+    t->ops->destroy(t);
+    if (st != KS_OK)
+        return st;
+    c->gpu_head_ms = both > c->gpu_layer_ms ? both - c->gpu_layer_ms : 0.0;
+    return KS_OK;
+}
+
+static void
+costs_path(char *buf, size_t size)
+{
+    char dir[1024];
+
+    buf[0] = '\0';
+    if (ks_vk_cache_dir(dir, sizeof dir))
+        snprintf(buf, size, "%s/costs.tsv", dir);
+}
+
+static bool
+costs_load(const char *path, const char *key, costs *c)
+{
+    FILE *f = path[0] ? fopen(path, "r") : NULL;
+    char line[1536];
+    bool found = false;
+
+    if (!f)
+        return false;
+    while (fgets(line, sizeof line, f)) {
+        char *tab = strchr(line, '\t');
+        if (!tab || (size_t)(tab - line) != strlen(key) || strncmp(line, key, strlen(key)))
+            continue;
+        found = sscanf(tab + 1, "%lf %lf %lf %lf", &c->cpu_layer_ms, &c->gpu_layer_ms,
+                       &c->cpu_head_ms, &c->gpu_head_ms) == 4 &&
+                c->cpu_layer_ms > 0 && c->gpu_layer_ms > 0;
+    }
+    fclose(f);
+    return found;
+}
+
+static void
+costs_save(const char *path, const char *key, const costs *c)
+{
+    FILE *f;
+    char dir[1024];
+    char *slash;
+
+    if (!path[0])
+        return;
+    snprintf(dir, sizeof dir, "%s", path);
+    if ((slash = strrchr(dir, '/')) != NULL) {
+        *slash = '\0';
+        mkdir(dir, 0755);  /* one level; the cache dir's parent exists */
+    }
+    if (!(f = fopen(path, "a"))) {
+        ks_log(KS_LOG_DEBUG, "placement", "cannot write %s; costs not kept", path);
+        return;
+    }
+    fprintf(f, "%s\t%.4f %.4f %.4f %.4f\n", key, c->cpu_layer_ms, c->gpu_layer_ms,
+            c->cpu_head_ms, c->gpu_head_ms);
+    fclose(f);
+}
+
+ks_status
+ks_costs_place(ks_session *s, ks_plan *plan)
+{
+    const ks_model *m = s->m;
+    uint32_t n = m->hp.n_layers;
+    char dev[256], key[768], path[1100];
+    ks_place_cost pc = { .hop_ms = 0.02, .gpu_ok = true };
+    uint64_t *lb;
+    costs c;
+    double est;
+    ks_status st;
+    bool cached;
+
+    if ((st = ks_vk_fw_device(m->rt->device, dev, sizeof dev, &pc.gpu_budget)) != KS_OK)
+        return st;
+    snprintf(key, sizeof key, "%s|%llu|%u|%d|%s", m->name ? m->name : "model",
+             (unsigned long long)m->file_bytes, n, s->n_threads, dev);
+    for (char *p = key; *p; p++)
+        if (*p == '\t' || *p == '\n')
+            *p = ' ';
+    costs_path(path, sizeof path);
+    cached = costs_load(path, key, &c);
+    if (!cached) {
+        ks_log(KS_LOG_INFO, "placement", "measuring layer costs on the CPU and %s (once "
+               "per model and device)", dev);
+        if ((st = measure(s, &c)) != KS_OK)
+            return st;
+        costs_save(path, key, &c);
+    }
+    if (!(lb = calloc(n, sizeof(*lb))))
+        return ks_error(KS_ERR_NOMEM, "placement: no memory");
+    {
+        /* per layer: weights + KV cache, as the Vulkan target allocates */
+        uint64_t kv = 4u * (uint64_t)s->n_ctx * s->kv_dim;
+        for (uint32_t il = 0; il < n; il++) {
+            const ks_layer *L = &m->layers[il];
+            const ks_weight *w[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up,
+                                     &L->down };
+            lb[il] = kv;
+            for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
+                lb[il] += w[i]->row_bytes * w[i]->ne1;
+        }
+    }
+    pc.cpu_layer_ms = c.cpu_layer_ms;
+    pc.gpu_layer_ms = c.gpu_layer_ms;
+    pc.cpu_head_ms = c.cpu_head_ms;
+    pc.gpu_head_ms = c.gpu_head_ms;
+    pc.layer_bytes = lb;
+    pc.head_bytes = m->output.row_bytes * m->output.ne1;
+    pc.fixed_bytes = ks_vk_fw_fixed_bytes(m, s->n_batch);
+    ks_place_auto(n, &pc, plan, &est);
+    free(lb);
+    {
+        char txt[160];
+        ks_plan_format(plan, txt, sizeof txt);
+        ks_log(KS_LOG_INFO, "placement", "auto: %s (%s costs: layer %.3f ms on the CPU, "
+               "%.3f ms on %s; head %.3f / %.3f ms; estimate %.2f ms per token)", txt,
+               cached ? "cached" : "measured", c.cpu_layer_ms, c.gpu_layer_ms, dev,
+               c.cpu_head_ms, c.gpu_head_ms, est);
+    }
+    return KS_OK;
+}
+
+#else
+
+ks_status
+ks_costs_place(ks_session *s, ks_plan *plan)
+{
+    (void)s;
+    (void)plan;
+    return ks_error(KS_ERR_UNSUPPORTED, "placement: this build has no Vulkan support");
+}
+
+#endif

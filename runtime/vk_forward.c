@@ -1,0 +1,1168 @@
+/* The transformer on a Vulkan device (see vk_forward.h).
+ *
+ * The layer compiler: each layer is lowered to this program of fused
+ * kernels (one dispatch each; barriers only where a kernel reads what the
+ * one before wrote):
+ *   norm      [post-norm + residual add of the previous block +] rmsnorm,
+ *             rounding into the activation formats of the QKV weights
+ *   matvec    q, k, v (+ bias)                   (no barrier between them)
+ *   rope      QK-norm + rotary embedding + KV append (fp16)
+ *   attn      causal / sliding-window attention over the cache
+ *   quant     the attention output into the output projection's format
+ *   matvec    output projection (+ residual add into x, llama/qwen)
+ *   norm      [post-norm + residual add +] rmsnorm → gate/up formats
+ *   matvec    gate, up
+ *   glu       activation * up → the down projection's format
+ *   matvec    down (+ residual add into x, llama/qwen)
+ * and the head: norm of the last token → matvec of the output weights
+ * into a host-visible logits buffer. Each kernel variant is generated
+ * from its template by defines (activation formats, epilogues, QK-norm,
+ * rope convention, activation) and fetched through the SPIR-V disk cache
+ * (ks_vk_shader_get); pipelines go through the context's pipeline cache.
+ *
+ * Per batch size the whole range is recorded once into a command buffer
+ * and replayed; what changes between runs (the first position, the rope
+ * table, the input rows) is written by the host into mapped buffers
+ * first. All buffers are bound whole; offsets and strides are push
+ * constants fixed at recording. */
+#include "runtime/vk_forward.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "driver/base.h"
+#include "runtime/cpu/quant.h"
+#include "runtime/cpu/quant_priv.h"
+#include "runtime/session_priv.h"
+#include "scheduler/target.h"
+
+#if defined(KS_HAVE_VULKAN) && defined(KS_HAVE_GLSLANG)
+
+#include "driver/vk.h"
+#include "driver/vk_exact.h"
+#include "driver/vk_matvec.h"
+#include "driver/vk_submit.h"
+
+/* Activation formats as shaders/common/actq.glsl numbers them. */
+enum { FMT_F32 = 0, FMT_F16, FMT_BF16, FMT_Q8_0, FMT_Q8_1, FMT_Q8_K, N_FMT };
+
+enum {
+    MAX_HD = 512,      /* attn.comp / rope.comp KS_MAX_HD */
+    WG_ROW = 64,       /* lanes of norm / quant / glu */
+    WG_HEAD = 32,      /* lanes of rope / attn */
+    N_CMD = 4,         /* recorded batch sizes kept */
+    MAX_PIPES = 48,
+    ATTN_TILED_MIN = 64,  /* batches the CPU attends with f32 tiles */
+    /* attn.comp walks every key of a query in one invocation; lavapipe
+     * ends an invocation's loops after 65,535 trips in all */
+    MAX_CTX_KEYS = 32768,
+};
+
+typedef struct pipe {
+    char            key[160];
+    ks_vk_pipeline *pl;
+} pipe;
+
+typedef struct mat {
+    const ks_weight *w;
+    ks_vk_buffer     buf;
+    ks_vk_buffer     bias;
+    ks_vk_matvec    *mv;     /* the fast kernel, or */
+    ks_vk_exact     *ek;     /* the CPU's summation order */
+    VkDescriptorSet  set;
+    uint32_t         fmt;
+    bool             shared;  /* buf belongs to another mat (tied output) */
+} mat;
+
+typedef struct vec {
+    ks_vk_buffer buf;  /* an f32 norm weight; size 0: absent */
+} vec;
+
+typedef struct layer {
+    mat q, k, v, o, gate, up, down;
+    vec attn_norm, q_norm, k_norm, post_attn, ffn_norm, post_ffw;
+    ks_vk_buffer kc, vc;
+    VkDescriptorSet set_norm_attn, set_rope, set_attn, set_quant_att;
+    VkDescriptorSet set_norm_ffn, set_glu, set_norm_end;
+    ks_vk_pipeline *norm_attn, *rope, *attn, *attn_f32, *quant_att;
+    ks_vk_pipeline *norm_ffn, *glu, *norm_end;
+    uint32_t qkv_fmt[2];  /* formats the QKV weights read (second: N_FMT none) */
+    uint32_t ffn_fmt[2];
+} layer;
+
+typedef struct cmd {
+    ks_vk_cmdbuf cb;
+    uint32_t     n;
+    bool         head;
+    uint64_t     used;
+} cmd;
+
+struct ks_vk_fw {
+    const ks_model *m;
+    ks_vk_ctx      *ctx;
+    ks_vk_fw_params p;
+    uint32_t        E, q_dim, kv_dim, F, D;  /* D: widest activation row */
+    uint32_t        nb;
+    layer          *L;   /* [l1 - l0] */
+    mat             out;
+    vec             out_norm;
+    VkDescriptorSet set_norm_head;
+    ks_vk_pipeline *norm_head;
+    uint32_t        head_fmt;
+
+    ks_vk_buffer in, params, x, o, xn, q, k, v, att, g, u, xs, dummy, logits, x_out;
+    ks_vk_buffer gelu;  /* the CPU's GELU table (GELU models only) */
+    bool         exact; /* packed activations + the bit-exact matrix kernel */
+    bool         fma_native;  /* the device's fma() rounds once (probed) */
+    ks_vk_buffer aq[N_FMT];
+    uint64_t     cs_local_off;  /* floats: the sliding-window rope table */
+
+    pipe    pipes[MAX_PIPES];
+    int     n_pipes;
+    cmd     cmds[N_CMD];
+    uint64_t n_runs;
+    ks_vk_fw_info info;
+};
+
+static uint32_t
+fmt_of(ks_qtype w)
+{
+    switch (ks_cpu_act_type(w)) {
+    case KS_QUANT_F32: return FMT_F32;
+    case KS_QUANT_F16: return FMT_F16;
+    case KS_QUANT_BF16: return FMT_BF16;
+    case KS_QUANT_Q8_1: return FMT_Q8_1;
+    case KS_QUANT_Q8_K: return FMT_Q8_K;
+    default: return FMT_Q8_0;
+    }
+}
+
+static const char *
+fmt_name(uint32_t f)
+{
+    static const char *n[N_FMT] = { "f32", "f16", "bf16", "q8_0", "q8_1", "q8_k" };
+    return f < N_FMT ? n[f] : "none";
+}
+
+/* ---- support check ---- */
+
+static ks_status
+weight_ok(const ks_weight *w)
+{
+    if (!w->data)
+        return KS_OK;
+    if (!ks_vk_matvec_supports((uint32_t)w->type))
+        return ks_error(KS_ERR_UNSUPPORTED, "vulkan: tensor '%s' has type %s, which has no "
+                        "Vulkan kernel", w->name, ks_qtype_name(w->type));
+    if (w->ne0 % 256 != 0 && ks_cpu_act_type(w->type) == KS_QUANT_Q8_K)
+        return ks_error(KS_ERR_UNSUPPORTED, "vulkan: tensor '%s' rows of %llu are not "
+                        "whole 256-element blocks", w->name, (unsigned long long)w->ne0);
+    return KS_OK;
+}
+
+ks_status
+ks_vk_fw_supports(const ks_model *m)
+{
+    const ks_hparams *hp = &m->hp;
+    ks_status st;
+
+    if (hp->head_dim > MAX_HD || hp->head_dim % 2 != 0)
+        return ks_error(KS_ERR_UNSUPPORTED, "vulkan: head size %u (the kernels take even "
+                        "sizes up to %d)", hp->head_dim, MAX_HD);
+    if ((st = weight_ok(&m->output)) != KS_OK)
+        return st;
+    for (uint32_t il = 0; il < hp->n_layers; il++) {
+        const ks_layer *L = &m->layers[il];
+        const ks_weight *w[7] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down };
+        for (int i = 0; i < 7; i++)
+            if ((st = weight_ok(w[i])) != KS_OK)
+                return st;
+    }
+    return KS_OK;
+}
+
+const char *
+ks_vk_auto_skip_reason(int32_t device)
+{
+    static _Thread_local char why[512];
+    ks_vk_device_info *devs = NULL;
+    uint32_t n = 0, pick;
+
+    if (ks_vk_devices_list(NULL, &n) != KS_OK || n == 0)
+        return "no Vulkan device";
+    devs = calloc(n, sizeof(*devs));
+    if (!devs || ks_vk_devices_list(devs, &n) != KS_OK ||
+        ks_vk_device_choose(devs, n, device, &pick) != KS_OK) {
+        free(devs);
+        return "no usable Vulkan device";
+    }
+    if (device < 0 && devs[pick].type == KS_VK_TYPE_CPU) {
+        snprintf(why, sizeof why, "the only Vulkan device is %s, a software renderer on "
+                 "these same CPU cores (--backend vulkan uses it anyway)", devs[pick].name);
+        free(devs);
+        return why;
+    }
+    free(devs);
+    return NULL;
+}
+
+/* ---- kernels ---- */
+
+static ks_status
+pipe_get(ks_vk_fw *f, const char *tmpl, const char *const *defs, uint32_t n_defs,
+         uint32_t n_bufs, uint32_t push_bytes, uint32_t wg, ks_vk_pipeline **out)
+{
+    char key[160];
+    size_t at = (size_t)snprintf(key, sizeof key, "%s", tmpl);
+    ks_vk_spirv spv = { 0 };
+    ks_status st;
+
+    const char *all[12];
+    uint32_t n_all = 0;
+
+    /* every template but the matrix kernels takes the numerics switches */
+    for (uint32_t i = 0; i < n_defs && n_all < 10; i++)
+        all[n_all++] = defs[i];
+    if (f->ctx->caps.float64)
+        all[n_all++] = "KS_F64";
+    if (f->exact)
+        all[n_all++] = "KS_AQ_PACKED";
+    if (f->fma_native)
+        all[n_all++] = "KS_FMA_NATIVE";
+    defs = all;
+    n_defs = n_all;
+    for (uint32_t i = 0; i < n_defs && at < sizeof key; i++)
+        at += (size_t)snprintf(key + at, sizeof key - at, " %s", defs[i]);
+    for (int i = 0; i < f->n_pipes; i++)
+        if (strcmp(f->pipes[i].key, key) == 0) {
+            *out = f->pipes[i].pl;
+            return KS_OK;
+        }
+    if (f->n_pipes == MAX_PIPES)
+        return ks_error(KS_ERR_INTERNAL, "vulkan: more than %d kernel variants", MAX_PIPES);
+    ks_vk_compile_params cp = { .name = tmpl, .defines = defs, .n_defines = n_defs };
+    if ((st = ks_vk_shader_get(f->ctx, tmpl, &cp, &spv)) != KS_OK)
+        return st;
+    uint32_t spec[1] = { wg };
+    ks_vk_pipeline_params pp = {
+        .name = key, .spirv = spv.words, .n_words = spv.n_words, .n_buffers = n_bufs,
+        .push_bytes = push_bytes, .spec = spec, .n_spec = 1,
+        .max_sets = 3u * (f->p.l1 - f->p.l0) + 4u,
+    };
+    st = ks_vk_pipeline_create(f->ctx, &pp, out);
+    ks_vk_spirv_fini(&spv);
+    if (st != KS_OK)
+        return st;
+    snprintf(f->pipes[f->n_pipes].key, sizeof f->pipes[0].key, "%s", key);
+    f->pipes[f->n_pipes++].pl = *out;
+    return KS_OK;
+}
+
+/* Push constants of each template (the shaders' Args blocks). */
+typedef struct norm_args {
+    uint32_t n, x_stride, q_stride, s_stride, tok0;
+    float    eps;
+} norm_args;
+
+typedef struct quant_args {
+    uint32_t n, x_stride, q_stride, s_stride, tok0;
+} quant_args;
+
+typedef struct rope_args {
+    uint32_t n_head, n_head_kv, hd, n_rot, q_stride, kv_stride, cs_off, cs_stride, kv_words;
+    float    eps;
+} rope_args;
+
+typedef struct attn_args {
+    uint32_t n_head, n_head_kv, hd, q_stride, kv_words, n_swa;
+    float    s_scale, q_scale;
+} attn_args;
+
+/* norm.comp with the given fusion and up to two output formats
+ * (N_FMT: none). */
+static ks_status
+norm_pipe(ks_vk_fw *f, bool post, bool add, const uint32_t fmts[2], ks_vk_pipeline **out)
+{
+    char d0[16], d1[16];
+    const char *defs[4];
+    uint32_t n = 0;
+
+    if (post)
+        defs[n++] = "KS_POST";
+    if (add)
+        defs[n++] = "KS_ADD";
+    if (fmts[0] < N_FMT) {
+        snprintf(d0, sizeof d0, "KS_FMT0=%u", fmts[0]);
+        defs[n++] = d0;
+    }
+    if (fmts[1] < N_FMT) {
+        snprintf(d1, sizeof d1, "KS_FMT1=%u", fmts[1]);
+        defs[n++] = d1;
+    }
+    return pipe_get(f, "norm.comp", defs, n, 8, sizeof(norm_args), WG_ROW, out);
+}
+
+static ks_status
+norm_set(ks_vk_fw *f, ks_vk_pipeline *pl, const vec *post, const vec *w, const uint32_t fmts[2],
+         VkDescriptorSet *out)
+{
+    const ks_vk_buffer *b[8] = {
+        &f->x, &f->o, post && post->buf.size_bytes ? &post->buf : &f->dummy, &w->buf, &f->xn,
+        fmts[0] < N_FMT ? &f->aq[fmts[0]] : &f->dummy,
+        fmts[1] < N_FMT ? &f->aq[fmts[1]] : &f->dummy, &f->xs,
+    };
+    return ks_vk_pipeline_set(f->ctx, pl, b, 8, out);
+}
+
+/* The formats the weights |w| (up to 3) read, as at most two fused
+ * outputs; a third distinct format is not supported by one norm. */
+static ks_status
+fmts_for(const mat *const *w, int n, uint32_t out[2])
+{
+    out[0] = out[1] = N_FMT;
+    for (int i = 0; i < n; i++) {
+        uint32_t fm = w[i]->fmt;
+        if (fm == out[0] || fm == out[1])
+            continue;
+        if (out[0] == N_FMT)
+            out[0] = fm;
+        else if (out[1] == N_FMT)
+            out[1] = fm;
+        else
+            return ks_error(KS_ERR_UNSUPPORTED, "vulkan: weights '%s' read a third "
+                            "activation format", w[i]->w->name);
+    }
+    return KS_OK;
+}
+
+/* ---- buffers ---- */
+
+static ks_status
+buf(ks_vk_fw *f, ks_vk_buffer *b, const char *name, uint64_t bytes, ks_vk_mem_kind kind)
+{
+    bytes = (bytes + 15u) & ~(uint64_t)15u;
+    return ks_vk_buffer_init(f->ctx, name, bytes ? bytes : 16u, kind, b);
+}
+
+static ks_status
+upload_vec(ks_vk_fw *f, vec *v, const ks_weight *w)
+{
+    ks_status st;
+
+    if (!w->data)
+        return KS_OK;
+    if ((st = buf(f, &v->buf, w->name, w->ne0 * sizeof(float), KS_VK_MEM_DEVICE)) != KS_OK)
+        return st;
+    f->info.weight_bytes += v->buf.size_bytes;
+    return ks_vk_buffer_upload(f->ctx, &v->buf, 0, w->data, w->ne0 * sizeof(float));
+}
+
+static ks_status
+upload_mat(ks_vk_fw *f, mat *mt, const ks_weight *w, const ks_weight *bias)
+{
+    uint64_t bytes = w->row_bytes * w->ne1;
+    ks_status st;
+
+    mt->w = w;
+    mt->fmt = fmt_of(w->type);
+    if ((st = buf(f, &mt->buf, w->name, bytes, KS_VK_MEM_DEVICE)) != KS_OK)
+        return st;
+    if ((st = ks_vk_buffer_upload(f->ctx, &mt->buf, 0, w->data, bytes)) != KS_OK)
+        return st;
+    f->info.weight_bytes += mt->buf.size_bytes;
+    if (bias && bias->data) {
+        if ((st = buf(f, &mt->bias, bias->name, bias->ne0 * 4u, KS_VK_MEM_DEVICE)) != KS_OK)
+            return st;
+        if ((st = ks_vk_buffer_upload(f->ctx, &mt->bias, 0, bias->data, bias->ne0 * 4u)) != KS_OK)
+            return st;
+    }
+    return KS_OK;
+}
+
+/* The kernel and descriptor set of y = W·aq[fmt] (+ bias) (+ residual,
+ * which is y itself): the exact kernel (packed activations, the CPU's
+ * order) or the fast one (dequantized activations, a parallel order). */
+static ks_status
+mat_bind(ks_vk_fw *f, mat *mt, const ks_vk_buffer *y, bool residual)
+{
+    ks_status st;
+
+    if (f->exact) {
+        uint32_t flags = (mt->bias.size_bytes ? KS_VK_EXACT_BIAS : 0u) |
+                         (residual ? KS_VK_EXACT_RESIDUAL : 0u);
+        ks_vk_exact_bufs b = {
+            .w = &mt->buf, .x = &f->aq[mt->fmt], .y = y,
+            .bias = mt->bias.size_bytes ? &mt->bias : NULL,
+            .residual = residual ? y : NULL,
+        };
+        if ((st = ks_vk_exact_get(f->ctx, (uint32_t)mt->w->type, flags, &mt->ek)) != KS_OK)
+            return st;
+        return ks_vk_exact_set(f->ctx, mt->ek, &b, &mt->set);
+    }
+    uint32_t flags = (mt->bias.size_bytes ? KS_VK_MATVEC_BIAS : 0u) |
+                     (residual ? KS_VK_MATVEC_RESIDUAL : 0u) |
+                     ks_vk_matvec_layout_flags(0, mt->w->row_bytes);
+    bool xsum = mt->fmt == FMT_Q8_1;
+
+    if (xsum)
+        flags |= KS_VK_MATVEC_XSUM;
+    if ((st = ks_vk_matvec_pipeline_get(f->ctx, (uint32_t)mt->w->type, flags, &mt->mv)) != KS_OK)
+        return st;
+    ks_vk_matvec_bufs b = {
+        .w = &mt->buf, .x = &f->aq[mt->fmt], .y = y,
+        .bias = mt->bias.size_bytes ? &mt->bias : NULL,
+        .residual = residual ? y : NULL,
+        .xsum = xsum ? &f->xs : NULL,
+    };
+    return ks_vk_matvec_set(f->ctx, mt->mv, &b, &mt->set);
+}
+
+static void
+mat_fini(ks_vk_fw *f, mat *mt)
+{
+    if (!mt->shared)
+        ks_vk_buffer_fini(f->ctx, &mt->buf);
+    ks_vk_buffer_fini(f->ctx, &mt->bias);
+}
+
+/* ---- set-up ---- */
+
+static ks_status
+setup_layer(ks_vk_fw *f, uint32_t il, layer *ly)
+{
+    const ks_model *m = f->m;
+    const ks_hparams *hp = &m->hp;
+    const ks_layer *L = &m->layers[il];
+    bool gemma = L->post_attn_norm.data != NULL;
+    bool first = il == f->p.l0;
+    char name[64];
+    ks_status st;
+
+    if ((st = upload_mat(f, &ly->q, &L->wq, &L->bq)) != KS_OK ||
+        (st = upload_mat(f, &ly->k, &L->wk, &L->bk)) != KS_OK ||
+        (st = upload_mat(f, &ly->v, &L->wv, &L->bv)) != KS_OK ||
+        (st = upload_mat(f, &ly->o, &L->wo, NULL)) != KS_OK ||
+        (st = upload_mat(f, &ly->gate, &L->gate, NULL)) != KS_OK ||
+        (st = upload_mat(f, &ly->up, &L->up, NULL)) != KS_OK ||
+        (st = upload_mat(f, &ly->down, &L->down, NULL)) != KS_OK)
+        return st;
+    if ((st = upload_vec(f, &ly->attn_norm, &L->attn_norm)) != KS_OK ||
+        (st = upload_vec(f, &ly->q_norm, &L->q_norm)) != KS_OK ||
+        (st = upload_vec(f, &ly->k_norm, &L->k_norm)) != KS_OK ||
+        (st = upload_vec(f, &ly->post_attn, &L->post_attn_norm)) != KS_OK ||
+        (st = upload_vec(f, &ly->ffn_norm, &L->ffn_norm)) != KS_OK ||
+        (st = upload_vec(f, &ly->post_ffw, &L->post_ffw_norm)) != KS_OK)
+        return st;
+
+    uint64_t kv_bytes = (uint64_t)f->p.n_ctx * f->kv_dim * 2u;
+    snprintf(name, sizeof name, "k cache %u", il);
+    if ((st = buf(f, &ly->kc, name, kv_bytes, KS_VK_MEM_DEVICE)) != KS_OK)
+        return st;
+    snprintf(name, sizeof name, "v cache %u", il);
+    if ((st = buf(f, &ly->vc, name, kv_bytes, KS_VK_MEM_DEVICE)) != KS_OK)
+        return st;
+    f->info.kv_bytes += 2u * kv_bytes;
+
+    /* matrix products; llama/qwen add the residual in the epilogue */
+    if ((st = mat_bind(f, &ly->q, &f->q, false)) != KS_OK ||
+        (st = mat_bind(f, &ly->k, &f->k, false)) != KS_OK ||
+        (st = mat_bind(f, &ly->v, &f->v, false)) != KS_OK ||
+        (st = mat_bind(f, &ly->o, gemma ? &f->o : &f->x, !gemma)) != KS_OK ||
+        (st = mat_bind(f, &ly->gate, &f->g, false)) != KS_OK ||
+        (st = mat_bind(f, &ly->up, &f->u, false)) != KS_OK ||
+        (st = mat_bind(f, &ly->down, gemma ? &f->o : &f->x, !gemma)) != KS_OK)
+        return st;
+
+    /* pre-attention norm: in gemma3 it also finishes the previous layer's
+     * FFN block (post-norm + residual), unless the range starts here */
+    const mat *qkv[3] = { &ly->q, &ly->k, &ly->v };
+    if ((st = fmts_for(qkv, 3, ly->qkv_fmt)) != KS_OK)
+        return st;
+    bool fuse_prev = gemma && !first;
+    if ((st = norm_pipe(f, fuse_prev, fuse_prev, ly->qkv_fmt, &ly->norm_attn)) != KS_OK)
+        return st;
+    if ((st = norm_set(f, ly->norm_attn, fuse_prev ? &f->L[il - 1 - f->p.l0].post_ffw : NULL,
+                       &ly->attn_norm, ly->qkv_fmt, &ly->set_norm_attn)) != KS_OK)
+        return st;
+
+    /* rope + KV append */
+    {
+        const char *defs[2];
+        uint32_t n = 0;
+        if (hp->rope_neox)
+            defs[n++] = "KS_NEOX";
+        if (L->q_norm.data)
+            defs[n++] = "KS_QK_NORM";
+        if ((st = pipe_get(f, "rope.comp", defs, n, 8, sizeof(rope_args), WG_HEAD,
+                           &ly->rope)) != KS_OK)
+            return st;
+        const ks_vk_buffer *b[8] = {
+            &f->q, &f->k, &f->v,
+            ly->q_norm.buf.size_bytes ? &ly->q_norm.buf : &f->dummy,
+            ly->k_norm.buf.size_bytes ? &ly->k_norm.buf : &f->dummy,
+            &f->params, &ly->kc, &ly->vc,
+        };
+        if ((st = ks_vk_pipeline_set(f->ctx, ly->rope, b, 8, &ly->set_rope)) != KS_OK)
+            return st;
+    }
+    /* attention: one set serves both variants (same bindings) */
+    {
+        const char *f32def = "KS_ATTN_F32";
+        if ((st = pipe_get(f, "attn.comp", NULL, 0, 5, sizeof(attn_args), WG_HEAD,
+                           &ly->attn)) != KS_OK ||
+            (st = pipe_get(f, "attn.comp", &f32def, 1, 5, sizeof(attn_args), WG_HEAD,
+                           &ly->attn_f32)) != KS_OK)
+            return st;
+        const ks_vk_buffer *b[5] = { &f->q, &ly->kc, &ly->vc, &f->att, &f->params };
+        if ((st = ks_vk_pipeline_set(f->ctx, ly->attn, b, 5, &ly->set_attn)) != KS_OK)
+            return st;
+    }
+    /* the attention output into the output projection's format */
+    {
+        char d0[16];
+        const char *defs[1] = { d0 };
+        snprintf(d0, sizeof d0, "KS_FMT0=%u", ly->o.fmt);
+        if ((st = pipe_get(f, "quant.comp", defs, 1, 3, sizeof(quant_args), WG_ROW,
+                           &ly->quant_att)) != KS_OK)
+            return st;
+        const ks_vk_buffer *b[3] = { &f->att, &f->aq[ly->o.fmt], &f->xs };
+        if ((st = ks_vk_pipeline_set(f->ctx, ly->quant_att, b, 3, &ly->set_quant_att)) != KS_OK)
+            return st;
+    }
+    /* pre-FFN norm (gemma3: post-attention norm + residual first) */
+    {
+        const mat *gu[2] = { &ly->gate, &ly->up };
+        if ((st = fmts_for(gu, 2, ly->ffn_fmt)) != KS_OK)
+            return st;
+        if ((st = norm_pipe(f, gemma, gemma, ly->ffn_fmt, &ly->norm_ffn)) != KS_OK)
+            return st;
+        if ((st = norm_set(f, ly->norm_ffn, gemma ? &ly->post_attn : NULL, &ly->ffn_norm,
+                           ly->ffn_fmt, &ly->set_norm_ffn)) != KS_OK)
+            return st;
+    }
+    /* activation into the down projection's format */
+    {
+        char d0[16];
+        const char *defs[2] = { hp->act == KS_ACT_SILU ? "KS_SILU" : "KS_GELU", d0 };
+        snprintf(d0, sizeof d0, "KS_FMT0=%u", ly->down.fmt);
+        if ((st = pipe_get(f, "glu.comp", defs, 2, 5, sizeof(quant_args), WG_ROW,
+                           &ly->glu)) != KS_OK)
+            return st;
+        const ks_vk_buffer *b[5] = { &f->g, &f->u, &f->aq[ly->down.fmt], &f->xs,
+                                     f->gelu.size_bytes ? &f->gelu : &f->dummy };
+        if ((st = ks_vk_pipeline_set(f->ctx, ly->glu, b, 5, &ly->set_glu)) != KS_OK)
+            return st;
+    }
+    /* gemma3, last layer of a range without the head: finish the FFN
+     * block here (the norm it computes is not used) */
+    if (gemma && il + 1 == f->p.l1 && !f->p.head) {
+        uint32_t none[2] = { N_FMT, N_FMT };
+        if ((st = norm_pipe(f, true, true, none, &ly->norm_end)) != KS_OK)
+            return st;
+        if ((st = norm_set(f, ly->norm_end, &ly->post_ffw, &ly->post_ffw, none,
+                           &ly->set_norm_end)) != KS_OK)
+            return st;
+    }
+    return KS_OK;
+}
+
+static ks_status
+setup_head(ks_vk_fw *f)
+{
+    const ks_model *m = f->m;
+    const ks_layer *last = &m->layers[m->hp.n_layers - 1];
+    bool gemma = last->post_ffw_norm.data != NULL;
+    layer *ll = &f->L[f->p.l1 - 1 - f->p.l0];
+    ks_status st;
+
+    if ((st = upload_mat(f, &f->out, &m->output, NULL)) != KS_OK)
+        return st;
+    if ((st = upload_vec(f, &f->out_norm, &m->output_norm)) != KS_OK)
+        return st;
+    if ((st = mat_bind(f, &f->out, &f->logits, false)) != KS_OK)
+        return st;
+    uint32_t fm[2] = { f->out.fmt, N_FMT };
+    f->head_fmt = f->out.fmt;
+    if ((st = norm_pipe(f, gemma, gemma, fm, &f->norm_head)) != KS_OK)
+        return st;
+    return norm_set(f, f->norm_head, gemma ? &ll->post_ffw : NULL, &f->out_norm, fm,
+                    &f->set_norm_head);
+}
+
+static ks_status
+setup_buffers(ks_vk_fw *f)
+{
+    uint64_t nb = f->nb, n_rot = f->m->hp.n_rot;
+    ks_status st;
+
+    struct { ks_vk_buffer *b; const char *name; uint64_t bytes; ks_vk_mem_kind kind; } t[] = {
+        { &f->in, "input rows", nb * f->E * 4u, KS_VK_MEM_UPLOAD },
+        /* pos0, then the global and sliding-window rope tables */
+        { &f->params, "run parameters", (4u + 2u * nb * n_rot) * 4u, KS_VK_MEM_UPLOAD },
+        { &f->x, "hidden state", nb * f->E * 4u, KS_VK_MEM_DEVICE },
+        { &f->o, "block output", nb * f->E * 4u, KS_VK_MEM_DEVICE },
+        { &f->xn, "normed state", nb * f->E * 4u, KS_VK_MEM_DEVICE },
+        { &f->q, "queries", nb * f->q_dim * 4u, KS_VK_MEM_DEVICE },
+        { &f->k, "keys", nb * f->kv_dim * 4u, KS_VK_MEM_DEVICE },
+        { &f->v, "values", nb * f->kv_dim * 4u, KS_VK_MEM_DEVICE },
+        { &f->att, "attention output", nb * f->q_dim * 4u, KS_VK_MEM_DEVICE },
+        { &f->g, "ffn gate", nb * f->F * 4u, KS_VK_MEM_DEVICE },
+        { &f->u, "ffn up", nb * f->F * 4u, KS_VK_MEM_DEVICE },
+        { &f->xs, "q8_1 block sums", nb * (f->D / 32u) * 4u, KS_VK_MEM_DEVICE },
+        { &f->dummy, "unused binding", 16u, KS_VK_MEM_DEVICE },
+        { &f->x_out, "output rows", nb * f->E * 4u, KS_VK_MEM_READBACK },
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if ((st = buf(f, t[i].b, t[i].name, t[i].bytes, t[i].kind)) != KS_OK)
+            return st;
+    if (f->p.head &&
+        (st = buf(f, &f->logits, "logits", (uint64_t)f->m->hp.n_vocab * 4u,
+                  KS_VK_MEM_READBACK)) != KS_OK)
+        return st;
+    for (uint32_t i = 0; i < N_FMT; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "activations %s", fmt_name(i));
+        if ((st = buf(f, &f->aq[i], name, nb * f->D * 4u, KS_VK_MEM_DEVICE)) != KS_OK)
+            return st;
+    }
+    f->cs_local_off = 4u + nb * n_rot;
+    if (f->m->hp.act == KS_ACT_GELU_TANH) {
+        if ((st = buf(f, &f->gelu, "gelu table", 2u << 16, KS_VK_MEM_DEVICE)) != KS_OK ||
+            (st = ks_vk_buffer_upload(f->ctx, &f->gelu, 0, ks_gelu_table(), 2u << 16)) != KS_OK)
+            return st;
+    }
+    return KS_OK;
+}
+
+ks_status
+ks_vk_fw_create(const ks_model *m, const ks_vk_fw_params *p, ks_vk_fw **out)
+{
+    const ks_hparams *hp = &m->hp;
+    uint64_t t0 = ks_now_ns();
+    ks_vk_fw *f;
+    ks_status st;
+
+    *out = NULL;
+    if (p->l0 >= p->l1 || p->l1 > hp->n_layers || (p->head && p->l1 != hp->n_layers) ||
+        p->n_batch == 0 || p->n_ctx == 0)
+        return ks_error(KS_ERR_INVALID_ARG, "vulkan: layer range [%u, %u) of %u, head %d, "
+                        "batch %u, context %u", p->l0, p->l1, hp->n_layers, p->head,
+                        p->n_batch, p->n_ctx);
+    if (p->n_ctx > MAX_CTX_KEYS)
+        return ks_error(KS_ERR_UNSUPPORTED, "vulkan: context of %u tokens; the attention "
+                        "kernel takes up to %d", p->n_ctx, MAX_CTX_KEYS);
+    if ((st = ks_vk_fw_supports(m)) != KS_OK)
+        return st;
+    f = calloc(1, sizeof(*f));
+    if (!f)
+        return ks_error(KS_ERR_NOMEM, "vulkan: no memory");
+    f->m = m;
+    f->p = *p;
+    f->nb = p->n_batch;
+    f->E = hp->n_embd;
+    f->q_dim = hp->n_head * hp->head_dim;
+    f->kv_dim = hp->n_head_kv * hp->head_dim;
+    f->F = hp->n_ff;
+    f->D = f->E > f->q_dim ? f->E : f->q_dim;
+    if (f->F > f->D)
+        f->D = f->F;
+    f->D = (f->D + 255u) & ~255u;
+    f->L = calloc(p->l1 - p->l0, sizeof(*f->L));
+    if (!f->L) {
+        free(f);
+        return ks_error(KS_ERR_NOMEM, "vulkan: no memory");
+    }
+
+    /* the CPU's summation order unless asked for the fast kernels */
+    {
+        const char *fast = getenv("KESTREL_VK_FAST");
+        f->exact = !(fast && *fast && strcmp(fast, "0") != 0);
+    }
+    ks_vk_ctx_params cp = { .force_device = p->device >= 0,
+                            .device_index = p->device >= 0 ? (uint32_t)p->device : 0 };
+    if ((st = ks_vk_ctx_create(&cp, &f->ctx)) != KS_OK)
+        goto fail;
+    snprintf(f->info.device, sizeof f->info.device, "%s", f->ctx->info.name);
+    if (f->exact) {
+        /* the exact kernels probe whether fma() rounds once here; the op
+         * kernels then use it directly instead of emulating it */
+        ks_vk_exact *probe;
+        if ((st = ks_vk_exact_get(f->ctx, KS_QUANT_F32, 0, &probe)) != KS_OK)
+            goto fail;
+        f->fma_native = !probe->fma_emu;
+    }
+    if ((st = setup_buffers(f)) != KS_OK)
+        goto fail;
+    for (uint32_t il = p->l0; il < p->l1; il++)
+        if ((st = setup_layer(f, il, &f->L[il - p->l0])) != KS_OK)
+            goto fail;
+    if (p->head && (st = setup_head(f)) != KS_OK)
+        goto fail;
+    for (int i = 0; i < N_CMD; i++)
+        if ((st = ks_vk_cmdbuf_init(f->ctx, &f->cmds[i].cb)) != KS_OK)
+            goto fail;
+    f->info.n_shader_hits = f->ctx->n_shader_hits;
+    f->info.n_shader_compiled = f->ctx->n_shader_compiled;
+    f->info.setup_ms = (double)(ks_now_ns() - t0) / 1e6;
+    ks_log(KS_LOG_INFO, "vulkan", "%s: layers %u..%u%s, %s kernels, %.1f MB of weights, "
+           "%.1f MB of KV cache, %d kernel variants (%u from the disk cache, %u compiled), "
+           "ready in %.0f ms", f->info.device, p->l0, p->l1 - 1, p->head ? " + head" : "",
+           f->exact ? "exact" : "fast",
+           (double)f->info.weight_bytes / 1e6, (double)f->info.kv_bytes / 1e6, f->n_pipes,
+           f->info.n_shader_hits, f->info.n_shader_compiled, f->info.setup_ms);
+    *out = f;
+    return KS_OK;
+fail:
+    ks_vk_fw_destroy(f);
+    return st;
+}
+
+void
+ks_vk_fw_destroy(ks_vk_fw *f)
+{
+    if (!f)
+        return;
+    if (f->ctx) {
+        vkDeviceWaitIdle(f->ctx->device);
+        for (int i = 0; i < N_CMD; i++)
+            ks_vk_cmdbuf_fini(f->ctx, &f->cmds[i].cb);
+        for (uint32_t i = 0; f->L && i < f->p.l1 - f->p.l0; i++) {
+            layer *ly = &f->L[i];
+            mat *ms[7] = { &ly->q, &ly->k, &ly->v, &ly->o, &ly->gate, &ly->up, &ly->down };
+            vec *vs[6] = { &ly->attn_norm, &ly->q_norm, &ly->k_norm, &ly->post_attn,
+                           &ly->ffn_norm, &ly->post_ffw };
+            for (int j = 0; j < 7; j++)
+                mat_fini(f, ms[j]);
+            for (int j = 0; j < 6; j++)
+                ks_vk_buffer_fini(f->ctx, &vs[j]->buf);
+            ks_vk_buffer_fini(f->ctx, &ly->kc);
+            ks_vk_buffer_fini(f->ctx, &ly->vc);
+        }
+        mat_fini(f, &f->out);
+        ks_vk_buffer_fini(f->ctx, &f->out_norm.buf);
+        ks_vk_buffer *bs[] = { &f->in, &f->params, &f->x, &f->o, &f->xn, &f->q, &f->k, &f->v,
+                               &f->att, &f->g, &f->u, &f->xs, &f->dummy, &f->logits,
+                               &f->x_out, &f->gelu };
+        for (size_t i = 0; i < sizeof bs / sizeof bs[0]; i++)
+            ks_vk_buffer_fini(f->ctx, bs[i]);
+        for (int i = 0; i < N_FMT; i++)
+            ks_vk_buffer_fini(f->ctx, &f->aq[i]);
+        for (int i = 0; i < f->n_pipes; i++)
+            ks_vk_pipeline_destroy(f->ctx, f->pipes[i].pl);
+        ks_vk_ctx_destroy(f->ctx);
+    }
+    free(f->L);
+    free(f);
+}
+
+/* ---- recording ---- */
+
+/* y = W·x for tokens tok0..tok0+n-1, which the CPU multiplies as one
+ * batch of n_batch (= n) rows: its size decides the CPU's path, which the
+ * exact kernel follows. */
+static ks_status
+rec_mat(ks_vk_fw *f, VkCommandBuffer cb, const mat *mt, uint32_t n, uint32_t tok0,
+        uint32_t y_stride, bool residual, uint32_t n_batch)
+{
+    ks_status st;
+
+    if (mt->ek) {
+        /* the CPU's path of each token: GEMM for the first n/4*4 of a
+         * repacked type, then GEMV; one path otherwise */
+        ks_qtype t = mt->w->type;
+        int64_t ne1 = (int64_t)mt->w->ne1;
+        ks_cpu_path p0 = ks_cpu_matmul_path(t, mt->w->ne0, ne1, n_batch, 0);
+        ks_cpu_path p1 = ks_cpu_matmul_path(t, mt->w->ne0, ne1, n_batch, n - 1);
+        uint32_t n_first = n;
+        if (p0 != p1) {
+            n_first = 0;
+            while (n_first < n &&
+                   ks_cpu_matmul_path(t, mt->w->ne0, ne1, n_batch, n_first) == p0)
+                n_first++;
+        }
+        ks_vk_exact_args a = {
+            .rows = (uint32_t)mt->w->ne1,
+            .cols = (uint32_t)mt->w->ne0,
+            .row_stride_bytes = mt->w->row_bytes,
+            .n_tok = n,
+            .path = (uint32_t)p0,
+            .n_first = n_first == n ? 0 : n_first,
+            .path_rest = (uint32_t)p1,
+            .x_off_words = tok0 * f->D,
+            .x_stride_words = f->D,
+            .y_off = tok0 * y_stride,
+            .y_stride = y_stride,
+            .r_off = residual ? tok0 * y_stride : 0,
+            .r_stride = residual ? y_stride : 0,
+        };
+        if ((st = ks_vk_exact_check(mt->ek, &a, NULL)) != KS_OK)
+            return st;
+        return ks_vk_exact_record(f->ctx, cb, mt->ek, mt->set, &a);
+    }
+    ks_vk_matvec_args a = {
+        .rows = (uint32_t)mt->w->ne1,
+        .cols = (uint32_t)mt->w->ne0,
+        .w_off_bytes = 0,
+        .row_stride_bytes = mt->w->row_bytes,
+        .x_off = tok0 * f->D,
+        .y_off = tok0 * y_stride,
+        .b_off = 0,
+        .r_off = residual ? tok0 * y_stride : 0,
+        .n_tok = n,
+        .x_stride = f->D,
+        .y_stride = y_stride,
+        .r_stride = residual ? y_stride : 0,
+        .s_off = tok0 * (f->D / 32u),
+        .s_stride = f->D / 32u,
+    };
+    if ((st = ks_vk_matvec_check(mt->mv, &a, NULL)) != KS_OK)
+        return st;
+    return ks_vk_matvec_record(f->ctx, cb, mt->mv, mt->set, &a);
+}
+
+static void
+rec_norm(ks_vk_fw *f, VkCommandBuffer cb, ks_vk_pipeline *pl, VkDescriptorSet set, uint32_t tok0,
+         uint32_t n)
+{
+    norm_args a = { f->E, f->E, f->D, f->D / 32u, tok0, f->m->hp.eps };
+    ks_vk_cmd_dispatch(cb, pl, set, &a, n, 1, 1);
+}
+
+static ks_status
+record(ks_vk_fw *f, VkCommandBuffer cb, uint32_t n, bool head)
+{
+    const ks_hparams *hp = &f->m->hp;
+    bool gemma = f->m->arch == KS_ARCH_GEMMA3;
+    ks_status st;
+
+    ks_vk_cmd_copy(cb, &f->in, 0, &f->x, 0, (uint64_t)n * f->E * 4u);
+    ks_vk_cmd_barrier(cb);
+    for (uint32_t il = f->p.l0; il < f->p.l1; il++) {
+        const layer *ly = &f->L[il - f->p.l0];
+        const ks_layer *L = &f->m->layers[il];
+
+        rec_norm(f, cb, ly->norm_attn, ly->set_norm_attn, 0, n);
+        ks_vk_cmd_barrier(cb);
+        if ((st = rec_mat(f, cb, &ly->q, n, 0, f->q_dim, false, n)) != KS_OK ||
+            (st = rec_mat(f, cb, &ly->k, n, 0, f->kv_dim, false, n)) != KS_OK ||
+            (st = rec_mat(f, cb, &ly->v, n, 0, f->kv_dim, false, n)) != KS_OK)
+            return st;
+        ks_vk_cmd_barrier(cb);
+        {
+            rope_args a = {
+                hp->n_head, hp->n_head_kv, hp->head_dim, hp->n_rot, f->q_dim, f->kv_dim,
+                (uint32_t)(L->swa && hp->rope_base_swa != hp->rope_base ? f->cs_local_off : 4u),
+                hp->n_rot, f->kv_dim / 2u, hp->eps,
+            };
+            ks_vk_cmd_dispatch(cb, ly->rope, ly->set_rope, &a, hp->n_head + hp->n_head_kv, n, 1);
+        }
+        ks_vk_cmd_barrier(cb);
+        {
+            /* gemma3 scales the query before rounding it (llama.cpp does) */
+            attn_args a = {
+                hp->n_head, hp->n_head_kv, hp->head_dim, f->q_dim, f->kv_dim / 2u,
+                L->swa ? hp->n_swa : 0u,
+                gemma ? 1.0f : hp->attn_scale, gemma ? hp->attn_scale : 1.0f,
+            };
+            ks_vk_cmd_dispatch(cb, n >= ATTN_TILED_MIN ? ly->attn_f32 : ly->attn, ly->set_attn,
+                               &a, hp->n_head, n, 1);
+        }
+        ks_vk_cmd_barrier(cb);
+        {
+            quant_args a = { f->q_dim, f->q_dim, f->D, f->D / 32u, 0 };
+            ks_vk_cmd_dispatch(cb, ly->quant_att, ly->set_quant_att, &a, n, 1, 1);
+        }
+        ks_vk_cmd_barrier(cb);
+        if ((st = rec_mat(f, cb, &ly->o, n, 0, f->E, !gemma, n)) != KS_OK)
+            return st;
+        ks_vk_cmd_barrier(cb);
+        /* the model's last layer runs its FFN for the token whose logits
+         * are wanted only, as the CPU does (with one-token kernels) */
+        uint32_t f0 = il + 1 == hp->n_layers && head ? n - 1 : 0, nf = n - f0;
+        rec_norm(f, cb, ly->norm_ffn, ly->set_norm_ffn, f0, nf);
+        ks_vk_cmd_barrier(cb);
+        if ((st = rec_mat(f, cb, &ly->gate, nf, f0, f->F, false, nf)) != KS_OK ||
+            (st = rec_mat(f, cb, &ly->up, nf, f0, f->F, false, nf)) != KS_OK)
+            return st;
+        ks_vk_cmd_barrier(cb);
+        {
+            quant_args a = { f->F, f->F, f->D, f->D / 32u, f0 };
+            ks_vk_cmd_dispatch(cb, ly->glu, ly->set_glu, &a, nf, 1, 1);
+        }
+        ks_vk_cmd_barrier(cb);
+        if ((st = rec_mat(f, cb, &ly->down, nf, f0, f->E, !gemma, nf)) != KS_OK)
+            return st;
+        ks_vk_cmd_barrier(cb);
+        if (ly->norm_end) {
+            rec_norm(f, cb, ly->norm_end, ly->set_norm_end, 0, n);
+            ks_vk_cmd_barrier(cb);
+        }
+    }
+    if (head) {
+        rec_norm(f, cb, f->norm_head, f->set_norm_head, n - 1, 1);
+        ks_vk_cmd_barrier(cb);
+        /* one vector: the logits buffer holds one row (y stride 0) */
+        if ((st = rec_mat(f, cb, &f->out, 1, n - 1, 0, false, 1)) != KS_OK)
+            return st;
+    } else {
+        ks_vk_cmd_copy(cb, &f->x, 0, &f->x_out, 0, (uint64_t)n * f->E * 4u);
+    }
+    ks_vk_cmd_host_barrier(cb);
+    return KS_OK;
+}
+
+/* The recording for (n, head): a kept one, or the least recently used
+ * slot recorded anew. */
+static ks_status
+cmd_for(ks_vk_fw *f, uint32_t n, bool head, ks_vk_cmdbuf **out)
+{
+    cmd *pick = &f->cmds[0];
+    ks_status st;
+
+    f->n_runs++;
+    for (int i = 0; i < N_CMD; i++) {
+        cmd *c = &f->cmds[i];
+        if (c->cb.recorded && c->n == n && c->head == head) {
+            c->used = f->n_runs;
+            *out = &c->cb;
+            return KS_OK;
+        }
+        if (c->used < pick->used)
+            pick = c;
+    }
+    if ((st = ks_vk_cmdbuf_begin(f->ctx, &pick->cb)) != KS_OK)
+        return st;
+    if ((st = record(f, pick->cb.cb, n, head)) != KS_OK) {
+        ks_vk_cmdbuf_end(f->ctx, &pick->cb);
+        pick->cb.recorded = false;
+        return st;
+    }
+    if ((st = ks_vk_cmdbuf_end(f->ctx, &pick->cb)) != KS_OK)
+        return st;
+    pick->n = n;
+    pick->head = head;
+    pick->used = f->n_runs;
+    ks_log(KS_LOG_DEBUG, "vulkan", "recorded layers %u..%u for batches of %u%s", f->p.l0,
+           f->p.l1 - 1, n, head ? " with the head" : "");
+    *out = &pick->cb;
+    return KS_OK;
+}
+
+ks_status
+ks_vk_fw_run(ks_vk_fw *f, float *x, uint32_t n, uint32_t pos0, bool want_logits, float *logits)
+{
+    const ks_hparams *hp = &f->m->hp;
+    bool head = f->p.head && want_logits;
+    ks_vk_cmdbuf *c;
+    ks_status st;
+
+    if (n == 0 || n > f->nb || (uint64_t)pos0 + n > f->p.n_ctx)
+        return ks_error(KS_ERR_INTERNAL, "vulkan: run of %u tokens at %u (batch %u, "
+                        "context %u)", n, pos0, f->nb, f->p.n_ctx);
+    memcpy(f->in.map, x, (uint64_t)n * f->E * sizeof(float));
+    {
+        float *par = f->params.map;
+        uint32_t p0 = pos0;
+        memcpy(&par[0], &p0, 4);
+        ks_rope_table(par + 4, pos0, n, hp->n_rot, hp->rope_base, hp->rope_scale);
+        if (hp->rope_base_swa != hp->rope_base)
+            ks_rope_table(par + f->cs_local_off, pos0, n, hp->n_rot, hp->rope_base_swa, 1.0f);
+    }
+    if ((st = cmd_for(f, n, head, &c)) != KS_OK)
+        return st;
+    if ((st = ks_vk_cmdbuf_run(f->ctx, c)) != KS_OK)
+        return st;
+    if (f->ctx->validation && ks_vk_ctx_validation_count(f->ctx) > 0)
+        ks_log(KS_LOG_WARN, "vulkan", "%u validation messages so far",
+               ks_vk_ctx_validation_count(f->ctx));
+    if (head)
+        memcpy(logits, f->logits.map, (uint64_t)hp->n_vocab * sizeof(float));
+    else if (!f->p.head)
+        memcpy(x, f->x_out.map, (uint64_t)n * f->E * sizeof(float));
+    return KS_OK;
+}
+
+void
+ks_vk_fw_info_get(const ks_vk_fw *f, ks_vk_fw_info *out)
+{
+    *out = f->info;
+}
+
+/* ---- the Vulkan device as an execution target ---- */
+
+static ks_status
+vk_target_run(ks_target *t, float *x, uint32_t n, uint32_t pos0, bool want_logits,
+              float *logits)
+{
+    return ks_vk_fw_run(t->impl, x, n, pos0, want_logits, logits);
+}
+
+static void
+vk_target_destroy(ks_target *t)
+{
+    ks_vk_fw_destroy(t->impl);
+    free(t);
+}
+
+static const ks_target_ops vk_ops = { vk_target_run, vk_target_destroy };
+
+static const char *
+vk_unavailable(const ks_target_env *env)
+{
+    if (ks_vk_fw_supports(env->model) != KS_OK)
+        return ks_last_error();
+    return NULL;
+}
+
+static ks_status
+vk_create(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head, ks_target **out)
+{
+    ks_vk_fw_params p = { .device = env->device, .l0 = l0, .l1 = l1, .head = head,
+                          .n_ctx = env->n_ctx, .n_batch = env->n_batch };
+    ks_target *t = calloc(1, sizeof(*t));
+    ks_status st;
+
+    *out = NULL;
+    if (!t)
+        return ks_error(KS_ERR_NOMEM, "targets: no memory");
+    if ((st = ks_vk_fw_create(env->model, &p, (ks_vk_fw **)&t->impl)) != KS_OK) {
+        free(t);
+        return st;
+    }
+    t->ops = &vk_ops;
+    t->l0 = l0;
+    t->l1 = l1;
+    t->head = head;
+    snprintf(t->kind, sizeof t->kind, "vulkan");
+    snprintf(t->desc, sizeof t->desc, "vulkan (%.60s) layers %u-%u%s",
+             ((ks_vk_fw *)t->impl)->info.device, l0, l1 - 1, head ? " + head" : "");
+    *out = t;
+    return KS_OK;
+}
+
+const ks_target_kind ks_vk_target_kind = { "vulkan", vk_unavailable, vk_create };
+
+ks_status
+ks_vk_fw_device(int32_t device, char *name, size_t name_size, uint64_t *budget_bytes)
+{
+    ks_vk_device_info *devs = NULL;
+    uint32_t n = 0, pick;
+    const char *env = getenv("KESTREL_VK_BUDGET_MB");
+    ks_status st;
+
+    if ((st = ks_vk_devices_list(NULL, &n)) != KS_OK)
+        return st;
+    devs = calloc(n, sizeof(*devs));
+    if (!devs)
+        return ks_error(KS_ERR_NOMEM, "vulkan: no memory");
+    if ((st = ks_vk_devices_list(devs, &n)) != KS_OK ||
+        (st = ks_vk_device_choose(devs, n, device, &pick)) != KS_OK) {
+        free(devs);
+        return st;
+    }
+    snprintf(name, name_size, "%s", devs[pick].name);
+    /* the largest device-local heap's budget (or size) */
+    *budget_bytes = 0;
+    for (uint32_t h = 0; h < devs[pick].n_heaps; h++) {
+        const ks_vk_heap_info *hi = &devs[pick].heaps[h];
+        uint64_t b = hi->budget_bytes ? hi->budget_bytes : hi->size_bytes;
+        if (hi->device_local && b > *budget_bytes)
+            *budget_bytes = b;
+    }
+    if (env && *env) {
+        uint64_t b;
+        if ((st = ks_vk_budget_from_env(&b)) != KS_OK) {
+            free(devs);
+            return st;
+        }
+        *budget_bytes = b;
+    }
+    free(devs);
+    return KS_OK;
+}
+
+uint64_t
+ks_vk_fw_fixed_bytes(const ks_model *m, uint32_t n_batch)
+{
+    const ks_hparams *hp = &m->hp;
+    uint64_t E = hp->n_embd, q = (uint64_t)hp->n_head * hp->head_dim;
+    uint64_t kv = (uint64_t)hp->n_head_kv * hp->head_dim, F = hp->n_ff;
+    uint64_t D = E > q ? E : q;
+
+    D = ((F > D ? F : D) + 255u) & ~(uint64_t)255u;
+    return (uint64_t)n_batch * 4u * (6u * E + 2u * q + 2u * kv + 2u * F + 7u * D);
+}
+
+#else /* no Vulkan or no glslang in this build */
+
+const ks_target_kind ks_vk_target_kind = { "vulkan", NULL, NULL };
+
+ks_status
+ks_vk_fw_device(int32_t device, char *name, size_t name_size, uint64_t *budget_bytes)
+{
+    (void)device;
+    (void)name;
+    (void)name_size;
+    *budget_bytes = 0;
+    return ks_error(KS_ERR_NO_DEVICE, "vulkan: this build has no Vulkan support");
+}
+
+uint64_t
+ks_vk_fw_fixed_bytes(const ks_model *m, uint32_t n_batch)
+{
+    (void)m;
+    (void)n_batch;
+    return 0;
+}
+
+const char *
+ks_vk_auto_skip_reason(int32_t device)
+{
+    (void)device;
+    return "this build has no Vulkan support";
+}
+
+ks_status
+ks_vk_fw_supports(const ks_model *m)
+{
+    (void)m;
+    return ks_error(KS_ERR_UNSUPPORTED, "vulkan: this build has no Vulkan%s",
+#if defined(KS_HAVE_VULKAN)
+                    " shader compiler (glslang)"
+#else
+                    " support"
+#endif
+    );
+}
+
+ks_status
+ks_vk_fw_create(const ks_model *m, const ks_vk_fw_params *p, ks_vk_fw **out)
+{
+    (void)p;
+    *out = NULL;
+    return ks_vk_fw_supports(m);
+}
+
+void
+ks_vk_fw_destroy(ks_vk_fw *f)
+{
+    (void)f;
+}
+
+ks_status
+ks_vk_fw_run(ks_vk_fw *f, float *x, uint32_t n, uint32_t pos0, bool want_logits, float *logits)
+{
+    (void)f, (void)x, (void)n, (void)pos0, (void)want_logits, (void)logits;
+    return ks_error(KS_ERR_UNSUPPORTED, "vulkan: not in this build");
+}
+
+void
+ks_vk_fw_info_get(const ks_vk_fw *f, ks_vk_fw_info *out)
+{
+    (void)f;
+    memset(out, 0, sizeof(*out));
+}
+
+#endif

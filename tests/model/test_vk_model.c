@@ -1,0 +1,313 @@
+/* Whole models on Vulkan (lavapipe in CI) against the CPU backend.
+ *
+ * For every model present and three fixed prompts, both backends decode
+ * 64 tokens greedily, each on its own; the tokens must be identical, and
+ * at every step the CPU's five largest logits must agree with the Vulkan
+ * logits of the same tokens within LOGIT_TOL. The Khronos validation
+ * layer is on (KESTREL_VALIDATE=1 from meson) and any message fails.
+ * Split placements must give the CPU's tokens too: an explicit --split
+ * (first half of the layers on the CPU, the rest and the head on Vulkan)
+ * on the first prompt, and backend vulkan under a simulated device budget
+ * too small for the model (KESTREL_VK_BUDGET_MB), which must split by
+ * itself, on the second.
+ * Models: stories260K (shared folder) in four quantizations, SmolLM2-135M
+ * Q4_1 and gemma-3-270m Q4_K_M (model cache); absent ones are skipped
+ * with a message, and no Vulkan device skips the whole test. */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "driver/vk.h"
+#include "kestrel/kestrel.h"
+#include "runtime/model_priv.h"
+#include "runtime/vk_forward.h"
+
+enum { N_GEN = 64, MAX_IDS = 512, N_MODELS = 6, TOP = 5 };
+
+/* Largest difference allowed between the backends' logits for the CPU's
+ * top five. Both round activations the same way; what remains is the
+ * order of float sums (and exp/tanh implementations), measured here at
+ * ~1e-4 for stories260K and SmolLM2 and ~2e-3 for gemma-3 (logits of
+ * magnitude ~10-30). */
+#define LOGIT_TOL 0.05f
+
+static const char *prompts[] = {
+    "The capital of France is",
+    "Once upon a time",
+    "def fibonacci(n):",
+};
+
+static const char *model_files[N_MODELS] = {
+    "stories260K-f32.gguf", "stories260K-Q8_0.gguf", "stories260K-Q4_0.gguf",
+    "stories260K-Q4_K_M.gguf", "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "gemma-3-270m-q4_k_m.gguf",
+};
+
+static char model_paths[N_MODELS][1024];
+static bool present[N_MODELS];
+
+typedef struct trace {
+    int32_t ids[N_GEN];
+    float  *logits;  /* [N_GEN][n_vocab]: the logits each token came from */
+} trace;
+
+static int32_t
+argmax(const float *v, uint32_t n)
+{
+    int32_t best = 0;
+
+    for (uint32_t i = 1; i < n; i++)
+        if (v[i] > v[best])
+            best = (int32_t)i;
+    return best;
+}
+
+static void
+greedy(ks_model *m, ks_backend be, const int32_t *prompt, size_t n_prompt, uint32_t n_vocab,
+       trace *t)
+{
+    ks_session_params sp = { .n_ctx = 256 };
+    ks_session *s = NULL;
+    int32_t tok;
+
+    (void)be;
+    ck_assert_msg(ks_session_create(m, &sp, &s) == KS_OK, "%s", ks_last_error());
+    ck_assert_msg(ks_session_eval(s, prompt, n_prompt, t->logits) == KS_OK, "%s",
+                  ks_last_error());
+    for (int i = 0; i < N_GEN; i++) {
+        float *lg = t->logits + (size_t)i * n_vocab;
+        tok = argmax(lg, n_vocab);
+        t->ids[i] = tok;
+        if (i + 1 < N_GEN)
+            ck_assert_msg(ks_session_eval(s, &tok, 1, lg + n_vocab) == KS_OK, "%s",
+                          ks_last_error());
+    }
+    ks_session_destroy(s);
+}
+
+static ks_model *
+load_split(const char *path, ks_backend be, const char *split, ks_runtime **rt)
+{
+    ks_runtime_params rp = { .backend = be, .n_threads = 2, .split = split };
+    ks_model *m = NULL;
+
+    ck_assert_msg(ks_runtime_create(&rp, rt) == KS_OK, "%s", ks_last_error());
+    ck_assert_msg(ks_model_load(*rt, path, NULL, &m) == KS_OK, "%s", ks_last_error());
+    return m;
+}
+
+static ks_model *
+load(const char *path, ks_backend be, ks_runtime **rt)
+{
+    return load_split(path, be, NULL, rt);
+}
+
+/* Greedy tokens of a session on |m| (made with whatever the runtime
+ * asks) for prompt |ids| equal |want|; *placement gets the session's. */
+static void
+same_tokens(ks_model *m, const int32_t *ids, size_t n_ids, uint32_t n_vocab,
+            const int32_t *want, const char *what, char *placement, size_t cap)
+{
+    ks_session_params sp = { .n_ctx = 256 };
+    ks_session *s = NULL;
+    float *lg = malloc(n_vocab * sizeof(float));
+    int32_t tok;
+
+    ck_assert(lg);
+    ck_assert_msg(ks_session_create(m, &sp, &s) == KS_OK, "%s: %s", what, ks_last_error());
+    snprintf(placement, cap, "%s", ks_session_placement(s));
+    ck_assert_msg(ks_session_eval(s, ids, n_ids, lg) == KS_OK, "%s", ks_last_error());
+    for (int i = 0; i < N_GEN; i++) {
+        tok = argmax(lg, n_vocab);
+        ck_assert_msg(tok == want[i], "%s (%s): token %d is %d, the CPU's %d", what,
+                      placement, i, tok, want[i]);
+        if (i + 1 < N_GEN)
+            ck_assert_msg(ks_session_eval(s, &tok, 1, lg) == KS_OK, "%s", ks_last_error());
+    }
+    ks_session_destroy(s);
+    free(lg);
+}
+
+START_TEST(vulkan_matches_cpu)
+{
+    int mi = _i;
+    ks_runtime *rt_c = NULL, *rt_v = NULL;
+    ks_model *mc, *mv;
+    ks_model_desc d;
+    trace tc, tv;
+    float worst = 0.0f;
+
+    if (!present[mi]) {
+        fprintf(stderr, "vk-model: %s %s, skipped\n", model_paths[mi],
+                access(model_paths[mi], R_OK) == 0 ? "not in this run" : "absent");
+        return;
+    }
+    mc = load(model_paths[mi], KS_BACKEND_CPU, &rt_c);
+    mv = load(model_paths[mi], KS_BACKEND_VULKAN, &rt_v);
+    ks_model_describe(mc, &d);
+    tc.logits = malloc((size_t)N_GEN * d.n_vocab * sizeof(float));
+    tv.logits = malloc((size_t)N_GEN * d.n_vocab * sizeof(float));
+    ck_assert(tc.logits && tv.logits);
+
+    for (size_t p = 0; p < sizeof prompts / sizeof prompts[0]; p++) {
+        int32_t ids[MAX_IDS];
+        size_t n_ids = 0;
+        int first_diff = -1;
+
+        ck_assert(ks_model_tokenize(mc, prompts[p], strlen(prompts[p]), true, false, ids,
+                                    MAX_IDS, &n_ids) == KS_OK);
+        greedy(mc, KS_BACKEND_CPU, ids, n_ids, d.n_vocab, &tc);
+        greedy(mv, KS_BACKEND_VULKAN, ids, n_ids, d.n_vocab, &tv);
+        for (int i = 0; i < N_GEN && first_diff < 0; i++) {
+            const float *a = tc.logits + (size_t)i * d.n_vocab;
+            const float *b = tv.logits + (size_t)i * d.n_vocab;
+            float tmp[TOP];
+            int32_t top[TOP];
+            /* the CPU's five largest, in order */
+            for (int k = 0; k < TOP; k++) {
+                top[k] = -1;
+                tmp[k] = -INFINITY;
+            }
+            for (uint32_t v = 0; v < d.n_vocab; v++) {
+                for (int k = 0; k < TOP; k++) {
+                    if (a[v] > tmp[k]) {
+                        memmove(&tmp[k + 1], &tmp[k], (TOP - 1 - k) * sizeof(float));
+                        memmove(&top[k + 1], &top[k], (TOP - 1 - k) * sizeof(int32_t));
+                        tmp[k] = a[v];
+                        top[k] = (int32_t)v;
+                        break;
+                    }
+                }
+            }
+            for (int k = 0; k < TOP; k++) {
+                float e = fabsf(a[top[k]] - b[top[k]]);
+                if (e > worst)
+                    worst = e;
+            }
+            if (tc.ids[i] != tv.ids[i]) {
+                first_diff = i;
+                fprintf(stderr, "vk-model: %s, \"%s\": token %d differs (cpu %d, vulkan %d); "
+                        "cpu top-2 gap there %.5f\n", model_files[mi], prompts[p], i,
+                        tc.ids[i], tv.ids[i], tmp[0] - tmp[1]);
+            }
+        }
+        ck_assert_msg(first_diff < 0, "%s, \"%s\": Vulkan tokens differ from the CPU's at "
+                      "%d of %d", model_files[mi], prompts[p], first_diff, N_GEN);
+    }
+    fprintf(stderr, "vk-model: %s: 3 prompts x %d tokens identical; largest top-%d logit "
+            "difference %.6f\n", model_files[mi], N_GEN, TOP, worst);
+
+    /* split placements: an explicit map, then a budget that forces one */
+    {
+        int32_t ids[MAX_IDS], want[N_GEN];
+        size_t n_ids = 0;
+        uint32_t half = d.n_layers / 2;
+        char map[64], placement[160];
+        ks_runtime *rt_s = NULL;
+        ks_model *ms;
+        ck_assert(half > 0);
+        snprintf(map, sizeof map, "cpu:0-%u,vulkan:%u-%u", half - 1, half, d.n_layers - 1);
+        for (int p = 0; p < 2; p++) {
+            ck_assert(ks_model_tokenize(mc, prompts[p], strlen(prompts[p]), true, false, ids,
+                                        MAX_IDS, &n_ids) == KS_OK);
+            greedy(mc, KS_BACKEND_CPU, ids, n_ids, d.n_vocab, &tc);
+            memcpy(want, tc.ids, sizeof want);
+            if (p == 0) {
+                ms = load_split(model_paths[mi], KS_BACKEND_AUTO, map, &rt_s);
+            } else {
+                /* room for the scratch, the head and about half the layers */
+                char mb[32];
+                uint64_t b = ks_vk_fw_fixed_bytes(mc, 256) +
+                             mc->output.row_bytes * mc->output.ne1, layers = 0;
+                for (uint32_t il = 0; il < d.n_layers; il++) {
+                    const ks_layer *L = &mc->layers[il];
+                    const ks_weight *w[7] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->gate,
+                                              &L->up, &L->down };
+                    for (int k = 0; k < 7; k++)
+                        layers += w[k]->row_bytes * w[k]->ne1;
+                    layers += 4u * 256u * mc->hp.n_head_kv * mc->hp.head_dim;
+                }
+                b += layers / 2;
+                snprintf(mb, sizeof mb, "%.4f", (double)b / 1048576.0);
+                setenv("KESTREL_VK_BUDGET_MB", mb, 1);
+                ms = load(model_paths[mi], KS_BACKEND_VULKAN, &rt_s);
+            }
+            same_tokens(ms, ids, n_ids, d.n_vocab, want, p == 0 ? "--split" : "budget",
+                        placement, sizeof placement);
+            unsetenv("KESTREL_VK_BUDGET_MB");
+            fprintf(stderr, "vk-model: %s, \"%s\": placement %s: %d tokens identical to "
+                    "the CPU's\n", model_files[mi], prompts[p], placement, N_GEN);
+            if (p == 1)
+                ck_assert_msg(strstr(placement, "cpu:") && strstr(placement, "vulkan:"),
+                              "a budget of half the model did not split it: %s", placement);
+            ks_model_destroy(ms);
+            ks_runtime_destroy(rt_s);
+        }
+    }
+    ck_assert_msg(worst <= LOGIT_TOL, "%s: top-%d logits differ by %.6f > %.3f",
+                  model_files[mi], TOP, worst, LOGIT_TOL);
+    ck_assert_uint_eq(ks_vk_validation_total(), 0);
+    free(tc.logits);
+    free(tv.logits);
+    ks_model_destroy(mc);
+    ks_model_destroy(mv);
+    ks_runtime_destroy(rt_c);
+    ks_runtime_destroy(rt_v);
+}
+END_TEST
+
+int
+main(int argc, char **argv)
+{
+    /* "stories": the small models only (the feature-masked run) */
+    bool only_stories = argc > 1 && strcmp(argv[1], "stories") == 0;
+    const char *shared = getenv("KESTREL_SHARED_DIR");
+    const char *mdir = getenv("KESTREL_MODEL_DIR");
+    const char *home = getenv("HOME");
+    ks_vk_device_info dev;
+    uint32_t n_dev = 1;
+    int n_present = 0, failed;
+    Suite *s;
+    TCase *tc;
+    SRunner *sr;
+
+    if (ks_vk_devices_list(&dev, &n_dev) != KS_OK || n_dev == 0) {
+        fprintf(stderr, "vk-model: no Vulkan device (%s), skipped\n", ks_last_error());
+        return 77;
+    }
+    for (int i = 0; i < N_MODELS; i++) {
+        int len;
+        if (strncmp(model_files[i], "stories", 7) == 0)
+            len = snprintf(model_paths[i], sizeof model_paths[i], "%s/models/stories260K/%s",
+                           shared ? shared : ".", model_files[i]);
+        else if (mdir && *mdir)
+            len = snprintf(model_paths[i], sizeof model_paths[i], "%s/%s", mdir,
+                           model_files[i]);
+        else
+            len = snprintf(model_paths[i], sizeof model_paths[i], "%s/.cache/kestrel/models/%s",
+                           home ? home : ".", model_files[i]);
+        if (len < 0 || (size_t)len >= sizeof model_paths[i])
+            return 1;
+        present[i] = access(model_paths[i], R_OK) == 0 &&
+                     (!only_stories || strncmp(model_files[i], "stories", 7) == 0);
+        n_present += present[i];
+    }
+    if (n_present == 0) {
+        fprintf(stderr, "vk-model: no model present (ci/fetch-models.sh fetches them), "
+                "skipped\n");
+        return 77;
+    }
+    s = suite_create("vk-model");
+    tc = tcase_create("greedy");
+    tcase_set_timeout(tc, 1800);
+    tcase_add_loop_test(tc, vulkan_matches_cpu, 0, N_MODELS);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
