@@ -303,6 +303,16 @@ ks_status ks_vk_buffer_init(ks_vk_ctx *ctx, const char *name, uint64_t size_byte
                             ks_vk_mem_kind kind, ks_vk_buffer *b);
 void      ks_vk_buffer_fini(ks_vk_ctx *ctx, ks_vk_buffer *b);  /* zeroed: no-op */
 
+/* A storage/texel buffer over existing host memory (|host|, |size_bytes|
+ * bytes, read-only use) without a copy, through VK_EXT_external_memory_host:
+ * the range is widened to the device's import alignment (at most a page,
+ * so it stays inside the caller's mapped pages), and *offset gets where
+ * |host| sits in the buffer. Counts as a device buffer for the budgets.
+ * The memory must outlive the buffer. KS_ERR_UNSUPPORTED without the
+ * extension or a usable memory type; *b zeroed on failure. */
+ks_status ks_vk_buffer_import(ks_vk_ctx *ctx, const char *name, const void *host,
+                              uint64_t size_bytes, ks_vk_buffer *b, uint64_t *offset);
+
 /* Host -> buffer and buffer -> host, synchronous. DEVICE buffers go
  * through the context's staging chunks (several submits for large sizes);
  * mapped buffers are copied directly. Ranges are checked. */

@@ -9,6 +9,7 @@
 #include "driver/vk.h"
 
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,6 +202,97 @@ ks_vk_buffer_init(ks_vk_ctx *ctx, const char *name, uint64_t size_bytes,
     return KS_OK;
 fail:
     ks_vk_buffer_fini(ctx, b);
+    return st;
+}
+
+ks_status
+ks_vk_buffer_import(ks_vk_ctx *ctx, const char *name, const void *host, uint64_t size_bytes,
+                    ks_vk_buffer *b, uint64_t *offset)
+{
+    uint64_t align = ctx->info.host_import_align_bytes;
+    uintptr_t p0, p1;
+    PFN_vkGetMemoryHostPointerPropertiesEXT get_props;
+    VkMemoryHostPointerPropertiesEXT hp = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_HOST_POINTER_PROPERTIES_EXT,
+    };
+    VkExternalMemoryBufferCreateInfo ebci = {
+        .sType = VK_STRUCTURE_TYPE_EXTERNAL_MEMORY_BUFFER_CREATE_INFO,
+        .handleTypes = VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT,
+    };
+    VkBufferCreateInfo bci = {
+        .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+        .pNext = &ebci,
+        .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT,
+        .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
+    };
+    VkMemoryRequirements req;
+    ks_status st;
+    int type;
+
+    memset(b, 0, sizeof(*b));
+    *offset = 0;
+    snprintf(b->name, sizeof b->name, "%s", name ? name : "buffer");
+    b->kind = KS_VK_MEM_DEVICE;
+    /* the range widened to the import alignment must stay inside the
+     * pages of the caller's mapping: alignments up to a page only */
+    if (!ctx->caps.external_memory_host || align == 0 || align > 4096 || size_bytes == 0)
+        return ks_error(KS_ERR_UNSUPPORTED, "vk: buffer '%s': %s cannot import host memory "
+                        "(alignment %" PRIu64 ")", b->name, ctx->info.name, align);
+    get_props = (PFN_vkGetMemoryHostPointerPropertiesEXT)vkGetDeviceProcAddr(
+        ctx->device, "vkGetMemoryHostPointerPropertiesEXT");
+    if (!get_props)
+        return ks_error(KS_ERR_UNSUPPORTED, "vk: no vkGetMemoryHostPointerPropertiesEXT");
+    p0 = (uintptr_t)host & ~(uintptr_t)(align - 1);
+    p1 = ((uintptr_t)host + size_bytes + align - 1) & ~(uintptr_t)(align - 1);
+    b->size_bytes = p1 - p0;
+    *offset = (uintptr_t)host - p0;
+    if ((st = ks_vk_check(get_props(ctx->device,
+                                    VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT,
+                                    (void *)p0, &hp), "vkGetMemoryHostPointerPropertiesEXT")) != KS_OK)
+        return st;
+    bci.size = b->size_bytes;
+    if ((st = ks_vk_check(vkCreateBuffer(ctx->device, &bci, NULL, &b->buffer),
+                          "vkCreateBuffer (imported)")) != KS_OK)
+        goto fail;
+    vkGetBufferMemoryRequirements(ctx->device, b->buffer, &req);
+    type = pick_type(&ctx->mem_props, req.memoryTypeBits & hp.memoryTypeBits, 0, 0, 0);
+    if (type < 0 || req.size > b->size_bytes) {
+        st = ks_error(KS_ERR_UNSUPPORTED, "vk: buffer '%s': no memory type for imported host "
+                      "memory", b->name);
+        goto fail;
+    }
+    b->mem_type = (uint32_t)type;
+    b->heap = ctx->mem_props.memoryTypes[type].heapIndex;
+    if ((st = check_fits(ctx, b->name, KS_VK_MEM_DEVICE, b->heap, b->size_bytes)) != KS_OK)
+        goto fail;
+    VkImportMemoryHostPointerInfoEXT imp = {
+        .sType = VK_STRUCTURE_TYPE_IMPORT_MEMORY_HOST_POINTER_INFO_EXT,
+        .handleType = VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT,
+        .pHostPointer = (void *)p0,
+    };
+    VkMemoryAllocateInfo mai = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+        .pNext = &imp,
+        .allocationSize = b->size_bytes,
+        .memoryTypeIndex = b->mem_type,
+    };
+    if ((st = ks_vk_check(vkAllocateMemory(ctx->device, &mai, NULL, &b->memory),
+                          "vkAllocateMemory (imported host memory)")) != KS_OK) {
+        b->memory = VK_NULL_HANDLE;
+        goto fail;
+    }
+    b->alloc_bytes = b->size_bytes;
+    ctx->heap_bytes[b->heap] += b->alloc_bytes;
+    ctx->device_bytes += b->alloc_bytes;
+    if ((st = ks_vk_check(vkBindBufferMemory(ctx->device, b->buffer, b->memory, 0),
+                          "vkBindBufferMemory (imported)")) != KS_OK)
+        goto fail;
+    ks_log(KS_LOG_DEBUG, "vk", "buffer '%s': %" PRIu64 " bytes imported from host memory "
+           "(offset %" PRIu64 ")", b->name, b->size_bytes, *offset);
+    return KS_OK;
+fail:
+    ks_vk_buffer_fini(ctx, b);
+    *offset = 0;
     return st;
 }
 

@@ -71,6 +71,7 @@ typedef struct mat {
     ks_vk_buffer     bias;
     ks_vk_matvec    *mv;     /* the fast kernel, or */
     ks_vk_exact     *ek;     /* the CPU's summation order */
+    uint64_t         w_off;  /* bytes: row 0 in buf (imported weights) */
     VkDescriptorSet  set;
     uint32_t         fmt;
     bool             shared;  /* buf belongs to another mat (tied output) */
@@ -116,6 +117,7 @@ struct ks_vk_fw {
     ks_vk_buffer gelu;  /* the CPU's GELU table (GELU models only) */
     bool         exact; /* packed activations + the bit-exact matrix kernel */
     bool         fma_native;  /* the device's fma() rounds once (probed) */
+    bool         import;      /* weights imported from the mapped file */
     ks_vk_buffer aq[N_FMT];
     uint64_t     cs_local_off;  /* floats: the sliding-window rope table */
 
@@ -367,11 +369,20 @@ upload_mat(ks_vk_fw *f, mat *mt, const ks_weight *w, const ks_weight *bias)
 
     mt->w = w;
     mt->fmt = fmt_of(w->type);
-    if ((st = buf(f, &mt->buf, w->name, bytes, KS_VK_MEM_DEVICE)) != KS_OK)
-        return st;
-    if ((st = ks_vk_buffer_upload(f->ctx, &mt->buf, 0, w->data, bytes)) != KS_OK)
-        return st;
-    f->info.weight_bytes += mt->buf.size_bytes;
+    mt->w_off = 0;
+    /* unified memory: the kernels read the mapped file itself */
+    if (f->import && ks_vk_buffer_import(f->ctx, w->name, w->data, bytes, &mt->buf,
+                                         &mt->w_off) == KS_OK) {
+        f->info.imported_bytes += bytes;
+    } else {
+        if (f->import)
+            ks_log(KS_LOG_DEBUG, "vulkan", "%s: %s; copying it", w->name, ks_last_error());
+        if ((st = buf(f, &mt->buf, w->name, bytes, KS_VK_MEM_DEVICE)) != KS_OK)
+            return st;
+        if ((st = ks_vk_buffer_upload(f->ctx, &mt->buf, 0, w->data, bytes)) != KS_OK)
+            return st;
+        f->info.weight_bytes += mt->buf.size_bytes;
+    }
     if (bias && bias->data) {
         if ((st = buf(f, &mt->bias, bias->name, bias->ne0 * 4u, KS_VK_MEM_DEVICE)) != KS_OK)
             return st;
@@ -403,7 +414,7 @@ mat_bind(ks_vk_fw *f, mat *mt, const ks_vk_buffer *y, bool residual)
     }
     uint32_t flags = (mt->bias.size_bytes ? KS_VK_MATVEC_BIAS : 0u) |
                      (residual ? KS_VK_MATVEC_RESIDUAL : 0u) |
-                     ks_vk_matvec_layout_flags(0, mt->w->row_bytes);
+                     ks_vk_matvec_layout_flags(mt->w_off, mt->w->row_bytes);
     bool xsum = mt->fmt == FMT_Q8_1;
 
     if (xsum)
@@ -685,6 +696,12 @@ ks_vk_fw_create(const ks_model *m, const ks_vk_fw_params *p, ks_vk_fw **out)
     if ((st = ks_vk_ctx_create(&cp, &f->ctx)) != KS_OK)
         goto fail;
     snprintf(f->info.device, sizeof f->info.device, "%s", f->ctx->info.name);
+    {
+        const char *no = getenv("KESTREL_VK_NO_IMPORT");
+        ks_vk_type t = f->ctx->info.type;
+        f->import = f->ctx->caps.external_memory_host && !(no && *no && strcmp(no, "0")) &&
+                    (t == KS_VK_TYPE_INTEGRATED || t == KS_VK_TYPE_CPU);
+    }
     if (f->exact) {
         /* the exact kernels probe whether fma() rounds once here; the op
          * kernels then use it directly instead of emulating it */
@@ -706,11 +723,11 @@ ks_vk_fw_create(const ks_model *m, const ks_vk_fw_params *p, ks_vk_fw **out)
     f->info.n_shader_hits = f->ctx->n_shader_hits;
     f->info.n_shader_compiled = f->ctx->n_shader_compiled;
     f->info.setup_ms = (double)(ks_now_ns() - t0) / 1e6;
-    ks_log(KS_LOG_INFO, "vulkan", "%s: layers %u..%u%s, %s kernels, %.1f MB of weights, "
-           "%.1f MB of KV cache, %d kernel variants (%u from the disk cache, %u compiled), "
-           "ready in %.0f ms", f->info.device, p->l0, p->l1 - 1, p->head ? " + head" : "",
-           f->exact ? "exact" : "fast",
-           (double)f->info.weight_bytes / 1e6, (double)f->info.kv_bytes / 1e6, f->n_pipes,
+    ks_log(KS_LOG_INFO, "vulkan", "%s: layers %u..%u%s, %s kernels, %.1f MB of weights "
+           "copied, %.1f MB read in place from the file, %.1f MB of KV cache, %d kernel "
+           "variants (%u from the disk cache, %u compiled), ready in %.0f ms", f->info.device,
+           p->l0, p->l1 - 1, p->head ? " + head" : "", f->exact ? "exact" : "fast",
+           (double)f->info.weight_bytes / 1e6, (double)f->info.imported_bytes / 1e6, (double)f->info.kv_bytes / 1e6, f->n_pipes,
            f->info.n_shader_hits, f->info.n_shader_compiled, f->info.setup_ms);
     *out = f;
     return KS_OK;
@@ -785,6 +802,7 @@ rec_mat(ks_vk_fw *f, VkCommandBuffer cb, const mat *mt, uint32_t n, uint32_t tok
         ks_vk_exact_args a = {
             .rows = (uint32_t)mt->w->ne1,
             .cols = (uint32_t)mt->w->ne0,
+            .w_off_bytes = mt->w_off,
             .row_stride_bytes = mt->w->row_bytes,
             .n_tok = n,
             .path = (uint32_t)p0,
@@ -804,7 +822,7 @@ rec_mat(ks_vk_fw *f, VkCommandBuffer cb, const mat *mt, uint32_t n, uint32_t tok
     ks_vk_matvec_args a = {
         .rows = (uint32_t)mt->w->ne1,
         .cols = (uint32_t)mt->w->ne0,
-        .w_off_bytes = 0,
+        .w_off_bytes = mt->w_off,
         .row_stride_bytes = mt->w->row_bytes,
         .x_off = tok0 * f->D,
         .y_off = tok0 * y_stride,

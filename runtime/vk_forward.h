@@ -31,7 +31,8 @@ typedef struct ks_vk_fw_params {
 
 typedef struct ks_vk_fw_info {
     char     device[256];     /* device name */
-    uint64_t weight_bytes;    /* uploaded */
+    uint64_t weight_bytes;    /* copied to the device */
+    uint64_t imported_bytes;  /* read in place from the mapped file */
     uint64_t kv_bytes;
     uint32_t n_shader_hits;   /* SPIR-V found in the disk cache */
     uint32_t n_shader_compiled;

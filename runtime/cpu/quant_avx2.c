@@ -502,15 +502,17 @@ rp32(const int ty, const void *W, uint64_t rb, uint64_t n, int64_t nr,
         scalar_gemv32[ty == T_IQ4](w + r * rb, rb, n, nr - r, xq, xs, nt, y + r, ldy);
 }
 
-/* Q4_0 in the repacked order, a faster shape of rp32_tile. Rows go in
- * pairs, one row's 16 bytes in each 128-bit half, against the activation
- * block's halves broadcast: two maddubs and a madd per pair leave 4 int32
- * partial sums per row, and three hadds the 8 row totals in the lane
- * order [0 2 4 6 1 3 5 7], which the scales follow and one permute undoes
- * at the end. The -8 offset is subtracted once per block as 8 * (sum of
- * the activation block), from a table made once per token chunk along
- * with the activation scales as floats. The float operations per output
- * are rp32_tile's: fma(isum, d_w * d_x, acc). */
+/* Q4_0 in the repacked order, a faster shape of rp32_tile. Per block the
+ * 8 rows' quants are transposed once (unpack of dwords) so that each
+ * 32-bit lane holds 4 quants of one row, lanes in the row order
+ * [0 2 4 6 1 3 5 7], which the scales follow and one permute undoes at
+ * the end. Per token, 8 maddubs against 4 activation bytes broadcast,
+ * summed in 16 bits (at most 16 products of 15 * 127 per lane) and one
+ * madd give the 8 row totals without horizontal adds. The -8 offset is
+ * subtracted once per block as 8 * (sum of the activation block), from a
+ * table made once per token chunk along with the activation scales as
+ * floats. The float operations per output are rp32_tile's:
+ * fma(isum, d_w * d_x, acc). */
 
 /* The fp16 at p + r * rb for r = 0, 2, 4, 6, 1, 3, 5, 7, as 8 floats;
  * assembled in general registers (the vector ports are the busy ones). */
@@ -534,58 +536,6 @@ h2f_rows8_perm(const uint8_t *p, uint64_t rb)
 
 KS_AI void
 rq4_tile(const int T, const uint8_t *W, uint64_t rb, int64_t nb,
-         const uint8_t *X, uint64_t xs, const float *dx, const int32_t *ofs,
-         float *y, uint64_t ldy)
-{
-    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-    __m256 acc[4];
-
-    for (int t = 0; t < T; t++)
-        acc[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *wb = W + (uint64_t)b * 18;
-        __m256i lo[4], hi[4];
-        pf_slice(W + pf_ahead(rb), 8 * 18, (uint64_t)b);
-#pragma GCC unroll 4
-        for (int p = 0; p < 4; p++) {
-            __m256i v = _mm256_inserti128_si256(
-                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(wb + 2 * (uint64_t)p * rb + 2))),
-                _mm_loadu_si128((const __m128i *)(wb + (2 * (uint64_t)p + 1) * rb + 2)), 1);
-            lo[p] = _mm256_and_si256(v, m4);
-            hi[p] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-        }
-        __m256 dw = h2f_rows8_perm(wb, rb);
-#pragma GCC unroll 4
-        for (int t = 0; t < T; t++) {
-            const uint8_t *xb = X + (uint64_t)t * xs + (uint64_t)b * 34;
-            __m256i alo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(xb + 2)));
-            __m256i ahi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(xb + 18)));
-            __m256i m[4];
-#pragma GCC unroll 4
-            for (int p = 0; p < 4; p++)
-                m[p] = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(lo[p], alo),
-                                                          _mm256_maddubs_epi16(hi[p], ahi)), ones);
-            __m256i isum = _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]),
-                                             _mm256_hadd_epi32(m[2], m[3]));
-            isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(ofs[(uint64_t)t * nb + b]));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum),
-                                     _mm256_mul_ps(dw, _mm256_set1_ps(dx[(uint64_t)t * nb + b])),
-                                     acc[t]);
-        }
-    }
-    const __m256i unperm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for (int t = 0; t < T; t++)
-        _mm256_storeu_ps(y + (uint64_t)t * ldy, _mm256_permutevar8x32_ps(acc[t], unperm));
-}
-
-/* rq4_tile for several tokens: the 8 rows' quants transposed once per
- * block so that each 32-bit lane holds 4 quants of one row (lanes in the
- * same row order [0 2 4 6 1 3 5 7]); then per token 8 maddubs against 4
- * activation bytes broadcast, summed in 16 bits (at most 16 products of
- * 15 * 127 per lane) and one madd give the row totals without horizontal
- * adds. */
-KS_AI void
-rq4_tile_t(const int T, const uint8_t *W, uint64_t rb, int64_t nb,
            const uint8_t *X, uint64_t xs, const float *dx, const int32_t *ofs,
            float *y, uint64_t ldy)
 {
@@ -665,7 +615,7 @@ rp_q4_0(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq,
         for (int64_t r = 0; r < r8; r += 8) {
             int64_t t = t0;
             for (; t + 4 <= te; t += 4)
-                rq4_tile_t(4, w + r * rb, rb, nb, x + t * xs, xs, dx + (t - t0) * nb,
+                rq4_tile(4, w + r * rb, rb, nb, x + t * xs, xs, dx + (t - t0) * nb,
                          ofs + (t - t0) * nb, y + t * ldy + r, ldy);
             for (; t < te; t++)
                 rq4_tile(1, w + r * rb, rb, nb, x + t * xs, xs, dx + (t - t0) * nb,
