@@ -62,7 +62,7 @@ ks_vk_cmdbuf_end(ks_vk_ctx *ctx, ks_vk_cmdbuf *c)
 }
 
 ks_status
-ks_vk_cmdbuf_run(ks_vk_ctx *ctx, ks_vk_cmdbuf *c)
+ks_vk_cmdbuf_submit(ks_vk_ctx *ctx, ks_vk_cmdbuf *c)
 {
     VkSubmitInfo si = {
         .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
@@ -79,8 +79,16 @@ ks_vk_cmdbuf_run(ks_vk_ctx *ctx, ks_vk_cmdbuf *c)
     if ((st = ks_vk_check(vkResetFences(ctx->device, 1, &c->fence), "vkResetFences")) != KS_OK)
         return st;
     r = vkQueueSubmit(ctx->queue, 1, &si, c->fence);
-    if (r == VK_SUCCESS)
-        r = vkWaitForFences(ctx->device, 1, &c->fence, VK_TRUE, FENCE_TIMEOUT_NS);
+    if (r == VK_ERROR_DEVICE_LOST)
+        ctx->lost = true;
+    return ks_vk_check(r, "vkQueueSubmit");
+}
+
+ks_status
+ks_vk_cmdbuf_wait(ks_vk_ctx *ctx, ks_vk_cmdbuf *c)
+{
+    VkResult r = vkWaitForFences(ctx->device, 1, &c->fence, VK_TRUE, FENCE_TIMEOUT_NS);
+
     if (r == VK_TIMEOUT) {
         ctx->lost = true;
         return ks_error(KS_ERR_DEVICE_LOST, "vk: device %s did not finish a submission "
@@ -89,7 +97,15 @@ ks_vk_cmdbuf_run(ks_vk_ctx *ctx, ks_vk_cmdbuf *c)
     }
     if (r == VK_ERROR_DEVICE_LOST)
         ctx->lost = true;
-    return ks_vk_check(r, "vkQueueSubmit/vkWaitForFences");
+    return ks_vk_check(r, "vkWaitForFences");
+}
+
+ks_status
+ks_vk_cmdbuf_run(ks_vk_ctx *ctx, ks_vk_cmdbuf *c)
+{
+    ks_status st = ks_vk_cmdbuf_submit(ctx, c);
+
+    return st == KS_OK ? ks_vk_cmdbuf_wait(ctx, c) : st;
 }
 
 void

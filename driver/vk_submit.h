@@ -30,6 +30,11 @@ ks_status ks_vk_cmdbuf_end(ks_vk_ctx *ctx, ks_vk_cmdbuf *c);
  * then KS_ERR_DEVICE_LOST and ctx->lost). A lost context refuses. */
 ks_status ks_vk_cmdbuf_run(ks_vk_ctx *ctx, ks_vk_cmdbuf *c);
 
+/* The two halves of ks_vk_cmdbuf_run: submit returns at once; wait blocks
+ * until the submission is done (same timeout and loss handling). */
+ks_status ks_vk_cmdbuf_submit(ks_vk_ctx *ctx, ks_vk_cmdbuf *c);
+ks_status ks_vk_cmdbuf_wait(ks_vk_ctx *ctx, ks_vk_cmdbuf *c);
+
 /* Records a buffer-to-buffer copy of |n| bytes. */
 void ks_vk_cmd_copy(VkCommandBuffer cb, const ks_vk_buffer *src, uint64_t src_off,
                     const ks_vk_buffer *dst, uint64_t dst_off, uint64_t n);

@@ -375,7 +375,7 @@ act_worker(void *ctx, int ith, int nth)
     }
 }
 
-/* ---- the whole pass ---- */
+/* ---- a layer range on the CPU ---- */
 
 /* Layers [l0, l1) of a batch on the CPU, on s->x, with the head when
  * |head| and want_logits. */
@@ -520,7 +520,7 @@ cpu_target_destroy(ks_target *t)
     free(t);
 }
 
-static const ks_target_ops cpu_ops = { cpu_target_run, cpu_target_destroy };
+static const ks_target_ops cpu_ops = { cpu_target_run, cpu_target_destroy, NULL, NULL };
 
 static const char *
 cpu_unavailable(const ks_target_env *env)
@@ -554,13 +554,13 @@ const ks_target_kind ks_cpu_target_kind = { "cpu", cpu_unavailable, cpu_create }
 
 /* ---- the whole pass ---- */
 
-ks_status
-ks_forward(ks_session *s, const int32_t *tokens, uint32_t n, bool want_logits)
+/* Checks a batch and writes its scaled embeddings into s->x. */
+static ks_status
+embed(ks_session *s, const int32_t *tokens, uint32_t n, uint32_t pos0)
 {
     const ks_model *m = s->m;
     const ks_hparams *hp = &m->hp;
     uint64_t E = hp->n_embd;
-    uint32_t pos0 = s->n_past;
 
     if (n == 0 || n > s->n_batch)
         return ks_error(KS_ERR_INTERNAL, "forward: batch of %u tokens, "
@@ -574,7 +574,6 @@ ks_forward(ks_session *s, const int32_t *tokens, uint32_t n, bool want_logits)
             return ks_error(KS_ERR_INVALID_ARG,
                             "forward: token id %d is outside the vocabulary "
                             "(0..%u)", tokens[t], hp->n_vocab - 1);
-
     for (uint32_t t = 0; t < n; t++) {
         float *x = s->x + t * E;
         ks_cpu_dequant_row(m->tok_embd.type,
@@ -585,13 +584,70 @@ ks_forward(ks_session *s, const int32_t *tokens, uint32_t n, bool want_logits)
             for (uint64_t i = 0; i < E; i++)
                 x[i] *= hp->emb_scale;
     }
+    return KS_OK;
+}
+
+ks_status
+ks_forward(ks_session *s, const int32_t *tokens, uint32_t n, bool want_logits)
+{
+    uint32_t pos0 = s->n_past;
+    ks_status st;
+
+    if ((st = embed(s, tokens, n, pos0)) != KS_OK)
+        return st;
     /* the ranges in layer order; the hidden state passes through s->x */
     for (uint32_t i = 0; i < s->n_targets; i++) {
         ks_target *t = s->targets[i];
-        ks_status st = t->ops->run(t, s->x, n, pos0, want_logits, s->logits);
-        if (st != KS_OK)
+        if ((st = t->ops->run(t, s->x, n, pos0, want_logits, s->logits)) != KS_OK)
             return st;
     }
     s->n_past += n;
     return KS_OK;
+}
+
+ks_status
+ks_forward_tokens(ks_session *s, const int32_t *tokens, size_t n)
+{
+    ks_target *cpu = s->n_targets == 2 ? s->targets[0] : NULL;
+    ks_target *dev = s->n_targets == 2 ? s->targets[1] : NULL;
+    uint32_t pos0 = s->n_past;
+    bool pending = false;
+    ks_status st = KS_OK;
+
+    /* one batch, or targets that cannot overlap: batch after batch */
+    if (n <= s->n_batch || !cpu || cpu->ops->submit || !dev->ops->submit) {
+        for (size_t i = 0; i < n; i += s->n_batch) {
+            uint32_t b = (uint32_t)(n - i < s->n_batch ? n - i : s->n_batch);
+            if ((st = ks_forward(s, tokens + i, b, i + b == n)) != KS_OK)
+                return st;
+        }
+        return KS_OK;
+    }
+    /* CPU layers, then device layers: while the device runs batch k,
+     * the CPU runs its layers of batch k + 1 */
+    for (size_t i = 0; i < n && st == KS_OK; i += s->n_batch) {
+        uint32_t b = (uint32_t)(n - i < s->n_batch ? n - i : s->n_batch);
+        uint32_t p = pos0 + (uint32_t)i;
+        bool last = i + b == n;
+        if ((st = embed(s, tokens + i, b, p)) != KS_OK)
+            break;
+        if ((st = cpu->ops->run(cpu, s->x, b, p, last, s->logits)) != KS_OK)
+            break;
+        if (pending) {
+            pending = false;
+            if ((st = dev->ops->finish(dev, s->x, s->logits)) != KS_OK)
+                break;
+        }
+        if ((st = dev->ops->submit(dev, s->x, b, p, last)) != KS_OK)
+            break;
+        pending = true;
+    }
+    if (pending) {
+        ks_status st2 = dev->ops->finish(dev, s->x, s->logits);
+        if (st == KS_OK)
+            st = st2;
+    }
+    if (st == KS_OK)
+        s->n_past = pos0 + (uint32_t)n;
+    return st;
 }

@@ -617,12 +617,7 @@ eval_tokens(ks_session *s, const int32_t *tokens, size_t n)
                         "context full: %u tokens held and %zu more do not "
                         "fit in a context of %u (use a larger -c)",
                         s->n_past, n, s->n_ctx);
-    for (size_t i = 0; i < n; i += s->n_batch) {
-        uint32_t b = (uint32_t)(n - i < s->n_batch ? n - i : s->n_batch);
-        if ((st = ks_forward(s, tokens + i, b, i + b == n)) != KS_OK)
-            return st;
-    }
-    return KS_OK;
+    return ks_forward_tokens(s, tokens, n);
 }
 
 KS_API ks_status

@@ -82,6 +82,12 @@ extern const struct ks_target_kind ks_cpu_target_kind;
 ks_status ks_forward(ks_session *s, const int32_t *tokens, uint32_t n,
                      bool want_logits);
 
+/* Runs any number of tokens in batches of n_batch, the last one's logits
+ * in s->logits. With a CPU range followed by a device range the batches
+ * are pipelined: the device runs batch k while the CPU runs its layers of
+ * batch k + 1 (the same arithmetic, so the same result). */
+ks_status ks_forward_tokens(ks_session *s, const int32_t *tokens, size_t n);
+
 /* cos/sin pairs of every rotated dimension pair for tokens at positions
  * pos0..pos0+n_tok-1 (n_rot floats per token), as llama.cpp's rope cache
  * computes them; the Vulkan path rotates by the same table. */

@@ -125,6 +125,9 @@ struct ks_vk_fw {
     int     n_pipes;
     cmd     cmds[N_CMD];
     uint64_t n_runs;
+    ks_vk_cmdbuf *pending;     /* submitted, not yet finished */
+    uint32_t      pending_n;
+    bool          pending_head;
     ks_vk_fw_info info;
 };
 
@@ -969,13 +972,15 @@ cmd_for(ks_vk_fw *f, uint32_t n, bool head, ks_vk_cmdbuf **out)
 }
 
 ks_status
-ks_vk_fw_run(ks_vk_fw *f, float *x, uint32_t n, uint32_t pos0, bool want_logits, float *logits)
+ks_vk_fw_submit(ks_vk_fw *f, const float *x, uint32_t n, uint32_t pos0, bool want_logits)
 {
     const ks_hparams *hp = &f->m->hp;
     bool head = f->p.head && want_logits;
     ks_vk_cmdbuf *c;
     ks_status st;
 
+    if (f->pending)
+        return ks_error(KS_ERR_INTERNAL, "vulkan: a run is still in flight");
     if (n == 0 || n > f->nb || (uint64_t)pos0 + n > f->p.n_ctx)
         return ks_error(KS_ERR_INTERNAL, "vulkan: run of %u tokens at %u (batch %u, "
                         "context %u)", n, pos0, f->nb, f->p.n_ctx);
@@ -990,16 +995,42 @@ ks_vk_fw_run(ks_vk_fw *f, float *x, uint32_t n, uint32_t pos0, bool want_logits,
     }
     if ((st = cmd_for(f, n, head, &c)) != KS_OK)
         return st;
-    if ((st = ks_vk_cmdbuf_run(f->ctx, c)) != KS_OK)
+    if ((st = ks_vk_cmdbuf_submit(f->ctx, c)) != KS_OK)
+        return st;
+    f->pending = c;
+    f->pending_n = n;
+    f->pending_head = head;
+    return KS_OK;
+}
+
+ks_status
+ks_vk_fw_finish(ks_vk_fw *f, float *x, float *logits)
+{
+    const ks_hparams *hp = &f->m->hp;
+    ks_vk_cmdbuf *c = f->pending;
+    ks_status st;
+
+    if (!c)
+        return ks_error(KS_ERR_INTERNAL, "vulkan: nothing in flight");
+    f->pending = NULL;
+    if ((st = ks_vk_cmdbuf_wait(f->ctx, c)) != KS_OK)
         return st;
     if (f->ctx->validation && ks_vk_ctx_validation_count(f->ctx) > 0)
         ks_log(KS_LOG_WARN, "vulkan", "%u validation messages so far",
                ks_vk_ctx_validation_count(f->ctx));
-    if (head)
+    if (f->pending_head)
         memcpy(logits, f->logits.map, (uint64_t)hp->n_vocab * sizeof(float));
     else if (!f->p.head)
-        memcpy(x, f->x_out.map, (uint64_t)n * f->E * sizeof(float));
+        memcpy(x, f->x_out.map, (uint64_t)f->pending_n * f->E * sizeof(float));
     return KS_OK;
+}
+
+ks_status
+ks_vk_fw_run(ks_vk_fw *f, float *x, uint32_t n, uint32_t pos0, bool want_logits, float *logits)
+{
+    ks_status st = ks_vk_fw_submit(f, x, n, pos0, want_logits);
+
+    return st == KS_OK ? ks_vk_fw_finish(f, x, logits) : st;
 }
 
 void
@@ -1017,6 +1048,18 @@ vk_target_run(ks_target *t, float *x, uint32_t n, uint32_t pos0, bool want_logit
     return ks_vk_fw_run(t->impl, x, n, pos0, want_logits, logits);
 }
 
+static ks_status
+vk_target_submit(ks_target *t, const float *x, uint32_t n, uint32_t pos0, bool want_logits)
+{
+    return ks_vk_fw_submit(t->impl, x, n, pos0, want_logits);
+}
+
+static ks_status
+vk_target_finish(ks_target *t, float *x, float *logits)
+{
+    return ks_vk_fw_finish(t->impl, x, logits);
+}
+
 static void
 vk_target_destroy(ks_target *t)
 {
@@ -1024,7 +1067,8 @@ vk_target_destroy(ks_target *t)
     free(t);
 }
 
-static const ks_target_ops vk_ops = { vk_target_run, vk_target_destroy };
+static const ks_target_ops vk_ops = { vk_target_run, vk_target_destroy, vk_target_submit,
+                                      vk_target_finish };
 
 static const char *
 vk_unavailable(const ks_target_env *env)
@@ -1173,6 +1217,20 @@ ks_status
 ks_vk_fw_run(ks_vk_fw *f, float *x, uint32_t n, uint32_t pos0, bool want_logits, float *logits)
 {
     (void)f, (void)x, (void)n, (void)pos0, (void)want_logits, (void)logits;
+    return ks_error(KS_ERR_UNSUPPORTED, "vulkan: not in this build");
+}
+
+ks_status
+ks_vk_fw_submit(ks_vk_fw *f, const float *x, uint32_t n, uint32_t pos0, bool want_logits)
+{
+    (void)f, (void)x, (void)n, (void)pos0, (void)want_logits;
+    return ks_error(KS_ERR_UNSUPPORTED, "vulkan: not in this build");
+}
+
+ks_status
+ks_vk_fw_finish(ks_vk_fw *f, float *x, float *logits)
+{
+    (void)f, (void)x, (void)logits;
     return ks_error(KS_ERR_UNSUPPORTED, "vulkan: not in this build");
 }
 

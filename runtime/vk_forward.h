@@ -65,6 +65,13 @@ void      ks_vk_fw_destroy(ks_vk_fw *f);  /* NULL ok */
 ks_status ks_vk_fw_run(ks_vk_fw *f, float *x, uint32_t n, uint32_t pos0, bool want_logits,
                        float *logits);
 
+/* ks_vk_fw_run in two halves, so the caller can work while the device
+ * does: submit copies |x| and returns; finish waits and delivers x or
+ * the logits as run does. One run in flight at a time. */
+ks_status ks_vk_fw_submit(ks_vk_fw *f, const float *x, uint32_t n, uint32_t pos0,
+                          bool want_logits);
+ks_status ks_vk_fw_finish(ks_vk_fw *f, float *x, float *logits);
+
 void ks_vk_fw_info_get(const ks_vk_fw *f, ks_vk_fw_info *out);
 
 /* The device a target with |device| (-1: best) would open: its name and

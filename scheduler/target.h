@@ -28,6 +28,13 @@ typedef struct ks_target_ops {
     ks_status (*run)(ks_target *t, float *x, uint32_t n, uint32_t pos0, bool want_logits,
                      float *logits);
     void (*destroy)(ks_target *t);
+    /* Optional (NULL: the target runs synchronously): run in two halves.
+     * submit starts the run on a copy of |x| and returns; finish waits
+     * for it and delivers what run would. One run in flight at a time;
+     * the session uses them to overlap targets on consecutive batches. */
+    ks_status (*submit)(ks_target *t, const float *x, uint32_t n, uint32_t pos0,
+                        bool want_logits);
+    ks_status (*finish)(ks_target *t, float *x, float *logits);
 } ks_target_ops;
 
 struct ks_target {

@@ -15,11 +15,13 @@
  *   order), within a tolerance on NEON; skipped without the ISA. */
 #include <check.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "runtime/cpu/attn.h"
+#include "runtime/cpu/pool.h"
 #include "runtime/cpu/quant.h"
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -879,6 +881,139 @@ START_TEST(simd_vs_scalar)
 }
 END_TEST
 
+/* SIMD against scalar, bit for bit, on shapes that cross the kernels'
+ * internal blocking: many tokens (activation chunks, 4-token groups and
+ * the rest), long rows (the repacked Q4_0 kernel's per-chunk tables, and
+ * past 4096 blocks its fallback), split in two row ranges as the forward
+ * pass may split them. */
+static void
+compare_wide(ks_qtype t, uint64_t n, int64_t rows, int64_t nt)
+{
+    ks_simd s = simd_path();
+    uint64_t rb, ab = ks_cpu_act_bytes(t, n);
+    uint8_t *w = random_weights(t, n, rows, &rb);
+    float *x = random_acts(n, nt);
+    uint8_t *xq = malloc(ab * (uint64_t)nt);
+    float *ref = malloc(sizeof(float) * (uint64_t)(rows * nt));
+    float *y = malloc(sizeof(float) * (uint64_t)(rows * nt));
+    int64_t half = rows / 16 * 8;
+
+    ks_cpu_simd_force(KS_SIMD_SCALAR);
+    for (int64_t k = 0; k < nt; k++)
+        ks_cpu_quantize_act(t, x + (uint64_t)k * n, xq + (uint64_t)k * ab, n);
+    ks_cpu_matmul(t, w, rb, n, rows, xq, ab, nt, ref, (uint64_t)rows);
+    ks_cpu_simd_force(s);
+    ks_cpu_matmul_rows(t, w, rb, n, rows, half, xq, ab, nt, y, (uint64_t)rows);
+    ks_cpu_matmul_rows(t, w + (uint64_t)half * rb, rb, n, rows, rows - half, xq, ab,
+                       nt, y + half, (uint64_t)rows);
+    for (int64_t i = 0; i < rows * nt; i++)
+        ck_assert_msg(memcmp(&y[i], &ref[i], sizeof(float)) == 0,
+                      "%s %s n=%d rows=%d nt=%d: row %d tok %d: %a vs scalar %a",
+                      ks_qtype_name(t), ks_cpu_simd_name(s), (int)n, (int)rows,
+                      (int)nt, (int)(i % rows), (int)(i / rows), y[i], ref[i]);
+    free(w); free(x); free(xq); free(ref); free(y);
+}
+
+START_TEST(simd_vs_scalar_wide)
+{
+    if (simd_path() == KS_SIMD_SCALAR)
+        return;
+    compare_wide(KS_QUANT_Q4_0, 768, 24, 70);
+    compare_wide(KS_QUANT_Q4_0, 16384, 16, 13);
+    compare_wide(KS_QUANT_Q4_0, 131104, 8, 2);
+    compare_wide(KS_QUANT_Q8_0, 640, 36, 70);
+    compare_wide(KS_QUANT_Q5_0, 640, 36, 70);
+    compare_wide(KS_QUANT_Q4_1, 576, 20, 67);
+    compare_wide(KS_QUANT_Q4_K, 1024, 24, 70);
+    compare_wide(KS_QUANT_Q4_K, 1024, 20, 9);
+    compare_wide(KS_QUANT_Q6_K, 2048, 16, 70);
+}
+END_TEST
+
+/* ---- the thread pool's claimed work items ------------------------------ */
+
+typedef struct claim_job {
+    int64_t     n_items;
+    atomic_int *count;      /* [n_items]: times each item was claimed */
+    atomic_int  n_by[4];    /* items each worker claimed */
+    atomic_int  done1;      /* worker 1 has run out of items */
+    bool        hold0;      /* worker 0 claims only after that */
+} claim_job;
+
+static void
+claim_worker(void *ctx, int ith, int nth)
+{
+    claim_job *j = ctx;
+    int64_t i;
+
+    (void)nth;
+    if (j->hold0 && ith == 0)
+        while (!atomic_load(&j->done1))
+            ;
+    while ((i = ks_pool_claim(j->n_items)) >= 0) {
+        ck_assert_int_lt(i, j->n_items);
+        atomic_fetch_add(&j->count[i], 1);
+        atomic_fetch_add(&j->n_by[ith], 1);
+    }
+    if (ith == 1)
+        atomic_store(&j->done1, 1);
+}
+
+START_TEST(pool_claims_every_item_once)
+{
+    static const int64_t counts[] = { 0, 1, 2, 5, 37, 1000 };
+
+    for (int n_threads = 1; n_threads <= 4; n_threads++) {
+        ks_pool *p = NULL;
+        ck_assert_int_eq(ks_pool_create(n_threads, &p), KS_OK);
+        for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++)
+            for (int rep = 0; rep < 3; rep++) {
+                claim_job j = { .n_items = counts[c] };
+                j.count = calloc((size_t)counts[c] + 1, sizeof(atomic_int));
+                /* a job run on fewer workers than the pool has */
+                int n = rep == 2 && n_threads > 1 ? n_threads - 1 : n_threads;
+                ks_pool_run_n(p, n, claim_worker, &j);
+                for (int64_t i = 0; i < counts[c]; i++)
+                    ck_assert_int_eq(atomic_load(&j.count[i]), 1);
+                for (int w = n; w < 4; w++)
+                    ck_assert_int_eq(atomic_load(&j.n_by[w]), 0);
+                free(j.count);
+            }
+        ks_pool_destroy(p);
+    }
+}
+END_TEST
+
+START_TEST(pool_claims_take_over_a_held_worker)
+{
+    /* worker 0 starts claiming only once worker 1 has run out: worker 1
+     * must have taken worker 0's share as well as its own */
+    ks_pool *p = NULL;
+    claim_job j = { .n_items = 100, .hold0 = true };
+
+    j.count = calloc(100, sizeof(atomic_int));
+    ck_assert_int_eq(ks_pool_create(2, &p), KS_OK);
+    ks_pool_run(p, claim_worker, &j);
+    ck_assert_int_eq(atomic_load(&j.n_by[1]), 100);
+    ck_assert_int_eq(atomic_load(&j.n_by[0]), 0);
+    for (int i = 0; i < 100; i++)
+        ck_assert_int_eq(atomic_load(&j.count[i]), 1);
+    ks_pool_destroy(p);
+    free(j.count);
+}
+END_TEST
+
+START_TEST(pool_claims_outside_a_job_count_up)
+{
+    for (int rep = 0; rep < 2; rep++) {
+        for (int64_t i = 0; i < 3; i++)
+            ck_assert_int_eq(ks_pool_claim(3), i);
+        ck_assert_int_eq(ks_pool_claim(3), -1);
+    }
+    ck_assert_int_eq(ks_pool_claim(0), -1);
+}
+END_TEST
+
 /* ---- bit-exactness with llama.cpp ------------------------------------- */
 
 /* Deterministic inputs, generated alike by the program that recorded the
@@ -1307,7 +1442,14 @@ quant_suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, simd_act_quant_bit_exact);
     tcase_add_loop_test(tc, simd_vs_scalar, 0, (int)N_TYPES);
+    tcase_add_test(tc, simd_vs_scalar_wide);
     tcase_add_test(tc, simd_force_and_env_names);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("pool");
+    tcase_add_test(tc, pool_claims_every_item_once);
+    tcase_add_test(tc, pool_claims_take_over_a_held_worker);
+    tcase_add_test(tc, pool_claims_outside_a_job_count_up);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("llama_cpp");
