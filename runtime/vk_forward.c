@@ -523,10 +523,12 @@ setup_layer(ks_vk_fw *f, uint32_t il, layer *ly)
     }
     /* attention: one set serves both variants (same bindings) */
     {
-        const char *f32def = "KS_ATTN_F32";
-        if ((st = pipe_get(f, "attn.comp", NULL, 0, 5, sizeof(attn_args), WG_HEAD,
+        char lane[32];
+        snprintf(lane, sizeof lane, "KS_HD_LANE=%uu", (hp->head_dim + WG_HEAD - 1) / WG_HEAD);
+        const char *d1[1] = { lane }, *d2[2] = { lane, "KS_ATTN_F32" };
+        if ((st = pipe_get(f, "attn.comp", d1, 1, 5, sizeof(attn_args), WG_HEAD,
                            &ly->attn)) != KS_OK ||
-            (st = pipe_get(f, "attn.comp", &f32def, 1, 5, sizeof(attn_args), WG_HEAD,
+            (st = pipe_get(f, "attn.comp", d2, 2, 5, sizeof(attn_args), WG_HEAD,
                            &ly->attn_f32)) != KS_OK)
             return st;
         const ks_vk_buffer *b[5] = { &f->q, &ly->kc, &ly->vc, &f->att, &f->params };

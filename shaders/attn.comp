@@ -26,7 +26,14 @@ layout(constant_id = 0) const uint WG = 32;
 layout(local_size_x_id = 0) in;
 
 #define KS_MAX_HD 512u
-#define KS_PER_LANE (KS_MAX_HD / 32u)  /* dims a lane keeps, WG >= 32 */
+/* Head dimensions a lane keeps (lane + j·WG): the host passes
+ * ceil(head_dim / WG) as KS_HD_LANE, so the unrolled loops do no dead
+ * work; at most KS_MAX_HD / 32. */
+#if defined(KS_HD_LANE)
+#define KS_PER_LANE KS_HD_LANE
+#else
+#define KS_PER_LANE (KS_MAX_HD / 32u)
+#endif
 
 layout(push_constant) uniform Args {
     uint  n_head;
