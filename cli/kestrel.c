@@ -519,11 +519,6 @@ print_piece(void *user, int32_t tok, const char *piece, size_t len)
 static void
 print_stats(const ks_session *s, const ks_stats *st)
 {
-    if (st->n_shader_hits + st->n_shader_compiled > 0)
-        fprintf(stderr, "\n\nkestrel: %s, placement %s | Vulkan set-up %.1f ms, kernels: "
-                "%u from the disk cache, %u compiled", ks_session_backend_name(s),
-                ks_session_placement(s), st->backend_setup_ms, st->n_shader_hits,
-                st->n_shader_compiled);
     fprintf(stderr,
             "\n\nkestrel: load %.1f ms | prompt %u tokens, %.1f ms, %.2f t/s "
             "| generated %u tokens, %.1f ms, %.2f t/s | peak RSS %.1f MiB\n",
@@ -533,6 +528,11 @@ print_stats(const ks_session *s, const ks_stats *st)
     if (st->governed)
         fprintf(stderr, "kestrel: governor paced %.1f ms; %d threads at the "
                 "end\n", st->paced_ms, st->n_threads);
+    if (st->n_shader_hits + st->n_shader_compiled > 0)
+        fprintf(stderr, "kestrel: %s, placement %s | Vulkan set-up %.1f ms, kernels: "
+                "%u from the disk cache, %u compiled\n", ks_session_backend_name(s),
+                ks_session_placement(s), st->backend_setup_ms, st->n_shader_hits,
+                st->n_shader_compiled);
 }
 
 static void

@@ -610,8 +610,6 @@ ks_session_truncate(ks_session *s, uint32_t n_past)
 static ks_status
 eval_tokens(ks_session *s, const int32_t *tokens, size_t n)
 {
-    ks_status st;
-
     if ((uint64_t)s->n_past + n > s->n_ctx)
         return ks_error(KS_ERR_CONTEXT_FULL,
                         "context full: %u tokens held and %zu more do not "
@@ -668,11 +666,15 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
 
     p->n_out = 0;
     {
-        uint64_t kv = s->stats.kv_bytes;
+        /* per-generate figures start again; the session's own stay */
+        ks_stats keep = s->stats;
         memset(&s->stats, 0, sizeof(s->stats));
-        s->stats.kv_bytes = kv;
+        s->stats.kv_bytes = keep.kv_bytes;
         s->stats.load_ms = s->m->load_ms;
         s->stats.n_threads = s->n_threads;
+        s->stats.n_shader_hits = keep.n_shader_hits;
+        s->stats.n_shader_compiled = keep.n_shader_compiled;
+        s->stats.backend_setup_ms = keep.backend_setup_ms;
     }
     if (p->n_prompt == 0 && s->n_past == 0)
         return ks_error(KS_ERR_INVALID_ARG,

@@ -159,7 +159,7 @@ tile32(const int ty, const int R, const int T, const uint8_t *W,
             acc[r][t] = _mm256_setzero_ps();
             macc[r][t] = _mm_setzero_ps();
         }
-    const int TAB = !HAS_MIN(ty) && R == 4 && T > 1;
+    const int TAB = !HAS_MIN(ty) && R == 4;
     for (int64_t b = 0; b < nb; b++) {
         __m256i a[4], ao[4];
         __m128 ds[4];
