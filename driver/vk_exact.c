@@ -561,9 +561,14 @@ static ks_status
 check_path(const ks_vk_exact *k, const type_info *t, const char *name, const char *field,
            uint32_t path, uint32_t cols)
 {
-    if (path >= sizeof path_names / sizeof path_names[0] || !(t->paths & (1u << path)))
-        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: %s %u is not a summation path of %s "
-                        "weights", name, field, path, t->name);
+    enum { N_PATHS = sizeof path_names / sizeof path_names[0] };
+
+    if (path >= N_PATHS)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: %s %u is not a summation path", name,
+                        field, path);
+    if (!(t->paths & (1u << path)))
+        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: %s %s is not a summation path of %s "
+                        "weights", name, field, path_names[path], t->name);
     if (t->block_elems == 1 && path == KS_VK_EXACT_PATH_BLAS && cols % 8u)
         return ks_error(KS_ERR_INVALID_ARG, "vk: %s: %s tinyBLAS with cols %u, which the "
                         "CPU takes for multiples of 8 only", name, field, cols);

@@ -1,22 +1,25 @@
 /* AVX2 + FMA + F16C kernels, compiled with those flags only (see
  * meson.build) and entered only when CPUID reports all three.
  *
- * The 32-element types run in tiles of 4 weight rows x 2 activation rows:
- * each weight block is unpacked once and dotted with every activation
- * block of the tile, each activation block serves four rows, and every
- * (row, token) pair keeps its own 8-lane float accumulator, reduced once
- * at the end of the row. Integer products use maddubs (u8 x s8 -> s16)
- * and madd (s16 pairs -> s32). Unsigned weights with an offset (Q4_0 -8,
- * Q5_0 -16) subtract offset * sum(activation) in 16 bits; signed weights
- * (Q8_0, IQ4_NL) use the sign trick.
+ * The 32-element types run in tiles of 4 weight rows x 4 activation rows
+ * (matvecs: 1, 2 or 4 rows, MV32): each weight block is unpacked once
+ * and dotted with every activation block of the tile, each activation
+ * block serves every row, and every (row, token) pair keeps its own
+ * 8-lane float accumulator, reduced once at the end of the row. Integer
+ * products use maddubs (u8 x s8 -> s16) and madd (s16 pairs -> s32).
+ * Unsigned weights with an offset (Q4_0 -8, Q5_0 -16) subtract offset *
+ * sum(activation) in 16 bits; signed weights (Q8_0, IQ4_NL) use the sign
+ * trick.
  *
  * K-quants run one weight row x up to 4 activation rows: a super-block is
  * unpacked once per tile, integer sums are scaled by the 6/8-bit
  * sub-scales with madd and kept in int32 lanes for the whole super-block;
  * mins and offsets come from the Q8_K block sums.
  *
- * Matvecs prefetch the weights two tiles ahead (the hardware prefetcher
- * alone left the four interleaved row streams at half the DRAM rate).
+ * Matvecs prefetch the weights two tiles ahead, eight rows for one-row
+ * tiles (the hardware prefetcher alone left the four interleaved row
+ * streams at half the DRAM rate; one sequential stream per thread, with
+ * prefetch, comes closest to it).
  * Matmuls walk activation rows in chunks small enough to stay in L2 while
  * all weight rows pass over them.
  *
@@ -27,7 +30,8 @@
  * float types' vec_dot keeps four accumulators; weights llama.cpp
  * repacks (Q4_0, IQ4_NL, Q4_K with rows % 8 == 0) run 8 rows at a time,
  * one output per lane, their per-block integer sums transposed by a tree
- * of horizontal adds, and prefetch their row tile ~28 KiB ahead. */
+ * of horizontal adds (Q4_0: the quants transposed instead, rq4_tile), and
+ * prefetch their row tile ~28 KiB ahead. */
 #include <immintrin.h>
 #include <math.h>
 
@@ -159,7 +163,7 @@ tile32(const int ty, const int R, const int T, const uint8_t *W,
             acc[r][t] = _mm256_setzero_ps();
             macc[r][t] = _mm_setzero_ps();
         }
-    const int TAB = !HAS_MIN(ty) && R == 4;
+    const int TAB = !HAS_MIN(ty) && R == 4 && T > 1;
     for (int64_t b = 0; b < nb; b++) {
         __m256i a[4], ao[4];
         __m128 ds[4];
@@ -530,14 +534,14 @@ h2f_rows8_perm(const uint8_t *p, uint64_t rb)
     return _mm256_cvtph_ps(_mm_set_epi64x((long long)odd, (long long)even));
 }
 
-/* Tokens per chunk of the activation tables below (and at most 4096
- * blocks in one, 32 KiB of stack). */
+/* Entries (tokens x blocks) of rp_q4_0's activation tables, 32 KiB of
+ * stack; rows of more blocks go to rp32. */
 #define RQ4_TAB 4096
 
 KS_AI void
 rq4_tile(const int T, const uint8_t *W, uint64_t rb, int64_t nb,
-           const uint8_t *X, uint64_t xs, const float *dx, const int32_t *ofs,
-           float *y, uint64_t ldy)
+         const uint8_t *X, uint64_t xs, const float *dx, const int32_t *ofs,
+         float *y, uint64_t ldy)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
     __m256 acc[4];
@@ -625,6 +629,7 @@ rp_q4_0(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq,
     if (r8 < nr)
         scalar_gemv32[0](w + r8 * rb, rb, n, nr - r8, xq, xs, nt, y + r8, ldy);
 }
+
 static void rp_iq4_nl(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy) { rp32(T_IQ4, W, rb, n, nr, xq, xs, nt, y, ldy); }
 
 /* ---- K-quants against Q8_K ---------------------------------------------- */
@@ -1366,15 +1371,21 @@ qa_q8_k(const float *x, void *xq, uint64_t n)
         for (int j = 0; j < 256; j += 32)
             round_pack32(x + j, is, y[i].qs + j);
         /* MIN(127, q): only +127.5 could round past it; pack saturation
-         * already clamps there. */
-        for (int j = 0; j < 16; j++) {
-            __m128i v = _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(y[i].qs + 16 * j)));
-            __m128i w = _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(y[i].qs + 16 * j + 8)));
-            v = _mm_madd_epi16(_mm_add_epi16(v, w), _mm_set1_epi16(1));
-            v = _mm_add_epi32(v, _mm_unpackhi_epi64(v, v));
-            v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 1));
-            y[i].bsums[j] = (int16_t)_mm_cvtsi128_si32(v);
-        }
+         * already clamps there. The sums of each 16 quants: per 32 bytes
+         * 4-byte sums in 32 bits (bytes 0-15 low half, 16-31 high), then
+         * hadds leave [0 2 4 6 | 1 3 5 7] (q0) and [8 .. 14 | 9 .. 15]
+         * (q1), packed to 16 bits and interleaved into order. */
+        __m256i p[8];
+        for (int k = 0; k < 8; k++)
+            p[k] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1),
+                                                          loadu256(y[i].qs + 32 * k)),
+                                     _mm256_set1_epi16(1));
+        __m256i q0 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+        __m256i q1 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+        __m256i pk = _mm256_packs_epi32(q0, q1);
+        __m128i ev = _mm256_castsi256_si128(pk), od = _mm256_extracti128_si256(pk, 1);
+        _mm_storeu_si128((__m128i *)y[i].bsums, _mm_unpacklo_epi16(ev, od));
+        _mm_storeu_si128((__m128i *)(y[i].bsums + 8), _mm_unpackhi_epi16(ev, od));
         y[i].d = 1.0f / iscale;
     }
 }
