@@ -303,6 +303,13 @@ ks_status ks_vk_buffer_init(ks_vk_ctx *ctx, const char *name, uint64_t size_byte
                             ks_vk_mem_kind kind, ks_vk_buffer *b);
 void      ks_vk_buffer_fini(ks_vk_ctx *ctx, ks_vk_buffer *b);  /* zeroed: no-op */
 
+/* A texel view of the whole |texel_bytes|-byte texels of |b| in |format|
+ * (the kernels read weights and activations through them). |who| names
+ * the kernel in messages. KS_ERR_INVALID_ARG for less than one texel,
+ * KS_ERR_UNSUPPORTED beyond maxTexelBufferElements. */
+ks_status ks_vk_buffer_view(ks_vk_ctx *ctx, const char *who, const ks_vk_buffer *b,
+                            VkFormat format, uint32_t texel_bytes, VkBufferView *out);
+
 /* A storage/texel buffer over existing host memory (|host|, |size_bytes|
  * bytes, read-only use) without a copy, through VK_EXT_external_memory_host:
  * the range is widened to the device's import alignment (at most a page,

@@ -469,31 +469,11 @@ ks_vk_exact_ctx_fini(ks_vk_ctx *ctx)
 
 /* ---- descriptor sets ------------------------------------------------------ */
 
-/* A view of |b| in |texel_bytes|-byte texels of |format|, whole texels. */
 static ks_status
 make_view(ks_vk_ctx *ctx, const ks_vk_exact *k, const ks_vk_buffer *b, VkFormat format,
           uint32_t texel_bytes, VkBufferView *out)
 {
-    VkPhysicalDeviceProperties props;
-    uint64_t texels = b->size_bytes / texel_bytes;
-
-    vkGetPhysicalDeviceProperties(ctx->phys, &props);
-    if (texels == 0)
-        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: buffer '%s' has %" PRIu64 " bytes, "
-                        "less than one %u-byte texel", k->pl->name, b->name, b->size_bytes,
-                        texel_bytes);
-    if (texels > props.limits.maxTexelBufferElements)
-        return ks_error(KS_ERR_UNSUPPORTED, "vk: %s: buffer '%s' is %" PRIu64 " texels of "
-                        "%u bytes, %s views at most %u", k->pl->name, b->name, texels,
-                        texel_bytes, ctx->info.name, props.limits.maxTexelBufferElements);
-    VkBufferViewCreateInfo bv = {
-        .sType = VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO,
-        .buffer = b->buffer,
-        .format = format,
-        .offset = 0,
-        .range = texels * texel_bytes,
-    };
-    return ks_vk_check(vkCreateBufferView(ctx->device, &bv, NULL, out), "vkCreateBufferView");
+    return ks_vk_buffer_view(ctx, k->pl->name, b, format, texel_bytes, out);
 }
 
 ks_status

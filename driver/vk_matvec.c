@@ -317,25 +317,7 @@ static ks_status
 make_view(ks_vk_ctx *ctx, ks_vk_matvec *mv, const ks_vk_buffer *b, VkFormat format,
           VkBufferView *out)
 {
-    VkPhysicalDeviceProperties props;
-    uint64_t texels = b->size_bytes / 16u;
-
-    vkGetPhysicalDeviceProperties(ctx->phys, &props);
-    if (texels == 0)
-        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: buffer '%s' has %" PRIu64 " bytes, "
-                        "less than one 16-byte texel", mv->pl->name, b->name, b->size_bytes);
-    if (texels > props.limits.maxTexelBufferElements)
-        return ks_error(KS_ERR_UNSUPPORTED, "vk: %s: buffer '%s' is %" PRIu64 " texels of "
-                        "16 bytes, %s views at most %u", mv->pl->name, b->name, texels,
-                        ctx->info.name, props.limits.maxTexelBufferElements);
-    VkBufferViewCreateInfo bv = {
-        .sType = VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO,
-        .buffer = b->buffer,
-        .format = format,
-        .offset = 0,
-        .range = texels * 16u,
-    };
-    return ks_vk_check(vkCreateBufferView(ctx->device, &bv, NULL, out), "vkCreateBufferView");
+    return ks_vk_buffer_view(ctx, mv->pl->name, b, format, 16u, out);
 }
 
 ks_status

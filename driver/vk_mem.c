@@ -296,6 +296,32 @@ fail:
     return st;
 }
 
+ks_status
+ks_vk_buffer_view(ks_vk_ctx *ctx, const char *who, const ks_vk_buffer *b, VkFormat format,
+                  uint32_t texel_bytes, VkBufferView *out)
+{
+    VkPhysicalDeviceProperties props;
+    uint64_t texels = b->size_bytes / texel_bytes;
+
+    vkGetPhysicalDeviceProperties(ctx->phys, &props);
+    if (texels == 0)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: buffer '%s' has %" PRIu64 " bytes, "
+                        "less than one %u-byte texel", who, b->name, b->size_bytes,
+                        texel_bytes);
+    if (texels > props.limits.maxTexelBufferElements)
+        return ks_error(KS_ERR_UNSUPPORTED, "vk: %s: buffer '%s' is %" PRIu64 " texels of "
+                        "%u bytes, %s views at most %u", who, b->name, texels, texel_bytes,
+                        ctx->info.name, props.limits.maxTexelBufferElements);
+    VkBufferViewCreateInfo bv = {
+        .sType = VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO,
+        .buffer = b->buffer,
+        .format = format,
+        .offset = 0,
+        .range = texels * texel_bytes,
+    };
+    return ks_vk_check(vkCreateBufferView(ctx->device, &bv, NULL, out), "vkCreateBufferView");
+}
+
 void
 ks_vk_buffer_fini(ks_vk_ctx *ctx, ks_vk_buffer *b)
 {
