@@ -10,6 +10,29 @@
 #include "runtime/vk_forward.h"
 #include "scheduler/target.h"
 
+/* Bytes a GPU range needs per layer (weights + KV cache) and for the head. */
+void
+ks_costs_gpu_bytes(const ks_session *s, uint64_t *layer_bytes, uint64_t *head_bytes)
+{
+    const ks_model *m = s->m;
+    uint64_t kv = 2u * 2u * (uint64_t)s->n_ctx * s->kv_dim;
+
+    for (uint32_t il = 0; il < m->hp.n_layers; il++) {
+        const ks_layer *L = &m->layers[il];
+        const ks_weight *w[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down,
+                                 &L->bq, &L->bk, &L->bv, &L->attn_norm, &L->ffn_norm,
+                                 &L->q_norm, &L->k_norm, &L->post_attn_norm,
+                                 &L->post_ffw_norm };
+        uint64_t b = kv;
+        for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
+            if (w[i]->data)
+                b += (w[i]->row_bytes * (w[i]->ne1 ? w[i]->ne1 : 1) + 15u) & ~(uint64_t)15u;
+        layer_bytes[il] = b;
+    }
+    *head_bytes = m->output.row_bytes * m->output.ne1 + 4u * (uint64_t)m->hp.n_vocab +
+                  4u * (uint64_t)m->hp.n_embd;
+}
+
 #if defined(KS_HAVE_VULKAN) && defined(KS_HAVE_GLSLANG)
 
 #include "driver/vk.h"
@@ -166,24 +189,12 @@ ks_costs_place(ks_session *s, ks_plan *plan)
     }
     if (!(lb = calloc(n, sizeof(*lb))))
         return ks_error(KS_ERR_NOMEM, "placement: no memory");
-    {
-        /* per layer: weights + KV cache, as the Vulkan target allocates */
-        uint64_t kv = 4u * (uint64_t)s->n_ctx * s->kv_dim;
-        for (uint32_t il = 0; il < n; il++) {
-            const ks_layer *L = &m->layers[il];
-            const ks_weight *w[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up,
-                                     &L->down };
-            lb[il] = kv;
-            for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
-                lb[il] += w[i]->row_bytes * w[i]->ne1;
-        }
-    }
+    ks_costs_gpu_bytes(s, lb, &pc.head_bytes);
     pc.cpu_layer_ms = c.cpu_layer_ms;
     pc.gpu_layer_ms = c.gpu_layer_ms;
     pc.cpu_head_ms = c.cpu_head_ms;
     pc.gpu_head_ms = c.gpu_head_ms;
     pc.layer_bytes = lb;
-    pc.head_bytes = m->output.row_bytes * m->output.ne1;
     pc.fixed_bytes = ks_vk_fw_fixed_bytes(m, s->n_batch);
     ks_place_auto(n, &pc, plan, &est);
     free(lb);

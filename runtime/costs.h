@@ -16,4 +16,9 @@
  * nothing to weigh. */
 ks_status ks_costs_place(ks_session *s, ks_plan *plan);
 
+/* Bytes a Vulkan range of |s|'s model needs per layer (weights, norms,
+ * biases and the KV cache of the session's context; layer_bytes has
+ * n_layers entries) and for the head (output weights, norm, logits). */
+void ks_costs_gpu_bytes(const ks_session *s, uint64_t *layer_bytes, uint64_t *head_bytes);
+
 #endif

@@ -114,29 +114,6 @@ ks_session_placement(const ks_session *s)
     return s->plan;
 }
 
-/* Bytes a GPU range needs per layer (weights + KV cache) and for the head. */
-static void
-gpu_bytes(const ks_session *s, uint64_t *layer_bytes, uint64_t *head_bytes)
-{
-    const ks_model *m = s->m;
-    uint64_t kv = 2u * 2u * (uint64_t)s->n_ctx * s->kv_dim;
-
-    for (uint32_t il = 0; il < m->hp.n_layers; il++) {
-        const ks_layer *L = &m->layers[il];
-        const ks_weight *w[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down,
-                                 &L->bq, &L->bk, &L->bv, &L->attn_norm, &L->ffn_norm,
-                                 &L->q_norm, &L->k_norm, &L->post_attn_norm,
-                                 &L->post_ffw_norm };
-        uint64_t b = kv;
-        for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
-            if (w[i]->data)
-                b += (w[i]->row_bytes * (w[i]->ne1 ? w[i]->ne1 : 1) + 15u) & ~(uint64_t)15u;
-        layer_bytes[il] = b;
-    }
-    *head_bytes = m->output.row_bytes * m->output.ne1 + 4u * (uint64_t)m->hp.n_vocab +
-                  4u * (uint64_t)m->hp.n_embd;
-}
-
 /* The plan for backend vulkan: every layer that fits the device, the
  * last ones first (the head with them); the rest on the CPU. */
 static ks_status
@@ -155,7 +132,7 @@ plan_vulkan(ks_session *s, ks_plan *plan, bool *fits_all)
         free(lb);
         return st;
     }
-    gpu_bytes(s, lb, &c.head_bytes);
+    ks_costs_gpu_bytes(s, lb, &c.head_bytes);
     c.layer_bytes = lb;
     c.fixed_bytes = ks_vk_fw_fixed_bytes(s->m, s->n_batch);
     ks_place_auto(n, &c, plan, NULL);
