@@ -631,6 +631,23 @@ cancelled(const ks_generate_params *p)
     return p->cancel && *p->cancel;
 }
 
+KS_API const char *
+ks_stop_name(ks_stop stop)
+{
+    static const char *const names[] = { "none", "eog", "length", "callback", "context",
+                                         "cancelled", "error" };
+    return (unsigned)stop < sizeof names / sizeof names[0] ? names[stop] : "unknown";
+}
+
+/* The stop reason a status ends generation with, when no rule of the
+ * loop itself stopped it. */
+static ks_stop
+stop_of(ks_status st)
+{
+    return st == KS_OK ? KS_STOP_NONE : st == KS_ERR_CONTEXT_FULL ? KS_STOP_CONTEXT :
+           st == KS_ERR_CANCELLED ? KS_STOP_CANCELLED : KS_STOP_ERROR;
+}
+
 KS_API ks_status
 ks_session_generate(ks_session *s, ks_generate_params *p)
 {
@@ -642,6 +659,7 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
     char piece[256];
 
     p->n_out = 0;
+    p->stop = KS_STOP_NONE;
     {
         /* per-generate figures start again; the session's own stay */
         ks_stats keep = s->stats;
@@ -682,8 +700,10 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
         }
         tok = ks_sampler_sample(smp, s->logits);
         ks_sampler_accept(smp, tok);
-        if (!p->ignore_eog && ks_tokenizer_is_eog(s->m->tok, tok))
+        if (!p->ignore_eog && ks_tokenizer_is_eog(s->m->tok, tok)) {
+            p->stop = KS_STOP_EOG;
             break;
+        }
         n_gen++;
         if (p->out_tokens && p->n_out < p->out_cap)
             p->out_tokens[p->n_out] = tok;
@@ -691,10 +711,14 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
         len = ks_tokenizer_piece(s->m->tok, tok, piece, sizeof piece);
         if (p->on_token &&
             !p->on_token(p->user, tok, piece,
-                         len < sizeof piece ? len : sizeof piece))
+                         len < sizeof piece ? len : sizeof piece)) {
+            p->stop = KS_STOP_CALLBACK;
             break;
-        if (p->n_predict && n_gen == p->n_predict)
+        }
+        if (p->n_predict && n_gen == p->n_predict) {
+            p->stop = KS_STOP_LENGTH;
             break;
+        }
         if (s->n_past >= s->n_ctx) {
             st = ks_error(KS_ERR_CONTEXT_FULL,
                           "context full after %u generated tokens (context "
@@ -710,6 +734,8 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
         }
     }
 done:
+    if (p->stop == KS_STOP_NONE)
+        p->stop = stop_of(st);
     s->stats.n_gen = n_gen;
     s->stats.decode_ms = t1 ? (double)(ks_now_ns() - t1) / 1e6 : 0;
     if (s->stats.prefill_ms > 0)

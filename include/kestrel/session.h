@@ -67,6 +67,20 @@ typedef struct ks_sampling {
 typedef bool (*ks_token_fn)(void *user, int32_t token, const char *piece,
                             size_t len);
 
+/* Why ks_session_generate stopped (ks_generate_params.stop). */
+typedef enum ks_stop {
+    KS_STOP_NONE = 0,   /* it did not run */
+    KS_STOP_EOG,        /* the model ended its turn (end-of-generation) */
+    KS_STOP_LENGTH,     /* n_predict tokens were generated */
+    KS_STOP_CALLBACK,   /* on_token returned false */
+    KS_STOP_CONTEXT,    /* the context is full (KS_ERR_CONTEXT_FULL) */
+    KS_STOP_CANCELLED,  /* the cancel flag (KS_ERR_CANCELLED) */
+    KS_STOP_ERROR,      /* any other error: see the status */
+} ks_stop;
+
+/* "none", "eog", "length", "callback", "context", "cancelled", "error". */
+KS_API const char *ks_stop_name(ks_stop stop);
+
 typedef struct ks_generate_params {
     const int32_t     *prompt;     /* appended after what the session holds */
     size_t             n_prompt;
@@ -80,6 +94,7 @@ typedef struct ks_generate_params {
     int32_t           *out_tokens; /* optional: the generated ids */
     size_t             out_cap;
     size_t             n_out;      /* set: how many tokens were generated */
+    ks_stop            stop;       /* set: why generation stopped */
 } ks_generate_params;
 
 /* Prefills the prompt, then samples and decodes until n_predict tokens, an
