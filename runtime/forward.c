@@ -587,49 +587,54 @@ embed(ks_session *s, const int32_t *tokens, uint32_t n, uint32_t pos0)
     return KS_OK;
 }
 
-ks_status
-ks_forward(ks_session *s, const int32_t *tokens, uint32_t n, bool want_logits)
+/* One batch, hist[pos0..pos0+n), through every range in layer order;
+ * the hidden state passes through s->x. */
+static ks_status
+run_batch(ks_session *s, uint32_t pos0, uint32_t n, bool want_logits)
 {
-    uint32_t pos0 = s->n_past;
     ks_status st;
 
-    if ((st = embed(s, tokens, n, pos0)) != KS_OK)
+    if ((st = embed(s, s->hist + pos0, n, pos0)) != KS_OK)
         return st;
-    /* the ranges in layer order; the hidden state passes through s->x */
     for (uint32_t i = 0; i < s->n_targets; i++) {
         ks_target *t = s->targets[i];
         if ((st = t->ops->run(t, s->x, n, pos0, want_logits, s->logits)) != KS_OK)
             return st;
     }
-    s->n_past += n;
     return KS_OK;
 }
 
-ks_status
-ks_forward_tokens(ks_session *s, const int32_t *tokens, size_t n)
+static uint32_t
+batch_len(const ks_session *s, uint32_t pos, uint32_t end)
 {
-    ks_target *cpu = s->n_targets == 2 ? s->targets[0] : NULL;
-    ks_target *dev = s->n_targets == 2 ? s->targets[1] : NULL;
-    uint32_t pos0 = s->n_past;
+    return end - pos < s->n_batch ? end - pos : s->n_batch;
+}
+
+static void
+mark_batch(ks_session *s, uint32_t pos0, uint32_t n)
+{
+    s->batch_start[pos0] = 1;
+    memset(s->batch_start + pos0 + 1, 0, n - 1);
+}
+
+/* CPU layers, then device layers: while the device runs batch k, the CPU
+ * runs its layers of batch k + 1. n_kv moves only when all have run. */
+static ks_status
+sync_pipelined(ks_session *s, ks_target *cpu, ks_target *dev, const volatile int *cancel)
+{
+    uint32_t pos0 = s->n_kv, end = s->n_past;
     bool pending = false;
     ks_status st = KS_OK;
 
-    /* one batch, or targets that cannot overlap: batch after batch */
-    if (n <= s->n_batch || !cpu || cpu->ops->submit || !dev->ops->submit) {
-        for (size_t i = 0; i < n; i += s->n_batch) {
-            uint32_t b = (uint32_t)(n - i < s->n_batch ? n - i : s->n_batch);
-            if ((st = ks_forward(s, tokens + i, b, i + b == n)) != KS_OK)
-                return st;
+    for (uint32_t p = pos0; p < end && st == KS_OK; p += batch_len(s, p, end)) {
+        uint32_t b = batch_len(s, p, end);
+        bool last = p + b == end;
+        if (cancel && *cancel) {
+            st = ks_error(KS_ERR_CANCELLED, "prefill cancelled at token %u of %u", p, end);
+            break;
         }
-        return KS_OK;
-    }
-    /* CPU layers, then device layers: while the device runs batch k,
-     * the CPU runs its layers of batch k + 1 */
-    for (size_t i = 0; i < n && st == KS_OK; i += s->n_batch) {
-        uint32_t b = (uint32_t)(n - i < s->n_batch ? n - i : s->n_batch);
-        uint32_t p = pos0 + (uint32_t)i;
-        bool last = i + b == n;
-        if ((st = embed(s, tokens + i, b, p)) != KS_OK)
+        mark_batch(s, p, b);
+        if ((st = embed(s, s->hist + p, b, p)) != KS_OK)
             break;
         if ((st = cpu->ops->run(cpu, s->x, b, p, last, s->logits)) != KS_OK)
             break;
@@ -648,6 +653,64 @@ ks_forward_tokens(ks_session *s, const int32_t *tokens, size_t n)
             st = st2;
     }
     if (st == KS_OK)
-        s->n_past = pos0 + (uint32_t)n;
+        s->n_kv = end;
+    return st;
+}
+
+static ks_status
+sync(ks_session *s, const volatile int *cancel)
+{
+    ks_target *cpu = s->n_targets == 2 ? s->targets[0] : NULL;
+    ks_target *dev = s->n_targets == 2 ? s->targets[1] : NULL;
+    uint32_t end = s->n_past;
+    ks_status st;
+
+    if (end - s->n_kv > s->n_batch && cpu && !cpu->ops->submit && dev->ops->submit)
+        return sync_pipelined(s, cpu, dev, cancel);
+    while (s->n_kv < end) {
+        uint32_t p = s->n_kv, b = batch_len(s, p, end);
+        if (cancel && *cancel)
+            return ks_error(KS_ERR_CANCELLED, "prefill cancelled at token %u of %u", p, end);
+        mark_batch(s, p, b);
+        if ((st = run_batch(s, p, b, p + b == end)) != KS_OK)
+            return st;
+        s->n_kv = p + b;
+    }
+    return KS_OK;
+}
+
+/* After ks_session_fall_back put every layer on the CPU: the held tokens
+ * the lost targets had run, again, in the batches they ran in. */
+static ks_status
+replay(ks_session *s)
+{
+    uint32_t end = s->n_kv;
+    ks_status st;
+
+    for (uint32_t p = 0; p < end;) {
+        uint32_t b = 1;
+        while (p + b < end && !s->batch_start[p + b])
+            b++;
+        if ((st = run_batch(s, p, b, false)) != KS_OK)
+            return st;
+        p += b;
+    }
+    return KS_OK;
+}
+
+ks_status
+ks_forward_sync(ks_session *s, const volatile int *cancel)
+{
+    ks_status st = sync(s, cancel);
+
+    if (st == KS_ERR_DEVICE_LOST) {
+        if ((st = ks_session_fall_back(s, ks_last_error())) != KS_OK)
+            return st;
+        if ((st = replay(s)) != KS_OK)
+            return st;
+        st = sync(s, cancel);
+    }
+    if (st == KS_OK && s->n_past > 0)
+        s->logits_ok = true;
     return st;
 }

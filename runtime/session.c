@@ -5,8 +5,10 @@
  * create; ks_session_generate then prefills the prompt in batches of
  * n_batch through ks_forward, and decodes one token at a time, sampling
  * on the CPU and handing each token's text to the caller's callback. */
+#include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -174,6 +176,30 @@ drop_targets(ks_session *s)
     for (uint32_t i = 0; i < s->n_targets; i++)
         s->targets[i]->ops->destroy(s->targets[i]);
     s->n_targets = 0;
+}
+
+ks_status
+ks_session_fall_back(ks_session *s, const char *why)
+{
+    char msg[sizeof s->stats.fallback];
+    bool on_device = false;
+    ks_plan plan;
+    ks_status st;
+
+    snprintf(msg, sizeof msg, "%s", why);
+    for (uint32_t i = 0; i < s->n_targets; i++)
+        on_device |= strcmp(s->targets[i]->kind, "cpu") != 0;
+    if (!on_device)  /* nothing to move: the fault stands */
+        return ks_error(KS_ERR_DEVICE_LOST, "%s", msg);
+    ks_log(KS_LOG_WARN, "runtime", "%s; continuing on the CPU from token %u, its KV cache "
+           "rebuilt from the tokens held", msg, s->n_kv);
+    drop_targets(s);
+    ks_place_gpu_layers(s->m->hp.n_layers, 0, &plan);
+    if ((st = make_targets(s, &plan)) != KS_OK)
+        return st;
+    s->stats.n_fallbacks++;
+    snprintf(s->stats.fallback, sizeof s->stats.fallback, "%s", msg);
+    return KS_OK;
 }
 
 /* Chooses where the layers run and makes the targets. Backend cpu: all
@@ -508,7 +534,9 @@ ks_session_create(ks_model *m, const ks_session_params *p, ks_session **out)
     s->vtmp = alloc_floats((uint64_t)s->n_threads * hp->head_dim, &ok);
     s->qh = calloc((size_t)s->n_threads, hp->head_dim * 4u);
     s->logits = alloc_floats(hp->n_vocab, &ok);
-    if (!ok || !s->qh || !add_layer_slots(s, max_n)) {
+    s->hist = calloc(s->n_ctx, sizeof(*s->hist));
+    s->batch_start = calloc(s->n_ctx, 1);
+    if (!ok || !s->qh || !s->hist || !s->batch_start || !add_layer_slots(s, max_n)) {
         st = ks_error(KS_ERR_NOMEM, "session: no memory for activations");
         goto fail;
     }
@@ -554,6 +582,8 @@ ks_session_destroy(ks_session *s)
     free(s->vtmp);
     free(s->qh);
     free(s->logits);
+    free(s->hist);
+    free(s->batch_start);
     for (int i = 0; i < KS_N_ACT_SLOTS; i++)
         free(s->act[i].buf);
     free(s);
@@ -578,21 +608,57 @@ ks_session_truncate(ks_session *s, uint32_t n_past)
         return ks_error(KS_ERR_INVALID_ARG,
                         "session: cannot truncate to %u, only %u tokens "
                         "held", n_past, s->n_past);
-    /* Positions past n_past are simply overwritten by later tokens. */
+    if (n_past == s->n_past)
+        return KS_OK;
+    /* Positions past n_past are simply overwritten by later tokens; the
+     * logits were those of a token no longer held. */
     s->n_past = n_past;
+    if (s->n_kv > n_past)
+        s->n_kv = n_past;
+    s->logits_ok = false;
     return KS_OK;
 }
 
-/* Runs |n| tokens in batches; logits of the last one land in s->logits. */
+/* Appends tokens to the held sequence; the targets run them at the next
+ * ks_forward_sync. Nothing is appended when one is outside the
+ * vocabulary or they do not fit. */
 static ks_status
-eval_tokens(ks_session *s, const int32_t *tokens, size_t n)
+hold(ks_session *s, const int32_t *tokens, size_t n)
 {
     if ((uint64_t)s->n_past + n > s->n_ctx)
         return ks_error(KS_ERR_CONTEXT_FULL,
                         "context full: %u tokens held and %zu more do not "
                         "fit in a context of %u (use a larger -c)",
                         s->n_past, n, s->n_ctx);
-    return ks_forward_tokens(s, tokens, n);
+    for (size_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || (uint32_t)tokens[i] >= s->m->hp.n_vocab)
+            return ks_error(KS_ERR_INVALID_ARG,
+                            "session: token id %d (at %zu) is outside the "
+                            "vocabulary (0..%u)", tokens[i], i,
+                            s->m->hp.n_vocab - 1);
+    if (n > 0) {
+        memcpy(s->hist + s->n_past, tokens, n * sizeof(*tokens));
+        s->n_past += (uint32_t)n;
+        s->logits_ok = false;
+    }
+    return KS_OK;
+}
+
+/* Makes s->logits those of the last held token: runs what the targets
+ * lack, or runs the last token again when its logits were lost to a
+ * truncate. */
+static ks_status
+need_logits(ks_session *s, const volatile int *cancel)
+{
+    if (s->logits_ok)
+        return KS_OK;
+    if (s->n_past == 0)
+        return ks_error(KS_ERR_INVALID_ARG,
+                        "session: no tokens held, so no logits to sample "
+                        "from");
+    if (s->n_kv == s->n_past)
+        s->n_kv--;
+    return ks_forward_sync(s, cancel);
 }
 
 KS_API ks_status
@@ -603,7 +669,9 @@ ks_session_eval(ks_session *s, const int32_t *tokens, size_t n,
 
     if (n == 0)
         return ks_error(KS_ERR_INVALID_ARG, "session: no tokens to evaluate");
-    if ((st = eval_tokens(s, tokens, n)) != KS_OK)
+    if ((st = hold(s, tokens, n)) != KS_OK)
+        return st;
+    if ((st = ks_forward_sync(s, NULL)) != KS_OK)
         return st;
     if (logits)
         memcpy(logits, s->logits, s->m->hp.n_vocab * sizeof(float));
@@ -648,6 +716,29 @@ stop_of(ks_status st)
            st == KS_ERR_CANCELLED ? KS_STOP_CANCELLED : KS_STOP_ERROR;
 }
 
+/* Logits that are not numbers mean broken weights or a broken kernel;
+ * sampling from them would give token 0 forever. */
+static ks_status
+check_logits(const ks_session *s)
+{
+    const float *l = s->logits;
+    uint32_t n = s->m->hp.n_vocab;
+    float sum = 0.0f;
+
+    for (uint32_t i = 0; i < n; i++)
+        sum += l[i] * 0.0f;  /* stays 0 unless some logit is NaN or Inf */
+    if (sum == 0.0f)
+        return KS_OK;
+    for (uint32_t i = 0; i < n; i++)
+        if (!isfinite(l[i]))
+            return ks_error(KS_ERR_CORRUPT,
+                            "generate: logit %u of token %u is %s: the model's "
+                            "weights or a kernel produced it (KESTREL_CHECK=1 "
+                            "names the first layer)", i, s->n_past - 1,
+                            isnan(l[i]) ? "NaN" : "infinite");
+    return KS_OK;
+}
+
 KS_API ks_status
 ks_session_generate(ks_session *s, ks_generate_params *p)
 {
@@ -670,27 +761,35 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
         s->stats.n_shader_hits = keep.n_shader_hits;
         s->stats.n_shader_compiled = keep.n_shader_compiled;
         s->stats.backend_setup_ms = keep.backend_setup_ms;
+        s->stats.n_fallbacks = keep.n_fallbacks;
+        memcpy(s->stats.fallback, keep.fallback, sizeof keep.fallback);
     }
-    if (p->n_prompt == 0 && s->n_past == 0)
+    if (p->n_prompt == 0 && s->n_past == 0) {
+        p->stop = KS_STOP_ERROR;
         return ks_error(KS_ERR_INVALID_ARG,
                         "generate: an empty prompt and an empty session: "
                         "nothing to continue from");
+    }
     sp = sampler_params(&p->sampling);
-    if ((st = ks_sampler_create(&sp, s->m->hp.n_vocab, &smp)) != KS_OK)
+    if ((st = ks_sampler_create(&sp, s->m->hp.n_vocab, &smp)) != KS_OK) {
+        p->stop = KS_STOP_ERROR;
         return st;
+    }
 
     t0 = ks_now_ns();
-    if (p->n_prompt > 0) {
-        if ((st = eval_tokens(s, p->prompt, p->n_prompt)) != KS_OK)
-            goto done;
-        for (size_t i = 0; i < p->n_prompt; i++)
-            ks_sampler_accept(smp, p->prompt[i]);
-    }
+    if ((st = hold(s, p->prompt, p->n_prompt)) != KS_OK)
+        goto done;
+    /* the sampler's penalties see what a fresh session fed the same
+     * tokens would: everything held */
+    for (uint32_t i = 0; i < s->n_past; i++)
+        ks_sampler_accept(smp, s->hist[i]);
+    if ((st = need_logits(s, p->cancel)) != KS_OK)
+        goto done;
     t1 = ks_now_ns();
     s->stats.n_prompt = (uint32_t)p->n_prompt;
     s->stats.prefill_ms = (double)(t1 - t0) / 1e6;
 
-    while (p->n_predict == 0 || n_gen < p->n_predict) {
+    for (;;) {
         int32_t tok;
         size_t len;
 
@@ -698,12 +797,23 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
             st = ks_error(KS_ERR_CANCELLED, "generation cancelled");
             break;
         }
+        if ((st = check_logits(s)) != KS_OK)
+            break;
         tok = ks_sampler_sample(smp, s->logits);
-        ks_sampler_accept(smp, tok);
         if (!p->ignore_eog && ks_tokenizer_is_eog(s->m->tok, tok)) {
             p->stop = KS_STOP_EOG;
             break;
         }
+        if (s->n_past >= s->n_ctx) {
+            st = ks_error(KS_ERR_CONTEXT_FULL,
+                          "context full after %u generated tokens (context "
+                          "%u; use a larger -c)", n_gen, s->n_ctx);
+            break;
+        }
+        /* held before it is shown: what the caller saw, the session has */
+        ks_sampler_accept(smp, tok);
+        if ((st = hold(s, &tok, 1)) != KS_OK)
+            break;
         n_gen++;
         if (p->out_tokens && p->n_out < p->out_cap)
             p->out_tokens[p->n_out] = tok;
@@ -719,15 +829,9 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
             p->stop = KS_STOP_LENGTH;
             break;
         }
-        if (s->n_past >= s->n_ctx) {
-            st = ks_error(KS_ERR_CONTEXT_FULL,
-                          "context full after %u generated tokens (context "
-                          "%u; use a larger -c)", n_gen, s->n_ctx);
-            break;
-        }
         {
             uint64_t f0 = ks_now_ns();
-            if ((st = ks_forward(s, &tok, 1, true)) != KS_OK)
+            if ((st = ks_forward_sync(s, p->cancel)) != KS_OK)
                 break;
             if (s->gov)
                 govern(s, ks_now_ns() - f0, p->cancel);
@@ -737,7 +841,12 @@ done:
     if (p->stop == KS_STOP_NONE)
         p->stop = stop_of(st);
     s->stats.n_gen = n_gen;
-    s->stats.decode_ms = t1 ? (double)(ks_now_ns() - t1) / 1e6 : 0;
+    if (!t1) {  /* stopped in the prompt */
+        t1 = ks_now_ns();
+        s->stats.n_prompt = (uint32_t)p->n_prompt;
+        s->stats.prefill_ms = (double)(t1 - t0) / 1e6;
+    }
+    s->stats.decode_ms = n_gen ? (double)(ks_now_ns() - t1) / 1e6 : 0;
     if (s->stats.prefill_ms > 0)
         s->stats.prefill_tps = s->stats.n_prompt * 1e3 / s->stats.prefill_ms;
     if (s->stats.decode_ms > 0 && n_gen > 1)

@@ -33,7 +33,18 @@ struct ks_session {
     uint32_t    n_ctx;
     uint32_t    n_batch;
     ks_kv_type  kv_type;
+
+    /* The tokens the session holds (session.h: the contract). The
+     * targets hold keys and values for the first n_kv of them; the rest
+     * (a token generate emitted last, a prompt a cancel or a fault cut
+     * short) run at the next call. */
     uint32_t    n_past;
+    uint32_t    n_kv;          /* <= n_past */
+    int32_t    *hist;          /* [n_ctx] token ids */
+    uint8_t    *batch_start;   /* [n_ctx] 1 where a forward batch began, so a
+                                  replay on another target runs the same
+                                  batches and so the same arithmetic */
+    bool        logits_ok;     /* s->logits belong to hist[n_past - 1] */
 
     uint64_t    kv_dim;      /* n_head_kv * head_dim */
     uint64_t    kv_row_bytes;
@@ -76,17 +87,21 @@ struct ks_session {
 struct ks_target_kind;
 extern const struct ks_target_kind ks_cpu_target_kind;
 
-/* Runs tokens[0..n) (n <= n_batch) at positions n_past.. and appends
- * their keys and values to the cache; fills s->logits with the last
- * token's logits when want_logits. */
-ks_status ks_forward(ks_session *s, const int32_t *tokens, uint32_t n,
-                     bool want_logits);
-
-/* Runs any number of tokens in batches of n_batch, the last one's logits
- * in s->logits. With a CPU range followed by a device range the batches
+/* Runs the held tokens the targets lack, hist[n_kv..n_past), in batches
+ * of n_batch, so that n_kv = n_past and s->logits are the last token's
+ * (logits_ok). With a CPU range followed by a device range the batches
  * are pipelined: the device runs batch k while the CPU runs its layers of
- * batch k + 1 (the same arithmetic, so the same result). */
-ks_status ks_forward_tokens(ks_session *s, const int32_t *tokens, size_t n);
+ * batch k + 1 (the same arithmetic, so the same result). Between batches
+ * it stops with KS_ERR_CANCELLED when *cancel reads non-zero (cancel may
+ * be NULL); n_kv then counts the batches that finished. A device fault
+ * (KS_ERR_DEVICE_LOST) moves every layer to the CPU, which replays the
+ * held tokens in their original batches, and the run goes on there. */
+ks_status ks_forward_sync(ks_session *s, const volatile int *cancel);
+
+/* After a device fault (|why|, the target's message): drops every target
+ * and puts all layers on the CPU, says so once on stderr and in the
+ * stats. The caller replays the held tokens. */
+ks_status ks_session_fall_back(ks_session *s, const char *why);
 
 /* cos/sin pairs of every rotated dimension pair for tokens at positions
  * pos0..pos0+n_tok-1 (n_rot floats per token), as llama.cpp's rope cache

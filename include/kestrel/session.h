@@ -1,5 +1,21 @@
 /* Sessions: one conversation's KV cache and scratch memory over a model.
  *
+ * The contract. A session holds a sequence of tokens, ks_session_n_past()
+ * of them: every token given to eval or to generate as a prompt, and
+ * every token generate passed to on_token / out_tokens. A token that
+ * ended generation (end-of-generation, not emitted) is not held.
+ * Truncate forgets the tokens past a position. After ANY sequence of
+ * generate, eval and truncate calls, the session behaves exactly as a
+ * fresh session that was given the held tokens with one eval: the next
+ * generate with no prompt samples from the last held token's logits
+ * (recomputed when a truncate dropped them), and a prompt continues after
+ * the held tokens. The sampler's repeat penalty sees the held tokens too.
+ * The keys and values of held tokens may be computed late: the token
+ * generate emitted last runs through the model at the next call, and a
+ * prompt that a cancel or an error cut short resumes there.
+ * A call that fails leaves the tokens it appended held (so a retry
+ * resumes) except where it says nothing is appended.
+ *
  * A session is used by one thread at a time; several sessions on one model
  * may run on several threads at once. Everything a session needs is
  * allocated at create: generating a token allocates nothing. */
@@ -42,13 +58,15 @@ KS_API void      ks_session_destroy(ks_session *s);  /* NULL is a no-op */
 KS_API uint32_t ks_session_n_past(const ks_session *s);
 KS_API uint32_t ks_session_n_ctx(const ks_session *s);
 
-/* Forgets every position >= n_past (n_past <= ks_session_n_past). */
+/* Forgets every position >= n_past (n_past <= ks_session_n_past;
+ * KS_ERR_INVALID_ARG otherwise, and nothing changes). */
 KS_API ks_status ks_session_truncate(ks_session *s, uint32_t n_past);
 
-/* Runs |n| tokens through the model at positions n_past.. in batches and
- * appends them to the KV cache. When logits is not NULL it receives the
+/* Appends |n| tokens and runs them (and any held token not yet run)
+ * through the model in batches. When logits is not NULL it receives the
  * logits of the last token (n_vocab floats). KS_ERR_CONTEXT_FULL when the
- * tokens do not fit; nothing is appended then. */
+ * tokens do not fit and KS_ERR_INVALID_ARG for an id outside the
+ * vocabulary: nothing is appended then. */
 KS_API ks_status ks_session_eval(ks_session *s, const int32_t *tokens,
                                  size_t n, float *logits);
 
@@ -97,10 +115,15 @@ typedef struct ks_generate_params {
     ks_stop            stop;       /* set: why generation stopped */
 } ks_generate_params;
 
-/* Prefills the prompt, then samples and decodes until n_predict tokens, an
+/* Appends and prefills the prompt (the cancel flag is read between
+ * batches), then samples and decodes until n_predict tokens, an
  * end-of-generation token (not emitted to on_token), a callback's false,
  * the cancel flag or a full context (KS_ERR_CONTEXT_FULL after the tokens
- * that fitted). */
+ * that fitted). p->stop says which. Logits that are NaN or infinite stop
+ * it with KS_ERR_CORRUPT instead of sampling garbage. A device that is
+ * lost mid-run does not stop it: the layers move to the CPU, which
+ * rebuilds their KV cache from the held tokens, and generation goes on
+ * with the tokens a CPU-only run gives (stats: n_fallbacks, fallback). */
 KS_API ks_status ks_session_generate(ks_session *s, ks_generate_params *p);
 
 typedef struct ks_stats {
@@ -122,6 +145,10 @@ typedef struct ks_stats {
     uint32_t n_shader_hits;
     uint32_t n_shader_compiled;
     double   backend_setup_ms;
+    /* Times a device fault moved layers to the CPU in this session, and
+     * the last such fault in words ("" when none). */
+    uint32_t n_fallbacks;
+    char     fallback[160];
 } ks_stats;
 
 KS_API void ks_session_stats(const ks_session *s, ks_stats *out);
