@@ -1,4 +1,5 @@
 /* Replayable command buffers (see vk_submit.h). */
+#include "driver/fault.h"
 #include "driver/vk_submit.h"
 
 #include <string.h>
@@ -6,7 +7,19 @@
 #include "driver/base.h"
 
 /* The same patience as the context's synchronous submissions. */
-#define FENCE_TIMEOUT_NS (120ull * 1000000000ull)
+/* How long a submission may take before the device counts as hung: a
+ * fixed 30 s, plus its work at 100 M multiply-adds a second, slower than
+ * any device that runs Kestrel (lavapipe on one core does several G). A
+ * 512-token prefill of a 1.5B model is allowed about 2 h; one decode step
+ * of a 135M model about 31 s. */
+#define FENCE_BASE_NS (30ull * 1000000000ull)
+#define FENCE_MACS_PER_S 100000000ull
+
+static uint64_t
+fence_timeout_ns(const ks_vk_cmdbuf *c)
+{
+    return FENCE_BASE_NS + c->work_macs / FENCE_MACS_PER_S * 1000000000ull;
+}
 
 ks_status
 ks_vk_cmdbuf_init(ks_vk_ctx *ctx, ks_vk_cmdbuf *c)
@@ -74,6 +87,11 @@ ks_vk_cmdbuf_submit(ks_vk_ctx *ctx, ks_vk_cmdbuf *c)
 
     if (ctx->lost)
         return ks_error(KS_ERR_DEVICE_LOST, "vk: device %s was lost earlier", ctx->info.name);
+    if (ks_fault_hit("vk_submit_lost")) {
+        ctx->lost = true;
+        return ks_error(KS_ERR_DEVICE_LOST, "vk: device %s was lost at a queue submit "
+                        "(injected: KESTREL_FAULT)", ctx->info.name);
+    }
     if (!c->recorded)
         return ks_error(KS_ERR_INTERNAL, "vk: replay of a command buffer never recorded");
     if ((st = ks_vk_check(vkResetFences(ctx->device, 1, &c->fence), "vkResetFences")) != KS_OK)
@@ -87,13 +105,16 @@ ks_vk_cmdbuf_submit(ks_vk_ctx *ctx, ks_vk_cmdbuf *c)
 ks_status
 ks_vk_cmdbuf_wait(ks_vk_ctx *ctx, ks_vk_cmdbuf *c)
 {
-    VkResult r = vkWaitForFences(ctx->device, 1, &c->fence, VK_TRUE, FENCE_TIMEOUT_NS);
+    uint64_t timeout_ns = fence_timeout_ns(c);
+    VkResult r = ks_fault_hit("vk_fence_timeout")
+                     ? VK_TIMEOUT
+                     : vkWaitForFences(ctx->device, 1, &c->fence, VK_TRUE, timeout_ns);
 
     if (r == VK_TIMEOUT) {
         ctx->lost = true;
         return ks_error(KS_ERR_DEVICE_LOST, "vk: device %s did not finish a submission "
                         "within %llu s; treating it as lost", ctx->info.name,
-                        FENCE_TIMEOUT_NS / 1000000000ull);
+                        (unsigned long long)(timeout_ns / 1000000000ull));
     }
     if (r == VK_ERROR_DEVICE_LOST)
         ctx->lost = true;

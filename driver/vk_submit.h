@@ -15,6 +15,8 @@ typedef struct ks_vk_cmdbuf {
     VkCommandBuffer cb;
     VkFence         fence;
     bool            recorded;
+    uint64_t        work_macs;  /* multiply-adds a replay costs, about: the
+                                   fence timeout grows with it (0: none) */
 } ks_vk_cmdbuf;
 
 /* Allocates the command buffer and its fence (from the context's pool).

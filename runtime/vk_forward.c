@@ -967,6 +967,8 @@ cmd_for(ks_vk_fw *f, uint32_t n, bool head, ks_vk_cmdbuf **out)
     pick->n = n;
     pick->head = head;
     pick->used = f->n_runs;
+    /* about two multiply-adds per byte of quantized weight, per token */
+    pick->cb.work_macs = 2 * (uint64_t)n * (f->info.weight_bytes + f->info.imported_bytes);
     ks_log(KS_LOG_DEBUG, "vulkan", "recorded layers %u..%u for batches of %u%s", f->p.l0,
            f->p.l1 - 1, n, head ? " with the head" : "");
     *out = &pick->cb;
