@@ -120,3 +120,26 @@ ks_peak_rss_bytes(void)
         return 0;
     return (uint64_t)ru.ru_maxrss * 1024u;
 }
+
+const char *
+ks_cache_dir(char *buf, size_t size)
+{
+    const char *e;
+    int n;
+
+    if (!buf || size == 0)
+        return NULL;
+    if ((e = getenv("KESTREL_CACHE_DIR")) && *e)
+        n = snprintf(buf, size, "%s", e);
+    else if ((e = getenv("XDG_CACHE_HOME")) && e[0] == '/')  /* XDG: absolute only */
+        n = snprintf(buf, size, "%s/kestrel", e);
+    else if ((e = getenv("HOME")) && *e)
+        n = snprintf(buf, size, "%s/.cache/kestrel", e);
+    else
+        return NULL;
+    if (n < 0 || (size_t)n >= size)
+        return NULL;
+    while (n > 1 && buf[n - 1] == '/')
+        buf[--n] = '\0';
+    return buf;
+}

@@ -55,6 +55,12 @@ ks_align_up(uint64_t x, uint64_t align)
 /* Monotonic clock in nanoseconds. */
 uint64_t ks_now_ns(void);
 
+/* Kestrel's cache directory: $KESTREL_CACHE_DIR, else
+ * $XDG_CACHE_HOME/kestrel (absolute XDG paths only), else
+ * ~/.cache/kestrel, without a trailing slash. NULL when none is set or it
+ * does not fit |size|. The directory may not exist yet. */
+const char *ks_cache_dir(char *buf, size_t size);
+
 /* Peak resident set size of this process in bytes (0 if unknown). */
 uint64_t ks_peak_rss_bytes(void);
 

@@ -136,24 +136,7 @@ env_on(const char *name)
 const char *
 ks_vk_cache_dir(char *buf, size_t size)
 {
-    const char *e;
-    int n;
-
-    if (!buf || size == 0 || env_on("KESTREL_NO_CACHE"))
-        return NULL;
-    if ((e = getenv("KESTREL_CACHE_DIR")) && *e)
-        n = snprintf(buf, size, "%s", e);
-    else if ((e = getenv("XDG_CACHE_HOME")) && e[0] == '/')  /* XDG: absolute only */
-        n = snprintf(buf, size, "%s/kestrel", e);
-    else if ((e = getenv("HOME")) && *e)
-        n = snprintf(buf, size, "%s/.cache/kestrel", e);
-    else
-        return NULL;
-    if (n < 0 || (size_t)n >= size)
-        return NULL;
-    while (n > 1 && buf[n - 1] == '/')
-        buf[--n] = '\0';
-    return buf;
+    return env_on("KESTREL_NO_CACHE") ? NULL : ks_cache_dir(buf, size);
 }
 
 /* mkdir -p. False with errno set when some component cannot be made. */

@@ -7,35 +7,7 @@
 #include <sys/stat.h>
 
 #include "driver/base.h"
-#include "runtime/vk_forward.h"
 #include "scheduler/target.h"
-
-/* Bytes a GPU range needs per layer (weights + KV cache) and for the head. */
-void
-ks_costs_gpu_bytes(const ks_session *s, uint64_t *layer_bytes, uint64_t *head_bytes)
-{
-    const ks_model *m = s->m;
-    uint64_t kv = 2u * 2u * (uint64_t)s->n_ctx * s->kv_dim;
-
-    for (uint32_t il = 0; il < m->hp.n_layers; il++) {
-        const ks_layer *L = &m->layers[il];
-        const ks_weight *w[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down,
-                                 &L->bq, &L->bk, &L->bv, &L->attn_norm, &L->ffn_norm,
-                                 &L->q_norm, &L->k_norm, &L->post_attn_norm,
-                                 &L->post_ffw_norm };
-        uint64_t b = kv;
-        for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
-            if (w[i]->data)
-                b += (w[i]->row_bytes * (w[i]->ne1 ? w[i]->ne1 : 1) + 15u) & ~(uint64_t)15u;
-        layer_bytes[il] = b;
-    }
-    *head_bytes = m->output.row_bytes * m->output.ne1 + 4u * (uint64_t)m->hp.n_vocab +
-                  4u * (uint64_t)m->hp.n_embd;
-}
-
-#if defined(KS_HAVE_VULKAN) && defined(KS_HAVE_GLSLANG)
-
-#include "driver/vk.h"
 
 enum { REPS = 5 };
 
@@ -70,10 +42,10 @@ time_runs(ks_session *s, ks_target *t, bool want_logits, double *ms)
 }
 
 static ks_status
-measure(ks_session *s, costs *c)
+measure(ks_session *s, const ks_target_kind *dev, costs *c)
 {
     uint32_t n = s->m->hp.n_layers;
-    ks_target_env env = { s->m, s, s->m->rt->device, 16, 1 };
+    ks_target_env env = { s->m, s, s->m->rt->device, 16, 1, false };
     ks_target *t = NULL;
     double both;
     ks_status st;
@@ -92,7 +64,7 @@ measure(ks_session *s, costs *c)
     if (st != KS_OK)
         return st;
     /* the device: the last layer with the head, run without and with it */
-    if ((st = ks_vk_target_kind.create(&env, n - 1, n, true, &t)) != KS_OK)
+    if ((st = dev->create(&env, n - 1, n, true, &t)) != KS_OK)
         return st;
     st = time_runs(s, t, false, &c->gpu_layer_ms);
     if (st == KS_OK)
@@ -110,7 +82,7 @@ costs_path(char *buf, size_t size)
     char dir[1024];
 
     buf[0] = '\0';
-    if (ks_vk_cache_dir(dir, sizeof dir))
+    if (ks_cache_dir(dir, sizeof dir))
         snprintf(buf, size, "%s/costs.tsv", dir);
 }
 
@@ -159,22 +131,27 @@ costs_save(const char *path, const char *key, const costs *c)
 }
 
 ks_status
-ks_costs_place(ks_session *s, ks_plan *plan)
+ks_costs_place(ks_session *s, const ks_target_kind *dev, ks_plan *plan)
 {
     const ks_model *m = s->m;
     uint32_t n = m->hp.n_layers;
-    char dev[256], key[768], path[1100];
+    char key[768], path[1100];
+    ks_target_env env = { m, s, m->rt->device, s->n_ctx, s->n_batch, false };
+    ks_target_memory mem = { 0 };
     ks_place_cost pc = { .hop_ms = 0.02, .gpu_ok = true };
-    uint64_t *lb;
     costs c;
     double est;
     ks_status st;
     bool cached;
 
-    if ((st = ks_vk_fw_device(m->rt->device, dev, sizeof dev, &pc.gpu_budget)) != KS_OK)
-        return st;
+    if (!dev->memory)
+        return ks_error(KS_ERR_UNSUPPORTED, "placement: %s reports no memory", dev->name);
+    if (!(mem.layer_bytes = calloc(n, sizeof(*mem.layer_bytes))))
+        return ks_error(KS_ERR_NOMEM, "placement: no memory");
+    if ((st = dev->memory(&env, &mem)) != KS_OK)
+        goto out;
     snprintf(key, sizeof key, "%s|%llu|%u|%d|%s", m->name ? m->name : "model",
-             (unsigned long long)m->file_bytes, n, s->n_threads, dev);
+             (unsigned long long)m->file_bytes, n, s->n_threads, mem.device);
     for (char *p = key; *p; p++)
         if (*p == '\t' || *p == '\n')
             *p = ' ';
@@ -182,41 +159,29 @@ ks_costs_place(ks_session *s, ks_plan *plan)
     cached = costs_load(path, key, &c);
     if (!cached) {
         ks_log(KS_LOG_INFO, "placement", "measuring layer costs on the CPU and %s (once "
-               "per model and device)", dev);
-        if ((st = measure(s, &c)) != KS_OK)
-            return st;
+               "per model and device)", mem.device);
+        if ((st = measure(s, dev, &c)) != KS_OK)
+            goto out;
         costs_save(path, key, &c);
     }
-    if (!(lb = calloc(n, sizeof(*lb))))
-        return ks_error(KS_ERR_NOMEM, "placement: no memory");
-    ks_costs_gpu_bytes(s, lb, &pc.head_bytes);
     pc.cpu_layer_ms = c.cpu_layer_ms;
     pc.gpu_layer_ms = c.gpu_layer_ms;
     pc.cpu_head_ms = c.cpu_head_ms;
     pc.gpu_head_ms = c.gpu_head_ms;
-    pc.layer_bytes = lb;
-    pc.fixed_bytes = ks_vk_fw_fixed_bytes(m, s->n_batch);
+    pc.layer_bytes = mem.layer_bytes;
+    pc.head_bytes = mem.head_bytes;
+    pc.fixed_bytes = mem.fixed_bytes;
+    pc.gpu_budget = mem.avail_bytes;
     ks_place_auto(n, &pc, plan, &est);
-    free(lb);
     {
         char txt[160];
         ks_plan_format(plan, txt, sizeof txt);
         ks_log(KS_LOG_INFO, "placement", "auto: %s (%s costs: layer %.3f ms on the CPU, "
                "%.3f ms on %s; head %.3f / %.3f ms; estimate %.2f ms per token)", txt,
-               cached ? "cached" : "measured", c.cpu_layer_ms, c.gpu_layer_ms, dev,
+               cached ? "cached" : "measured", c.cpu_layer_ms, c.gpu_layer_ms, mem.device,
                c.cpu_head_ms, c.gpu_head_ms, est);
     }
-    return KS_OK;
+out:
+    free(mem.layer_bytes);
+    return st;
 }
-
-#else
-
-ks_status
-ks_costs_place(ks_session *s, ks_plan *plan)
-{
-    (void)s;
-    (void)plan;
-    return ks_error(KS_ERR_UNSUPPORTED, "placement: this build has no Vulkan support");
-}
-
-#endif

@@ -11,14 +11,8 @@
 #include "scheduler/placement.h"
 
 /* Fills |plan| with ks_place_auto's choice for |s|'s model on the CPU and
- * the runtime's Vulkan device, from cached or fresh costs, and logs the
- * decision with its figures. KS_ERR_NO_DEVICE / UNSUPPORTED when there is
- * nothing to weigh. */
-ks_status ks_costs_place(ks_session *s, ks_plan *plan);
-
-/* Bytes a Vulkan range of |s|'s model needs per layer (weights, norms,
- * biases and the KV cache of the session's context; layer_bytes has
- * n_layers entries) and for the head (output weights, norm, logits). */
-void ks_costs_gpu_bytes(const ks_session *s, uint64_t *layer_bytes, uint64_t *head_bytes);
+ * a device of kind |dev| (its memory member is required), from cached or
+ * fresh costs, and logs the decision with its figures. */
+ks_status ks_costs_place(ks_session *s, const struct ks_target_kind *dev, ks_plan *plan);
 
 #endif

@@ -520,12 +520,13 @@ cpu_target_destroy(ks_target *t)
     free(t);
 }
 
-static const ks_target_ops cpu_ops = { cpu_target_run, cpu_target_destroy, NULL, NULL };
+static const ks_target_ops cpu_ops = { cpu_target_run, cpu_target_destroy, NULL, NULL, NULL };
 
+/* Every architecture, type and op the loader accepts runs on the CPU. */
 static const char *
-cpu_unavailable(const ks_target_env *env)
+cpu_supports(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head)
 {
-    (void)env;
+    (void)env, (void)l0, (void)l1, (void)head;
     return NULL;
 }
 
@@ -550,7 +551,7 @@ cpu_create(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head, ks_tar
     return KS_OK;
 }
 
-const ks_target_kind ks_cpu_target_kind = { "cpu", cpu_unavailable, cpu_create };
+const ks_target_kind ks_cpu_target_kind = { "cpu", cpu_supports, NULL, NULL, cpu_create };
 
 /* ---- the whole pass ---- */
 
@@ -681,8 +682,8 @@ sync(ks_session *s, const volatile int *cancel)
 
 /* After ks_session_fall_back put every layer on the CPU: the held tokens
  * the lost targets had run, again, in the batches they ran in. */
-static ks_status
-replay(ks_session *s)
+ks_status
+ks_forward_replay(ks_session *s)
 {
     uint32_t end = s->n_kv;
     ks_status st;
@@ -706,7 +707,7 @@ ks_forward_sync(ks_session *s, const volatile int *cancel)
     if (st == KS_ERR_DEVICE_LOST) {
         if ((st = ks_session_fall_back(s, ks_last_error())) != KS_OK)
             return st;
-        if ((st = replay(s)) != KS_OK)
+        if ((st = ks_forward_replay(s)) != KS_OK)
             return st;
         st = sync(s, cancel);
     }

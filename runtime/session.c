@@ -19,7 +19,6 @@
 #include "runtime/session_priv.h"
 #include "runtime/tokenizer.h"
 #include "runtime/costs.h"
-#include "runtime/vk_forward.h"
 #include "scheduler/placement.h"
 #include "scheduler/target.h"
 #include "driver/telemetry.h"
@@ -116,37 +115,51 @@ ks_session_placement(const ks_session *s)
     return s->plan;
 }
 
-/* The plan for backend vulkan: every layer that fits the device, the
+/* What the session offers target kinds. */
+static ks_target_env
+target_env(ks_session *s)
+{
+    ks_target_env env = { s->m, s, s->m->rt->device, s->n_ctx, s->n_batch,
+                          s->kv_type == KS_KV_F32 };
+    return env;
+}
+
+/* The plan for a device backend: every layer that fits the device, the
  * last ones first (the head with them); the rest on the CPU. */
 static ks_status
-plan_vulkan(ks_session *s, ks_plan *plan, bool *fits_all)
+plan_fit(ks_session *s, const ks_target_kind *dev, ks_plan *plan, bool *fits_all)
 {
     uint32_t n = s->m->hp.n_layers;
-    uint64_t *lb = calloc(n, sizeof(*lb));
+    ks_target_env env = target_env(s);
+    ks_target_memory mem = { 0 };
     ks_place_cost c = { .cpu_layer_ms = 1.0, .gpu_layer_ms = 0.0, .cpu_head_ms = 1.0,
                         .gpu_head_ms = 0.0, .gpu_ok = true };
-    char dev[256];
     ks_status st;
 
-    if (!lb)
-        return ks_error(KS_ERR_NOMEM, "session: no memory");
-    if ((st = ks_vk_fw_device(s->m->rt->device, dev, sizeof dev, &c.gpu_budget)) != KS_OK) {
-        free(lb);
-        return st;
+    if (!dev->memory) {  /* nothing limits it: all there */
+        ks_place_gpu_layers(n, n, plan);
+        snprintf(plan->r[plan->n - 1].kind, sizeof plan->r[0].kind, "%s", dev->name);
+        *fits_all = true;
+        return KS_OK;
     }
-    ks_costs_gpu_bytes(s, lb, &c.head_bytes);
-    c.layer_bytes = lb;
-    c.fixed_bytes = ks_vk_fw_fixed_bytes(s->m, s->n_batch);
-    ks_place_auto(n, &c, plan, NULL);
-    *fits_all = plan->n == 1 && strcmp(plan->r[0].kind, "vulkan") == 0;
-    free(lb);
-    return KS_OK;
+    if (!(mem.layer_bytes = calloc(n, sizeof(*mem.layer_bytes))))
+        return ks_error(KS_ERR_NOMEM, "session: no memory");
+    if ((st = dev->memory(&env, &mem)) == KS_OK) {
+        c.gpu_budget = mem.avail_bytes;
+        c.layer_bytes = mem.layer_bytes;
+        c.head_bytes = mem.head_bytes;
+        c.fixed_bytes = mem.fixed_bytes;
+        ks_place_auto(n, &c, plan, NULL);
+        *fits_all = plan->n == 1 && strcmp(plan->r[0].kind, "cpu") != 0;
+    }
+    free(mem.layer_bytes);
+    return st;
 }
 
 static ks_status
 make_targets(ks_session *s, const ks_plan *plan)
 {
-    ks_target_env env = { s->m, s, s->m->rt->device, s->n_ctx, s->n_batch };
+    ks_target_env env = target_env(s);
     ks_status st;
 
     for (uint32_t i = 0; i < plan->n; i++) {
@@ -156,7 +169,7 @@ make_targets(ks_session *s, const ks_plan *plan)
         if (!k || !k->create)
             return ks_error(KS_ERR_UNSUPPORTED, "placement: no execution target '%s' in "
                             "this build (there are cpu and vulkan)", r->kind);
-        if ((why = k->unavailable(&env)) != NULL)
+        if ((why = k->supports(&env, r->l0, r->l1, r->head)) != NULL)
             return ks_error(KS_ERR_UNSUPPORTED, "placement: %s cannot run layers %u-%u: %s",
                             r->kind, r->l0, r->l1 - 1, why);
         if ((st = k->create(&env, r->l0, r->l1, r->head, &s->targets[s->n_targets])) != KS_OK)
@@ -178,6 +191,35 @@ drop_targets(ks_session *s)
     s->n_targets = 0;
 }
 
+/* The boundary of a plan of the shape placement and moves use: layers
+ * [0, k) on the CPU, [k, n) and the head on one device kind (*dev, NULL
+ * when all run on the CPU). False for any other shape. */
+static bool
+split_point(const ks_session *s, uint32_t *k, const char **dev)
+{
+    uint32_t n = s->m->hp.n_layers;
+    const ks_target *last = s->n_targets ? s->targets[s->n_targets - 1] : NULL;
+
+    *k = n;
+    *dev = NULL;
+    if (!last || s->n_targets > 2)
+        return false;
+    if (strcmp(last->kind, "cpu") != 0) {
+        *k = last->l0;
+        *dev = last->kind;
+    }
+    return s->n_targets == 1 || strcmp(s->targets[0]->kind, "cpu") == 0;
+}
+
+/* Layers [0, k) on the CPU, the rest and the head on |dev|. */
+static void
+plan_split(uint32_t n, uint32_t k, const char *dev, ks_plan *plan)
+{
+    ks_place_gpu_layers(n, n - k, plan);
+    if (k < n)
+        snprintf(plan->r[plan->n - 1].kind, sizeof plan->r[0].kind, "%s", dev);
+}
+
 ks_status
 ks_session_fall_back(ks_session *s, const char *why)
 {
@@ -188,7 +230,7 @@ ks_session_fall_back(ks_session *s, const char *why)
 
     snprintf(msg, sizeof msg, "%s", why);
     for (uint32_t i = 0; i < s->n_targets; i++)
-        on_device |= strcmp(s->targets[i]->kind, "cpu") != 0;
+        on_device |= s->targets[i]->accel;
     if (!on_device)  /* nothing to move: the fault stands */
         return ks_error(KS_ERR_DEVICE_LOST, "%s", msg);
     ks_log(KS_LOG_WARN, "runtime", "%s; continuing on the CPU from token %u, its KV cache "
@@ -197,28 +239,76 @@ ks_session_fall_back(ks_session *s, const char *why)
     ks_place_gpu_layers(s->m->hp.n_layers, 0, &plan);
     if ((st = make_targets(s, &plan)) != KS_OK)
         return st;
+    s->placement_gen++;
     s->stats.n_fallbacks++;
     snprintf(s->stats.fallback, sizeof s->stats.fallback, "%s", msg);
     return KS_OK;
 }
 
+ks_status
+ks_session_move(ks_session *s, ks_gov_place place)
+{
+    uint32_t n = s->m->hp.n_layers, k, step = n / 4 ? n / 4 : 1, k_new;
+    const char *dev;
+    char dev_name[16], was[sizeof s->plan];
+    ks_plan plan;
+    ks_status st;
+
+    if (!split_point(s, &k, &dev))
+        return ks_error(KS_ERR_UNSUPPORTED, "placement: %s is not a CPU range followed by "
+                        "a device range; not moved", s->plan);
+    if (place == KS_GOV_PLACE_TO_CPU) {
+        if (!dev)
+            return ks_error(KS_ERR_UNSUPPORTED, "placement: every layer is on the CPU");
+        k_new = k + step < n ? k + step : n;
+    } else if (place == KS_GOV_PLACE_TO_GPU) {
+        if (!dev && !ks_target_kind_find(dev = "vulkan"))
+            return ks_error(KS_ERR_UNSUPPORTED, "placement: no device to move layers to");
+        if (k == 0)
+            return ks_error(KS_ERR_UNSUPPORTED, "placement: every layer is on %s", dev);
+        k_new = k > step ? k - step : 0;
+    } else {
+        return KS_OK;
+    }
+    snprintf(dev_name, sizeof dev_name, "%s", dev);
+    snprintf(was, sizeof was, "%s", s->plan);
+    drop_targets(s);
+    plan_split(n, k_new, dev_name, &plan);
+    if ((st = make_targets(s, &plan)) != KS_OK) {
+        /* the device refused the new range: back where it was */
+        ks_log(KS_LOG_WARN, "placement", "moving layers: %s; keeping %s", ks_last_error(),
+               was);
+        drop_targets(s);
+        plan_split(n, k, dev_name, &plan);
+        if ((st = make_targets(s, &plan)) != KS_OK)
+            return st;
+    }
+    s->placement_gen++;
+    ks_log(KS_LOG_INFO, "placement", "governor: %s -> %s; replaying %u tokens", was, s->plan,
+           s->n_kv);
+    return ks_forward_replay(s);
+}
+
 /* Chooses where the layers run and makes the targets. Backend cpu: all
  * on the CPU. An explicit --split or --gpu-layers: as asked. vulkan: all
  * that fit the device (the rest on the CPU, with a warning). auto: the
- * cost model's choice when a Vulkan device takes the model, else the CPU
- * with a one-line notice saying why. */
+ * cost model's choice when a device takes the model, else the CPU with a
+ * one-line notice saying why. Only target kinds are asked (supports,
+ * auto_skip, memory, create); no backend is called directly. */
 static ks_status
 start_backend(ks_session *s)
 {
     const ks_runtime *rt = s->m->rt;
     uint32_t n = s->m->hp.n_layers;
+    ks_target_env env = target_env(s);
+    const ks_target_kind *dev;
+    const char *why = NULL;
     ks_plan plan;
     ks_status st;
-    bool fits = true;
+    bool fits = true, chose_device = false;
 
-    ks_target_register(&ks_cpu_target_kind);
-    if (ks_vk_target_kind.create)
-        ks_target_register(&ks_vk_target_kind);
+    ks_targets_register_builtin();
+    dev = ks_target_kind_find("vulkan");
     ks_place_gpu_layers(n, 0, &plan);  /* all on the CPU */
 
     if (rt->split) {
@@ -228,31 +318,31 @@ start_backend(ks_session *s)
         ks_place_gpu_layers(n, (uint32_t)rt->gpu_layers, &plan);
     } else if (rt->backend == KS_BACKEND_CPU) {
         /* all on the CPU */
-    } else if (s->kv_type != KS_KV_F16 || ks_vk_fw_supports(s->m) != KS_OK) {
-        const char *why = s->kv_type != KS_KV_F16 ? "the Vulkan kernels keep an f16 KV cache"
-                                                  : ks_last_error();
+    } else if (!dev || (why = dev->supports(&env, 0, n, true)) != NULL) {
+        if (!dev)
+            why = "this build has no Vulkan support";
         if (rt->backend == KS_BACKEND_VULKAN)
             return ks_error(KS_ERR_UNSUPPORTED, "session: backend vulkan: %s", why);
         ks_log(KS_LOG_INFO, "runtime", "backend auto: using the CPU: %s", why);
     } else if (rt->backend == KS_BACKEND_VULKAN) {
-        if ((st = plan_vulkan(s, &plan, &fits)) != KS_OK)
+        if ((st = plan_fit(s, dev, &plan, &fits)) != KS_OK)
             return st;
         if (!fits)
             ks_log(KS_LOG_WARN, "runtime", "backend vulkan: the model does not fit the "
                    "device's memory; the first layers run on the CPU");
+    } else if (dev->auto_skip && (why = dev->auto_skip(&env)) != NULL) {
+        ks_log(KS_LOG_INFO, "runtime", "backend auto: using the CPU (%d threads, %s "
+               "kernels): %s", s->n_threads, ks_cpu_simd_name(ks_cpu_simd()), why);
+    } else if (ks_costs_place(s, dev, &plan) != KS_OK) {
+        ks_log(KS_LOG_INFO, "runtime", "backend auto: using the CPU: %s", ks_last_error());
     } else {
-        const char *why = ks_vk_auto_skip_reason(rt->device);
-        if (why)
-            ks_log(KS_LOG_INFO, "runtime", "backend auto: using the CPU (%d threads, %s "
-                   "kernels): %s", s->n_threads, ks_cpu_simd_name(ks_cpu_simd()), why);
-        else if (ks_costs_place(s, &plan) != KS_OK)
-            ks_log(KS_LOG_INFO, "runtime", "backend auto: using the CPU: %s", ks_last_error());
+        chose_device = true;
     }
     st = make_targets(s, &plan);
     /* the estimate was short of what the device took: one layer fewer */
     while (st == KS_ERR_DEVICE_OOM && rt->backend == KS_BACKEND_VULKAN && !rt->split &&
            rt->gpu_layers == 0 && plan.n > 0 &&
-           strcmp(plan.r[plan.n - 1].kind, "vulkan") == 0) {
+           strcmp(plan.r[plan.n - 1].kind, "cpu") != 0) {
         uint32_t on_gpu = plan.r[plan.n - 1].l1 - plan.r[plan.n - 1].l0;
         ks_log(KS_LOG_DEBUG, "placement", "%s; trying %u layers on the device",
                ks_last_error(), on_gpu - 1);
@@ -261,7 +351,9 @@ start_backend(ks_session *s)
         st = make_targets(s, &plan);
     }
     if (st != KS_OK && rt->backend == KS_BACKEND_AUTO && !rt->split && rt->gpu_layers == 0) {
-        ks_log(KS_LOG_INFO, "runtime", "backend auto: using the CPU: %s", ks_last_error());
+        /* the device was chosen and failed to start: that is news */
+        ks_log(chose_device ? KS_LOG_WARN : KS_LOG_INFO, "runtime",
+               "backend auto: using the CPU: %s", ks_last_error());
         drop_targets(s);
         ks_place_gpu_layers(n, 0, &plan);
         st = make_targets(s, &plan);
@@ -269,13 +361,13 @@ start_backend(ks_session *s)
     if (st != KS_OK)
         return st;
     for (uint32_t i = 0; i < s->n_targets; i++) {
-        if (strcmp(s->targets[i]->kind, "vulkan") == 0) {
-            ks_vk_fw_info info;
-            ks_vk_fw_info_get(s->targets[i]->impl, &info);
-            s->stats.n_shader_hits += info.n_shader_hits;
-            s->stats.n_shader_compiled += info.n_shader_compiled;
-            s->stats.backend_setup_ms += info.setup_ms;
-        }
+        ks_target_stats ts = { 0 };
+        if (!s->targets[i]->ops->stats)
+            continue;
+        s->targets[i]->ops->stats(s->targets[i], &ts);
+        s->stats.n_shader_hits += ts.n_kernels_cached;
+        s->stats.n_shader_compiled += ts.n_kernels_compiled;
+        s->stats.backend_setup_ms += ts.setup_ms;
     }
     return KS_OK;
 }
@@ -409,21 +501,77 @@ start_governor(ks_session *s)
 
 /* One governor step after a decoded token: the thread count for the next
  * token, then the pause it asks for (cut short by the cancel flag). */
+/* Nanoseconds the session's device targets have been busy, in all. */
+static uint64_t
+accel_busy_ns(const ks_session *s)
+{
+    uint64_t ns = 0;
+
+    for (uint32_t i = 0; i < s->n_targets; i++) {
+        ks_target_stats ts = { 0 };
+        if (s->targets[i]->accel && s->targets[i]->ops->stats) {
+            s->targets[i]->ops->stats(s->targets[i], &ts);
+            ns += ts.busy_ns;
+        }
+    }
+    return ns;
+}
+
+/* The governor may move layers only where the user left placement to
+ * Kestrel (no backend cpu, --split or --gpu-layers), after no device
+ * fault, and at most once in MOVE_GAP_NS. */
+#define MOVE_GAP_NS (20ull * 1000000000ull)
+
+static void
+movable(const ks_session *s, uint64_t now, ks_gov_work *w)
+{
+    const ks_runtime *rt = s->m->rt;
+    const ks_target_kind *vk = ks_target_kind_find("vulkan");
+    uint32_t k;
+    const char *dev;
+
+    if (rt->backend == KS_BACKEND_CPU || rt->split || rt->gpu_layers > 0 ||
+        s->stats.n_fallbacks > 0 || !split_point(s, &k, &dev) ||
+        (s->last_move_ns && now - s->last_move_ns < MOVE_GAP_NS))
+        return;
+    w->can_move_to_cpu = dev != NULL;
+    w->can_move_to_gpu = k > 0 && (dev || (vk && s->kv_type == KS_KV_F16 &&
+                                          (!vk->auto_skip || rt->device >= 0)));
+}
+
+/* One governor step after a decoded token that took |busy_ns| in all:
+ * the device's share goes to the GPU actor, the rest to the CPU. Then
+ * the thread count for the next token, a move of layers when the
+ * governor asks for one, and the pause it asks for (cut short by the
+ * cancel flag). */
 static void
 govern(ks_session *s, uint64_t busy_ns, const volatile int *cancel)
 {
     ks_gov_work w = { 0 };
     ks_gov_decision d;
-    uint64_t now = ks_now_ns();
+    uint64_t now = ks_now_ns(), gpu = accel_busy_ns(s);
+    uint64_t gpu_ns = gpu - s->gpu_busy_seen < busy_ns ? gpu - s->gpu_busy_seen : busy_ns;
 
+    s->gpu_busy_seen = gpu;
     w.n_tokens = 1;
-    w.busy_ns[KS_GOV_CPU] = busy_ns;
+    w.busy_ns[KS_GOV_CPU] = busy_ns - gpu_ns;
+    w.busy_ns[KS_GOV_GPU] = gpu_ns;
     w.n_threads = s->n_threads;
+    w.placement_gen = s->placement_gen;
+    movable(s, now, &w);
     if (ks_governor_step_telemetry(s->gov, s->tel, now, &w, &d) != KS_OK)
         return;
     if (d.n_threads >= 1 && d.n_threads <= s->max_threads)
         s->n_threads = d.n_threads;
     s->stats.n_threads = s->n_threads;
+    if (d.place != KS_GOV_PLACE_STAY && (d.place == KS_GOV_PLACE_TO_GPU ? w.can_move_to_gpu
+                                                                      : w.can_move_to_cpu)) {
+        s->last_move_ns = now;
+        if (ks_session_move(s, d.place) != KS_OK)
+            ks_log(KS_LOG_INFO, "placement", "governor asked %s: %s",
+                   ks_gov_place_str(d.place), ks_last_error());
+        s->gpu_busy_seen = accel_busy_ns(s);
+    }
     if (s->trace)
         ks_trace_token(s->trace, now, &d);
     if (d.pace_ns > 0) {

@@ -9,6 +9,7 @@
 #include "kestrel/session.h"
 #include "runtime/cpu/pool.h"
 #include "runtime/model_priv.h"
+#include "scheduler/governor.h"
 
 struct ks_telemetry;
 struct ks_governor;
@@ -80,12 +81,19 @@ struct ks_session {
     struct ks_target    *targets[8];
     uint32_t             n_targets;
     char                 plan[160];   /* ks_plan_format of the placement */
+    uint32_t             placement_gen;  /* changes whenever layers move */
+    uint64_t             last_move_ns;   /* the governor's last move */
+    uint64_t             gpu_busy_seen;  /* device busy time already told
+                                            to the governor */
 };
 
 /* The CPU as a target kind (forward.c); its targets run on the session's
  * pool, scratch and KV cache. */
 struct ks_target_kind;
 extern const struct ks_target_kind ks_cpu_target_kind;
+
+/* Registers the kinds this build has (runtime/targets.c). Idempotent. */
+void ks_targets_register_builtin(void);
 
 /* Runs the held tokens the targets lack, hist[n_kv..n_past), in batches
  * of n_batch, so that n_kv = n_past and s->logits are the last token's
@@ -102,6 +110,18 @@ ks_status ks_forward_sync(ks_session *s, const volatile int *cancel);
  * and puts all layers on the CPU, says so once on stderr and in the
  * stats. The caller replays the held tokens. */
 ks_status ks_session_fall_back(ks_session *s, const char *why);
+
+/* Runs the held tokens the targets hold, hist[0..n_kv), again on the
+ * targets now in place, in the batches they first ran in. */
+ks_status ks_forward_replay(ks_session *s);
+
+/* Moves one step of layers (a quarter of them, at least one) across the
+ * boundary of a CPU range followed by a device range, toward the device
+ * or the CPU as |place| (scheduler/governor.h) says, and replays the held
+ * tokens so the moved layers have their KV cache. KS_ERR_UNSUPPORTED
+ * when the placement has another shape or nothing can move that way; a
+ * device that refuses the new range keeps the old placement. */
+ks_status ks_session_move(ks_session *s, ks_gov_place place);
 
 /* cos/sin pairs of every rotated dimension pair for tokens at positions
  * pos0..pos0+n_tok-1 (n_rot floats per token), as llama.cpp's rope cache

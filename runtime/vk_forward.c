@@ -38,8 +38,6 @@
 #include "runtime/session_priv.h"
 #include "scheduler/target.h"
 
-#if defined(KS_HAVE_VULKAN) && defined(KS_HAVE_GLSLANG)
-
 #include "driver/vk.h"
 #include "driver/vk_exact.h"
 #include "driver/vk_matvec.h"
@@ -129,6 +127,8 @@ struct ks_vk_fw {
     uint32_t      pending_n;
     bool          pending_head;
     ks_vk_fw_info info;
+    uint64_t      busy_ns;     /* submit to finish, summed */
+    uint64_t      submit_ns;   /* when the run in flight was submitted */
 };
 
 static uint32_t
@@ -1046,22 +1046,45 @@ ks_vk_fw_info_get(const ks_vk_fw *f, ks_vk_fw_info *out)
 /* ---- the Vulkan device as an execution target ---- */
 
 static ks_status
-vk_target_run(ks_target *t, float *x, uint32_t n, uint32_t pos0, bool want_logits,
-              float *logits)
-{
-    return ks_vk_fw_run(t->impl, x, n, pos0, want_logits, logits);
-}
-
-static ks_status
 vk_target_submit(ks_target *t, const float *x, uint32_t n, uint32_t pos0, bool want_logits)
 {
-    return ks_vk_fw_submit(t->impl, x, n, pos0, want_logits);
+    ks_vk_fw *f = t->impl;
+
+    f->submit_ns = ks_now_ns();
+    return ks_vk_fw_submit(f, x, n, pos0, want_logits);
 }
 
 static ks_status
 vk_target_finish(ks_target *t, float *x, float *logits)
 {
-    return ks_vk_fw_finish(t->impl, x, logits);
+    ks_vk_fw *f = t->impl;
+    ks_status st = ks_vk_fw_finish(f, x, logits);
+
+    f->busy_ns += ks_now_ns() - f->submit_ns;
+    return st;
+}
+
+static ks_status
+vk_target_run(ks_target *t, float *x, uint32_t n, uint32_t pos0, bool want_logits,
+              float *logits)
+{
+    ks_status st = vk_target_submit(t, x, n, pos0, want_logits);
+
+    return st == KS_OK ? vk_target_finish(t, x, logits) : st;
+}
+
+static void
+vk_target_stats(const ks_target *t, ks_target_stats *out)
+{
+    const ks_vk_fw *f = t->impl;
+
+    memset(out, 0, sizeof(*out));
+    out->n_kernels_cached = f->info.n_shader_hits;
+    out->n_kernels_compiled = f->info.n_shader_compiled;
+    out->setup_ms = f->info.setup_ms;
+    out->weight_bytes = f->info.weight_bytes;
+    out->kv_bytes = f->info.kv_bytes;
+    out->busy_ns = f->busy_ns;
 }
 
 static void
@@ -1072,14 +1095,54 @@ vk_target_destroy(ks_target *t)
 }
 
 static const ks_target_ops vk_ops = { vk_target_run, vk_target_destroy, vk_target_submit,
-                                      vk_target_finish };
+                                      vk_target_finish, vk_target_stats };
 
 static const char *
-vk_unavailable(const ks_target_env *env)
+vk_supports(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head)
 {
+    (void)l0, (void)l1, (void)head;
+    if (env->kv_f32)
+        return "the Vulkan kernels keep an f16 KV cache";
     if (ks_vk_fw_supports(env->model) != KS_OK)
         return ks_last_error();
     return NULL;
+}
+
+static const char *
+vk_auto_skip(const ks_target_env *env)
+{
+    return ks_vk_auto_skip_reason(env->device);
+}
+
+/* Bytes per layer: its weights, norms and biases, 16-byte aligned as the
+ * buffers are, and an f16 KV cache of the context. */
+static ks_status
+vk_memory(const ks_target_env *env, ks_target_memory *out)
+{
+    const ks_model *m = env->model;
+    const ks_hparams *hp = &m->hp;
+    uint64_t kv = 2u * 2u * (uint64_t)env->n_ctx * hp->n_head_kv * hp->head_dim;
+    ks_status st;
+
+    if ((st = ks_vk_fw_device(env->device, out->device, sizeof out->device,
+                              &out->avail_bytes)) != KS_OK)
+        return st;
+    for (uint32_t il = 0; il < hp->n_layers; il++) {
+        const ks_layer *L = &m->layers[il];
+        const ks_weight *w[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down,
+                                 &L->bq, &L->bk, &L->bv, &L->attn_norm, &L->ffn_norm,
+                                 &L->q_norm, &L->k_norm, &L->post_attn_norm,
+                                 &L->post_ffw_norm };
+        uint64_t b = kv;
+        for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
+            if (w[i]->data)
+                b += (w[i]->row_bytes * (w[i]->ne1 ? w[i]->ne1 : 1) + 15u) & ~(uint64_t)15u;
+        out->layer_bytes[il] = b;
+    }
+    out->head_bytes = m->output.row_bytes * m->output.ne1 + 4u * (uint64_t)hp->n_vocab +
+                      4u * (uint64_t)hp->n_embd;
+    out->fixed_bytes = ks_vk_fw_fixed_bytes(m, env->n_batch);
+    return KS_OK;
 }
 
 static ks_status
@@ -1101,6 +1164,7 @@ vk_create(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head, ks_targ
     t->l0 = l0;
     t->l1 = l1;
     t->head = head;
+    t->accel = true;
     snprintf(t->kind, sizeof t->kind, "vulkan");
     snprintf(t->desc, sizeof t->desc, "vulkan (%.60s) layers %u-%u%s",
              ((ks_vk_fw *)t->impl)->info.device, l0, l1 - 1, head ? " + head" : "");
@@ -1108,7 +1172,8 @@ vk_create(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head, ks_targ
     return KS_OK;
 }
 
-const ks_target_kind ks_vk_target_kind = { "vulkan", vk_unavailable, vk_create };
+const ks_target_kind ks_vk_target_kind = { "vulkan", vk_supports, vk_auto_skip, vk_memory,
+                                           vk_create };
 
 ks_status
 ks_vk_fw_device(int32_t device, char *name, size_t name_size, uint64_t *budget_bytes)
@@ -1160,89 +1225,3 @@ ks_vk_fw_fixed_bytes(const ks_model *m, uint32_t n_batch)
     D = ((F > D ? F : D) + 255u) & ~(uint64_t)255u;
     return (uint64_t)n_batch * 4u * (6u * E + 2u * q + 2u * kv + 2u * F + 7u * D);
 }
-
-#else /* no Vulkan or no glslang in this build */
-
-const ks_target_kind ks_vk_target_kind = { "vulkan", NULL, NULL };
-
-ks_status
-ks_vk_fw_device(int32_t device, char *name, size_t name_size, uint64_t *budget_bytes)
-{
-    (void)device;
-    (void)name;
-    (void)name_size;
-    *budget_bytes = 0;
-    return ks_error(KS_ERR_NO_DEVICE, "vulkan: this build has no Vulkan support");
-}
-
-uint64_t
-ks_vk_fw_fixed_bytes(const ks_model *m, uint32_t n_batch)
-{
-    (void)m;
-    (void)n_batch;
-    return 0;
-}
-
-const char *
-ks_vk_auto_skip_reason(int32_t device)
-{
-    (void)device;
-    return "this build has no Vulkan support";
-}
-
-ks_status
-ks_vk_fw_supports(const ks_model *m)
-{
-    (void)m;
-    return ks_error(KS_ERR_UNSUPPORTED, "vulkan: this build has no Vulkan%s",
-#if defined(KS_HAVE_VULKAN)
-                    " shader compiler (glslang)"
-#else
-                    " support"
-#endif
-    );
-}
-
-ks_status
-ks_vk_fw_create(const ks_model *m, const ks_vk_fw_params *p, ks_vk_fw **out)
-{
-    (void)p;
-    *out = NULL;
-    return ks_vk_fw_supports(m);
-}
-
-void
-ks_vk_fw_destroy(ks_vk_fw *f)
-{
-    (void)f;
-}
-
-ks_status
-ks_vk_fw_run(ks_vk_fw *f, float *x, uint32_t n, uint32_t pos0, bool want_logits, float *logits)
-{
-    (void)f, (void)x, (void)n, (void)pos0, (void)want_logits, (void)logits;
-    return ks_error(KS_ERR_UNSUPPORTED, "vulkan: not in this build");
-}
-
-ks_status
-ks_vk_fw_submit(ks_vk_fw *f, const float *x, uint32_t n, uint32_t pos0, bool want_logits)
-{
-    (void)f, (void)x, (void)n, (void)pos0, (void)want_logits;
-    return ks_error(KS_ERR_UNSUPPORTED, "vulkan: not in this build");
-}
-
-ks_status
-ks_vk_fw_finish(ks_vk_fw *f, float *x, float *logits)
-{
-    (void)f, (void)x, (void)logits;
-    return ks_error(KS_ERR_UNSUPPORTED, "vulkan: not in this build");
-}
-
-void
-ks_vk_fw_info_get(const ks_vk_fw *f, ks_vk_fw_info *out)
-{
-    (void)f;
-    memset(out, 0, sizeof(*out));
-}
-
-#endif

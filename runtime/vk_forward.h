@@ -8,7 +8,7 @@
  * one device moves only the token embeddings in and the logits out.
  * Numerics follow the CPU backend (see shaders/common/actq.glsl and
  * attn.comp), so greedy tokens agree with it. Built only with Vulkan and
- * glslang; without them ks_vk_fw_create says so. Internal. */
+ * glslang. Internal. */
 #ifndef KS_VK_FORWARD_H
 #define KS_VK_FORWARD_H
 
@@ -83,8 +83,8 @@ ks_status ks_vk_fw_device(int32_t device, char *name, size_t name_size,
 /* Device memory for activations and scratch of any range, at n_batch. */
 uint64_t ks_vk_fw_fixed_bytes(const ks_model *m, uint32_t n_batch);
 
-/* The Vulkan device as a target kind (scheduler/target.h); in a build
- * without Vulkan its functions are NULL. */
+/* The Vulkan device as a target kind (scheduler/target.h). This file is
+ * built only with Vulkan and glslang; runtime/targets.c registers it. */
 struct ks_target_kind;
 extern const struct ks_target_kind ks_vk_target_kind;
 

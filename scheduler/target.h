@@ -20,6 +20,36 @@
 
 typedef struct ks_target ks_target;
 
+/* What a target reports of itself (ops->stats). */
+typedef struct ks_target_stats {
+    uint32_t n_kernels_cached;    /* kernels found in the disk cache at create */
+    uint32_t n_kernels_compiled;  /* kernels compiled at create */
+    double   setup_ms;            /* create: device, upload, kernels */
+    uint64_t weight_bytes;        /* weights copied to the target's memory */
+    uint64_t kv_bytes;            /* its KV cache */
+    uint64_t busy_ns;             /* time its runs took, since create */
+} ks_target_stats;
+
+/* The contract every target keeps.
+ *
+ * Threads: a session calls its targets' members from the one thread that
+ * runs the session (the caller of ks_session_eval / _generate), one call
+ * at a time; a target may run work on threads of its own (the CPU pool,
+ * a device queue) but has none running when run, finish or destroy
+ * returns.
+ * Ownership: a target owns what it allocates (its layers' weights on its
+ * memory, the KV cache of its layers for every position of the context,
+ * its scratch, recorded command buffers) and frees it in destroy. The
+ * buffers passed to run, submit and finish are borrowed for the call.
+ * The KV cache: a run of n tokens at pos0 writes the keys and values of
+ * positions pos0..pos0+n-1 of its layers and reads those before pos0;
+ * positions after are never read, so a session truncates by running the
+ * next tokens at a lower pos0.
+ * Failure: any error leaves positions pos0.. undefined (the session runs
+ * them again). KS_ERR_DEVICE_LOST means the target cannot run any more
+ * (device lost, a fence that timed out, an injected fault): the session
+ * calls nothing of it but destroy, moves its layers to the CPU, and
+ * rebuilds their KV cache there from the tokens it holds. */
 typedef struct ks_target_ops {
     /* Runs layers [l0, l1) for n tokens at positions pos0..pos0+n-1. |x|
      * holds n rows of the hidden state entering l0 and receives the state
@@ -31,10 +61,13 @@ typedef struct ks_target_ops {
     /* Optional (NULL: the target runs synchronously): run in two halves.
      * submit starts the run on a copy of |x| and returns; finish waits
      * for it and delivers what run would. One run in flight at a time;
-     * the session uses them to overlap targets on consecutive batches. */
+     * the session uses them to overlap targets on consecutive batches.
+     * After a failed submit there is nothing to finish. */
     ks_status (*submit)(ks_target *t, const float *x, uint32_t n, uint32_t pos0,
                         bool want_logits);
     ks_status (*finish)(ks_target *t, float *x, float *logits);
+    /* Fills *out; any field the target does not know stays 0. */
+    void (*stats)(const ks_target *t, ks_target_stats *out);
 } ks_target_ops;
 
 struct ks_target {
@@ -42,24 +75,49 @@ struct ks_target {
     void    *impl;
     uint32_t l0, l1;     /* layers [l0, l1) */
     bool     head;
+    bool     accel;      /* runs off the CPU: its busy time is the GPU actor's */
     char     kind[16];   /* "cpu", "vulkan" */
     char     desc[128];  /* for logs: "vulkan (llvmpipe) layers 10-29 + head" */
 };
 
-/* What a session offers a target kind when it makes one. */
+/* What a session offers a target kind when it asks about or makes one. */
 typedef struct ks_target_env {
     const void *model;     /* const ks_model * */
     void       *session;   /* ks_session *, for the CPU kind */
-    int32_t     device;    /* Vulkan device index, -1: best */
+    int32_t     device;    /* device index, -1: best */
     uint32_t    n_ctx;
     uint32_t    n_batch;
+    bool        kv_f32;    /* the session keeps an f32 KV cache */
 } ks_target_env;
 
+/* A device kind's memory: what placement needs to fit ranges to it. */
+typedef struct ks_target_memory {
+    uint64_t *layer_bytes;  /* [n_layers], filled: weights, norms, biases and
+                               the KV cache of env->n_ctx positions */
+    uint64_t  head_bytes;   /* final norm, output matrix, logits */
+    uint64_t  fixed_bytes;  /* activations and scratch of any range */
+    uint64_t  avail_bytes;  /* what the device may hold */
+    char      device[256];  /* its name */
+} ks_target_memory;
+
+/* A kind of target. Every member may be called from any thread and
+ * touches no session state. */
 typedef struct ks_target_kind {
     const char *name;
-    /* NULL when this kind can run the model here, else why not (words). */
-    const char *(*unavailable)(const ks_target_env *env);
-    /* Makes a target for [l0, l1) (+ head). *out is NULL on failure. */
+    /* NULL when this kind can run layers [l0, l1) (+ head) of the model
+     * with env's settings, else why not, in words (an op, a quant type or
+     * a head size without a kernel; an f32 KV cache). Cheap: opens no
+     * device. The string is static or thread-local. */
+    const char *(*supports)(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head);
+    /* Optional. NULL when backend auto should weigh this kind, else why
+     * not (no device; only a software device on these same cores). A
+     * device asked for by number is never passed over. */
+    const char *(*auto_skip)(const ks_target_env *env);
+    /* Optional (NULL: memory does not limit this kind, as on the CPU).
+     * KS_ERR_NO_DEVICE without a device. */
+    ks_status (*memory)(const ks_target_env *env, ks_target_memory *out);
+    /* Makes a target for [l0, l1) (+ head). *out is NULL on failure;
+     * KS_ERR_DEVICE_OOM when its buffers do not fit. */
     ks_status (*create)(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head,
                         ks_target **out);
 } ks_target_kind;
