@@ -377,6 +377,16 @@ act_worker(void *ctx, int ith, int nth)
 
 /* ---- a layer range on the CPU ---- */
 
+/* KESTREL_CHECK=1: every float of a layer's output is a number. */
+static bool
+finite_rows(const float *x, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return false;
+    return true;
+}
+
 /* Layers [l0, l1) of a batch on the CPU, on s->x, with the head when
  * |head| and want_logits. */
 static ks_status
@@ -482,6 +492,10 @@ cpu_range(ks_session *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32
             for (uint64_t i = 0; i < E; i++)
                 x[i] += o[i];
         }
+        if (s->check_layers && !finite_rows(s->x, (uint64_t)n * E))
+            return ks_error(KS_ERR_CORRUPT, "forward: layer %u produced NaN or infinite "
+                            "values (at positions %u..%u, on the CPU)", il, pos0,
+                            pos0 + n - 1);
     }
 
     if (head && want_logits) {

@@ -632,6 +632,10 @@ ks_session_create(ks_model *m, const ks_session_params *p, ks_session **out)
         goto fail;
     }
     s->kv_type = p->kv_type;
+    {
+        const char *chk = getenv("KESTREL_CHECK");
+        s->check_layers = chk && *chk && strcmp(chk, "0") != 0;
+    }
     s->n_threads = p->n_threads ? p->n_threads : m->rt->n_threads;
     if ((st = ks_pool_create(s->n_threads, &s->pool)) != KS_OK)
         goto fail;

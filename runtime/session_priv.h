@@ -46,6 +46,8 @@ struct ks_session {
                                   replay on another target runs the same
                                   batches and so the same arithmetic */
     bool        logits_ok;     /* s->logits belong to hist[n_past - 1] */
+    bool        check_layers;  /* KESTREL_CHECK=1: each CPU layer's output is
+                                  checked for NaN and Inf */
 
     uint64_t    kv_dim;      /* n_head_kv * head_dim */
     uint64_t    kv_row_bytes;

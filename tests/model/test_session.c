@@ -15,7 +15,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+#include <math.h>
+
 #include "kestrel/kestrel.h"
+#include "runtime/gguf.h"
 #include "runtime/synth.h"
 
 enum { N_CTX = 96, MAX_SEQ = 96 };
@@ -184,6 +188,55 @@ START_TEST(refused_calls_hold_nothing)
 }
 END_TEST
 
+/* A weight that is NaN gives NaN logits: generation stops with
+ * KS_ERR_CORRUPT instead of emitting token 0 forever; KESTREL_CHECK=1
+ * names the first layer whose output went bad. */
+START_TEST(nan_logits_are_an_error)
+{
+    ks_synth_params p = {
+        .arch = "llama", .n_embd = 32, .n_layers = 3, .n_head = 4, .n_ff = 48,
+        .n_vocab = 300, .n_ctx = 256, .wtype = KS_QUANT_F32, .seed = 5,
+    };
+    char nan_path[300];
+    ks_gguf *g = NULL;
+    const ks_gguf_tensor *t;
+    float nan_v = NAN;
+    ks_model *m = NULL;
+    ks_session *s = NULL;
+    int32_t out[4];
+    ks_generate_params gp = { .prompt = prompt, .n_prompt = N_PROMPT, .n_predict = 4,
+                              .out_tokens = out, .out_cap = 4 };
+    int fd;
+
+    snprintf(nan_path, sizeof nan_path, "%s/nan.gguf", dir);
+    ck_assert_int_eq(ks_synth_write(&p, nan_path), KS_OK);
+    ck_assert_int_eq(ks_gguf_open(nan_path, &g), KS_OK);
+    ck_assert_ptr_nonnull(t = ks_gguf_tensor_find(g, "blk.1.ffn_norm.weight"));
+    fd = open(nan_path, O_WRONLY);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(pwrite(fd, &nan_v, sizeof nan_v, (off_t)t->offset + 8), sizeof nan_v);
+    close(fd);
+    ks_gguf_destroy(g);
+
+    ck_assert_int_eq(ks_model_load(rt, nan_path, NULL, &m), KS_OK);
+    for (int check = 0; check < 2; check++) {
+        ks_session_params sp = { .n_ctx = 32 };
+        if (check)
+            setenv("KESTREL_CHECK", "1", 1);
+        ck_assert_int_eq(ks_session_create(m, &sp, &s), KS_OK);
+        ck_assert_int_eq(ks_session_generate(s, &gp), KS_ERR_CORRUPT);
+        ck_assert_int_eq(gp.stop, KS_STOP_ERROR);
+        ck_assert_uint_eq(gp.n_out, 0);
+        ck_assert_ptr_nonnull(strstr(ks_last_error(), check ? "layer 1 produced NaN"
+                                                            : "is NaN"));
+        ks_session_destroy(s);
+        unsetenv("KESTREL_CHECK");
+    }
+    ks_model_destroy(m);
+    unlink(nan_path);
+}
+END_TEST
+
 /* ---- random call sequences ---- */
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -265,6 +318,7 @@ main(void)
     tcase_add_test(tc, continuing_repeats_no_token);
     tcase_add_test(tc, truncate_drops_stale_logits);
     tcase_add_test(tc, refused_calls_hold_nothing);
+    tcase_add_test(tc, nan_logits_are_an_error);
     tcase_add_test(tc, random_call_sequences_match_a_fresh_session);
     suite_add_tcase(su, tc);
     sr = srunner_create(su);
