@@ -1,25 +1,31 @@
 /* The thermal and power governor. Each step adds the caller's work (tokens,
  * busy time per actor, threads) and, when given, a sensor reading to the
- * current control period. Once a period (500 ms) has passed, update():
+ * current control period. Once a period (500 ms) has passed, update()
+ * runs these stages in order (each a function below, its comment saying
+ * what it reads and writes; struct upd carries their results):
  *
- *   1. records the CPU time per token at the thread count used, and the
- *      caller's energy estimates if any (the power model itself is fitted
- *      as readings come: power_reading());
- *   2. runs the limits: a PI loop on the temperature headroom (IPA-like:
+ *   1. estimate_power: records the CPU time per token at the thread count
+ *      used, and the caller's energy estimates if any (the power model
+ *      itself is fitted as readings come: power_reading());
+ *   2. thermal_budget: a PI loop on the temperature headroom (IPA-like:
  *      budget = S + Kp*(T_ctrl - T), the integral S being the sustainable
  *      power it learns), under an approach guard that caps the budget so
  *      that the temperature nears the limit no faster than headroom / H
  *      (from the heating rate and the zone's heat capacity, fitted from
- *      how the rate follows the power: approach_guard()), the power cap
- *      and the battery policy; the lowest is the budget;
- *   3. adds a slow integral on the measured power error, so that the
- *      power drawn tracks the budget whatever the model's error;
- *   4. picks the thread count whose predicted tokens/s under the budget is
- *      highest (with hysteresis and a dwell time), splits the budget
- *      between actors in proportion to the power each requests, and turns
- *      it into a token period: period = energy per token / (budget - base);
- *   5. may suggest moving a layer range away from the hotter of the CPU
- *      and GPU zones (thermal limit only, 5 C apart, long dwell).
+ *      how the rate follows the power: approach_guard());
+ *   3. total_budget: the power cap and the battery policy; the lowest
+ *      limit is the budget, and it names the state;
+ *   4. track_power: a slow integral on the measured power error, so that
+ *      the power drawn tracks the budget whatever the model's error;
+ *   5. choose_threads, choose_pacing: the thread count whose predicted
+ *      tokens/s under the budget is highest (with hysteresis and a dwell
+ *      time); the budget split between actors in proportion to the power
+ *      each requests, and a token period: energy per token / (budget -
+ *      base);
+ *   6. hint_placement: may suggest moving a layer range away from the
+ *      hotter of the CPU and GPU zones (thermal limit only, 5 C apart,
+ *      long dwell);
+ *   7. publish: the decision and its debug line.
  *
  * Between updates a step only recomputes pace_ns = period - the latest
  * token's busy time. All state lives in struct ks_governor; nothing is
@@ -272,6 +278,22 @@ ks_gov_policy_parse(const char *s, ks_gov_policy *out)
 }
 
 const char *
+ks_gov_state_str(ks_gov_state s)
+{
+    switch (s) {
+    case KS_GOV_STATE_START: return "start";
+    case KS_GOV_STATE_COOL: return "cool";
+    case KS_GOV_STATE_THERMAL: return "thermal";
+    case KS_GOV_STATE_POWER: return "power";
+    case KS_GOV_STATE_BATTERY: return "battery";
+    case KS_GOV_STATE_TARGET: return "target";
+    case KS_GOV_STATE_CRITICAL: return "critical";
+    case KS_GOV_STATE_BLIND: return "blind";
+    }
+    return "?";
+}
+
+const char *
 ks_gov_place_str(ks_gov_place p)
 {
     switch (p) {
@@ -326,7 +348,7 @@ ks_governor_create(const ks_governor_params *pin, ks_governor **out)
         return ks_error(KS_ERR_INVALID_ARG, "governor: min_threads %d is "
                         "above max_threads %d", p.min_threads, p.max_threads);
     if (p.margin_mc == 0)
-        p.margin_mc = 5000;
+        p.margin_mc = KS_TELEM_DEFAULT_MARGIN_MC;
     if (p.battery_low_pct == 0)
         p.battery_low_pct = 30;
     if (p.period_ns == 0)
@@ -348,7 +370,8 @@ ks_governor_create(const ks_governor_params *pin, ks_governor **out)
     g->acc_energy_known = true;
     g->ctrl_mc = p.temp_limit_mc ? p.temp_limit_mc : DEFAULT_LIMIT_MC;
     g->dec.n_threads = p.max_threads;
-    g->dec.state = "start";
+    g->dec.state_id = KS_GOV_STATE_START;
+    g->dec.state = ks_gov_state_str(KS_GOV_STATE_START);
     g->dec.target = "-";
     g->dec.time_to_limit_s = -1.0;
     g->dec.control_temp_mc = g->ctrl_mc;
@@ -921,26 +944,49 @@ approach_guard(ks_governor *g, double e, double p_mw, double base,
     return b_ff;
 }
 
-static void
-update(ks_governor *g, uint64_t now)
+/* The zone is within CRITICAL_GUARD_C of its critical trip. */
+static bool
+near_critical(const ks_governor *g)
 {
-    ks_gov_decision *d = &g->dec;
-    double dt_ns = (double)(now - g->period_start_ns);
-    bool temp_fresh = g->have_sense && g->sense.has_temp &&
-                      now - g->temp_ns <= STALE_NS;
-    bool power_fresh = g->power_seen && now - g->power_ns <= STALE_NS;
-    double p_meas, p_model;
-    double base, range, b_th = INFINITY, b_cap = INFINITY, b_bat = INFINITY;
-    double budget, dyn, min_period = 0, demand;
-    const char *state = "cool";
-    token_cost cost;
-    bool blind = false, binding, limited;
-    int32_t n = g->n_threads;
+    return g->sense.critical_trip_mc > 0 &&
+           g->sense.temp_mc / 1000.0 >=
+           g->sense.critical_trip_mc / 1000.0 - CRITICAL_GUARD_C;
+}
+
+/* What one control update works out, stage by stage. Each stage reads
+ * the fields earlier stages wrote and the governor's state, and writes
+ * the fields its comment names. */
+typedef struct upd {
+    uint64_t now;
+    double   dt_ns;         /* length of the period that just ended */
+    bool     temp_fresh;    /* a temperature within STALE_NS */
+    bool     power_fresh;   /* a power reading within STALE_NS */
+    double   p_meas;        /* the period's power: measured or modelled */
+    double   base;          /* idle power (model) */
+    double   range;         /* dynamic power: flat out minus idle, >= 1 */
+    double   demand;        /* what the current thread count draws unpaced */
+    double   b_th, b_cap, b_bat;  /* each limit's budget; INFINITY: none */
+    double   budget;        /* the lowest of them */
+    double   dyn;           /* budget above idle, after power tracking */
+    double   min_period;    /* from target_tps; 0: none */
+    bool     blind;         /* no temperature: the blind budget holds */
+    bool     binding;       /* the budget is below demand */
+    ks_gov_state state;
+    int32_t  n;             /* thread count chosen */
+} upd;
+
+/* Stage 1, estimate power. Reads the period's accumulators and the
+ * latest readings; writes the power model (learn()), g->pmax_mw and u's
+ * base, range, p_meas and demand. A first fitted model resets what the
+ * thermal loop learned in the priors' units. */
+static void
+estimate_power(ks_governor *g, upd *u)
+{
+    token_cost cost, cmax;
+    double p_model;
 
     learn(g);
     if (g->model_new) {
-        /* Until now power was modelled from priors, in other units: what
-         * the thermal loop learned in them does not carry over. */
         g->model_new = false;
         g->sust_init = false;
         g->sust_learned = false;
@@ -951,111 +997,153 @@ update(ks_governor *g, uint64_t now)
         g->cap_mj_c = 0;
         g->loss_have = false;
     }
-    base = g->theta[X_BASE];
-    p_model = base + (g->theta[X_CPU] * g->acc_thread_busy_ns +
-                      g->theta[X_GPU] * g->acc_busy_ns[KS_GOV_GPU]) / dt_ns;
+    u->base = g->theta[X_BASE];
+    p_model = u->base + (g->theta[X_CPU] * g->acc_thread_busy_ns +
+                         g->theta[X_GPU] * g->acc_busy_ns[KS_GOV_GPU]) /
+                        u->dt_ns;
     /* Averaging sensors measure the period; instantaneous ones only feed
      * the model, which then stands for the period's average. */
-    p_meas = power_fresh && g->power_avg && g->acc_power_ns > 0 ?
-             g->acc_power_mw_ns / g->acc_power_ns : p_model;
-    {
-        token_cost cmax;
-
-        g->pmax_mw = cost_at(g, g->p.max_threads, &cmax) ?
-            base + cmax.e_dyn / cmax.t_ns :
-            base + g->theta[X_CPU] * g->p.max_threads;
-    }
-    range = g->pmax_mw - base;
-    if (range < 1.0)
-        range = 1.0;
-    demand = cost_at(g, n, &cost) ? base + cost.e_dyn / cost.t_ns : g->pmax_mw;
-
-    if (!power_fresh)
+    u->p_meas = u->power_fresh && g->power_avg && g->acc_power_ns > 0 ?
+                g->acc_power_mw_ns / g->acc_power_ns : p_model;
+    g->pmax_mw = cost_at(g, g->p.max_threads, &cmax) ?
+                 u->base + cmax.e_dyn / cmax.t_ns :
+                 u->base + g->theta[X_CPU] * g->p.max_threads;
+    u->range = g->pmax_mw - u->base;
+    if (u->range < 1.0)
+        u->range = 1.0;
+    u->demand = cost_at(g, u->n, &cost) ? u->base + cost.e_dyn / cost.t_ns
+                                        : g->pmax_mw;
+    if (!u->power_fresh)
         report_once(g, KS_GOV_F_NO_POWER, "no power sensor: power is "
                     "modelled from busy time (about %.0f mW per busy CPU "
                     "thread); a power limit is approximate", g->theta[X_CPU]);
     resolve_limit(g);
+}
 
-    /* Temperature. */
-    if (temp_fresh) {
-        double t_c = g->sense.temp_mc / 1000.0;
-        double e = g->ctrl_mc / 1000.0 - t_c;
-        bool have_rate = thermal_rate(g, p_meas, range);
-        /* The proportional band, or the gain that closes the loop in
-         * KP_H_S on a zone of the fitted heat capacity if that is more
-         * (a slow, heavy zone: the band alone would creep up to the
-         * limit). */
-        double kp = fmax(range / PBAND_C, g->cap_mj_c / KP_H_S);
+/* Stage 2a, the thermal loop's switch-on and integral. Reads the
+ * headroom |e| (°C) and the zone's loss estimate; writes S (sust_mw) and
+ * returns the PI budget S + Kp e, at least the floor. */
+static double
+thermal_pi(ks_governor *g, const upd *u, double t_c, double e, double kp)
+{
+    double floor = u->base + FLOOR_FRAC * u->range, b;
 
-        if (g->have_prev_temp && now > g->prev_temp_ns) {
-            double rate = (t_c - g->prev_temp_c) * NS_PER_S /
-                          (double)(now - g->prev_temp_ns);
-            g->dtemp_c_s = 0.7 * g->dtemp_c_s + 0.3 * rate;
-        }
-        g->prev_temp_c = t_c;
-        g->prev_temp_ns = now;
-        g->have_prev_temp = true;
-        d->time_to_limit_s = e > 0 && g->dtemp_c_s > 0.005 ?
-                             e / g->dtemp_c_s : -1.0;
+    if (!g->sust_init && e < PBAND_C) {
+        /* Switch-on: S from the zone's IPA setting, else a low guess
+         * (approaching from below overshoots less); the integral
+         * corrects it. */
+        uint32_t s = g->p.sustainable_mw ? g->p.sustainable_mw :
+                     g->sense.sustainable_mw;
 
-        if (!g->sust_init && e < PBAND_C) {
-            /* Switch-on: S from the zone's IPA setting, else a low guess
-             * (approaching from below overshoots less); the integral
-             * corrects it. */
-            uint32_t s = g->p.sustainable_mw ? g->p.sustainable_mw :
-                         g->sense.sustainable_mw;
+        g->sust_mw = s ? (double)s : u->base + SINIT_FRAC * u->range;
+        g->sust_init = true;
+        ks_log(KS_LOG_DEBUG, TAG, "thermal loop on at %.1f C: S=%.0f mW "
+               "Kp=%.0f mW/C", t_c, g->sust_mw, kp);
+    }
+    if (!g->sust_init)
+        return INFINITY;
+    /* Below the limit the zone sheds less than at it: S is at least the
+     * loss measured now. */
+    if (e > 0 && g->loss_have && g->sust_mw < g->loss_mw) {
+        if (g->loss_mw - g->sust_mw > 0.05 * u->range)
+            ks_log(KS_LOG_DEBUG, TAG, "S %.0f -> %.0f mW: the zone already "
+                   "sheds that at %.1f C", g->sust_mw, g->loss_mw, t_c);
+        g->sust_mw = fmin(g->loss_mw, g->pmax_mw);
+    }
+    b = g->sust_mw + kp * e;
+    if (e < 0 || (b < u->demand && e - LOOK_S * fmax(g->dtemp_c_s, 0.0) > 0)) {
+        g->sust_mw += kp * e * (u->dt_ns / NS_PER_S) /
+                      (e < 0 ? TAU_I_DOWN_S : TAU_I_UP_S);
+        if (g->sust_mw < floor)
+            g->sust_mw = floor;
+        if (g->sust_mw > g->pmax_mw)
+            g->sust_mw = g->pmax_mw;
+        b = g->sust_mw + kp * e;
+    }
+    return b < floor ? floor : b;
+}
 
-            g->sust_mw = s ? (double)s : base + SINIT_FRAC * range;
-            g->sust_init = true;
-            ks_log(KS_LOG_DEBUG, TAG, "thermal loop on at %.1f C: S=%.0f mW "
-                   "Kp=%.0f mW/C", t_c, g->sust_mw, kp);
-        }
-        if (g->sust_init) {
-            double floor = base + FLOOR_FRAC * range;
+/* Stage 2, PI on the temperature headroom. Reads the latest temperature,
+ * the heating rate and u's power figures; writes u->b_th and u->blind, the
+ * thermal estimates (rate, C, loss, guard) and d->time_to_limit_s. */
+static void
+thermal_budget(ks_governor *g, upd *u)
+{
+    ks_gov_decision *d = &g->dec;
+    double t_c, e, kp;
+    bool have_rate;
 
-            /* Below the limit the zone sheds less than at it: S is at
-             * least the loss measured now. */
-            if (e > 0 && g->loss_have && g->sust_mw < g->loss_mw) {
-                if (g->loss_mw - g->sust_mw > 0.05 * range)
-                    ks_log(KS_LOG_DEBUG, TAG, "S %.0f -> %.0f mW: the zone "
-                           "already sheds that at %.1f C", g->sust_mw,
-                           g->loss_mw, t_c);
-                g->sust_mw = fmin(g->loss_mw, g->pmax_mw);
-            }
-            b_th = g->sust_mw + kp * e;
-            if (e < 0 || (b_th < demand &&
-                          e - LOOK_S * fmax(g->dtemp_c_s, 0.0) > 0)) {
-                g->sust_mw += kp * e * (dt_ns / NS_PER_S) /
-                              (e < 0 ? TAU_I_DOWN_S : TAU_I_UP_S);
-                if (g->sust_mw < floor)
-                    g->sust_mw = floor;
-                if (g->sust_mw > g->pmax_mw)
-                    g->sust_mw = g->pmax_mw;
-                b_th = g->sust_mw + kp * e;
-            }
-            if (b_th < floor)
-                b_th = floor;
-        }
-        g->guard = false;
-        if (have_rate)
-            b_th = approach_guard(g, e, p_meas, base, range, dt_ns, b_th);
-        if (g->sense.critical_trip_mc > 0 &&
-            t_c >= g->sense.critical_trip_mc / 1000.0 - CRITICAL_GUARD_C)
-            b_th = base + FLOOR_FRAC * range;
-    } else {
-        g->guard = false;
+    g->guard = false;
+    if (!u->temp_fresh) {
         g->per_have = g->per_have_pr = false;
         report_once(g, KS_GOV_F_NO_TEMP, "no temperature reading: holding a "
                     "conservative budget (%.0f %% of the dynamic power)",
                     100.0 * BLIND_FRAC);
-        b_th = base + BLIND_FRAC * range;
-        blind = true;
+        u->b_th = u->base + BLIND_FRAC * u->range;
+        u->blind = true;
         d->time_to_limit_s = -1.0;
+        return;
     }
+    t_c = g->sense.temp_mc / 1000.0;
+    e = g->ctrl_mc / 1000.0 - t_c;
+    have_rate = thermal_rate(g, u->p_meas, u->range);
+    /* The proportional band, or the gain that closes the loop in KP_H_S
+     * on a zone of the fitted heat capacity if that is more (a slow,
+     * heavy zone: the band alone would creep up to the limit). */
+    kp = fmax(u->range / PBAND_C, g->cap_mj_c / KP_H_S);
+    if (g->have_prev_temp && u->now > g->prev_temp_ns) {
+        double rate = (t_c - g->prev_temp_c) * NS_PER_S /
+                      (double)(u->now - g->prev_temp_ns);
 
-    /* Power cap and battery. */
+        g->dtemp_c_s = 0.7 * g->dtemp_c_s + 0.3 * rate;
+    }
+    g->prev_temp_c = t_c;
+    g->prev_temp_ns = u->now;
+    g->have_prev_temp = true;
+    d->time_to_limit_s = e > 0 && g->dtemp_c_s > 0.005 ?
+                         e / g->dtemp_c_s : -1.0;
+    u->b_th = thermal_pi(g, u, t_c, e, kp);
+    if (have_rate)
+        u->b_th = approach_guard(g, e, u->p_meas, u->base, u->range,
+                                 u->dt_ns, u->b_th);
+    if (near_critical(g))
+        u->b_th = u->base + FLOOR_FRAC * u->range;
+}
+
+/* Part of stage 3: when the temperature binds the budget, and since when
+ * within SEL_BAND_C of the limit. Writes thermal_bind_ns, bind_since_ns
+ * and sust_learned (S has converged once the limit has held for two
+ * dwell times). */
+static void
+note_binding(ks_governor *g, const upd *u)
+{
+    if (!u->temp_fresh || !g->sust_init || !u->binding ||
+        u->budget != u->b_th) {
+        g->bind_since_ns = 0;
+        return;
+    }
+    g->thermal_bind_ns = u->now;
+    if (fabs((g->ctrl_mc - g->sense.temp_mc) / 1000.0) >= SEL_BAND_C) {
+        g->bind_since_ns = 0;
+        return;
+    }
+    if (!g->bind_since_ns)
+        g->bind_since_ns = u->now;
+    if (u->now - g->bind_since_ns >= 2 * g->p.dwell_ns)
+        g->sust_learned = true;
+}
+
+/* Stage 3, the other limits and the total. Reads the power cap, the
+ * battery and target_tps; writes u's b_cap, b_bat, min_period, budget,
+ * binding and state, and the binding bookkeeping that tells when S has
+ * converged (sust_learned). */
+static void
+total_budget(ks_governor *g, upd *u)
+{
+    token_cost cost;
+
     if (g->p.power_limit_mw)
-        b_cap = g->p.power_limit_mw;
+        u->b_cap = g->p.power_limit_mw;
     if (g->have_sense && g->sense.has_battery && g->sense.discharging &&
         g->p.policy != KS_GOV_PERFORMANCE) {
         bool low = g->sense.battery_pct >= 0 &&
@@ -1067,107 +1155,111 @@ update(ks_governor *g, uint64_t now)
         else if (low)
             f = 0.75;
         if (f < 1.0)
-            b_bat = base + f * range;
+            u->b_bat = u->base + f * u->range;
     }
     if (g->p.target_tps > 0)
-        min_period = NS_PER_S / g->p.target_tps;
-
-    budget = b_th;
-    if (b_cap < budget)
-        budget = b_cap;
-    if (b_bat < budget)
-        budget = b_bat;
-    if (budget > 1.25 * g->pmax_mw)
-        budget = 1.25 * g->pmax_mw;
-    binding = budget < demand;
-    if (temp_fresh && g->sust_init && binding && budget == b_th) {
-        g->thermal_bind_ns = now;
-        /* S has converged once the limit has held for two dwell times. */
-        if (fabs((g->ctrl_mc - g->sense.temp_mc) / 1000.0) < SEL_BAND_C) {
-            if (!g->bind_since_ns)
-                g->bind_since_ns = now;
-            if (now - g->bind_since_ns >= 2 * g->p.dwell_ns)
-                g->sust_learned = true;
-        } else {
-            g->bind_since_ns = 0;
-        }
-    } else {
-        g->bind_since_ns = 0;
-    }
+        u->min_period = NS_PER_S / g->p.target_tps;
+    u->budget = fmin(u->b_th, fmin(u->b_cap, u->b_bat));
+    if (u->budget > 1.25 * g->pmax_mw)
+        u->budget = 1.25 * g->pmax_mw;
+    u->binding = u->budget < u->demand;
+    note_binding(g, u);
     /* The state names the limit that holds the device below what it could
      * draw flat out, even when the chosen thread count fits under it. */
-    limited = budget < g->pmax_mw;
-    if (blind)
-        state = "blind";
-    else if (limited && budget == b_th)
-        state = g->sense.critical_trip_mc > 0 && temp_fresh &&
-                g->sense.temp_mc / 1000.0 >=
-                g->sense.critical_trip_mc / 1000.0 - CRITICAL_GUARD_C ?
-                "critical" : "thermal";
-    else if (limited && budget == b_cap)
-        state = "power";
-    else if (limited)
-        state = "battery";
-    else if (min_period > 0 && cost_at(g, n, &cost) && cost.t_ns < min_period)
-        state = "target";
+    u->state = KS_GOV_STATE_COOL;
+    if (u->blind)
+        u->state = KS_GOV_STATE_BLIND;
+    else if (u->budget < g->pmax_mw && u->budget == u->b_th)
+        u->state = near_critical(g) ? KS_GOV_STATE_CRITICAL
+                                    : KS_GOV_STATE_THERMAL;
+    else if (u->budget < g->pmax_mw && u->budget == u->b_cap)
+        u->state = KS_GOV_STATE_POWER;
+    else if (u->budget < g->pmax_mw)
+        u->state = KS_GOV_STATE_BATTERY;
+    else if (u->min_period > 0 && cost_at(g, u->n, &cost) &&
+             cost.t_ns < u->min_period)
+        u->state = KS_GOV_STATE_TARGET;
+}
 
-    /* Make the measured power follow the budget. */
-    if (power_fresh && g->power_avg && binding && g->period_ns > 0 &&
-        g->acc_tokens * NS_PER_S / dt_ns >= PACED_MIN * NS_PER_S /
-                                            g->period_ns) {
+/* Stage 4, split the budget's power above idle. Reads u->budget and the
+ * averaging sensor's measure of the period; writes the tracking integral
+ * corr_mw (so that the power drawn follows the budget whatever the
+ * model's error) and u->dyn, the power above idle the actors share. */
+static void
+track_power(ks_governor *g, upd *u)
+{
+    if (u->power_fresh && g->power_avg && u->binding && g->period_ns > 0 &&
+        g->acc_tokens * NS_PER_S / u->dt_ns >= PACED_MIN * NS_PER_S /
+                                               g->period_ns) {
         /* Only periods that ran at the pace asked for: one that ran
          * unpaced, or slower (compute-bound on a busy machine, a stall),
          * says nothing of the model's error and would wind it up. */
-        g->corr_mw += (budget - p_meas) * (dt_ns / NS_PER_S) / TAU_CORR_S;
-        if (g->corr_mw > CORR_MAX * budget)
-            g->corr_mw = CORR_MAX * budget;
-        if (g->corr_mw < -CORR_MAX * budget)
-            g->corr_mw = -CORR_MAX * budget;
-    } else if (!power_fresh || !g->power_avg) {
+        g->corr_mw += (u->budget - u->p_meas) * (u->dt_ns / NS_PER_S) /
+                      TAU_CORR_S;
+        if (g->corr_mw > CORR_MAX * u->budget)
+            g->corr_mw = CORR_MAX * u->budget;
+        if (g->corr_mw < -CORR_MAX * u->budget)
+            g->corr_mw = -CORR_MAX * u->budget;
+    } else if (!u->power_fresh || !g->power_avg) {
         g->corr_mw = 0;
     }
-    dyn = budget + g->corr_mw - base;
-    if (dyn < FLOOR_FRAC * range)
-        dyn = FLOOR_FRAC * range;
+    u->dyn = u->budget + g->corr_mw - u->base;
+    if (u->dyn < FLOOR_FRAC * u->range)
+        u->dyn = FLOOR_FRAC * u->range;
+}
 
-    /* Threads: the count with the most tokens/s under the budget. Blind,
-     * with no power reading either: half the threads at half duty. */
-    if (blind && !power_fresh) {
+/* Part of stage 5: the count with the most tokens/s under the budget,
+ * with hysteresis. Under the temperature limit the choice follows the
+ * sustainable power, not the proportional term's swings (a budget
+ * between two counts' draws, or the headroom of a count that runs cool,
+ * would make the loop dither): S while the temperature binds, else at
+ * least what runs now. S learned while binding counts for a while after;
+ * then the budget decides again, so a cooler room is noticed. */
+static int32_t
+best_threads(const ks_governor *g, const upd *u)
+{
+    double sel = u->budget, dsel, cur, best = 0;
+    int32_t pick = u->n;
+
+    if (u->temp_fresh && g->sust_learned && u->budget == u->b_th &&
+        (u->binding ||
+         u->now - g->thermal_bind_ns <= SUST_KEEP * g->p.dwell_ns))
+        sel = u->binding ? g->sust_mw
+                         : fmin(u->budget, fmax(g->sust_mw, u->p_meas));
+    dsel = sel + g->corr_mw - u->base;
+    if (dsel < FLOOR_FRAC * u->range)
+        dsel = FLOOR_FRAC * u->range;
+    cur = rate_at(g, u->n, dsel, u->min_period);
+    for (int32_t m = g->p.min_threads; m <= g->p.max_threads; m++) {
+        double r = rate_at(g, m, dsel, u->min_period);
+        /* Going back to the count just left needs a clearer gain. */
+        double hyst = m == g->prev_threads ? 2 * THREAD_HYST : THREAD_HYST;
+
+        if (m != u->n && r > cur * (1.0 + hyst) && r > best) {
+            best = r;
+            pick = m;
+        }
+    }
+    return pick;
+}
+
+/* Stage 5a, choose threads. Reads u's budget figures, the dwell and the
+ * per-count token times; writes u->n and, on a change, n_threads,
+ * prev_threads, the reversal count and last_thread_change_ns. Blind with
+ * no power reading either: half the threads (at half duty, stage 5b). */
+static void
+choose_threads(ks_governor *g, upd *u)
+{
+    int32_t n = u->n;
+
+    if (u->blind && !u->power_fresh) {
         n = (g->p.max_threads + 1) / 2;
         if (n < g->p.min_threads)
             n = g->p.min_threads;
-    } else if (now - g->last_thread_change_ns >=
+    } else if (u->now - g->last_thread_change_ns >=
                g->p.dwell_ns << g->n_reversals &&
                g->t_cpu_seen[g->n_threads]) {
-        /* Under the temperature limit the choice follows the sustainable
-         * power, not the proportional term's swings (a budget between two
-         * counts' draws, or the headroom of a count that runs cool, would
-         * make the loop dither): S while the temperature binds, else at
-         * least what runs now. S learned while binding counts for a while
-         * after; then the budget decides again, so a cooler room is
-         * noticed. */
-        double sel = budget, dsel, cur, best = 0;
-        int32_t pick = n;
-
-        if (temp_fresh && g->sust_learned && budget == b_th &&
-            (binding || now - g->thermal_bind_ns <= SUST_KEEP * g->p.dwell_ns))
-            sel = binding ? g->sust_mw : fmin(budget, fmax(g->sust_mw, p_meas));
-        dsel = sel + g->corr_mw - base;
-        if (dsel < FLOOR_FRAC * range)
-            dsel = FLOOR_FRAC * range;
-        cur = rate_at(g, n, dsel, min_period);
-        for (int32_t m = g->p.min_threads; m <= g->p.max_threads; m++) {
-            double r = rate_at(g, m, dsel, min_period);
-            /* Going back to the count just left needs a clearer gain. */
-            double hyst = m == g->prev_threads ? 2 * THREAD_HYST
-                                               : THREAD_HYST;
-
-            if (m != n && r > cur * (1.0 + hyst) && r > best) {
-                best = r;
-                pick = m;
-            }
-        }
-        n = pick;
+        n = best_threads(g, u);
     }
     if (n != g->n_threads) {
         /* Each change against the direction of the previous one doubles
@@ -1183,80 +1275,109 @@ update(ks_governor *g, uint64_t now)
         g->last_dir = dir;
         g->prev_threads = g->n_threads;
         g->n_threads = n;
-        g->last_thread_change_ns = now;
+        g->last_thread_change_ns = u->now;
     }
+    u->n = n;
+}
 
-    /* The token period, and the budget's split between actors. */
+/* Stage 5b, pacing and the split between actors. Reads u->dyn, u->n and
+ * the model's cost of a token; writes period_ns (0: unpaced) and
+ * d->actor_budget_mw, each actor's share of dyn in proportion to the
+ * power it requests, at most that power. */
+static void
+choose_pacing(ks_governor *g, const upd *u)
+{
+    ks_gov_decision *d = &g->dec;
+    token_cost cost;
+    double req, period;
+
     g->period_ns = 0;
     memset(d->actor_budget_mw, 0, sizeof d->actor_budget_mw);
-    if (cost_at(g, n, &cost)) {
-        double req = cost.req_mw[KS_GOV_CPU] + cost.req_mw[KS_GOV_GPU];
-        double period = dyn > 0 ? cost.e_dyn / dyn : cost.t_ns;
+    if (!cost_at(g, u->n, &cost))
+        return;
+    req = cost.req_mw[KS_GOV_CPU] + cost.req_mw[KS_GOV_GPU];
+    period = u->dyn > 0 ? cost.e_dyn / u->dyn : cost.t_ns;
+    if (u->blind && !u->power_fresh)
+        period = 2.0 * cost.t_ns;
+    if (period < u->min_period)
+        period = u->min_period;
+    if (period > cost.t_ns)
+        g->period_ns = period;
+    for (int a = 0; a < KS_GOV_N_ACTORS && req > 0; a++) {
+        double share = u->dyn * cost.req_mw[a] / req;
 
-        if (blind && !power_fresh)
-            period = 2.0 * cost.t_ns;
-        if (period < min_period)
-            period = min_period;
-        if (period > cost.t_ns)
-            g->period_ns = period;
-        for (int a = 0; a < KS_GOV_N_ACTORS && req > 0; a++) {
-            double share = dyn * cost.req_mw[a] / req;
-
-            if (share > cost.req_mw[a])
-                share = cost.req_mw[a];
-            d->actor_budget_mw[a] = (uint32_t)(share + 0.5);
-        }
+        if (share > cost.req_mw[a])
+            share = cost.req_mw[a];
+        d->actor_budget_mw[a] = (uint32_t)(share + 0.5);
     }
+}
 
-    /* Placement: away from the hotter zone while the temperature binds. */
+/* Stage 6, placement hints. Reads the state and the CPU and GPU zones'
+ * temperatures; writes d->place (away from the hotter zone while the
+ * temperature binds, PLACE_HYST_C apart, 3 dwell times between) and
+ * last_place_ns. */
+static void
+hint_placement(ks_governor *g, const upd *u)
+{
+    ks_gov_decision *d = &g->dec;
+    double diff;
+
     d->place = KS_GOV_PLACE_STAY;
-    if (temp_fresh && !strcmp(state, "thermal") &&
-        g->sense.has_actor_temp[KS_GOV_CPU] &&
-        g->sense.has_actor_temp[KS_GOV_GPU] &&
-        (!g->placed_once || now - g->last_place_ns >= 3 * g->p.dwell_ns) &&
-        now - g->t0_ns >= 3 * g->p.dwell_ns) {
-        double diff = (g->sense.actor_temp_mc[KS_GOV_CPU] -
-                       g->sense.actor_temp_mc[KS_GOV_GPU]) / 1000.0;
-
-        if (diff > PLACE_HYST_C && g->can_move_to_gpu)
-            d->place = KS_GOV_PLACE_TO_GPU;
-        else if (diff < -PLACE_HYST_C && g->can_move_to_cpu)
-            d->place = KS_GOV_PLACE_TO_CPU;
-        if (d->place != KS_GOV_PLACE_STAY) {
-            g->last_place_ns = now;
-            g->placed_once = true;
-        }
+    if (!u->temp_fresh || u->state != KS_GOV_STATE_THERMAL ||
+        !g->sense.has_actor_temp[KS_GOV_CPU] ||
+        !g->sense.has_actor_temp[KS_GOV_GPU] ||
+        (g->placed_once && u->now - g->last_place_ns < 3 * g->p.dwell_ns) ||
+        u->now - g->t0_ns < 3 * g->p.dwell_ns)
+        return;
+    diff = (g->sense.actor_temp_mc[KS_GOV_CPU] -
+            g->sense.actor_temp_mc[KS_GOV_GPU]) / 1000.0;
+    if (diff > PLACE_HYST_C && g->can_move_to_gpu)
+        d->place = KS_GOV_PLACE_TO_GPU;
+    else if (diff < -PLACE_HYST_C && g->can_move_to_cpu)
+        d->place = KS_GOV_PLACE_TO_CPU;
+    if (d->place != KS_GOV_PLACE_STAY) {
+        g->last_place_ns = u->now;
+        g->placed_once = true;
     }
+}
 
-    d->n_threads = n;
-    d->budget_mw = budget >= 4e9 ? 4000000000u : (uint32_t)(budget + 0.5);
+/* Stage 7, publish. Reads u; writes the decision, logs it (one debug
+ * line with every term) and starts a new control period. */
+static void
+publish(ks_governor *g, const upd *u)
+{
+    ks_gov_decision *d = &g->dec;
+
+    d->n_threads = u->n;
+    d->budget_mw = u->budget >= 4e9 ? 4000000000u
+                                    : (uint32_t)(u->budget + 0.5);
     d->control_temp_mc = g->ctrl_mc;
     d->temp_mc = g->have_sense && g->sense.has_temp ? g->sense.temp_mc : 0;
-    d->power_mw = (uint32_t)(p_meas + 0.5);
-    d->tokens_per_s = g->acc_tokens * NS_PER_S / dt_ns;
-    d->state = state;
+    d->power_mw = (uint32_t)(u->p_meas + 0.5);
+    d->tokens_per_s = g->acc_tokens * NS_PER_S / u->dt_ns;
+    d->state_id = u->state;
+    d->state = ks_gov_state_str(u->state);
     d->target = g->acc_busy_ns[KS_GOV_CPU] && g->acc_busy_ns[KS_GOV_GPU] ?
                 "cpu+gpu" : g->acc_busy_ns[KS_GOV_GPU] ? "gpu" :
                 g->acc_busy_ns[KS_GOV_CPU] ? "cpu" : d->target;
-    d->flags = (temp_fresh ? 0 : KS_GOV_F_NO_TEMP) |
-               (power_fresh ? 0 : KS_GOV_F_NO_POWER) |
-               (g->p.temp_limit_mc == 0 && temp_fresh &&
+    d->flags = (u->temp_fresh ? 0 : KS_GOV_F_NO_TEMP) |
+               (u->power_fresh ? 0 : KS_GOV_F_NO_POWER) |
+               (g->p.temp_limit_mc == 0 && u->temp_fresh &&
                 g->sense.passive_trip_mc <= 0 ? KS_GOV_F_NO_TRIP : 0);
     d->updated = true;
     ks_log(KS_LOG_DEBUG, TAG, "t=%.2fs T=%.1fC ctrl=%.1fC P=%umW budget=%umW "
            "(cpu %u gpu %u) demand=%.0fmW tps=%.2f threads=%d period=%.1fms "
            "place=%s state=%s model=%.0f+%.0f*u_cpu+%.0f*u_gpu S=%.0f "
-           "corr=%.0f rate=%.2fC/s C=%.0fmJ/C%s", (now - g->t0_ns) / NS_PER_S,
-           d->temp_mc / 1000.0,
+           "corr=%.0f rate=%.2fC/s C=%.0fmJ/C%s",
+           (u->now - g->t0_ns) / NS_PER_S, d->temp_mc / 1000.0,
            g->ctrl_mc / 1000.0, d->power_mw, d->budget_mw,
            d->actor_budget_mw[KS_GOV_CPU], d->actor_budget_mw[KS_GOV_GPU],
-           demand, d->tokens_per_s, n, g->period_ns / 1e6,
-           ks_gov_place_str(d->place), state, base, g->theta[X_CPU],
+           u->demand, d->tokens_per_s, u->n, g->period_ns / 1e6,
+           ks_gov_place_str(d->place), d->state, u->base, g->theta[X_CPU],
            g->theta[X_GPU], g->sust_init ? g->sust_mw : 0.0, g->corr_mw,
            g->rate_c_s, g->cap_mj_c, g->guard ? " guard" : "");
 
-    /* A new period. */
-    g->period_start_ns = now;
+    g->period_start_ns = u->now;
     g->acc_tokens = 0;
     memset(g->acc_busy_ns, 0, sizeof g->acc_busy_ns);
     memset(g->acc_energy_uj, 0, sizeof g->acc_energy_uj);
@@ -1265,6 +1386,32 @@ update(ks_governor *g, uint64_t now)
     g->acc_threads = 0;
     g->acc_power_mw_ns = 0;
     g->acc_power_ns = 0;
+}
+
+/* One control update, at the end of a period: the stages in order, as
+ * the kernel's power allocator runs them (estimate power, PI on the
+ * headroom, divide the budget, set the actuators). */
+static void
+update(ks_governor *g, uint64_t now)
+{
+    upd u = {
+        .now = now,
+        .dt_ns = (double)(now - g->period_start_ns),
+        .temp_fresh = g->have_sense && g->sense.has_temp &&
+                      now - g->temp_ns <= STALE_NS,
+        .power_fresh = g->power_seen && now - g->power_ns <= STALE_NS,
+        .b_th = INFINITY, .b_cap = INFINITY, .b_bat = INFINITY,
+        .n = g->n_threads,
+    };
+
+    estimate_power(g, &u);
+    thermal_budget(g, &u);
+    total_budget(g, &u);
+    track_power(g, &u);
+    choose_threads(g, &u);
+    choose_pacing(g, &u);
+    hint_placement(g, &u);
+    publish(g, &u);
 }
 
 /* ---- steps ------------------------------------------------------------- */

@@ -98,6 +98,18 @@ typedef enum ks_gov_place {
     KS_GOV_PLACE_TO_CPU,  /* move one layer range from the GPU to the CPU */
 } ks_gov_place;
 
+/* Which limit holds the device below what it could draw flat out. */
+typedef enum ks_gov_state {
+    KS_GOV_STATE_START = 0, /* no control period has ended yet */
+    KS_GOV_STATE_COOL,      /* no limit binds */
+    KS_GOV_STATE_THERMAL,   /* the temperature limit */
+    KS_GOV_STATE_POWER,     /* the power cap */
+    KS_GOV_STATE_BATTERY,   /* the battery policy */
+    KS_GOV_STATE_TARGET,    /* target_tps (the device could go faster) */
+    KS_GOV_STATE_CRITICAL,  /* within 5 C of the critical trip: the floor */
+    KS_GOV_STATE_BLIND,     /* no temperature: a conservative budget */
+} ks_gov_state;
+
 /* Flags: what the governor cannot see (each is also logged once). */
 #define KS_GOV_F_NO_TEMP   0x1u  /* no temperature: conservative budget */
 #define KS_GOV_F_NO_POWER  0x2u  /* no power sensor: modelled power */
@@ -106,7 +118,8 @@ typedef enum ks_gov_place {
 typedef struct ks_governor_params {
     int32_t  temp_limit_mc;   /* control temperature; 0: the first passive
                                * trip minus margin_mc, or 70 C with no trip */
-    int32_t  margin_mc;       /* below the passive trip; 0: 5000 */
+    int32_t  margin_mc;       /* below the passive trip; 0:
+                               * KS_TELEM_DEFAULT_MARGIN_MC (5000) */
     uint32_t power_limit_mw;  /* cap on the whole system's power; 0: none */
     ks_gov_policy policy;     /* 0: balanced */
     uint32_t battery_low_pct; /* 0: 30 */
@@ -173,8 +186,8 @@ typedef struct ks_gov_decision {
     double   tokens_per_s;    /* over the last period */
     double   time_to_limit_s; /* at the current heating rate; -1: not
                                * heating or no temperature */
-    const char *state;        /* "start", "cool", "thermal", "power",
-                               * "battery", "target", "critical", "blind" */
+    ks_gov_state state_id;    /* which limit holds */
+    const char *state;        /* ks_gov_state_str(state_id), for logs */
     const char *target;       /* where the work ran: "cpu", "gpu",
                                * "cpu+gpu", "-" before any */
     uint32_t flags;           /* KS_GOV_F_* */
@@ -215,6 +228,9 @@ void ks_gov_sense_from_telemetry(const ks_telem_info *info,
 
 const char *ks_gov_policy_str(ks_gov_policy p);  /* "balanced", ... */
 const char *ks_gov_place_str(ks_gov_place p);    /* "stay", "to-gpu", ... */
+/* "start", "cool", "thermal", "power", "battery", "target", "critical",
+ * "blind"; "?" for anything else. Static strings. */
+const char *ks_gov_state_str(ks_gov_state s);
 /* "performance", "balanced" or "battery"; false for anything else. */
 bool ks_gov_policy_parse(const char *s, ks_gov_policy *out);
 

@@ -815,6 +815,7 @@ START_TEST(limit_from_trip_or_param)
     ck_assert_int_eq(ks_governor_step(g, &s, 600000000, &w, &d), KS_OK);
     ck_assert(d.updated);
     ck_assert_int_eq(d.control_temp_mc, 80000);
+    ck_assert_int_eq(d.state_id, KS_GOV_STATE_COOL);
     ck_assert_str_eq(d.state, "cool");
     ck_assert_uint_eq(d.pace_ns, 0);
     ks_governor_destroy(g);
