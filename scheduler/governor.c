@@ -132,6 +132,36 @@
 #define MIN_PHASE_NS 20000000ull
 /* The longest sleep asked for in one step. */
 #define MAX_PACE_NS 5000000000ull
+/* The model's floor: no fit makes a busy CPU thread or the GPU draw less
+ * than this (a counter stuck at 0 W would otherwise make tokens free,
+ * and the budget could never pace them). */
+#define MIN_K_CPU_MW 100.0
+#define MIN_K_GPU_MW 300.0
+/* A power reading exactly equal to the previous ones for this long, and
+ * this many readings, comes from a stuck sensor. */
+#define STUCK_NS 20000000000ull
+#define STUCK_N 20
+/* ... while the activity it was set against (busy threads + GPU duty)
+ * went from at most STUCK_LOW times its highest to that highest, at least
+ * STUCK_DX: a steady load may read the same for long on an exact sensor,
+ * a load that halves may not. */
+#define STUCK_DX 0.25
+#define STUCK_LOW 0.5
+/* Readings above this are faults unless max_power_mw says otherwise. */
+#define DEFAULT_MAX_POWER_MW 1000000u
+/* The model-free backstop of the temperature limit: a zone more than
+ * BACKSTOP_C above the limit and not cooling at BACKSTOP_FALL_C_S
+ * multiplies the duty cap by BACKSTOP_CUT each period (down to
+ * BACKSTOP_MIN; at once near the critical trip); under the limit the cap
+ * relaxes by BACKSTOP_RELAX a period. */
+#define BACKSTOP_C 1.0
+#define BACKSTOP_FALL_C_S 0.02
+#define BACKSTOP_CUT 0.7
+#define BACKSTOP_RELAX 1.25
+#define BACKSTOP_MIN 0.05
+/* Logged-once bits that are not decision flags. */
+#define REPORTED_BACKSTOP 0x80000000u
+
 /* Model priors without any power reading (a small SoC). */
 #define PRIOR_BASE_MW 500.0
 #define PRIOR_K_CPU_MW 1000.0
@@ -184,6 +214,16 @@ struct ks_governor {
     uint64_t last_busy_end_ns;
     bool     energy_known;          /* the caller reports energy */
     uint64_t last_sample_ns;
+    /* The stuck-sensor check: the reading repeated since stuck_since_ns,
+     * stuck_n times; power_stuck: declared stuck, readings ignored. */
+    bool     stuck_have;
+    uint32_t stuck_mw;
+    uint64_t stuck_since_ns;
+    uint32_t stuck_n;
+    bool     power_stuck;
+    double   stuck_x_min, stuck_x_max;   /* the activity meanwhile */
+    bool     read_use;              /* the latest reading's activity was */
+    double   read_x[2];             /* known: busy threads, GPU duty */
     double   prev_temp_c;
     uint64_t prev_temp_ns;
     bool     have_prev_temp;
@@ -244,7 +284,10 @@ struct ks_governor {
     uint64_t last_place_ns;
     bool     placed_once;
     double   period_ns;             /* token period to hold; 0: unpaced */
+    double   duty_cap;              /* the backstop's most busy time per
+                                     * token period; 1: off */
     uint32_t reported;              /* KS_GOV_F_* already logged */
+    uint32_t faults;                /* KS_GOV_F_*_FAULT in the latest sense */
     bool     reported_cap_model;
 
     ks_gov_decision dec;
@@ -357,6 +400,8 @@ ks_governor_create(const ks_governor_params *pin, ks_governor **out)
         p.sample_ns = 100000000ull;
     if (p.dwell_ns == 0)
         p.dwell_ns = 10000000000ull;
+    if (p.max_power_mw == 0)
+        p.max_power_mw = DEFAULT_MAX_POWER_MW;
 
     g = calloc(1, sizeof *g);
     if (!g)
@@ -366,6 +411,7 @@ ks_governor_create(const ks_governor_params *pin, ks_governor **out)
     g->theta[X_BASE] = PRIOR_BASE_MW;
     g->theta[X_CPU] = PRIOR_K_CPU_MW;
     g->theta[X_GPU] = PRIOR_K_GPU_MW;
+    g->duty_cap = 1.0;
     g->acc_threads = 0;
     g->acc_energy_known = true;
     g->ctrl_mc = p.temp_limit_mc ? p.temp_limit_mc : DEFAULT_LIMIT_MC;
@@ -434,6 +480,42 @@ fast_power(const ks_telem_info *info, const ks_telem_sample *s,
     return false;
 }
 
+static bool
+temp_plausible(int32_t mc)
+{
+    return mc >= KS_GOV_TEMP_MIN_MC && mc <= KS_GOV_TEMP_MAX_MC;
+}
+
+static void
+temp_fault(ks_gov_sense *out, int32_t mc)
+{
+    out->faults |= KS_GOV_F_TEMP_FAULT;
+    out->bad_temp_mc = mc;
+}
+
+/* The hottest relevant zone (the classes the telemetry's own summary
+ * counts) whose reading is plausible: what the summary would be without
+ * the faulty sensor. */
+static void
+hottest_plausible(const ks_telem_info *info, const ks_telem_sample *s,
+                  ks_gov_sense *out)
+{
+    for (uint32_t i = 0; i < info->n_zones && i < s->n_zones; i++) {
+        const ks_telem_temp *zt = &s->zone_temp[i];
+        ks_telem_class c = info->zones[i].cls;
+
+        if (c != KS_TELEM_CPU && c != KS_TELEM_GPU && c != KS_TELEM_NPU &&
+            c != KS_TELEM_SOC && c != KS_TELEM_PACKAGE)
+            continue;
+        if (!zt->valid || zt->stale || !temp_plausible(zt->temp_mc))
+            continue;
+        if (!out->has_temp || zt->temp_mc > out->temp_mc) {
+            out->has_temp = true;
+            out->temp_mc = zt->temp_mc;
+        }
+    }
+}
+
 void
 ks_gov_sense_from_telemetry(const ks_telem_info *info,
                             const ks_telem_sample *s, ks_gov_sense *out)
@@ -444,8 +526,13 @@ ks_gov_sense_from_telemetry(const ks_telem_info *info,
     memset(out, 0, sizeof *out);
     out->battery_pct = -1;
     if (s->hottest.valid && !s->hottest.stale) {
-        out->has_temp = true;
-        out->temp_mc = s->hottest.temp_mc;
+        if (temp_plausible(s->hottest.temp_mc)) {
+            out->has_temp = true;
+            out->temp_mc = s->hottest.temp_mc;
+        } else {
+            temp_fault(out, s->hottest.temp_mc);
+            hottest_plausible(info, s, out);
+        }
     }
     if (s->passive_trip.valid)
         out->passive_trip_mc = s->passive_trip.temp_mc;
@@ -466,16 +553,23 @@ ks_gov_sense_from_telemetry(const ks_telem_info *info,
             continue;
         if (!zt->valid || zt->stale)
             continue;
+        if (!temp_plausible(zt->temp_mc)) {
+            temp_fault(out, zt->temp_mc);
+            continue;
+        }
         if (!out->has_actor_temp[a] || zt->temp_mc > out->actor_temp_mc[a]) {
             out->has_actor_temp[a] = true;
             out->actor_temp_mc[a] = zt->temp_mc;
         }
     }
     if (s->system_power_src == KS_SYSPOWER_BATTERY &&
+        fast_power(info, s, &fast_mw, &fast_avg) && fast_mw < 0) {
+        out->faults |= KS_GOV_F_POWER_FAULT;
+        out->bad_power_mw = fast_mw;
+    } else if (s->system_power_src == KS_SYSPOWER_BATTERY &&
         fast_power(info, s, &fast_mw, &fast_avg)) {
         out->has_power = true;
-        out->power_mw = fast_mw < 0 ? 0 : fast_mw > UINT32_MAX ? UINT32_MAX :
-                        (uint32_t)fast_mw;
+        out->power_mw = fast_mw > UINT32_MAX ? UINT32_MAX : (uint32_t)fast_mw;
         out->power_is_average = fast_avg;
     } else if (s->system_power_mw.valid && !s->system_power_mw.stale &&
         s->system_power_mw.value >= 0) {
@@ -499,6 +593,12 @@ ks_gov_sense_from_telemetry(const ks_telem_info *info,
             out->power_is_average = false;
             break;
         }
+    }
+    if (!out->has_power && !(out->faults & KS_GOV_F_POWER_FAULT) &&
+        s->system_power_mw.valid && !s->system_power_mw.stale &&
+        s->system_power_mw.value < 0) {
+        out->faults |= KS_GOV_F_POWER_FAULT;
+        out->bad_power_mw = s->system_power_mw.value;
     }
     out->has_battery = s->has_battery;
     out->discharging = s->has_battery && !s->external_power;
@@ -549,6 +649,36 @@ solve(double a[NX][NX], double b[NX], double x[NX])
     return true;
 }
 
+/* Keeps the model's work terms at their floor (MIN_K_*) and idle power
+ * at least 0, whatever the readings or the caller's estimates said. */
+static void
+model_floor(ks_governor *g)
+{
+    if (!(g->theta[X_BASE] >= 0))
+        g->theta[X_BASE] = 0;
+    if (!(g->theta[X_CPU] >= MIN_K_CPU_MW))
+        g->theta[X_CPU] = MIN_K_CPU_MW;
+    if (!(g->theta[X_GPU] >= MIN_K_GPU_MW))
+        g->theta[X_GPU] = MIN_K_GPU_MW;
+}
+
+/* Back to the priors: the readings the model was fitted from were not
+ * measurements (a stuck sensor). */
+static void
+model_reset(ks_governor *g)
+{
+    g->theta[X_BASE] = PRIOR_BASE_MW;
+    g->theta[X_CPU] = PRIOR_K_CPU_MW;
+    g->theta[X_GPU] = PRIOR_K_GPU_MW;
+    memset(g->ls_a, 0, sizeof g->ls_a);
+    memset(g->ls_b, 0, sizeof g->ls_b);
+    g->model_fit = false;
+    g->model_new = true;    /* what the thermal loop learned goes too */
+    g->n_fit = g->n_reject = 0;
+    g->res_mw = 0;
+    g->corr_mw = 0;
+}
+
 /* One least-squares step on (x, power_mw): forgets old periods, and holds
  * directions the data does not excite at the previous fit. */
 static void
@@ -566,6 +696,7 @@ model_fit(ks_governor *g, const double x[NX], double power_mw)
             g->theta[X_CPU] = 0.75 * power_mw / w;
             g->theta[X_GPU] = 3.0 * g->theta[X_CPU];
         }
+        model_floor(g);
         g->model_fit = true;
         g->model_new = true;
     }
@@ -585,6 +716,7 @@ model_fit(ks_governor *g, const double x[NX], double power_mw)
     if (th[X_BASE] < 0 || th[X_CPU] <= 1.0 || th[X_GPU] <= 1.0)
         return;
     memcpy(g->theta, th, sizeof th);
+    model_floor(g);
 }
 
 /* CPU time per token at |n| threads from |t| (t_cpu_ns or t_e_ns):
@@ -700,6 +832,9 @@ power_reading(ks_governor *g, const ks_gov_sense *s, uint64_t now,
     } else if (g->last_busy_end_ns && now - g->last_busy_end_ns >= MIN_PHASE_NS) {
         use = true;         /* idle since the latest token */
     }
+    g->read_use = use;
+    g->read_x[0] = x[X_CPU];
+    g->read_x[1] = x[X_GPU];
     g->act_thread_busy_ns = 0;
     g->act_nom_thread_ns = 0;
     g->act_gpu_ns = 0;
@@ -772,6 +907,7 @@ learn(ks_governor *g)
                        (double)g->acc_busy_ns[KS_GOV_GPU];
             g->theta[X_GPU] = 0.5 * g->theta[X_GPU] + 0.5 * k;
         }
+        model_floor(g);
     }
 
     /* Time per token at this thread count (whole periods at one count). */
@@ -971,6 +1107,7 @@ typedef struct upd {
     double   min_period;    /* from target_tps; 0: none */
     bool     blind;         /* no temperature: the blind budget holds */
     bool     binding;       /* the budget is below demand */
+    bool     cut;           /* the backstop tightened its cap just now */
     ks_gov_state state;
     int32_t  n;             /* thread count chosen */
 } upd;
@@ -1063,6 +1200,30 @@ thermal_pi(ks_governor *g, const upd *u, double t_c, double e, double kp)
     return b < floor ? floor : b;
 }
 
+/* Stage 2b, the backstop: the temperature limit holds whatever the power
+ * model says (a model fitted from a faulty sensor can make the budget
+ * look ample). Reads the headroom |e| and the filtered heating rate;
+ * writes duty_cap and u->cut (the cap tightened in this update). */
+static void
+thermal_backstop(ks_governor *g, upd *u, double t_c, double e)
+{
+    double was = g->duty_cap;
+
+    if (near_critical(g))
+        g->duty_cap = BACKSTOP_MIN;
+    else if (e < -BACKSTOP_C && g->dtemp_c_s > -BACKSTOP_FALL_C_S)
+        g->duty_cap = fmax(BACKSTOP_MIN, g->duty_cap * BACKSTOP_CUT);
+    else if (e >= 0)
+        g->duty_cap = fmin(1.0, g->duty_cap * BACKSTOP_RELAX);
+    u->cut = g->duty_cap < was;
+    if (u->cut && !(g->reported & REPORTED_BACKSTOP)) {
+        g->reported |= REPORTED_BACKSTOP;
+        ks_log(KS_LOG_WARN, TAG, "%.1f C is %.1f C over the limit and not "
+               "cooling: cutting the duty and threads each period, whatever "
+               "the power model predicts", t_c, -e);
+    }
+}
+
 /* Stage 2, PI on the temperature headroom. Reads the latest temperature,
  * the heating rate and u's power figures; writes u->b_th and u->blind, the
  * thermal estimates (rate, C, loss, guard) and d->time_to_limit_s. */
@@ -1108,6 +1269,7 @@ thermal_budget(ks_governor *g, upd *u)
                                  u->dt_ns, u->b_th);
     if (near_critical(g))
         u->b_th = u->base + FLOOR_FRAC * u->range;
+    thermal_backstop(g, u, t_c, e);
 }
 
 /* Part of stage 3: when the temperature binds the budget, and since when
@@ -1169,7 +1331,8 @@ total_budget(ks_governor *g, upd *u)
     u->state = KS_GOV_STATE_COOL;
     if (u->blind)
         u->state = KS_GOV_STATE_BLIND;
-    else if (u->budget < g->pmax_mw && u->budget == u->b_th)
+    else if ((u->budget < g->pmax_mw && u->budget == u->b_th) ||
+             g->duty_cap < 1.0)
         u->state = near_critical(g) ? KS_GOV_STATE_CRITICAL
                                     : KS_GOV_STATE_THERMAL;
     else if (u->budget < g->pmax_mw && u->budget == u->b_cap)
@@ -1261,6 +1424,14 @@ choose_threads(ks_governor *g, upd *u)
                g->t_cpu_seen[g->n_threads]) {
         n = best_threads(g, u);
     }
+    if (g->duty_cap < 1.0 && !u->blind) {
+        /* Over the limit no thread is added, and a deep cut takes one
+         * away each period. */
+        if (n > g->n_threads)
+            n = g->n_threads;
+        if (u->cut && g->duty_cap <= 0.5 && n > g->p.min_threads)
+            n = g->n_threads - 1 < n ? g->n_threads - 1 : n;
+    }
     if (n != g->n_threads) {
         /* Each change against the direction of the previous one doubles
          * the dwell (up to 16x); two in the same direction reset it. */
@@ -1301,6 +1472,8 @@ choose_pacing(ks_governor *g, const upd *u)
         period = 2.0 * cost.t_ns;
     if (period < u->min_period)
         period = u->min_period;
+    if (g->duty_cap < 1.0 && period < cost.t_ns / g->duty_cap)
+        period = cost.t_ns / g->duty_cap;
     if (period > cost.t_ns)
         g->period_ns = period;
     for (int a = 0; a < KS_GOV_N_ACTORS && req > 0; a++) {
@@ -1363,19 +1536,20 @@ publish(ks_governor *g, const upd *u)
     d->flags = (u->temp_fresh ? 0 : KS_GOV_F_NO_TEMP) |
                (u->power_fresh ? 0 : KS_GOV_F_NO_POWER) |
                (g->p.temp_limit_mc == 0 && u->temp_fresh &&
-                g->sense.passive_trip_mc <= 0 ? KS_GOV_F_NO_TRIP : 0);
+                g->sense.passive_trip_mc <= 0 ? KS_GOV_F_NO_TRIP : 0) |
+               (g->power_stuck ? KS_GOV_F_POWER_STUCK : 0) | g->faults;
     d->updated = true;
     ks_log(KS_LOG_DEBUG, TAG, "t=%.2fs T=%.1fC ctrl=%.1fC P=%umW budget=%umW "
            "(cpu %u gpu %u) demand=%.0fmW tps=%.2f threads=%d period=%.1fms "
            "place=%s state=%s model=%.0f+%.0f*u_cpu+%.0f*u_gpu S=%.0f "
-           "corr=%.0f rate=%.2fC/s C=%.0fmJ/C%s",
+           "corr=%.0f rate=%.2fC/s C=%.0fmJ/C duty<=%.2f%s",
            (u->now - g->t0_ns) / NS_PER_S, d->temp_mc / 1000.0,
            g->ctrl_mc / 1000.0, d->power_mw, d->budget_mw,
            d->actor_budget_mw[KS_GOV_CPU], d->actor_budget_mw[KS_GOV_GPU],
            u->demand, d->tokens_per_s, u->n, g->period_ns / 1e6,
            ks_gov_place_str(d->place), d->state, u->base, g->theta[X_CPU],
            g->theta[X_GPU], g->sust_init ? g->sust_mw : 0.0, g->corr_mw,
-           g->rate_c_s, g->cap_mj_c, g->guard ? " guard" : "");
+           g->rate_c_s, g->cap_mj_c, g->duty_cap, g->guard ? " guard" : "");
 
     g->period_start_ns = u->now;
     g->acc_tokens = 0;
@@ -1415,6 +1589,98 @@ update(ks_governor *g, uint64_t now)
 }
 
 /* ---- steps ------------------------------------------------------------- */
+
+/* Logs a fault once per kind (KS_GOV_F_* bit |flag|). */
+static void
+report_fault(ks_governor *g, uint32_t flag, const char *what, double value,
+             const char *unit, double lo, double hi)
+{
+    if (g->reported & flag)
+        return;
+    g->reported |= flag;
+    ks_log(KS_LOG_WARN, TAG, "%s reading %.1f %s is outside %.0f..%.0f %s: "
+           "a sensor fault, ignored", what, value, unit, lo, hi, unit);
+}
+
+/* Called after power_reading(): a power reading that stays exactly the
+ * same for STUCK_NS and STUCK_N readings while the activity changed by
+ * STUCK_DX is a stuck sensor. It counts as none until it moves, and the
+ * model fitted from it goes back to the priors. Writes the stuck_* state
+ * and clears s->has_power when it declares the sensor stuck. */
+static void
+check_stuck(ks_governor *g, ks_gov_sense *s, uint64_t now)
+{
+    bool moved;
+
+    if (!g->stuck_have || s->power_mw != g->stuck_mw) {
+        if (g->power_stuck)
+            ks_log(KS_LOG_DEBUG, TAG, "power reading moved (%u -> %u mW): "
+                   "used again", g->stuck_mw, s->power_mw);
+        g->stuck_have = true;
+        g->stuck_mw = s->power_mw;
+        g->stuck_since_ns = now;
+        g->stuck_n = 0;
+        g->power_stuck = false;
+        g->stuck_x_min = INFINITY;
+        g->stuck_x_max = 0;
+    }
+    if (g->read_use) {
+        double x = g->read_x[0] + g->read_x[1];
+
+        g->stuck_x_min = fmin(g->stuck_x_min, x);
+        g->stuck_x_max = fmax(g->stuck_x_max, x);
+    }
+    moved = g->stuck_x_max >= STUCK_DX &&
+            g->stuck_x_min <= STUCK_LOW * g->stuck_x_max;
+    if (g->stuck_n++ == 0)
+        return;
+    if (!g->power_stuck && moved && g->stuck_n >= STUCK_N &&
+        now - g->stuck_since_ns >= STUCK_NS) {
+        g->power_stuck = true;
+        if (!(g->reported & KS_GOV_F_POWER_STUCK)) {
+            g->reported |= KS_GOV_F_POWER_STUCK;
+            ks_log(KS_LOG_WARN, TAG, "power reading stuck at %u mW for "
+                   "%.0f s (%u readings): a stuck sensor, ignored; power is "
+                   "modelled from busy time", s->power_mw,
+                   (now - g->stuck_since_ns) / NS_PER_S, g->stuck_n);
+        }
+        model_reset(g);
+        g->power_seen = false;
+        g->acc_power_mw_ns = 0;
+        g->acc_power_ns = 0;
+    }
+    if (g->power_stuck)
+        s->has_power = false;
+}
+
+/* Leaves out what a sensor cannot have measured (see governor.h) and
+ * logs each kind of fault once. Writes g->faults. */
+static void
+screen_sense(ks_governor *g, ks_gov_sense *s)
+{
+    if (s->has_temp && !temp_plausible(s->temp_mc)) {
+        temp_fault(s, s->temp_mc);
+        s->has_temp = false;
+    }
+    for (int a = 0; a < KS_GOV_N_ACTORS; a++)
+        if (s->has_actor_temp[a] && !temp_plausible(s->actor_temp_mc[a])) {
+            temp_fault(s, s->actor_temp_mc[a]);
+            s->has_actor_temp[a] = false;
+        }
+    if (s->has_power && s->power_mw > g->p.max_power_mw) {
+        s->faults |= KS_GOV_F_POWER_FAULT;
+        s->bad_power_mw = s->power_mw;
+        s->has_power = false;
+    }
+    if (s->faults & KS_GOV_F_TEMP_FAULT)
+        report_fault(g, KS_GOV_F_TEMP_FAULT, "temperature",
+                     s->bad_temp_mc / 1000.0, "C", KS_GOV_TEMP_MIN_MC / 1000.0,
+                     KS_GOV_TEMP_MAX_MC / 1000.0);
+    if (s->faults & KS_GOV_F_POWER_FAULT)
+        report_fault(g, KS_GOV_F_POWER_FAULT, "power",
+                     (double)s->bad_power_mw, "mW", 0, g->p.max_power_mw);
+    g->faults = s->faults & (KS_GOV_F_TEMP_FAULT | KS_GOV_F_POWER_FAULT);
+}
 
 ks_status
 ks_governor_step(ks_governor *g, const ks_gov_sense *sense, uint64_t now,
@@ -1494,13 +1760,20 @@ ks_governor_step(ks_governor *g, const ks_gov_sense *sense, uint64_t now,
     }
 
     if (sense) {
-        if (sense->has_power)
-            power_reading(g, sense, now, work);
-        if (sense->has_temp) {
-            g->temp_ns = now;
-            d->temp_mc = sense->temp_mc;
+        ks_gov_sense s = *sense;
+
+        screen_sense(g, &s);
+        if (s.has_power && g->power_stuck && s.power_mw == g->stuck_mw)
+            s.has_power = false;    /* still stuck */
+        if (s.has_power) {
+            power_reading(g, &s, now, work);
+            check_stuck(g, &s, now);
         }
-        g->sense = *sense;
+        if (s.has_temp) {
+            g->temp_ns = now;
+            d->temp_mc = s.temp_mc;
+        }
+        g->sense = s;
         g->have_sense = true;
         g->last_sample_ns = now;
         resolve_limit(g);

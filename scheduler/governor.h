@@ -65,7 +65,18 @@
  * model may pass energy_uj; the fit then only finds the idle power.
  * Steps cost no allocation and, between telemetry samples (every
  * sample_ns), no system call. Thread safety: one thread steps a given
- * governor. */
+ * governor.
+ *
+ * Faults fail safe. A temperature outside KS_GOV_TEMP_MIN_MC..MAX_MC or
+ * a power outside 0..max_power_mw is ignored (logged once); a power
+ * reading that stays exactly the same for 20 s (a stuck RAPL counter
+ * reads 0 W for ever) is ignored until it changes, and what the model
+ * learned from it is dropped (logged once). The power model keeps a
+ * floor per busy thread and GPU, so no fit makes a token free. And the
+ * temperature limit does not trust the model alone: a zone more than
+ * 1 C above it that is not cooling cuts the duty (and then threads)
+ * every period whatever the model predicts, and the cut relaxes only
+ * once the zone is back under the limit. */
 #ifndef KS_GOVERNOR_H
 #define KS_GOVERNOR_H
 
@@ -114,6 +125,18 @@ typedef enum ks_gov_state {
 #define KS_GOV_F_NO_TEMP   0x1u  /* no temperature: conservative budget */
 #define KS_GOV_F_NO_POWER  0x2u  /* no power sensor: modelled power */
 #define KS_GOV_F_NO_TRIP   0x4u  /* no passive trip: default limit used */
+#define KS_GOV_F_POWER_STUCK 0x8u /* the power reading has not changed for
+                                   * 20 s: ignored (counts as no sensor)
+                                   * until it moves again */
+#define KS_GOV_F_TEMP_FAULT  0x10u /* a temperature outside -40..150 C was
+                                    * ignored */
+#define KS_GOV_F_POWER_FAULT 0x20u /* a power below 0 or above
+                                    * max_power_mw was ignored */
+
+/* Plausible readings; anything outside is a sensor fault, not a
+ * temperature (a disconnected thermistor reads -273 C or 255 C). */
+#define KS_GOV_TEMP_MIN_MC (-40000)
+#define KS_GOV_TEMP_MAX_MC 150000
 
 typedef struct ks_governor_params {
     int32_t  temp_limit_mc;   /* control temperature; 0: the first passive
@@ -134,6 +157,8 @@ typedef struct ks_governor_params {
     uint32_t sustainable_mw;  /* the plant's sustainable power if known;
                                * 0: the zone's sustainable_power, else
                                * learned */
+    uint32_t max_power_mw;    /* the most the board can draw: power
+                               * readings above are faults; 0: 1000 W */
 } ks_governor_params;
 
 /* The readings one step uses; ks_gov_sense_from_telemetry() fills it from
@@ -155,6 +180,11 @@ typedef struct ks_gov_sense {
     bool     has_battery;
     bool     discharging;         /* on battery, no adapter */
     int32_t  battery_pct;         /* -1: unknown */
+    /* Readings left out as implausible (KS_GOV_F_TEMP_FAULT,
+     * KS_GOV_F_POWER_FAULT), with the value, for the governor's log. */
+    uint32_t faults;
+    int32_t  bad_temp_mc;
+    int64_t  bad_power_mw;
 } ks_gov_sense;
 
 /* What the loop did since the previous step. */
