@@ -321,10 +321,6 @@ json_targets(FILE *f, const target *t, uint32_t n)
  * telemetry keeps the previous power below 1 ms, so stay above that. */
 #define SAMPLE_GAP_NS       100000000ull
 #define SAMPLE_GAP_QUICK_NS   5000000ull
-/* The governor's default control temperature is the passive trip minus
- * this (scheduler/governor.c, margin_mc 0 -> 5000; ks_runtime_params'
- * temp_limit_c). The driver cannot call the scheduler, so it is restated. */
-#define GOV_MARGIN_MC 5000
 
 typedef struct sensors {
     ks_telemetry *tel;          /* NULL: not opened, |why| says why */
@@ -550,7 +546,8 @@ text_governor(FILE *f, const ks_telem_info *in, const ks_telem_sample *s)
     if (s->passive_zone >= 0 && s->passive_trip.valid)
         fprintf(f, "; passive trip %.1f °C (%s); default limit %.1f °C (passive trip - %d °C)\n",
                 s->passive_trip.temp_mc / 1000.0, in->zones[s->passive_zone].name,
-                (s->passive_trip.temp_mc - GOV_MARGIN_MC) / 1000.0, GOV_MARGIN_MC / 1000);
+                (s->passive_trip.temp_mc - KS_TELEM_DEFAULT_MARGIN_MC) / 1000.0,
+                KS_TELEM_DEFAULT_MARGIN_MC / 1000);
     else
         fputs("; no passive trip point: the governor stays off unless a limit is given\n", f);
 }
@@ -699,6 +696,7 @@ json_sensors(FILE *f, const sensors *sn)
     const ks_telem_info *in;
     const ks_telem_sample *s;
     const char *missing[5];
+    char note[96];
     sensor_counts c;
     uint32_t n_missing;
     bool first = true;
@@ -828,10 +826,12 @@ json_sensors(FILE *f, const sensors *sn)
     json_mc(f, "critical_trip_mc", s->critical_trip.valid, s->critical_trip.temp_mc);
     fputc(',', f);
     json_mc(f, "default_limit_mc", s->passive_zone >= 0 && s->passive_trip.valid,
-            s->passive_trip.temp_mc - GOV_MARGIN_MC);
+            s->passive_trip.temp_mc - KS_TELEM_DEFAULT_MARGIN_MC);
+    snprintf(note, sizeof note, "default limit: the passive trip minus %d degrees C",
+             KS_TELEM_DEFAULT_MARGIN_MC / 1000);
     fputs(",\"note\":", f);
     json_str(f, s->passive_zone >= 0 && s->passive_trip.valid
-                    ? "default limit: the passive trip minus 5 degrees C"
+                    ? note
                     : "no passive trip point: the governor stays off unless a limit is given");
     fputs("},\"missing\":[", f);
     for (uint32_t i = 0; i < n_missing; i++) {

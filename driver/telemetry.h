@@ -217,6 +217,13 @@ typedef enum ks_telem_power_src {
     KS_SYSPOWER_RAIL_SUM,   /* no input rail: the rails summed */
 } ks_telem_power_src;
 
+/* The governor holds this far below the passive trip unless told
+ * otherwise (ks_governor_params.margin_mc 0, ks_runtime_params'
+ * temp_limit_c 0). Defined here, the lowest layer that needs it, so that
+ * the device report (driver/devices.c) shows the limit the governor will
+ * use without restating it. */
+#define KS_TELEM_DEFAULT_MARGIN_MC 5000
+
 /* A sample: arrays are index-aligned with ks_telem_info's. A plain
  * struct; copy it freely. */
 typedef struct ks_telem_sample {

@@ -1,25 +1,31 @@
 /* The thermal and power governor. Each step adds the caller's work (tokens,
  * busy time per actor, threads) and, when given, a sensor reading to the
- * current control period. Once a period (500 ms) has passed, update():
+ * current control period. Once a period (500 ms) has passed, update()
+ * runs these stages in order (each a function below, its comment saying
+ * what it reads and writes; struct upd carries their results):
  *
- *   1. records the CPU time per token at the thread count used, and the
- *      caller's energy estimates if any (the power model itself is fitted
- *      as readings come: power_reading());
- *   2. runs the limits: a PI loop on the temperature headroom (IPA-like:
+ *   1. estimate_power: records the CPU time per token at the thread count
+ *      used, and the caller's energy estimates if any (the power model
+ *      itself is fitted as readings come: power_reading());
+ *   2. thermal_budget: a PI loop on the temperature headroom (IPA-like:
  *      budget = S + Kp*(T_ctrl - T), the integral S being the sustainable
  *      power it learns), under an approach guard that caps the budget so
  *      that the temperature nears the limit no faster than headroom / H
  *      (from the heating rate and the zone's heat capacity, fitted from
- *      how the rate follows the power: approach_guard()), the power cap
- *      and the battery policy; the lowest is the budget;
- *   3. adds a slow integral on the measured power error, so that the
- *      power drawn tracks the budget whatever the model's error;
- *   4. picks the thread count whose predicted tokens/s under the budget is
- *      highest (with hysteresis and a dwell time), splits the budget
- *      between actors in proportion to the power each requests, and turns
- *      it into a token period: period = energy per token / (budget - base);
- *   5. may suggest moving a layer range away from the hotter of the CPU
- *      and GPU zones (thermal limit only, 5 C apart, long dwell).
+ *      how the rate follows the power: approach_guard());
+ *   3. total_budget: the power cap and the battery policy; the lowest
+ *      limit is the budget, and it names the state;
+ *   4. track_power: a slow integral on the measured power error, so that
+ *      the power drawn tracks the budget whatever the model's error;
+ *   5. choose_threads, choose_pacing: the thread count whose predicted
+ *      tokens/s under the budget is highest (with hysteresis and a dwell
+ *      time); the budget split between actors in proportion to the power
+ *      each requests, and a token period: energy per token / (budget -
+ *      base);
+ *   6. hint_placement: may suggest moving a layer range away from the
+ *      hotter of the CPU and GPU zones (thermal limit only, 5 C apart,
+ *      long dwell);
+ *   7. publish: the decision and its debug line.
  *
  * Between updates a step only recomputes pace_ns = period - the latest
  * token's busy time. All state lives in struct ks_governor; nothing is
@@ -126,6 +132,36 @@
 #define MIN_PHASE_NS 20000000ull
 /* The longest sleep asked for in one step. */
 #define MAX_PACE_NS 5000000000ull
+/* The model's floor: no fit makes a busy CPU thread or the GPU draw less
+ * than this (a counter stuck at 0 W would otherwise make tokens free,
+ * and the budget could never pace them). */
+#define MIN_K_CPU_MW 100.0
+#define MIN_K_GPU_MW 300.0
+/* A power reading exactly equal to the previous ones for this long, and
+ * this many readings, comes from a stuck sensor. */
+#define STUCK_NS 20000000000ull
+#define STUCK_N 20
+/* ... while the activity it was set against (busy threads + GPU duty)
+ * went from at most STUCK_LOW times its highest to that highest, at least
+ * STUCK_DX: a steady load may read the same for long on an exact sensor,
+ * a load that halves may not. */
+#define STUCK_DX 0.25
+#define STUCK_LOW 0.5
+/* Readings above this are faults unless max_power_mw says otherwise. */
+#define DEFAULT_MAX_POWER_MW 1000000u
+/* The model-free backstop of the temperature limit: a zone more than
+ * BACKSTOP_C above the limit and not cooling at BACKSTOP_FALL_C_S
+ * multiplies the duty cap by BACKSTOP_CUT each period (down to
+ * BACKSTOP_MIN; at once near the critical trip); under the limit the cap
+ * relaxes by BACKSTOP_RELAX a period. */
+#define BACKSTOP_C 1.0
+#define BACKSTOP_FALL_C_S 0.02
+#define BACKSTOP_CUT 0.7
+#define BACKSTOP_RELAX 1.25
+#define BACKSTOP_MIN 0.05
+/* Logged-once bits that are not decision flags. */
+#define REPORTED_BACKSTOP 0x80000000u
+
 /* Model priors without any power reading (a small SoC). */
 #define PRIOR_BASE_MW 500.0
 #define PRIOR_K_CPU_MW 1000.0
@@ -178,6 +214,16 @@ struct ks_governor {
     uint64_t last_busy_end_ns;
     bool     energy_known;          /* the caller reports energy */
     uint64_t last_sample_ns;
+    /* The stuck-sensor check: the reading repeated since stuck_since_ns,
+     * stuck_n times; power_stuck: declared stuck, readings ignored. */
+    bool     stuck_have;
+    uint32_t stuck_mw;
+    uint64_t stuck_since_ns;
+    uint32_t stuck_n;
+    bool     power_stuck;
+    double   stuck_x_min, stuck_x_max;   /* the activity meanwhile */
+    bool     read_use;              /* the latest reading's activity was */
+    double   read_x[2];             /* known: busy threads, GPU duty */
     double   prev_temp_c;
     uint64_t prev_temp_ns;
     bool     have_prev_temp;
@@ -238,7 +284,10 @@ struct ks_governor {
     uint64_t last_place_ns;
     bool     placed_once;
     double   period_ns;             /* token period to hold; 0: unpaced */
+    double   duty_cap;              /* the backstop's most busy time per
+                                     * token period; 1: off */
     uint32_t reported;              /* KS_GOV_F_* already logged */
+    uint32_t faults;                /* KS_GOV_F_*_FAULT in the latest sense */
     bool     reported_cap_model;
 
     ks_gov_decision dec;
@@ -269,6 +318,22 @@ ks_gov_policy_parse(const char *s, ks_gov_policy *out)
             return true;
         }
     return false;
+}
+
+const char *
+ks_gov_state_str(ks_gov_state s)
+{
+    switch (s) {
+    case KS_GOV_STATE_START: return "start";
+    case KS_GOV_STATE_COOL: return "cool";
+    case KS_GOV_STATE_THERMAL: return "thermal";
+    case KS_GOV_STATE_POWER: return "power";
+    case KS_GOV_STATE_BATTERY: return "battery";
+    case KS_GOV_STATE_TARGET: return "target";
+    case KS_GOV_STATE_CRITICAL: return "critical";
+    case KS_GOV_STATE_BLIND: return "blind";
+    }
+    return "?";
 }
 
 const char *
@@ -326,7 +391,7 @@ ks_governor_create(const ks_governor_params *pin, ks_governor **out)
         return ks_error(KS_ERR_INVALID_ARG, "governor: min_threads %d is "
                         "above max_threads %d", p.min_threads, p.max_threads);
     if (p.margin_mc == 0)
-        p.margin_mc = 5000;
+        p.margin_mc = KS_TELEM_DEFAULT_MARGIN_MC;
     if (p.battery_low_pct == 0)
         p.battery_low_pct = 30;
     if (p.period_ns == 0)
@@ -335,6 +400,8 @@ ks_governor_create(const ks_governor_params *pin, ks_governor **out)
         p.sample_ns = 100000000ull;
     if (p.dwell_ns == 0)
         p.dwell_ns = 10000000000ull;
+    if (p.max_power_mw == 0)
+        p.max_power_mw = DEFAULT_MAX_POWER_MW;
 
     g = calloc(1, sizeof *g);
     if (!g)
@@ -344,11 +411,13 @@ ks_governor_create(const ks_governor_params *pin, ks_governor **out)
     g->theta[X_BASE] = PRIOR_BASE_MW;
     g->theta[X_CPU] = PRIOR_K_CPU_MW;
     g->theta[X_GPU] = PRIOR_K_GPU_MW;
+    g->duty_cap = 1.0;
     g->acc_threads = 0;
     g->acc_energy_known = true;
     g->ctrl_mc = p.temp_limit_mc ? p.temp_limit_mc : DEFAULT_LIMIT_MC;
     g->dec.n_threads = p.max_threads;
-    g->dec.state = "start";
+    g->dec.state_id = KS_GOV_STATE_START;
+    g->dec.state = ks_gov_state_str(KS_GOV_STATE_START);
     g->dec.target = "-";
     g->dec.time_to_limit_s = -1.0;
     g->dec.control_temp_mc = g->ctrl_mc;
@@ -411,6 +480,42 @@ fast_power(const ks_telem_info *info, const ks_telem_sample *s,
     return false;
 }
 
+static bool
+temp_plausible(int32_t mc)
+{
+    return mc >= KS_GOV_TEMP_MIN_MC && mc <= KS_GOV_TEMP_MAX_MC;
+}
+
+static void
+temp_fault(ks_gov_sense *out, int32_t mc)
+{
+    out->faults |= KS_GOV_F_TEMP_FAULT;
+    out->bad_temp_mc = mc;
+}
+
+/* The hottest relevant zone (the classes the telemetry's own summary
+ * counts) whose reading is plausible: what the summary would be without
+ * the faulty sensor. */
+static void
+hottest_plausible(const ks_telem_info *info, const ks_telem_sample *s,
+                  ks_gov_sense *out)
+{
+    for (uint32_t i = 0; i < info->n_zones && i < s->n_zones; i++) {
+        const ks_telem_temp *zt = &s->zone_temp[i];
+        ks_telem_class c = info->zones[i].cls;
+
+        if (c != KS_TELEM_CPU && c != KS_TELEM_GPU && c != KS_TELEM_NPU &&
+            c != KS_TELEM_SOC && c != KS_TELEM_PACKAGE)
+            continue;
+        if (!zt->valid || zt->stale || !temp_plausible(zt->temp_mc))
+            continue;
+        if (!out->has_temp || zt->temp_mc > out->temp_mc) {
+            out->has_temp = true;
+            out->temp_mc = zt->temp_mc;
+        }
+    }
+}
+
 void
 ks_gov_sense_from_telemetry(const ks_telem_info *info,
                             const ks_telem_sample *s, ks_gov_sense *out)
@@ -421,8 +526,13 @@ ks_gov_sense_from_telemetry(const ks_telem_info *info,
     memset(out, 0, sizeof *out);
     out->battery_pct = -1;
     if (s->hottest.valid && !s->hottest.stale) {
-        out->has_temp = true;
-        out->temp_mc = s->hottest.temp_mc;
+        if (temp_plausible(s->hottest.temp_mc)) {
+            out->has_temp = true;
+            out->temp_mc = s->hottest.temp_mc;
+        } else {
+            temp_fault(out, s->hottest.temp_mc);
+            hottest_plausible(info, s, out);
+        }
     }
     if (s->passive_trip.valid)
         out->passive_trip_mc = s->passive_trip.temp_mc;
@@ -443,16 +553,23 @@ ks_gov_sense_from_telemetry(const ks_telem_info *info,
             continue;
         if (!zt->valid || zt->stale)
             continue;
+        if (!temp_plausible(zt->temp_mc)) {
+            temp_fault(out, zt->temp_mc);
+            continue;
+        }
         if (!out->has_actor_temp[a] || zt->temp_mc > out->actor_temp_mc[a]) {
             out->has_actor_temp[a] = true;
             out->actor_temp_mc[a] = zt->temp_mc;
         }
     }
     if (s->system_power_src == KS_SYSPOWER_BATTERY &&
+        fast_power(info, s, &fast_mw, &fast_avg) && fast_mw < 0) {
+        out->faults |= KS_GOV_F_POWER_FAULT;
+        out->bad_power_mw = fast_mw;
+    } else if (s->system_power_src == KS_SYSPOWER_BATTERY &&
         fast_power(info, s, &fast_mw, &fast_avg)) {
         out->has_power = true;
-        out->power_mw = fast_mw < 0 ? 0 : fast_mw > UINT32_MAX ? UINT32_MAX :
-                        (uint32_t)fast_mw;
+        out->power_mw = fast_mw > UINT32_MAX ? UINT32_MAX : (uint32_t)fast_mw;
         out->power_is_average = fast_avg;
     } else if (s->system_power_mw.valid && !s->system_power_mw.stale &&
         s->system_power_mw.value >= 0) {
@@ -476,6 +593,12 @@ ks_gov_sense_from_telemetry(const ks_telem_info *info,
             out->power_is_average = false;
             break;
         }
+    }
+    if (!out->has_power && !(out->faults & KS_GOV_F_POWER_FAULT) &&
+        s->system_power_mw.valid && !s->system_power_mw.stale &&
+        s->system_power_mw.value < 0) {
+        out->faults |= KS_GOV_F_POWER_FAULT;
+        out->bad_power_mw = s->system_power_mw.value;
     }
     out->has_battery = s->has_battery;
     out->discharging = s->has_battery && !s->external_power;
@@ -526,6 +649,36 @@ solve(double a[NX][NX], double b[NX], double x[NX])
     return true;
 }
 
+/* Keeps the model's work terms at their floor (MIN_K_*) and idle power
+ * at least 0, whatever the readings or the caller's estimates said. */
+static void
+model_floor(ks_governor *g)
+{
+    if (!(g->theta[X_BASE] >= 0))
+        g->theta[X_BASE] = 0;
+    if (!(g->theta[X_CPU] >= MIN_K_CPU_MW))
+        g->theta[X_CPU] = MIN_K_CPU_MW;
+    if (!(g->theta[X_GPU] >= MIN_K_GPU_MW))
+        g->theta[X_GPU] = MIN_K_GPU_MW;
+}
+
+/* Back to the priors: the readings the model was fitted from were not
+ * measurements (a stuck sensor). */
+static void
+model_reset(ks_governor *g)
+{
+    g->theta[X_BASE] = PRIOR_BASE_MW;
+    g->theta[X_CPU] = PRIOR_K_CPU_MW;
+    g->theta[X_GPU] = PRIOR_K_GPU_MW;
+    memset(g->ls_a, 0, sizeof g->ls_a);
+    memset(g->ls_b, 0, sizeof g->ls_b);
+    g->model_fit = false;
+    g->model_new = true;    /* what the thermal loop learned goes too */
+    g->n_fit = g->n_reject = 0;
+    g->res_mw = 0;
+    g->corr_mw = 0;
+}
+
 /* One least-squares step on (x, power_mw): forgets old periods, and holds
  * directions the data does not excite at the previous fit. */
 static void
@@ -543,6 +696,7 @@ model_fit(ks_governor *g, const double x[NX], double power_mw)
             g->theta[X_CPU] = 0.75 * power_mw / w;
             g->theta[X_GPU] = 3.0 * g->theta[X_CPU];
         }
+        model_floor(g);
         g->model_fit = true;
         g->model_new = true;
     }
@@ -562,6 +716,7 @@ model_fit(ks_governor *g, const double x[NX], double power_mw)
     if (th[X_BASE] < 0 || th[X_CPU] <= 1.0 || th[X_GPU] <= 1.0)
         return;
     memcpy(g->theta, th, sizeof th);
+    model_floor(g);
 }
 
 /* CPU time per token at |n| threads from |t| (t_cpu_ns or t_e_ns):
@@ -677,6 +832,9 @@ power_reading(ks_governor *g, const ks_gov_sense *s, uint64_t now,
     } else if (g->last_busy_end_ns && now - g->last_busy_end_ns >= MIN_PHASE_NS) {
         use = true;         /* idle since the latest token */
     }
+    g->read_use = use;
+    g->read_x[0] = x[X_CPU];
+    g->read_x[1] = x[X_GPU];
     g->act_thread_busy_ns = 0;
     g->act_nom_thread_ns = 0;
     g->act_gpu_ns = 0;
@@ -749,6 +907,7 @@ learn(ks_governor *g)
                        (double)g->acc_busy_ns[KS_GOV_GPU];
             g->theta[X_GPU] = 0.5 * g->theta[X_GPU] + 0.5 * k;
         }
+        model_floor(g);
     }
 
     /* Time per token at this thread count (whole periods at one count). */
@@ -921,26 +1080,50 @@ approach_guard(ks_governor *g, double e, double p_mw, double base,
     return b_ff;
 }
 
-static void
-update(ks_governor *g, uint64_t now)
+/* The zone is within CRITICAL_GUARD_C of its critical trip. */
+static bool
+near_critical(const ks_governor *g)
 {
-    ks_gov_decision *d = &g->dec;
-    double dt_ns = (double)(now - g->period_start_ns);
-    bool temp_fresh = g->have_sense && g->sense.has_temp &&
-                      now - g->temp_ns <= STALE_NS;
-    bool power_fresh = g->power_seen && now - g->power_ns <= STALE_NS;
-    double p_meas, p_model;
-    double base, range, b_th = INFINITY, b_cap = INFINITY, b_bat = INFINITY;
-    double budget, dyn, min_period = 0, demand;
-    const char *state = "cool";
-    token_cost cost;
-    bool blind = false, binding, limited;
-    int32_t n = g->n_threads;
+    return g->sense.critical_trip_mc > 0 &&
+           g->sense.temp_mc / 1000.0 >=
+           g->sense.critical_trip_mc / 1000.0 - CRITICAL_GUARD_C;
+}
+
+/* What one control update works out, stage by stage. Each stage reads
+ * the fields earlier stages wrote and the governor's state, and writes
+ * the fields its comment names. */
+typedef struct upd {
+    uint64_t now;
+    double   dt_ns;         /* length of the period that just ended */
+    bool     temp_fresh;    /* a temperature within STALE_NS */
+    bool     power_fresh;   /* a power reading within STALE_NS */
+    double   p_meas;        /* the period's power: measured or modelled */
+    double   base;          /* idle power (model) */
+    double   range;         /* dynamic power: flat out minus idle, >= 1 */
+    double   demand;        /* what the current thread count draws unpaced */
+    double   b_th, b_cap, b_bat;  /* each limit's budget; INFINITY: none */
+    double   budget;        /* the lowest of them */
+    double   dyn;           /* budget above idle, after power tracking */
+    double   min_period;    /* from target_tps; 0: none */
+    bool     blind;         /* no temperature: the blind budget holds */
+    bool     binding;       /* the budget is below demand */
+    bool     cut;           /* the backstop tightened its cap just now */
+    ks_gov_state state;
+    int32_t  n;             /* thread count chosen */
+} upd;
+
+/* Stage 1, estimate power. Reads the period's accumulators and the
+ * latest readings; writes the power model (learn()), g->pmax_mw and u's
+ * base, range, p_meas and demand. A first fitted model resets what the
+ * thermal loop learned in the priors' units. */
+static void
+estimate_power(ks_governor *g, upd *u)
+{
+    token_cost cost, cmax;
+    double p_model;
 
     learn(g);
     if (g->model_new) {
-        /* Until now power was modelled from priors, in other units: what
-         * the thermal loop learned in them does not carry over. */
         g->model_new = false;
         g->sust_init = false;
         g->sust_learned = false;
@@ -951,111 +1134,178 @@ update(ks_governor *g, uint64_t now)
         g->cap_mj_c = 0;
         g->loss_have = false;
     }
-    base = g->theta[X_BASE];
-    p_model = base + (g->theta[X_CPU] * g->acc_thread_busy_ns +
-                      g->theta[X_GPU] * g->acc_busy_ns[KS_GOV_GPU]) / dt_ns;
+    u->base = g->theta[X_BASE];
+    p_model = u->base + (g->theta[X_CPU] * g->acc_thread_busy_ns +
+                         g->theta[X_GPU] * g->acc_busy_ns[KS_GOV_GPU]) /
+                        u->dt_ns;
     /* Averaging sensors measure the period; instantaneous ones only feed
      * the model, which then stands for the period's average. */
-    p_meas = power_fresh && g->power_avg && g->acc_power_ns > 0 ?
-             g->acc_power_mw_ns / g->acc_power_ns : p_model;
-    {
-        token_cost cmax;
-
-        g->pmax_mw = cost_at(g, g->p.max_threads, &cmax) ?
-            base + cmax.e_dyn / cmax.t_ns :
-            base + g->theta[X_CPU] * g->p.max_threads;
-    }
-    range = g->pmax_mw - base;
-    if (range < 1.0)
-        range = 1.0;
-    demand = cost_at(g, n, &cost) ? base + cost.e_dyn / cost.t_ns : g->pmax_mw;
-
-    if (!power_fresh)
+    u->p_meas = u->power_fresh && g->power_avg && g->acc_power_ns > 0 ?
+                g->acc_power_mw_ns / g->acc_power_ns : p_model;
+    g->pmax_mw = cost_at(g, g->p.max_threads, &cmax) ?
+                 u->base + cmax.e_dyn / cmax.t_ns :
+                 u->base + g->theta[X_CPU] * g->p.max_threads;
+    u->range = g->pmax_mw - u->base;
+    if (u->range < 1.0)
+        u->range = 1.0;
+    u->demand = cost_at(g, u->n, &cost) ? u->base + cost.e_dyn / cost.t_ns
+                                        : g->pmax_mw;
+    if (!u->power_fresh)
         report_once(g, KS_GOV_F_NO_POWER, "no power sensor: power is "
                     "modelled from busy time (about %.0f mW per busy CPU "
                     "thread); a power limit is approximate", g->theta[X_CPU]);
     resolve_limit(g);
+}
 
-    /* Temperature. */
-    if (temp_fresh) {
-        double t_c = g->sense.temp_mc / 1000.0;
-        double e = g->ctrl_mc / 1000.0 - t_c;
-        bool have_rate = thermal_rate(g, p_meas, range);
-        /* The proportional band, or the gain that closes the loop in
-         * KP_H_S on a zone of the fitted heat capacity if that is more
-         * (a slow, heavy zone: the band alone would creep up to the
-         * limit). */
-        double kp = fmax(range / PBAND_C, g->cap_mj_c / KP_H_S);
+/* Stage 2a, the thermal loop's switch-on and integral. Reads the
+ * headroom |e| (°C) and the zone's loss estimate; writes S (sust_mw) and
+ * returns the PI budget S + Kp e, at least the floor. */
+static double
+thermal_pi(ks_governor *g, const upd *u, double t_c, double e, double kp)
+{
+    double floor = u->base + FLOOR_FRAC * u->range, b;
 
-        if (g->have_prev_temp && now > g->prev_temp_ns) {
-            double rate = (t_c - g->prev_temp_c) * NS_PER_S /
-                          (double)(now - g->prev_temp_ns);
-            g->dtemp_c_s = 0.7 * g->dtemp_c_s + 0.3 * rate;
-        }
-        g->prev_temp_c = t_c;
-        g->prev_temp_ns = now;
-        g->have_prev_temp = true;
-        d->time_to_limit_s = e > 0 && g->dtemp_c_s > 0.005 ?
-                             e / g->dtemp_c_s : -1.0;
+    if (!g->sust_init && e < PBAND_C) {
+        /* Switch-on: S from the zone's IPA setting, else a low guess
+         * (approaching from below overshoots less); the integral
+         * corrects it. */
+        uint32_t s = g->p.sustainable_mw ? g->p.sustainable_mw :
+                     g->sense.sustainable_mw;
 
-        if (!g->sust_init && e < PBAND_C) {
-            /* Switch-on: S from the zone's IPA setting, else a low guess
-             * (approaching from below overshoots less); the integral
-             * corrects it. */
-            uint32_t s = g->p.sustainable_mw ? g->p.sustainable_mw :
-                         g->sense.sustainable_mw;
+        g->sust_mw = s ? (double)s : u->base + SINIT_FRAC * u->range;
+        g->sust_init = true;
+        ks_log(KS_LOG_DEBUG, TAG, "thermal loop on at %.1f C: S=%.0f mW "
+               "Kp=%.0f mW/C", t_c, g->sust_mw, kp);
+    }
+    if (!g->sust_init)
+        return INFINITY;
+    /* Below the limit the zone sheds less than at it: S is at least the
+     * loss measured now. */
+    if (e > 0 && g->loss_have && g->sust_mw < g->loss_mw) {
+        if (g->loss_mw - g->sust_mw > 0.05 * u->range)
+            ks_log(KS_LOG_DEBUG, TAG, "S %.0f -> %.0f mW: the zone already "
+                   "sheds that at %.1f C", g->sust_mw, g->loss_mw, t_c);
+        g->sust_mw = fmin(g->loss_mw, g->pmax_mw);
+    }
+    b = g->sust_mw + kp * e;
+    if (e < 0 || (b < u->demand && e - LOOK_S * fmax(g->dtemp_c_s, 0.0) > 0)) {
+        g->sust_mw += kp * e * (u->dt_ns / NS_PER_S) /
+                      (e < 0 ? TAU_I_DOWN_S : TAU_I_UP_S);
+        if (g->sust_mw < floor)
+            g->sust_mw = floor;
+        if (g->sust_mw > g->pmax_mw)
+            g->sust_mw = g->pmax_mw;
+        b = g->sust_mw + kp * e;
+    }
+    return b < floor ? floor : b;
+}
 
-            g->sust_mw = s ? (double)s : base + SINIT_FRAC * range;
-            g->sust_init = true;
-            ks_log(KS_LOG_DEBUG, TAG, "thermal loop on at %.1f C: S=%.0f mW "
-                   "Kp=%.0f mW/C", t_c, g->sust_mw, kp);
-        }
-        if (g->sust_init) {
-            double floor = base + FLOOR_FRAC * range;
+/* Stage 2b, the backstop: the temperature limit holds whatever the power
+ * model says (a model fitted from a faulty sensor can make the budget
+ * look ample). Reads the headroom |e| and the filtered heating rate;
+ * writes duty_cap and u->cut (the cap tightened in this update). */
+static void
+thermal_backstop(ks_governor *g, upd *u, double t_c, double e)
+{
+    double was = g->duty_cap;
 
-            /* Below the limit the zone sheds less than at it: S is at
-             * least the loss measured now. */
-            if (e > 0 && g->loss_have && g->sust_mw < g->loss_mw) {
-                if (g->loss_mw - g->sust_mw > 0.05 * range)
-                    ks_log(KS_LOG_DEBUG, TAG, "S %.0f -> %.0f mW: the zone "
-                           "already sheds that at %.1f C", g->sust_mw,
-                           g->loss_mw, t_c);
-                g->sust_mw = fmin(g->loss_mw, g->pmax_mw);
-            }
-            b_th = g->sust_mw + kp * e;
-            if (e < 0 || (b_th < demand &&
-                          e - LOOK_S * fmax(g->dtemp_c_s, 0.0) > 0)) {
-                g->sust_mw += kp * e * (dt_ns / NS_PER_S) /
-                              (e < 0 ? TAU_I_DOWN_S : TAU_I_UP_S);
-                if (g->sust_mw < floor)
-                    g->sust_mw = floor;
-                if (g->sust_mw > g->pmax_mw)
-                    g->sust_mw = g->pmax_mw;
-                b_th = g->sust_mw + kp * e;
-            }
-            if (b_th < floor)
-                b_th = floor;
-        }
-        g->guard = false;
-        if (have_rate)
-            b_th = approach_guard(g, e, p_meas, base, range, dt_ns, b_th);
-        if (g->sense.critical_trip_mc > 0 &&
-            t_c >= g->sense.critical_trip_mc / 1000.0 - CRITICAL_GUARD_C)
-            b_th = base + FLOOR_FRAC * range;
-    } else {
-        g->guard = false;
+    if (near_critical(g))
+        g->duty_cap = BACKSTOP_MIN;
+    else if (e < -BACKSTOP_C && g->dtemp_c_s > -BACKSTOP_FALL_C_S)
+        g->duty_cap = fmax(BACKSTOP_MIN, g->duty_cap * BACKSTOP_CUT);
+    else if (e >= 0)
+        g->duty_cap = fmin(1.0, g->duty_cap * BACKSTOP_RELAX);
+    u->cut = g->duty_cap < was;
+    if (u->cut && !(g->reported & REPORTED_BACKSTOP)) {
+        g->reported |= REPORTED_BACKSTOP;
+        ks_log(KS_LOG_WARN, TAG, "%.1f C is %.1f C over the limit and not "
+               "cooling: cutting the duty and threads each period, whatever "
+               "the power model predicts", t_c, -e);
+    }
+}
+
+/* Stage 2, PI on the temperature headroom. Reads the latest temperature,
+ * the heating rate and u's power figures; writes u->b_th and u->blind, the
+ * thermal estimates (rate, C, loss, guard) and d->time_to_limit_s. */
+static void
+thermal_budget(ks_governor *g, upd *u)
+{
+    ks_gov_decision *d = &g->dec;
+    double t_c, e, kp;
+    bool have_rate;
+
+    g->guard = false;
+    if (!u->temp_fresh) {
         g->per_have = g->per_have_pr = false;
         report_once(g, KS_GOV_F_NO_TEMP, "no temperature reading: holding a "
                     "conservative budget (%.0f %% of the dynamic power)",
                     100.0 * BLIND_FRAC);
-        b_th = base + BLIND_FRAC * range;
-        blind = true;
+        u->b_th = u->base + BLIND_FRAC * u->range;
+        u->blind = true;
         d->time_to_limit_s = -1.0;
+        return;
     }
+    t_c = g->sense.temp_mc / 1000.0;
+    e = g->ctrl_mc / 1000.0 - t_c;
+    have_rate = thermal_rate(g, u->p_meas, u->range);
+    /* The proportional band, or the gain that closes the loop in KP_H_S
+     * on a zone of the fitted heat capacity if that is more (a slow,
+     * heavy zone: the band alone would creep up to the limit). */
+    kp = fmax(u->range / PBAND_C, g->cap_mj_c / KP_H_S);
+    if (g->have_prev_temp && u->now > g->prev_temp_ns) {
+        double rate = (t_c - g->prev_temp_c) * NS_PER_S /
+                      (double)(u->now - g->prev_temp_ns);
 
-    /* Power cap and battery. */
+        g->dtemp_c_s = 0.7 * g->dtemp_c_s + 0.3 * rate;
+    }
+    g->prev_temp_c = t_c;
+    g->prev_temp_ns = u->now;
+    g->have_prev_temp = true;
+    d->time_to_limit_s = e > 0 && g->dtemp_c_s > 0.005 ?
+                         e / g->dtemp_c_s : -1.0;
+    u->b_th = thermal_pi(g, u, t_c, e, kp);
+    if (have_rate)
+        u->b_th = approach_guard(g, e, u->p_meas, u->base, u->range,
+                                 u->dt_ns, u->b_th);
+    if (near_critical(g))
+        u->b_th = u->base + FLOOR_FRAC * u->range;
+    thermal_backstop(g, u, t_c, e);
+}
+
+/* Part of stage 3: when the temperature binds the budget, and since when
+ * within SEL_BAND_C of the limit. Writes thermal_bind_ns, bind_since_ns
+ * and sust_learned (S has converged once the limit has held for two
+ * dwell times). */
+static void
+note_binding(ks_governor *g, const upd *u)
+{
+    if (!u->temp_fresh || !g->sust_init || !u->binding ||
+        u->budget != u->b_th) {
+        g->bind_since_ns = 0;
+        return;
+    }
+    g->thermal_bind_ns = u->now;
+    if (fabs((g->ctrl_mc - g->sense.temp_mc) / 1000.0) >= SEL_BAND_C) {
+        g->bind_since_ns = 0;
+        return;
+    }
+    if (!g->bind_since_ns)
+        g->bind_since_ns = u->now;
+    if (u->now - g->bind_since_ns >= 2 * g->p.dwell_ns)
+        g->sust_learned = true;
+}
+
+/* Stage 3, the other limits and the total. Reads the power cap, the
+ * battery and target_tps; writes u's b_cap, b_bat, min_period, budget,
+ * binding and state, and the binding bookkeeping that tells when S has
+ * converged (sust_learned). */
+static void
+total_budget(ks_governor *g, upd *u)
+{
+    token_cost cost;
+
     if (g->p.power_limit_mw)
-        b_cap = g->p.power_limit_mw;
+        u->b_cap = g->p.power_limit_mw;
     if (g->have_sense && g->sense.has_battery && g->sense.discharging &&
         g->p.policy != KS_GOV_PERFORMANCE) {
         bool low = g->sense.battery_pct >= 0 &&
@@ -1067,107 +1317,120 @@ update(ks_governor *g, uint64_t now)
         else if (low)
             f = 0.75;
         if (f < 1.0)
-            b_bat = base + f * range;
+            u->b_bat = u->base + f * u->range;
     }
     if (g->p.target_tps > 0)
-        min_period = NS_PER_S / g->p.target_tps;
-
-    budget = b_th;
-    if (b_cap < budget)
-        budget = b_cap;
-    if (b_bat < budget)
-        budget = b_bat;
-    if (budget > 1.25 * g->pmax_mw)
-        budget = 1.25 * g->pmax_mw;
-    binding = budget < demand;
-    if (temp_fresh && g->sust_init && binding && budget == b_th) {
-        g->thermal_bind_ns = now;
-        /* S has converged once the limit has held for two dwell times. */
-        if (fabs((g->ctrl_mc - g->sense.temp_mc) / 1000.0) < SEL_BAND_C) {
-            if (!g->bind_since_ns)
-                g->bind_since_ns = now;
-            if (now - g->bind_since_ns >= 2 * g->p.dwell_ns)
-                g->sust_learned = true;
-        } else {
-            g->bind_since_ns = 0;
-        }
-    } else {
-        g->bind_since_ns = 0;
-    }
+        u->min_period = NS_PER_S / g->p.target_tps;
+    u->budget = fmin(u->b_th, fmin(u->b_cap, u->b_bat));
+    if (u->budget > 1.25 * g->pmax_mw)
+        u->budget = 1.25 * g->pmax_mw;
+    u->binding = u->budget < u->demand;
+    note_binding(g, u);
     /* The state names the limit that holds the device below what it could
      * draw flat out, even when the chosen thread count fits under it. */
-    limited = budget < g->pmax_mw;
-    if (blind)
-        state = "blind";
-    else if (limited && budget == b_th)
-        state = g->sense.critical_trip_mc > 0 && temp_fresh &&
-                g->sense.temp_mc / 1000.0 >=
-                g->sense.critical_trip_mc / 1000.0 - CRITICAL_GUARD_C ?
-                "critical" : "thermal";
-    else if (limited && budget == b_cap)
-        state = "power";
-    else if (limited)
-        state = "battery";
-    else if (min_period > 0 && cost_at(g, n, &cost) && cost.t_ns < min_period)
-        state = "target";
+    u->state = KS_GOV_STATE_COOL;
+    if (u->blind)
+        u->state = KS_GOV_STATE_BLIND;
+    else if ((u->budget < g->pmax_mw && u->budget == u->b_th) ||
+             g->duty_cap < 1.0)
+        u->state = near_critical(g) ? KS_GOV_STATE_CRITICAL
+                                    : KS_GOV_STATE_THERMAL;
+    else if (u->budget < g->pmax_mw && u->budget == u->b_cap)
+        u->state = KS_GOV_STATE_POWER;
+    else if (u->budget < g->pmax_mw)
+        u->state = KS_GOV_STATE_BATTERY;
+    else if (u->min_period > 0 && cost_at(g, u->n, &cost) &&
+             cost.t_ns < u->min_period)
+        u->state = KS_GOV_STATE_TARGET;
+}
 
-    /* Make the measured power follow the budget. */
-    if (power_fresh && g->power_avg && binding && g->period_ns > 0 &&
-        g->acc_tokens * NS_PER_S / dt_ns >= PACED_MIN * NS_PER_S /
-                                            g->period_ns) {
+/* Stage 4, split the budget's power above idle. Reads u->budget and the
+ * averaging sensor's measure of the period; writes the tracking integral
+ * corr_mw (so that the power drawn follows the budget whatever the
+ * model's error) and u->dyn, the power above idle the actors share. */
+static void
+track_power(ks_governor *g, upd *u)
+{
+    if (u->power_fresh && g->power_avg && u->binding && g->period_ns > 0 &&
+        g->acc_tokens * NS_PER_S / u->dt_ns >= PACED_MIN * NS_PER_S /
+                                               g->period_ns) {
         /* Only periods that ran at the pace asked for: one that ran
          * unpaced, or slower (compute-bound on a busy machine, a stall),
          * says nothing of the model's error and would wind it up. */
-        g->corr_mw += (budget - p_meas) * (dt_ns / NS_PER_S) / TAU_CORR_S;
-        if (g->corr_mw > CORR_MAX * budget)
-            g->corr_mw = CORR_MAX * budget;
-        if (g->corr_mw < -CORR_MAX * budget)
-            g->corr_mw = -CORR_MAX * budget;
-    } else if (!power_fresh || !g->power_avg) {
+        g->corr_mw += (u->budget - u->p_meas) * (u->dt_ns / NS_PER_S) /
+                      TAU_CORR_S;
+        if (g->corr_mw > CORR_MAX * u->budget)
+            g->corr_mw = CORR_MAX * u->budget;
+        if (g->corr_mw < -CORR_MAX * u->budget)
+            g->corr_mw = -CORR_MAX * u->budget;
+    } else if (!u->power_fresh || !g->power_avg) {
         g->corr_mw = 0;
     }
-    dyn = budget + g->corr_mw - base;
-    if (dyn < FLOOR_FRAC * range)
-        dyn = FLOOR_FRAC * range;
+    u->dyn = u->budget + g->corr_mw - u->base;
+    if (u->dyn < FLOOR_FRAC * u->range)
+        u->dyn = FLOOR_FRAC * u->range;
+}
 
-    /* Threads: the count with the most tokens/s under the budget. Blind,
-     * with no power reading either: half the threads at half duty. */
-    if (blind && !power_fresh) {
+/* Part of stage 5: the count with the most tokens/s under the budget,
+ * with hysteresis. Under the temperature limit the choice follows the
+ * sustainable power, not the proportional term's swings (a budget
+ * between two counts' draws, or the headroom of a count that runs cool,
+ * would make the loop dither): S while the temperature binds, else at
+ * least what runs now. S learned while binding counts for a while after;
+ * then the budget decides again, so a cooler room is noticed. */
+static int32_t
+best_threads(const ks_governor *g, const upd *u)
+{
+    double sel = u->budget, dsel, cur, best = 0;
+    int32_t pick = u->n;
+
+    if (u->temp_fresh && g->sust_learned && u->budget == u->b_th &&
+        (u->binding ||
+         u->now - g->thermal_bind_ns <= SUST_KEEP * g->p.dwell_ns))
+        sel = u->binding ? g->sust_mw
+                         : fmin(u->budget, fmax(g->sust_mw, u->p_meas));
+    dsel = sel + g->corr_mw - u->base;
+    if (dsel < FLOOR_FRAC * u->range)
+        dsel = FLOOR_FRAC * u->range;
+    cur = rate_at(g, u->n, dsel, u->min_period);
+    for (int32_t m = g->p.min_threads; m <= g->p.max_threads; m++) {
+        double r = rate_at(g, m, dsel, u->min_period);
+        /* Going back to the count just left needs a clearer gain. */
+        double hyst = m == g->prev_threads ? 2 * THREAD_HYST : THREAD_HYST;
+
+        if (m != u->n && r > cur * (1.0 + hyst) && r > best) {
+            best = r;
+            pick = m;
+        }
+    }
+    return pick;
+}
+
+/* Stage 5a, choose threads. Reads u's budget figures, the dwell and the
+ * per-count token times; writes u->n and, on a change, n_threads,
+ * prev_threads, the reversal count and last_thread_change_ns. Blind with
+ * no power reading either: half the threads (at half duty, stage 5b). */
+static void
+choose_threads(ks_governor *g, upd *u)
+{
+    int32_t n = u->n;
+
+    if (u->blind && !u->power_fresh) {
         n = (g->p.max_threads + 1) / 2;
         if (n < g->p.min_threads)
             n = g->p.min_threads;
-    } else if (now - g->last_thread_change_ns >=
+    } else if (u->now - g->last_thread_change_ns >=
                g->p.dwell_ns << g->n_reversals &&
                g->t_cpu_seen[g->n_threads]) {
-        /* Under the temperature limit the choice follows the sustainable
-         * power, not the proportional term's swings (a budget between two
-         * counts' draws, or the headroom of a count that runs cool, would
-         * make the loop dither): S while the temperature binds, else at
-         * least what runs now. S learned while binding counts for a while
-         * after; then the budget decides again, so a cooler room is
-         * noticed. */
-        double sel = budget, dsel, cur, best = 0;
-        int32_t pick = n;
-
-        if (temp_fresh && g->sust_learned && budget == b_th &&
-            (binding || now - g->thermal_bind_ns <= SUST_KEEP * g->p.dwell_ns))
-            sel = binding ? g->sust_mw : fmin(budget, fmax(g->sust_mw, p_meas));
-        dsel = sel + g->corr_mw - base;
-        if (dsel < FLOOR_FRAC * range)
-            dsel = FLOOR_FRAC * range;
-        cur = rate_at(g, n, dsel, min_period);
-        for (int32_t m = g->p.min_threads; m <= g->p.max_threads; m++) {
-            double r = rate_at(g, m, dsel, min_period);
-            /* Going back to the count just left needs a clearer gain. */
-            double hyst = m == g->prev_threads ? 2 * THREAD_HYST
-                                               : THREAD_HYST;
-
-            if (m != n && r > cur * (1.0 + hyst) && r > best) {
-                best = r;
-                pick = m;
-            }
-        }
-        n = pick;
+        n = best_threads(g, u);
+    }
+    if (g->duty_cap < 1.0 && !u->blind) {
+        /* Over the limit no thread is added, and a deep cut takes one
+         * away each period. */
+        if (n > g->n_threads)
+            n = g->n_threads;
+        if (u->cut && g->duty_cap <= 0.5 && n > g->p.min_threads)
+            n = g->n_threads - 1 < n ? g->n_threads - 1 : n;
     }
     if (n != g->n_threads) {
         /* Each change against the direction of the previous one doubles
@@ -1183,80 +1446,112 @@ update(ks_governor *g, uint64_t now)
         g->last_dir = dir;
         g->prev_threads = g->n_threads;
         g->n_threads = n;
-        g->last_thread_change_ns = now;
+        g->last_thread_change_ns = u->now;
     }
+    u->n = n;
+}
 
-    /* The token period, and the budget's split between actors. */
+/* Stage 5b, pacing and the split between actors. Reads u->dyn, u->n and
+ * the model's cost of a token; writes period_ns (0: unpaced) and
+ * d->actor_budget_mw, each actor's share of dyn in proportion to the
+ * power it requests, at most that power. */
+static void
+choose_pacing(ks_governor *g, const upd *u)
+{
+    ks_gov_decision *d = &g->dec;
+    token_cost cost;
+    double req, period;
+
     g->period_ns = 0;
     memset(d->actor_budget_mw, 0, sizeof d->actor_budget_mw);
-    if (cost_at(g, n, &cost)) {
-        double req = cost.req_mw[KS_GOV_CPU] + cost.req_mw[KS_GOV_GPU];
-        double period = dyn > 0 ? cost.e_dyn / dyn : cost.t_ns;
+    if (!cost_at(g, u->n, &cost))
+        return;
+    req = cost.req_mw[KS_GOV_CPU] + cost.req_mw[KS_GOV_GPU];
+    period = u->dyn > 0 ? cost.e_dyn / u->dyn : cost.t_ns;
+    if (u->blind && !u->power_fresh)
+        period = 2.0 * cost.t_ns;
+    if (period < u->min_period)
+        period = u->min_period;
+    if (g->duty_cap < 1.0 && period < cost.t_ns / g->duty_cap)
+        period = cost.t_ns / g->duty_cap;
+    if (period > cost.t_ns)
+        g->period_ns = period;
+    for (int a = 0; a < KS_GOV_N_ACTORS && req > 0; a++) {
+        double share = u->dyn * cost.req_mw[a] / req;
 
-        if (blind && !power_fresh)
-            period = 2.0 * cost.t_ns;
-        if (period < min_period)
-            period = min_period;
-        if (period > cost.t_ns)
-            g->period_ns = period;
-        for (int a = 0; a < KS_GOV_N_ACTORS && req > 0; a++) {
-            double share = dyn * cost.req_mw[a] / req;
-
-            if (share > cost.req_mw[a])
-                share = cost.req_mw[a];
-            d->actor_budget_mw[a] = (uint32_t)(share + 0.5);
-        }
+        if (share > cost.req_mw[a])
+            share = cost.req_mw[a];
+        d->actor_budget_mw[a] = (uint32_t)(share + 0.5);
     }
+}
 
-    /* Placement: away from the hotter zone while the temperature binds. */
+/* Stage 6, placement hints. Reads the state and the CPU and GPU zones'
+ * temperatures; writes d->place (away from the hotter zone while the
+ * temperature binds, PLACE_HYST_C apart, 3 dwell times between) and
+ * last_place_ns. */
+static void
+hint_placement(ks_governor *g, const upd *u)
+{
+    ks_gov_decision *d = &g->dec;
+    double diff;
+
     d->place = KS_GOV_PLACE_STAY;
-    if (temp_fresh && !strcmp(state, "thermal") &&
-        g->sense.has_actor_temp[KS_GOV_CPU] &&
-        g->sense.has_actor_temp[KS_GOV_GPU] &&
-        (!g->placed_once || now - g->last_place_ns >= 3 * g->p.dwell_ns) &&
-        now - g->t0_ns >= 3 * g->p.dwell_ns) {
-        double diff = (g->sense.actor_temp_mc[KS_GOV_CPU] -
-                       g->sense.actor_temp_mc[KS_GOV_GPU]) / 1000.0;
-
-        if (diff > PLACE_HYST_C && g->can_move_to_gpu)
-            d->place = KS_GOV_PLACE_TO_GPU;
-        else if (diff < -PLACE_HYST_C && g->can_move_to_cpu)
-            d->place = KS_GOV_PLACE_TO_CPU;
-        if (d->place != KS_GOV_PLACE_STAY) {
-            g->last_place_ns = now;
-            g->placed_once = true;
-        }
+    if (!u->temp_fresh || u->state != KS_GOV_STATE_THERMAL ||
+        !g->sense.has_actor_temp[KS_GOV_CPU] ||
+        !g->sense.has_actor_temp[KS_GOV_GPU] ||
+        (g->placed_once && u->now - g->last_place_ns < 3 * g->p.dwell_ns) ||
+        u->now - g->t0_ns < 3 * g->p.dwell_ns)
+        return;
+    diff = (g->sense.actor_temp_mc[KS_GOV_CPU] -
+            g->sense.actor_temp_mc[KS_GOV_GPU]) / 1000.0;
+    if (diff > PLACE_HYST_C && g->can_move_to_gpu)
+        d->place = KS_GOV_PLACE_TO_GPU;
+    else if (diff < -PLACE_HYST_C && g->can_move_to_cpu)
+        d->place = KS_GOV_PLACE_TO_CPU;
+    if (d->place != KS_GOV_PLACE_STAY) {
+        g->last_place_ns = u->now;
+        g->placed_once = true;
     }
+}
 
-    d->n_threads = n;
-    d->budget_mw = budget >= 4e9 ? 4000000000u : (uint32_t)(budget + 0.5);
+/* Stage 7, publish. Reads u; writes the decision, logs it (one debug
+ * line with every term) and starts a new control period. */
+static void
+publish(ks_governor *g, const upd *u)
+{
+    ks_gov_decision *d = &g->dec;
+
+    d->n_threads = u->n;
+    d->budget_mw = u->budget >= 4e9 ? 4000000000u
+                                    : (uint32_t)(u->budget + 0.5);
     d->control_temp_mc = g->ctrl_mc;
     d->temp_mc = g->have_sense && g->sense.has_temp ? g->sense.temp_mc : 0;
-    d->power_mw = (uint32_t)(p_meas + 0.5);
-    d->tokens_per_s = g->acc_tokens * NS_PER_S / dt_ns;
-    d->state = state;
+    d->power_mw = (uint32_t)(u->p_meas + 0.5);
+    d->tokens_per_s = g->acc_tokens * NS_PER_S / u->dt_ns;
+    d->state_id = u->state;
+    d->state = ks_gov_state_str(u->state);
     d->target = g->acc_busy_ns[KS_GOV_CPU] && g->acc_busy_ns[KS_GOV_GPU] ?
                 "cpu+gpu" : g->acc_busy_ns[KS_GOV_GPU] ? "gpu" :
                 g->acc_busy_ns[KS_GOV_CPU] ? "cpu" : d->target;
-    d->flags = (temp_fresh ? 0 : KS_GOV_F_NO_TEMP) |
-               (power_fresh ? 0 : KS_GOV_F_NO_POWER) |
-               (g->p.temp_limit_mc == 0 && temp_fresh &&
-                g->sense.passive_trip_mc <= 0 ? KS_GOV_F_NO_TRIP : 0);
+    d->flags = (u->temp_fresh ? 0 : KS_GOV_F_NO_TEMP) |
+               (u->power_fresh ? 0 : KS_GOV_F_NO_POWER) |
+               (g->p.temp_limit_mc == 0 && u->temp_fresh &&
+                g->sense.passive_trip_mc <= 0 ? KS_GOV_F_NO_TRIP : 0) |
+               (g->power_stuck ? KS_GOV_F_POWER_STUCK : 0) | g->faults;
     d->updated = true;
     ks_log(KS_LOG_DEBUG, TAG, "t=%.2fs T=%.1fC ctrl=%.1fC P=%umW budget=%umW "
            "(cpu %u gpu %u) demand=%.0fmW tps=%.2f threads=%d period=%.1fms "
            "place=%s state=%s model=%.0f+%.0f*u_cpu+%.0f*u_gpu S=%.0f "
-           "corr=%.0f rate=%.2fC/s C=%.0fmJ/C%s", (now - g->t0_ns) / NS_PER_S,
-           d->temp_mc / 1000.0,
+           "corr=%.0f rate=%.2fC/s C=%.0fmJ/C duty<=%.2f%s",
+           (u->now - g->t0_ns) / NS_PER_S, d->temp_mc / 1000.0,
            g->ctrl_mc / 1000.0, d->power_mw, d->budget_mw,
            d->actor_budget_mw[KS_GOV_CPU], d->actor_budget_mw[KS_GOV_GPU],
-           demand, d->tokens_per_s, n, g->period_ns / 1e6,
-           ks_gov_place_str(d->place), state, base, g->theta[X_CPU],
+           u->demand, d->tokens_per_s, u->n, g->period_ns / 1e6,
+           ks_gov_place_str(d->place), d->state, u->base, g->theta[X_CPU],
            g->theta[X_GPU], g->sust_init ? g->sust_mw : 0.0, g->corr_mw,
-           g->rate_c_s, g->cap_mj_c, g->guard ? " guard" : "");
+           g->rate_c_s, g->cap_mj_c, g->duty_cap, g->guard ? " guard" : "");
 
-    /* A new period. */
-    g->period_start_ns = now;
+    g->period_start_ns = u->now;
     g->acc_tokens = 0;
     memset(g->acc_busy_ns, 0, sizeof g->acc_busy_ns);
     memset(g->acc_energy_uj, 0, sizeof g->acc_energy_uj);
@@ -1267,7 +1562,125 @@ update(ks_governor *g, uint64_t now)
     g->acc_power_ns = 0;
 }
 
+/* One control update, at the end of a period: the stages in order, as
+ * the kernel's power allocator runs them (estimate power, PI on the
+ * headroom, divide the budget, set the actuators). */
+static void
+update(ks_governor *g, uint64_t now)
+{
+    upd u = {
+        .now = now,
+        .dt_ns = (double)(now - g->period_start_ns),
+        .temp_fresh = g->have_sense && g->sense.has_temp &&
+                      now - g->temp_ns <= STALE_NS,
+        .power_fresh = g->power_seen && now - g->power_ns <= STALE_NS,
+        .b_th = INFINITY, .b_cap = INFINITY, .b_bat = INFINITY,
+        .n = g->n_threads,
+    };
+
+    estimate_power(g, &u);
+    thermal_budget(g, &u);
+    total_budget(g, &u);
+    track_power(g, &u);
+    choose_threads(g, &u);
+    choose_pacing(g, &u);
+    hint_placement(g, &u);
+    publish(g, &u);
+}
+
 /* ---- steps ------------------------------------------------------------- */
+
+/* Logs a fault once per kind (KS_GOV_F_* bit |flag|). */
+static void
+report_fault(ks_governor *g, uint32_t flag, const char *what, double value,
+             const char *unit, double lo, double hi)
+{
+    if (g->reported & flag)
+        return;
+    g->reported |= flag;
+    ks_log(KS_LOG_WARN, TAG, "%s reading %.1f %s is outside %.0f..%.0f %s: "
+           "a sensor fault, ignored", what, value, unit, lo, hi, unit);
+}
+
+/* Called after power_reading(): a power reading that stays exactly the
+ * same for STUCK_NS and STUCK_N readings while the activity changed by
+ * STUCK_DX is a stuck sensor. It counts as none until it moves, and the
+ * model fitted from it goes back to the priors. Writes the stuck_* state
+ * and clears s->has_power when it declares the sensor stuck. */
+static void
+check_stuck(ks_governor *g, ks_gov_sense *s, uint64_t now)
+{
+    bool moved;
+
+    if (!g->stuck_have || s->power_mw != g->stuck_mw) {
+        if (g->power_stuck)
+            ks_log(KS_LOG_DEBUG, TAG, "power reading moved (%u -> %u mW): "
+                   "used again", g->stuck_mw, s->power_mw);
+        g->stuck_have = true;
+        g->stuck_mw = s->power_mw;
+        g->stuck_since_ns = now;
+        g->stuck_n = 0;
+        g->power_stuck = false;
+        g->stuck_x_min = INFINITY;
+        g->stuck_x_max = 0;
+    }
+    if (g->read_use) {
+        double x = g->read_x[0] + g->read_x[1];
+
+        g->stuck_x_min = fmin(g->stuck_x_min, x);
+        g->stuck_x_max = fmax(g->stuck_x_max, x);
+    }
+    moved = g->stuck_x_max >= STUCK_DX &&
+            g->stuck_x_min <= STUCK_LOW * g->stuck_x_max;
+    if (g->stuck_n++ == 0)
+        return;
+    if (!g->power_stuck && moved && g->stuck_n >= STUCK_N &&
+        now - g->stuck_since_ns >= STUCK_NS) {
+        g->power_stuck = true;
+        if (!(g->reported & KS_GOV_F_POWER_STUCK)) {
+            g->reported |= KS_GOV_F_POWER_STUCK;
+            ks_log(KS_LOG_WARN, TAG, "power reading stuck at %u mW for "
+                   "%.0f s (%u readings): a stuck sensor, ignored; power is "
+                   "modelled from busy time", s->power_mw,
+                   (now - g->stuck_since_ns) / NS_PER_S, g->stuck_n);
+        }
+        model_reset(g);
+        g->power_seen = false;
+        g->acc_power_mw_ns = 0;
+        g->acc_power_ns = 0;
+    }
+    if (g->power_stuck)
+        s->has_power = false;
+}
+
+/* Leaves out what a sensor cannot have measured (see governor.h) and
+ * logs each kind of fault once. Writes g->faults. */
+static void
+screen_sense(ks_governor *g, ks_gov_sense *s)
+{
+    if (s->has_temp && !temp_plausible(s->temp_mc)) {
+        temp_fault(s, s->temp_mc);
+        s->has_temp = false;
+    }
+    for (int a = 0; a < KS_GOV_N_ACTORS; a++)
+        if (s->has_actor_temp[a] && !temp_plausible(s->actor_temp_mc[a])) {
+            temp_fault(s, s->actor_temp_mc[a]);
+            s->has_actor_temp[a] = false;
+        }
+    if (s->has_power && s->power_mw > g->p.max_power_mw) {
+        s->faults |= KS_GOV_F_POWER_FAULT;
+        s->bad_power_mw = s->power_mw;
+        s->has_power = false;
+    }
+    if (s->faults & KS_GOV_F_TEMP_FAULT)
+        report_fault(g, KS_GOV_F_TEMP_FAULT, "temperature",
+                     s->bad_temp_mc / 1000.0, "C", KS_GOV_TEMP_MIN_MC / 1000.0,
+                     KS_GOV_TEMP_MAX_MC / 1000.0);
+    if (s->faults & KS_GOV_F_POWER_FAULT)
+        report_fault(g, KS_GOV_F_POWER_FAULT, "power",
+                     (double)s->bad_power_mw, "mW", 0, g->p.max_power_mw);
+    g->faults = s->faults & (KS_GOV_F_TEMP_FAULT | KS_GOV_F_POWER_FAULT);
+}
 
 ks_status
 ks_governor_step(ks_governor *g, const ks_gov_sense *sense, uint64_t now,
@@ -1347,13 +1760,20 @@ ks_governor_step(ks_governor *g, const ks_gov_sense *sense, uint64_t now,
     }
 
     if (sense) {
-        if (sense->has_power)
-            power_reading(g, sense, now, work);
-        if (sense->has_temp) {
-            g->temp_ns = now;
-            d->temp_mc = sense->temp_mc;
+        ks_gov_sense s = *sense;
+
+        screen_sense(g, &s);
+        if (s.has_power && g->power_stuck && s.power_mw == g->stuck_mw)
+            s.has_power = false;    /* still stuck */
+        if (s.has_power) {
+            power_reading(g, &s, now, work);
+            check_stuck(g, &s, now);
         }
-        g->sense = *sense;
+        if (s.has_temp) {
+            g->temp_ns = now;
+            d->temp_mc = s.temp_mc;
+        }
+        g->sense = s;
         g->have_sense = true;
         g->last_sample_ns = now;
         resolve_limit(g);

@@ -65,7 +65,18 @@
  * model may pass energy_uj; the fit then only finds the idle power.
  * Steps cost no allocation and, between telemetry samples (every
  * sample_ns), no system call. Thread safety: one thread steps a given
- * governor. */
+ * governor.
+ *
+ * Faults fail safe. A temperature outside KS_GOV_TEMP_MIN_MC..MAX_MC or
+ * a power outside 0..max_power_mw is ignored (logged once); a power
+ * reading that stays exactly the same for 20 s (a stuck RAPL counter
+ * reads 0 W for ever) is ignored until it changes, and what the model
+ * learned from it is dropped (logged once). The power model keeps a
+ * floor per busy thread and GPU, so no fit makes a token free. And the
+ * temperature limit does not trust the model alone: a zone more than
+ * 1 C above it that is not cooling cuts the duty (and then threads)
+ * every period whatever the model predicts, and the cut relaxes only
+ * once the zone is back under the limit. */
 #ifndef KS_GOVERNOR_H
 #define KS_GOVERNOR_H
 
@@ -98,15 +109,40 @@ typedef enum ks_gov_place {
     KS_GOV_PLACE_TO_CPU,  /* move one layer range from the GPU to the CPU */
 } ks_gov_place;
 
+/* Which limit holds the device below what it could draw flat out. */
+typedef enum ks_gov_state {
+    KS_GOV_STATE_START = 0, /* no control period has ended yet */
+    KS_GOV_STATE_COOL,      /* no limit binds */
+    KS_GOV_STATE_THERMAL,   /* the temperature limit */
+    KS_GOV_STATE_POWER,     /* the power cap */
+    KS_GOV_STATE_BATTERY,   /* the battery policy */
+    KS_GOV_STATE_TARGET,    /* target_tps (the device could go faster) */
+    KS_GOV_STATE_CRITICAL,  /* within 5 C of the critical trip: the floor */
+    KS_GOV_STATE_BLIND,     /* no temperature: a conservative budget */
+} ks_gov_state;
+
 /* Flags: what the governor cannot see (each is also logged once). */
 #define KS_GOV_F_NO_TEMP   0x1u  /* no temperature: conservative budget */
 #define KS_GOV_F_NO_POWER  0x2u  /* no power sensor: modelled power */
 #define KS_GOV_F_NO_TRIP   0x4u  /* no passive trip: default limit used */
+#define KS_GOV_F_POWER_STUCK 0x8u /* the power reading has not changed for
+                                   * 20 s: ignored (counts as no sensor)
+                                   * until it moves again */
+#define KS_GOV_F_TEMP_FAULT  0x10u /* a temperature outside -40..150 C was
+                                    * ignored */
+#define KS_GOV_F_POWER_FAULT 0x20u /* a power below 0 or above
+                                    * max_power_mw was ignored */
+
+/* Plausible readings; anything outside is a sensor fault, not a
+ * temperature (a disconnected thermistor reads -273 C or 255 C). */
+#define KS_GOV_TEMP_MIN_MC (-40000)
+#define KS_GOV_TEMP_MAX_MC 150000
 
 typedef struct ks_governor_params {
     int32_t  temp_limit_mc;   /* control temperature; 0: the first passive
                                * trip minus margin_mc, or 70 C with no trip */
-    int32_t  margin_mc;       /* below the passive trip; 0: 5000 */
+    int32_t  margin_mc;       /* below the passive trip; 0:
+                               * KS_TELEM_DEFAULT_MARGIN_MC (5000) */
     uint32_t power_limit_mw;  /* cap on the whole system's power; 0: none */
     ks_gov_policy policy;     /* 0: balanced */
     uint32_t battery_low_pct; /* 0: 30 */
@@ -121,6 +157,8 @@ typedef struct ks_governor_params {
     uint32_t sustainable_mw;  /* the plant's sustainable power if known;
                                * 0: the zone's sustainable_power, else
                                * learned */
+    uint32_t max_power_mw;    /* the most the board can draw: power
+                               * readings above are faults; 0: 1000 W */
 } ks_governor_params;
 
 /* The readings one step uses; ks_gov_sense_from_telemetry() fills it from
@@ -142,6 +180,11 @@ typedef struct ks_gov_sense {
     bool     has_battery;
     bool     discharging;         /* on battery, no adapter */
     int32_t  battery_pct;         /* -1: unknown */
+    /* Readings left out as implausible (KS_GOV_F_TEMP_FAULT,
+     * KS_GOV_F_POWER_FAULT), with the value, for the governor's log. */
+    uint32_t faults;
+    int32_t  bad_temp_mc;
+    int64_t  bad_power_mw;
 } ks_gov_sense;
 
 /* What the loop did since the previous step. */
@@ -173,8 +216,8 @@ typedef struct ks_gov_decision {
     double   tokens_per_s;    /* over the last period */
     double   time_to_limit_s; /* at the current heating rate; -1: not
                                * heating or no temperature */
-    const char *state;        /* "start", "cool", "thermal", "power",
-                               * "battery", "target", "critical", "blind" */
+    ks_gov_state state_id;    /* which limit holds */
+    const char *state;        /* ks_gov_state_str(state_id), for logs */
     const char *target;       /* where the work ran: "cpu", "gpu",
                                * "cpu+gpu", "-" before any */
     uint32_t flags;           /* KS_GOV_F_* */
@@ -215,6 +258,9 @@ void ks_gov_sense_from_telemetry(const ks_telem_info *info,
 
 const char *ks_gov_policy_str(ks_gov_policy p);  /* "balanced", ... */
 const char *ks_gov_place_str(ks_gov_place p);    /* "stay", "to-gpu", ... */
+/* "start", "cool", "thermal", "power", "battery", "target", "critical",
+ * "blind"; "?" for anything else. Static strings. */
+const char *ks_gov_state_str(ks_gov_state s);
 /* "performance", "balanced" or "battery"; false for anything else. */
 bool ks_gov_policy_parse(const char *s, ks_gov_policy *out);
 

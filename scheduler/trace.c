@@ -62,14 +62,15 @@ ks_trace_token(ks_trace *t, uint64_t now_ns, const ks_gov_decision *d)
      * and spreadsheets read them as missing. */
     if (d->temp_mc && !(d->flags & KS_GOV_F_NO_TEMP))
         snprintf(temp, sizeof temp, "%.2f", d->temp_mc / 1000.0);
-    if (strcmp(d->state, "start") != 0) {
+    if (d->state_id != KS_GOV_STATE_START) {
         snprintf(tps, sizeof tps, "%.3f", d->tokens_per_s);
         snprintf(power, sizeof power, "%.3f", d->power_mw / 1000.0);
         snprintf(budget, sizeof budget, "%.3f", d->budget_mw / 1000.0);
     }
     if (fprintf(t->f, "%.3f,%s,%s,%s,%s,%d,%.2f,%s,%s,%.1f,%s,%s\n",
                 (double)(now_ns - t->t0_ns) / 1e9, tps, temp, power, budget,
-                d->n_threads, d->pace_ns / 1e6, d->state, d->target,
+                d->n_threads, d->pace_ns / 1e6, ks_gov_state_str(d->state_id),
+                d->target,
                 d->control_temp_mc / 1000.0, ks_gov_place_str(d->place), t->layers) < 0 &&
         !t->err)
         t->err = errno ? errno : EIO;

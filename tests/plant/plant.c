@@ -25,6 +25,8 @@ struct plant {
     double   energy_j;
     double   battery_j;
     bool     mains;
+    bool     power_frozen;
+    double   forced_c[PLANT_MAX_ZONES];  /* NAN: not forced */
 };
 
 static int
@@ -116,7 +118,13 @@ build_tree(plant *pl)
             k++;
         }
     }
-    if (pl->p.power_sensor) {
+    if (pl->p.power_sensor && pl->p.rapl) {
+        if ((e = mkdirs(pl, "powercap/intel-rapl:0")) != 0 ||
+            (e = put(pl, "powercap/intel-rapl:0/name", "package-0\n")) != 0 ||
+            (e = put(pl, "powercap/intel-rapl:0/max_energy_range_uj",
+                     "262143328850\n")) != 0)
+            return e;
+    } else if (pl->p.power_sensor) {
         if ((e = mkdirs(pl, "hwmon/hwmon0")) != 0 ||
             (e = put(pl, "hwmon/hwmon0/name", "plant\n")) != 0 ||
             (e = put(pl, pl->p.energy_counter ? "hwmon/hwmon0/energy1_label" :
@@ -159,6 +167,8 @@ plant_create(const plant_params *p, plant **out)
         free(pl);
         return e;
     }
+    for (uint32_t z = 0; z < PLANT_MAX_ZONES; z++)
+        pl->forced_c[z] = NAN;
     for (uint32_t z = 0; z < p->n_zones; z++)
         pl->temp_c[z] = p->zones[z].start_c > 0 ? p->zones[z].start_c :
                         p->zones[z].amb_c;
@@ -250,18 +260,26 @@ plant_sync(plant *pl)
     int e;
 
     for (uint32_t z = 0; z < pl->p.n_zones; z++) {
+        double c = isnan(pl->forced_c[z]) ? pl->temp_c[z] : pl->forced_c[z];
+
         snprintf(rel, sizeof rel, "thermal/thermal_zone%u/temp", z);
-        if ((e = put(pl, rel, "%ld\n", lround(pl->temp_c[z] * 1000.0))))
+        if ((e = put(pl, rel, "%ld\n", lround(c * 1000.0))))
             return e;
     }
-    if (pl->p.power_sensor && pl->p.energy_counter &&
-        (e = put(pl, "hwmon/hwmon0/energy1_input", "%lld\n",
-                 llround(pl->energy_j * 1e6))) != 0)
-        return e;
-    if (pl->p.power_sensor && !pl->p.energy_counter &&
-        (e = put(pl, "hwmon/hwmon0/power1_input", "%ld\n",
-                 lround(pl->sensor_w * 1e6))) != 0)
-        return e;
+    /* A frozen sensor's files keep what they hold. */
+    if (pl->p.power_sensor && !pl->power_frozen) {
+        if (pl->p.rapl)
+            e = put(pl, "powercap/intel-rapl:0/energy_uj", "%lld\n",
+                    llround(pl->energy_j * 1e6));
+        else if (pl->p.energy_counter)
+            e = put(pl, "hwmon/hwmon0/energy1_input", "%lld\n",
+                    llround(pl->energy_j * 1e6));
+        else
+            e = put(pl, "hwmon/hwmon0/power1_input", "%ld\n",
+                    lround(pl->sensor_w * 1e6));
+        if (e != 0)
+            return e;
+    }
     if (pl->p.battery) {
         double pct = plant_battery_pct(pl);
 
@@ -276,6 +294,19 @@ plant_sync(plant *pl)
             return e;
     }
     return 0;
+}
+
+void
+plant_freeze_power(plant *pl, bool frozen)
+{
+    pl->power_frozen = frozen;
+}
+
+void
+plant_force_temp(plant *pl, uint32_t zone, double temp_c)
+{
+    if (zone < PLANT_MAX_ZONES)
+        pl->forced_c[zone] = temp_c;
 }
 
 double

@@ -12,6 +12,8 @@
  *                                    sustainable_power}          m°C, mW
  *   sys/class/hwmon/hwmon0/{name,power1_label,power1_input}      µW
  *                       or {name,energy1_label,energy1_input}    µJ
+ *   sys/class/powercap/intel-rapl:0/{name,energy_uj,
+ *                                    max_energy_range_uj}        µJ
  *   sys/class/power_supply/BAT0/{type,status,capacity,power_now} %, µW
  *   sys/class/power_supply/AC/{type,online}
  *
@@ -50,6 +52,8 @@ typedef struct plant_params {
     plant_zone_params zones[PLANT_MAX_ZONES];
     bool     power_sensor;     /* an hwmon power channel */
     bool     energy_counter;   /* ... as energy1_input instead of power */
+    bool     rapl;             /* the energy counter is a RAPL package
+                                * domain (powercap/intel-rapl:0) instead */
     double   sensor_tau_s;     /* the power sensor's averaging; 0: 2 ms */
     bool     battery;          /* a battery BAT0 and an adapter AC */
     double   battery_wh;       /* capacity when full */
@@ -74,6 +78,12 @@ void plant_run(plant *p, double dt_s, const double power_w[PLANT_N_SOURCES]);
 
 /* Writes the current readings into the tree; 0 or an errno. */
 int  plant_sync(plant *p);
+
+/* Faults: the power sensor's file keeps its present value (a stuck RAPL
+ * counter, a hung shunt monitor) from now on; a zone's temp file reads
+ * |temp_c| whatever the zone's true temperature (NAN: the true one). */
+void plant_freeze_power(plant *p, bool frozen);
+void plant_force_temp(plant *p, uint32_t zone, double temp_c);
 
 double plant_temp_c(const plant *p, uint32_t zone);
 double plant_power_w(const plant *p);        /* true power now */

@@ -3,8 +3,12 @@
  * it actually dispatches (energy per generated token, in real time), and
  * the session's own telemetry reads the plant's fake sysfs tree through
  * KESTREL_SYSFS_ROOT. The governor must hold the zone at its default limit
- * (passive trip - 5 °C) and still deliver close to the sustainable rate.
- * The run is written as a trace next to the test binary. */
+ * (passive trip - 5 °C). The tokens/s it delivers against the sustainable
+ * rate are printed, not asserted: a wall-clock rate on a shared machine
+ * says more about the machine than the governor. The rate is asserted in
+ * virtual time by test_governor.c (thermal_holds_limit_*: tokens/s of the
+ * simulated workload against the best sustainable setting). The run is
+ * written as a trace next to the test binary. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -228,9 +232,6 @@ START_TEST(real_generation_holds_the_limit)
     ck_assert_msg(l.peak_after_c <= LIMIT_C + 1.0,
                   "peak %.2f C above the limit %.1f C + 1", l.peak_after_c,
                   LIMIT_C);
-    ck_assert_msg(tps_after >= 0.9 * sustainable,
-                  "%.1f tokens/s, below 90 %% of the sustainable %.1f",
-                  tps_after, sustainable);
 
     ks_model_destroy(m);
     ks_runtime_destroy(rt);

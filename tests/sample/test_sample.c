@@ -1,5 +1,6 @@
 /* Sampler tests: greedy, determinism, each filter against a brute-force
- * reference, the repetition penalty rule and the drawn distribution. */
+ * reference, the repetition penalty rule and the drawn distribution.
+ * Step times are bench_sample's (not a test). */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -495,58 +496,6 @@ START_TEST(bad_params_are_rejected)
 }
 END_TEST
 
-/* ---- speed on a Gemma-3-sized vocabulary (printed, never asserted) ---- */
-
-/* The fastest of |reps| steps in ms: the least disturbed by other load. */
-static double
-time_step(const ks_sampler_params *p, const float *l, uint32_t n, int reps)
-{
-    ks_sampler *s = make(p, n);
-    uint64_t best = UINT64_MAX;
-
-    for (int i = 0; i < 64; i++)
-        ks_sampler_accept(s, (int32_t)(i * 997 % n));
-    for (int r = 0; r < reps; r++) {
-        uint64_t t0 = ks_now_ns(), dt;
-        int32_t t = ks_sampler_sample(s, l);
-        dt = ks_now_ns() - t0;
-        best = dt < best ? dt : best;
-        ck_assert_int_ge(t, 0);
-        ck_assert_int_lt(t, (int32_t)n);
-    }
-    ks_sampler_destroy(s);
-    return (double)best / 1e6;
-}
-
-START_TEST(large_vocab_step_time)
-{
-    enum { N = 262144 };
-    float *l = malloc(N * sizeof(float));
-    static const struct { const char *name; ks_sampler_params p; } cfg[] = {
-        { "greedy", { .temp = 0.0f } },
-        { "greedy+penalty", { .temp = 0.0f, .repeat_penalty = 1.1f } },
-        { "temp 0.8 only", { .temp = 0.8f } },
-        { "top_k 40, top_p 0.95, min_p 0.05, temp 0.8, penalty 1.1",
-          { .temp = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f,
-            .repeat_penalty = 1.1f } },
-        { "top_p 0.95 (no top_k), temp 0.8",
-          { .temp = 0.8f, .top_p = 0.95f } },
-        { "top_p 0.95, min_p 0.05, temp 0.8",
-          { .temp = 0.8f, .top_p = 0.95f, .min_p = 0.05f } },
-    };
-
-    ck_assert_ptr_nonnull(l);
-    for (int scale = 0; scale < 2; scale++) {
-        random_logits(l, N, scale ? 8.0f : 2.0f);
-        for (size_t i = 0; i < sizeof cfg / sizeof cfg[0]; i++)
-            printf("sampler n_vocab=%d, logit scale %s: %-56s %.3f ms "
-                   "(best of 20)\n", N, scale ? "8" : "2", cfg[i].name,
-                   time_step(&cfg[i].p, l, N, 20));
-    }
-    free(l);
-}
-END_TEST
-
 static Suite *
 sample_suite(void)
 {
@@ -590,9 +539,6 @@ sample_suite(void)
     tcase_add_test(tc, bad_params_are_rejected);
     suite_add_tcase(s, tc);
 
-    tc = tcase_create("speed");
-    tcase_add_test(tc, large_vocab_step_time);
-    suite_add_tcase(s, tc);
     return s;
 }
 
