@@ -238,3 +238,14 @@ fail:
     errno = err;
     return st;
 }
+
+ks_status
+ks_file_check_replaceable(const char *path)
+{
+    struct stat sb;
+
+    if (stat(path, &sb) != 0 || S_ISREG(sb.st_mode))
+        return KS_OK;  /* absent, or unreachable: the write will say why */
+    return ks_error(KS_ERR_INVALID_ARG, "%s is %s, not a regular file; refusing to "
+                    "write over it", path, kind_of(sb.st_mode));
+}

@@ -85,6 +85,13 @@ int ks_file_open_regular(const char *path, const char **kind);
 ks_status ks_file_read(const char *path, size_t max_bytes, char **out,
                        size_t *size);
 
+/* For writers that replace |path| by rename() of a temporary file: KS_OK
+ * when |path| does not exist or is a regular file (symlinks followed);
+ * KS_ERR_INVALID_ARG naming the path and what it is otherwise (a FIFO, a
+ * device, a directory, a socket), which rename() would replace or fail on.
+ * Only stat()s: never opens, so never blocks. */
+ks_status ks_file_check_replaceable(const char *path);
+
 /* Monotonic clock in nanoseconds. */
 uint64_t ks_now_ns(void);
 
