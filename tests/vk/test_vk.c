@@ -22,6 +22,7 @@
 #include "driver/base.h"
 #include "driver/drm.h"
 #include "kestrel/devices.h"
+#include "kestrel/kestrel.h"
 #ifdef KS_HAVE_VULKAN
 #include "driver/fault.h"
 #include "driver/vk.h"
@@ -1064,6 +1065,47 @@ START_TEST(rejected_entry_rebuilt_once)
 }
 END_TEST
 
+/* costs.tsv (the auto backend's layer costs) as a FIFO: creating a session
+ * measures instead of blocking on it, and never appends to it. Needs
+ * stories260K from KESTREL_SHARED_DIR; a hang fails through the timeout. */
+START_TEST(costs_fifo_ignored)
+{
+    const char *shared = getenv("KESTREL_SHARED_DIR");
+    char model[1024], dir[300], fifo[400];
+    ks_runtime_params rp = { .backend = KS_BACKEND_AUTO, .n_threads = 2 };
+    ks_session_params sp = { .n_ctx = 64 };
+    ks_runtime *rt = NULL;
+    ks_model *m = NULL;
+    ks_session *sess = NULL;
+    int32_t lvp = lavapipe_index();
+    struct stat sb;
+
+    snprintf(model, sizeof model, "%s/models/stories260K/stories260K-f32.gguf",
+             shared ? shared : ".");
+    if (!shared || access(model, R_OK) != 0 || lvp < 0) {
+        printf("skip costs_fifo_ignored: %s\n", lvp < 0 ? "no lavapipe" : "no stories260K "
+               "under $KESTREL_SHARED_DIR/models");
+        return;
+    }
+    use_cache_dir("costs", dir, sizeof dir);
+    ck_assert_int_eq(mkdir(dir, 0755), 0);
+    snprintf(fifo, sizeof fifo, "%s/costs.tsv", dir);
+    ck_assert_int_eq(mkfifo(fifo, 0644), 0);
+    rp.device = lvp + 1;  /* named: auto then weighs lavapipe against the CPU */
+    ks_log_set_level(KS_LOG_ERROR);
+    ck_assert_msg(ks_runtime_create(&rp, &rt) == KS_OK, "%s", ks_last_error());
+    ck_assert_msg(ks_model_load(rt, model, NULL, &m) == KS_OK, "%s", ks_last_error());
+    ck_assert_msg(ks_session_create(m, &sp, &sess) == KS_OK, "%s", ks_last_error());
+    ks_session_destroy(sess);
+    ks_model_destroy(m);
+    ks_runtime_destroy(rt);
+    ks_log_set_level(KS_LOG_WARN);
+    ck_assert_int_eq(stat(fifo, &sb), 0);
+    ck_assert(S_ISFIFO(sb.st_mode));
+    ck_assert_uint_eq(ks_vk_validation_total(), 0);
+}
+END_TEST
+
 START_TEST(cache_off_and_unwritable)
 {
     const char *defs[] = { "KS_QUANT_Q8_0" };
@@ -1282,6 +1324,7 @@ vulkan_suite(void)
     tcase_add_test(t, swapped_entry_rebuilt);
     tcase_add_test(t, fifo_entries_ignored);
     tcase_add_test(t, rejected_entry_rebuilt_once);
+    tcase_add_test(t, costs_fifo_ignored);
     tcase_add_test(t, cache_off_and_unwritable);
     tcase_add_test(t, pipeline_cache_on_demand);
     suite_add_tcase(s, t);
