@@ -3,6 +3,7 @@
  * errors; the log level is read once from KESTREL_LOG. */
 #include "base.h"
 
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -10,7 +11,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static _Thread_local char last_error[1024];
 static atomic_int log_level = -1;
@@ -142,4 +145,130 @@ ks_cache_dir(char *buf, size_t size)
     while (n > 1 && buf[n - 1] == '/')
         buf[--n] = '\0';
     return buf;
+}
+
+/* ---- Files that must not block ---------------------------------------- */
+
+static const char *
+kind_of(mode_t mode)
+{
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISDIR(mode))
+        return "a directory";
+    if (S_ISCHR(mode))
+        return "a character device";
+    if (S_ISBLK(mode))
+        return "a block device";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    return "not a plain file";
+}
+
+int
+ks_file_open_regular(const char *path, const char **kind)
+{
+    struct stat sb;
+    int fd, err;
+
+    if (kind)
+        *kind = NULL;
+    /* O_NONBLOCK: opening a FIFO with no writer returns at once instead of
+     * waiting for one; for a regular file the flag changes nothing. */
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return -1;
+    if (fstat(fd, &sb) != 0) {
+        err = errno;
+        close(fd);
+        errno = err;
+        return -1;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        if (kind)
+            *kind = kind_of(sb.st_mode);
+        close(fd);
+        errno = KS_ENOTREG;
+        return -1;
+    }
+    return fd;
+}
+
+ks_status
+ks_file_read(const char *path, size_t max_bytes, char **out, size_t *size)
+{
+    const char *kind;
+    char *buf = NULL, *grown;
+    size_t cap = 0, len = 0;
+    ks_status st;
+    int fd, err;
+
+    *out = NULL;
+    *size = 0;
+    if ((fd = ks_file_open_regular(path, &kind)) < 0) {
+        err = errno;
+        if (err == KS_ENOTREG)
+            st = ks_error(KS_ERR_UNSUPPORTED, "%s: not a regular file (%s)", path, kind);
+        else
+            st = ks_error(KS_ERR_IO, "cannot open %s: %s", path, strerror(err));
+        errno = err;
+        return st;
+    }
+    for (;;) {
+        if (len == cap) {
+            /* One byte past the limit tells "exactly max" from "more". */
+            size_t want = cap ? cap * 2 : 4096;
+            if (want > max_bytes + 1)
+                want = max_bytes + 1;
+            if (want <= len) {
+                st = ks_error(KS_ERR_CORRUPT, "%s: larger than %zu bytes", path,
+                              max_bytes);
+                err = EFBIG;
+                goto fail;
+            }
+            if (!(grown = realloc(buf, want + 1))) {
+                st = ks_error(KS_ERR_NOMEM, "no memory to read %s (%zu bytes)", path, want);
+                err = ENOMEM;
+                goto fail;
+            }
+            buf = grown;
+            cap = want;
+        }
+        ssize_t r = read(fd, buf + len, cap - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            err = errno;
+            st = ks_error(KS_ERR_IO, "cannot read %s: %s", path, strerror(err));
+            goto fail;
+        }
+        if (r == 0)
+            break;
+        len += (size_t)r;
+    }
+    close(fd);
+    if (!buf && !(buf = malloc(1))) {
+        errno = ENOMEM;
+        return ks_error(KS_ERR_NOMEM, "no memory to read %s", path);
+    }
+    buf[len] = '\0';
+    *out = buf;
+    *size = len;
+    return KS_OK;
+fail:
+    free(buf);
+    close(fd);
+    errno = err;
+    return st;
+}
+
+ks_status
+ks_file_check_replaceable(const char *path)
+{
+    struct stat sb;
+
+    if (stat(path, &sb) != 0 || S_ISREG(sb.st_mode))
+        return KS_OK;  /* absent, or unreachable: the write will say why */
+    return ks_error(KS_ERR_INVALID_ARG, "%s is %s, not a regular file; refusing to "
+                    "write over it", path, kind_of(sb.st_mode));
 }

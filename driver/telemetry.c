@@ -174,16 +174,23 @@ trim(char *s)
         s[--n] = '\0';
 }
 
-/* Reads a whole small text file (at discovery); 0 or an errno. */
+/* Reads a whole small text file (at discovery); 0 or an errno. A FIFO or
+ * device where an attribute should be is refused without blocking
+ * (KS_ENOTREG, with a debug line) and counts as absent. */
 static int
 read_text(const char *path, char *buf, size_t n)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    const char *kind;
+    int fd = ks_file_open_regular(path, &kind);
     ssize_t r;
     int err = 0;
 
-    if (fd < 0)
-        return errno;
+    if (fd < 0) {
+        err = errno;
+        if (err == KS_ENOTREG)
+            ks_log(KS_LOG_DEBUG, TAG, "%s is %s, not a regular file; ignored", path, kind);
+        return err;
+    }
     r = pread(fd, buf, n - 1, 0);
     if (r < 0)
         err = errno;
@@ -293,7 +300,8 @@ attr_read(const ks_telemetry *t, attr *a, char *buf, size_t n)
     if (!a->path)
         return ENOENT;
     if (a->fd < 0) {
-        a->fd = open(a->path, O_RDONLY | O_CLOEXEC);
+        /* Never blocks: a FIFO in place of the attribute fails here. */
+        a->fd = ks_file_open_regular(a->path, NULL);
         if (a->fd < 0)
             return errno;
     }
@@ -935,6 +943,7 @@ discover_powercap(ks_telemetry *t)
         const char *node = zones.v[i];
         ks_telem_power_info *pi;
         power_priv *pp;
+        const char *kind;
         int64_t x;
         int fd;
 
@@ -975,8 +984,12 @@ discover_powercap(ks_telemetry *t)
         }
         fmtpath(path, sizeof path, "%s/%s/energy_uj", dir, node);
         /* energy_uj is mode 0400 since Linux 5.10 (PLATYPUS). */
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
+        fd = ks_file_open_regular(path, &kind);
+        if (fd < 0 && errno == KS_ENOTREG) {
+            pi->readable = false;
+            note(t, "powercap: %s (%s) energy_uj is %s, not a regular file; "
+                 "ignored", node, pi->name, kind);
+        } else if (fd < 0) {
             pi->readable = false;
             note(t, "powercap: %s (%s) energy_uj not readable (%s); it is "
                  "root-only since Linux 5.10: use a udev rule", node,

@@ -484,7 +484,9 @@ const char *ks_vk_cache_dir(char *buf, size_t size);
  * 128-bit hash of the template's embedded text, the defines in order, the
  * target API version, the device UUID, the driver version and driver ID,
  * and the file format version. A file with a wrong magic, version, key,
- * size or checksum is rebuilt with a warning naming it; a directory that
+ * size or checksum (which covers the key too) is rebuilt with a warning
+ * naming it; a FIFO or other non-regular file there is ignored without
+ * blocking (a warning) and replaced; a directory that
  * cannot be written is a log line, not an error. Counts into
  * ctx->n_shader_hits / n_shader_compiled / n_shader_rebuilt. The cache
  * directory is the one the context chose at creation. On success *out
@@ -494,6 +496,20 @@ const char *ks_vk_cache_dir(char *buf, size_t size);
  * cached), KS_ERR_NOMEM. Same threading as the context. */
 ks_status ks_vk_shader_get(ks_vk_ctx *ctx, const char *template_name,
                            const ks_vk_compile_params *p, ks_vk_spirv *out);
+
+/* The pipeline for template |template_name| with defines |cp|: SPIR-V from
+ * ks_vk_shader_get, then ks_vk_pipeline_create with |pp| (whose spirv and
+ * n_words are ignored). When the driver rejects it with KS_ERR_INTERNAL
+ * (VK_ERROR_UNKNOWN and the like, not memory or device loss) and the disk
+ * cache is on, the .spv file is deleted, the pipeline cache emptied (its
+ * file deleted), the template compiled from source and the pipeline made
+ * once more; a second failure returns its status with a message naming
+ * the .spv file and both failures. Counts the rebuild in
+ * ctx->n_shader_rebuilt. Errors: those of the two calls. */
+ks_status ks_vk_shader_pipeline_create(ks_vk_ctx *ctx, const char *template_name,
+                                       const ks_vk_compile_params *cp,
+                                       const ks_vk_pipeline_params *pp,
+                                       ks_vk_pipeline **out);
 
 /* Saves ctx->pipeline_cache to <cache dir>/pipelines-<device UUID>.bin now
  * (ks_vk_ctx_destroy also does). KS_OK without doing anything when

@@ -13,8 +13,28 @@
  * that cannot be made or written costs a log line, never an error.
  *
  * A SPIR-V file is a 40-byte header (magic "KSPV", FORMAT_VERSION, the
- * key, the word count, a 64-bit checksum of the words) followed by the
- * words, in host byte order (the cache belongs to one machine). */
+ * key, the word count, a 64-bit checksum) followed by the words, in host
+ * byte order (the cache belongs to one machine). The checksum covers the
+ * full cache key (template text, defines, target API, device UUID, driver
+ * version and ID) as well as the words, so another variant's valid file
+ * copied over this one's name fails it even with the header's key field
+ * rewritten to match, and is rebuilt.
+ *
+ * Files are opened with O_NONBLOCK and must be regular files
+ * (ks_file_read): a FIFO or device at an entry's name is "not a regular
+ * file, ignored" instead of a hang.
+ *
+ * When the driver rejects a pipeline made from cached inputs (a
+ * VK_ERROR_UNKNOWN from vkCreateShaderModule or vkCreateComputePipelines:
+ * ks_vk_shader_pipeline_create), the .spv file and the pipeline cache are
+ * deleted, the template compiled from source and the pipeline made once
+ * more; a second failure is an error naming the file.
+ *
+ * Trust: the cache directory is trusted to be the user's own, as writable
+ * as the binary itself. The checksums catch accidents (torn writes, bit
+ * rot, disk-full truncation, files swapped or copied between names), not
+ * an attacker: anyone who can write there can write a file whose
+ * checksum matches, and the driver runs whatever SPIR-V it is given. */
 #include "driver/vk.h"
 
 #include <errno.h>
@@ -30,8 +50,9 @@
 #include "driver/vk_shaders.h"
 
 #define SPV_MAGIC 0x5650534Bu  /* "KSPV" read as a little-endian word */
-/* Bump when the file layout or the key's inputs change. */
-#define FORMAT_VERSION 1u
+/* Bump when the file layout, the checksum or the key's inputs change.
+ * 2: the checksum covers the key. */
+#define FORMAT_VERSION 2u
 #define SPIRV_MAGIC 0x07230203u
 /* Larger files are not ours: no template comes near 64 MiB of SPIR-V. */
 #define MAX_WORDS (16u << 20)
@@ -42,7 +63,7 @@ typedef struct spv_header {
     uint32_t version;
     uint64_t key[2];
     uint64_t n_words;
-    uint64_t checksum;  /* hash64 of the words */
+    uint64_t checksum;  /* checksum(): the key, the word count, the words */
 } spv_header;
 
 _Static_assert(sizeof(spv_header) == 40, "spv_header layout");
@@ -111,13 +132,18 @@ hash_final(const hasher *h, uint64_t out[2])
     out[1] = mix64(h->b ^ mix64(h->a + h->n));
 }
 
+/* Keyed with the full cache key: the same words under another key give
+ * another checksum. */
 static uint64_t
-checksum(const uint32_t *words, size_t n)
+checksum(const uint64_t key[2], const uint32_t *words, size_t n)
 {
     hasher h;
     uint64_t k[2];
 
     hash_init(&h);
+    hash_u64(&h, key[0]);
+    hash_u64(&h, key[1]);
+    hash_u64(&h, n);
     hash_bytes(&h, words, n * sizeof(uint32_t));
     hash_final(&h, k);
     return k[0] ^ k[1];
@@ -218,33 +244,41 @@ write_atomic(const char *path, const void *head, size_t size, const void *body,
 /* ---- SPIR-V entries --------------------------------------------------- */
 
 /* Reads and checks the entry at |path|. Returns 1 with *out filled when
- * valid, 0 when it cannot be opened (absent, or a directory we cannot
- * use: write_entry reports that), -1 when present but unusable (|why|
- * says how). */
+ * valid, 0 when it is absent or cannot be opened (a directory we cannot
+ * use: write_entry reports that; not a regular file: logged, ignored, and
+ * replaced by the rebuilt file's rename), -1 when present but unusable
+ * (|why| says how). */
 static int
 read_entry(const char *path, const uint64_t key[2], ks_vk_spirv *out, char *why,
            size_t why_size)
 {
-    FILE *f = fopen(path, "rb");
+    const size_t max_bytes = sizeof(spv_header) + (size_t)MAX_WORDS * sizeof(uint32_t);
     spv_header h;
-    long len;
+    char *data = NULL;
+    size_t len = 0;
     uint32_t *words = NULL;
+    ks_status st;
     int rc = -1;
 
-    if (!f) {
+    if ((st = ks_file_read(path, max_bytes, &data, &len)) != KS_OK) {
+        if (st == KS_ERR_UNSUPPORTED) {
+            ks_log(KS_LOG_WARN, "vk", "cache: %s; not a regular file, ignored", ks_last_error());
+            return 0;
+        }
+        if (st == KS_ERR_CORRUPT) {
+            snprintf(why, why_size, "more than %zu bytes", max_bytes);
+            return -1;
+        }
         if (errno != ENOENT)
-            ks_log(KS_LOG_DEBUG, "vk", "cache: cannot open %s: %s", path, strerror(errno));
+            ks_log(KS_LOG_DEBUG, "vk", "cache: %s", ks_last_error());
         return 0;
     }
-    if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        snprintf(why, why_size, "cannot size it");
-        goto out;
-    }
-    if ((size_t)len < sizeof h || fread(&h, sizeof h, 1, f) != 1) {
-        snprintf(why, why_size, "%ld bytes, shorter than the %zu-byte header", len,
+    if (len < sizeof h) {
+        snprintf(why, why_size, "%zu bytes, shorter than the %zu-byte header", len,
                  sizeof h);
         goto out;
     }
+    memcpy(&h, data, sizeof h);
     if (h.magic != SPV_MAGIC) {
         snprintf(why, why_size, "magic 0x%08x, expected 0x%08x", h.magic, SPV_MAGIC);
         goto out;
@@ -261,7 +295,7 @@ read_entry(const char *path, const uint64_t key[2], ks_vk_spirv *out, char *why,
     }
     if (h.n_words < 5 || h.n_words > MAX_WORDS ||
         (uint64_t)len != sizeof h + h.n_words * sizeof(uint32_t)) {
-        snprintf(why, why_size, "%ld bytes for %" PRIu64 " words", len, h.n_words);
+        snprintf(why, why_size, "%zu bytes for %" PRIu64 " words", len, h.n_words);
         goto out;
     }
     words = malloc(h.n_words * sizeof(uint32_t));
@@ -269,11 +303,8 @@ read_entry(const char *path, const uint64_t key[2], ks_vk_spirv *out, char *why,
         snprintf(why, why_size, "no memory for %" PRIu64 " words", h.n_words);
         goto out;
     }
-    if (fread(words, sizeof(uint32_t), h.n_words, f) != h.n_words) {
-        snprintf(why, why_size, "short read");
-        goto out;
-    }
-    if (checksum(words, h.n_words) != h.checksum || words[0] != SPIRV_MAGIC) {
+    memcpy(words, data + sizeof h, h.n_words * sizeof(uint32_t));
+    if (checksum(key, words, h.n_words) != h.checksum || words[0] != SPIRV_MAGIC) {
         snprintf(why, why_size, "checksum mismatch");
         goto out;
     }
@@ -283,7 +314,7 @@ read_entry(const char *path, const uint64_t key[2], ks_vk_spirv *out, char *why,
     rc = 1;
 out:
     free(words);
-    fclose(f);
+    free(data);
     return rc;
 }
 
@@ -293,7 +324,7 @@ write_entry(ks_vk_ctx *ctx, const char *dir, const char *path, const uint64_t ke
 {
     spv_header h = {
         .magic = SPV_MAGIC, .version = FORMAT_VERSION, .key = { key[0], key[1] },
-        .n_words = spv->n_words, .checksum = checksum(spv->words, spv->n_words),
+        .n_words = spv->n_words, .checksum = checksum(key, spv->words, spv->n_words),
     };
     int err = 0;
 
@@ -306,13 +337,15 @@ write_entry(ks_vk_ctx *ctx, const char *dir, const char *path, const uint64_t ke
         write_failed(ctx, "write", path, err);
 }
 
-ks_status
-ks_vk_shader_get(ks_vk_ctx *ctx, const char *template_name, const ks_vk_compile_params *p,
-                 ks_vk_spirv *out)
+/* ks_vk_shader_get, also giving the entry's path (|path|, "" when the disk
+ * cache is off) and whether the words came from it (*hit). */
+static ks_status
+shader_lookup(ks_vk_ctx *ctx, const char *template_name, const ks_vk_compile_params *p,
+              ks_vk_spirv *out, char *path, size_t path_size, bool *hit)
 {
     static const ks_vk_compile_params none;
     const char *src;
-    char dir[PATH_BYTES], path[PATH_BYTES + 64], why[160];
+    char dir[PATH_BYTES], why[160];
     uint64_t key[2], t0 = ks_now_ns();
     uint32_t api;
     hasher h;
@@ -321,6 +354,8 @@ ks_vk_shader_get(ks_vk_ctx *ctx, const char *template_name, const ks_vk_compile_
     bool use_disk = false;
 
     memset(out, 0, sizeof(*out));
+    path[0] = '\0';
+    *hit = false;
     if (!p)
         p = &none;
     if (!template_name || !(src = ks_vk_shader_source(template_name)))
@@ -354,16 +389,18 @@ ks_vk_shader_get(ks_vk_ctx *ctx, const char *template_name, const ks_vk_compile_
 
     if (ctx->cache_dir) {
         int n1 = snprintf(dir, sizeof dir, "%s/spirv", ctx->cache_dir);
-        int n2 = snprintf(path, sizeof path, "%s/%016" PRIx64 "%016" PRIx64 ".spv", dir,
+        int n2 = snprintf(path, path_size, "%s/%016" PRIx64 "%016" PRIx64 ".spv", dir,
                           key[0], key[1]);
-        if (n1 < 0 || (size_t)n1 >= sizeof dir || n2 < 0 || (size_t)n2 >= sizeof path) {
+        if (n1 < 0 || (size_t)n1 >= sizeof dir || n2 < 0 || (size_t)n2 >= path_size) {
             write_failed(ctx, "use the long directory", ctx->cache_dir, ENAMETOOLONG);
+            path[0] = '\0';
         } else {
             use_disk = true;
             why[0] = '\0';
             found = read_entry(path, key, out, why, sizeof why);
             if (found == 1) {
                 ctx->n_shader_hits++;
+                *hit = true;
                 ks_log(KS_LOG_DEBUG, "vk", "cache hit: %s (%s): %zu words in %.2f ms",
                        cp.name, path, out->n_words, (double)(ks_now_ns() - t0) / 1e6);
                 return KS_OK;
@@ -385,6 +422,88 @@ ks_vk_shader_get(ks_vk_ctx *ctx, const char *template_name, const ks_vk_compile_
     else
         ks_log(KS_LOG_DEBUG, "vk", "cache miss: %s compiled and stored as %s in %.1f ms",
                cp.name, path, (double)(ks_now_ns() - t0) / 1e6);
+    return KS_OK;
+}
+
+ks_status
+ks_vk_shader_get(ks_vk_ctx *ctx, const char *template_name, const ks_vk_compile_params *p,
+                 ks_vk_spirv *out)
+{
+    char path[PATH_BYTES + 64];
+    bool hit;
+
+    return shader_lookup(ctx, template_name, p, out, path, sizeof path, &hit);
+}
+
+static bool pipeline_path(const ks_vk_ctx *ctx, char *buf, size_t size);
+
+/* Forgets what the pipeline cache holds: the file is deleted and
+ * ctx->pipeline_cache replaced by an empty one (pipelines already made
+ * from the old one stay valid). |path| gets the file's name ("" if none). */
+static void
+drop_pipeline_cache(ks_vk_ctx *ctx, char *path, size_t size)
+{
+    VkPipelineCacheCreateInfo ci = { .sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO };
+
+    path[0] = '\0';
+    if (!ctx->pipeline_cache)
+        return;
+    if (ctx->cache_dir && pipeline_path(ctx, path, size) && unlink(path) != 0 &&
+        errno != ENOENT)
+        ks_log(KS_LOG_WARN, "vk", "cache: cannot delete %s: %s", path, strerror(errno));
+    vkDestroyPipelineCache(ctx->device, ctx->pipeline_cache, NULL);
+    if (vkCreatePipelineCache(ctx->device, &ci, NULL, &ctx->pipeline_cache) != VK_SUCCESS)
+        ctx->pipeline_cache = VK_NULL_HANDLE;
+}
+
+ks_status
+ks_vk_shader_pipeline_create(ks_vk_ctx *ctx, const char *template_name,
+                             const ks_vk_compile_params *cp,
+                             const ks_vk_pipeline_params *pp, ks_vk_pipeline **out)
+{
+    char path[PATH_BYTES + 64], pc_path[PATH_BYTES + 64], first[512];
+    const char *name = pp->name ? pp->name : template_name;
+    ks_vk_pipeline_params q = *pp;
+    ks_vk_spirv spv;
+    ks_status st;
+    bool hit;
+
+    *out = NULL;
+    if ((st = shader_lookup(ctx, template_name, cp, &spv, path, sizeof path, &hit)) != KS_OK)
+        return st;
+    q.spirv = spv.words;
+    q.n_words = spv.n_words;
+    st = ks_vk_pipeline_create(ctx, &q, out);
+    ks_vk_spirv_fini(&spv);
+    /* VK_ERROR_UNKNOWN and its kin (not out of memory, not device lost):
+     * the driver may be choking on what the cache gave it. Without a disk
+     * cache nothing came from it, so there is nothing to retry. */
+    if (st != KS_ERR_INTERNAL || !ctx->cache_dir)
+        return st;
+    snprintf(first, sizeof first, "%s", ks_last_error());
+    if (path[0] && unlink(path) != 0 && errno != ENOENT)
+        ks_log(KS_LOG_WARN, "vk", "cache: cannot delete %s: %s", path, strerror(errno));
+    drop_pipeline_cache(ctx, pc_path, sizeof pc_path);
+    ks_log(KS_LOG_WARN, "vk", "pipeline '%s' was rejected (%s); deleted %s%s%s and "
+           "compiling it from source", name, first, path[0] ? path : "no SPIR-V file",
+           pc_path[0] ? " and the pipeline cache " : "", pc_path);
+    if ((st = shader_lookup(ctx, template_name, cp, &spv, path, sizeof path, &hit)) != KS_OK)
+        return st;
+    if (hit)  /* another process wrote it meanwhile; it is as good as ours */
+        ks_log(KS_LOG_DEBUG, "vk", "cache: %s came back before the rebuild", path);
+    ctx->n_shader_rebuilt++;
+    q.spirv = spv.words;
+    q.n_words = spv.n_words;
+    st = ks_vk_pipeline_create(ctx, &q, out);
+    ks_vk_spirv_fini(&spv);
+    if (st != KS_OK) {
+        char again[512];
+
+        snprintf(again, sizeof again, "%s", ks_last_error());
+        return ks_error(st, "vk: pipeline '%s' from %s: %s; it failed before too (%s), "
+                        "and again after that file was deleted and rebuilt from source",
+                        name, path[0] ? path : "freshly compiled SPIR-V", again, first);
+    }
     return KS_OK;
 }
 

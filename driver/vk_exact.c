@@ -234,7 +234,6 @@ probe_run(ks_vk_ctx *ctx, bool emulate, bool *ok)
     float in[3 * PROBE_N], out[PROBE_N];
     uint64_t rs = 0x2545F4914F6CDD1Du;
     ks_vk_buffer ib = { 0 }, ob = { 0 };
-    ks_vk_spirv spv = { 0 };
     ks_vk_pipeline *pl = NULL;
     VkDescriptorSet set;
     ks_status st;
@@ -266,14 +265,11 @@ probe_run(ks_vk_ctx *ctx, bool emulate, bool *ok)
         .defines = defines, .n_defines = emulate ? 2u : 1u,
         .vk_api_version = ctx->api_version,
     };
-    if ((st = ks_vk_shader_get(ctx, "exact.comp", &cp, &spv)) != KS_OK)
-        goto done;
     uint32_t spec[1] = { 64 };
     ks_vk_pipeline_params pp = {
-        .name = cp.name, .spirv = spv.words, .n_words = spv.n_words, .n_buffers = 2,
-        .spec = spec, .n_spec = 1, .max_sets = 1,
+        .name = cp.name, .n_buffers = 2, .spec = spec, .n_spec = 1, .max_sets = 1,
     };
-    if ((st = ks_vk_pipeline_create(ctx, &pp, &pl)) != KS_OK ||
+    if ((st = ks_vk_shader_pipeline_create(ctx, "exact.comp", &cp, &pp, &pl)) != KS_OK ||
         (st = ks_vk_buffer_init(ctx, "exact fma probe in", sizeof in, KS_VK_MEM_UPLOAD,
                                 &ib)) != KS_OK ||
         (st = ks_vk_buffer_init(ctx, "exact fma probe out", sizeof out, KS_VK_MEM_READBACK,
@@ -296,7 +292,6 @@ done:
     ks_vk_buffer_fini(ctx, &ob);
     ks_vk_buffer_fini(ctx, &ib);
     ks_vk_pipeline_destroy(ctx, pl);
-    ks_vk_spirv_fini(&spv);
     return st;
 }
 
@@ -346,7 +341,6 @@ exact_create(ks_vk_ctx *ctx, const type_info *t, uint32_t qtype, uint32_t flags,
 {
     const char *defines[5];
     char qdef[32], name[64];
-    ks_vk_spirv spv = { 0 };
     ks_vk_exact *k = NULL;
     VkDescriptorType dtypes[MAX_BUFFERS];
     uint32_t n_def = 0, spec[1], hits = ctx->n_shader_hits;
@@ -395,30 +389,24 @@ exact_create(ks_vk_ctx *ctx, const type_info *t, uint32_t qtype, uint32_t flags,
         .vk_api_version = ctx->api_version,
     };
     uint64_t t0 = ks_now_ns();
-    if ((st = ks_vk_shader_get(ctx, "exact.comp", &cp, &spv)) != KS_OK)
-        goto fail;
-    uint64_t t1 = ks_now_ns();
     spec[0] = k->wg_size;
     for (uint32_t i = 0; i < k->n_buffers; i++)
         dtypes[i] = i < 2 ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER
                           : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
     ks_vk_pipeline_params pp = {
-        .name = name, .spirv = spv.words, .n_words = spv.n_words,
-        .n_buffers = k->n_buffers, .types = dtypes, .push_bytes = PUSH_BYTES,
+        .name = name, .n_buffers = k->n_buffers, .types = dtypes, .push_bytes = PUSH_BYTES,
         .spec = spec, .n_spec = 1, .max_sets = MAX_SETS,
     };
-    if ((st = ks_vk_pipeline_create(ctx, &pp, &k->pl)) != KS_OK)
+    if ((st = ks_vk_shader_pipeline_create(ctx, "exact.comp", &cp, &pp, &k->pl)) != KS_OK)
         goto fail;
-    ks_log(KS_LOG_DEBUG, "vk", "%s: SPIR-V in %.1f ms (%s), pipeline in %.1f ms; "
-           "%u rows per workgroup%s%s", name, (double)(t1 - t0) / 1e6,
+    ks_log(KS_LOG_DEBUG, "vk", "%s: SPIR-V (%s) and pipeline in %.1f ms; "
+           "%u rows per workgroup%s%s", name,
            ctx->n_shader_hits != hits ? "disk cache" : "compiled",
-           (double)(ks_now_ns() - t1) / 1e6, k->wg_size,
+           (double)(ks_now_ns() - t0) / 1e6, k->wg_size,
            emulate ? ", fma emulated" : "", k->f64 ? ", f64" : "");
-    ks_vk_spirv_fini(&spv);
     *out = k;
     return KS_OK;
 fail:
-    ks_vk_spirv_fini(&spv);
     exact_destroy(ctx, k);
     return st;
 }

@@ -140,7 +140,6 @@ ks_vk_matvec_create(ks_vk_ctx *ctx, uint32_t qtype, uint32_t flags,
     const type_info *t = type_get(qtype);
     const char *defines[5];
     char qdef[32], name[64];
-    ks_vk_spirv spv = { 0 };
     ks_vk_matvec *mv = NULL;
     VkDescriptorType dtypes[MAX_BUFFERS];
     uint32_t n_def = 0, spec[4], required_sg = 0, hits = ctx->n_shader_hits;
@@ -231,9 +230,6 @@ ks_vk_matvec_create(ks_vk_ctx *ctx, uint32_t qtype, uint32_t flags,
         .vk_api_version = ctx->api_version,
     };
     uint64_t t0 = ks_now_ns();
-    if ((st = ks_vk_shader_get(ctx, "matvec.comp", &cp, &spv)) != KS_OK)
-        goto fail;
-    uint64_t t1 = ks_now_ns();
 
     spec[0] = mv->wg_size;
     spec[1] = mv->rows;
@@ -244,23 +240,21 @@ ks_vk_matvec_create(ks_vk_ctx *ctx, uint32_t qtype, uint32_t flags,
         dtypes[i] = i < 2 ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER
                           : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
     ks_vk_pipeline_params pp = {
-        .name = name, .spirv = spv.words, .n_words = spv.n_words,
-        .n_buffers = mv->n_buffers, .types = dtypes, .push_bytes = PUSH_BYTES,
+        .name = name, .n_buffers = mv->n_buffers, .types = dtypes, .push_bytes = PUSH_BYTES,
         .spec = spec, .n_spec = 4, .required_subgroup_size = required_sg,
         .max_sets = MAX_SETS,
     };
-    if ((st = ks_vk_pipeline_create(ctx, &pp, &mv->pl)) != KS_OK)
+    /* Through the disk cache; an entry the driver rejects is rebuilt once. */
+    if ((st = ks_vk_shader_pipeline_create(ctx, "matvec.comp", &cp, &pp, &mv->pl)) != KS_OK)
         goto fail;
-    ks_log(KS_LOG_DEBUG, "vk", "%s: SPIR-V in %.1f ms (%s), pipeline in %.1f ms; "
+    ks_log(KS_LOG_DEBUG, "vk", "%s: SPIR-V (%s) and pipeline in %.1f ms; "
            "workgroup %u, slots of %u lanes doing %u rows, rows at %u-byte multiples%s",
-           name, (double)(t1 - t0) / 1e6, ctx->n_shader_hits != hits ? "disk cache" :
-           "compiled", (double)(ks_now_ns() - t1) / 1e6, mv->wg_size, mv->split, mv->rows,
+           name, ctx->n_shader_hits != hits ? "disk cache" : "compiled",
+           (double)(ks_now_ns() - t0) / 1e6, mv->wg_size, mv->split, mv->rows,
            mv->row_align, mv->sg_reduce ? ", subgroupAdd" : "");
-    ks_vk_spirv_fini(&spv);
     *out = mv;
     return KS_OK;
 fail:
-    ks_vk_spirv_fini(&spv);
     ks_vk_matvec_destroy(ctx, mv);
     return st;
 }

@@ -86,24 +86,40 @@ costs_path(char *buf, size_t size)
         snprintf(buf, size, "%s/costs.tsv", dir);
 }
 
+/* The last line of |path| for |key|. The file is read without blocking and
+ * only when it is a regular file (ks_file_read): a FIFO in its place would
+ * otherwise hang the session's creation; it counts as no file. */
 static bool
 costs_load(const char *path, const char *key, costs *c)
 {
-    FILE *f = path[0] ? fopen(path, "r") : NULL;
-    char line[1536];
+    const size_t max_bytes = (size_t)16 << 20;
+    size_t key_len = strlen(key), len;
+    char *data, *line, *next;
     bool found = false;
+    ks_status st;
 
-    if (!f)
+    if (!path[0])
         return false;
-    while (fgets(line, sizeof line, f)) {
+    if ((st = ks_file_read(path, max_bytes, &data, &len)) != KS_OK) {
+        if (st == KS_ERR_UNSUPPORTED || st == KS_ERR_CORRUPT)
+            ks_log(KS_LOG_WARN, "placement", "%s; ignored, measuring instead",
+                   ks_last_error());
+        return false;
+    }
+    for (line = data; line < data + len; line = next) {
+        char *nl = memchr(line, '\n', (size_t)(data + len - line));
+
+        next = nl ? nl + 1 : data + len;
+        if (nl)
+            *nl = '\0';
         char *tab = strchr(line, '\t');
-        if (!tab || (size_t)(tab - line) != strlen(key) || strncmp(line, key, strlen(key)))
+        if (!tab || (size_t)(tab - line) != key_len || strncmp(line, key, key_len))
             continue;
         found = sscanf(tab + 1, "%lf %lf %lf %lf", &c->cpu_layer_ms, &c->gpu_layer_ms,
                        &c->cpu_head_ms, &c->gpu_head_ms) == 4 &&
                 c->cpu_layer_ms > 0 && c->gpu_layer_ms > 0;
     }
-    fclose(f);
+    free(data);
     return found;
 }
 
@@ -120,6 +136,11 @@ costs_save(const char *path, const char *key, const costs *c)
     if ((slash = strrchr(dir, '/')) != NULL) {
         *slash = '\0';
         mkdir(dir, 0755);  /* one level; the cache dir's parent exists */
+    }
+    /* Appending to a FIFO would block until some reader came along. */
+    if (ks_file_check_replaceable(path) != KS_OK) {
+        ks_log(KS_LOG_DEBUG, "placement", "%s; costs not kept", ks_last_error());
+        return;
     }
     if (!(f = fopen(path, "a"))) {
         ks_log(KS_LOG_DEBUG, "placement", "cannot write %s; costs not kept", path);

@@ -252,7 +252,9 @@ ks_status ks_gguf_writer_add_tensor_copy(ks_gguf_writer *w, const char *name,
                                          uint64_t size_bytes);
 
 /* Writes |path| through a temporary file in the same folder, renamed over
- * |path| only when complete. KS_ERR_IO on failure (no partial file left). */
+ * |path| only when complete. KS_ERR_IO on failure (no partial file left);
+ * KS_ERR_INVALID_ARG when |path| is a FIFO, device or directory (checked
+ * with stat, without blocking; never replaced). */
 ks_status ks_gguf_writer_write_file(ks_gguf_writer *w, const char *path);
 /* The whole file in one malloc'd buffer the caller frees. */
 ks_status ks_gguf_writer_write_mem(ks_gguf_writer *w, void **bytes,

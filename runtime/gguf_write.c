@@ -615,6 +615,10 @@ ks_gguf_writer_write_file(ks_gguf_writer *w, const char *path)
 
     if (!tmp)
         return ks_error(KS_ERR_NOMEM, "gguf writer: no memory");
+    /* A FIFO, device or directory at |path| is refused up front: rename()
+     * would silently replace the first two and fail on the last. */
+    if ((st = ks_file_check_replaceable(path)) != KS_OK)
+        goto fail_free;
     if (total == 0) {
         st = ks_error(KS_ERR_INVALID_ARG, "gguf writer: file too large");
         goto fail_free;

@@ -90,6 +90,9 @@ ks_quantize_file(const char *in, const char *out, const char *type,
                         "quantize: unknown type '%s' (expected Q4_0, Q4_1, "
                         "Q5_0, Q5_1, Q8_0, Q4_K, Q6_K, IQ4_NL, F16 or F32)",
                         type);
+    /* Before any work: the output must be a regular file or new. */
+    if ((st = ks_file_check_replaceable(out)) != KS_OK)
+        return st;
     if (n_threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         n_threads = n > 0 ? (int)n : 1;

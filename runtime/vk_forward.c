@@ -221,7 +221,6 @@ pipe_get(ks_vk_fw *f, const char *tmpl, const char *const *defs, uint32_t n_defs
 {
     char key[160];
     size_t at = (size_t)snprintf(key, sizeof key, "%s", tmpl);
-    ks_vk_spirv spv = { 0 };
     ks_status st;
 
     const char *all[12];
@@ -248,16 +247,13 @@ pipe_get(ks_vk_fw *f, const char *tmpl, const char *const *defs, uint32_t n_defs
     if (f->n_pipes == MAX_PIPES)
         return ks_error(KS_ERR_INTERNAL, "vulkan: more than %d kernel variants", MAX_PIPES);
     ks_vk_compile_params cp = { .name = tmpl, .defines = defs, .n_defines = n_defs };
-    if ((st = ks_vk_shader_get(f->ctx, tmpl, &cp, &spv)) != KS_OK)
-        return st;
     uint32_t spec[1] = { wg };
     ks_vk_pipeline_params pp = {
-        .name = key, .spirv = spv.words, .n_words = spv.n_words, .n_buffers = n_bufs,
+        .name = key, .n_buffers = n_bufs,
         .push_bytes = push_bytes, .spec = spec, .n_spec = 1,
         .max_sets = 3u * (f->p.l1 - f->p.l0) + 4u,
     };
-    st = ks_vk_pipeline_create(f->ctx, &pp, out);
-    ks_vk_spirv_fini(&spv);
+    st = ks_vk_shader_pipeline_create(f->ctx, tmpl, &cp, &pp, out);
     if (st != KS_OK)
         return st;
     snprintf(f->pipes[f->n_pipes].key, sizeof f->pipes[0].key, "%s", key);

@@ -887,6 +887,61 @@ START_TEST(unreadable_at_open_is_absent)
 }
 END_TEST
 
+/* Replaces the attribute <root>/sys/class/<rel> with a FIFO that nobody
+ * writes: a plain open() of it would wait for a writer forever. */
+static void
+fifo_rel(const char *root, const char *rel)
+{
+    char path[2048];
+
+    remove_rel(root, rel);
+    snprintf(path, sizeof path, "%s/sys/class/%s", root, rel);
+    ck_assert_msg(mkfifo(path, 0644) == 0, "mkfifo %s: %s", path, strerror(errno));
+}
+
+/* FIFOs where sysfs has attributes (read at discovery: a trip point, a
+ * zone's type, a RAPL name; read at sampling: a zone's temp replaced after
+ * open) count as absent instead of blocking. alarm() turns a hang into a
+ * failure (SIGALRM) rather than a stuck run. */
+START_TEST(fifo_attributes_are_absent)
+{
+    char *root = tmp_tree("x86-laptop");
+    ks_telemetry *t;
+    const ks_telem_info *in;
+    ks_telem_sample s;
+    int z0, z4, pkg;
+
+    alarm(20);
+    fifo_rel(root, "thermal/thermal_zone0/trip_point_0_temp");
+    fifo_rel(root, "thermal/thermal_zone2/type");
+    fifo_rel(root, "powercap/intel-rapl:0/name");
+
+    fake_ns = NS_PER_S;
+    t = open_at(root, true);   /* reopen mode: every sample opens again */
+    in = ks_telemetry_get_info(t);
+    ck_assert_uint_eq(in->n_zones, 5);
+    z0 = find_zone(in, "acpitz");
+    ck_assert_int_ge(z0, 0);
+    ck_assert_uint_eq(in->zones[z0].n_trips, 0);        /* its only trip */
+    ck_assert_str_eq(in->zones[2].name, "thermal_zone2");  /* type absent */
+    pkg = find_power_node(in, "intel-rapl:0");
+    ck_assert_int_ge(pkg, 0);
+    ck_assert_str_eq(in->power[pkg].name, "intel-rapl:0");  /* name absent */
+    z4 = find_zone(in, "x86_pkg_temp");
+    ck_assert_int_ge(z4, 0);
+    ck_assert_int_eq(ks_telemetry_sample(t, &s), KS_OK);
+    ck_assert(s.zone_temp[z4].valid);
+
+    fifo_rel(root, "thermal/thermal_zone4/temp");
+    fake_ns += NS_PER_S;
+    ck_assert_int_eq(ks_telemetry_sample(t, &s), KS_OK);
+    ck_assert(s.zone_temp[z4].stale);
+    ks_telemetry_destroy(t);
+    rm_tree(root);
+    alarm(0);
+}
+END_TEST
+
 START_TEST(empty_root)
 {
     char *root = tmp_tree(NULL);
@@ -1040,6 +1095,7 @@ telemetry_suite(void)
     tcase_add_test(tc, zone_read_failure_keeps_last_value);
     tcase_add_test(tc, zone_read_failure_reopen_mode);
     tcase_add_test(tc, unreadable_at_open_is_absent);
+    tcase_add_test(tc, fifo_attributes_are_absent);
     tcase_add_test(tc, empty_root);
     suite_add_tcase(s, tc);
 

@@ -9,9 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kestrel/inspect.h"
+#include "kestrel/quantize.h"
 #include "runtime/gguf.h"
 #include "runtime/qtype.h"
 
@@ -458,6 +460,65 @@ START_TEST(round_trip_file)
     ck_assert_int_eq(ks_gguf_open("/nonexistent/x.gguf", &g), KS_ERR_IO);
     ck_assert_ptr_nonnull(strstr(ks_last_error(), "/nonexistent/x.gguf"));
     unlink(path);
+}
+END_TEST
+
+/* A FIFO, a directory where the output should go: the writer and
+ * ks_quantize_file refuse with a message naming it, without blocking and
+ * without replacing it (rename() would have swapped the FIFO for a file). */
+START_TEST(writer_refuses_non_regular_output)
+{
+    char            dir[] = "/tmp/ks_gguf_out_XXXXXX";
+    char            in[64], fifo[64], sub[64];
+    static float    w32[32 * 2];
+    uint64_t        ne[2] = { 32, 2 };
+    ks_gguf_writer *w;
+    struct stat     sb;
+
+    alarm(60);  /* a hang is a failure, not a stuck run */
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(in, sizeof in, "%s/in.gguf", dir);
+    snprintf(fifo, sizeof fifo, "%s/out.fifo", dir);
+    snprintf(sub, sizeof sub, "%s/out.dir", dir);
+    ck_assert_int_eq(mkfifo(fifo, 0644), 0);
+    ck_assert_int_eq(mkdir(sub, 0755), 0);
+    for (size_t i = 0; i < 64; i++)
+        w32[i] = (float)i / 7.0f;
+    ck_assert_int_eq(ks_gguf_writer_create(&w), KS_OK);
+    ck_assert_int_eq(ks_gguf_writer_set_str(w, "general.architecture", "x"), KS_OK);
+    ck_assert_int_eq(ks_gguf_writer_add_tensor(w, "w", KS_QUANT_F32, 2, ne, w32,
+                                               sizeof w32), KS_OK);
+    ck_assert_int_eq(ks_gguf_writer_write_file(w, in), KS_OK);
+
+    ck_assert_int_eq(ks_gguf_writer_write_file(w, fifo), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), fifo));
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "a FIFO"));
+    ck_assert_int_eq(ks_gguf_writer_write_file(w, sub), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "a directory"));
+    ks_gguf_writer_destroy(w);
+
+    ck_assert_int_eq(ks_quantize_file(in, fifo, "Q8_0", 1), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), fifo));
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "not a regular file"));
+    ck_assert_int_eq(ks_quantize_file(in, sub, "Q8_0", 1), KS_ERR_INVALID_ARG);
+    ck_assert_int_eq(stat(fifo, &sb), 0);
+    ck_assert(S_ISFIFO(sb.st_mode));
+    ck_assert_int_eq(stat(sub, &sb), 0);
+    ck_assert(S_ISDIR(sb.st_mode));
+
+    /* A regular output is still written over. */
+    snprintf(sub, sizeof sub, "%s/out.gguf", dir);
+    ck_assert_int_eq(ks_quantize_file(in, sub, "Q8_0", 1), KS_OK);
+    ck_assert_int_eq(ks_quantize_file(in, sub, "Q8_0", 1), KS_OK);
+    ck_assert_int_eq(stat(sub, &sb), 0);
+    ck_assert(S_ISREG(sb.st_mode));
+    unlink(sub);
+    unlink(in);
+    unlink(fifo);
+    snprintf(sub, sizeof sub, "%s/out.dir", dir);
+    rmdir(sub);
+    rmdir(dir);
+    alarm(0);
 }
 END_TEST
 
@@ -1133,6 +1194,7 @@ gguf_suite(bool have_real)
     tcase_add_test(tc, large_string_array);
     tcase_add_test(tc, required_and_layer_getters);
     tcase_add_test(tc, writer_refuses_bad_tensors);
+    tcase_add_test(tc, writer_refuses_non_regular_output);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("damage");

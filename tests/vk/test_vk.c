@@ -22,8 +22,12 @@
 #include "driver/base.h"
 #include "driver/drm.h"
 #include "kestrel/devices.h"
+#include "kestrel/kestrel.h"
 #ifdef KS_HAVE_VULKAN
+#include "driver/fault.h"
 #include "driver/vk.h"
+#include "driver/vk_matvec.h"
+#include "runtime/qtype.h"
 #endif
 
 static const char *data_dir = ".";
@@ -883,6 +887,225 @@ START_TEST(shader_cache)
 }
 END_TEST
 
+/* The 128-bit key a .spv file is named after. */
+static void
+key_of_name(const char *path, uint64_t key[2])
+{
+    const char *base = strrchr(path, '/') + 1;
+    char half[17];
+
+    ck_assert_uint_eq(strlen(base), 32 + 4);
+    for (int i = 0; i < 2; i++) {
+        memcpy(half, base + 16 * i, 16);
+        half[16] = '\0';
+        key[i] = strtoull(half, NULL, 16);
+    }
+}
+
+/* Another variant's valid file copied over this one's name, its header's
+ * key rewritten to the name's: the checksum covers the key, so it is
+ * rebuilt, never served as this variant's code. */
+START_TEST(swapped_entry_rebuilt)
+{
+    const char *defs_a[] = { "KS_QUANT_Q4_0" };
+    const char *defs_b[] = { "KS_QUANT_Q8_0" };
+    ks_vk_compile_params pa = { .name = "a", .defines = defs_a, .n_defines = 1 };
+    ks_vk_compile_params pb = { .name = "b", .defines = defs_b, .n_defines = 1 };
+    char dir[300], file_a[600], file_b[600];
+    ks_vk_spirv a, b, s;
+    uint64_t key_a[2];
+    ks_vk_ctx *ctx;
+    FILE *f;
+    char *log;
+
+    use_cache_dir("swapped", dir, sizeof dir);
+    ks_log_set_level(KS_LOG_WARN);
+    ctx = make_ctx();
+    ck_assert_int_eq(ks_vk_shader_get(ctx, "matvec.comp", &pa, &a), KS_OK);
+    ck_assert_uint_eq(spv_files(dir, file_a, sizeof file_a), 1);
+    ck_assert_int_eq(ks_vk_shader_get(ctx, "matvec.comp", &pb, &b), KS_OK);
+    ck_assert_uint_eq(spv_files(dir, NULL, 0), 2);
+    ck_assert(a.n_words != b.n_words || memcmp(a.words, b.words, 4 * a.n_words) != 0);
+    {
+        char pat[400];
+        glob_t g;
+
+        snprintf(pat, sizeof pat, "%s/spirv/*.spv", dir);
+        ck_assert_int_eq(glob(pat, 0, NULL, &g), 0);
+        for (size_t i = 0; i < g.gl_pathc; i++)
+            if (strcmp(g.gl_pathv[i], file_a) != 0)
+                snprintf(file_b, sizeof file_b, "%s", g.gl_pathv[i]);
+        globfree(&g);
+    }
+    copy_file(file_b, file_a);
+    key_of_name(file_a, key_a);
+    f = fopen(file_a, "r+b");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fseek(f, 8, SEEK_SET), 0);  /* spv_header.key */
+    ck_assert_uint_eq(fwrite(key_a, sizeof key_a, 1, f), 1);
+    ck_assert_int_eq(fclose(f), 0);
+
+    uint32_t rebuilt = ctx->n_shader_rebuilt;
+    log = get_logged(ctx, &pa, &s);
+    ck_assert_msg(strstr(log, file_a) && strstr(log, "checksum"), "logged: %s", log);
+    free(log);
+    ck_assert_uint_eq(ctx->n_shader_rebuilt, rebuilt + 1);
+    ck_assert(s.n_words == a.n_words && memcmp(s.words, a.words, 4 * s.n_words) == 0);
+    ks_vk_spirv_fini(&s);
+    ks_vk_spirv_fini(&a);
+    ks_vk_spirv_fini(&b);
+    done_ctx(ctx);
+}
+END_TEST
+
+/* FIFOs (nobody writing) at a .spv entry's name and at the pipeline
+ * cache's: neither blocks; the entry is "not a regular file, ignored" and
+ * compiled, and both are replaced by regular files. A hang is a failure
+ * through the tcase timeout. */
+START_TEST(fifo_entries_ignored)
+{
+    const char *defs[] = { "KS_QUANT_Q5_0" };
+    ks_vk_compile_params p = { .name = "fifo", .defines = defs, .n_defines = 1 };
+    char dir[300], file[600], pat[400];
+    struct stat sb;
+    ks_vk_spirv s;
+    ks_vk_ctx *ctx;
+    glob_t g;
+    char *log;
+
+    use_cache_dir("fifo", dir, sizeof dir);
+    ks_log_set_level(KS_LOG_WARN);
+    ctx = make_ctx();
+    ck_assert_int_eq(ks_vk_shader_get(ctx, "matvec.comp", &p, &s), KS_OK);
+    ks_vk_spirv_fini(&s);
+    done_ctx(ctx);
+    ck_assert_uint_eq(spv_files(dir, file, sizeof file), 1);
+    snprintf(pat, sizeof pat, "%s/pipelines-*.bin", dir);
+    ck_assert_int_eq(glob(pat, 0, NULL, &g), 0);
+    ck_assert_uint_eq(g.gl_pathc, 1);
+    ck_assert_int_eq(remove(file), 0);
+    ck_assert_int_eq(mkfifo(file, 0644), 0);
+    ck_assert_int_eq(remove(g.gl_pathv[0]), 0);
+    ck_assert_int_eq(mkfifo(g.gl_pathv[0], 0644), 0);
+
+    ctx = make_ctx();  /* loads the pipeline cache: must not block */
+    ck_assert_ptr_nonnull(ctx->pipeline_cache);
+    log = get_logged(ctx, &p, &s);
+    ck_assert_msg(strstr(log, file) && strstr(log, "not a regular file, ignored"),
+                  "logged: %s", log);
+    free(log);
+    ck_assert_uint_eq(ctx->n_shader_hits, 0);
+    ck_assert_uint_eq(ctx->n_shader_compiled, 1);
+    ck_assert_uint_eq(s.words[0], 0x07230203u);
+    ks_vk_spirv_fini(&s);
+    done_ctx(ctx);
+    ck_assert_int_eq(stat(file, &sb), 0);
+    ck_assert(S_ISREG(sb.st_mode));
+    ck_assert_int_eq(stat(g.gl_pathv[0], &sb), 0);
+    ck_assert(S_ISREG(sb.st_mode));
+    globfree(&g);
+
+    /* And the replaced entry is a hit again. */
+    ctx = make_ctx();
+    ck_assert_int_eq(ks_vk_shader_get(ctx, "matvec.comp", &p, &s), KS_OK);
+    ck_assert_uint_eq(ctx->n_shader_hits, 1);
+    ks_vk_spirv_fini(&s);
+    done_ctx(ctx);
+}
+END_TEST
+
+/* A pipeline the driver rejects (KESTREL_FAULT=vk_pipeline_unknown, a
+ * VK_ERROR_UNKNOWN at vkCreateComputePipelines) from a cached entry: the
+ * entry is deleted and compiled from source once; when that fails too the
+ * error names the file. */
+START_TEST(rejected_entry_rebuilt_once)
+{
+    char dir[300], file[600];
+    ks_vk_matvec *mv;
+    ks_vk_ctx *ctx;
+
+    use_cache_dir("rejected", dir, sizeof dir);
+    ks_log_set_level(KS_LOG_ERROR);
+    unsetenv("KESTREL_FAULT");
+    ks_fault_reset();
+    ctx = make_ctx();
+    ck_assert_msg(ks_vk_matvec_pipeline_get(ctx, KS_QUANT_Q4_0, 0, &mv) == KS_OK, "%s",
+                  ks_last_error());
+    ck_assert_uint_eq(ctx->n_shader_compiled, 1);
+    done_ctx(ctx);
+    ck_assert_uint_eq(spv_files(dir, file, sizeof file), 1);
+
+    /* Rejected once: rebuilt and made. */
+    setenv("KESTREL_FAULT", "vk_pipeline_unknown@1", 1);
+    ks_fault_reset();
+    ctx = make_ctx();
+    ck_assert_msg(ks_vk_matvec_pipeline_get(ctx, KS_QUANT_Q4_0, 0, &mv) == KS_OK, "%s",
+                  ks_last_error());
+    ck_assert_uint_eq(ctx->n_shader_hits, 1);
+    ck_assert_uint_eq(ctx->n_shader_compiled, 1);
+    ck_assert_uint_eq(ctx->n_shader_rebuilt, 1);
+    ck_assert_ptr_nonnull(ctx->pipeline_cache);
+    done_ctx(ctx);
+    ck_assert_int_ge(file_size(file), 40);
+
+    /* Rejected every time: one retry, then an error naming the file. */
+    setenv("KESTREL_FAULT", "vk_pipeline_unknown@1+", 1);
+    ks_fault_reset();
+    ctx = make_ctx();
+    ck_assert_int_eq(ks_vk_matvec_pipeline_get(ctx, KS_QUANT_Q4_0, 0, &mv),
+                     KS_ERR_INTERNAL);
+    ck_assert_msg(strstr(ks_last_error(), file) &&
+                  strstr(ks_last_error(), "VK_ERROR_UNKNOWN"), "%s", ks_last_error());
+    ck_assert_uint_eq(ctx->n_shader_hits, 1);
+    ck_assert_uint_eq(ctx->n_shader_compiled, 1);
+    done_ctx(ctx);
+    unsetenv("KESTREL_FAULT");
+    ks_fault_reset();
+    ks_log_set_level(KS_LOG_WARN);
+}
+END_TEST
+
+/* costs.tsv (the auto backend's layer costs) as a FIFO: creating a session
+ * measures instead of blocking on it, and never appends to it. Needs
+ * stories260K from KESTREL_SHARED_DIR; a hang fails through the timeout. */
+START_TEST(costs_fifo_ignored)
+{
+    const char *shared = getenv("KESTREL_SHARED_DIR");
+    char model[1024], dir[300], fifo[400];
+    ks_runtime_params rp = { .backend = KS_BACKEND_AUTO, .n_threads = 2 };
+    ks_session_params sp = { .n_ctx = 64 };
+    ks_runtime *rt = NULL;
+    ks_model *m = NULL;
+    ks_session *sess = NULL;
+    int32_t lvp = lavapipe_index();
+    struct stat sb;
+
+    snprintf(model, sizeof model, "%s/models/stories260K/stories260K-f32.gguf",
+             shared ? shared : ".");
+    if (!shared || access(model, R_OK) != 0 || lvp < 0) {
+        printf("skip costs_fifo_ignored: %s\n", lvp < 0 ? "no lavapipe" : "no stories260K "
+               "under $KESTREL_SHARED_DIR/models");
+        return;
+    }
+    use_cache_dir("costs", dir, sizeof dir);
+    ck_assert_int_eq(mkdir(dir, 0755), 0);
+    snprintf(fifo, sizeof fifo, "%s/costs.tsv", dir);
+    ck_assert_int_eq(mkfifo(fifo, 0644), 0);
+    rp.device = lvp + 1;  /* named: auto then weighs lavapipe against the CPU */
+    ks_log_set_level(KS_LOG_ERROR);
+    ck_assert_msg(ks_runtime_create(&rp, &rt) == KS_OK, "%s", ks_last_error());
+    ck_assert_msg(ks_model_load(rt, model, NULL, &m) == KS_OK, "%s", ks_last_error());
+    ck_assert_msg(ks_session_create(m, &sp, &sess) == KS_OK, "%s", ks_last_error());
+    ks_session_destroy(sess);
+    ks_model_destroy(m);
+    ks_runtime_destroy(rt);
+    ks_log_set_level(KS_LOG_WARN);
+    ck_assert_int_eq(stat(fifo, &sb), 0);
+    ck_assert(S_ISFIFO(sb.st_mode));
+    ck_assert_uint_eq(ks_vk_validation_total(), 0);
+}
+END_TEST
+
 START_TEST(cache_off_and_unwritable)
 {
     const char *defs[] = { "KS_QUANT_Q8_0" };
@@ -1098,6 +1321,10 @@ vulkan_suite(void)
     t = tcase_create("cache");
     tcase_set_timeout(t, 300);
     tcase_add_test(t, shader_cache);
+    tcase_add_test(t, swapped_entry_rebuilt);
+    tcase_add_test(t, fifo_entries_ignored);
+    tcase_add_test(t, rejected_entry_rebuilt_once);
+    tcase_add_test(t, costs_fifo_ignored);
     tcase_add_test(t, cache_off_and_unwritable);
     tcase_add_test(t, pipeline_cache_on_demand);
     suite_add_tcase(s, t);
