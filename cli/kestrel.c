@@ -474,7 +474,7 @@ term_write(FILE *f, const char *s, size_t n)
         if (len == 0)
             len = 1;
         for (size_t k = 0; k < len; k++)
-            fprintf(f, "\\x%02X", u[i + k]);
+            fprintf(f, "\\x%02x", u[i + k]);
         i += len;
     }
 }
@@ -868,8 +868,11 @@ cmd_run(const opts *o)
         goto out;
     }
     r.ids = ids;
-    if (o->n_predict == 0)
+    if (o->n_predict == 0) {   /* tokenize only: "stop" is "none" */
+        if (o->json)
+            print_json(&l, &r);
         goto out;
+    }
     gp.out_cap = ks_session_n_ctx(l.session);
     gen = malloc(gp.out_cap * sizeof(*gen));
     if (!gen) {

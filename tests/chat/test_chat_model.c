@@ -261,7 +261,7 @@ load_on_thread(void *arg)
 START_TEST(default_system_outlives_the_loading_thread)
 {
     static const ks_chat_message msgs[] = { { "user", "hi" } };
-    ks_model *m = NULL;
+    ks_model *m = NULL, *other = NULL;
     pthread_t th;
     char *text;
 
@@ -269,12 +269,12 @@ START_TEST(default_system_outlives_the_loading_thread)
     ck_assert_int_eq(pthread_join(th, NULL), 0);
     ck_assert_ptr_nonnull(m);
     /* another thread's extraction must not change it either */
-    ck_assert_int_eq(pthread_create(&th, NULL, load_on_thread, &(ks_model *){
-                                        NULL }), 0);
+    ck_assert_int_eq(pthread_create(&th, NULL, load_on_thread, &other), 0);
     text = format(m, msgs, 1);
     ck_assert_int_eq(pthread_join(th, NULL), 0);
     ck_assert_ptr_nonnull(strstr(text, "You are model A."));
     free(text);
+    ks_model_destroy(other);
     ks_model_destroy(m);
 }
 END_TEST
