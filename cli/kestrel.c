@@ -7,7 +7,10 @@
  *   kestrel quantize requantize a GGUF file
  *
  * Generated text goes to stdout as it comes; everything else to stderr.
- * Exit status: 0 success, 1 error, 2 bad usage, 130 interrupted. */
+ * Text that comes from a model file (names, template strings, error
+ * messages quoting metadata) is shown with control bytes escaped, and JSON
+ * output is always valid JSON in valid UTF-8 (one escaper, json_string).
+ * Exit statuses: see EXIT_STATUS_HELP. */
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -24,6 +27,20 @@
 #include "kestrel/devices.h"
 
 #define DEFAULT_MODEL_FILE "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+/* Exit statuses. */
+enum {
+    EXIT_OK = 0,
+    EXIT_ERROR = 1,
+    EXIT_USAGE = 2,
+    EXIT_CONTEXT = 3,      /* the prompt does not fit the context (-c) */
+    EXIT_INTERRUPTED = 130,
+};
+
+#define EXIT_STATUS_HELP \
+    "Exit status: 0 done (also when generation stopped at the end of the\n" \
+    "context after some tokens), 1 error, 2 bad usage, 3 the prompt does not\n" \
+    "fit the context (-c), 130 interrupted (Ctrl-C).\n"
 
 static volatile int g_cancel;
 
@@ -64,7 +81,7 @@ typedef struct opts {
     int32_t     n_tg;
     int32_t     reps;
     /* positional arguments (info, quantize) */
-    const char *pos[4];
+    const char *pos[3];
     int         n_pos;
 } opts;
 
@@ -75,7 +92,7 @@ die_usage(const char *cmd, const char *fmt, const char *arg)
     fprintf(stderr, fmt, arg);
     fprintf(stderr, "\nTry 'kestrel %s%s--help'.\n", cmd ? cmd : "",
             cmd ? " " : "");
-    exit(2);
+    exit(EXIT_USAGE);
 }
 
 static long
@@ -159,7 +176,8 @@ help(const char *cmd)
                "  compile   compile a model's Vulkan kernels into the disk cache\n"
                "\n'kestrel COMMAND --help' describes each command.\n"
                "Environment: KESTREL_LOG=debug|info|warn|error, "
-               "KESTREL_MODEL_DIR, KESTREL_SIMD=scalar|avx2|neon.\n");
+               "KESTREL_MODEL_DIR, KESTREL_SIMD=scalar|avx2|neon.\n\n"
+               EXIT_STATUS_HELP);
         return;
     }
     if (strcmp(cmd, "run") == 0) {
@@ -174,8 +192,12 @@ help(const char *cmd)
                "      --ignore-eos      keep going past end-of-text tokens\n"
                "      --json            print one JSON object: prompt ids, "
                "generated ids,\n"
-               "                        text and stats (no streaming)\n"
-               "%s%s", common_help, sampling_help);
+               "                        text, why it stopped (\"stop\": eog, "
+               "length, context,\n"
+               "                        cancelled, error), stats, and "
+               "\"error\" on failure\n"
+               "                        (no streaming)\n"
+               "%s%s\n" EXIT_STATUS_HELP, common_help, sampling_help);
     } else if (strcmp(cmd, "chat") == 0) {
         printf("Usage: kestrel chat [OPTIONS]\n\n"
                "Talk to an instruction-tuned model through its chat "
@@ -187,7 +209,9 @@ help(const char *cmd)
                "model's own, if any)\n"
                "  -n, --n-predict N     most tokens per answer (default: "
                "512)\n"
-               "%s%s", common_help, sampling_help);
+               "      --json            with -p: one JSON object as 'run "
+               "--json' prints\n"
+               "%s%s\n" EXIT_STATUS_HELP, common_help, sampling_help);
     } else if (strcmp(cmd, "bench") == 0) {
         printf("Usage: kestrel bench [OPTIONS]\n\n"
                "Measures prompt processing (pp) and text generation (tg) "
@@ -250,6 +274,9 @@ parse(const char *cmd, int argc, char **argv, opts *o)
     o->n_tg = 32;
     o->reps = 5;
     default_sampling(&o->sampling);
+    /* positional arguments: info FILE, quantize INPUT OUTPUT TYPE */
+    int max_pos = strcmp(cmd, "quantize") == 0 ? 3
+                  : strcmp(cmd, "info") == 0   ? 1 : 0;
 
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -364,21 +391,144 @@ parse(const char *cmd, int argc, char **argv, opts *o)
             o->ignore_eos = true;
         } else if (a[0] == '-' && a[1] != '\0') {
             die_usage(cmd, "unknown option '%s'", a);
-        } else if (o->n_pos < 4) {
+        } else if (o->n_pos < max_pos) {
             o->pos[o->n_pos++] = a;
+        } else if (strcmp(cmd, "run") == 0 || strcmp(cmd, "chat") == 0) {
+            die_usage(cmd, "unexpected argument '%s' (a prompt of several "
+                      "words needs quotes: -p \"...\")", a);
         } else {
-            die_usage(cmd, "too many arguments at '%s'", a);
+            die_usage(cmd, "unexpected argument '%s'", a);
         }
 #undef NEED_VALUE
     }
+    if (o->n_threads > 0) {
+        long n_cpu = sysconf(_SC_NPROCESSORS_ONLN);
+        if (n_cpu > 0 && o->n_threads > n_cpu)
+            fprintf(stderr, "kestrel %s: warning: -t %d is more than the %ld "
+                    "online CPUs; threads will wait on one another\n", cmd,
+                    o->n_threads, n_cpu);
+    }
+    if (o->device && o->backend == KS_BACKEND_CPU)
+        fprintf(stderr, "kestrel %s: warning: --device has no effect with "
+                "--backend cpu\n", cmd);
 }
 
+/* ---- text for terminals and JSON ---- */
+
+/* The length of the valid UTF-8 sequence at s[0..n) (1 to 4), or 0 when
+ * s[0] does not start one: overlong forms, surrogates and code points above
+ * U+10FFFF are invalid (RFC 3629, section 4). */
+static size_t
+utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+    size_t len;
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        len = 2;
+    else if (c >= 0xE0 && c <= 0xEF)
+        len = 3;
+    else if (c >= 0xF0 && c <= 0xF4)
+        len = 4;
+    else
+        return 0;
+    if (c == 0xE0)
+        lo = 0xA0;
+    else if (c == 0xED)
+        hi = 0x9F;
+    else if (c == 0xF0)
+        lo = 0x90;
+    else if (c == 0xF4)
+        hi = 0x8F;
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if (s[i] < 0x80 || s[i] > 0xBF)
+            return 0;
+    return len;
+}
+
+/* Writes s[0..n) for a terminal: valid UTF-8 and newlines and tabs as they
+ * are; control characters (C0, DEL, C1: ESC among them) and bytes that are
+ * not valid UTF-8 as \xNN, so text from a model file cannot move the
+ * cursor, retitle the window or hide what follows. */
+static void
+term_write(FILE *f, const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_len(u + i, n - i);
+        bool ctl = len == 0 || (len == 1 && u[i] < 0x20 && u[i] != '\n' &&
+                                u[i] != '\t') ||
+                   (len == 1 && u[i] == 0x7F) ||
+                   (len == 2 && u[i] == 0xC2 && u[i + 1] < 0xA0);
+
+        if (!ctl) {
+            fwrite(u + i, 1, len, f);
+            i += len;
+            continue;
+        }
+        if (len == 0)
+            len = 1;
+        for (size_t k = 0; k < len; k++)
+            fprintf(f, "\\x%02x", u[i + k]);
+        i += len;
+    }
+}
+
+/* Writes s[0..n) as one JSON string (RFC 8259): '"' and '\\' escaped,
+ * control characters as \uXXXX, valid UTF-8 as it is, and each byte that
+ * is not part of valid UTF-8 as U+FFFD, so the output is always valid JSON
+ * in valid UTF-8 even when a token piece ends inside a character. */
+static void
+json_string(FILE *f, const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+
+    fputc('"', f);
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_len(u + i, n - i);
+        unsigned char c = u[i];
+
+        if (len == 0) {
+            fputs("\xEF\xBF\xBD", f);   /* U+FFFD */
+            i++;
+        } else if (len > 1) {
+            fwrite(u + i, 1, len, f);
+            i += len;
+        } else {
+            if (c == '"' || c == '\\')
+                fprintf(f, "\\%c", c);
+            else if (c == '\n')
+                fputs("\\n", f);
+            else if (c == '\t')
+                fputs("\\t", f);
+            else if (c == '\r')
+                fputs("\\r", f);
+            else if (c < 0x20 || c == 0x7F)
+                fprintf(f, "\\u%04x", c);
+            else
+                fputc(c, f);
+            i++;
+        }
+    }
+    fputc('"', f);
+}
+
+/* Reports the last error once, with metadata quoted in it made safe. */
 static int
 fail(const char *what)
 {
-    fprintf(stderr, "kestrel: error: %s%s%s\n", what ? what : "",
-            what ? ": " : "", ks_last_error());
-    return 1;
+    const char *msg = ks_last_error();
+
+    fprintf(stderr, "kestrel: error: %s%s", what ? what : "",
+            what ? ": " : "");
+    term_write(stderr, msg, strlen(msg));
+    fputc('\n', stderr);
+    return EXIT_ERROR;
 }
 
 /* The model path: -m, else the default model in the model cache. */
@@ -454,9 +604,10 @@ load(const opts *o, loaded *l)
     return 0;
 }
 
-/* Reads a whole file (the prompt of -f). */
+/* Reads a whole file (the prompt of -f) into a NUL-terminated buffer;
+ * *n_out gets its length, NUL bytes included. */
 static char *
-read_file(const char *path)
+read_file(const char *path, size_t *n_out)
 {
     FILE *f = fopen(path, "rb");
     char *buf = NULL;
@@ -471,6 +622,8 @@ read_file(const char *path)
         if (n + 4096 + 1 > cap) {
             char *nb = realloc(buf, cap = cap * 2 + 8192);
             if (!nb) {
+                fprintf(stderr, "kestrel: error: no memory to read %s\n",
+                        path);
                 free(buf);
                 fclose(f);
                 return NULL;
@@ -482,24 +635,38 @@ read_file(const char *path)
         if (got < 4096)
             break;
     }
+    if (ferror(f)) {
+        fprintf(stderr, "kestrel: error: cannot read %s: %s\n", path,
+                strerror(errno));
+        free(buf);
+        fclose(f);
+        return NULL;
+    }
     fclose(f);
     buf[n] = '\0';
+    *n_out = n;
     return buf;
 }
 
+/* The prompt's ids (BOS as the model asks, no special parsing: a prompt's
+ * text is never a control token); reports its own errors. */
 static int32_t *
-tokenize(const ks_model *m, const char *text, bool parse_special,
-         size_t *n_out)
+tokenize(const ks_model *m, const char *text, size_t len, size_t *n_out)
 {
     size_t n = 0;
     int32_t *ids;
 
-    if (ks_model_tokenize(m, text, strlen(text), true, parse_special, NULL, 0,
-                          &n) != KS_OK)
+    if (ks_model_tokenize(m, text, len, true, false, NULL, 0, &n) != KS_OK) {
+        fail("tokenize");
         return NULL;
+    }
     ids = malloc((n ? n : 1) * sizeof(*ids));
-    if (!ids || ks_model_tokenize(m, text, strlen(text), true, parse_special,
-                                  ids, n, n_out) != KS_OK) {
+    if (!ids) {
+        fprintf(stderr, "kestrel: error: no memory for %zu tokens\n", n);
+        return NULL;
+    }
+    if (ks_model_tokenize(m, text, len, true, false, ids, n, n_out) != KS_OK) {
+        fail("tokenize");
         free(ids);
         return NULL;
     }
@@ -536,28 +703,6 @@ print_stats(const ks_session *s, const ks_stats *st)
 }
 
 static void
-json_string(FILE *f, const char *s, size_t n)
-{
-    fputc('"', f);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c == '\n')
-            fputs("\\n", f);
-        else if (c == '\t')
-            fputs("\\t", f);
-        else if (c == '\r')
-            fputs("\\r", f);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
-}
-
-static void
 json_ids(FILE *f, const char *key, const int32_t *ids, size_t n)
 {
     fprintf(f, "\"%s\":[", key);
@@ -583,91 +728,189 @@ json_stats(FILE *f, const ks_session *s, const ks_stats *st)
             st->n_shader_compiled);
 }
 
+/* What one generation produced, for --json and the exit status. */
+typedef struct outcome {
+    const char    *prompt;     /* the prompt as given (may hold NULs) */
+    size_t         n_prompt;   /* bytes */
+    const int32_t *ids;        /* the prompt's tokens */
+    size_t         n_ids;
+    const int32_t *gen;        /* the generated tokens */
+    size_t         n_gen;
+    ks_stop        stop;
+    ks_status      st;
+    const char    *error;      /* NULL: none */
+} outcome;
+
+/* One JSON object: the prompt, its ids, the generated ids and their text
+ * (pieces joined; bytes that are not valid UTF-8 become U+FFFD, the ids
+ * stay exact), why generation stopped, stats, and "error" when it failed. */
+static void
+print_json(const loaded *l, const outcome *r)
+{
+    ks_stats stats;
+    size_t n_text = 0;
+    char *text = NULL;
+    const char *err = r->error;
+
+    if (ks_model_detokenize(l->model, r->gen, r->n_gen, NULL, 0, &n_text) ==
+            KS_OK &&
+        (text = malloc(n_text + 1)) != NULL &&
+        ks_model_detokenize(l->model, r->gen, r->n_gen, text, n_text + 1,
+                            &n_text) != KS_OK) {
+        free(text);
+        text = NULL;
+    }
+    if (!text && !err)
+        err = "cannot turn the generated ids into text";
+    ks_session_stats(l->session, &stats);
+    printf("{\"prompt\":");
+    json_string(stdout, r->prompt, r->n_prompt);
+    putchar(',');
+    json_ids(stdout, "prompt_ids", r->ids, r->n_ids);
+    putchar(',');
+    json_ids(stdout, "ids", r->gen, r->n_gen);
+    printf(",\"text\":");
+    json_string(stdout, text ? text : "", text ? n_text : 0);
+    printf(",\"stop\":");
+    json_string(stdout, ks_stop_name(r->stop), strlen(ks_stop_name(r->stop)));
+    printf(",\"backend\":");
+    json_string(stdout, ks_session_backend_name(l->session),
+                strlen(ks_session_backend_name(l->session)));
+    putchar(',');
+    json_stats(stdout, l->session, &stats);
+    if (err) {
+        printf(",\"error\":");
+        json_string(stdout, err, strlen(err));
+    }
+    printf("}\n");
+    fflush(stdout);
+    free(text);
+}
+
+/* The exit status of a generation; reports what went wrong once. */
+static int
+finish(const outcome *r)
+{
+    switch (r->st) {
+    case KS_OK:
+        return EXIT_OK;
+    case KS_ERR_CANCELLED:
+        fprintf(stderr, "\nkestrel: interrupted\n");
+        return EXIT_INTERRUPTED;
+    case KS_ERR_CONTEXT_FULL:
+        if (r->n_gen > 0) {   /* the answer was cut, not lost */
+            fprintf(stderr, "\nkestrel: %s\n", r->error);
+            return EXIT_OK;
+        }
+        fprintf(stderr, "kestrel: error: %s\n", r->error);
+        return EXIT_CONTEXT;
+    default:
+        fprintf(stderr, "\nkestrel: error: generate: ");
+        term_write(stderr, r->error, strlen(r->error));
+        fputc('\n', stderr);
+        return EXIT_ERROR;
+    }
+}
+
+/* The prompt must fit the context (the session then generates at least
+ * one token). */
+static bool
+prompt_fits(const loaded *l, size_t n_ids, outcome *r, char *msg, size_t cap)
+{
+    uint32_t n_ctx = ks_session_n_ctx(l->session);
+
+    if (n_ids <= n_ctx)
+        return true;
+    snprintf(msg, cap, "the prompt is %zu tokens but the context holds %u: "
+             "give a larger -c or a shorter prompt", n_ids, n_ctx);
+    r->st = KS_ERR_CONTEXT_FULL;
+    r->stop = KS_STOP_CONTEXT;
+    r->error = msg;
+    return false;
+}
+
 static int
 cmd_run(const opts *o)
 {
     loaded l;
     char *file_text = NULL;
-    const char *prompt = o->prompt;
     int32_t *ids = NULL, *gen = NULL;
-    size_t n_ids = 0;
     ks_generate_params gp = { 0 };
-    ks_status st;
     ks_stats stats;
+    outcome r = { 0 };
+    char msg[512];
     int rc = 0;
 
-    if (o->prompt_file) {
-        if (!(file_text = read_file(o->prompt_file)))
-            return 1;
-        prompt = file_text;
+    r.prompt = o->prompt;
+    r.n_prompt = o->prompt ? strlen(o->prompt) : 0;
+    if (o->prompt && o->prompt_file) {
+        fprintf(stderr, "kestrel run: give -p TEXT or -f FILE, not both\n"
+                "Try 'kestrel run --help'.\n");
+        return EXIT_USAGE;
     }
-    if (!prompt) {
-        fprintf(stderr, "kestrel run: no prompt: give -p TEXT or -f FILE\n");
+    if (o->prompt_file) {
+        if (!(file_text = read_file(o->prompt_file, &r.n_prompt)))
+            return EXIT_ERROR;
+        r.prompt = file_text;
+    }
+    if (!r.prompt) {
+        fprintf(stderr, "kestrel run: no prompt: give -p TEXT or -f FILE\n"
+                "Try 'kestrel run --help'.\n");
         free(file_text);
-        return 2;
+        return EXIT_USAGE;
     }
     if (load(o, &l) != 0) {
         free(file_text);
-        return 1;
+        return EXIT_ERROR;
     }
-    if (!(ids = tokenize(l.model, prompt, false, &n_ids))) {
-        rc = fail("tokenize");
+    if (!(ids = tokenize(l.model, r.prompt, r.n_prompt, &r.n_ids))) {
+        rc = EXIT_ERROR;
         goto out;
     }
-    gp.prompt = ids;
-    gp.n_prompt = n_ids;
-    gp.n_predict = o->n_predict < 0 ? 0 : (uint32_t)o->n_predict;
-    if (gp.n_predict == 0 && o->n_predict == 0)
+    r.ids = ids;
+    if (o->n_predict == 0) {   /* tokenize only: "stop" is "none" */
+        if (o->json)
+            print_json(&l, &r);
         goto out;
-    gp.sampling = o->sampling;
-    gp.cancel = &g_cancel;
-    gp.ignore_eog = o->ignore_eos;
+    }
     gp.out_cap = ks_session_n_ctx(l.session);
     gen = malloc(gp.out_cap * sizeof(*gen));
     if (!gen) {
-        rc = fail("no memory");
+        fprintf(stderr, "kestrel: error: no memory for %zu tokens\n",
+                gp.out_cap);
+        rc = EXIT_ERROR;
         goto out;
     }
-    gp.out_tokens = gen;
-    if (!o->json) {
-        gp.on_token = print_piece;
-        fputs(prompt, stdout);
-        fflush(stdout);
+    r.gen = gen;
+    if (prompt_fits(&l, r.n_ids, &r, msg, sizeof msg)) {
+        gp.prompt = ids;
+        gp.n_prompt = r.n_ids;
+        gp.n_predict = o->n_predict < 0 ? 0 : (uint32_t)o->n_predict;
+        gp.sampling = o->sampling;
+        gp.cancel = &g_cancel;
+        gp.ignore_eog = o->ignore_eos;
+        gp.out_tokens = gen;
+        if (!o->json) {
+            gp.on_token = print_piece;
+            fwrite(r.prompt, 1, r.n_prompt, stdout);
+            fflush(stdout);
+        }
+        r.st = ks_session_generate(l.session, &gp);
+        r.stop = gp.stop;
+        r.n_gen = gp.n_out < gp.out_cap ? gp.n_out : gp.out_cap;
+        if (r.st != KS_OK) {
+            snprintf(msg, sizeof msg, "%s", ks_last_error());
+            r.error = msg;
+        }
     }
-    st = ks_session_generate(l.session, &gp);
-    ks_session_stats(l.session, &stats);
-    if (st != KS_OK && st != KS_ERR_CANCELLED && st != KS_ERR_CONTEXT_FULL) {
-        rc = fail("generate");
-        goto out;
-    }
-    if (st == KS_ERR_CONTEXT_FULL)
-        fprintf(stderr, "\nkestrel: %s\n", ks_last_error());
     if (o->json) {
-        size_t n_text = 0;
-        char *text = NULL;
-        size_t n_gen = gp.n_out < gp.out_cap ? gp.n_out : gp.out_cap;
-
-        ks_model_detokenize(l.model, gen, n_gen, NULL, 0, &n_text);
-        text = malloc(n_text + 1);
-        if (text)
-            ks_model_detokenize(l.model, gen, n_gen, text, n_text, &n_text);
-        printf("{\"prompt\":");
-        json_string(stdout, prompt, strlen(prompt));
-        putchar(',');
-        json_ids(stdout, "prompt_ids", ids, n_ids);
-        putchar(',');
-        json_ids(stdout, "ids", gen, n_gen);
-        printf(",\"text\":");
-        json_string(stdout, text ? text : "", text ? n_text : 0);
-        printf(",\"backend\":\"%s\",", ks_session_backend_name(l.session));
-        json_stats(stdout, l.session, &stats);
-        printf("}\n");
-        free(text);
+        print_json(&l, &r);
     } else {
-        print_stats(l.session, &stats);
+        ks_session_stats(l.session, &stats);
+        if (r.stop != KS_STOP_NONE)
+            print_stats(l.session, &stats);
     }
-    if (st == KS_ERR_CANCELLED)
-        rc = 130;
+    rc = finish(&r);
 out:
     free(gen);
     free(ids);
@@ -688,6 +931,8 @@ typedef struct chat {
     char            *answer;   /* the reply being generated */
     size_t           n_answer;
     size_t           cap_answer;
+    size_t           first_gen; /* hist index of the reply's first token */
+    bool             stream;    /* print the reply as it comes */
 } chat;
 
 static bool
@@ -742,50 +987,94 @@ chat_on_token(void *user, int32_t tok, const char *piece, size_t len)
     memcpy(c->answer + c->n_answer, piece, len);
     c->n_answer += len;
     c->answer[c->n_answer] = '\0';
-    fwrite(piece, 1, len, stdout);
-    fflush(stdout);
+    if (c->stream) {
+        fwrite(piece, 1, len, stdout);
+        fflush(stdout);
+    }
     return hist_push(c, tok);
 }
 
-/* One turn: format the whole conversation, keep the KV cache for the part
- * of it that the session already holds, run the rest, stream the reply. */
-static int
-chat_turn(const opts *o, loaded *l, chat *c)
+/* The conversation's tokens: template markers as special tokens, message
+ * text never (ks_model_chat_tokenize). Reports its own errors. */
+static int32_t *
+chat_tokens(const loaded *l, const chat *c, size_t *n_out)
 {
-    size_t n_text = 0, n_ids = 0, keep = 0;
-    char *text = NULL;
+    size_t n = 0;
+    int32_t *ids;
+
+    if (ks_model_chat_tokenize(l->model, c->msgs, c->n_msgs, true, NULL, 0,
+                               &n) != KS_OK) {
+        fail("chat template");
+        return NULL;
+    }
+    if (!(ids = malloc((n ? n : 1) * sizeof(*ids)))) {
+        fprintf(stderr, "kestrel: error: no memory for %zu tokens\n", n);
+        return NULL;
+    }
+    if (ks_model_chat_tokenize(l->model, c->msgs, c->n_msgs, true, ids, n,
+                               n_out) != KS_OK) {
+        fail("chat template");
+        free(ids);
+        return NULL;
+    }
+    return ids;
+}
+
+/* One turn: tokenize the whole conversation, keep the KV cache for the
+ * part of it that the session already holds, run the rest, stream the
+ * reply (or print it as JSON). Returns the exit status. */
+static int
+chat_turn(const opts *o, loaded *l, chat *c, const char *prompt)
+{
+    size_t n_ids = 0, keep = 0, n_past = ks_session_n_past(l->session);
     int32_t *ids = NULL;
     ks_generate_params gp = { 0 };
+    outcome r = { 0 };
+    char msg[512];
     ks_status st;
     int rc = 0;
 
-    if (ks_model_chat_format(l->model, c->msgs, c->n_msgs, true, NULL, 0,
-                             &n_text) != KS_OK ||
-        !(text = malloc(n_text + 1)) ||
-        ks_model_chat_format(l->model, c->msgs, c->n_msgs, true, text,
-                             n_text + 1, &n_text) != KS_OK) {
-        free(text);
-        return fail("chat template");
+    r.prompt = prompt ? prompt : "";
+    r.n_prompt = strlen(r.prompt);
+    if (!(ids = chat_tokens(l, c, &n_ids)))
+        return EXIT_ERROR;
+    r.ids = ids;
+    r.n_ids = n_ids;
+    if (n_ids == 0) {
+        /* a plain-format model without BOS and an empty message */
+        fprintf(stderr, "kestrel chat: the conversation is empty: nothing "
+                "for the model to answer\n");
+        rc = EXIT_ERROR;
+        goto out;
     }
-    text[n_text] = '\0';
-    if (!(ids = tokenize(l->model, text, true, &n_ids))) {
-        free(text);
-        return fail("tokenize");
+    if (!prompt_fits(l, n_ids, &r, msg, sizeof msg)) {
+        if (o->json)
+            print_json(l, &r);
+        rc = finish(&r);
+        goto out;
     }
-    while (keep < n_ids && keep < c->n_hist && ids[keep] == c->hist[keep])
+    /* only tokens the session holds can be kept */
+    while (keep < n_ids && keep < c->n_hist && keep < n_past &&
+           ids[keep] == c->hist[keep])
         keep++;
     if (keep == n_ids)  /* always run at least one token for fresh logits */
         keep--;
-    ks_session_truncate(l->session, (uint32_t)keep);
+    if ((st = ks_session_truncate(l->session, (uint32_t)keep)) != KS_OK) {
+        rc = fail("chat: cannot reuse the conversation's KV cache");
+        goto out;
+    }
     c->n_hist = keep;
     for (size_t i = keep; i < n_ids; i++)
         if (!hist_push(c, ids[i])) {
-            rc = fail("no memory");
+            fprintf(stderr, "kestrel: error: no memory\n");
+            rc = EXIT_ERROR;
             goto out;
         }
     c->n_answer = 0;
     if (c->answer)
         c->answer[0] = '\0';
+    c->stream = !o->json;
+    c->first_gen = c->n_hist;
     gp.prompt = ids + keep;
     gp.n_prompt = n_ids - keep;
     gp.n_predict = o->n_predict < 0 ? 0 : (uint32_t)o->n_predict;
@@ -793,25 +1082,37 @@ chat_turn(const opts *o, loaded *l, chat *c)
     gp.on_token = chat_on_token;
     gp.user = c;
     gp.cancel = &g_cancel;
-    st = ks_session_generate(l->session, &gp);
-    fputc('\n', stdout);
-    if (st == KS_ERR_CANCELLED) {
-        g_cancel = 0;
-    } else if (st != KS_OK) {
-        rc = fail("generate");
-        goto out;
+    r.st = ks_session_generate(l->session, &gp);
+    r.stop = gp.stop;
+    r.gen = c->hist + c->first_gen;
+    r.n_gen = c->n_hist - c->first_gen;
+    if (r.st != KS_OK) {
+        snprintf(msg, sizeof msg, "%s", ks_last_error());
+        r.error = msg;
     }
-    if (!chat_push(c, "assistant", c->answer ? c->answer : ""))
-        rc = fail("no memory");
-    {
+    if (r.stop == KS_STOP_CALLBACK && !r.error) {
+        r.stop = KS_STOP_ERROR;
+        r.st = KS_ERR_NOMEM;
+        r.error = "no memory for the answer";
+    }
+    if (o->json) {
+        print_json(l, &r);
+    } else {
         ks_stats stats;
+        fputc('\n', stdout);
+        fflush(stdout);
         ks_session_stats(l->session, &stats);
-        fprintf(stderr, "[%u tokens, %.1f t/s]\n", stats.n_gen,
-                stats.decode_tps);
+        fprintf(stderr, "[%u tokens, %.1f t/s, stop: %s]\n", stats.n_gen,
+                stats.decode_tps, ks_stop_name(r.stop));
+    }
+    rc = finish(&r);
+    if ((rc == EXIT_OK || rc == EXIT_INTERRUPTED) &&
+        !chat_push(c, "assistant", c->answer ? c->answer : "")) {
+        fprintf(stderr, "kestrel: error: no memory\n");
+        rc = EXIT_ERROR;
     }
 out:
     free(ids);
-    free(text);
     return rc;
 }
 
@@ -820,21 +1121,32 @@ cmd_chat(const opts *o)
 {
     loaded l;
     chat c = { 0 };
-    char line[8192];
+    char *line = NULL;
+    size_t line_cap = 0;
+    ssize_t got;
+    unsigned long line_no = 0;
     int rc = 0;
     bool tty = isatty(STDIN_FILENO);
 
+    if (o->json && !o->prompt) {
+        fprintf(stderr, "kestrel chat: --json needs -p (one message, one "
+                "answer)\nTry 'kestrel chat --help'.\n");
+        return EXIT_USAGE;
+    }
     if (load(o, &l) != 0)
-        return 1;
+        return EXIT_ERROR;
     if (o->system && !chat_push(&c, "system", o->system)) {
-        rc = fail("no memory");
+        fprintf(stderr, "kestrel: error: no memory\n");
+        rc = EXIT_ERROR;
         goto out;
     }
     if (o->prompt) {
-        if (!chat_push(&c, "user", o->prompt))
-            rc = fail("no memory");
-        else
-            rc = chat_turn(o, &l, &c);
+        if (!chat_push(&c, "user", o->prompt)) {
+            fprintf(stderr, "kestrel: error: no memory\n");
+            rc = EXIT_ERROR;
+        } else {
+            rc = chat_turn(o, &l, &c, o->prompt);
+        }
         goto out;
     }
     if (tty)
@@ -845,21 +1157,44 @@ cmd_chat(const opts *o)
 
         if (tty)
             fputs("> ", stderr);
-        if (!fgets(line, sizeof line, stdin))
+        /* whole lines of any length: one line, one message */
+        if ((got = getline(&line, &line_cap, stdin)) < 0)
             break;
-        len = strlen(line);
+        line_no++;
+        len = (size_t)got;
         while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             line[--len] = '\0';
         if (len == 0)
             break;
-        if (!chat_push(&c, "user", line)) {
-            rc = fail("no memory");
+        if (strlen(line) != len) {
+            fprintf(stderr, "kestrel chat: error: line %lu holds a NUL byte; "
+                    "a message is text\n", line_no);
+            rc = EXIT_ERROR;
             break;
         }
-        if ((rc = chat_turn(o, &l, &c)) != 0)
+        if (!chat_push(&c, "user", line)) {
+            fprintf(stderr, "kestrel: error: no memory\n");
+            rc = EXIT_ERROR;
+            break;
+        }
+        g_cancel = 0;  /* a Ctrl-C while typing cancels nothing yet */
+        rc = chat_turn(o, &l, &c, line);
+        if (rc == EXIT_INTERRUPTED) {
+            /* Ctrl-C stops this answer, not the chat */
+            g_cancel = 0;
+            rc = EXIT_OK;
+            continue;
+        }
+        if (rc != EXIT_OK)
             break;
     }
+    if (ferror(stdin)) {
+        fprintf(stderr, "kestrel chat: error: reading stdin: %s\n",
+                strerror(errno));
+        rc = EXIT_ERROR;
+    }
 out:
+    free(line);
     for (size_t i = 0; i < c.n_msgs; i++)
         free((char *)c.msgs[i].content);
     free(c.msgs);
@@ -910,7 +1245,8 @@ bench_pp(loaded *l, const int32_t *toks, int n, double *tps)
 {
     double t0;
 
-    ks_session_truncate(l->session, 0);
+    if (ks_session_truncate(l->session, 0) != KS_OK)
+        return fail("bench");
     t0 = now_s();
     if (ks_session_eval(l->session, toks, (size_t)n, NULL) != KS_OK)
         return fail("bench");
@@ -923,7 +1259,8 @@ bench_tg(loaded *l, const int32_t *toks, int n, double *tps)
 {
     double t0;
 
-    ks_session_truncate(l->session, 0);
+    if (ks_session_truncate(l->session, 0) != KS_OK)
+        return fail("bench");
     t0 = now_s();
     for (int i = 0; i < n; i++)
         if (ks_session_eval(l->session, &toks[i], 1, NULL) != KS_OK)
@@ -939,6 +1276,18 @@ json_samples(const char *key, const double *v, int n)
     for (int i = 0; i < n; i++)
         printf("%s%.3f", i ? "," : "", v[i]);
     putchar(']');
+}
+
+/* One row of the table; the file name may hold anything. */
+static void
+bench_row(const char *base, const ks_model_desc *d, const loaded *l,
+          int n_threads, const char *test, int n, double tps)
+{
+    fputs("| ", stdout);
+    term_write(stdout, base, strlen(base));
+    printf(" | %.2f MiB | %.2f M | %s | %d | %s%d | %.2f |\n",
+           (double)d->file_bytes / 1048576.0, (double)d->n_params / 1e6,
+           ks_session_backend_name(l->session), n_threads, test, n, tps);
 }
 
 static int
@@ -1010,15 +1359,9 @@ cmd_bench(const opts *o)
         printf("| model | size | params | backend | threads | test | t/s |\n"
                "| --- | ---: | ---: | --- | ---: | ---: | ---: |\n");
         if (o->n_pp)
-            printf("| %s | %.2f MiB | %.2f M | %s | %d | pp%d | %.2f |\n",
-                   base, (double)d.file_bytes / 1048576.0,
-                   (double)d.n_params / 1e6, ks_session_backend_name(l.session),
-                   o->n_threads, o->n_pp, pp_med);
+            bench_row(base, &d, &l, o->n_threads, "pp", o->n_pp, pp_med);
         if (o->n_tg)
-            printf("| %s | %.2f MiB | %.2f M | %s | %d | tg%d | %.2f |\n",
-                   base, (double)d.file_bytes / 1048576.0,
-                   (double)d.n_params / 1e6, ks_session_backend_name(l.session),
-                   o->n_threads, o->n_tg, tg_med);
+            bench_row(base, &d, &l, o->n_threads, "tg", o->n_tg, tg_med);
         fprintf(stderr, "kestrel bench: median of %d runs; load %.1f ms; "
                 "peak RSS %.1f MiB\n", o->reps, d.load_ms,
                 (double)peak_rss() / 1048576.0);
@@ -1031,6 +1374,44 @@ out:
 
 /* ---- info, quantize ---- */
 
+/* Text reports (info, devices) quote the model file and sysfs: they are
+ * written to memory first, then shown with control bytes escaped. JSON
+ * escapes its own strings. */
+static int
+print_report(ks_status (*report)(void *arg, FILE *out, unsigned flags),
+             void *arg, bool json, unsigned json_flag)
+{
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *mem;
+    ks_status st;
+
+    if (json)
+        return report(arg, stdout, json_flag) == KS_OK ? EXIT_OK : fail(NULL);
+    if (!(mem = open_memstream(&buf, &n))) {
+        fprintf(stderr, "kestrel: error: no memory for the report\n");
+        return EXIT_ERROR;
+    }
+    st = report(arg, mem, 0);
+    fclose(mem);
+    term_write(stdout, buf, n);
+    free(buf);
+    return st == KS_OK ? EXIT_OK : fail(NULL);
+}
+
+static ks_status
+info_report(void *arg, FILE *out, unsigned flags)
+{
+    return ks_inspect_file(arg, out, flags);
+}
+
+static ks_status
+devices_report(void *arg, FILE *out, unsigned flags)
+{
+    (void)arg;
+    return ks_devices_print(out, flags);
+}
+
 static int
 cmd_info(const opts *o)
 {
@@ -1039,11 +1420,9 @@ cmd_info(const opts *o)
     if (!path) {
         fprintf(stderr, "kestrel info: no file given\nTry 'kestrel info "
                 "--help'.\n");
-        return 2;
+        return EXIT_USAGE;
     }
-    if (ks_inspect_file(path, stdout, o->json ? KS_INSPECT_JSON : 0) != KS_OK)
-        return fail(NULL);
-    return 0;
+    return print_report(info_report, (void *)path, o->json, KS_INSPECT_JSON);
 }
 
 static int
@@ -1112,8 +1491,7 @@ main(int argc, char **argv)
     if (strcmp(cmd, "info") == 0)
         return cmd_info(&o);
     if (strcmp(cmd, "devices") == 0)
-        return ks_devices_print(stdout, o.json ? KS_DEVICES_JSON : 0) == KS_OK
-                   ? 0 : fail(NULL);
+        return print_report(devices_report, NULL, o.json, KS_DEVICES_JSON);
     if (strcmp(cmd, "compile") == 0)
         return cmd_compile(&o);
     return cmd_quantize(&o);

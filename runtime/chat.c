@@ -78,24 +78,52 @@ ks_chat_end_marker(ks_chat_family f)
 
 /* ---- formatting --------------------------------------------------------- */
 
+/* Writes either text (buf) or segments (segs), counting always. */
 typedef struct writer {
-    char  *buf;   /* NULL: count only */
-    size_t cap;
-    size_t len;   /* bytes the full text needs so far */
+    char        *buf;     /* NULL: count only */
+    size_t       cap;
+    size_t       len;     /* bytes the full text needs so far */
+    ks_chat_seg *segs;    /* NULL: no segments kept */
+    size_t       seg_cap;
+    size_t       n_segs;  /* segments the full text needs so far */
 } writer;
 
 static void
-put_n(writer *w, const char *s, size_t n)
+put_seg(writer *w, const char *s, size_t n, bool marker)
 {
+    if (n == 0)
+        return;
     if (w->buf && n < w->cap && w->len < w->cap - n)
         memcpy(w->buf + w->len, s, n);
     w->len += n;
+    if (w->segs && w->n_segs < w->seg_cap) {
+        w->segs[w->n_segs].text = s;
+        w->segs[w->n_segs].len = n;
+        w->segs[w->n_segs].marker = marker;
+    }
+    w->n_segs++;
+}
+
+/* Text: message content, roles, the default system, the newlines around
+ * them. Never read as special tokens. */
+static void
+put_n(writer *w, const char *s, size_t n)
+{
+    put_seg(w, s, n, false);
 }
 
 static void
 put(writer *w, const char *s)
 {
     put_n(w, s, strlen(s));
+}
+
+/* A turn marker of the family ("<|im_start|>", ...): the only text that
+ * may become a special token. */
+static void
+mark(writer *w, const char *s)
+{
+    put_seg(w, s, strlen(s), true);
 }
 
 static bool
@@ -131,19 +159,24 @@ format_chatml(writer *w, const ks_chat_msg *msgs, size_t n, bool gen,
               const char *def_sys)
 {
     if (def_sys && (n == 0 || !is_role(&msgs[0], "system"))) {
-        put(w, "<|im_start|>system\n");
+        mark(w, "<|im_start|>");
+        put(w, "system\n");
         put(w, def_sys);
-        put(w, "<|im_end|>\n");
+        mark(w, "<|im_end|>");
+        put(w, "\n");
     }
     for (size_t i = 0; i < n; i++) {
-        put(w, "<|im_start|>");
+        mark(w, "<|im_start|>");
         put(w, msgs[i].role);
         put(w, "\n");
         put(w, msgs[i].content);
-        put(w, "<|im_end|>\n");
+        mark(w, "<|im_end|>");
+        put(w, "\n");
     }
-    if (gen)
-        put(w, "<|im_start|>assistant\n");
+    if (gen) {
+        mark(w, "<|im_start|>");
+        put(w, "assistant\n");
+    }
 }
 
 /* Gemma has no system role: the Gemma 3 template writes the first
@@ -166,7 +199,7 @@ format_gemma(writer *w, const ks_chat_msg *msgs, size_t n, bool gen,
                 held = i;
             continue;
         }
-        put(w, "<start_of_turn>");
+        mark(w, "<start_of_turn>");
         put(w, model ? "model" : m->role);
         put(w, "\n");
         if (!model) {
@@ -184,13 +217,15 @@ format_gemma(writer *w, const ks_chat_msg *msgs, size_t n, bool gen,
             held = SIZE_MAX;
         }
         put_trimmed(w, m->content);
-        put(w, "<end_of_turn>\n");
+        mark(w, "<end_of_turn>");
+        put(w, "\n");
     }
     if (pending_def || held != SIZE_MAX) {
         /* System text with no user turn after it: give it a user turn of
          * its own rather than dropping it. */
         const char *sep = "";
-        put(w, "<start_of_turn>user\n");
+        mark(w, "<start_of_turn>");
+        put(w, "user\n");
         if (pending_def) {
             put(w, def_sys);
             sep = "\n\n";
@@ -202,20 +237,24 @@ format_gemma(writer *w, const ks_chat_msg *msgs, size_t n, bool gen,
                 sep = "\n\n";
             }
         }
-        put(w, "<end_of_turn>\n");
+        mark(w, "<end_of_turn>");
+        put(w, "\n");
     }
-    if (gen)
-        put(w, "<start_of_turn>model\n");
+    if (gen) {
+        mark(w, "<start_of_turn>");
+        put(w, "model\n");
+    }
 }
 
 static void
 llama3_turn(writer *w, const char *role, const char *content)
 {
-    put(w, "<|start_header_id|>");
+    mark(w, "<|start_header_id|>");
     put(w, role);
-    put(w, "<|end_header_id|>\n\n");
+    mark(w, "<|end_header_id|>");
+    put(w, "\n\n");
     put_trimmed(w, content);
-    put(w, "<|eot_id|>");
+    mark(w, "<|eot_id|>");
 }
 
 static void
@@ -226,8 +265,12 @@ format_llama3(writer *w, const ks_chat_msg *msgs, size_t n, bool gen,
         llama3_turn(w, "system", def_sys);
     for (size_t i = 0; i < n; i++)
         llama3_turn(w, msgs[i].role, msgs[i].content);
-    if (gen)
-        put(w, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+    if (gen) {
+        mark(w, "<|start_header_id|>");
+        put(w, "assistant");
+        mark(w, "<|end_header_id|>");
+        put(w, "\n\n");
+    }
 }
 
 static void
@@ -237,14 +280,11 @@ format_plain(writer *w, const ks_chat_msg *msgs, size_t n)
         put(w, msgs[i].content);
 }
 
-ks_status
-ks_chat_format(ks_chat_family f, const ks_chat_msg *msgs, size_t n,
-               bool add_generation_prompt, const char *default_system,
-               char *buf, size_t cap, size_t *n_out)
+static ks_status
+run_format(ks_chat_family f, const ks_chat_msg *msgs, size_t n,
+           bool add_generation_prompt, const char *default_system,
+           writer *w)
 {
-    writer w = { buf, cap, 0 };
-
-    *n_out = 0;
     if (n > 0 && !msgs)
         return ks_error(KS_ERR_INVALID_ARG,
                         "chat: %zu messages but no message array", n);
@@ -256,21 +296,36 @@ ks_chat_format(ks_chat_family f, const ks_chat_msg *msgs, size_t n,
     }
     switch (f) {
     case KS_CHAT_CHATML:
-        format_chatml(&w, msgs, n, add_generation_prompt, default_system);
+        format_chatml(w, msgs, n, add_generation_prompt, default_system);
         break;
     case KS_CHAT_GEMMA:
-        format_gemma(&w, msgs, n, add_generation_prompt, default_system);
+        format_gemma(w, msgs, n, add_generation_prompt, default_system);
         break;
     case KS_CHAT_LLAMA3:
-        format_llama3(&w, msgs, n, add_generation_prompt, default_system);
+        format_llama3(w, msgs, n, add_generation_prompt, default_system);
         break;
     case KS_CHAT_PLAIN:
-        format_plain(&w, msgs, n);
+        format_plain(w, msgs, n);
         break;
     default:
         return ks_error(KS_ERR_INVALID_ARG, "chat: unknown family %d",
                         (int)f);
     }
+    return KS_OK;
+}
+
+ks_status
+ks_chat_format(ks_chat_family f, const ks_chat_msg *msgs, size_t n,
+               bool add_generation_prompt, const char *default_system,
+               char *buf, size_t cap, size_t *n_out)
+{
+    writer w = { .buf = buf, .cap = cap };
+    ks_status st;
+
+    *n_out = 0;
+    st = run_format(f, msgs, n, add_generation_prompt, default_system, &w);
+    if (st != KS_OK)
+        return st;
     *n_out = w.len;
     if (buf) {
         if (cap <= w.len)
@@ -280,6 +335,27 @@ ks_chat_format(ks_chat_family f, const ks_chat_msg *msgs, size_t n,
                             ks_chat_family_name(f), w.len);
         buf[w.len] = '\0';
     }
+    return KS_OK;
+}
+
+ks_status
+ks_chat_format_segments(ks_chat_family f, const ks_chat_msg *msgs, size_t n,
+                        bool add_generation_prompt,
+                        const char *default_system, ks_chat_seg *segs,
+                        size_t cap, size_t *n_out)
+{
+    writer w = { .segs = segs, .seg_cap = cap };
+    ks_status st;
+
+    *n_out = 0;
+    st = run_format(f, msgs, n, add_generation_prompt, default_system, &w);
+    if (st != KS_OK)
+        return st;
+    *n_out = w.n_segs;
+    if (segs && cap < w.n_segs)
+        return ks_error(KS_ERR_INVALID_ARG,
+                        "chat: room for %zu segments, the %s text needs %zu",
+                        cap, ks_chat_family_name(f), w.n_segs);
     return KS_OK;
 }
 

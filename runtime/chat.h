@@ -67,6 +67,27 @@ ks_status ks_chat_format(ks_chat_family f, const ks_chat_msg *msgs, size_t n,
                          const char *default_system, char *buf, size_t cap,
                          size_t *n_out);
 
+/* One piece of a formatted conversation: a turn marker of the family
+ * ("<|im_start|>", "<end_of_turn>", ...; the only text that may be read as
+ * a special token) or text (message content, roles, newlines, the default
+ * system: never special). |text| points into the messages, the default
+ * system or static storage: it is valid while those are. */
+typedef struct ks_chat_seg {
+    const char *text;
+    size_t      len;     /* > 0 */
+    bool        marker;
+} ks_chat_seg;
+
+/* The text ks_chat_format writes, as segments in order (their texts
+ * concatenated are that text), count-then-fill: *n_out receives the number
+ * of segments; segs == NULL counts only. Errors as ks_chat_format, and
+ * KS_ERR_INVALID_ARG when cap is below the count. Thread safe. */
+ks_status ks_chat_format_segments(ks_chat_family f, const ks_chat_msg *msgs,
+                                  size_t n, bool add_generation_prompt,
+                                  const char *default_system,
+                                  ks_chat_seg *segs, size_t cap,
+                                  size_t *n_out);
+
 /* The system message the model's template injects when the conversation has
  * none, found in the template text: the literal of a "<|im_start|>system"
  * turn that the template writes itself (SmolLM2: "You are a helpful AI

@@ -332,7 +332,7 @@ ks_model_load(ks_runtime *rt, const char *path, const ks_model_params *p,
     uint64_t t0 = ks_now_ns();
     ks_model *m;
     ks_status st;
-    const char *arch, *name;
+    const char *arch, *name, *def_sys;
 
     (void)p;
     *out = NULL;
@@ -382,8 +382,15 @@ ks_model_load(ks_runtime *rt, const char *path, const ks_model_params *p,
     }
     m->chat_template = ks_gguf_get_str(m->gguf, "tokenizer.chat_template", NULL);
     m->chat_family = (int)ks_chat_detect(m->chat_template, m->arch_name);
-    m->default_system = ks_chat_default_system(
-        (ks_chat_family)m->chat_family, m->chat_template);
+    /* A copy of our own: an extracted default lives in the loading
+     * thread's storage until that thread's next call. */
+    def_sys = ks_chat_default_system((ks_chat_family)m->chat_family,
+                                     m->chat_template);
+    if (def_sys && !(m->default_system = strdup(def_sys))) {
+        st = ks_error(KS_ERR_NOMEM, "%s: no memory for the default system "
+                      "message", path);
+        goto fail;
+    }
     m->file_bytes = ks_gguf_file_size(m->gguf);
     m->load_ms = (double)(ks_now_ns() - t0) / 1e6;
     ks_log(KS_LOG_INFO, "model",
@@ -404,6 +411,7 @@ ks_model_destroy(ks_model *m)
     if (!m)
         return;
     ks_tokenizer_destroy(m->tok);
+    free(m->default_system);
     free(m->layers);
     free(m->name);
     ks_gguf_destroy(m->gguf);
@@ -427,4 +435,120 @@ ks_model_describe(const ks_model *m, ks_model_desc *d)
     d->n_params = m->n_params;
     d->file_bytes = m->file_bytes;
     d->load_ms = m->load_ms;
+}
+
+/* ---- chat tokenization ---- */
+
+typedef struct id_out {
+    int32_t *ids;   /* NULL: count only */
+    size_t   cap;
+    size_t   n;     /* ids the conversation needs so far */
+} id_out;
+
+static void
+emit_id(id_out *o, int32_t id)
+{
+    if (o->ids && o->n < o->cap)
+        o->ids[o->n] = id;
+    o->n++;
+}
+
+/* Text between two special tokens, tokenized in one piece with
+ * parse_special off, as the whole text would be between them. */
+static ks_status
+emit_text(const ks_model *m, const char *text, size_t len, id_out *o)
+{
+    size_t k = 0;
+    ks_status st;
+
+    if (len == 0)
+        return KS_OK;
+    st = ks_tokenizer_encode(m->tok, text, len, false, false, NULL, 0, &k);
+    if (st != KS_OK)
+        return st;
+    if (o->ids && o->n <= o->cap && k <= o->cap - o->n) {
+        st = ks_tokenizer_encode(m->tok, text, len, false, false,
+                                 o->ids + o->n, k, &k);
+        if (st != KS_OK)
+            return st;
+    }
+    o->n += k;
+    return KS_OK;
+}
+
+/* The special token a turn marker stands for, or -1 when this vocabulary
+ * has none (then the marker is ordinary text, as in the whole text). */
+static int32_t
+marker_id(const ks_model *m, const ks_chat_seg *seg)
+{
+    int32_t id = -1;
+    size_t k = 0;
+
+    if (ks_tokenizer_encode(m->tok, seg->text, seg->len, false, true, &id, 1,
+                            &k) != KS_OK || k != 1)
+        return -1;
+    return id;
+}
+
+KS_API ks_status
+ks_model_chat_tokenize(const ks_model *m, const ks_chat_message *msgs,
+                       size_t n, bool add_generation_prompt, int32_t *out,
+                       size_t cap, size_t *n_out)
+{
+    ks_chat_seg *segs = NULL;
+    size_t n_segs = 0, n_text = 0, run = 0;
+    char *text = NULL;
+    id_out o = { out, out ? cap : 0, 0 };
+    ks_status st;
+    ks_chat_family f = (ks_chat_family)m->chat_family;
+
+    *n_out = 0;
+    /* ks_chat_message and ks_chat_msg have the same layout by design. */
+    st = ks_chat_format_segments(f, (const ks_chat_msg *)msgs, n,
+                                 add_generation_prompt, m->default_system,
+                                 NULL, 0, &n_segs);
+    if (st != KS_OK)
+        return st;
+    segs = malloc((n_segs ? n_segs : 1) * sizeof(*segs));
+    if (!segs)
+        return ks_error(KS_ERR_NOMEM, "chat: no memory for %zu segments",
+                        n_segs);
+    st = ks_chat_format_segments(f, (const ks_chat_msg *)msgs, n,
+                                 add_generation_prompt, m->default_system,
+                                 segs, n_segs, &n_segs);
+    if (st != KS_OK)
+        goto out;
+    for (size_t i = 0; i < n_segs; i++)
+        n_text += segs[i].len;
+    text = malloc(n_text ? n_text : 1);
+    if (!text) {
+        st = ks_error(KS_ERR_NOMEM, "chat: no memory for %zu bytes of "
+                      "conversation", n_text);
+        goto out;
+    }
+    if (ks_tokenizer_add_bos(m->tok) && ks_tokenizer_bos(m->tok) >= 0)
+        emit_id(&o, ks_tokenizer_bos(m->tok));
+    for (size_t i = 0; i < n_segs; i++) {
+        int32_t id = segs[i].marker ? marker_id(m, &segs[i]) : -1;
+
+        if (id < 0) {
+            memcpy(text + run, segs[i].text, segs[i].len);
+            run += segs[i].len;
+            continue;
+        }
+        if ((st = emit_text(m, text, run, &o)) != KS_OK)
+            goto out;
+        run = 0;
+        emit_id(&o, id);
+    }
+    if ((st = emit_text(m, text, run, &o)) != KS_OK)
+        goto out;
+    *n_out = o.n;
+    if (out && o.n > cap)
+        st = ks_error(KS_ERR_INVALID_ARG, "chat: output holds %zu tokens, "
+                      "the conversation needs %zu", cap, o.n);
+out:
+    free(text);
+    free(segs);
+    return st;
 }

@@ -98,7 +98,7 @@ struct ks_model {
     ks_layer            *layers;       /* [n_layers] */
     int                  chat_family;  /* ks_chat_family */
     const char          *chat_template;
-    const char          *default_system;
+    char                *default_system; /* owned copy, or NULL */
     uint64_t             n_params;
     uint64_t             file_bytes;
     double               load_ms;

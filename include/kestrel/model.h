@@ -126,12 +126,32 @@ typedef struct ks_chat_message {
 /* Formats a conversation with the model's chat template (a built-in
  * format chosen from the template in the file; no template code from the
  * file is ever run), ending with the assistant's turn prefix when
- * add_generation_prompt. Count-then-fill as ks_model_tokenize; the text
- * holds special-token texts, so tokenize it with parse_special. */
+ * add_generation_prompt. Count-then-fill as ks_model_tokenize. The text
+ * holds the markers' texts; tokenizing it whole with parse_special would
+ * also turn marker texts inside messages into control tokens: to run a
+ * conversation use ks_model_chat_tokenize. */
 KS_API ks_status ks_model_chat_format(const ks_model *m,
                                       const ks_chat_message *msgs, size_t n,
                                       bool add_generation_prompt, char *buf,
                                       size_t cap, size_t *n_out);
+
+/* The same conversation as token ids, ready for ks_session_generate:
+ * the template's turn markers become their special tokens, while message
+ * content (and roles, and the model's default system message) is always
+ * tokenized as plain text, so a message that contains "<|im_end|>" cannot
+ * end its turn or open another. Starts with BOS when the model's metadata
+ * asks for it (tokenizer.ggml.add_bos_token or the tokenizer's default);
+ * never ends with EOS. Where the text holds no marker texts outside the
+ * markers, the ids equal ks_model_tokenize(ks_model_chat_format(...),
+ * add_special, parse_special).
+ * Count-then-fill: *n_out always receives the count needed; out == NULL
+ * gives KS_OK, cap below the count KS_ERR_INVALID_ARG. Errors as ks_model_chat_format, KS_ERR_NOMEM. Thread
+ * safe. */
+KS_API ks_status ks_model_chat_tokenize(const ks_model *m,
+                                        const ks_chat_message *msgs, size_t n,
+                                        bool add_generation_prompt,
+                                        int32_t *out, size_t cap,
+                                        size_t *n_out);
 
 #ifdef __cplusplus
 }
