@@ -88,10 +88,4 @@ ks_status ks_forward(ks_session *s, const int32_t *tokens, uint32_t n,
  * batch k + 1 (the same arithmetic, so the same result). */
 ks_status ks_forward_tokens(ks_session *s, const int32_t *tokens, size_t n);
 
-/* cos/sin pairs of every rotated dimension pair for tokens at positions
- * pos0..pos0+n_tok-1 (n_rot floats per token), as llama.cpp's rope cache
- * computes them; the Vulkan path rotates by the same table. */
-void ks_rope_table(float *cs, uint32_t pos0, uint32_t n_tok, uint32_t n_rot,
-                   float base, float scale);
-
 #endif
