@@ -3,7 +3,9 @@
  * KS_GELU). Both work on a range of flat indices into [rows][n_ff] f32
  * blocks, so a pool can split one batch among workers anywhere; the
  * result does not depend on where the ranges are cut. g is overwritten;
- * u is only read and must not overlap g. Pure; thread safe. */
+ * u is only read and must not overlap g. Safe from several threads on
+ * disjoint ranges (the pool's workers); the first GELU call builds the
+ * table, once, about a millisecond. */
 #ifndef KS_CPU_GLU_H
 #define KS_CPU_GLU_H
 

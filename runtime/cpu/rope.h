@@ -15,7 +15,7 @@
  * n_rot / 2, with theta = (pos0 + t) * base^(-2i/n_rot) / scale, the
  * powers taken by repeated multiplication in float as llama.cpp's rope
  * cache takes them. |scale| is the linear scaling factor (1: none). cs
- * holds n_tok * n_rot floats; n_rot is even. Pure; thread safe. */
+ * holds n_tok * n_rot floats; n_rot is even. Safe from any thread. */
 void ks_cpu_rope_table(float *cs, uint32_t pos0, uint32_t n_tok, uint32_t n_rot,
                        float base, float scale);
 
@@ -23,7 +23,8 @@ void ks_cpu_rope_table(float *cs, uint32_t pos0, uint32_t n_tok, uint32_t n_rot,
  * row of the table (cs: n_rot floats from ks_cpu_rope_table); the values
  * past n_rot are untouched. NEOX mode when |neox|. Each rotated value is
  * one fused multiply-add, as GCC compiled llama.cpp's (checked bit for
- * bit against the peer's tensors). Pure; thread safe. */
+ * bit against the peer's tensors). Safe from any thread on distinct
+ * heads. */
 void ks_cpu_rope_apply(float *v, const float *cs, uint32_t n_rot, bool neox);
 
 #endif
