@@ -23,7 +23,10 @@
 
 #include "driver/base.h"
 #include "runtime/cpu/attn.h"
+#include "runtime/cpu/glu.h"
+#include "runtime/cpu/norm.h"
 #include "runtime/cpu/quant.h"
+#include "runtime/cpu/rope.h"
 #include "runtime/session_priv.h"
 #include "scheduler/target.h"
 
@@ -168,21 +171,6 @@ matmul1(ks_session *s, const float *x, uint64_t ldx, uint32_t n_tok,
 
 /* ---- vector helpers ---- */
 
-/* y = x / sqrt(mean(x²) + eps) * w; squares in float, their sum in
- * double, as ggml does. */
-static void
-rms_norm(float *y, const float *x, const float *w, uint64_t n, float eps)
-{
-    double sum = 0;
-    float scale;
-
-    for (uint64_t i = 0; i < n; i++)
-        sum += (double)(x[i] * x[i]);
-    scale = 1.0f / sqrtf((float)(sum / (double)n) + eps);
-    for (uint64_t i = 0; i < n; i++)
-        y[i] = x[i] * scale * w[i];
-}
-
 static void
 add_bias(float *y, const ks_weight *b, uint32_t n_tok, uint64_t ld)
 {
@@ -193,47 +181,6 @@ add_bias(float *y, const ks_weight *b, uint32_t n_tok, uint64_t ld)
     for (uint32_t t = 0; t < n_tok; t++)
         for (uint64_t i = 0; i < b->ne0; i++)
             y[(uint64_t)t * ld + i] += bias[i];
-}
-
-/* cos/sin of every rotated pair for each token, computed as llama.cpp's
- * rope cache: theta_i = p * base^(-2i/n_rot), by repeated multiplication
- * in float, times freq_scale = 1/factor for linear scaling. */
-void
-ks_rope_table(float *cs, uint32_t pos0, uint32_t n_tok, uint32_t n_rot,
-              float base, float scale)
-{
-    float theta_scale = powf(base, -2.0f / (float)n_rot);
-    float freq_scale = 1.0f / scale;
-
-    for (uint32_t t = 0; t < n_tok; t++) {
-        float theta = (float)(pos0 + t);
-        float *c = cs + (uint64_t)t * n_rot;
-        for (uint32_t i = 0; i < n_rot / 2; i++) {
-            float th = freq_scale * theta;
-            c[2 * i] = cosf(th);
-            c[2 * i + 1] = sinf(th);
-            theta *= theta_scale;
-        }
-    }
-}
-
-/* The rotation as llama.cpp's CPU rope computes it: GCC contracted its
- * x0*cos - x1*sin and x0*sin + x1*cos into fused multiply-adds (checked
- * bit for bit against the peer's tensors, normal and NEOX modes). */
-static void
-rope_apply(float *v, const float *cs, uint32_t head_dim, uint32_t n_rot,
-           bool neox)
-{
-    uint32_t half = n_rot / 2;
-
-    for (uint32_t i = 0; i < half; i++) {
-        float c = cs[2 * i], sn = cs[2 * i + 1];
-        uint32_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
-        float x0 = v[a], x1 = v[b];
-        v[a] = fmaf(x0, c, -(x1 * sn));
-        v[b] = fmaf(x0, sn, x1 * c);
-    }
-    (void)head_dim;
 }
 
 static void
@@ -354,25 +301,10 @@ act_worker(void *ctx, int ith, int nth)
     int64_t i0, i1;
 
     ks_pool_range((int64_t)j->n, 64, ith, nth, &i0, &i1);
-    if (j->act == KS_ACT_SILU) {
-        /* row by row: llama.cpp's vector SiLU covers each row's first
-         * n_ff / 8 * 8 columns */
-        for (int64_t i = i0; i < i1;) {
-            uint64_t row = (uint64_t)i / j->n_ff, c = (uint64_t)i % j->n_ff;
-            uint64_t ce = c + (uint64_t)(i1 - i);
-            if (ce > j->n_ff)
-                ce = j->n_ff;
-            ks_cpu_swiglu(j->g + row * j->n_ff, j->u + row * j->n_ff,
-                          j->n_ff, c, ce);
-            i += (int64_t)(ce - c);
-        }
-    } else if (i1 > i0) {
-        /* GELU as llama.cpp's CPU backend computes it: through a table
-         * indexed by the fp16 value of x, holding fp16 results, and
-         * exact outside (-10, 10). Matching it keeps greedy tokens equal
-         * to the peer's. */
-        ks_cpu_gelu_mul(j->g + i0, j->u + i0, (uint64_t)(i1 - i0));
-    }
+    if (j->act == KS_ACT_SILU)
+        ks_cpu_glu_silu(j->g, j->u, j->n_ff, (uint64_t)i0, (uint64_t)i1);
+    else
+        ks_cpu_glu_gelu(j->g, j->u, j->n_ff, (uint64_t)i0, (uint64_t)i1);
 }
 
 /* ---- a layer range on the CPU ---- */
@@ -401,9 +333,9 @@ cpu_range(ks_session *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32
     float *cs_global = s->rope;
     float *cs_local = s->rope + (uint64_t)s->n_batch * hp->n_rot;
 
-    ks_rope_table(cs_global, pos0, n, hp->n_rot, hp->rope_base, hp->rope_scale);
+    ks_cpu_rope_table(cs_global, pos0, n, hp->n_rot, hp->rope_base, hp->rope_scale);
     if (hp->rope_base_swa != hp->rope_base)
-        ks_rope_table(cs_local, pos0, n, hp->n_rot, hp->rope_base_swa, 1.0f);
+        ks_cpu_rope_table(cs_local, pos0, n, hp->n_rot, hp->rope_base_swa, 1.0f);
     else
         cs_local = cs_global;
 
@@ -414,8 +346,7 @@ cpu_range(ks_session *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32
 
         /* attention block */
         for (uint32_t t = 0; t < n; t++)
-            rms_norm(s->xn + t * E, s->x + t * E, L->attn_norm.data, E,
-                     hp->eps);
+            ks_cpu_norm_rms(s->xn + t * E, s->x + t * E, L->attn_norm.data, E, hp->eps);
         stale_acts(s);
         {
             const ks_weight *w[3] = { &L->wq, &L->wk, &L->wv };
@@ -430,16 +361,14 @@ cpu_range(ks_session *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32
             for (uint32_t h = 0; h < hp->n_head; h++) {
                 float *q = s->q + t * q_dim + h * hd;
                 if (L->q_norm.data)
-                    rms_norm(q, q, L->q_norm.data, hd, hp->eps);
-                rope_apply(q, cs + (uint64_t)t * hp->n_rot, hd, hp->n_rot,
-                           hp->rope_neox);
+                    ks_cpu_norm_rms(q, q, L->q_norm.data, hd, hp->eps);
+                ks_cpu_rope_apply(q, cs + (uint64_t)t * hp->n_rot, hp->n_rot, hp->rope_neox);
             }
             for (uint32_t h = 0; h < hp->n_head_kv; h++) {
                 float *k = s->k + t * kv_dim + h * hd;
                 if (L->k_norm.data)
-                    rms_norm(k, k, L->k_norm.data, hd, hp->eps);
-                rope_apply(k, cs + (uint64_t)t * hp->n_rot, hd, hp->n_rot,
-                           hp->rope_neox);
+                    ks_cpu_norm_rms(k, k, L->k_norm.data, hd, hp->eps);
+                ks_cpu_rope_apply(k, cs + (uint64_t)t * hp->n_rot, hp->n_rot, hp->rope_neox);
             }
             store_kv(s->k_cache + layer_off +
                          (uint64_t)(pos0 + t) * s->kv_row_bytes,
@@ -456,10 +385,7 @@ cpu_range(ks_session *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32
         matmul1(s, s->att, q_dim, n, &L->wo, s->xn, E);
         for (uint32_t t = 0; t < n; t++) {
             float *o = s->xn + t * E, *x = s->x + t * E;
-            if (L->post_attn_norm.data)
-                rms_norm(o, o, L->post_attn_norm.data, E, hp->eps);
-            for (uint64_t i = 0; i < E; i++)
-                x[i] += o[i];
+            ks_cpu_norm_add(x, o, L->post_attn_norm.data, E, hp->eps);
         }
 
         /* feed-forward block; in the last layer llama.cpp runs it for
@@ -468,8 +394,7 @@ cpu_range(ks_session *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32
         uint32_t f0 = (il + 1 == hp->n_layers && head && want_logits) ? n - 1 : 0;
         uint32_t nf = n - f0;
         for (uint32_t t = f0; t < n; t++)
-            rms_norm(s->xn + t * E, s->x + t * E, L->ffn_norm.data, E,
-                     hp->eps);
+            ks_cpu_norm_rms(s->xn + t * E, s->x + t * E, L->ffn_norm.data, E, hp->eps);
         stale_acts(s);
         {
             const ks_weight *w[2] = { &L->gate, &L->up };
@@ -487,10 +412,7 @@ cpu_range(ks_session *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32
         matmul1(s, s->g, F, nf, &L->down, s->xn + (uint64_t)f0 * E, E);
         for (uint32_t t = f0; t < n; t++) {
             float *o = s->xn + t * E, *x = s->x + t * E;
-            if (L->post_ffw_norm.data)
-                rms_norm(o, o, L->post_ffw_norm.data, E, hp->eps);
-            for (uint64_t i = 0; i < E; i++)
-                x[i] += o[i];
+            ks_cpu_norm_add(x, o, L->post_ffw_norm.data, E, hp->eps);
         }
         if (s->check_layers && !finite_rows(s->x, (uint64_t)n * E))
             return ks_error(KS_ERR_CORRUPT, "forward: layer %u produced NaN or infinite "
@@ -500,8 +422,7 @@ cpu_range(ks_session *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32
 
     if (head && want_logits) {
         float *last = s->xn + (uint64_t)(n - 1) * E;
-        rms_norm(last, s->x + (uint64_t)(n - 1) * E, m->output_norm.data, E,
-                 hp->eps);
+        ks_cpu_norm_rms(last, s->x + (uint64_t)(n - 1) * E, m->output_norm.data, E, hp->eps);
         stale_acts(s);
         matmul1(s, last, E, 1, &m->output, s->logits, hp->n_vocab);
     }

@@ -125,10 +125,4 @@ ks_status ks_forward_replay(ks_session *s);
  * device that refuses the new range keeps the old placement. */
 ks_status ks_session_move(ks_session *s, ks_gov_place place);
 
-/* cos/sin pairs of every rotated dimension pair for tokens at positions
- * pos0..pos0+n_tok-1 (n_rot floats per token), as llama.cpp's rope cache
- * computes them; the Vulkan path rotates by the same table. */
-void ks_rope_table(float *cs, uint32_t pos0, uint32_t n_tok, uint32_t n_rot,
-                   float base, float scale);
-
 #endif

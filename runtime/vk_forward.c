@@ -35,6 +35,7 @@
 #include "driver/base.h"
 #include "runtime/cpu/quant.h"
 #include "runtime/cpu/quant_priv.h"
+#include "runtime/cpu/rope.h"
 #include "runtime/session_priv.h"
 #include "scheduler/target.h"
 
@@ -989,9 +990,9 @@ ks_vk_fw_submit(ks_vk_fw *f, const float *x, uint32_t n, uint32_t pos0, bool wan
         float *par = f->params.map;
         uint32_t p0 = pos0;
         memcpy(&par[0], &p0, 4);
-        ks_rope_table(par + 4, pos0, n, hp->n_rot, hp->rope_base, hp->rope_scale);
+        ks_cpu_rope_table(par + 4, pos0, n, hp->n_rot, hp->rope_base, hp->rope_scale);
         if (hp->rope_base_swa != hp->rope_base)
-            ks_rope_table(par + f->cs_local_off, pos0, n, hp->n_rot, hp->rope_base_swa, 1.0f);
+            ks_cpu_rope_table(par + f->cs_local_off, pos0, n, hp->n_rot, hp->rope_base_swa, 1.0f);
     }
     if ((st = cmd_for(f, n, head, &c)) != KS_OK)
         return st;

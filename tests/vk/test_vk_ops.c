@@ -1,9 +1,9 @@
 /* Kernel-level tests of the Vulkan op templates that runtime/vk_forward.c
  * uses besides the matrix kernels (shaders/quant.comp, norm.comp, glu.comp,
  * rope.comp, attn.comp) against the CPU code they reproduce:
- * ks_cpu_quantize_act, forward.c's rms_norm and rope_apply (re-stated
- * here: they are static), ks_cpu_swiglu / ks_cpu_gelu_mul, and the CPU's
- * one-query attention (ks_cpu_attn_scores_f16 + ks_cpu_attn_accum).
+ * ks_cpu_quantize_act, the CPU kernels named as the templates are
+ * (runtime/cpu/norm.h, rope.h, glu.h: the ones forward.c runs), and the
+ * CPU's one-query attention (ks_cpu_attn_scores_f16 + ks_cpu_attn_accum).
  *
  * Each case builds the template variant with the defines vk_forward.c
  * would pass, fills inputs with random rows (plus zeros, exact ties, fp16
@@ -37,8 +37,11 @@
 
 #include "driver/base.h"
 #include "runtime/cpu/attn.h"
+#include "runtime/cpu/glu.h"
+#include "runtime/cpu/norm.h"
 #include "runtime/cpu/quant.h"
 #include "runtime/cpu/quant_priv.h"
+#include "runtime/cpu/rope.h"
 #include "runtime/session_priv.h"
 #ifdef KS_HAVE_VULKAN
 #include "driver/vk.h"
@@ -53,7 +56,7 @@ static const struct {
     double      tol;
 } tols[] = {
     /* norm.comp without KS_F64 (the squares summed in float, in a tree):
-     * xn against rms_norm of the kernel's own x; lavapipe: 4 (0.6% of
+     * xn against ks_cpu_norm_rms of the kernel's own x; lavapipe: 4 (0.6% of
      * the values are off by more than 2) */
     { "norm xn ulp", 4.0 },
     /* the residual after a KS_POST norm without KS_F64, in ulp of
@@ -329,35 +332,6 @@ ulp_dist(float a, float b)
 
 /* ---- the CPU side ---- */
 
-/* forward.c's rms_norm: squares in float, summed in double in order. */
-static void
-rms_norm_ref(float *y, const float *x, const float *w, uint64_t n, float eps)
-{
-    double sum = 0;
-    float scale;
-
-    for (uint64_t i = 0; i < n; i++)
-        sum += (double)(x[i] * x[i]);
-    scale = 1.0f / sqrtf((float)(sum / (double)n) + eps);
-    for (uint64_t i = 0; i < n; i++)
-        y[i] = x[i] * scale * w[i];
-}
-
-/* forward.c's rope_apply. */
-static void
-rope_ref(float *v, const float *cs, uint32_t n_rot, bool neox)
-{
-    uint32_t half = n_rot / 2;
-
-    for (uint32_t i = 0; i < half; i++) {
-        float c = cs[2 * i], sn = cs[2 * i + 1];
-        uint32_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
-        float x0 = v[a], x1 = v[b];
-        v[a] = fmaf(x0, c, -(x1 * sn));
-        v[b] = fmaf(x0, sn, x1 * c);
-    }
-}
-
 static uint16_t
 rd16(const uint8_t *p)
 {
@@ -589,12 +563,9 @@ norm_run(ks_vk_ctx *ctx, const norm_case *c, bool f64_req, double *worst_xn, dou
             float *xr = xw + (size_t)t * xs, *xnr = (float *)xnw + (size_t)t * xs;
             if (c->add) {
                 memcpy(ow, o + (size_t)t * xs, n * 4);
-                if (c->post)
-                    rms_norm_ref(ow, ow, pw, n, eps);
-                for (uint32_t i = 0; i < n; i++)
-                    xr[i] += ow[i];
+                ks_cpu_norm_add(xr, ow, c->post ? pw : NULL, n, eps);
             }
-            rms_norm_ref(xnr, xr, w, n, eps);
+            ks_cpu_norm_rms(xnr, xr, w, n, eps);
         }
 
         buf_make(ctx, &bx, "x", x, nx * 4);
@@ -642,7 +613,7 @@ norm_run(ks_vk_ctx *ctx, const norm_case *c, bool f64_req, double *worst_xn, dou
             /* xn from the GPU's own x, within a few ulp */
             for (uint32_t t = tok0; t < nt; t++) {
                 float *xr = (float *)xg + (size_t)t * xs, *xnr = (float *)xnw + (size_t)t * xs;
-                rms_norm_ref(xnr, xr, w, n, eps);
+                ks_cpu_norm_rms(xnr, xr, w, n, eps);
                 for (uint32_t i = 0; i < n; i++) {
                     double e = ulp_dist(bitsf(xn[(size_t)t * xs + i]), xnr[i]);
                     if (e > *worst_xn)
@@ -784,9 +755,9 @@ START_TEST(glu_variants)
             for (uint32_t t = tok0; t < nt; t++) {
                 float *gr = gw + (size_t)t * gs, *ur = u + (size_t)t * gs;
                 if (gelu)
-                    ks_cpu_gelu_mul(gr, ur, n);
+                    ks_cpu_glu_gelu(gr, ur, n, 0, n);
                 else
-                    ks_cpu_swiglu(gr, ur, n, 0, n);
+                    ks_cpu_glu_silu(gr, ur, n, 0, n);
             }
             buf_make(ctx, &bg, "g", g, ng * 4);
             buf_make(ctx, &bu, "u", u, ng * 4);
@@ -892,7 +863,7 @@ START_TEST(rope_variants)
         }
         memcpy(&par[0], &pos0, 4);
         par[1] = par[2] = par[3] = NAN;
-        ks_rope_table(par + cs_off, pos0, n_tok, r->n_rot, 10000.0f, 1.0f);
+        ks_cpu_rope_table(par + cs_off, pos0, n_tok, r->n_rot, 10000.0f, 1.0f);
 
         /* the CPU, as forward.c */
         memcpy(qw, q, nq * 4);
@@ -902,14 +873,14 @@ START_TEST(rope_variants)
             for (uint32_t h = 0; h < r->n_head; h++) {
                 float *qh = qw + (size_t)t * qst + h * hd;
                 if (qk_norm)
-                    rms_norm_ref(qh, qh, qn, hd, eps);
-                rope_ref(qh, cs, r->n_rot, neox);
+                    ks_cpu_norm_rms(qh, qh, qn, hd, eps);
+                ks_cpu_rope_apply(qh, cs, r->n_rot, neox);
             }
             for (uint32_t h = 0; h < r->n_head_kv; h++) {
                 float *kh = kw + (size_t)t * kvst + h * hd;
                 if (qk_norm)
-                    rms_norm_ref(kh, kh, kn, hd, eps);
-                rope_ref(kh, cs, r->n_rot, neox);
+                    ks_cpu_norm_rms(kh, kh, kn, hd, eps);
+                ks_cpu_rope_apply(kh, cs, r->n_rot, neox);
             }
             for (uint32_t i = 0; i < kv_dim; i += 2) {
                 size_t at = (size_t)t * kvst + i, cw = (size_t)(pos0 + t) * kvw + i / 2;
