@@ -45,7 +45,9 @@ static ks_status
 measure(ks_session *s, const ks_target_kind *dev, costs *c)
 {
     uint32_t n = s->m->hp.n_layers;
-    ks_target_env env = { s->m, s, s->m->rt->device, 16, 1, false };
+    ks_target_env env = { .model = s->m, .device = s->m->rt->device, .n_ctx = 16,
+                          .n_batch = 1, .max_threads = s->max_threads,
+                          .threads_now = &s->n_threads };
     ks_target *t = NULL;
     double both;
     ks_status st;
@@ -157,7 +159,8 @@ ks_costs_place(ks_session *s, const ks_target_kind *dev, ks_plan *plan)
     const ks_model *m = s->m;
     uint32_t n = m->hp.n_layers;
     char key[768], path[1100];
-    ks_target_env env = { m, s, m->rt->device, s->n_ctx, s->n_batch, false };
+    ks_target_env env = { .model = m, .device = m->rt->device, .n_ctx = s->n_ctx,
+                          .n_batch = s->n_batch };
     ks_target_memory mem = { 0 };
     ks_place_cost pc = { .hop_ms = 0.02, .gpu_ok = true };
     costs c;

@@ -119,8 +119,10 @@ ks_session_placement(const ks_session *s)
 static ks_target_env
 target_env(ks_session *s)
 {
-    ks_target_env env = { s->m, s, s->m->rt->device, s->n_ctx, s->n_batch,
-                          s->kv_type == KS_KV_F32 };
+    ks_target_env env = { .model = s->m, .device = s->m->rt->device, .n_ctx = s->n_ctx,
+                          .n_batch = s->n_batch, .kv_f32 = s->kv_type == KS_KV_F32,
+                          .check_layers = s->check_layers, .max_threads = s->max_threads,
+                          .threads_now = &s->n_threads };
     return env;
 }
 
@@ -177,6 +179,14 @@ make_targets(ks_session *s, const ks_plan *plan)
         s->n_targets++;
     }
     ks_plan_format(plan, s->plan, sizeof s->plan);
+    s->stats.kv_bytes = 0;
+    for (uint32_t i = 0; i < s->n_targets; i++) {
+        ks_target_stats ts = { 0 };
+        if (s->targets[i]->ops->stats) {
+            s->targets[i]->ops->stats(s->targets[i], &ts);
+            s->stats.kv_bytes += ts.kv_bytes;
+        }
+    }
     for (uint32_t i = 0; i < s->n_targets; i++)
         ks_log(s->n_targets > 1 ? KS_LOG_INFO : KS_LOG_DEBUG, "placement", "%s",
                s->targets[i]->desc);
@@ -416,53 +426,6 @@ ks_model_chat_format(const ks_model *m, const ks_chat_message *msgs,
 
 /* ---- sessions ---- */
 
-static void *
-alloc_floats(uint64_t n, bool *ok)
-{
-    void *p = calloc(n ? n : 1, sizeof(float));
-
-    if (!p)
-        *ok = false;
-    return p;
-}
-
-/* One activation slot per format that some weight of the model needs. */
-static bool
-add_act_slot(ks_session *s, ks_qtype wtype, uint64_t max_n)
-{
-    ks_qtype at = ks_cpu_act_type(wtype);
-    int free_i = -1;
-
-    for (int i = 0; i < KS_N_ACT_SLOTS; i++) {
-        if (s->act[i].buf && s->act[i].type == at)
-            return true;
-        if (!s->act[i].buf && free_i < 0)
-            free_i = i;
-    }
-    if (free_i < 0)
-        return false;
-    s->act[free_i].type = at;
-    s->act[free_i].stride = ks_align_up(ks_cpu_act_bytes(wtype, max_n), 64);
-    s->act[free_i].buf = calloc(s->n_batch, s->act[free_i].stride);
-    return s->act[free_i].buf != NULL;
-}
-
-static bool
-add_layer_slots(ks_session *s, uint64_t max_n)
-{
-    const ks_model *m = s->m;
-    bool ok = add_act_slot(s, m->output.type, max_n);
-
-    for (uint32_t i = 0; ok && i < m->hp.n_layers; i++) {
-        const ks_layer *l = &m->layers[i];
-        const ks_weight *ws[] = { &l->wq, &l->wk, &l->wv, &l->wo,
-                                  &l->gate, &l->up, &l->down };
-        for (size_t k = 0; ok && k < sizeof ws / sizeof ws[0]; k++)
-            ok = add_act_slot(s, ws[k]->type, max_n);
-    }
-    return ok;
-}
-
 /* Starts the governor when the runtime asks for limits or the device has a
  * temperature sensor with a passive trip point; otherwise there is nothing
  * to keep the device under and decoding runs free. */
@@ -600,8 +563,6 @@ ks_session_create(ks_model *m, const ks_session_params *p, ks_session **out)
     const ks_hparams *hp;
     ks_session *s;
     ks_status st;
-    uint64_t q_dim, max_n, kv_bytes, nb, cache_bytes;
-    bool ok = true;
 
     *out = NULL;
     if (!m)
@@ -637,70 +598,28 @@ ks_session_create(ks_model *m, const ks_session_params *p, ks_session **out)
         s->check_layers = chk && *chk && strcmp(chk, "0") != 0;
     }
     s->n_threads = p->n_threads ? p->n_threads : m->rt->n_threads;
-    if ((st = ks_pool_create(s->n_threads, &s->pool)) != KS_OK)
-        goto fail;
     s->max_threads = s->n_threads;
     if ((st = start_governor(s)) != KS_OK)
         goto fail;
     if (p->trace_path && (st = ks_trace_open(p->trace_path, &s->trace)) != KS_OK)
         goto fail;
 
-    q_dim = (uint64_t)hp->n_head * hp->head_dim;
-    s->kv_dim = (uint64_t)hp->n_head_kv * hp->head_dim;
-    s->kv_row_bytes = s->kv_dim * (s->kv_type == KS_KV_F16 ? 2 : 4);
-    kv_bytes = 0;
-    if (!ks_mul_size(s->kv_row_bytes, s->n_ctx, &cache_bytes) ||
-        !ks_mul_size(cache_bytes, hp->n_layers, &cache_bytes) ||
-        cache_bytes > ((uint64_t)1 << 40)) {
-        st = ks_error(KS_ERR_INVALID_ARG,
-                      "session: a KV cache of %u tokens is too large",
-                      s->n_ctx);
-        goto fail;
-    }
-    /* calloc maps zero pages lazily: only positions used cost memory. */
-    s->k_cache = calloc(1, cache_bytes);
-    s->v_cache = calloc(1, cache_bytes);
-    if (!s->k_cache || !s->v_cache) {
-        st = ks_error(KS_ERR_NOMEM,
-                      "session: no memory for a KV cache of %u tokens "
-                      "(%.1f MiB); try a smaller -c", s->n_ctx,
-                      2.0 * (double)cache_bytes / 1048576.0);
-        goto fail;
-    }
-    kv_bytes = 2 * cache_bytes;
-
-    nb = s->n_batch;
-    max_n = hp->n_embd > q_dim ? hp->n_embd : q_dim;
-    if (hp->n_ff > max_n)
-        max_n = hp->n_ff;
-    s->x = alloc_floats(nb * hp->n_embd, &ok);
-    s->xn = alloc_floats(nb * max_n, &ok);
-    s->q = alloc_floats(nb * q_dim, &ok);
-    s->k = alloc_floats(nb * s->kv_dim, &ok);
-    s->v = alloc_floats(nb * s->kv_dim, &ok);
-    s->att = alloc_floats(nb * q_dim, &ok);
-    s->g = alloc_floats(nb * hp->n_ff, &ok);
-    s->u = alloc_floats(nb * hp->n_ff, &ok);
-    s->rope = alloc_floats(2 * nb * hp->n_rot, &ok);
-    s->scores = alloc_floats((uint64_t)s->n_threads * s->n_ctx, &ok);
-    s->vtmp = alloc_floats((uint64_t)s->n_threads * hp->head_dim, &ok);
-    s->qh = calloc((size_t)s->n_threads, hp->head_dim * 4u);
-    s->logits = alloc_floats(hp->n_vocab, &ok);
+    s->x = calloc((uint64_t)s->n_batch * hp->n_embd, sizeof(float));
+    s->logits = calloc(hp->n_vocab, sizeof(float));
     s->hist = calloc(s->n_ctx, sizeof(*s->hist));
     s->batch_start = calloc(s->n_ctx, 1);
-    if (!ok || !s->qh || !s->hist || !s->batch_start || !add_layer_slots(s, max_n)) {
+    if (!s->x || !s->logits || !s->hist || !s->batch_start) {
         st = ks_error(KS_ERR_NOMEM, "session: no memory for activations");
         goto fail;
     }
     if ((st = start_backend(s)) != KS_OK)
         goto fail;
     ks_trace_set_layers(s->trace, s->plan);
-    s->stats.kv_bytes = kv_bytes;
     s->stats.load_ms = m->load_ms;
     ks_log(KS_LOG_DEBUG, "session",
            "context %u, batch %u, KV %s %.1f MiB, %d threads", s->n_ctx,
            s->n_batch, s->kv_type == KS_KV_F16 ? "f16" : "f32",
-           (double)kv_bytes / 1048576.0, s->n_threads);
+           (double)s->stats.kv_bytes / 1048576.0, s->n_threads);
     *out = s;
     return KS_OK;
 fail:
@@ -718,26 +637,10 @@ ks_session_destroy(ks_session *s)
     drop_targets(s);
     ks_governor_destroy(s->gov);
     ks_telemetry_destroy(s->tel);
-    ks_pool_destroy(s->pool);
-    free(s->k_cache);
-    free(s->v_cache);
     free(s->x);
-    free(s->xn);
-    free(s->q);
-    free(s->k);
-    free(s->v);
-    free(s->att);
-    free(s->g);
-    free(s->u);
-    free(s->rope);
-    free(s->scores);
-    free(s->vtmp);
-    free(s->qh);
     free(s->logits);
     free(s->hist);
     free(s->batch_start);
-    for (int i = 0; i < KS_N_ACT_SLOTS; i++)
-        free(s->act[i].buf);
     free(s);
 }
 

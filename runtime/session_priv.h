@@ -1,13 +1,13 @@
-/* A session's state: the KV cache, the activation scratch of one batch,
- * the thread pool. forward.c runs the transformer over it; session.c is
- * the public API around it. */
+/* A session's state: the tokens it holds, its targets (which own the
+ * weights' placement, the KV cache and scratch of their layers), the
+ * hidden state passed between them, the governor. forward.c runs the held
+ * tokens through the targets; session.c is the public API around it. */
 #ifndef KS_SESSION_PRIV_H
 #define KS_SESSION_PRIV_H
 
 #include <stdint.h>
 
 #include "kestrel/session.h"
-#include "runtime/cpu/pool.h"
 #include "runtime/model_priv.h"
 #include "scheduler/governor.h"
 
@@ -16,21 +16,9 @@ struct ks_governor;
 struct ks_trace;
 struct ks_target;
 
-/* Activation formats a dot product may need (ks_cpu_act_type); one
- * quantized copy of the current input per format. */
-enum { KS_N_ACT_SLOTS = 6 };
-
-typedef struct ks_act_slot {
-    ks_qtype    type;    /* KS_QUANT_F32, F16, BF16, Q8_0, Q8_1 or Q8_K */
-    uint8_t    *buf;     /* [n_batch][stride] */
-    uint64_t    stride;  /* bytes per row for the widest input */
-    const float *src;    /* the input it holds now; NULL: stale */
-} ks_act_slot;
-
 struct ks_session {
     ks_model   *m;
-    ks_pool    *pool;
-    int         n_threads;
+    int         n_threads;   /* CPU threads for the next run */
     uint32_t    n_ctx;
     uint32_t    n_batch;
     ks_kv_type  kv_type;
@@ -49,26 +37,10 @@ struct ks_session {
     bool        check_layers;  /* KESTREL_CHECK=1: each CPU layer's output is
                                   checked for NaN and Inf */
 
-    uint64_t    kv_dim;      /* n_head_kv * head_dim */
-    uint64_t    kv_row_bytes;
-    uint8_t    *k_cache;     /* [n_layers][n_ctx][kv_dim], f16 or f32 */
-    uint8_t    *v_cache;     /* same */
-
-    /* Scratch for one batch of up to n_batch tokens. */
-    float      *x;           /* [n_batch][n_embd] residual stream */
-    float      *xn;          /* [n_batch][max(n_embd, q_dim)] normed input */
-    float      *q;           /* [n_batch][q_dim] */
-    float      *k;           /* [n_batch][kv_dim] */
-    float      *v;           /* [n_batch][kv_dim] */
-    float      *att;         /* [n_batch][q_dim] attention output */
-    float      *g;           /* [n_batch][n_ff] gate, then activation */
-    float      *u;           /* [n_batch][n_ff] up */
-    float      *rope;        /* [2][n_batch][n_rot] cos, sin pairs */
-    float      *scores;      /* [n_threads][n_ctx] */
-    float      *vtmp;        /* [n_threads][head_dim] */
-    uint8_t    *qh;          /* [n_threads][head_dim] query in KV format */
+    /* The hidden state handed from range to range, and the logits of
+     * the last token of a run. */
+    float      *x;           /* [n_batch][n_embd] */
     float      *logits;      /* [n_vocab] */
-    ks_act_slot act[KS_N_ACT_SLOTS];
 
     ks_stats    stats;
 
@@ -76,7 +48,7 @@ struct ks_session {
     struct ks_telemetry *tel;
     struct ks_governor  *gov;
     struct ks_trace     *trace;
-    int                  max_threads;  /* the pool's size */
+    int                  max_threads;  /* the CPU threads a target may use */
 
     /* Where the layers run: targets in layer order (scheduler/target.h),
      * as the placement chose them. */
@@ -89,8 +61,7 @@ struct ks_session {
                                             to the governor */
 };
 
-/* The CPU as a target kind (forward.c); its targets run on the session's
- * pool, scratch and KV cache. */
+/* The CPU as a target kind (cpu_target.c). */
 struct ks_target_kind;
 extern const struct ks_target_kind ks_cpu_target_kind;
 

@@ -82,12 +82,17 @@ struct ks_target {
 
 /* What a session offers a target kind when it asks about or makes one. */
 typedef struct ks_target_env {
-    const void *model;     /* const ks_model * */
-    void       *session;   /* ks_session *, for the CPU kind */
-    int32_t     device;    /* device index, -1: best */
-    uint32_t    n_ctx;
-    uint32_t    n_batch;
-    bool        kv_f32;    /* the session keeps an f32 KV cache */
+    const void *model;       /* const ks_model * */
+    int32_t     device;      /* device index, -1: best */
+    uint32_t    n_ctx;       /* positions the KV cache holds */
+    uint32_t    n_batch;     /* most tokens in one run */
+    bool        kv_f32;      /* an f32 KV cache (else f16) */
+    bool        check_layers;/* KESTREL_CHECK=1: report the first layer whose
+                                output has NaN or Inf (KS_ERR_CORRUPT) */
+    int32_t     max_threads; /* CPU threads a target may use */
+    const int  *threads_now; /* the CPU threads to use for the next run (the
+                                governor changes it between tokens; read at
+                                each run); NULL: max_threads */
 } ks_target_env;
 
 /* A device kind's memory: what placement needs to fit ranges to it. */

@@ -15,6 +15,7 @@
 
 #include "driver/base.h"
 #include "kestrel/kestrel.h"
+#include "runtime/model_priv.h"
 #include "runtime/session_priv.h"
 #include "runtime/synth.h"
 #include "scheduler/target.h"
@@ -28,6 +29,7 @@ typedef struct mock {
     float     *x;           /* the copy a submit works on */
     float      logits[512];
     uint32_t   n;
+    uint64_t   n_embd, n_vocab;
     bool       want_logits, head;
 } mock;
 
@@ -73,13 +75,12 @@ static ks_status
 mock_submit(ks_target *t, const float *x, uint32_t n, uint32_t pos0, bool want_logits)
 {
     mock *mk = t->impl;
-    const ks_session *s = mk->inner->impl;
     ks_status st;
 
     event('s');
     if ((st = lost_now()) != KS_OK)
         return st;
-    memcpy(mk->x, x, (size_t)n * s->m->hp.n_embd * sizeof(float));
+    memcpy(mk->x, x, (size_t)n * mk->n_embd * sizeof(float));
     mk->n = n;
     mk->want_logits = want_logits;
     return mk->inner->ops->run(mk->inner, mk->x, n, pos0, want_logits, mk->logits);
@@ -89,13 +90,12 @@ static ks_status
 mock_finish(ks_target *t, float *x, float *logits)
 {
     mock *mk = t->impl;
-    const ks_session *s = mk->inner->impl;
 
     event('f');
     if (mk->head && mk->want_logits)
-        memcpy(logits, mk->logits, s->m->hp.n_vocab * sizeof(float));
+        memcpy(logits, mk->logits, mk->n_vocab * sizeof(float));
     else if (!mk->head)
-        memcpy(x, mk->x, (size_t)mk->n * s->m->hp.n_embd * sizeof(float));
+        memcpy(x, mk->x, (size_t)mk->n * mk->n_embd * sizeof(float));
     return KS_OK;
 }
 
@@ -127,7 +127,7 @@ mock_create(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head, ks_ta
 {
     ks_target *t = calloc(1, sizeof(*t));
     mock *mk = calloc(1, sizeof(*mk));
-    const ks_session *s = env->session;
+    const ks_model *m = env->model;
     ks_status st;
 
     *out = NULL;
@@ -137,10 +137,12 @@ mock_create(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head, ks_ta
         free(mk);
         return ks_error(KS_ERR_DEVICE_OOM, "mock: out of device memory (test)");
     }
-    if (!t || !mk || !(mk->x = calloc((size_t)s->n_batch * s->m->hp.n_embd, sizeof(float))) ||
+    if (!t || !mk || !(mk->x = calloc((size_t)env->n_batch * m->hp.n_embd, sizeof(float))) ||
         (st = ks_cpu_target_kind.create(env, l0, l1, head, &mk->inner)) != KS_OK)
         abort();
     mk->head = head;
+    mk->n_embd = m->hp.n_embd;
+    mk->n_vocab = m->hp.n_vocab;
     t->ops = g.async ? &mock_async_ops : &mock_sync_ops;
     t->impl = mk;
     t->l0 = l0;
