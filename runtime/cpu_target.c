@@ -672,12 +672,7 @@ cpu_create(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head, ks_tar
     if ((st = ks_pool_create(c->max_threads, &c->pool)) != KS_OK ||
         (st = cpu_alloc(c, head)) != KS_OK)
         goto fail;
-    t->ops = &cpu_ops;
-    t->impl = c;
-    t->l0 = l0;
-    t->l1 = l1;
-    t->head = head;
-    snprintf(t->kind, sizeof t->kind, "cpu");
+    ks_target_init(t, &cpu_ops, c, "cpu", l0, l1, head, false);
     snprintf(t->desc, sizeof t->desc, "cpu (%d threads, %s kernels) layers %u-%u%s",
              c->max_threads, ks_cpu_simd_name(ks_cpu_simd()), l0, l1 - 1,
              head ? " + head" : "");

@@ -1157,12 +1157,7 @@ vk_create(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head, ks_targ
         free(t);
         return st;
     }
-    t->ops = &vk_ops;
-    t->l0 = l0;
-    t->l1 = l1;
-    t->head = head;
-    t->accel = true;
-    snprintf(t->kind, sizeof t->kind, "vulkan");
+    ks_target_init(t, &vk_ops, t->impl, "vulkan", l0, l1, head, true);
     snprintf(t->desc, sizeof t->desc, "vulkan (%.60s) layers %u-%u%s",
              ((ks_vk_fw *)t->impl)->info.device, l0, l1 - 1, head ? " + head" : "");
     *out = t;

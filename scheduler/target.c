@@ -2,6 +2,7 @@
 #include "scheduler/target.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "driver/base.h"
@@ -50,4 +51,19 @@ ks_target_kinds(uint32_t *n)
     *n = n_kinds;
     pthread_mutex_unlock(&lock);
     return kinds;
+}
+
+void
+ks_target_init(ks_target *t, const ks_target_ops *ops, void *impl, const char *kind,
+               uint32_t l0, uint32_t l1, bool head, bool accel)
+{
+    t->ops = ops;
+    t->impl = impl;
+    t->l0 = l0;
+    t->l1 = l1;
+    t->head = head;
+    t->accel = accel;
+    snprintf(t->kind, sizeof t->kind, "%s", kind);
+    snprintf(t->desc, sizeof t->desc, "%s layers %u-%u%s", kind, l0, l1 ? l1 - 1 : 0,
+             head ? " + head" : "");
 }

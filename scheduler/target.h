@@ -80,6 +80,11 @@ struct ks_target {
     char     desc[128];  /* for logs: "vulkan (llvmpipe) layers 10-29 + head" */
 };
 
+/* Fills the fields every target has; desc starts as "KIND layers A-B[ +
+ * head]" and a kind may write a longer one. */
+void ks_target_init(ks_target *t, const ks_target_ops *ops, void *impl, const char *kind,
+                    uint32_t l0, uint32_t l1, bool head, bool accel);
+
 /* What a session offers a target kind when it asks about or makes one. */
 typedef struct ks_target_env {
     const void *model;       /* const ks_model * */

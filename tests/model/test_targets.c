@@ -143,14 +143,8 @@ mock_create(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head, ks_ta
     mk->head = head;
     mk->n_embd = m->hp.n_embd;
     mk->n_vocab = m->hp.n_vocab;
-    t->ops = g.async ? &mock_async_ops : &mock_sync_ops;
-    t->impl = mk;
-    t->l0 = l0;
-    t->l1 = l1;
-    t->head = head;
-    t->accel = true;
-    snprintf(t->kind, sizeof t->kind, "mock");
-    snprintf(t->desc, sizeof t->desc, "mock layers %u-%u", l0, l1 - 1);
+    ks_target_init(t, g.async ? &mock_async_ops : &mock_sync_ops, mk, "mock", l0, l1, head,
+                   true);
     g.n_created++;
     g.last_l0 = l0;
     *out = t;
@@ -189,11 +183,7 @@ logcpu_create(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head, ks_
 
     if (!t || ks_cpu_target_kind.create(env, l0, l1, head, (ks_target **)&t->impl) != KS_OK)
         abort();
-    t->ops = &logcpu_ops;
-    t->l0 = l0;
-    t->l1 = l1;
-    t->head = head;
-    snprintf(t->kind, sizeof t->kind, "logcpu");
+    ks_target_init(t, &logcpu_ops, t->impl, "logcpu", l0, l1, head, false);
     *out = t;
     return KS_OK;
 }
