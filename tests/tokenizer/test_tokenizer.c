@@ -377,8 +377,10 @@ enum {
 
 static char g_bpe_bytes[256][4];
 
-static ks_tokenizer *
-make_bpe(const char *pre)
+/* The synthetic BPE vocabulary with pre-tokenizer |pre|; |fallback|: an
+ * unknown |pre| takes the GPT-2 rules. */
+static ks_status
+try_make_bpe(const char *pre, bool fallback, ks_tokenizer **t)
 {
     static const char *const extra[] = {
         G_SP "t", "he", G_SP "the", "ca", "cat", G_SP "cat", "12", "aa",
@@ -391,7 +393,6 @@ make_bpe(const char *pre)
     const char *tokens[B_N];
     int32_t types[B_N];
     ks_tok_vocab v;
-    ks_tokenizer *t = NULL;
 
     for (int b = 0; b < 256; b++) {
         uint32_t cp = (uint32_t)b;
@@ -435,7 +436,16 @@ make_bpe(const char *pre)
     v.bos = B_IM_START;
     v.eos = -1;
     v.unk = v.eot = v.eom = v.pad = v.sep = -1;
-    ck_assert_int_eq(ks_tokenizer_create_from_vocab(&v, &t), KS_OK);
+    v.pre_fallback_gpt2 = fallback;
+    return ks_tokenizer_create_from_vocab(&v, t);
+}
+
+static ks_tokenizer *
+make_bpe(const char *pre)
+{
+    ks_tokenizer *t = NULL;
+
+    ck_assert_int_eq(try_make_bpe(pre, false, &t), KS_OK);
     ck_assert_ptr_nonnull(t);
     return t;
 }
@@ -527,12 +537,24 @@ START_TEST(bpe_pre_qwen2_llama3)
 }
 END_TEST
 
-START_TEST(bpe_unknown_pre_uses_gpt2)
+START_TEST(bpe_unknown_pre_refused)
 {
-    ks_tokenizer *t = make_bpe("no-such-pre");
+    ks_tokenizer *t = NULL;
 
+    /* as llama.cpp: an unknown pre-tokenizer is an error naming it */
+    ck_assert_int_eq(try_make_bpe("no-such-pre", false, &t),
+                     KS_ERR_UNSUPPORTED);
+    ck_assert_ptr_null(t);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "'no-such-pre'"));
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "pre_fallback_gpt2"));
+    /* unless the caller asks for the GPT-2 rules */
+    ck_assert_int_eq(try_make_bpe("no-such-pre", true, &t), KS_OK);
     ck_assert_str_eq(ks_tokenizer_pre_name(t), "gpt-2");
     expect_words(t, "a  b", (size_t[]){ 1, 2, 4 }, 3);
+    ks_tokenizer_destroy(t);
+    /* NULL (a hand-built vocabulary without one) keeps the GPT-2 rules */
+    t = make_bpe(NULL);
+    ck_assert_str_eq(ks_tokenizer_pre_name(t), "gpt-2");
     ks_tokenizer_destroy(t);
 }
 END_TEST
@@ -1259,7 +1281,7 @@ tokenizer_suite(void)
     tcase_add_test(tc, bpe_pre_gpt2);
     tcase_add_test(tc, bpe_pre_smollm);
     tcase_add_test(tc, bpe_pre_qwen2_llama3);
-    tcase_add_test(tc, bpe_unknown_pre_uses_gpt2);
+    tcase_add_test(tc, bpe_unknown_pre_refused);
     tcase_add_test(tc, bpe_unicode_classes);
     tcase_add_test(tc, bpe_specials);
     tcase_add_test(tc, bpe_pieces_and_decode);
