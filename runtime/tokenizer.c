@@ -637,7 +637,8 @@ ks_tokenizer_create_from_vocab(const ks_tok_vocab *v, ks_tokenizer **out)
                           "not a pre-tokenizer Kestrel knows, so its token "
                           "ids would differ from the model's own tokenizer; "
                           "to use the GPT-2 rules anyway, load with "
-                          "ks_model_params.pre_fallback_gpt2", v->pre);
+                          "ks_model_params.pre_fallback_gpt2 (kestrel "
+                          "--pre-fallback-gpt2)", v->pre);
             goto fail;
         }
         if (!known)

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kestrel/kestrel.h"
 #include "runtime/gguf.h"
@@ -244,6 +245,58 @@ START_TEST(vocab_only_model_has_no_session)
 }
 END_TEST
 
+/* ks_model_load passes pre_fallback_gpt2 on: a copy of a BPE vocab file
+ * whose tokenizer.ggml.pre value has its last letter changed is refused,
+ * naming the value, unless the flag is set. */
+START_TEST(unknown_pre_refused_at_load)
+{
+    static const char key[] = "tokenizer.ggml.pre";
+    char path[4200], tmp[] = "/tmp/kestrel-vocab-XXXXXX";
+    ks_runtime_params rp = { 0 };
+    ks_model_params mp = { 0 };
+    ks_runtime *rt = NULL;
+    ks_model *m = NULL;
+    char *bytes, *at = NULL, *value;
+    size_t len = 0;
+    int fd;
+
+    snprintf(path, sizeof path, "%s/ggml-vocab-gpt-2.gguf", g_dir);
+    bytes = read_all(path, &len);
+    ck_assert_msg(bytes != NULL, "cannot read %s", path);
+    /* key, then its type (u32, 8: string) and the value's length (u64) */
+    for (size_t i = 0; i + sizeof key - 1 + 12 < len; i++) {
+        if (memcmp(bytes + i, key, sizeof key - 1) == 0) {
+            at = bytes + i + sizeof key - 1;
+            break;
+        }
+    }
+    ck_assert_msg(at != NULL, "%s has no %s", path, key);
+    uint64_t n;
+    memcpy(&n, at + 4, 8);
+    ck_assert_msg(n > 0 && n < 64, "%s: odd %s length", path, key);
+    value = at + 12;
+    value[n - 1] = 'x';  /* "gpt-2" -> "gpt-x" */
+    fd = mkstemp(tmp);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, bytes, len), (ssize_t)len);
+    close(fd);
+    free(bytes);
+
+    rp.backend = KS_BACKEND_CPU;
+    rp.no_governor = true;
+    ck_assert_int_eq(ks_runtime_create(&rp, &rt), KS_OK);
+    mp.vocab_only = true;
+    ck_assert_int_eq(ks_model_load(rt, tmp, &mp, &m), KS_ERR_UNSUPPORTED);
+    ck_assert_ptr_null(m);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "'gpt-x'"));
+    mp.pre_fallback_gpt2 = true;
+    ck_assert_int_eq(ks_model_load(rt, tmp, &mp, &m), KS_OK);
+    ks_model_destroy(m);
+    ks_runtime_destroy(rt);
+    unlink(tmp);
+}
+END_TEST
+
 static int
 cmp_str(const void *a, const void *b)
 {
@@ -282,6 +335,7 @@ vocab_suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_loop_test(tc, vocab_file_matches_llama_cpp, 0, g_n_files);
     tcase_add_test(tc, vocab_only_model_has_no_session);
+    tcase_add_test(tc, unknown_pre_refused_at_load);
     suite_add_tcase(s, tc);
     return s;
 }
