@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Generate runtime/unicode_tables.c: the code point ranges of the Unicode
-general categories L (letters: Lu Ll Lt Lm Lo) and N (numbers: Nd Nl No),
-taken from Python's unicodedata module.
+general categories L (letters: Lu Ll Lt Lm Lo), N (numbers: Nd Nl No),
+P (punctuation: Pc Pd Ps Pe Pi Pf Po), M (marks: Mn Mc Me) and S (symbols:
+Sm Sc Sk So), taken from Python's unicodedata module.
 
-The BPE pre-tokenizers (runtime/tokenizer.c) need \\p{L} and \\p{N} for all of
-Unicode; white space is a short fixed list kept in runtime/unicode.c.
+The BPE pre-tokenizers (runtime/tokenizer.c) need \\p{L}, \\p{N}, \\p{P} and
+\\p{M} for all of Unicode; white space is a short fixed list kept in
+runtime/unicode.c. The flag values are KS_UCP_* of runtime/unicode.h.
 
     python3 ci/gen_unicode_tables.py > runtime/unicode_tables.c
 
@@ -16,6 +18,9 @@ import unicodedata
 
 LETTER = 1
 NUMBER = 2
+PUNCT = 8
+MARK = 16
+SYMBOL = 32
 
 
 def flags_of(cp):
@@ -24,6 +29,12 @@ def flags_of(cp):
         return LETTER
     if cat[0] == "N":
         return NUMBER
+    if cat[0] == "P":
+        return PUNCT
+    if cat[0] == "M":
+        return MARK
+    if cat[0] == "S":
+        return SYMBOL
     return 0
 
 
@@ -51,7 +62,7 @@ def main():
       % unicodedata.unidata_version)
     w(" *\n")
     w(" * Sorted, disjoint ranges of code points in the general categories L\n")
-    w(" * (flag 1) and N (flag 2). */\n")
+    w(" * (flag 1), N (flag 2), P (flag 8), M (flag 16) and S (flag 32). */\n")
     w("#include \"runtime/unicode.h\"\n\n")
     w("const char ks_unicode_version[] = \"%s\";\n\n" % unicodedata.unidata_version)
     w("const ks_unicode_range ks_unicode_ranges[] = {\n")

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 bash ci/setup.sh
 bash ci/fetch-models.sh all
+bash ci/fetch-vocab.sh >/dev/null
 
 passed=0 failed=0 skipped=0
 tally() {  # adds up the counts meson test printed in log file $1

@@ -76,6 +76,7 @@ typedef struct opts {
     ks_policy   policy;
     const char *trace_path;
     bool        no_governor;
+    bool        pre_fallback_gpt2;
     /* bench */
     int32_t     n_pp;
     int32_t     n_tg;
@@ -149,7 +150,10 @@ static const char common_help[] =
     "      --policy P        performance|balanced|battery (default: balanced)\n"
     "      --trace FILE.csv  write the governor's trace, a line per token\n"
     "                        (plot it with ci/plot-trace.sh)\n"
-    "      --no-governor     never pace or throttle\n";
+    "      --no-governor     never pace or throttle\n"
+    "      --pre-fallback-gpt2  tokenize with the GPT-2 rules when the model's\n"
+    "                        pre-tokenizer is unknown (refused otherwise; ids\n"
+    "                        may differ from the model's own tokenizer)\n";
 
 static const char sampling_help[] =
     "      --temp X          temperature; 0 = greedy (default: 0.8)\n"
@@ -366,6 +370,8 @@ parse(const char *cmd, int argc, char **argv, opts *o)
             NEED_VALUE(); o->trace_path = v;
         } else if (strcmp(a, "--no-governor") == 0) {
             o->no_governor = true;
+        } else if (strcmp(a, "--pre-fallback-gpt2") == 0) {
+            o->pre_fallback_gpt2 = true;
         } else if (strcmp(a, "--temp") == 0) {
             NEED_VALUE(); o->sampling.temp = parse_float(cmd, a, v, 0, 100);
         } else if (strcmp(a, "--top-k") == 0) {
@@ -589,7 +595,9 @@ load(const opts *o, loaded *l)
     rp.no_governor = o->no_governor;
     if (ks_runtime_create(&rp, &l->rt) != KS_OK)
         return fail(NULL);
-    if (ks_model_load(l->rt, path, NULL, &l->model) != KS_OK) {
+    ks_model_params mp = { 0 };
+    mp.pre_fallback_gpt2 = o->pre_fallback_gpt2;
+    if (ks_model_load(l->rt, path, &mp, &l->model) != KS_OK) {
         unload(l);
         return fail(NULL);
     }

@@ -334,7 +334,10 @@ ks_model_load(ks_runtime *rt, const char *path, const ks_model_params *p,
     ks_status st;
     const char *arch, *name, *def_sys;
 
-    (void)p;
+    bool vocab_only = p && p->vocab_only;
+    unsigned tok_flags = (p && p->pre_fallback_gpt2)
+                             ? KS_TOK_CREATE_PRE_FALLBACK_GPT2 : 0;
+
     *out = NULL;
     if (!rt || !path)
         return ks_error(KS_ERR_INVALID_ARG, "model: no runtime or path given");
@@ -363,16 +366,22 @@ ks_model_load(ks_runtime *rt, const char *path, const ks_model_params *p,
             m->arch = arch_names[i].arch;
             m->arch_name = arch_names[i].name;
         }
+    if (!m->arch_name && vocab_only)
+        m->arch_name = arch;   /* only named, never run */
     if (!m->arch_name) {
         st = ks_error(KS_ERR_UNSUPPORTED,
                       "%s: architecture '%s' is not supported (Kestrel runs "
                       "llama, qwen2, qwen3 and gemma3)", path, arch);
         goto fail;
     }
-    if ((st = read_hparams(m)) != KS_OK || (st = bind_weights(m)) != KS_OK)
+    m->vocab_only = vocab_only;
+    if (!vocab_only && ((st = read_hparams(m)) != KS_OK ||
+                        (st = bind_weights(m)) != KS_OK))
         goto fail;
-    if ((st = ks_tokenizer_create(m->gguf, &m->tok)) != KS_OK)
+    if ((st = ks_tokenizer_create_ex(m->gguf, tok_flags, &m->tok)) != KS_OK)
         goto fail;
+    if (vocab_only)
+        m->hp.n_vocab = ks_tokenizer_n_vocab(m->tok);
     if (ks_tokenizer_n_vocab(m->tok) > m->hp.n_vocab) {
         st = ks_error(KS_ERR_CORRUPT,
                       "%s: the tokenizer has %u tokens but token_embd.weight "

@@ -102,6 +102,8 @@ struct ks_model {
     uint64_t             n_params;
     uint64_t             file_bytes;
     double               load_ms;
+    bool                 vocab_only;   /* tokenizer and metadata only: no
+                                        * hp but n_vocab, no weights */
 };
 
 #endif

@@ -567,6 +567,10 @@ ks_session_create(ks_model *m, const ks_session_params *p, ks_session **out)
     *out = NULL;
     if (!m)
         return ks_error(KS_ERR_INVALID_ARG, "session: no model given");
+    if (m->vocab_only)
+        return ks_error(KS_ERR_INVALID_ARG, "session: %s was loaded "
+                        "vocab-only (ks_model_params.vocab_only): it has a "
+                        "tokenizer but no weights to run", m->name);
     if (!p)
         p = &def;
     hp = &m->hp;

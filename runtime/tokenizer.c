@@ -47,6 +47,14 @@ typedef enum pre_kind {
     PRE_SMOLLM, /* \p{N} first, then PRE_GPT2 */
     PRE_QWEN2,  /* (?i:'s|...)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ */
     PRE_LLAMA3, /* as PRE_QWEN2 with \p{N}{1,3} */
+    PRE_QWEN35, /* as PRE_QWEN2 with [\p{L}\p{M}]+ for the letters and
+                 * [^\s\p{L}\p{M}\p{N}]+ for the punctuation */
+    /* Several regexes, each splitting the pieces the one before it left
+     * (stage tables further down): */
+    PRE_DEFAULT,        /* llama.cpp's default for BPE */
+    PRE_FALCON,
+    PRE_DEEPSEEK_LLM,
+    PRE_DEEPSEEK_CODER,
 } pre_kind;
 
 typedef struct pre_info {
@@ -93,6 +101,11 @@ static const pre_info k_pre[] = {
     { "lfm2", PRE_LLAMA3, true, true, true },
     { "dbrx", PRE_LLAMA3, true, false, false },
     { "smaug-bpe", PRE_LLAMA3, true, false, false },
+    { "qwen35", PRE_QWEN35, false, false, false },
+    { "default", PRE_DEFAULT, true, false, false },
+    { "falcon", PRE_FALCON, true, false, false },
+    { "deepseek-llm", PRE_DEEPSEEK_LLM, false, false, false },
+    { "deepseek-coder", PRE_DEEPSEEK_CODER, false, false, false },
 };
 
 struct ks_tokenizer {
@@ -618,6 +631,16 @@ ks_tokenizer_create_from_vocab(const ks_tok_vocab *v, ks_tokenizer **out)
     } else {
         bool known;
         const pre_info *p = find_pre(v->pre, &known);
+        if (!known && v->pre && !v->pre_fallback_gpt2) {
+            /* as llama.cpp, which refuses such a vocabulary */
+            st = ks_error(KS_ERR_UNSUPPORTED, "tokenizer.ggml.pre '%s' is "
+                          "not a pre-tokenizer Kestrel knows, so its token "
+                          "ids would differ from the model's own tokenizer; "
+                          "to use the GPT-2 rules anyway, load with "
+                          "ks_model_params.pre_fallback_gpt2 (kestrel "
+                          "--pre-fallback-gpt2)", v->pre);
+            goto fail;
+        }
         if (!known)
             ks_log(KS_LOG_WARN, "tok", "pre-tokenizer '%s' is not known; "
                    "using the GPT-2 rules (token ids may differ from the "
@@ -749,6 +772,12 @@ get_array(const ks_gguf *g, const char *key, uint32_t want_type, bool numeric,
 ks_status
 ks_tokenizer_create(const ks_gguf *g, ks_tokenizer **out)
 {
+    return ks_tokenizer_create_ex(g, 0, out);
+}
+
+ks_status
+ks_tokenizer_create_ex(const ks_gguf *g, unsigned flags, ks_tokenizer **out)
+{
     ks_status st;
     ks_tok_vocab v;
     ks_gguf_arr toks, scores, types, merges;
@@ -779,6 +808,14 @@ ks_tokenizer_create(const ks_gguf *g, ks_tokenizer **out)
     }
     v.eot = v.eom = v.pad = v.sep = -1;
     v.pre = ks_gguf_get_str(g, "tokenizer.ggml.pre", NULL);
+    v.pre_fallback_gpt2 = (flags & KS_TOK_CREATE_PRE_FALLBACK_GPT2) != 0;
+    if (v.model == KS_TOK_MODEL_BPE && (!v.pre || !*v.pre)) {
+        /* llama.cpp takes its "default" rules, with a warning */
+        ks_log(KS_LOG_WARN, "tok", "tokenizer.ggml.pre is missing; using "
+               "llama.cpp's 'default' pre-tokenizer (token ids may differ "
+               "from the model's own tokenizer)");
+        v.pre = "default";
+    }
 
     if ((st = get_array(g, "tokenizer.ggml.tokens", KS_GGUF_STR, false, 0,
                         true, &toks, &has_toks)) != KS_OK)
@@ -946,6 +983,7 @@ typedef struct scratch {
     uint32_t *cps;     size_t cps_cap;
     uint8_t  *fl;      size_t fl_cap;
     uint32_t *ends;    size_t ends_cap;
+    uint32_t *ends2;   size_t ends2_cap;   /* multi-regex pre-tokenizers */
 } scratch;
 
 static bool
@@ -973,6 +1011,7 @@ scratch_free(scratch *s)
     free(s->cps);
     free(s->fl);
     free(s->ends);
+    free(s->ends2);
 }
 
 static bool
@@ -1173,6 +1212,8 @@ spm_fragment(const ks_tokenizer *t, scratch *s, const char *txt, size_t len,
 #define F_L KS_UCP_LETTER
 #define F_N KS_UCP_NUMBER
 #define F_S KS_UCP_SPACE
+#define F_P KS_UCP_PUNCT
+#define F_M KS_UCP_MARK
 
 static size_t
 word_gpt2(const uint32_t *cp, const uint8_t *fl, size_t pos, size_t end)
@@ -1229,9 +1270,11 @@ ascii_lower(uint32_t c)
     return (c >= 'A' && c <= 'Z') ? c + 32 : c;
 }
 
+/* The llama3 / qwen2 / qwen35 regex; |letters| is F_L, or F_L | F_M for
+ * qwen35, whose letter runs take marks and whose punctuation runs do not. */
 static size_t
 word_llama3(const uint32_t *cp, const uint8_t *fl, size_t pos, size_t end,
-            size_t max_digits)
+            size_t max_digits, uint8_t letters)
 {
     uint32_t c = cp[pos];
     uint8_t f = fl[pos];
@@ -1250,9 +1293,9 @@ word_llama3(const uint32_t *cp, const uint8_t *fl, size_t pos, size_t end,
     }
     /* [^\r\n\p{L}\p{N}]?\p{L}+ */
     if (c != '\r' && c != '\n' && !(f & F_N)) {
-        if ((f & F_L) || (pos + 1 < end && (fl[pos + 1] & F_L))) {
+        if ((f & letters) || (pos + 1 < end && (fl[pos + 1] & letters))) {
             pos++;
-            while (pos < end && (fl[pos] & F_L))
+            while (pos < end && (fl[pos] & letters))
                 pos++;
             return pos;
         }
@@ -1270,9 +1313,9 @@ word_llama3(const uint32_t *cp, const uint8_t *fl, size_t pos, size_t end,
     bool sp = c == ' ';
     bool valid = !sp || pos + 1 < end;
     uint8_t f2 = sp ? (pos + 1 < end ? fl[pos + 1] : 0) : f;
-    if (valid && !(f2 & (F_S | F_L | F_N))) {
+    if (valid && !(f2 & (F_S | letters | F_N))) {
         pos += sp;
-        while (pos < end && !(fl[pos] & (F_S | F_L | F_N)))
+        while (pos < end && !(fl[pos] & (F_S | letters | F_N)))
             pos++;
         while (pos < end && (cp[pos] == '\r' || cp[pos] == '\n'))
             pos++;
@@ -1294,6 +1337,282 @@ word_llama3(const uint32_t *cp, const uint8_t *fl, size_t pos, size_t end,
     return pos + 1;
 }
 
+/* ---- Pre-tokenizers made of several regexes. llama.cpp runs each regex
+ * over every piece the previous ones left, and keeps both the matches and
+ * the text between them as pieces (unicode_regex_split). The regexes below
+ * are those of llama.cpp's llm_tokenizer_bpe (llama-vocab.cpp); each is
+ * matched leftmost-first within one piece, as std::regex_iterator does.
+ *
+ * Those regexes run on llama.cpp's view of the text: a code point above
+ * U+007F that is white space reads as U+000B, so \s is exactly F_S and no
+ * bracketed class ever holds non-ASCII white space; \p{..} classes see the
+ * general category (the "collapsed" text), ASCII as itself. */
+
+typedef bool (*cp_class)(uint32_t c, uint8_t f);
+
+typedef enum stage_op {
+    ST_RUN,         /* [class]+ */
+    ST_ONE,         /* [class] */
+    ST_SPACE_RUN,   /* \s?[class]+ */
+    ST_DIGITS3,     /* [0-9][0-9][0-9] */
+    ST_TRAIL_SPACE, /* \s+$ */
+    ST_GPT2,        /* the GPT-2 regex, as llama.cpp's hand-written split */
+} stage_op;
+
+typedef struct stage {
+    stage_op op;
+    cp_class cls;
+} stage;
+
+static bool cls_cr_lf(uint32_t c, uint8_t f) { (void)f; return c == '\r' || c == '\n'; }
+static bool cls_letter(uint32_t c, uint8_t f) { (void)c; return f & F_L; }
+static bool cls_number(uint32_t c, uint8_t f) { (void)c; return f & F_N; }
+static bool cls_punct(uint32_t c, uint8_t f) { (void)c; return f & F_P; }
+
+/* [\p{P}\$\+<=>\^~\|]: punctuation and the ASCII symbols but ` */
+static bool
+cls_default_punct(uint32_t c, uint8_t f)
+{
+    return (f & F_P) || (c < 0x80 && c && strchr("$+<=>^~|", (int)c));
+}
+
+/* falcon: [\p{P}\$\+<=>\^~\|`], all ASCII symbols */
+static bool
+cls_falcon_punct(uint32_t c, uint8_t f)
+{
+    return cls_default_punct(c, f) || c == '`';
+}
+
+/* deepseek-llm's explicit letter ranges (cased letters of Latin, Greek,
+ * Cyrillic, Armenian, Georgian, Cherokee, Glagolitic, Coptic, Deseret,
+ * ... and the fullwidth Latin letters), from its regex */
+static const uint32_t k_dsl_letters[][2] = {
+    { 0x41, 0x5A }, { 0x61, 0x7A }, { 0xB5, 0xB5 }, { 0xC0, 0xD6 },
+    { 0xD8, 0xF6 }, { 0xF8, 0x1BA }, { 0x1BC, 0x1BF }, { 0x1C4, 0x293 },
+    { 0x295, 0x2AF }, { 0x370, 0x373 }, { 0x376, 0x377 }, { 0x37B, 0x37D },
+    { 0x37F, 0x37F }, { 0x386, 0x386 }, { 0x388, 0x38A }, { 0x38C, 0x38C },
+    { 0x38E, 0x3A1 }, { 0x3A3, 0x3F5 }, { 0x3F7, 0x481 }, { 0x48A, 0x52F },
+    { 0x531, 0x556 }, { 0x10A0, 0x10C5 }, { 0x13A0, 0x13F5 },
+    { 0x13F8, 0x13FD }, { 0x1C90, 0x1CBA }, { 0x1CBD, 0x1CBF },
+    { 0x1D00, 0x1D2B }, { 0x1D6B, 0x1D77 }, { 0x1D79, 0x1D9A },
+    { 0x1E00, 0x1F15 }, { 0x1F18, 0x1F1D }, { 0x1F20, 0x1F45 },
+    { 0x1F48, 0x1F4D }, { 0x1F50, 0x1F57 }, { 0x1F59, 0x1F59 },
+    { 0x1F5B, 0x1F5B }, { 0x1F5D, 0x1F5D }, { 0x1F5F, 0x1F7D },
+    { 0x1F80, 0x1FB4 }, { 0x1FB6, 0x1FBC }, { 0x1FBE, 0x1FBE },
+    { 0x1FC2, 0x1FC4 }, { 0x1FC6, 0x1FCC }, { 0x1FD0, 0x1FD3 },
+    { 0x1FD6, 0x1FDB }, { 0x1FE0, 0x1FEC }, { 0x1FF2, 0x1FF4 },
+    { 0x1FF6, 0x1FFC }, { 0x2102, 0x2102 }, { 0x2107, 0x2107 },
+    { 0x210A, 0x2113 }, { 0x2115, 0x2115 }, { 0x2119, 0x211D },
+    { 0x2124, 0x2124 }, { 0x2126, 0x2126 }, { 0x2128, 0x2128 },
+    { 0x212A, 0x212D }, { 0x212F, 0x2134 }, { 0x2139, 0x2139 },
+    { 0x213C, 0x213F }, { 0x2145, 0x2149 }, { 0x214E, 0x214E },
+    { 0x2183, 0x2184 }, { 0x2C00, 0x2C7B }, { 0x2C7E, 0x2CE4 },
+    { 0x2CEB, 0x2CEE }, { 0x2CF2, 0x2CF3 }, { 0xA640, 0xA66D },
+    { 0xA680, 0xA69B }, { 0xA722, 0xA76F }, { 0xA771, 0xA787 },
+    { 0xA78B, 0xA78E }, { 0xAB70, 0xABBF }, { 0xFB00, 0xFB06 },
+    { 0xFB13, 0xFB17 }, { 0xFF21, 0xFF3A }, { 0xFF41, 0xFF5A },
+    { 0x10400, 0x1044F }, { 0x104B0, 0x104D3 }, { 0x104D8, 0x104FB },
+    { 0x10C80, 0x10CB2 }, { 0x10CC0, 0x10CF2 }, { 0x118A0, 0x118DF },
+    { 0x1E900, 0x1E943 },
+};
+
+static bool
+cls_dsl_letter(uint32_t c, uint8_t f)
+{
+    size_t lo = 0, hi = sizeof k_dsl_letters / sizeof k_dsl_letters[0];
+
+    (void)f;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (c < k_dsl_letters[mid][0])
+            hi = mid;
+        else if (c > k_dsl_letters[mid][1])
+            lo = mid + 1;
+        else
+            return true;
+    }
+    return false;
+}
+
+/* deepseek-llm: [!-/:-~！-／：-～‘-‟　-。] (note :-~ holds the ASCII
+ * letters too) */
+static bool
+cls_dsl_punct(uint32_t c, uint8_t f)
+{
+    (void)f;
+    return (c >= 0x21 && c <= 0x2F) || (c >= 0x3A && c <= 0x7E) ||
+           (c >= 0xFF01 && c <= 0xFF0F) || (c >= 0xFF1A && c <= 0xFF5E) ||
+           (c >= 0x2018 && c <= 0x201F) || (c >= 0x3000 && c <= 0x3002);
+}
+
+/* deepseek: [一-龥ࠀ-一가-퟿], i.e. U+0800..U+9FA5 and U+AC00..U+D7FF */
+static bool
+cls_cjk(uint32_t c, uint8_t f)
+{
+    (void)f;
+    return (c >= 0x0800 && c <= 0x9FA5) || (c >= 0xAC00 && c <= 0xD7FF);
+}
+
+static const stage k_default_stages[] = {
+    { ST_RUN, cls_default_punct },
+    { ST_GPT2, NULL },
+    { ST_RUN, cls_number },
+    { ST_DIGITS3, NULL },
+};
+
+static const stage k_falcon_stages[] = {
+    { ST_RUN, cls_falcon_punct },
+    { ST_GPT2, NULL },
+    { ST_DIGITS3, NULL },
+};
+
+static const stage k_deepseek_llm_stages[] = {
+    { ST_ONE, cls_cr_lf },
+    { ST_SPACE_RUN, cls_dsl_letter },
+    { ST_SPACE_RUN, cls_dsl_punct },
+    { ST_TRAIL_SPACE, NULL },
+    { ST_RUN, cls_cjk },
+    { ST_RUN, cls_number },
+};
+
+static const stage k_deepseek_coder_stages[] = {
+    { ST_ONE, cls_cr_lf },
+    { ST_SPACE_RUN, cls_letter },
+    { ST_SPACE_RUN, cls_punct },
+    { ST_RUN, cls_cjk },
+    { ST_ONE, cls_number },
+};
+
+/* Whether cp[i] is in |cls| as llama.cpp's regex sees it: non-ASCII white
+ * space reads as U+000B, which no class here holds. */
+static inline bool
+in_class(cp_class cls, const uint32_t *cp, const uint8_t *fl, size_t i)
+{
+    if (cp[i] > 0x7F && (fl[i] & F_S))
+        return false;
+    return cls(cp[i], fl[i]);
+}
+
+static size_t
+class_run(cp_class cls, const uint32_t *cp, const uint8_t *fl, size_t pos,
+          size_t end)
+{
+    while (pos < end && in_class(cls, cp, fl, pos))
+        pos++;
+    return pos;
+}
+
+/* The leftmost match of |st| in cp[from..end) (none of these regexes
+ * matches the empty string): true with [*m0, *m1), or false. */
+static bool
+stage_find(const stage *st, const uint32_t *cp, const uint8_t *fl,
+           size_t from, size_t end, size_t *m0, size_t *m1)
+{
+    size_t p;
+
+    switch (st->op) {
+    case ST_RUN:
+    case ST_ONE:
+        for (p = from; p < end; p++) {
+            if (in_class(st->cls, cp, fl, p)) {
+                *m0 = p;
+                *m1 = st->op == ST_ONE ? p + 1
+                                       : class_run(st->cls, cp, fl, p, end);
+                return true;
+            }
+        }
+        return false;
+    case ST_SPACE_RUN:
+        for (p = from; p < end; p++) {
+            if (in_class(st->cls, cp, fl, p)) {
+                *m0 = p;
+                *m1 = class_run(st->cls, cp, fl, p, end);
+                return true;
+            }
+            if ((fl[p] & F_S) && p + 1 < end &&
+                in_class(st->cls, cp, fl, p + 1)) {
+                *m0 = p;
+                *m1 = class_run(st->cls, cp, fl, p + 1, end);
+                return true;
+            }
+        }
+        return false;
+    case ST_DIGITS3:
+        for (p = from; p + 3 <= end; p++) {
+            if (cp[p] - '0' < 10 && cp[p + 1] - '0' < 10 &&
+                cp[p + 2] - '0' < 10) {
+                *m0 = p;
+                *m1 = p + 3;
+                return true;
+            }
+        }
+        return false;
+    case ST_TRAIL_SPACE:
+        p = end;
+        while (p > from && (fl[p - 1] & F_S))
+            p--;
+        if (p == end)
+            return false;
+        *m0 = p;
+        *m1 = end;
+        return true;
+    case ST_GPT2:
+        break;
+    }
+    return false;
+}
+
+/* Runs |stages| over cps[0..n); the pieces' ends go to s->ends. */
+static ks_status
+pretokenize_stages(scratch *s, size_t n, const stage *stages,
+                   size_t n_stages, size_t *n_words)
+{
+    const uint32_t *cp = s->cps;
+    const uint8_t *fl = s->fl;
+    size_t k = 0;
+
+    if (!grow((void **)&s->ends, &s->ends_cap, n, sizeof(uint32_t)) ||
+        !grow((void **)&s->ends2, &s->ends2_cap, n, sizeof(uint32_t)))
+        return ks_error(KS_ERR_NOMEM, "tokenizer: no memory");
+    if (n)
+        s->ends[k++] = (uint32_t)n;
+    for (size_t i = 0; i < n_stages; i++) {
+        const stage *st = &stages[i];
+        uint32_t *out = s->ends2;
+        size_t nk = 0, start = 0;
+
+        /* every piece ends at a distinct code point: at most n of them */
+        for (size_t w = 0; w < k; w++) {
+            size_t end = s->ends[w], pos = start, m0, m1;
+            if (st->op == ST_GPT2) {
+                while (pos < end) {
+                    pos = word_gpt2(cp, fl, pos, end);
+                    out[nk++] = (uint32_t)pos;
+                }
+            } else {
+                while (pos < end &&
+                       stage_find(st, cp, fl, pos, end, &m0, &m1)) {
+                    if (m0 > pos)
+                        out[nk++] = (uint32_t)m0;
+                    out[nk++] = (uint32_t)m1;
+                    pos = m1;
+                }
+                if (pos < end)
+                    out[nk++] = (uint32_t)end;
+            }
+            start = end;
+        }
+        s->ends2 = s->ends;
+        s->ends = out;
+        size_t cap = s->ends2_cap;
+        s->ends2_cap = s->ends_cap;
+        s->ends_cap = cap;
+        k = nk;
+    }
+    *n_words = k;
+    return KS_OK;
+}
+
 /* Splits cps[0..n) into words; their ends go to s->ends. */
 static ks_status
 pretokenize(const ks_tokenizer *t, scratch *s, size_t n, size_t *n_words)
@@ -1302,6 +1621,26 @@ pretokenize(const ks_tokenizer *t, scratch *s, size_t n, size_t *n_words)
     const uint8_t *fl = s->fl;
     size_t k = 0;
 
+    switch (t->pre) {
+    case PRE_DEFAULT:
+        return pretokenize_stages(s, n, k_default_stages,
+                                  sizeof k_default_stages / sizeof(stage),
+                                  n_words);
+    case PRE_FALCON:
+        return pretokenize_stages(s, n, k_falcon_stages,
+                                  sizeof k_falcon_stages / sizeof(stage),
+                                  n_words);
+    case PRE_DEEPSEEK_LLM:
+        return pretokenize_stages(s, n, k_deepseek_llm_stages,
+                                  sizeof k_deepseek_llm_stages /
+                                  sizeof(stage), n_words);
+    case PRE_DEEPSEEK_CODER:
+        return pretokenize_stages(s, n, k_deepseek_coder_stages,
+                                  sizeof k_deepseek_coder_stages /
+                                  sizeof(stage), n_words);
+    default:
+        break;
+    }
     if (!grow((void **)&s->ends, &s->ends_cap, n, sizeof(uint32_t)))
         return ks_error(KS_ERR_NOMEM, "tokenizer: no memory");
     for (size_t seg = 0; seg < n;) {
@@ -1320,10 +1659,13 @@ pretokenize(const ks_tokenizer *t, scratch *s, size_t n, size_t *n_words)
         for (size_t pos = seg; pos < seg_end;) {
             switch (t->pre) {
             case PRE_QWEN2:
-                pos = word_llama3(cp, fl, pos, seg_end, 1);
+                pos = word_llama3(cp, fl, pos, seg_end, 1, F_L);
+                break;
+            case PRE_QWEN35:
+                pos = word_llama3(cp, fl, pos, seg_end, 1, F_L | F_M);
                 break;
             case PRE_LLAMA3:
-                pos = word_llama3(cp, fl, pos, seg_end, 3);
+                pos = word_llama3(cp, fl, pos, seg_end, 3, F_L);
                 break;
             default:
                 pos = word_gpt2(cp, fl, pos, seg_end);

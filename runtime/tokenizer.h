@@ -43,10 +43,16 @@ typedef enum ks_tok_model {
 typedef struct ks_tok_vocab {
     ks_tok_model        model;
     const char         *pre;        /* BPE pre-tokenizer (tokenizer.ggml.pre):
-                                     * "smollm", "qwen2", "deepseek-r1-qwen",
-                                     * "llama-bpe", "gpt-2", ...; NULL or
-                                     * unknown: GPT-2 rules (unknown names
-                                     * get a warning). Ignored for SPM. */
+                                     * "smollm", "qwen2", "qwen35",
+                                     * "llama-bpe", "gpt-2", "falcon",
+                                     * "deepseek-llm", "deepseek-coder",
+                                     * "default", ... (k_pre in tokenizer.c).
+                                     * NULL: GPT-2 rules, with a warning. An
+                                     * unknown name is KS_ERR_UNSUPPORTED
+                                     * unless pre_fallback_gpt2. Ignored for
+                                     * SPM. */
+    bool                pre_fallback_gpt2; /* unknown pre: GPT-2 rules
+                                     * with a warning instead of an error */
     uint32_t            n_tokens;
     const char *const  *tokens;     /* [n_tokens] token texts */
     const size_t       *token_lens; /* [n_tokens] or NULL: strlen */
@@ -67,9 +73,19 @@ typedef struct ks_tok_vocab {
 
 /* Reads tokenizer.ggml.* from |g| (see gguf-and-quants.md section 5).
  * KS_ERR_CORRUPT when a key has the wrong type or length (names the key),
- * KS_ERR_UNSUPPORTED for a tokenizer model other than llama/gpt2,
- * KS_ERR_NOMEM. Nothing of |g| is kept. On failure *out is NULL. */
+ * KS_ERR_UNSUPPORTED for a tokenizer model other than llama/gpt2 or a
+ * tokenizer.ggml.pre that Kestrel does not know (as llama.cpp; a missing
+ * one gives llama.cpp's "default" rules with a warning), KS_ERR_NOMEM.
+ * Nothing of |g| is kept. On failure *out is NULL. */
 ks_status ks_tokenizer_create(const ks_gguf *g, ks_tokenizer **out);
+
+/* Flags for ks_tokenizer_create_ex. */
+enum {
+    /* an unknown tokenizer.ggml.pre: GPT-2 rules with a warning */
+    KS_TOK_CREATE_PRE_FALLBACK_GPT2 = 1,
+};
+ks_status ks_tokenizer_create_ex(const ks_gguf *g, unsigned flags,
+                                 ks_tokenizer **out);
 
 /* The same from plain arrays (tests, other loaders). KS_ERR_INVALID_ARG
  * for an empty vocabulary, an unknown model, or BPE merges NULL with
@@ -168,8 +184,8 @@ const char *ks_tokenizer_text(const ks_tokenizer *t, int32_t id,
 uint32_t    ks_tokenizer_n_vocab(const ks_tokenizer *t);
 /* "llama" or "gpt2". */
 const char *ks_tokenizer_model_name(const ks_tokenizer *t);
-/* The BPE pre-tokenizer rules in use ("gpt-2" also for unknown names;
- * "default" for SPM). */
+/* The BPE pre-tokenizer rules in use (a k_pre name; "gpt-2" also for an
+ * unknown name taken with pre_fallback_gpt2; "default" for SPM). */
 const char *ks_tokenizer_pre_name(const ks_tokenizer *t);
 
 #endif

@@ -1,7 +1,8 @@
 /* Unicode helpers for the tokenizer.
  *
- * Letters and numbers come from the generated range table (binary search,
- * with an ASCII fast path); white space is the Unicode White_Space property,
+ * Letters, numbers, punctuation, marks and symbols come from the
+ * generated range table (binary search, with an ASCII fast path for
+ * letters and digits); white space is the Unicode White_Space property,
  * a fixed list (PropList.txt), which is also what llama.cpp uses. UTF-8
  * decoding reproduces llama.cpp's lenient decoder so that byte-level BPE
  * sees the same code points for malformed input. */
@@ -32,10 +33,14 @@ ks_unicode_flags(uint32_t cp)
             return KS_UCP_LETTER;
         if (cp >= '0' && cp <= '9')
             return KS_UCP_NUMBER;
-        return is_white_space(cp) ? KS_UCP_SPACE : 0;
-    }
-    if (is_white_space(cp))
+        if (is_white_space(cp))
+            return KS_UCP_SPACE;
+        if (cp < 0x21 || cp == 0x7F)
+            return 0;          /* controls */
+        /* ASCII punctuation and symbols: from the table */
+    } else if (is_white_space(cp)) {
         return KS_UCP_SPACE;
+    }
     uint32_t lo = 0, hi = ks_unicode_n_ranges;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;

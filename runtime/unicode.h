@@ -1,5 +1,5 @@
 /* Unicode helpers for the tokenizer: code point classes (\p{L}, \p{N},
- * \s), lenient UTF-8 decoding as llama.cpp does it, and GPT-2's byte <->
+ * \p{P}, \p{M}, \p{S}, \s), lenient UTF-8 decoding as llama.cpp does it, and GPT-2's byte <->
  * code point table for byte-level BPE. Internal; not installed.
  *
  * All functions are pure and thread safe. */
@@ -15,20 +15,25 @@ enum {
     KS_UCP_LETTER = 1, /* general category L* */
     KS_UCP_NUMBER = 2, /* general category N* */
     KS_UCP_SPACE = 4,  /* Unicode property White_Space */
+    KS_UCP_PUNCT = 8,  /* general category P* */
+    KS_UCP_MARK = 16,  /* general category M* */
+    KS_UCP_SYMBOL = 32, /* general category S* */
 };
 
 /* Generated table (runtime/unicode_tables.c, ci/gen_unicode_tables.py). */
 typedef struct ks_unicode_range {
     uint32_t first, last; /* inclusive */
-    uint32_t flags;       /* KS_UCP_LETTER or KS_UCP_NUMBER */
+    uint32_t flags;       /* one of KS_UCP_LETTER, _NUMBER, _PUNCT, _MARK,
+                           * _SYMBOL */
 } ks_unicode_range;
 
 extern const ks_unicode_range ks_unicode_ranges[];
 extern const uint32_t ks_unicode_n_ranges;
 extern const char ks_unicode_version[]; /* Unicode version of the table */
 
-/* KS_UCP_* bits of |cp|; 0 for anything else, including values past
- * U+10FFFF. */
+/* KS_UCP_* bits of |cp|: white space gives KS_UCP_SPACE alone, anything
+ * else its general category's bit; 0 for the other categories (Z, C,
+ * unassigned) and values past U+10FFFF. */
 unsigned ks_unicode_flags(uint32_t cp);
 
 /* Bytes that a UTF-8 sequence starting with |lead| claims, from its top

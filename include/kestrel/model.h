@@ -66,11 +66,25 @@ KS_API const char *ks_runtime_backend_name(const ks_runtime *rt);
 
 typedef struct ks_model_params {
     uint32_t reserved;  /* 0 */
+    /* Load only the tokenizer and the metadata (llama.cpp's vocab_only),
+     * e.g. from llama.cpp's vocab-only ggml-vocab-*.gguf files: any
+     * general.architecture is taken and no tensor is needed or checked.
+     * Tokenizing, detokenizing, describing (arch, name, n_vocab only) and
+     * chat formatting work; ks_session_create refuses the model with
+     * KS_ERR_INVALID_ARG. */
+    bool     vocab_only;
+    /* A tokenizer.ggml.pre (BPE pre-tokenizer) that Kestrel does not know
+     * is refused with KS_ERR_UNSUPPORTED naming it, as llama.cpp refuses
+     * it. With this set, the GPT-2 rules are used instead with a warning;
+     * the token ids may then differ from the model's own tokenizer. */
+    bool     pre_fallback_gpt2;
 } ks_model_params;
 
 /* Maps and validates |path|. A malformed file gives KS_ERR_CORRUPT with the
- * field or tensor named; an unsupported architecture or tensor type gives
- * KS_ERR_UNSUPPORTED. |rt| must outlive the model. p may be NULL. */
+ * field or tensor named; an unsupported architecture, tensor type or
+ * tokenizer (tokenizer.ggml.model other than llama/gpt2, unknown
+ * tokenizer.ggml.pre) gives KS_ERR_UNSUPPORTED. |rt| must outlive the
+ * model. p may be NULL (all defaults). */
 KS_API ks_status ks_model_load(ks_runtime *rt, const char *path,
                                const ks_model_params *p, ks_model **out);
 KS_API void      ks_model_destroy(ks_model *m);  /* NULL is a no-op */

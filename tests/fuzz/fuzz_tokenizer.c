@@ -1,9 +1,11 @@
 /* libFuzzer target for the tokenizer. Built once: byte-level BPE
- * tokenizers for the gpt-2, smollm, qwen2 and llama-bpe pre-tokenizers and
+ * tokenizers for the gpt-2, smollm, qwen2, llama-bpe, qwen35, falcon,
+ * deepseek-llm, deepseek-coder and default pre-tokenizers and
  * two SentencePiece tokenizers with byte fallback (with and without the
  * space prefix), all over small synthetic vocabularies with merges and
- * special tokens. Each input's first byte picks the tokenizer and the
- * add_special / parse_special flags; the rest is the text. The text is
+ * special tokens. Each input's first byte picks the tokenizer (its low
+ * four bits) and the add_special (16) / parse_special (32) flags; the rest
+ * is the text. The text is
  * encoded (count, then fill), pre-tokenized, decoded (count, then fill)
  * and every id's piece is read. Checks: counts agree between passes, ids
  * are in range, word ends are increasing and end at the text's end, and
@@ -20,7 +22,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-enum { N_BPE = 4, N_SPM = 2, N_TOK = N_BPE + N_SPM };
+enum { N_BPE = 9, N_SPM = 2, N_TOK = N_BPE + N_SPM };
 
 static ks_tokenizer *g_tok[N_TOK];
 static bool g_exact[N_TOK];   /* decode(encode(x)) == x for valid UTF-8 */
@@ -147,12 +149,18 @@ make_spm(int8_t space_prefix)
 static void
 init(void)
 {
-    static const char *const pres[N_BPE] = { "gpt-2", "smollm", "qwen2",
-                                             "llama-bpe" };
+    static const char *const pres[N_BPE] = {
+        "gpt-2", "smollm", "qwen2", "llama-bpe", "qwen35", "falcon",
+        "deepseek-llm", "deepseek-coder", "default",
+    };
+    /* GPT-2, llama-bpe, falcon and default decode with llama.cpp's
+     * clean_spaces */
+    static const bool exact[N_BPE] = {
+        false, true, true, false, true, false, true, true, false,
+    };
     for (int i = 0; i < N_BPE; i++) {
         g_tok[i] = make_bpe(pres[i]);
-        /* GPT-2 and llama-bpe decode with llama.cpp's clean_spaces */
-        g_exact[i] = i == 1 || i == 2;
+        g_exact[i] = exact[i];
     }
     g_tok[N_BPE] = make_spm(0);
     g_tok[N_BPE + 1] = make_spm(-1);
@@ -209,9 +217,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
 
-    int which = (data[0] & 7) % N_TOK;
-    bool add_special = data[0] & 8;
-    bool parse_special = data[0] & 16;
+    int which = (data[0] & 15) % N_TOK;
+    bool add_special = data[0] & 16;
+    bool parse_special = data[0] & 32;
     const ks_tokenizer *t = g_tok[which];
     const char *text = (const char *)data + 1;
     size_t len = size - 1;

@@ -377,8 +377,10 @@ enum {
 
 static char g_bpe_bytes[256][4];
 
-static ks_tokenizer *
-make_bpe(const char *pre)
+/* The synthetic BPE vocabulary with pre-tokenizer |pre|; |fallback|: an
+ * unknown |pre| takes the GPT-2 rules. */
+static ks_status
+try_make_bpe(const char *pre, bool fallback, ks_tokenizer **t)
 {
     static const char *const extra[] = {
         G_SP "t", "he", G_SP "the", "ca", "cat", G_SP "cat", "12", "aa",
@@ -391,7 +393,6 @@ make_bpe(const char *pre)
     const char *tokens[B_N];
     int32_t types[B_N];
     ks_tok_vocab v;
-    ks_tokenizer *t = NULL;
 
     for (int b = 0; b < 256; b++) {
         uint32_t cp = (uint32_t)b;
@@ -435,7 +436,16 @@ make_bpe(const char *pre)
     v.bos = B_IM_START;
     v.eos = -1;
     v.unk = v.eot = v.eom = v.pad = v.sep = -1;
-    ck_assert_int_eq(ks_tokenizer_create_from_vocab(&v, &t), KS_OK);
+    v.pre_fallback_gpt2 = fallback;
+    return ks_tokenizer_create_from_vocab(&v, t);
+}
+
+static ks_tokenizer *
+make_bpe(const char *pre)
+{
+    ks_tokenizer *t = NULL;
+
+    ck_assert_int_eq(try_make_bpe(pre, false, &t), KS_OK);
     ck_assert_ptr_nonnull(t);
     return t;
 }
@@ -527,12 +537,64 @@ START_TEST(bpe_pre_qwen2_llama3)
 }
 END_TEST
 
-START_TEST(bpe_unknown_pre_uses_gpt2)
+/* The pre-tokenizers made of several regexes, and qwen35's marks. Words
+ * worked out by hand from llama.cpp's regexes (llama-vocab.cpp), each
+ * splitting the pieces the one before left. */
+START_TEST(bpe_pre_multi_regex)
 {
-    ks_tokenizer *t = make_bpe("no-such-pre");
+    ks_tokenizer *t;
 
+    /* falcon: [\p{P}$+<=>^~|`]+, then GPT-2, then [0-9]{3} */
+    t = make_bpe("falcon");
+    expect_words(t, "abc1234+=x", (size_t[]){ 3, 6, 7, 9, 10 }, 5);
+    expect_words(t, "a `b", (size_t[]){ 1, 2, 3, 4 }, 4);
+    ks_tokenizer_destroy(t);
+    /* default: as falcon without `, and \p{N}+ before [0-9]{3} */
+    t = make_bpe("default");
+    expect_words(t, "a$1234", (size_t[]){ 1, 2, 5, 6 }, 4);
+    expect_words(t, "a `b", (size_t[]){ 1, 3, 4 }, 3);
+    ks_tokenizer_destroy(t);
+    /* deepseek-coder: [\r\n], \s?\p{L}+, \s?\p{P}+, CJK+, \p{N} */
+    t = make_bpe("deepseek-coder");
+    expect_words(t, "a12\nb", (size_t[]){ 1, 2, 3, 4, 5 }, 5);
+    expect_words(t, "x, y", (size_t[]){ 1, 2, 4 }, 3);
+    ks_tokenizer_destroy(t);
+    /* deepseek-llm: its letter ranges hold é, but its next class
+     * (ASCII !-/ :-~ and some CJK punctuation) does not, so "Héllo" is cut
+     * there; trailing white space is a piece of its own */
+    t = make_bpe("deepseek-llm");
+    expect_words(t, "H\xC3\xA9llo  ", (size_t[]){ 1, 3, 6, 8 }, 4);
+    expect_words(t, "ab12", (size_t[]){ 2, 4 }, 2);
+    ks_tokenizer_destroy(t);
+    /* qwen35: a combining mark (U+0301) stays in the letter run; qwen2
+     * starts a new word at it */
+    t = make_bpe("qwen35");
+    expect_words(t, "a\xCC\x81" "b c", (size_t[]){ 4, 6 }, 2);
+    ks_tokenizer_destroy(t);
+    t = make_bpe("qwen2");
+    expect_words(t, "a\xCC\x81" "b c", (size_t[]){ 1, 4, 6 }, 3);
+    ks_tokenizer_destroy(t);
+}
+END_TEST
+
+START_TEST(bpe_unknown_pre_refused)
+{
+    ks_tokenizer *t = NULL;
+
+    /* as llama.cpp: an unknown pre-tokenizer is an error naming it */
+    ck_assert_int_eq(try_make_bpe("no-such-pre", false, &t),
+                     KS_ERR_UNSUPPORTED);
+    ck_assert_ptr_null(t);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "'no-such-pre'"));
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "pre_fallback_gpt2"));
+    /* unless the caller asks for the GPT-2 rules */
+    ck_assert_int_eq(try_make_bpe("no-such-pre", true, &t), KS_OK);
     ck_assert_str_eq(ks_tokenizer_pre_name(t), "gpt-2");
     expect_words(t, "a  b", (size_t[]){ 1, 2, 4 }, 3);
+    ks_tokenizer_destroy(t);
+    /* NULL (a hand-built vocabulary without one) keeps the GPT-2 rules */
+    t = make_bpe(NULL);
+    ck_assert_str_eq(ks_tokenizer_pre_name(t), "gpt-2");
     ks_tokenizer_destroy(t);
 }
 END_TEST
@@ -842,12 +904,13 @@ END_TEST
 /* ---------------------------------------------------------------------- */
 /* from GGUF metadata (files written in memory with the project's writer)  */
 
-/* A GGUF holding a tiny SPM or BPE vocabulary; |skip| names one key to
- * leave out, |bad_scores| writes a scores array one element short.
- * *bytes_out gets the file's buffer, to free after ks_gguf_destroy. */
+/* A GGUF holding a tiny SPM or BPE vocabulary with tokenizer.ggml.pre
+ * |pre| (NULL: no such key); |skip| names one key to leave out,
+ * |bad_scores| writes a scores array one element short. *bytes_out gets
+ * the file's buffer, to free after ks_gguf_destroy. */
 static ks_gguf *
-tiny_gguf(const char *model, const char *skip, bool bad_scores,
-          void **bytes_out)
+tiny_gguf_pre(const char *model, const char *pre, const char *skip,
+              bool bad_scores, void **bytes_out)
 {
     /* SPM spells a space U+2581, byte-level BPE U+0120 */
     bool bpe = strcmp(model, "gpt2") == 0;
@@ -876,8 +939,9 @@ tiny_gguf(const char *model, const char *skip, bool bad_scores,
     if (!skip || strcmp(skip, "tokenizer.ggml.merges"))
         ck_assert_int_eq(ks_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges",
                                                     merges, NULL, 1), KS_OK);
-    ck_assert_int_eq(ks_gguf_writer_set_str(w, "tokenizer.ggml.pre", "qwen2"),
-                     KS_OK);
+    if (pre)
+        ck_assert_int_eq(ks_gguf_writer_set_str(w, "tokenizer.ggml.pre", pre),
+                         KS_OK);
     ck_assert_int_eq(ks_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id",
                                             1), KS_OK);
     ck_assert_int_eq(ks_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id",
@@ -893,6 +957,13 @@ tiny_gguf(const char *model, const char *skip, bool bad_scores,
     ck_assert_int_eq(ks_gguf_open_mem(bytes, n, &g), KS_OK);
     *bytes_out = bytes;
     return g;
+}
+
+static ks_gguf *
+tiny_gguf(const char *model, const char *skip, bool bad_scores,
+          void **bytes_out)
+{
+    return tiny_gguf_pre(model, "qwen2", skip, bad_scores, bytes_out);
 }
 
 START_TEST(gguf_spm)
@@ -939,6 +1010,42 @@ START_TEST(gguf_bpe)
     /* bytes without a token are dropped, as in llama.cpp */
     expect_ids(t, "xa", false, false, IDS(4));
     ks_tokenizer_destroy(t);
+}
+END_TEST
+
+/* tokenizer.ggml.pre: unknown is refused (naming it) unless the caller
+ * asks for the GPT-2 rules; missing is llama.cpp's "default", as there. */
+START_TEST(gguf_pre_unknown_and_missing)
+{
+    void *bytes;
+    ks_gguf *g = tiny_gguf_pre("gpt2", "no-such-pre", NULL, false, &bytes);
+    ks_tokenizer *t = NULL;
+
+    ck_assert_int_eq(ks_tokenizer_create(g, &t), KS_ERR_UNSUPPORTED);
+    ck_assert_ptr_null(t);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "tokenizer.ggml.pre"));
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "'no-such-pre'"));
+    ck_assert_int_eq(ks_tokenizer_create_ex(g,
+                                            KS_TOK_CREATE_PRE_FALLBACK_GPT2,
+                                            &t), KS_OK);
+    ck_assert_str_eq(ks_tokenizer_pre_name(t), "gpt-2");
+    ks_tokenizer_destroy(t);
+    ks_gguf_destroy(g);
+    free(bytes);
+
+    g = tiny_gguf_pre("gpt2", NULL, NULL, false, &bytes);
+    ck_assert_int_eq(ks_tokenizer_create(g, &t), KS_OK);
+    ck_assert_str_eq(ks_tokenizer_pre_name(t), "default");
+    ks_tokenizer_destroy(t);
+    ks_gguf_destroy(g);
+    free(bytes);
+
+    /* SPM has no pre-tokenizer: an unknown name there is no error */
+    g = tiny_gguf_pre("llama", "no-such-pre", NULL, false, &bytes);
+    ck_assert_int_eq(ks_tokenizer_create(g, &t), KS_OK);
+    ks_tokenizer_destroy(t);
+    ks_gguf_destroy(g);
+    free(bytes);
 }
 END_TEST
 
@@ -1259,7 +1366,8 @@ tokenizer_suite(void)
     tcase_add_test(tc, bpe_pre_gpt2);
     tcase_add_test(tc, bpe_pre_smollm);
     tcase_add_test(tc, bpe_pre_qwen2_llama3);
-    tcase_add_test(tc, bpe_unknown_pre_uses_gpt2);
+    tcase_add_test(tc, bpe_pre_multi_regex);
+    tcase_add_test(tc, bpe_unknown_pre_refused);
     tcase_add_test(tc, bpe_unicode_classes);
     tcase_add_test(tc, bpe_specials);
     tcase_add_test(tc, bpe_pieces_and_decode);
@@ -1277,6 +1385,7 @@ tokenizer_suite(void)
     tc = tcase_create("gguf");
     tcase_add_test(tc, gguf_spm);
     tcase_add_test(tc, gguf_bpe);
+    tcase_add_test(tc, gguf_pre_unknown_and_missing);
     tcase_add_test(tc, gguf_errors);
     suite_add_tcase(s, tc);
 
