@@ -6,8 +6,8 @@
  *
  * Models: stories260K Q8_0 (shared folder; KESTREL_FAULT_RUNS runs, 50 by
  * default) and SmolLM2-135M Q4_1 (model cache; KESTREL_FAULT_RUNS_SMOL,
- * 4 by default, as lavapipe decodes it at a few tokens a second). Each
- * run puts the fault at a random submit of its session. The validation
+ * 50 by default; about 2 minutes on lavapipe). Each run puts the fault at
+ * a random submit of its session. The validation
  * layer is on; no device skips the test. */
 #include <check.h>
 #include <stdio.h>
@@ -139,7 +139,7 @@ START_TEST(smollm2_device_lost)
 {
     if (!*smol)
         return;
-    faults(smol, NULL, 512, "vk_submit_lost", env_int("KESTREL_FAULT_RUNS_SMOL", 4), N_GEN);
+    faults(smol, NULL, 512, "vk_submit_lost", env_int("KESTREL_FAULT_RUNS_SMOL", 50), N_GEN);
 }
 END_TEST
 
