@@ -703,6 +703,9 @@ print_stats(const ks_session *s, const ks_stats *st)
     if (st->governed)
         fprintf(stderr, "kestrel: governor paced %.1f ms; %d threads at the "
                 "end\n", st->paced_ms, st->n_threads);
+    if (st->n_fallbacks > 0)
+        fprintf(stderr, "kestrel: a device fault moved the layers to the CPU (%s)\n",
+                st->fallback);
     if (st->n_shader_hits + st->n_shader_compiled > 0)
         fprintf(stderr, "kestrel: %s, placement %s | Vulkan set-up %.1f ms, kernels: "
                 "%u from the disk cache, %u compiled\n", ks_session_backend_name(s),
@@ -728,12 +731,14 @@ json_stats(FILE *f, const ks_session *s, const ks_stats *st)
             "\"prefill_tps\":%.3f,\"n_gen\":%u,\"decode_ms\":%.3f,"
             "\"decode_tps\":%.3f,\"peak_rss_bytes\":%llu,\"kv_bytes\":%llu,"
             "\"backend_setup_ms\":%.3f,\"shader_cache_hits\":%u,"
-            "\"shaders_compiled\":%u}",
+            "\"shaders_compiled\":%u,\"fallbacks\":%u,\"fallback\":",
             ks_session_placement(s), st->load_ms, st->n_prompt, st->prefill_ms,
             st->prefill_tps, st->n_gen, st->decode_ms, st->decode_tps,
             (unsigned long long)st->peak_rss_bytes,
             (unsigned long long)st->kv_bytes, st->backend_setup_ms, st->n_shader_hits,
-            st->n_shader_compiled);
+            st->n_shader_compiled, st->n_fallbacks);
+    json_string(f, st->fallback, strlen(st->fallback));
+    fputc('}', f);
 }
 
 /* What one generation produced, for --json and the exit status. */

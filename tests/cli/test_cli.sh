@@ -165,6 +165,42 @@ run warn "$KS" run "${COMMON[@]}" -p Once -n 1 --device 1 -t 1
 expect_rc warn 0
 expect_err warn "--device has no effect"
 
+# -- NaN weights: an error mid-run still prints the partial result as JSON
+cp "$MODEL" "$TMP/nan.gguf"
+"$KS" info --json "$MODEL" >"$TMP/info.json"
+python3 - "$TMP/info.json" "$TMP/nan.gguf" <<'PY' || fail "nan: could not write the NaN model"
+import json, struct, sys
+d = json.load(open(sys.argv[1]))
+t = [t for t in d["tensors"] if t["name"] == "blk.2.ffn_norm.weight"][0]
+with open(sys.argv[2], "r+b") as f:
+    f.seek(t["offset"] + 8)
+    f.write(struct.pack("<f", float("nan")))
+PY
+run nan "$KS" run "${COMMON[@]}" -m "$TMP/nan.gguf" -p "Once upon a time" -n 4 --json
+expect_rc nan 1
+expect_err nan "NaN"
+json nan 'd["stop"] == "error" and "NaN" in d["error"] and d["ids"] == [] and len(d["prompt_ids"]) > 1'
+KESTREL_CHECK=1 run nan_check "$KS" run "${COMMON[@]}" -m "$TMP/nan.gguf" -p "Once upon a time" -n 4 --json
+expect_rc nan_check 1
+json nan_check '"layer 2 produced NaN" in d["error"]'
+
+# -- a device lost mid-generation: the CPU's tokens, exit 0, the switch in the stats
+if "$KS" devices 2>/dev/null | grep -qi vulkan; then
+    run lost_cpu "$KS" run "${COMMON[@]}" -p "Once upon a time" -n 12 --json
+    KESTREL_FAULT=vk_submit_lost@4 run lost "$KS" run -m "$MODEL" -t 1 --backend vulkan --temp 0 \
+        -p "Once upon a time" -n 12 --json
+    expect_rc lost 0
+    expect_err lost "continuing on the CPU"
+    python3 - "$TMP/lost_cpu.out" "$TMP/lost.out" <<'PY' || fail "lost: tokens differ from the CPU's"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+sys.exit(0 if a["ids"] == b["ids"] and len(a["ids"]) == 12 else 1)
+PY
+    json lost 'd["stats"]["fallbacks"] == 1 and "lost" in d["stats"]["fallback"] and d["placement"].startswith("cpu:")'
+else
+    echo "no Vulkan device: the device-lost check is skipped"
+fi
+
 if [ "$failures" -ne 0 ]; then
     echo "$failures check(s) failed"
     exit 1
