@@ -26,6 +26,12 @@ ks_error(ks_status st, const char *fmt, ...)
     return st;
 }
 
+ks_status
+ks_null_arg(const char *fn, const char *arg)
+{
+    return ks_error(KS_ERR_INVALID_ARG, "%s: argument '%s' is NULL", fn, arg);
+}
+
 const char *
 ks_last_error(void)
 {

@@ -18,6 +18,11 @@
 /* Stores a thread-local message for ks_last_error() and returns |st|. */
 ks_status ks_error(ks_status st, const char *fmt, ...) KS_PRINTF(2, 3);
 
+/* The NULL-argument rule of include/kestrel/status.h: returns
+ * KS_ERR_INVALID_ARG with a message naming the public function |fn| and
+ * its argument |arg|. */
+ks_status ks_null_arg(const char *fn, const char *arg);
+
 /* One logging function for the whole project; |tag| names the module
  * ("gguf", "gov", ...). Output goes to stderr. */
 void ks_log(ks_log_level level, const char *tag, const char *fmt, ...)

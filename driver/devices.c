@@ -866,7 +866,7 @@ ks_devices_print(FILE *f, unsigned flags)
 #endif
 
     if (!f)
-        return ks_error(KS_ERR_INVALID_ARG, "devices: output stream is NULL");
+        return ks_null_arg("ks_devices_print", "out");
     if (flags & ~(KS_DEVICES_JSON | KS_DEVICES_QUICK))
         return ks_error(KS_ERR_INVALID_ARG, "devices: unknown flags 0x%x", flags);
 

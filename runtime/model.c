@@ -335,9 +335,13 @@ ks_model_load(ks_runtime *rt, const char *path, const ks_model_params *p,
     const char *arch, *name;
 
     (void)p;
+    if (!out)
+        return ks_null_arg("ks_model_load", "out");
     *out = NULL;
-    if (!rt || !path)
-        return ks_error(KS_ERR_INVALID_ARG, "model: no runtime or path given");
+    if (!rt)
+        return ks_null_arg("ks_model_load", "rt");
+    if (!path)
+        return ks_null_arg("ks_model_load", "path");
     m = calloc(1, sizeof(*m));
     if (!m)
         return ks_error(KS_ERR_NOMEM, "model: no memory to load %s", path);
@@ -413,7 +417,11 @@ ks_model_destroy(ks_model *m)
 KS_API void
 ks_model_describe(const ks_model *m, ks_model_desc *d)
 {
+    if (!d)
+        return;
     memset(d, 0, sizeof(*d));
+    if (!m)
+        return;
     d->arch = m->arch_name;
     d->name = m->name;
     d->n_layers = m->hp.n_layers;

@@ -33,6 +33,8 @@ ks_runtime_create(const ks_runtime_params *p, ks_runtime **out)
     ks_runtime_params def = { 0 };
     ks_runtime *rt;
 
+    if (!out)
+        return ks_null_arg("ks_runtime_create", "out");
     *out = NULL;
     if (!p)
         p = &def;
@@ -96,6 +98,8 @@ ks_runtime_destroy(ks_runtime *rt)
 KS_API const char *
 ks_runtime_backend_name(const ks_runtime *rt)
 {
+    if (!rt)
+        return "";
     return rt->backend == KS_BACKEND_VULKAN ? "vulkan" :
            rt->backend == KS_BACKEND_CPU ? "cpu" : "auto";
 }
@@ -103,6 +107,8 @@ ks_runtime_backend_name(const ks_runtime *rt)
 KS_API const char *
 ks_session_backend_name(const ks_session *s)
 {
+    if (!s)
+        return "";
     if (s->n_targets == 1)
         return s->targets[0]->kind;
     return "split";
@@ -111,6 +117,8 @@ ks_session_backend_name(const ks_session *s)
 KS_API const char *
 ks_session_placement(const ks_session *s)
 {
+    if (!s)
+        return "";
     return s->plan;
 }
 
@@ -261,6 +269,13 @@ ks_model_tokenize(const ks_model *m, const char *text, size_t len,
                   bool add_special, bool parse_special, int32_t *out,
                   size_t cap, size_t *n_out)
 {
+    if (!n_out)
+        return ks_null_arg("ks_model_tokenize", "n_out");
+    *n_out = 0;
+    if (!m)
+        return ks_null_arg("ks_model_tokenize", "m");
+    if (!text && len)
+        return ks_null_arg("ks_model_tokenize", "text");
     return ks_tokenizer_encode(m->tok, text, len, add_special, parse_special,
                                out, cap, n_out);
 }
@@ -268,6 +283,8 @@ ks_model_tokenize(const ks_model *m, const char *text, size_t len,
 KS_API size_t
 ks_model_token_piece(const ks_model *m, int32_t id, char *buf, size_t cap)
 {
+    if (!m)
+        return 0;
     return ks_tokenizer_piece(m->tok, id, buf, cap);
 }
 
@@ -275,12 +292,21 @@ KS_API ks_status
 ks_model_detokenize(const ks_model *m, const int32_t *ids, size_t n,
                     char *buf, size_t cap, size_t *n_out)
 {
+    if (!n_out)
+        return ks_null_arg("ks_model_detokenize", "n_out");
+    *n_out = 0;
+    if (!m)
+        return ks_null_arg("ks_model_detokenize", "m");
+    if (!ids && n)
+        return ks_null_arg("ks_model_detokenize", "ids");
     return ks_tokenizer_decode(m->tok, ids, n, buf, cap, n_out);
 }
 
 KS_API bool
 ks_model_token_is_eog(const ks_model *m, int32_t id)
 {
+    if (!m)
+        return false;
     return ks_tokenizer_is_eog(m->tok, id);
 }
 
@@ -289,6 +315,18 @@ ks_model_chat_format(const ks_model *m, const ks_chat_message *msgs,
                      size_t n, bool add_generation_prompt, char *buf,
                      size_t cap, size_t *n_out)
 {
+    if (!n_out)
+        return ks_null_arg("ks_model_chat_format", "n_out");
+    *n_out = 0;
+    if (!m)
+        return ks_null_arg("ks_model_chat_format", "m");
+    if (!msgs && n)
+        return ks_null_arg("ks_model_chat_format", "msgs");
+    for (size_t i = 0; i < n; i++)
+        if (!msgs[i].role || !msgs[i].content)
+            return ks_error(KS_ERR_INVALID_ARG,
+                            "ks_model_chat_format: argument 'msgs[%zu].%s' is "
+                            "NULL", i, msgs[i].role ? "content" : "role");
     /* ks_chat_message and ks_chat_msg have the same layout by design. */
     return ks_chat_format((ks_chat_family)m->chat_family,
                           (const ks_chat_msg *)msgs, n,
@@ -429,9 +467,11 @@ ks_session_create(ks_model *m, const ks_session_params *p, ks_session **out)
     uint64_t q_dim, max_n, kv_bytes, nb, cache_bytes;
     bool ok = true;
 
+    if (!out)
+        return ks_null_arg("ks_session_create", "out");
     *out = NULL;
     if (!m)
-        return ks_error(KS_ERR_INVALID_ARG, "session: no model given");
+        return ks_null_arg("ks_session_create", "m");
     if (!p)
         p = &def;
     hp = &m->hp;
@@ -562,18 +602,24 @@ ks_session_destroy(ks_session *s)
 KS_API uint32_t
 ks_session_n_past(const ks_session *s)
 {
+    if (!s)
+        return 0;
     return s->n_past;
 }
 
 KS_API uint32_t
 ks_session_n_ctx(const ks_session *s)
 {
+    if (!s)
+        return 0;
     return s->n_ctx;
 }
 
 KS_API ks_status
 ks_session_truncate(ks_session *s, uint32_t n_past)
 {
+    if (!s)
+        return ks_null_arg("ks_session_truncate", "s");
     if (n_past > s->n_past)
         return ks_error(KS_ERR_INVALID_ARG,
                         "session: cannot truncate to %u, only %u tokens "
@@ -601,6 +647,10 @@ ks_session_eval(ks_session *s, const int32_t *tokens, size_t n,
 {
     ks_status st;
 
+    if (!s)
+        return ks_null_arg("ks_session_eval", "s");
+    if (!tokens && n)
+        return ks_null_arg("ks_session_eval", "tokens");
     if (n == 0)
         return ks_error(KS_ERR_INVALID_ARG, "session: no tokens to evaluate");
     if ((st = eval_tokens(s, tokens, n)) != KS_OK)
@@ -658,8 +708,14 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
     uint32_t n_gen = 0;
     char piece[256];
 
+    if (!p)
+        return ks_null_arg("ks_session_generate", "p");
     p->n_out = 0;
     p->stop = KS_STOP_NONE;
+    if (!s)
+        return ks_null_arg("ks_session_generate", "s");
+    if (!p->prompt && p->n_prompt)
+        return ks_null_arg("ks_session_generate", "p->prompt");
     {
         /* per-generate figures start again; the session's own stay */
         ks_stats keep = s->stats;
@@ -752,5 +808,11 @@ done:
 KS_API void
 ks_session_stats(const ks_session *s, ks_stats *out)
 {
+    if (!out)
+        return;
+    if (!s) {
+        memset(out, 0, sizeof(*out));
+        return;
+    }
     *out = s->stats;
 }

@@ -38,7 +38,7 @@ KS_API ks_status ks_session_create(ks_model *m, const ks_session_params *p,
                                    ks_session **out);
 KS_API void      ks_session_destroy(ks_session *s);  /* NULL is a no-op */
 
-/* Tokens held in the KV cache. */
+/* Tokens held in the KV cache; 0 for a NULL session. */
 KS_API uint32_t ks_session_n_past(const ks_session *s);
 KS_API uint32_t ks_session_n_ctx(const ks_session *s);
 
@@ -100,7 +100,8 @@ typedef struct ks_generate_params {
 /* Prefills the prompt, then samples and decodes until n_predict tokens, an
  * end-of-generation token (not emitted to on_token), a callback's false,
  * the cancel flag or a full context (KS_ERR_CONTEXT_FULL after the tokens
- * that fitted). */
+ * that fitted). p->prompt may be NULL only when n_prompt is 0; on_token,
+ * cancel and out_tokens may be NULL. */
 KS_API ks_status ks_session_generate(ks_session *s, ks_generate_params *p);
 
 typedef struct ks_stats {
@@ -124,13 +125,15 @@ typedef struct ks_stats {
     double   backend_setup_ms;
 } ks_stats;
 
+/* A NULL |s| zeroes *out. */
 KS_API void ks_session_stats(const ks_session *s, ks_stats *out);
 
 /* "cpu", "vulkan", or "split" when the layers run on several targets:
  * where this session's model runs (with backend auto, what auto chose). */
 KS_API const char *ks_session_backend_name(const ks_session *s);
 
-/* The placement, e.g. "cpu:0-9,vulkan:10-29+head". */
+/* The placement, e.g. "cpu:0-9,vulkan:10-29+head". Both give "" for a NULL
+ * session. */
 KS_API const char *ks_session_placement(const ks_session *s);
 
 #ifdef __cplusplus
