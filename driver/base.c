@@ -58,10 +58,26 @@ ks_status_str(ks_status st)
     return "unknown status";
 }
 
+const char *
+ks_env_str(const char *name)
+{
+    const char *e = getenv(name);
+
+    return e && *e ? e : NULL;
+}
+
+bool
+ks_env_flag(const char *name)
+{
+    const char *e = ks_env_str(name);
+
+    return e && strcmp(e, "0") != 0;
+}
+
 static int
 level_from_env(void)
 {
-    const char *e = getenv("KESTREL_LOG");
+    const char *e = ks_env_str("KESTREL_LOG");
     static const char *names[] = { "debug", "info", "warn", "error", "none" };
 
     if (e)
