@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "kestrel/status.h"
@@ -130,6 +131,9 @@ ks_fnv1a(uint64_t h, const void *data, size_t n)
         h = (h ^ p[i]) * 0x100000001b3ull;
     return h;
 }
+
+/* Writes |s| as a JSON string, quoted and escaped; NULL as "". */
+void ks_json_str(FILE *f, const char *s);
 
 /* Environment variables, read the same way everywhere: ks_env_str gives
  * the value, or NULL when the variable is unset or empty; ks_env_flag is
