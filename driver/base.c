@@ -29,6 +29,12 @@ ks_error(ks_status st, const char *fmt, ...)
     return st;
 }
 
+ks_status
+ks_null_arg(const char *fn, const char *arg)
+{
+    return ks_error(KS_ERR_INVALID_ARG, "%s: argument '%s' is NULL", fn, arg);
+}
+
 const char *
 ks_last_error(void)
 {
@@ -55,10 +61,43 @@ ks_status_str(ks_status st)
     return "unknown status";
 }
 
+void
+ks_json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p == '\n')
+            fputs("\\n", f);
+        else if (*p < 0x20)
+            fprintf(f, "\\u%04x", *p);
+        else
+            fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+const char *
+ks_env_str(const char *name)
+{
+    const char *e = getenv(name);
+
+    return e && *e ? e : NULL;
+}
+
+bool
+ks_env_flag(const char *name)
+{
+    const char *e = ks_env_str(name);
+
+    return e && strcmp(e, "0") != 0;
+}
+
 static int
 level_from_env(void)
 {
-    const char *e = getenv("KESTREL_LOG");
+    const char *e = ks_env_str("KESTREL_LOG");
     static const char *names[] = { "debug", "info", "warn", "error", "none" };
 
     if (e)

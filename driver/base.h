@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "kestrel/status.h"
 
@@ -18,6 +20,11 @@
 
 /* Stores a thread-local message for ks_last_error() and returns |st|. */
 ks_status ks_error(ks_status st, const char *fmt, ...) KS_PRINTF(2, 3);
+
+/* The NULL-argument rule of include/kestrel/status.h: returns
+ * KS_ERR_INVALID_ARG with a message naming the public function |fn| and
+ * its argument |arg|. */
+ks_status ks_null_arg(const char *fn, const char *arg);
 
 /* One logging function for the whole project; |tag| names the module
  * ("gguf", "gov", ...). Output goes to stderr. */
@@ -91,6 +98,88 @@ ks_status ks_file_read(const char *path, size_t max_bytes, char **out,
  * device, a directory, a socket), which rename() would replace or fail on.
  * Only stat()s: never opens, so never blocks. */
 ks_status ks_file_check_replaceable(const char *path);
+
+/* Scalar IEEE half <-> float, exact and round-to-nearest-even, for every
+ * layer: runtime/cpu's ks_fp16_to_f32/ks_f32_to_fp16 wrap these, the
+ * Vulkan kernels' CPU side calls them directly. NaN keeps its sign and top
+ * payload bits and becomes quiet, as F16C's vcvtps2ph does. */
+static inline float
+ks_h2f(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t e = (h >> 10) & 0x1f, m = h & 0x3ff, bits;
+    float f;
+
+    if (e == 0) {
+        f = (float)m * 0x1p-24f; /* zero or subnormal, exact */
+        memcpy(&bits, &f, 4);
+        bits |= sign;
+    } else if (e == 31) {
+        bits = sign | 0x7f800000u | (m << 13);
+    } else {
+        bits = sign | ((e + 112) << 23) | (m << 13);
+    }
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline uint16_t
+ks_f2h(float f)
+{
+    uint32_t x, ax, h, rem;
+    uint16_t sign;
+
+    memcpy(&x, &f, 4);
+    sign = (uint16_t)((x >> 16) & 0x8000);
+    ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) /* NaN */
+        return (uint16_t)(sign | 0x7e00 | ((ax >> 13) & 0x3ff));
+    if (ax >= 0x477ff000u) /* rounds past 65504, or inf */
+        return (uint16_t)(sign | 0x7c00);
+    if (ax < 0x38800000u) { /* below 2^-14: subnormal half or zero */
+        uint32_t e = ax >> 23, mant, shift, half;
+        if (e < 102) /* below 2^-25: rounds to zero */
+            return sign;
+        mant = (ax & 0x7fffffu) | 0x800000u;
+        shift = 126 - e;
+        h = mant >> shift;
+        rem = mant & ((1u << shift) - 1);
+        half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (h & 1)))
+            h++;
+        return (uint16_t)(sign | h);
+    }
+    h = (ax >> 13) - (112u << 10);
+    rem = ax & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1)))
+        h++;
+    return (uint16_t)(sign | h);
+}
+
+/* 64-bit FNV-1a over |n| bytes, continuing from |h|: start with
+ * KS_FNV1A_INIT (the offset basis). The one FNV of the project, for hash
+ * tables and cache keys (not cryptographic). Constants:
+ * http://www.isthe.com/chongo/tech/comp/fnv/ (FNV-1a, 64-bit). */
+#define KS_FNV1A_INIT 0xcbf29ce484222325ull
+
+static inline uint64_t
+ks_fnv1a(uint64_t h, const void *data, size_t n)
+{
+    const unsigned char *p = data;
+
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* Writes |s| as a JSON string, quoted and escaped; NULL as "". */
+void ks_json_str(FILE *f, const char *s);
+
+/* Environment variables, read the same way everywhere: ks_env_str gives
+ * the value, or NULL when the variable is unset or empty; ks_env_flag is
+ * true when it is set to anything but "" or "0" (KESTREL_VALIDATE=1). */
+const char *ks_env_str(const char *name);
+bool ks_env_flag(const char *name);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t ks_now_ns(void);

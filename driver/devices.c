@@ -24,23 +24,6 @@
 #include "driver/vk.h"
 #endif
 
-static void
-json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
-        else if (*p == '\n')
-            fputs("\\n", f);
-        else if (*p < 0x20)
-            fprintf(f, "\\u%04x", *p);
-        else
-            fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
 static const char *
 tf(bool b)
 {
@@ -165,29 +148,29 @@ json_device(FILE *f, const ks_vk_device_info *d, bool chosen)
     char a[64];
 
     fprintf(f, "{\"index\":%u,\"name\":", d->index);
-    json_str(f, d->name);
+    ks_json_str(f, d->name);
     fprintf(f, ",\"type\":\"%s\",\"usable\":%s,\"chosen\":%s,\"vendor_id\":%u,"
             "\"device_id\":%u,", ks_vk_type_str(d->type), tf(d->usable), tf(chosen),
             d->vendor_id, d->device_id);
     fputs("\"driver\":{\"name\":", f);
-    json_str(f, d->driver_name);
+    ks_json_str(f, d->driver_name);
     fputs(",\"info\":", f);
-    json_str(f, d->driver_info);
+    ks_json_str(f, d->driver_info);
     ks_vk_driver_version_str(d, a, sizeof a);
     fprintf(f, ",\"version\":\"%s\",\"id\":%u},", a, d->driver_id);
     api_str(d->api_version, a, sizeof a);
     fprintf(f, "\"api_version\":\"%s\",\"drm\":", a);
     if (d->drm.found) {
         fputs("{\"render\":", f);
-        json_str(f, d->drm.render_path);
+        ks_json_str(f, d->drm.render_path);
         fputs(",\"primary\":", f);
-        json_str(f, d->drm.primary_path);
+        ks_json_str(f, d->drm.primary_path);
         fprintf(f, ",\"bus\":\"%s\",\"bus_id\":", bus_str(d->drm.bus));
-        json_str(f, d->drm.bus_id);
+        ks_json_str(f, d->drm.bus_id);
         fputs(",\"driver\":", f);
-        json_str(f, d->drm.driver);
+        ks_json_str(f, d->drm.driver);
         fputs(",\"sysfs\":", f);
-        json_str(f, d->drm.sysfs_device);
+        ks_json_str(f, d->drm.sysfs_device);
         fputs("},", f);
     } else {
         fputs("null,", f);
@@ -288,15 +271,15 @@ json_targets(FILE *f, const target *t, uint32_t n)
     for (uint32_t i = 0; i < n; i++) {
         fprintf(f, "%s{\"kind\":\"%s\",\"index\":%u,\"name\":", i ? "," : "", t[i].kind,
                 t[i].index);
-        json_str(f, t[i].name);
+        ks_json_str(f, t[i].name);
         fprintf(f, ",\"available\":%s,\"note\":", tf(t[i].available));
         if (t[i].chosen) {
             char note[sizeof t[i].note + 32];
 
             snprintf(note, sizeof note, "Kestrel's choice; %s", t[i].note);
-            json_str(f, note);
+            ks_json_str(f, note);
         } else {
-            json_str(f, t[i].note);
+            ks_json_str(f, t[i].note);
         }
         if (strcmp(t[i].kind, "vulkan") == 0)
             fprintf(f, ",\"chosen\":%s", tf(t[i].chosen));
@@ -305,7 +288,7 @@ json_targets(FILE *f, const target *t, uint32_t n)
         if (strcmp(t[i].kind, "accel") == 0) {
             fputs(",\"node\":", f);
             if (t[i].node)
-                json_str(f, t[i].node);
+                ks_json_str(f, t[i].node);
             else
                 fputs("null", f);
         }
@@ -359,491 +342,29 @@ sensors_sample(sensors *sn, uint64_t gap_ns)
     ks_telemetry_sample(sn->tel, NULL);
 }
 
-/* The lowest trip of |type| above 0 (x86_pkg_temp lists unset passive
- * trips at 0); 0 if none. */
-static int32_t
-zone_trip_mc(const ks_telem_zone_info *z, ks_telem_trip_type type)
-{
-    int32_t best = 0;
-
-    for (uint32_t k = 0; k < z->n_trips; k++)
-        if (z->trips[k].type == type && z->trips[k].temp_mc > 0 &&
-            (best == 0 || z->trips[k].temp_mc < best))
-            best = z->trips[k].temp_mc;
-    return best;
-}
-
-static const char *
-power_kind_text(const ks_telem_power_info *p)
-{
-    switch (p->kind) {
-    case KS_POWER_HWMON: return "hwmon power";
-    case KS_POWER_HWMON_ENERGY: return "hwmon energy-derived";
-    case KS_POWER_HWMON_VI: return "hwmon voltage x current";
-    case KS_POWER_RAPL: break;
-    }
-    switch (p->rapl_role) {
-    case KS_RAPL_PACKAGE: return p->rapl_mmio ? "RAPL package (mmio view), energy-derived"
-                                              : "RAPL package, energy-derived";
-    case KS_RAPL_CORE: return "RAPL core, energy-derived";
-    case KS_RAPL_UNCORE: return "RAPL uncore, energy-derived";
-    case KS_RAPL_DRAM: return "RAPL dram, energy-derived";
-    case KS_RAPL_PSYS: return "RAPL psys, energy-derived";
-    case KS_RAPL_NONE:
-    case KS_RAPL_OTHER: break;
-    }
-    return "RAPL, energy-derived";
-}
-
-static const char *
-power_kind_json(ks_telem_power_kind k)
-{
-    switch (k) {
-    case KS_POWER_HWMON: return "hwmon_power";
-    case KS_POWER_HWMON_ENERGY: return "hwmon_energy";
-    case KS_POWER_HWMON_VI: return "hwmon_vi";
-    case KS_POWER_RAPL: return "rapl";
-    }
-    return "unknown";
-}
-
-static const char *
-rapl_role_str(ks_telem_rapl_role r)
-{
-    switch (r) {
-    case KS_RAPL_NONE: return "none";
-    case KS_RAPL_PACKAGE: return "package";
-    case KS_RAPL_CORE: return "core";
-    case KS_RAPL_UNCORE: return "uncore";
-    case KS_RAPL_DRAM: return "dram";
-    case KS_RAPL_PSYS: return "psys";
-    case KS_RAPL_OTHER: break;
-    }
-    return "other";
-}
-
-static const char *
-battery_status_str(ks_telem_battery_status s)
-{
-    switch (s) {
-    case KS_BATTERY_CHARGING: return "charging";
-    case KS_BATTERY_DISCHARGING: return "discharging";
-    case KS_BATTERY_NOT_CHARGING: return "not charging";
-    case KS_BATTERY_FULL: return "full";
-    case KS_BATTERY_UNKNOWN: break;
-    }
-    return "unknown";
-}
-
-static const char *
-supply_type_str(ks_telem_supply_type t)
-{
-    switch (t) {
-    case KS_SUPPLY_BATTERY: return "battery";
-    case KS_SUPPLY_MAINS: return "mains";
-    case KS_SUPPLY_USB: return "usb";
-    case KS_SUPPLY_OTHER: break;
-    }
-    return "other";
-}
-
-static const char *
-freq_kind_str(ks_telem_freq_kind k)
-{
-    switch (k) {
-    case KS_FREQ_DEVFREQ: return "devfreq";
-    case KS_FREQ_I915: return "i915";
-    case KS_FREQ_XE: return "xe";
-    case KS_FREQ_V3D: return "v3d";
-    case KS_FREQ_IVPU: return "ivpu";
-    }
-    return "unknown";
-}
-
-static const char *
-syspower_str(ks_telem_power_src s)
-{
-    switch (s) {
-    case KS_SYSPOWER_BATTERY: return "battery discharge";
-    case KS_SYSPOWER_RAPL: return "RAPL package";
-    case KS_SYSPOWER_HWMON: return "hwmon sum";
-    case KS_SYSPOWER_RAIL_INPUT: return "input rail";
-    case KS_SYSPOWER_RAIL_SUM: return "rails summed";
-    case KS_SYSPOWER_NONE: break;
-    }
-    return "none";
-}
-
-static const char *
-stale_str(bool stale)
-{
-    return stale ? " (stale)" : "";
-}
-
-static void
-text_temp(FILE *f, const ks_telem_temp *t)
-{
-    if (t->valid)
-        fprintf(f, "%.1f °C%s", t->temp_mc / 1000.0, stale_str(t->stale));
-    else
-        fputs("unreadable", f);
-}
-
-/* Counts of what could be read in this sample, for the "missing" lines. */
-typedef struct sensor_counts {
-    uint32_t zones, power, batteries, freq, fans;
-} sensor_counts;
-
-static sensor_counts
-count_readable(const ks_telem_info *in, const ks_telem_sample *s)
-{
-    sensor_counts c = { 0 };
-
-    for (uint32_t i = 0; i < in->n_zones; i++)
-        c.zones += s->zone_temp[i].valid;
-    for (uint32_t i = 0; i < in->n_power; i++)
-        c.power += s->power_mw[i].valid;
-    for (uint32_t i = 0; i < in->n_supplies; i++)
-        c.batteries += in->supplies[i].type == KS_SUPPLY_BATTERY;
-    for (uint32_t i = 0; i < in->n_freq; i++)
-        c.freq += s->freq[i].cur_hz.valid || s->freq[i].load_permille.valid;
-    for (uint32_t i = 0; i < in->n_fans; i++)
-        c.fans += s->fan_rpm[i].valid;
-    return c;
-}
-
-/* What is missing, one sentence each, shared by both reports. */
-static uint32_t
-missing_lines(const ks_telem_info *in, const sensor_counts *c, const char *out[5])
-{
-    uint32_t n = 0;
-
-    if (!c->zones)
-        out[n++] = in->n_zones ? "no thermal zones readable (every zone's temp failed to read)"
-                               : "no thermal zones readable";
-    if (!c->power)
-        out[n++] = in->n_power ? "no power sensors readable (found, but unreadable: see the notes)"
-                               : "no power sensors";
-    if (!c->batteries)
-        out[n++] = "no battery";
-    if (!c->freq)
-        out[n++] = "no devfreq or GPU/NPU frequency readable";
-    if (!c->fans)
-        out[n++] = "no fan tachometer";
-    return n;
-}
-
-static void
-text_governor(FILE *f, const ks_telem_info *in, const ks_telem_sample *s)
-{
-    fputs("  governor:  ", f);
-    if (s->hottest_zone >= 0) {
-        fprintf(f, "hottest relevant zone %s at ", in->zones[s->hottest_zone].name);
-        text_temp(f, &s->hottest);
-    } else {
-        fputs("no CPU, GPU, NPU, SoC or package zone read", f);
-    }
-    if (s->passive_zone >= 0 && s->passive_trip.valid)
-        fprintf(f, "; passive trip %.1f °C (%s); default limit %.1f °C (passive trip - %d °C)\n",
-                s->passive_trip.temp_mc / 1000.0, in->zones[s->passive_zone].name,
-                (s->passive_trip.temp_mc - KS_TELEM_DEFAULT_MARGIN_MC) / 1000.0,
-                KS_TELEM_DEFAULT_MARGIN_MC / 1000);
-    else
-        fputs("; no passive trip point: the governor stays off unless a limit is given\n", f);
-}
-
+/* The Sensors section and the "sensors" object: telemetry's renderer,
+ * with the governor's margin for the default limit. */
 static void
 text_sensors(FILE *f, const sensors *sn)
 {
-    const ks_telem_info *in;
-    const ks_telem_sample *s;
-    const char *missing[5];
-    sensor_counts c;
-    uint32_t n_missing;
-
     if (!sn->tel) {
         fprintf(f, "Sensors: not read (%s)\n", sn->why);
         return;
     }
-    in = ks_telemetry_get_info(sn->tel);
-    s = ks_telemetry_last(sn->tel);
-    c = count_readable(in, s);
-    n_missing = missing_lines(in, &c, missing);
-
-    fprintf(f, "Sensors (sysfs under %s):\n", in->root[0] ? in->root : "/");
-    for (uint32_t i = 0; i < in->n_zones; i++) {
-        const ks_telem_zone_info *z = &in->zones[i];
-        int32_t passive = zone_trip_mc(z, KS_TRIP_PASSIVE);
-        int32_t critical = zone_trip_mc(z, KS_TRIP_CRITICAL);
-
-        fprintf(f, "  zone       %-22s %-8s ", z->name, ks_telem_class_str(z->cls));
-        text_temp(f, &s->zone_temp[i]);
-        if (passive)
-            fprintf(f, ", passive %.1f °C", passive / 1000.0);
-        if (critical)
-            fprintf(f, ", critical %.1f °C", critical / 1000.0);
-        fputc('\n', f);
-    }
-    for (uint32_t i = 0; i < in->n_power; i++) {
-        const ks_telem_power_info *p = &in->power[i];
-        const ks_telem_value *v = &s->power_mw[i];
-
-        fprintf(f, "  power      %-22s ", p->name);
-        if (v->valid)
-            fprintf(f, "%.2f W%s", v->value / 1000.0, stale_str(v->stale));
-        else
-            fputs(p->readable ? "no reading yet" : "not readable", f);
-        fprintf(f, "  %s (%s)\n", power_kind_text(p), p->node);
-    }
-    for (uint32_t i = 0; i < in->n_supplies; i++) {
-        const ks_telem_supply_info *si = &in->supplies[i];
-        const ks_telem_supply_sample *ss = &s->supplies[i];
-
-        if (si->type == KS_SUPPLY_BATTERY) {
-            fprintf(f, "  battery    %-22s ", si->name);
-            if (ss->capacity_pct.valid)
-                fprintf(f, "%" PRId64 " %%%s", ss->capacity_pct.value,
-                        stale_str(ss->capacity_pct.stale));
-            else
-                fputs("charge unknown", f);
-            fprintf(f, ", %s", battery_status_str(ss->status));
-            if (ss->power_mw.valid)
-                fprintf(f, ", %.2f W%s", ss->power_mw.value / 1000.0,
-                        stale_str(ss->power_mw.stale));
-            fputc('\n', f);
-        } else {
-            fprintf(f, "  supply     %-22s %s, %s\n", si->name, supply_type_str(si->type),
-                    !ss->online.valid ? "online unknown" :
-                    ss->online.value ? "online" : "offline");
-        }
-    }
-    for (uint32_t i = 0; i < in->n_freq; i++) {
-        const ks_telem_freq_info *fi = &in->freq[i];
-        const ks_telem_freq_sample *fs = &s->freq[i];
-        bool comma = false;
-
-        fprintf(f, "  frequency  %-22s %-8s ", fi->name, ks_telem_class_str(fi->cls));
-        if (fs->cur_hz.valid) {
-            fprintf(f, "%.0f MHz%s", fs->cur_hz.value / 1e6, stale_str(fs->cur_hz.stale));
-            if (fs->min_hz.valid && fs->max_hz.valid)
-                fprintf(f, " (%.0f..%.0f MHz)", fs->min_hz.value / 1e6,
-                        fs->max_hz.value / 1e6);
-            comma = true;
-        }
-        if (fs->load_permille.valid) {
-            fprintf(f, "%sload %.1f %%%s", comma ? ", " : "",
-                    fs->load_permille.value / 10.0, stale_str(fs->load_permille.stale));
-            comma = true;
-        }
-        if (!comma)
-            fputs("no reading", f);
-        fprintf(f, "  %s\n", freq_kind_str(fi->kind));
-    }
-    for (uint32_t i = 0; i < in->n_fans; i++) {
-        fprintf(f, "  fan        %-22s ", in->fans[i].name);
-        if (s->fan_rpm[i].valid)
-            fprintf(f, "%" PRId64 " rpm%s\n", s->fan_rpm[i].value,
-                    stale_str(s->fan_rpm[i].stale));
-        else
-            fputs("unreadable\n", f);
-    }
-    if (in->has_undervolt)
-        fprintf(f, "  under-voltage alarm: %s\n", !s->undervolt.valid ? "unreadable" :
-                s->undervolt.value ? "RAISED" : "no");
-    if (s->system_power_mw.valid)
-        fprintf(f, "  system power %.2f W (%s)\n", s->system_power_mw.value / 1000.0,
-                syspower_str(s->system_power_src));
-    for (uint32_t i = 0; i < n_missing; i++)
-        fprintf(f, "  %s\n", missing[i]);
-    for (uint32_t i = 0; i < in->n_notes; i++)
-        fprintf(f, "  note: %s\n", in->notes[i]);
-    text_governor(f, in, s);
-}
-
-static void
-json_value(FILE *f, const char *key, const ks_telem_value *v)
-{
-    fprintf(f, "\"%s\":", key);
-    if (v->valid)
-        fprintf(f, "%" PRId64, v->value);
-    else
-        fputs("null", f);
-}
-
-static void
-json_mc(FILE *f, const char *key, bool valid, int32_t mc)
-{
-    fprintf(f, "\"%s\":", key);
-    if (valid)
-        fprintf(f, "%" PRId32, mc);
-    else
-        fputs("null", f);
-}
-
-static void
-json_zone_name(FILE *f, const char *key, const ks_telem_info *in, int32_t zone)
-{
-    fprintf(f, "\"%s\":", key);
-    if (zone >= 0 && (uint32_t)zone < in->n_zones)
-        json_str(f, in->zones[zone].name);
-    else
-        fputs("null", f);
+    ks_telemetry_describe(sn->tel, KS_TELEM_DEFAULT_MARGIN_MC, f);
 }
 
 static void
 json_sensors(FILE *f, const sensors *sn)
 {
-    const ks_telem_info *in;
-    const ks_telem_sample *s;
-    const char *missing[5];
-    char note[96];
-    sensor_counts c;
-    uint32_t n_missing;
-    bool first = true;
-
+    fputs("\"sensors\":", f);
     if (!sn->tel) {
-        fputs("\"sensors\":{\"available\":false,\"reason\":", f);
-        json_str(f, sn->why);
+        fputs("{\"available\":false,\"reason\":", f);
+        ks_json_str(f, sn->why);
         fputc('}', f);
         return;
     }
-    in = ks_telemetry_get_info(sn->tel);
-    s = ks_telemetry_last(sn->tel);
-    c = count_readable(in, s);
-    n_missing = missing_lines(in, &c, missing);
-
-    fputs("\"sensors\":{\"available\":true,\"root\":", f);
-    json_str(f, in->root[0] ? in->root : "/");
-    fputs(",\"zones\":[", f);
-    for (uint32_t i = 0; i < in->n_zones; i++) {
-        const ks_telem_zone_info *z = &in->zones[i];
-        const ks_telem_temp *zt = &s->zone_temp[i];
-        int32_t passive = zone_trip_mc(z, KS_TRIP_PASSIVE);
-        int32_t critical = zone_trip_mc(z, KS_TRIP_CRITICAL);
-
-        fprintf(f, "%s{\"name\":", i ? "," : "");
-        json_str(f, z->name);
-        fputs(",\"node\":", f);
-        json_str(f, z->node);
-        fprintf(f, ",\"class\":\"%s\",", ks_telem_class_str(z->cls));
-        json_mc(f, "temp_mc", zt->valid, zt->temp_mc);
-        fprintf(f, ",\"stale\":%s,", tf(zt->stale));
-        json_mc(f, "passive_trip_mc", passive != 0, passive);
-        fputc(',', f);
-        json_mc(f, "critical_trip_mc", critical != 0, critical);
-        fputc('}', f);
-    }
-    fputs("],\"power\":[", f);
-    for (uint32_t i = 0; i < in->n_power; i++) {
-        const ks_telem_power_info *p = &in->power[i];
-
-        fprintf(f, "%s{\"name\":", i ? "," : "");
-        json_str(f, p->name);
-        fputs(",\"node\":", f);
-        json_str(f, p->node);
-        fprintf(f, ",\"kind\":\"%s\",\"energy_derived\":%s,\"rapl_domain\":",
-                power_kind_json(p->kind),
-                tf(p->kind == KS_POWER_HWMON_ENERGY || p->kind == KS_POWER_RAPL));
-        if (p->kind == KS_POWER_RAPL)
-            fprintf(f, "\"%s\",\"rapl_mmio\":%s", rapl_role_str(p->rapl_role),
-                    tf(p->rapl_mmio));
-        else
-            fputs("null", f);
-        fprintf(f, ",\"readable\":%s,", tf(p->readable));
-        json_value(f, "power_mw", &s->power_mw[i]);
-        fprintf(f, ",\"stale\":%s}", tf(s->power_mw[i].stale));
-    }
-    fputs("],\"batteries\":[", f);
-    for (uint32_t i = 0; i < in->n_supplies; i++) {
-        const ks_telem_supply_sample *ss = &s->supplies[i];
-
-        if (in->supplies[i].type != KS_SUPPLY_BATTERY)
-            continue;
-        fprintf(f, "%s{\"name\":", first ? "" : ",");
-        first = false;
-        json_str(f, in->supplies[i].name);
-        fputc(',', f);
-        json_value(f, "capacity_pct", &ss->capacity_pct);
-        fprintf(f, ",\"status\":\"%s\",", battery_status_str(ss->status));
-        json_value(f, "power_mw", &ss->power_mw);
-        fputc('}', f);
-    }
-    fputs("],\"supplies\":[", f);
-    first = true;
-    for (uint32_t i = 0; i < in->n_supplies; i++) {
-        if (in->supplies[i].type == KS_SUPPLY_BATTERY)
-            continue;
-        fprintf(f, "%s{\"name\":", first ? "" : ",");
-        first = false;
-        json_str(f, in->supplies[i].name);
-        fprintf(f, ",\"type\":\"%s\",", supply_type_str(in->supplies[i].type));
-        json_value(f, "online", &s->supplies[i].online);
-        fputc('}', f);
-    }
-    fputs("],\"frequency\":[", f);
-    for (uint32_t i = 0; i < in->n_freq; i++) {
-        const ks_telem_freq_sample *fs = &s->freq[i];
-
-        fprintf(f, "%s{\"name\":", i ? "," : "");
-        json_str(f, in->freq[i].name);
-        fprintf(f, ",\"kind\":\"%s\",\"class\":\"%s\",", freq_kind_str(in->freq[i].kind),
-                ks_telem_class_str(in->freq[i].cls));
-        json_value(f, "cur_hz", &fs->cur_hz);
-        fputc(',', f);
-        json_value(f, "min_hz", &fs->min_hz);
-        fputc(',', f);
-        json_value(f, "max_hz", &fs->max_hz);
-        fputc(',', f);
-        json_value(f, "load_permille", &fs->load_permille);
-        fputc('}', f);
-    }
-    fputs("],\"fans\":[", f);
-    for (uint32_t i = 0; i < in->n_fans; i++) {
-        fprintf(f, "%s{\"name\":", i ? "," : "");
-        json_str(f, in->fans[i].name);
-        fputc(',', f);
-        json_value(f, "rpm", &s->fan_rpm[i]);
-        fputc('}', f);
-    }
-    fputs("],\"undervolt\":", f);
-    if (in->has_undervolt && s->undervolt.valid)
-        fputs(tf(s->undervolt.value != 0), f);
-    else
-        fputs("null", f);
-    fputc(',', f);
-    json_value(f, "system_power_mw", &s->system_power_mw);
-    fprintf(f, ",\"system_power_source\":\"%s\",\"governor\":{",
-            s->system_power_mw.valid ? syspower_str(s->system_power_src) : "none");
-    json_zone_name(f, "hottest_zone", in, s->hottest_zone);
-    fputc(',', f);
-    json_mc(f, "hottest_mc", s->hottest_zone >= 0 && s->hottest.valid, s->hottest.temp_mc);
-    fputc(',', f);
-    json_zone_name(f, "passive_zone", in, s->passive_zone);
-    fputc(',', f);
-    json_mc(f, "passive_trip_mc", s->passive_zone >= 0 && s->passive_trip.valid,
-            s->passive_trip.temp_mc);
-    fputc(',', f);
-    json_mc(f, "critical_trip_mc", s->critical_trip.valid, s->critical_trip.temp_mc);
-    fputc(',', f);
-    json_mc(f, "default_limit_mc", s->passive_zone >= 0 && s->passive_trip.valid,
-            s->passive_trip.temp_mc - KS_TELEM_DEFAULT_MARGIN_MC);
-    snprintf(note, sizeof note, "default limit: the passive trip minus %d degrees C",
-             KS_TELEM_DEFAULT_MARGIN_MC / 1000);
-    fputs(",\"note\":", f);
-    json_str(f, s->passive_zone >= 0 && s->passive_trip.valid
-                    ? note
-                    : "no passive trip point: the governor stays off unless a limit is given");
-    fputs("},\"missing\":[", f);
-    for (uint32_t i = 0; i < n_missing; i++) {
-        fputs(i ? "," : "", f);
-        json_str(f, missing[i]);
-    }
-    fputs("],\"notes\":[", f);
-    for (uint32_t i = 0; i < in->n_notes; i++) {
-        fputs(i ? "," : "", f);
-        json_str(f, in->notes[i]);
-    }
-    fputs("]}", f);
+    ks_telemetry_describe_json(sn->tel, KS_TELEM_DEFAULT_MARGIN_MC, f);
 }
 
 ks_status
@@ -866,7 +387,7 @@ ks_devices_print(FILE *f, unsigned flags)
 #endif
 
     if (!f)
-        return ks_error(KS_ERR_INVALID_ARG, "devices: output stream is NULL");
+        return ks_null_arg("ks_devices_print", "out");
     if (flags & ~(KS_DEVICES_JSON | KS_DEVICES_QUICK))
         return ks_error(KS_ERR_INVALID_ARG, "devices: unknown flags 0x%x", flags);
 
@@ -954,12 +475,12 @@ ks_devices_print(FILE *f, unsigned flags)
         fputs(tf(!cpu_only), f);
         fputs(",\"reason\":", f);
         if (reason[0])
-            json_str(f, reason);
+            ks_json_str(f, reason);
         else
             fputs("null", f);
 #ifdef KS_HAVE_VULKAN
         fputs(",\"mask\":", f);
-        json_str(f, mask_text);
+        ks_json_str(f, mask_text);
         fprintf(f, ",\"mask_valid\":%s,\"chosen\":", tf(mask_ok));
         if (cpu_only)
             fputs("null", f);
@@ -976,11 +497,11 @@ ks_devices_print(FILE *f, unsigned flags)
         fputs("},\"accelerators\":[", f);
         for (uint32_t i = 0; i < n_acc; i++) {
             fprintf(f, "%s{\"index\":%u,\"node\":", i ? "," : "", acc[i].index);
-            json_str(f, acc[i].node);
+            ks_json_str(f, acc[i].node);
             fprintf(f, ",\"node_present\":%s,\"driver\":", tf(acc[i].node_present));
-            json_str(f, acc[i].driver);
+            ks_json_str(f, acc[i].driver);
             fputs(",\"execution_path\":false,\"reason\":", f);
-            json_str(f, acc[i].reason);
+            ks_json_str(f, acc[i].reason);
             fputc('}', f);
         }
         fprintf(f, "],\"cpu_only\":%s,", tf(cpu_only));

@@ -1834,66 +1834,98 @@ ks_telemetry_last(const ks_telemetry *t)
     return &t->cur;
 }
 
-/* ---- describe ---------------------------------------------------------- */
+/* ---- describe: the one sensor renderer --------------------------------- */
 
-static const char *
-syspower_str(ks_telem_power_src s)
+/* Text and JSON of the same facts: `kestrel devices` (driver/devices.c)
+ * prints its Sensors section with ks_telemetry_describe and its "sensors"
+ * object with ks_telemetry_describe_json. */
+
+/* The lowest trip of |type| above 0 (x86_pkg_temp lists unset passive
+ * trips at 0); 0 if none. */
+static int32_t
+zone_trip_mc(const ks_telem_zone_info *z, ks_telem_trip_type type)
 {
-    switch (s) {
-    case KS_SYSPOWER_NONE: return "none";
-    case KS_SYSPOWER_BATTERY: return "battery";
-    case KS_SYSPOWER_RAPL: return "rapl";
-    case KS_SYSPOWER_HWMON: return "hwmon";
-    case KS_SYSPOWER_RAIL_INPUT: return "input rail";
-    case KS_SYSPOWER_RAIL_SUM: return "rail sum";
-    }
-    return "none";
+    int32_t best = 0;
+
+    for (uint32_t k = 0; k < z->n_trips; k++)
+        if (z->trips[k].type == type && z->trips[k].temp_mc > 0 &&
+            (best == 0 || z->trips[k].temp_mc < best))
+            best = z->trips[k].temp_mc;
+    return best;
 }
 
 static const char *
-status_str(ks_telem_battery_status s)
+power_kind_text(const ks_telem_power_info *p)
 {
-    switch (s) {
-    case KS_BATTERY_UNKNOWN: return "Unknown";
-    case KS_BATTERY_CHARGING: return "Charging";
-    case KS_BATTERY_DISCHARGING: return "Discharging";
-    case KS_BATTERY_NOT_CHARGING: return "Not charging";
-    case KS_BATTERY_FULL: return "Full";
+    switch (p->kind) {
+    case KS_POWER_HWMON: return "hwmon power";
+    case KS_POWER_HWMON_ENERGY: return "hwmon energy-derived";
+    case KS_POWER_HWMON_VI: return "hwmon voltage x current";
+    case KS_POWER_RAPL: break;
     }
-    return "Unknown";
+    switch (p->rapl_role) {
+    case KS_RAPL_PACKAGE: return p->rapl_mmio ? "RAPL package (mmio view), energy-derived"
+                                              : "RAPL package, energy-derived";
+    case KS_RAPL_CORE: return "RAPL core, energy-derived";
+    case KS_RAPL_UNCORE: return "RAPL uncore, energy-derived";
+    case KS_RAPL_DRAM: return "RAPL dram, energy-derived";
+    case KS_RAPL_PSYS: return "RAPL psys, energy-derived";
+    case KS_RAPL_NONE:
+    case KS_RAPL_OTHER: break;
+    }
+    return "RAPL, energy-derived";
 }
 
 static const char *
-supply_type_str(ks_telem_supply_type s)
+power_kind_json(ks_telem_power_kind k)
 {
-    switch (s) {
-    case KS_SUPPLY_OTHER: return "other";
-    case KS_SUPPLY_BATTERY: return "battery";
-    case KS_SUPPLY_MAINS: return "mains";
-    case KS_SUPPLY_USB: return "usb";
+    switch (k) {
+    case KS_POWER_HWMON: return "hwmon_power";
+    case KS_POWER_HWMON_ENERGY: return "hwmon_energy";
+    case KS_POWER_HWMON_VI: return "hwmon_vi";
+    case KS_POWER_RAPL: return "rapl";
+    }
+    return "unknown";
+}
+
+static const char *
+rapl_role_str(ks_telem_rapl_role r)
+{
+    switch (r) {
+    case KS_RAPL_NONE: return "none";
+    case KS_RAPL_PACKAGE: return "package";
+    case KS_RAPL_CORE: return "core";
+    case KS_RAPL_UNCORE: return "uncore";
+    case KS_RAPL_DRAM: return "dram";
+    case KS_RAPL_PSYS: return "psys";
+    case KS_RAPL_OTHER: break;
     }
     return "other";
 }
 
 static const char *
-power_kind_str(const ks_telem_power_info *pi)
+battery_status_str(ks_telem_battery_status s)
 {
-    switch (pi->kind) {
-    case KS_POWER_HWMON: return "hwmon power";
-    case KS_POWER_HWMON_ENERGY: return "hwmon energy";
-    case KS_POWER_HWMON_VI: return "hwmon V*I";
-    case KS_POWER_RAPL:
-        switch (pi->rapl_role) {
-        case KS_RAPL_PACKAGE: return "rapl package";
-        case KS_RAPL_CORE: return "rapl core";
-        case KS_RAPL_UNCORE: return "rapl uncore";
-        case KS_RAPL_DRAM: return "rapl dram";
-        case KS_RAPL_PSYS: return "rapl psys";
-        case KS_RAPL_NONE:
-        case KS_RAPL_OTHER: return "rapl";
-        }
+    switch (s) {
+    case KS_BATTERY_CHARGING: return "charging";
+    case KS_BATTERY_DISCHARGING: return "discharging";
+    case KS_BATTERY_NOT_CHARGING: return "not charging";
+    case KS_BATTERY_FULL: return "full";
+    case KS_BATTERY_UNKNOWN: break;
     }
-    return "?";
+    return "unknown";
+}
+
+static const char *
+supply_type_str(ks_telem_supply_type t)
+{
+    switch (t) {
+    case KS_SUPPLY_BATTERY: return "battery";
+    case KS_SUPPLY_MAINS: return "mains";
+    case KS_SUPPLY_USB: return "usb";
+    case KS_SUPPLY_OTHER: break;
+    }
+    return "other";
 }
 
 static const char *
@@ -1906,363 +1938,471 @@ freq_kind_str(ks_telem_freq_kind k)
     case KS_FREQ_V3D: return "v3d";
     case KS_FREQ_IVPU: return "ivpu";
     }
-    return "?";
+    return "unknown";
+}
+
+static const char *
+syspower_str(ks_telem_power_src s)
+{
+    switch (s) {
+    case KS_SYSPOWER_BATTERY: return "battery discharge";
+    case KS_SYSPOWER_RAPL: return "RAPL package";
+    case KS_SYSPOWER_HWMON: return "hwmon sum";
+    case KS_SYSPOWER_RAIL_INPUT: return "input rail";
+    case KS_SYSPOWER_RAIL_SUM: return "rails summed";
+    case KS_SYSPOWER_NONE: break;
+    }
+    return "none";
+}
+
+static const char *
+stale_str(bool stale)
+{
+    return stale ? " (stale)" : "";
+}
+
+static const char *
+tf(bool b)
+{
+    return b ? "true" : "false";
 }
 
 static void
-put_temp(FILE *out, const ks_telem_temp *v)
+text_temp(FILE *f, const ks_telem_temp *t)
 {
-    if (!v->valid)
-        fprintf(out, "unreadable");
+    if (t->valid)
+        fprintf(f, "%.1f °C%s", t->temp_mc / 1000.0, stale_str(t->stale));
     else
-        fprintf(out, "%.1f C%s", v->temp_mc / 1000.0,
-                v->stale ? " (stale)" : "");
+        fputs("unreadable", f);
 }
 
-static void
-put_val(FILE *out, const ks_telem_value *v, const char *unit, double div)
+/* What this sample could read, for the "missing" lines. A power sensor
+ * counts when it read or is readable (energy-derived ones need a second
+ * sample), and so does a battery that reports its power. */
+typedef struct sensor_counts {
+    uint32_t zones, power, batteries, freq, fans;
+} sensor_counts;
+
+static sensor_counts
+count_readable(const ks_telem_info *in, const ks_telem_sample *s)
 {
-    if (!v->valid)
-        fprintf(out, "n/a");
-    else if (div == 1.0)
-        fprintf(out, "%" PRId64 "%s%s", v->value, unit,
-                v->stale ? " (stale)" : "");
-    else
-        fprintf(out, "%.1f%s%s", (double)v->value / div, unit,
-                v->stale ? " (stale)" : "");
+    sensor_counts c = { 0 };
+
+    for (uint32_t i = 0; i < in->n_zones; i++)
+        c.zones += s->zone_temp[i].valid;
+    for (uint32_t i = 0; i < in->n_power; i++)
+        c.power += s->power_mw[i].valid || in->power[i].readable;
+    for (uint32_t i = 0; i < in->n_supplies; i++) {
+        c.batteries += in->supplies[i].type == KS_SUPPLY_BATTERY;
+        c.power += in->supplies[i].type == KS_SUPPLY_BATTERY && in->supplies[i].has_power;
+    }
+    for (uint32_t i = 0; i < in->n_freq; i++)
+        c.freq += s->freq[i].cur_hz.valid || s->freq[i].load_permille.valid;
+    for (uint32_t i = 0; i < in->n_fans; i++)
+        c.fans += s->fan_rpm[i].valid;
+    return c;
 }
 
-static bool
-has_power_sensor(const ks_telemetry *t)
-{
-    for (uint32_t i = 0; i < t->info.n_power; i++)
-        if (t->info.power[i].readable)
-            return true;
-    for (uint32_t i = 0; i < t->info.n_supplies; i++)
-        if (t->info.supplies[i].type == KS_SUPPLY_BATTERY &&
-            t->info.supplies[i].has_power)
-            return true;
-    return false;
-}
-
-static bool
-has_battery(const ks_telemetry *t)
-{
-    for (uint32_t i = 0; i < t->info.n_supplies; i++)
-        if (t->info.supplies[i].type == KS_SUPPLY_BATTERY)
-            return true;
-    return false;
-}
-
-/* The lines for missing categories; shared by the text and JSON forms. */
+/* What is missing, one sentence each, shared by both forms. */
 static uint32_t
-missing_lines(const ks_telemetry *t, const char *lines[4])
+missing_lines(const ks_telem_info *in, const sensor_counts *c, const char *out[5])
 {
     uint32_t n = 0;
 
-    if (t->info.n_zones == 0)
-        lines[n++] = "no thermal zone: temperature limits are unknown";
-    if (!has_power_sensor(t))
-        lines[n++] = "no power sensor: the governor will use a conservative "
-                     "policy";
-    if (!has_battery(t))
-        lines[n++] = "no battery";
-    if (t->info.n_freq == 0)
-        lines[n++] = "no GPU/NPU frequency or load information";
+    if (!c->zones)
+        out[n++] = in->n_zones ? "no thermal zones readable (every zone's temp failed to read)"
+                               : "no thermal zones readable";
+    if (!c->power)
+        out[n++] = in->n_power ? "no power sensors readable (found, but unreadable: see the notes)"
+                               : "no power sensors";
+    if (!c->batteries)
+        out[n++] = "no battery";
+    if (!c->freq)
+        out[n++] = "no devfreq or GPU/NPU frequency readable";
+    if (!c->fans)
+        out[n++] = "no fan tachometer";
     return n;
 }
 
-void
-ks_telemetry_describe(const ks_telemetry *t, FILE *out)
+static bool
+has_passive(const ks_telem_sample *s)
 {
-    const ks_telem_info *in = &t->info;
-    const ks_telem_sample *s = &t->cur;
-    const char *missing[4];
-    uint32_t n_missing = missing_lines(t, missing);
+    return s->passive_zone >= 0 && s->passive_trip.valid;
+}
 
-    fprintf(out, "telemetry (sysfs root %s)\n", in->root);
-    fprintf(out, "thermal zones: %u\n", in->n_zones);
+static void
+text_governor(FILE *f, const ks_telem_info *in, const ks_telem_sample *s,
+              int32_t margin_mc)
+{
+    fputs("  governor:  ", f);
+    if (s->hottest_zone >= 0) {
+        fprintf(f, "hottest relevant zone %s at ", in->zones[s->hottest_zone].name);
+        text_temp(f, &s->hottest);
+    } else {
+        fputs("no CPU, GPU, NPU, SoC or package zone read", f);
+    }
+    if (has_passive(s))
+        fprintf(f, "; passive trip %.1f °C (%s); default limit %.1f °C (passive trip - %g °C)\n",
+                s->passive_trip.temp_mc / 1000.0, in->zones[s->passive_zone].name,
+                (s->passive_trip.temp_mc - margin_mc) / 1000.0, margin_mc / 1000.0);
+    else
+        fputs("; no passive trip point: the governor stays off unless a limit is given\n", f);
+}
+
+static void
+text_zones(FILE *f, const ks_telem_info *in, const ks_telem_sample *s)
+{
     for (uint32_t i = 0; i < in->n_zones; i++) {
         const ks_telem_zone_info *z = &in->zones[i];
+        int32_t passive = zone_trip_mc(z, KS_TRIP_PASSIVE);
+        int32_t critical = zone_trip_mc(z, KS_TRIP_CRITICAL);
 
-        fprintf(out, "  %-14s %-20s %-7s ", z->node, z->name,
-                ks_telem_class_str(z->cls));
-        put_temp(out, &s->zone_temp[i]);
-        for (uint32_t k = 0; k < z->n_trips; k++)
-            fprintf(out, "%s%s %.1f C", k ? ", " : "  trips: ",
-                    ks_telem_trip_type_str(z->trips[k].type),
-                    z->trips[k].temp_mc / 1000.0);
+        fprintf(f, "  zone       %-22s %-8s ", z->name, ks_telem_class_str(z->cls));
+        text_temp(f, &s->zone_temp[i]);
+        if (passive)
+            fprintf(f, ", passive %.1f °C", passive / 1000.0);
+        if (critical)
+            fprintf(f, ", critical %.1f °C", critical / 1000.0);
         if (z->sustainable_power_mw)
-            fprintf(out, "  sustainable %u mW", z->sustainable_power_mw);
-        fputc('\n', out);
+            fprintf(f, ", sustainable %u mW", z->sustainable_power_mw);
+        fputc('\n', f);
     }
-    if (in->n_cooling)
-        fprintf(out, "cooling devices: %u\n", in->n_cooling);
     for (uint32_t i = 0; i < in->n_cooling; i++) {
-        fprintf(out, "  %-18s %-20s state ", in->cooling[i].node,
-                in->cooling[i].name);
-        put_val(out, &s->cooling_state[i], "", 1.0);
-        fprintf(out, "/%d\n", in->cooling[i].max_state);
-    }
-    if (in->n_power)
-        fprintf(out, "power sensors: %u\n", in->n_power);
-    for (uint32_t i = 0; i < in->n_power; i++) {
-        const ks_telem_power_info *pi = &in->power[i];
-
-        fprintf(out, "  %-18s %-24s %-13s ", pi->node, pi->name,
-                power_kind_str(pi));
-        if (!pi->readable && !s->power_mw[i].valid)
-            fprintf(out, "not readable");
+        fprintf(f, "  cooling    %-22s state ", in->cooling[i].name);
+        if (s->cooling_state[i].valid)
+            fprintf(f, "%" PRId64 "%s", s->cooling_state[i].value,
+                    stale_str(s->cooling_state[i].stale));
         else
-            put_val(out, &s->power_mw[i], " mW", 1.0);
-        for (uint32_t c = 0; c < pi->n_constraints; c++)
-            fprintf(out, "%s%s %.1f W", c ? ", " : "  limits: ",
-                    pi->constraints[c].name,
-                    pi->constraints[c].power_limit_uw / 1e6);
-        fputc('\n', out);
+            fputs("unreadable", f);
+        fprintf(f, " of %d\n", in->cooling[i].max_state);
     }
-    if (in->n_supplies)
-        fprintf(out, "power supplies: %u\n", in->n_supplies);
+}
+
+static void
+text_power(FILE *f, const ks_telem_info *in, const ks_telem_sample *s)
+{
+    for (uint32_t i = 0; i < in->n_power; i++) {
+        const ks_telem_power_info *p = &in->power[i];
+        const ks_telem_value *v = &s->power_mw[i];
+
+        fprintf(f, "  power      %-22s ", p->name);
+        if (v->valid)
+            fprintf(f, "%.2f W%s", v->value / 1000.0, stale_str(v->stale));
+        else
+            fputs(p->readable ? "no reading yet" : "not readable", f);
+        fprintf(f, "  %s (%s)", power_kind_text(p), p->node);
+        for (uint32_t c = 0; c < p->n_constraints; c++)
+            fprintf(f, "%s%s %.1f W", c ? ", " : "; limits: ", p->constraints[c].name,
+                    p->constraints[c].power_limit_uw / 1e6);
+        fputc('\n', f);
+    }
     for (uint32_t i = 0; i < in->n_supplies; i++) {
         const ks_telem_supply_info *si = &in->supplies[i];
         const ks_telem_supply_sample *ss = &s->supplies[i];
 
-        fprintf(out, "  %-18s %-8s ", si->name, supply_type_str(si->type));
         if (si->type == KS_SUPPLY_BATTERY) {
-            put_val(out, &ss->capacity_pct, "%", 1.0);
-            fprintf(out, " %s, ", status_str(ss->status));
-            put_val(out, &ss->power_mw, " mW", 1.0);
+            fprintf(f, "  battery    %-22s ", si->name);
+            if (ss->capacity_pct.valid)
+                fprintf(f, "%" PRId64 " %%%s", ss->capacity_pct.value,
+                        stale_str(ss->capacity_pct.stale));
+            else
+                fputs("charge unknown", f);
+            fprintf(f, ", %s", battery_status_str(ss->status));
+            if (ss->power_mw.valid)
+                fprintf(f, ", %.2f W%s", ss->power_mw.value / 1000.0,
+                        stale_str(ss->power_mw.stale));
+            fputc('\n', f);
         } else {
-            fprintf(out, "%s", !ss->online.valid ? "online n/a" :
+            fprintf(f, "  supply     %-22s %s, %s\n", si->name, supply_type_str(si->type),
+                    !ss->online.valid ? "online unknown" :
                     ss->online.value ? "online" : "offline");
         }
-        fputc('\n', out);
     }
-    if (in->n_freq)
-        fprintf(out, "frequency domains: %u\n", in->n_freq);
-    for (uint32_t i = 0; i < in->n_freq; i++) {
-        const ks_telem_freq_sample *fs = &s->freq[i];
+}
 
-        fprintf(out, "  %-18s %-7s %-6s ", in->freq[i].name,
-                freq_kind_str(in->freq[i].kind),
-                ks_telem_class_str(in->freq[i].cls));
-        if (in->freq[i].has_freq) {
-            put_val(out, &fs->cur_hz, " MHz", 1e6);
-            fprintf(out, " (");
-            put_val(out, &fs->min_hz, "", 1e6);
-            fprintf(out, "..");
-            put_val(out, &fs->max_hz, " MHz", 1e6);
-            fprintf(out, ") ");
+static void
+text_freq_fans(FILE *f, const ks_telem_info *in, const ks_telem_sample *s)
+{
+    for (uint32_t i = 0; i < in->n_freq; i++) {
+        const ks_telem_freq_info *fi = &in->freq[i];
+        const ks_telem_freq_sample *fs = &s->freq[i];
+        bool comma = false;
+
+        fprintf(f, "  frequency  %-22s %-8s ", fi->name, ks_telem_class_str(fi->cls));
+        if (fs->cur_hz.valid) {
+            fprintf(f, "%.0f MHz%s", fs->cur_hz.value / 1e6, stale_str(fs->cur_hz.stale));
+            if (fs->min_hz.valid && fs->max_hz.valid)
+                fprintf(f, " (%.0f..%.0f MHz)", fs->min_hz.value / 1e6,
+                        fs->max_hz.value / 1e6);
+            comma = true;
         }
-        if (in->freq[i].has_load) {
-            fprintf(out, "load ");
-            put_val(out, &fs->load_permille, "%", 10.0);
+        if (fs->load_permille.valid) {
+            fprintf(f, "%sload %.1f %%%s", comma ? ", " : "",
+                    fs->load_permille.value / 10.0, stale_str(fs->load_permille.stale));
+            comma = true;
         }
-        fputc('\n', out);
+        if (!comma)
+            fputs("no reading", f);
+        fprintf(f, "  %s\n", freq_kind_str(fi->kind));
     }
     for (uint32_t i = 0; i < in->n_fans; i++) {
-        fprintf(out, "fan %s ", in->fans[i].name);
-        put_val(out, &s->fan_rpm[i], " rpm", 1.0);
-        fputc('\n', out);
-    }
-    if (in->has_undervolt)
-        fprintf(out, "under-voltage alarm: %s\n",
-                !s->undervolt.valid ? "n/a" : s->undervolt.value ? "RAISED" :
-                "no");
-
-    fprintf(out, "summary: hottest ");
-    if (s->hottest_zone >= 0) {
-        fprintf(out, "%s ", in->zones[s->hottest_zone].name);
-        put_temp(out, &s->hottest);
-    } else {
-        fprintf(out, "n/a");
-    }
-    fprintf(out, "; throttle trip ");
-    if (s->passive_zone >= 0)
-        fprintf(out, "%.1f C (%s)", s->passive_trip.temp_mc / 1000.0,
-                in->zones[s->passive_zone].name);
-    else
-        fprintf(out, "none");
-    fprintf(out, "; critical ");
-    if (s->critical_trip.valid)
-        put_temp(out, &s->critical_trip);
-    else
-        fprintf(out, "none");
-    fprintf(out, "; system power ");
-    put_val(out, &s->system_power_mw, " mW", 1.0);
-    fprintf(out, " (%s)", syspower_str(s->system_power_src));
-    if (s->has_battery) {
-        fprintf(out, "; battery ");
-        put_val(out, &s->battery_pct, "%", 1.0);
-        fprintf(out, "%s", s->charging ? " charging" : "");
-    }
-    fprintf(out, "%s\n", s->external_power ? "; on external power" : "");
-    for (uint32_t i = 0; i < n_missing; i++)
-        fprintf(out, "%s\n", missing[i]);
-    for (uint32_t i = 0; i < in->n_notes; i++)
-        fprintf(out, "note: %s\n", in->notes[i]);
-    if (t->n_notes_dropped)
-        fprintf(out, "note: %u more notes dropped\n", t->n_notes_dropped);
-}
-
-static void
-json_str(FILE *out, const char *s)
-{
-    fputc('"', out);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-
-        if (c == '"' || c == '\\')
-            fprintf(out, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(out, "\\u%04x", c);
+        fprintf(f, "  fan        %-22s ", in->fans[i].name);
+        if (s->fan_rpm[i].valid)
+            fprintf(f, "%" PRId64 " rpm%s\n", s->fan_rpm[i].value,
+                    stale_str(s->fan_rpm[i].stale));
         else
-            fputc(c, out);
+            fputs("unreadable\n", f);
     }
-    fputc('"', out);
-}
-
-static void
-json_val(FILE *out, const char *key, const ks_telem_value *v)
-{
-    fprintf(out, "\"%s\":", key);
-    if (v->valid)
-        fprintf(out, "%" PRId64, v->value);
-    else
-        fprintf(out, "null");
-    if (v->stale)
-        fprintf(out, ",\"%s_stale\":true", key);
-}
-
-static void
-json_temp(FILE *out, const char *key, const ks_telem_temp *v)
-{
-    fprintf(out, "\"%s\":", key);
-    if (v->valid)
-        fprintf(out, "%" PRId32, v->temp_mc);
-    else
-        fprintf(out, "null");
-    if (v->stale)
-        fprintf(out, ",\"%s_stale\":true", key);
 }
 
 void
-ks_telemetry_describe_json(const ks_telemetry *t, FILE *out)
+ks_telemetry_describe(const ks_telemetry *t, int32_t margin_mc, FILE *f)
 {
     const ks_telem_info *in = &t->info;
     const ks_telem_sample *s = &t->cur;
-    const char *missing[4];
-    uint32_t n_missing = missing_lines(t, missing);
+    const char *missing[5];
+    sensor_counts c = count_readable(in, s);
+    uint32_t n_missing = missing_lines(in, &c, missing);
 
-    fprintf(out, "{\"root\":");
-    json_str(out, in->root);
-    fprintf(out, ",\"zones\":[");
+    fprintf(f, "Sensors (sysfs under %s):\n", in->root[0] ? in->root : "/");
+    text_zones(f, in, s);
+    text_power(f, in, s);
+    text_freq_fans(f, in, s);
+    if (in->has_undervolt)
+        fprintf(f, "  under-voltage alarm: %s\n", !s->undervolt.valid ? "unreadable" :
+                s->undervolt.value ? "RAISED" : "no");
+    if (s->system_power_mw.valid)
+        fprintf(f, "  system power %.2f W (%s)\n", s->system_power_mw.value / 1000.0,
+                syspower_str(s->system_power_src));
+    for (uint32_t i = 0; i < n_missing; i++)
+        fprintf(f, "  %s\n", missing[i]);
+    for (uint32_t i = 0; i < in->n_notes; i++)
+        fprintf(f, "  note: %s\n", in->notes[i]);
+    if (t->n_notes_dropped)
+        fprintf(f, "  note: %u more notes dropped\n", t->n_notes_dropped);
+    text_governor(f, in, s, margin_mc);
+}
+
+static void
+json_value(FILE *f, const char *key, const ks_telem_value *v)
+{
+    fprintf(f, "\"%s\":", key);
+    if (v->valid)
+        fprintf(f, "%" PRId64, v->value);
+    else
+        fputs("null", f);
+}
+
+static void
+json_mc(FILE *f, const char *key, bool valid, int32_t mc)
+{
+    fprintf(f, "\"%s\":", key);
+    if (valid)
+        fprintf(f, "%" PRId32, mc);
+    else
+        fputs("null", f);
+}
+
+static void
+json_zone_name(FILE *f, const char *key, const ks_telem_info *in, int32_t zone)
+{
+    fprintf(f, "\"%s\":", key);
+    if (zone >= 0 && (uint32_t)zone < in->n_zones)
+        ks_json_str(f, in->zones[zone].name);
+    else
+        fputs("null", f);
+}
+
+static void
+json_zones(FILE *f, const ks_telem_info *in, const ks_telem_sample *s)
+{
+    fputs(",\"zones\":[", f);
     for (uint32_t i = 0; i < in->n_zones; i++) {
         const ks_telem_zone_info *z = &in->zones[i];
+        const ks_telem_temp *zt = &s->zone_temp[i];
+        int32_t passive = zone_trip_mc(z, KS_TRIP_PASSIVE);
+        int32_t critical = zone_trip_mc(z, KS_TRIP_CRITICAL);
 
-        fprintf(out, "%s{\"node\":", i ? "," : "");
-        json_str(out, z->node);
-        fprintf(out, ",\"name\":");
-        json_str(out, z->name);
-        fprintf(out, ",\"class\":\"%s\",", ks_telem_class_str(z->cls));
-        json_temp(out, "temp_mc", &s->zone_temp[i]);
-        fprintf(out, ",\"trips\":[");
-        for (uint32_t k = 0; k < z->n_trips; k++)
-            fprintf(out, "%s{\"type\":\"%s\",\"temp_mc\":%" PRId32
-                    ",\"hyst_mc\":%" PRId32 "}", k ? "," : "",
-                    ks_telem_trip_type_str(z->trips[k].type),
-                    z->trips[k].temp_mc, z->trips[k].hyst_mc);
-        fprintf(out, "]}");
+        fprintf(f, "%s{\"name\":", i ? "," : "");
+        ks_json_str(f, z->name);
+        fputs(",\"node\":", f);
+        ks_json_str(f, z->node);
+        fprintf(f, ",\"class\":\"%s\",", ks_telem_class_str(z->cls));
+        json_mc(f, "temp_mc", zt->valid, zt->temp_mc);
+        fprintf(f, ",\"stale\":%s,", tf(zt->stale));
+        json_mc(f, "passive_trip_mc", passive != 0, passive);
+        fputc(',', f);
+        json_mc(f, "critical_trip_mc", critical != 0, critical);
+        fputc(',', f);
+        json_mc(f, "sustainable_power_mw", z->sustainable_power_mw != 0,
+                (int32_t)z->sustainable_power_mw);
+        fputc('}', f);
     }
-    fprintf(out, "],\"cooling\":[");
+    fputs("],\"cooling\":[", f);
     for (uint32_t i = 0; i < in->n_cooling; i++) {
-        fprintf(out, "%s{\"name\":", i ? "," : "");
-        json_str(out, in->cooling[i].name);
-        fprintf(out, ",");
-        json_val(out, "state", &s->cooling_state[i]);
-        fprintf(out, ",\"max_state\":%d}", in->cooling[i].max_state);
+        fprintf(f, "%s{\"name\":", i ? "," : "");
+        ks_json_str(f, in->cooling[i].name);
+        fputc(',', f);
+        json_value(f, "state", &s->cooling_state[i]);
+        fprintf(f, ",\"max_state\":%d}", in->cooling[i].max_state);
     }
-    fprintf(out, "],\"power\":[");
+    fputc(']', f);
+}
+
+static void
+json_power(FILE *f, const ks_telem_info *in, const ks_telem_sample *s)
+{
+    bool first = true;
+
+    fputs(",\"power\":[", f);
     for (uint32_t i = 0; i < in->n_power; i++) {
-        fprintf(out, "%s{\"name\":", i ? "," : "");
-        json_str(out, in->power[i].name);
-        fprintf(out, ",\"node\":");
-        json_str(out, in->power[i].node);
-        fprintf(out, ",\"kind\":\"%s\",\"readable\":%s,",
-                power_kind_str(&in->power[i]),
-                in->power[i].readable ? "true" : "false");
-        json_val(out, "power_mw", &s->power_mw[i]);
-        fprintf(out, "}");
+        const ks_telem_power_info *p = &in->power[i];
+
+        fprintf(f, "%s{\"name\":", i ? "," : "");
+        ks_json_str(f, p->name);
+        fputs(",\"node\":", f);
+        ks_json_str(f, p->node);
+        fprintf(f, ",\"kind\":\"%s\",\"energy_derived\":%s,\"rapl_domain\":",
+                power_kind_json(p->kind),
+                tf(p->kind == KS_POWER_HWMON_ENERGY || p->kind == KS_POWER_RAPL));
+        if (p->kind == KS_POWER_RAPL)
+            fprintf(f, "\"%s\",\"rapl_mmio\":%s", rapl_role_str(p->rapl_role),
+                    tf(p->rapl_mmio));
+        else
+            fputs("null", f);
+        fprintf(f, ",\"readable\":%s,", tf(p->readable));
+        json_value(f, "power_mw", &s->power_mw[i]);
+        fprintf(f, ",\"stale\":%s,\"limits\":[", tf(s->power_mw[i].stale));
+        for (uint32_t c = 0; c < p->n_constraints; c++) {
+            fprintf(f, "%s{\"name\":", c ? "," : "");
+            ks_json_str(f, p->constraints[c].name);
+            fprintf(f, ",\"power_limit_uw\":%" PRIu64 "}", p->constraints[c].power_limit_uw);
+        }
+        fputs("]}", f);
     }
-    fprintf(out, "],\"supplies\":[");
+    fputs("],\"batteries\":[", f);
     for (uint32_t i = 0; i < in->n_supplies; i++) {
         const ks_telem_supply_sample *ss = &s->supplies[i];
 
-        fprintf(out, "%s{\"name\":", i ? "," : "");
-        json_str(out, in->supplies[i].name);
-        fprintf(out, ",\"type\":\"%s\",\"status\":\"%s\",",
-                supply_type_str(in->supplies[i].type), status_str(ss->status));
-        json_val(out, "capacity_pct", &ss->capacity_pct);
-        fprintf(out, ",");
-        json_val(out, "power_mw", &ss->power_mw);
-        fprintf(out, ",");
-        json_val(out, "online", &ss->online);
-        fprintf(out, "}");
+        if (in->supplies[i].type != KS_SUPPLY_BATTERY)
+            continue;
+        fprintf(f, "%s{\"name\":", first ? "" : ",");
+        first = false;
+        ks_json_str(f, in->supplies[i].name);
+        fputc(',', f);
+        json_value(f, "capacity_pct", &ss->capacity_pct);
+        fprintf(f, ",\"status\":\"%s\",", battery_status_str(ss->status));
+        json_value(f, "power_mw", &ss->power_mw);
+        fputc('}', f);
     }
-    fprintf(out, "],\"freq\":[");
+    fputs("],\"supplies\":[", f);
+    first = true;
+    for (uint32_t i = 0; i < in->n_supplies; i++) {
+        if (in->supplies[i].type == KS_SUPPLY_BATTERY)
+            continue;
+        fprintf(f, "%s{\"name\":", first ? "" : ",");
+        first = false;
+        ks_json_str(f, in->supplies[i].name);
+        fprintf(f, ",\"type\":\"%s\",", supply_type_str(in->supplies[i].type));
+        json_value(f, "online", &s->supplies[i].online);
+        fputc('}', f);
+    }
+    fputc(']', f);
+}
+
+static void
+json_freq_fans(FILE *f, const ks_telem_info *in, const ks_telem_sample *s)
+{
+    fputs(",\"frequency\":[", f);
     for (uint32_t i = 0; i < in->n_freq; i++) {
         const ks_telem_freq_sample *fs = &s->freq[i];
 
-        fprintf(out, "%s{\"name\":", i ? "," : "");
-        json_str(out, in->freq[i].name);
-        fprintf(out, ",\"kind\":\"%s\",\"class\":\"%s\",",
-                freq_kind_str(in->freq[i].kind),
+        fprintf(f, "%s{\"name\":", i ? "," : "");
+        ks_json_str(f, in->freq[i].name);
+        fprintf(f, ",\"kind\":\"%s\",\"class\":\"%s\",", freq_kind_str(in->freq[i].kind),
                 ks_telem_class_str(in->freq[i].cls));
-        json_val(out, "cur_hz", &fs->cur_hz);
-        fprintf(out, ",");
-        json_val(out, "min_hz", &fs->min_hz);
-        fprintf(out, ",");
-        json_val(out, "max_hz", &fs->max_hz);
-        fprintf(out, ",");
-        json_val(out, "load_permille", &fs->load_permille);
-        fprintf(out, "}");
+        json_value(f, "cur_hz", &fs->cur_hz);
+        fputc(',', f);
+        json_value(f, "min_hz", &fs->min_hz);
+        fputc(',', f);
+        json_value(f, "max_hz", &fs->max_hz);
+        fputc(',', f);
+        json_value(f, "load_permille", &fs->load_permille);
+        fputc('}', f);
     }
-    fprintf(out, "],\"fans\":[");
+    fputs("],\"fans\":[", f);
     for (uint32_t i = 0; i < in->n_fans; i++) {
-        fprintf(out, "%s{\"name\":", i ? "," : "");
-        json_str(out, in->fans[i].name);
-        fprintf(out, ",");
-        json_val(out, "rpm", &s->fan_rpm[i]);
-        fprintf(out, "}");
+        fprintf(f, "%s{\"name\":", i ? "," : "");
+        ks_json_str(f, in->fans[i].name);
+        fputc(',', f);
+        json_value(f, "rpm", &s->fan_rpm[i]);
+        fputc('}', f);
     }
-    fprintf(out, "],\"summary\":{\"hottest_zone\":%d,", s->hottest_zone);
-    json_temp(out, "hottest_mc", &s->hottest);
-    fprintf(out, ",\"passive_zone\":%d,", s->passive_zone);
-    json_temp(out, "passive_trip_mc", &s->passive_trip);
-    fprintf(out, ",");
-    json_temp(out, "critical_trip_mc", &s->critical_trip);
-    fprintf(out, ",");
-    json_val(out, "system_power_mw", &s->system_power_mw);
-    fprintf(out, ",\"system_power_source\":\"%s\",\"has_battery\":%s,",
-            syspower_str(s->system_power_src),
-            s->has_battery ? "true" : "false");
-    json_val(out, "battery_pct", &s->battery_pct);
-    fprintf(out, ",\"charging\":%s,\"external_power\":%s",
-            s->charging ? "true" : "false",
-            s->external_power ? "true" : "false");
-    if (in->has_undervolt) {
-        fprintf(out, ",");
-        json_val(out, "undervolt", &s->undervolt);
+    fputc(']', f);
+}
+
+static void
+json_governor(FILE *f, const ks_telem_info *in, const ks_telem_sample *s, int32_t margin_mc)
+{
+    fputs(",\"governor\":{", f);
+    json_zone_name(f, "hottest_zone", in, s->hottest_zone);
+    fputc(',', f);
+    json_mc(f, "hottest_mc", s->hottest_zone >= 0 && s->hottest.valid, s->hottest.temp_mc);
+    fputc(',', f);
+    json_zone_name(f, "passive_zone", in, s->passive_zone);
+    fputc(',', f);
+    json_mc(f, "passive_trip_mc", has_passive(s), s->passive_trip.temp_mc);
+    fputc(',', f);
+    json_mc(f, "critical_trip_mc", s->critical_trip.valid, s->critical_trip.temp_mc);
+    fputc(',', f);
+    json_mc(f, "default_limit_mc", has_passive(s), s->passive_trip.temp_mc - margin_mc);
+    fputs(",\"note\":", f);
+    if (has_passive(s)) {
+        char note[96];
+
+        snprintf(note, sizeof note, "default limit: the passive trip minus %g degrees C",
+                 margin_mc / 1000.0);
+        ks_json_str(f, note);
+    } else {
+        ks_json_str(f, "no passive trip point: the governor stays off unless a limit is "
+                       "given");
     }
-    fprintf(out, "},\"missing\":[");
+    fputc('}', f);
+}
+
+void
+ks_telemetry_describe_json(const ks_telemetry *t, int32_t margin_mc, FILE *f)
+{
+    const ks_telem_info *in = &t->info;
+    const ks_telem_sample *s = &t->cur;
+    const char *missing[5];
+    sensor_counts c = count_readable(in, s);
+    uint32_t n_missing = missing_lines(in, &c, missing);
+
+    fputs("{\"available\":true,\"root\":", f);
+    ks_json_str(f, in->root[0] ? in->root : "/");
+    json_zones(f, in, s);
+    json_power(f, in, s);
+    json_freq_fans(f, in, s);
+    fputs(",\"undervolt\":", f);
+    if (in->has_undervolt && s->undervolt.valid)
+        fputs(tf(s->undervolt.value != 0), f);
+    else
+        fputs("null", f);
+    fputc(',', f);
+    json_value(f, "system_power_mw", &s->system_power_mw);
+    fprintf(f, ",\"system_power_source\":\"%s\"",
+            s->system_power_mw.valid ? syspower_str(s->system_power_src) : "none");
+    json_governor(f, in, s, margin_mc);
+    fputs(",\"missing\":[", f);
     for (uint32_t i = 0; i < n_missing; i++) {
-        fprintf(out, "%s", i ? "," : "");
-        json_str(out, missing[i]);
+        fputs(i ? "," : "", f);
+        ks_json_str(f, missing[i]);
     }
-    fprintf(out, "],\"notes\":[");
+    fputs("],\"notes\":[", f);
     for (uint32_t i = 0; i < in->n_notes; i++) {
-        fprintf(out, "%s", i ? "," : "");
-        json_str(out, in->notes[i]);
+        fputs(i ? "," : "", f);
+        ks_json_str(f, in->notes[i]);
     }
-    fprintf(out, "]}");
+    fputs("]}", f);
 }

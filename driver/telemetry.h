@@ -301,11 +301,18 @@ ks_status ks_telemetry_sample(ks_telemetry *t, ks_telem_sample *s);
 /* The latest sample taken (by open or ks_telemetry_sample). */
 const ks_telem_sample *ks_telemetry_last(const ks_telemetry *t);
 
-/* Human-readable list of sensors with the latest readings, and one line
- * for each missing category ("no battery", ...). */
-void ks_telemetry_describe(const ks_telemetry *t, FILE *out);
-/* The same as one JSON object (one line, no trailing newline). */
-void ks_telemetry_describe_json(const ks_telemetry *t, FILE *out);
+/* The one sensor renderer, also `kestrel devices`' Sensors section: every
+ * zone (temperature, passive and critical trips, sustainable power),
+ * cooling device, power sensor (kind, node, RAPL limits), battery and
+ * supply, frequency domain and fan with the latest readings, the
+ * under-voltage alarm and system power, one line for each missing
+ * category ("no battery", ...), the notes, and the governor's view: the
+ * hottest relevant zone and the passive trip, with the default limit
+ * |margin_mc| below it (the governor's margin, which the scheduler owns). */
+void ks_telemetry_describe(const ks_telemetry *t, int32_t margin_mc, FILE *out);
+/* The same as one JSON object (one line, no trailing newline): the
+ * "sensors" object of `kestrel devices --json`. */
+void ks_telemetry_describe_json(const ks_telemetry *t, int32_t margin_mc, FILE *out);
 
 /* Class of a thermal zone or device name, case-insensitive. */
 ks_telem_class ks_telem_classify(const char *name);

@@ -82,7 +82,7 @@ typedef struct hasher {
 static void
 hash_init(hasher *h)
 {
-    h->a = 0xcbf29ce484222325u;
+    h->a = KS_FNV1A_INIT;
     h->b = 0x6a09e667f3bcc909u;
     h->n = 0;
 }
@@ -92,8 +92,8 @@ hash_bytes(hasher *h, const void *data, size_t size)
 {
     const uint8_t *p = data;
 
+    h->a = ks_fnv1a(h->a, data, size);
     for (size_t i = 0; i < size; i++) {
-        h->a = (h->a ^ p[i]) * 0x100000001b3u;
         h->b = (h->b + p[i] + 1u) * 0x9e3779b97f4a7c15u;
         h->b ^= h->b >> 29;
     }
@@ -151,18 +151,10 @@ checksum(const uint64_t key[2], const uint32_t *words, size_t n)
 
 /* ---- Directory -------------------------------------------------------- */
 
-static bool
-env_on(const char *name)
-{
-    const char *e = getenv(name);
-
-    return e && *e && strcmp(e, "0") != 0;
-}
-
 const char *
 ks_vk_cache_dir(char *buf, size_t size)
 {
-    return env_on("KESTREL_NO_CACHE") ? NULL : ks_cache_dir(buf, size);
+    return ks_env_flag("KESTREL_NO_CACHE") ? NULL : ks_cache_dir(buf, size);
 }
 
 /* mkdir -p. False with errno set when some component cannot be made. */
@@ -527,7 +519,7 @@ ks_vk_cache_ctx_init(ks_vk_ctx *ctx)
 
     if (!ks_vk_cache_dir(dir, sizeof dir)) {
         ks_log(KS_LOG_DEBUG, "vk", "cache: off (%s)",
-               env_on("KESTREL_NO_CACHE") ? "KESTREL_NO_CACHE" : "no directory to use");
+               ks_env_flag("KESTREL_NO_CACHE") ? "KESTREL_NO_CACHE" : "no directory to use");
         return;
     }
     if (!(ctx->cache_dir = strdup(dir))) {

@@ -216,14 +216,6 @@ ks_vk_driver_version_str(const ks_vk_device_info *d, char *buf, size_t size)
 
 /* ---- Instance ------------------------------------------------------- */
 
-static bool
-env_on(const char *name)
-{
-    const char *e = getenv(name);
-
-    return e && *e && strcmp(e, "0") != 0;
-}
-
 static VKAPI_ATTR VkBool32 VKAPI_CALL
 on_debug_message(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
                  VkDebugUtilsMessageTypeFlagsEXT types,
@@ -755,7 +747,7 @@ ks_vk_devices_list(ks_vk_device_info *out, uint32_t *n)
     ks_status st;
 
     *n = 0;
-    if ((st = instance_create(env_on("KESTREL_VALIDATE"), NULL, &is)) != KS_OK)
+    if ((st = instance_create(ks_env_flag("KESTREL_VALIDATE"), NULL, &is)) != KS_OK)
         return st;
     if ((st = physical_devices(is.instance, &pds, &count)) != KS_OK)
         goto fail;
@@ -821,12 +813,12 @@ ks_vk_device_choose(const ks_vk_device_info *devs, uint32_t n, int32_t forced,
 ks_status
 ks_vk_budget_from_env(uint64_t *out)
 {
-    const char *e = getenv("KESTREL_VK_BUDGET_MB");
+    const char *e = ks_env_str("KESTREL_VK_BUDGET_MB");
     char *end;
     double mb;
 
     *out = 0;
-    if (!e || !*e)
+    if (!e)
         return KS_OK;
     errno = 0;
     mb = strtod(e, &end);
@@ -1001,7 +993,7 @@ ks_vk_ctx_create(const ks_vk_ctx_params *p, ks_vk_ctx **out)
     else if ((st = ks_vk_budget_from_env(&ctx->budget_bytes)) != KS_OK)
         goto fail;
 
-    if ((st = instance_create(p->validate || env_on("KESTREL_VALIDATE"),
+    if ((st = instance_create(p->validate || ks_env_flag("KESTREL_VALIDATE"),
                               &ctx->n_validation, &is)) != KS_OK)
         goto fail;
     ctx->instance = is.instance;

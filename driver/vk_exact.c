@@ -32,12 +32,13 @@
 #include <string.h>
 
 #include "driver/base.h"
+#include "driver/qblock.h"
 
 /* Loop trips one invocation may make along its row, well under
  * lavapipe's 65,535. */
 #define MAX_TRIPS 16384u
 #define MAX_SETS 512u
-#define N_TYPES 40u
+#define N_TYPES KS_QBLOCK_COUNT
 #define PUSH_WORDS 14u  /* the Args block of shaders/exact.comp */
 #define PUSH_BYTES (4u * PUSH_WORDS)
 #define MAX_BUFFERS 5u
@@ -50,32 +51,32 @@ typedef enum act_kind { ACT_F32, ACT_F16, ACT_BF16, ACT_Q8_0, ACT_Q8_1, ACT_Q8_K
 
 #define P(x) (1u << KS_VK_EXACT_PATH_##x)
 
-/* Block geometry by ggml type number; unit_blocks must match
+/* What each ggml type number's kernel needs besides its block geometry
+ * (driver/qblock.h); unit_blocks must match
  * KS_UNIT_BLOCKS of shaders/exact.comp. */
 typedef struct type_info {
-    const char *name;
-    uint32_t    block_elems;
-    uint32_t    block_bytes;
+    const ks_qblock *q;  /* name and block geometry */
     uint32_t    unit_blocks;
     act_kind    act;
     uint32_t    paths;  /* KS_VK_EXACT_PATH_* bits the CPU can take */
 } type_info;
 
+#define QB(n) &ks_qblocks[KS_QBLOCK_##n]
 static const type_info types[N_TYPES] = {
-    [0] = { "F32", 1, 4, 32, ACT_F32, P(VD) | P(BLAS) },
-    [1] = { "F16", 1, 2, 32, ACT_F16, P(VD) | P(BLAS) },
-    [2] = { "Q4_0", 32, 18, 8, ACT_Q8_0, P(VD) | P(GEMV) | P(GEMM) },
-    [3] = { "Q4_1", 32, 20, 4, ACT_Q8_1, P(VD) },
-    [6] = { "Q5_0", 32, 22, 8, ACT_Q8_0, P(VD) },
-    [7] = { "Q5_1", 32, 24, 2, ACT_Q8_1, P(VD) },
-    [8] = { "Q8_0", 32, 34, 8, ACT_Q8_0, P(VD) },
-    [10] = { "Q2_K", 256, 84, 1, ACT_Q8_K, P(VD) | P(TILED) },
-    [11] = { "Q3_K", 256, 110, 1, ACT_Q8_K, P(VD) | P(TILED) },
-    [12] = { "Q4_K", 256, 144, 1, ACT_Q8_K, P(VD) | P(GEMV) | P(GEMM) | P(TILED) },
-    [13] = { "Q5_K", 256, 176, 1, ACT_Q8_K, P(VD) | P(TILED) },
-    [14] = { "Q6_K", 256, 210, 1, ACT_Q8_K, P(VD) | P(TILED) },
-    [20] = { "IQ4_NL", 32, 18, 8, ACT_Q8_0, P(VD) | P(BLAS) | P(GEMV) | P(GEMM) },
-    [30] = { "BF16", 1, 2, 32, ACT_BF16, P(VD) | P(BLAS) },
+    [KS_QBLOCK_F32] = { QB(F32), 32, ACT_F32, P(VD) | P(BLAS) },
+    [KS_QBLOCK_F16] = { QB(F16), 32, ACT_F16, P(VD) | P(BLAS) },
+    [KS_QBLOCK_Q4_0] = { QB(Q4_0), 8, ACT_Q8_0, P(VD) | P(GEMV) | P(GEMM) },
+    [KS_QBLOCK_Q4_1] = { QB(Q4_1), 4, ACT_Q8_1, P(VD) },
+    [KS_QBLOCK_Q5_0] = { QB(Q5_0), 8, ACT_Q8_0, P(VD) },
+    [KS_QBLOCK_Q5_1] = { QB(Q5_1), 2, ACT_Q8_1, P(VD) },
+    [KS_QBLOCK_Q8_0] = { QB(Q8_0), 8, ACT_Q8_0, P(VD) },
+    [KS_QBLOCK_Q2_K] = { QB(Q2_K), 1, ACT_Q8_K, P(VD) | P(TILED) },
+    [KS_QBLOCK_Q3_K] = { QB(Q3_K), 1, ACT_Q8_K, P(VD) | P(TILED) },
+    [KS_QBLOCK_Q4_K] = { QB(Q4_K), 1, ACT_Q8_K, P(VD) | P(GEMV) | P(GEMM) | P(TILED) },
+    [KS_QBLOCK_Q5_K] = { QB(Q5_K), 1, ACT_Q8_K, P(VD) | P(TILED) },
+    [KS_QBLOCK_Q6_K] = { QB(Q6_K), 1, ACT_Q8_K, P(VD) | P(TILED) },
+    [KS_QBLOCK_IQ4_NL] = { QB(IQ4_NL), 8, ACT_Q8_0, P(VD) | P(BLAS) | P(GEMV) | P(GEMM) },
+    [KS_QBLOCK_BF16] = { QB(BF16), 32, ACT_BF16, P(VD) | P(BLAS) },
 };
 
 static const char *const path_names[] = { "vec_dot", "tinyBLAS", "GEMV", "GEMM", "tiled" };
@@ -91,7 +92,7 @@ struct ks_vk_exact_cache {
 static const type_info *
 type_get(uint32_t qtype)
 {
-    return qtype < N_TYPES && types[qtype].name ? &types[qtype] : NULL;
+    return qtype < N_TYPES && types[qtype].q ? &types[qtype] : NULL;
 }
 
 bool
@@ -124,27 +125,6 @@ ks_vk_act_words(uint32_t wtype, uint32_t n)
     return 0;
 }
 
-/* IEEE half to float, exact (subnormals included). */
-static float
-half_to_float(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-    uint32_t bits;
-    float f;
-
-    if (e == 0) {
-        f = (float)m * 0x1p-24f;
-        memcpy(&bits, &f, 4);
-        bits |= sign;
-    } else if (e == 31) {
-        bits = sign | 0x7f800000u | (m << 13);
-    } else {
-        bits = sign | ((e + 112u) << 23) | (m << 13);
-    }
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
 static uint32_t
 rd16(const uint8_t *p)
 {
@@ -160,7 +140,7 @@ rd32(const uint8_t *p)
 static uint32_t
 half_word(const uint8_t *p)  /* fp16 at p, as the bits of the float it is */
 {
-    float f = half_to_float((uint16_t)rd16(p));
+    float f = ks_h2f((uint16_t)rd16(p));
     uint32_t w;
 
     memcpy(&w, &f, 4);
@@ -347,7 +327,7 @@ exact_create(ks_vk_ctx *ctx, const type_info *t, uint32_t qtype, uint32_t flags,
     ks_status st;
 
     *out = NULL;
-    snprintf(name, sizeof name, "exact %s%s%s", t->name,
+    snprintf(name, sizeof name, "exact %s%s%s", t->q->name,
              flags & KS_VK_EXACT_BIAS ? " +bias" : "",
              flags & KS_VK_EXACT_RESIDUAL ? " +residual" : "");
     k = calloc(1, sizeof(*k));
@@ -355,8 +335,8 @@ exact_create(ks_vk_ctx *ctx, const type_info *t, uint32_t qtype, uint32_t flags,
         return ks_error(KS_ERR_NOMEM, "vk: no memory for %s", name);
     k->qtype = qtype;
     k->flags = flags;
-    k->block_elems = t->block_elems;
-    k->block_bytes = t->block_bytes;
+    k->block_elems = t->q->block_elems;
+    k->block_bytes = t->q->block_bytes;
     k->unit_blocks = t->unit_blocks;
     k->fma_emu = emulate;
     k->f64 = ctx->caps.float64;
@@ -374,7 +354,7 @@ exact_create(ks_vk_ctx *ctx, const type_info *t, uint32_t qtype, uint32_t flags,
         goto fail;
     }
 
-    snprintf(qdef, sizeof qdef, "KS_QUANT_%s", t->name);
+    snprintf(qdef, sizeof qdef, "KS_QUANT_%s", t->q->name);
     defines[n_def++] = qdef;
     if (flags & KS_VK_EXACT_BIAS)
         defines[n_def++] = "KS_EPI_BIAS";
@@ -422,7 +402,7 @@ ks_vk_exact_get(ks_vk_ctx *ctx, uint32_t qtype, uint32_t flags, ks_vk_exact **ou
         return ks_error(KS_ERR_UNSUPPORTED, "vk: exact kernel: no kernel for tensor type %u",
                         qtype);
     if (flags & ~(uint32_t)KS_VK_EXACT_FLAGS_ALL)
-        return ks_error(KS_ERR_INVALID_ARG, "vk: exact %s: unknown flags 0x%x", t->name,
+        return ks_error(KS_ERR_INVALID_ARG, "vk: exact %s: unknown flags 0x%x", t->q->name,
                         flags & ~(uint32_t)KS_VK_EXACT_FLAGS_ALL);
     if (!ctx->exact_cache) {
         ctx->exact_cache = calloc(1, sizeof(*ctx->exact_cache));
@@ -433,7 +413,7 @@ ks_vk_exact_get(ks_vk_ctx *ctx, uint32_t qtype, uint32_t flags, ks_vk_exact **ou
         return st;
     if (ctx->exact_cache->fma == FMA_NONE)
         return ks_error(KS_ERR_UNSUPPORTED, "vk: exact %s: fma() on %s rounds twice and "
-                        "the device has no shaderFloat64 to emulate it", t->name,
+                        "the device has no shaderFloat64 to emulate it", t->q->name,
                         ctx->info.name);
     ks_vk_exact **slot = &ctx->exact_cache->k[qtype][flags];
     if (!*slot && (st = exact_create(ctx, t, qtype, flags,
@@ -536,11 +516,11 @@ check_path(const ks_vk_exact *k, const type_info *t, const char *name, const cha
                         field, path);
     if (!(t->paths & (1u << path)))
         return ks_error(KS_ERR_INVALID_ARG, "vk: %s: %s %s is not a summation path of %s "
-                        "weights", name, field, path_names[path], t->name);
-    if (t->block_elems == 1 && path == KS_VK_EXACT_PATH_BLAS && cols % 8u)
+                        "weights", name, field, path_names[path], t->q->name);
+    if (t->q->block_elems == 1 && path == KS_VK_EXACT_PATH_BLAS && cols % 8u)
         return ks_error(KS_ERR_INVALID_ARG, "vk: %s: %s tinyBLAS with cols %u, which the "
                         "CPU takes for multiples of 8 only", name, field, cols);
-    if ((k->qtype == 1 || k->qtype == 30) && path == KS_VK_EXACT_PATH_VD && cols % 32u &&
+    if ((k->qtype == KS_QBLOCK_F16 || k->qtype == KS_QBLOCK_BF16) && path == KS_VK_EXACT_PATH_VD && cols % 32u &&
         !k->f64)
         return ks_error(KS_ERR_UNSUPPORTED, "vk: %s: vec_dot of %u columns sums its last "
                         "%u in double precision, and the device has no shaderFloat64",
@@ -591,7 +571,7 @@ ks_vk_exact_check(const ks_vk_exact *k, const ks_vk_exact_args *a, const ks_vk_e
         return ks_error(KS_ERR_INVALID_ARG, "vk: %s: y_stride %u with %u rows: the %" PRIu64
                         " tokens' outputs would overlap (expected >= %u)", name, a->y_stride,
                         a->rows, n_tok, a->rows);
-    trips = t->block_elems == 1 ? a->cols / 32u
+    trips = t->q->block_elems == 1 ? a->cols / 32u
                                 : (nb + k->unit_blocks - 1u) / k->unit_blocks;
     if (trips > MAX_TRIPS)
         return ks_error(KS_ERR_UNSUPPORTED, "vk: %s: rows of %u elements take %" PRIu64

@@ -32,44 +32,45 @@
 #include <string.h>
 
 #include "driver/base.h"
+#include "driver/qblock.h"
 
 /* Loop trips one lane may make along a row (units and the reduction),
  * well under lavapipe's 65,535 per invocation. */
 #define MAX_TRIPS 16384u
 #define MAX_ROWS 16u
 #define MAX_SETS 512u
-#define N_TYPES 40u
+#define N_TYPES KS_QBLOCK_COUNT
 #define PUSH_WORDS 13u  /* the Args block of shaders/matvec.comp */
 #define PUSH_BYTES (4u * PUSH_WORDS)
 #define MAX_BUFFERS 6u
 
 _Static_assert(PUSH_BYTES <= 128, "Vulkan guarantees 128 bytes of push constants");
 
-/* Block geometry by ggml type number; unit_blocks must match the
+/* What each ggml type number's kernel needs besides its block geometry
+ * (driver/qblock.h); unit_blocks must match the
  * KS_UNIT_BLOCKS of shaders/common/quant.glsl. */
 typedef struct type_info {
-    const char *name;
-    uint32_t    block_elems;
-    uint32_t    block_bytes;
+    const ks_qblock *q;  /* name and block geometry */
     uint32_t    unit_blocks;
     bool        has_min;  /* w = d·q + m per block: KS_VK_MATVEC_XSUM applies */
 } type_info;
 
+#define QB(n) &ks_qblocks[KS_QBLOCK_##n]
 static const type_info types[N_TYPES] = {
-    [0] = { "F32", 1, 4, 32, false },
-    [1] = { "F16", 1, 2, 64, false },
-    [2] = { "Q4_0", 32, 18, 8, false },
-    [3] = { "Q4_1", 32, 20, 4, true },
-    [6] = { "Q5_0", 32, 22, 8, false },
-    [7] = { "Q5_1", 32, 24, 2, true },
-    [8] = { "Q8_0", 32, 34, 8, false },
-    [10] = { "Q2_K", 256, 84, 1, false },
-    [11] = { "Q3_K", 256, 110, 1, false },
-    [12] = { "Q4_K", 256, 144, 1, false },
-    [13] = { "Q5_K", 256, 176, 1, false },
-    [14] = { "Q6_K", 256, 210, 1, false },
-    [20] = { "IQ4_NL", 32, 18, 8, false },
-    [30] = { "BF16", 1, 2, 64, false },
+    [KS_QBLOCK_F32] = { QB(F32), 32, false },
+    [KS_QBLOCK_F16] = { QB(F16), 64, false },
+    [KS_QBLOCK_Q4_0] = { QB(Q4_0), 8, false },
+    [KS_QBLOCK_Q4_1] = { QB(Q4_1), 4, true },
+    [KS_QBLOCK_Q5_0] = { QB(Q5_0), 8, false },
+    [KS_QBLOCK_Q5_1] = { QB(Q5_1), 2, true },
+    [KS_QBLOCK_Q8_0] = { QB(Q8_0), 8, false },
+    [KS_QBLOCK_Q2_K] = { QB(Q2_K), 1, false },
+    [KS_QBLOCK_Q3_K] = { QB(Q3_K), 1, false },
+    [KS_QBLOCK_Q4_K] = { QB(Q4_K), 1, false },
+    [KS_QBLOCK_Q5_K] = { QB(Q5_K), 1, false },
+    [KS_QBLOCK_Q6_K] = { QB(Q6_K), 1, false },
+    [KS_QBLOCK_IQ4_NL] = { QB(IQ4_NL), 8, false },
+    [KS_QBLOCK_BF16] = { QB(BF16), 64, false },
 };
 
 struct ks_vk_matvec_cache {
@@ -79,7 +80,7 @@ struct ks_vk_matvec_cache {
 static const type_info *
 type_get(uint32_t qtype)
 {
-    return qtype < N_TYPES && types[qtype].name ? &types[qtype] : NULL;
+    return qtype < N_TYPES && types[qtype].q ? &types[qtype] : NULL;
 }
 
 bool
@@ -105,7 +106,7 @@ row_align_of(uint32_t flags)
 static void
 variant_name(const type_info *t, uint32_t flags, char *buf, size_t size)
 {
-    snprintf(buf, size, "matvec %s%s%s%s%s", t->name,
+    snprintf(buf, size, "matvec %s%s%s%s%s", t->q->name,
              flags & KS_VK_MATVEC_BIAS ? " +bias" : "",
              flags & KS_VK_MATVEC_RESIDUAL ? " +residual" : "",
              flags & KS_VK_MATVEC_XSUM ? " +xsum" : "",
@@ -125,10 +126,10 @@ check_flags(const type_info *t, uint32_t flags)
 {
     if (flags & ~(uint32_t)KS_VK_MATVEC_FLAGS_ALL)
         return ks_error(KS_ERR_INVALID_ARG, "vk: matvec %s: unknown flags 0x%x",
-                        t->name, flags & ~(uint32_t)KS_VK_MATVEC_FLAGS_ALL);
+                        t->q->name, flags & ~(uint32_t)KS_VK_MATVEC_FLAGS_ALL);
     if ((flags & KS_VK_MATVEC_XSUM) && !t->has_min)
         return ks_error(KS_ERR_INVALID_ARG, "vk: matvec %s: KS_VK_MATVEC_XSUM applies to "
-                        "Q4_1 and Q5_1 weights only, not %s", t->name, t->name);
+                        "Q4_1 and Q5_1 weights only, not %s", t->q->name, t->q->name);
     return KS_OK;
 }
 
@@ -161,8 +162,8 @@ ks_vk_matvec_create(ks_vk_ctx *ctx, uint32_t qtype, uint32_t flags,
         return ks_error(KS_ERR_NOMEM, "vk: no memory for %s", name);
     mv->qtype = qtype;
     mv->flags = flags;
-    mv->block_elems = t->block_elems;
-    mv->block_bytes = t->block_bytes;
+    mv->block_elems = t->q->block_elems;
+    mv->block_bytes = t->q->block_bytes;
     mv->unit_blocks = t->unit_blocks;
     mv->row_align = row_align_of(flags);
     mv->wg_size = tune->wg_size ? tune->wg_size
@@ -215,7 +216,7 @@ ks_vk_matvec_create(ks_vk_ctx *ctx, uint32_t qtype, uint32_t flags,
         }
     }
 
-    snprintf(qdef, sizeof qdef, "KS_QUANT_%s", t->name);
+    snprintf(qdef, sizeof qdef, "KS_QUANT_%s", t->q->name);
     defines[n_def++] = qdef;
     if (flags & KS_VK_MATVEC_BIAS)
         defines[n_def++] = "KS_EPI_BIAS";

@@ -185,13 +185,7 @@ left(const cursor *c)
 static uint64_t
 hash_bytes(const char *s, size_t n)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
+    return ks_fnv1a(KS_FNV1A_INIT, s, n);
 }
 
 static uint64_t

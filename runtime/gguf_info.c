@@ -439,10 +439,14 @@ ks_inspect_file(const char *path, FILE *out, unsigned flags)
     ks_gguf  *g = NULL;
     ks_status st;
 
-    if (!path || !out || (flags & ~KS_INSPECT_JSON))
+    if (!path)
+        return ks_null_arg("ks_inspect_file", "path");
+    if (!out)
+        return ks_null_arg("ks_inspect_file", "out");
+    if (flags & ~KS_INSPECT_JSON)
         return ks_error(KS_ERR_INVALID_ARG,
-                        "inspect: NULL path or stream, or unknown flags 0x%x",
-                        flags);
+                        "ks_inspect_file: unknown flags 0x%x (expected 0 or "
+                        "KS_INSPECT_JSON)", flags);
     if ((st = ks_gguf_open(path, &g)) != KS_OK)
         return st;
     if (flags & KS_INSPECT_JSON)

@@ -338,9 +338,13 @@ ks_model_load(ks_runtime *rt, const char *path, const ks_model_params *p,
     unsigned tok_flags = (p && p->pre_fallback_gpt2)
                              ? KS_TOK_CREATE_PRE_FALLBACK_GPT2 : 0;
 
+    if (!out)
+        return ks_null_arg("ks_model_load", "out");
     *out = NULL;
-    if (!rt || !path)
-        return ks_error(KS_ERR_INVALID_ARG, "model: no runtime or path given");
+    if (!rt)
+        return ks_null_arg("ks_model_load", "rt");
+    if (!path)
+        return ks_null_arg("ks_model_load", "path");
     m = calloc(1, sizeof(*m));
     if (!m)
         return ks_error(KS_ERR_NOMEM, "model: no memory to load %s", path);
@@ -430,7 +434,11 @@ ks_model_destroy(ks_model *m)
 KS_API void
 ks_model_describe(const ks_model *m, ks_model_desc *d)
 {
+    if (!d)
+        return;
     memset(d, 0, sizeof(*d));
+    if (!m)
+        return;
     d->arch = m->arch_name;
     d->name = m->name;
     d->n_layers = m->hp.n_layers;
@@ -499,6 +507,24 @@ marker_id(const ks_model *m, const ks_chat_seg *seg)
     return id;
 }
 
+ks_status
+ks_chat_check_args(const char *fn, const ks_model *m, const ks_chat_message *msgs,
+                   size_t n, size_t *n_out)
+{
+    if (!n_out)
+        return ks_null_arg(fn, "n_out");
+    *n_out = 0;
+    if (!m)
+        return ks_null_arg(fn, "m");
+    if (!msgs && n)
+        return ks_null_arg(fn, "msgs");
+    for (size_t i = 0; i < n; i++)
+        if (!msgs[i].role || !msgs[i].content)
+            return ks_error(KS_ERR_INVALID_ARG, "%s: argument 'msgs[%zu].%s' is NULL", fn, i,
+                            msgs[i].role ? "content" : "role");
+    return KS_OK;
+}
+
 KS_API ks_status
 ks_model_chat_tokenize(const ks_model *m, const ks_chat_message *msgs,
                        size_t n, bool add_generation_prompt, int32_t *out,
@@ -508,10 +534,12 @@ ks_model_chat_tokenize(const ks_model *m, const ks_chat_message *msgs,
     size_t n_segs = 0, n_text = 0, run = 0;
     char *text = NULL;
     id_out o = { out, out ? cap : 0, 0 };
-    ks_status st;
-    ks_chat_family f = (ks_chat_family)m->chat_family;
+    ks_status st = ks_chat_check_args("ks_model_chat_tokenize", m, msgs, n, n_out);
+    ks_chat_family f;
 
-    *n_out = 0;
+    if (st != KS_OK)
+        return st;
+    f = (ks_chat_family)m->chat_family;
     /* ks_chat_message and ks_chat_msg have the same layout by design. */
     st = ks_chat_format_segments(f, (const ks_chat_msg *)msgs, n,
                                  add_generation_prompt, m->default_system,

@@ -106,4 +106,10 @@ struct ks_model {
                                         * hp but n_vocab, no weights */
 };
 
+/* The NULL-argument checks (status.h's rule) of the chat functions named
+ * |fn|: n_out, m, msgs (unless n is 0) and each message's role and
+ * content. Clears *n_out. */
+ks_status ks_chat_check_args(const char *fn, const ks_model *m, const ks_chat_message *msgs,
+                             size_t n, size_t *n_out);
+
 #endif

@@ -82,6 +82,12 @@ ks_quantize_file(const char *in, const char *out, const char *type,
     ks_status st;
     int target = -1;
 
+    if (!in)
+        return ks_null_arg("ks_quantize_file", "in");
+    if (!out)
+        return ks_null_arg("ks_quantize_file", "out");
+    if (!type)
+        return ks_null_arg("ks_quantize_file", "type");
     for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++)
         if (strcasecmp(type, targets[i].name) == 0)
             target = (int)i;

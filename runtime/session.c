@@ -34,6 +34,8 @@ ks_runtime_create(const ks_runtime_params *p, ks_runtime **out)
     ks_runtime_params def = { 0 };
     ks_runtime *rt;
 
+    if (!out)
+        return ks_null_arg("ks_runtime_create", "out");
     *out = NULL;
     if (!p)
         p = &def;
@@ -97,6 +99,8 @@ ks_runtime_destroy(ks_runtime *rt)
 KS_API const char *
 ks_runtime_backend_name(const ks_runtime *rt)
 {
+    if (!rt)
+        return "";
     return rt->backend == KS_BACKEND_VULKAN ? "vulkan" :
            rt->backend == KS_BACKEND_CPU ? "cpu" : "auto";
 }
@@ -104,6 +108,8 @@ ks_runtime_backend_name(const ks_runtime *rt)
 KS_API const char *
 ks_session_backend_name(const ks_session *s)
 {
+    if (!s)
+        return "";
     if (s->n_targets == 1)
         return s->targets[0]->kind;
     return "split";
@@ -112,6 +118,8 @@ ks_session_backend_name(const ks_session *s)
 KS_API const char *
 ks_session_placement(const ks_session *s)
 {
+    if (!s)
+        return "";
     return s->plan;
 }
 
@@ -389,6 +397,13 @@ ks_model_tokenize(const ks_model *m, const char *text, size_t len,
                   bool add_special, bool parse_special, int32_t *out,
                   size_t cap, size_t *n_out)
 {
+    if (!n_out)
+        return ks_null_arg("ks_model_tokenize", "n_out");
+    *n_out = 0;
+    if (!m)
+        return ks_null_arg("ks_model_tokenize", "m");
+    if (!text && len)
+        return ks_null_arg("ks_model_tokenize", "text");
     return ks_tokenizer_encode(m->tok, text, len, add_special, parse_special,
                                out, cap, n_out);
 }
@@ -396,6 +411,8 @@ ks_model_tokenize(const ks_model *m, const char *text, size_t len,
 KS_API size_t
 ks_model_token_piece(const ks_model *m, int32_t id, char *buf, size_t cap)
 {
+    if (!m)
+        return 0;
     return ks_tokenizer_piece(m->tok, id, buf, cap);
 }
 
@@ -403,12 +420,21 @@ KS_API ks_status
 ks_model_detokenize(const ks_model *m, const int32_t *ids, size_t n,
                     char *buf, size_t cap, size_t *n_out)
 {
+    if (!n_out)
+        return ks_null_arg("ks_model_detokenize", "n_out");
+    *n_out = 0;
+    if (!m)
+        return ks_null_arg("ks_model_detokenize", "m");
+    if (!ids && n)
+        return ks_null_arg("ks_model_detokenize", "ids");
     return ks_tokenizer_decode(m->tok, ids, n, buf, cap, n_out);
 }
 
 KS_API bool
 ks_model_token_is_eog(const ks_model *m, int32_t id)
 {
+    if (!m)
+        return false;
     return ks_tokenizer_is_eog(m->tok, id);
 }
 
@@ -417,6 +443,10 @@ ks_model_chat_format(const ks_model *m, const ks_chat_message *msgs,
                      size_t n, bool add_generation_prompt, char *buf,
                      size_t cap, size_t *n_out)
 {
+    ks_status st = ks_chat_check_args("ks_model_chat_format", m, msgs, n, n_out);
+
+    if (st != KS_OK)
+        return st;
     /* ks_chat_message and ks_chat_msg have the same layout by design. */
     return ks_chat_format((ks_chat_family)m->chat_family,
                           (const ks_chat_msg *)msgs, n,
@@ -564,9 +594,11 @@ ks_session_create(ks_model *m, const ks_session_params *p, ks_session **out)
     ks_session *s;
     ks_status st;
 
+    if (!out)
+        return ks_null_arg("ks_session_create", "out");
     *out = NULL;
     if (!m)
-        return ks_error(KS_ERR_INVALID_ARG, "session: no model given");
+        return ks_null_arg("ks_session_create", "m");
     if (m->vocab_only)
         return ks_error(KS_ERR_INVALID_ARG, "session: %s was loaded "
                         "vocab-only (ks_model_params.vocab_only): it has a "
@@ -651,18 +683,24 @@ ks_session_destroy(ks_session *s)
 KS_API uint32_t
 ks_session_n_past(const ks_session *s)
 {
+    if (!s)
+        return 0;
     return s->n_past;
 }
 
 KS_API uint32_t
 ks_session_n_ctx(const ks_session *s)
 {
+    if (!s)
+        return 0;
     return s->n_ctx;
 }
 
 KS_API ks_status
 ks_session_truncate(ks_session *s, uint32_t n_past)
 {
+    if (!s)
+        return ks_null_arg("ks_session_truncate", "s");
     if (n_past > s->n_past)
         return ks_error(KS_ERR_INVALID_ARG,
                         "session: cannot truncate to %u, only %u tokens "
@@ -726,6 +764,10 @@ ks_session_eval(ks_session *s, const int32_t *tokens, size_t n,
 {
     ks_status st;
 
+    if (!s)
+        return ks_null_arg("ks_session_eval", "s");
+    if (!tokens && n)
+        return ks_null_arg("ks_session_eval", "tokens");
     if (n == 0)
         return ks_error(KS_ERR_INVALID_ARG, "session: no tokens to evaluate");
     if ((st = hold(s, tokens, n)) != KS_OK)
@@ -808,8 +850,14 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
     uint32_t n_gen = 0;
     char piece[256];
 
+    if (!p)
+        return ks_null_arg("ks_session_generate", "p");
     p->n_out = 0;
     p->stop = KS_STOP_NONE;
+    if (!s)
+        return ks_null_arg("ks_session_generate", "s");
+    if (!p->prompt && p->n_prompt)
+        return ks_null_arg("ks_session_generate", "p->prompt");
     {
         /* per-generate figures start again; the session's own stay */
         ks_stats keep = s->stats;
@@ -920,5 +968,11 @@ done:
 KS_API void
 ks_session_stats(const ks_session *s, ks_stats *out)
 {
+    if (!out)
+        return;
+    if (!s) {
+        memset(out, 0, sizeof(*out));
+        return;
+    }
     *out = s->stats;
 }

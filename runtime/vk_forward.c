@@ -689,19 +689,15 @@ ks_vk_fw_create(const ks_model *m, const ks_vk_fw_params *p, ks_vk_fw **out)
     }
 
     /* the CPU's summation order unless asked for the fast kernels */
-    {
-        const char *fast = getenv("KESTREL_VK_FAST");
-        f->exact = !(fast && *fast && strcmp(fast, "0") != 0);
-    }
+    f->exact = !ks_env_flag("KESTREL_VK_FAST");
     ks_vk_ctx_params cp = { .force_device = p->device >= 0,
                             .device_index = p->device >= 0 ? (uint32_t)p->device : 0 };
     if ((st = ks_vk_ctx_create(&cp, &f->ctx)) != KS_OK)
         goto fail;
     snprintf(f->info.device, sizeof f->info.device, "%s", f->ctx->info.name);
     {
-        const char *no = getenv("KESTREL_VK_NO_IMPORT");
         ks_vk_type t = f->ctx->info.type;
-        f->import = f->ctx->caps.external_memory_host && !(no && *no && strcmp(no, "0")) &&
+        f->import = f->ctx->caps.external_memory_host && !ks_env_flag("KESTREL_VK_NO_IMPORT") &&
                     (t == KS_VK_TYPE_INTEGRATED || t == KS_VK_TYPE_CPU);
     }
     if (f->exact) {
@@ -1172,7 +1168,7 @@ ks_vk_fw_device(int32_t device, char *name, size_t name_size, uint64_t *budget_b
 {
     ks_vk_device_info *devs = NULL;
     uint32_t n = 0, pick;
-    const char *env = getenv("KESTREL_VK_BUDGET_MB");
+    const char *env = ks_env_str("KESTREL_VK_BUDGET_MB");
     ks_status st;
 
     if ((st = ks_vk_devices_list(NULL, &n)) != KS_OK)
@@ -1194,7 +1190,7 @@ ks_vk_fw_device(int32_t device, char *name, size_t name_size, uint64_t *budget_b
         if (hi->device_local && b > *budget_bytes)
             *budget_bytes = b;
     }
-    if (env && *env) {
+    if (env) {
         uint64_t b;
         if ((st = ks_vk_budget_from_env(&b)) != KS_OK) {
             free(devs);

@@ -60,8 +60,8 @@ typedef struct ks_runtime_params {
 KS_API ks_status ks_runtime_create(const ks_runtime_params *p,
                                    ks_runtime **out);
 KS_API void      ks_runtime_destroy(ks_runtime *rt);  /* NULL is a no-op */
-/* The backend asked for ("auto", "cpu" or "vulkan"); where a session's
- * layers run is ks_session_backend_name / ks_session_placement. */
+/* The backend asked for ("auto", "cpu" or "vulkan"; "" for NULL); where a
+ * session's layers run is ks_session_backend_name / ks_session_placement. */
 KS_API const char *ks_runtime_backend_name(const ks_runtime *rt);
 
 typedef struct ks_model_params {
@@ -105,7 +105,7 @@ typedef struct ks_model_desc {
     double      load_ms;      /* time ks_model_load took */
 } ks_model_desc;
 
-/* Strings stay valid while the model lives. */
+/* Strings stay valid while the model lives. A NULL |m| zeroes *out. */
 KS_API void ks_model_describe(const ks_model *m, ks_model_desc *out);
 
 /* Text to token ids, count-then-fill: with out == NULL or cap too small,
@@ -120,7 +120,8 @@ KS_API ks_status ks_model_tokenize(const ks_model *m, const char *text,
 
 /* The bytes token |id| stands for when streamed (may be part of a UTF-8
  * character). Returns the byte count, which may exceed cap (then buf holds
- * the first cap bytes). Thread safe. */
+ * the first cap bytes); buf NULL asks only for the count, a NULL |m| gives
+ * 0. Thread safe. */
 KS_API size_t ks_model_token_piece(const ks_model *m, int32_t id, char *buf,
                                    size_t cap);
 
@@ -129,7 +130,8 @@ KS_API ks_status ks_model_detokenize(const ks_model *m, const int32_t *ids,
                                      size_t n, char *buf, size_t cap,
                                      size_t *n_out);
 
-/* True for tokens that end generation (eos, end-of-turn, ...). */
+/* True for tokens that end generation (eos, end-of-turn, ...); false for
+ * a NULL |m|. */
 KS_API bool ks_model_token_is_eog(const ks_model *m, int32_t id);
 
 typedef struct ks_chat_message {

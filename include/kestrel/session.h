@@ -54,7 +54,7 @@ KS_API ks_status ks_session_create(ks_model *m, const ks_session_params *p,
                                    ks_session **out);
 KS_API void      ks_session_destroy(ks_session *s);  /* NULL is a no-op */
 
-/* Tokens held in the KV cache. */
+/* Tokens held in the KV cache; 0 for a NULL session. */
 KS_API uint32_t ks_session_n_past(const ks_session *s);
 KS_API uint32_t ks_session_n_ctx(const ks_session *s);
 
@@ -123,7 +123,9 @@ typedef struct ks_generate_params {
  * it with KS_ERR_CORRUPT instead of sampling garbage. A device that is
  * lost mid-run does not stop it: the layers move to the CPU, which
  * rebuilds their KV cache from the held tokens, and generation goes on
- * with the tokens a CPU-only run gives (stats: n_fallbacks, fallback). */
+ * with the tokens a CPU-only run gives (stats: n_fallbacks, fallback).
+ * p->prompt may be NULL only when n_prompt is 0; on_token, cancel and
+ * out_tokens may be NULL. */
 KS_API ks_status ks_session_generate(ks_session *s, ks_generate_params *p);
 
 typedef struct ks_stats {
@@ -151,13 +153,15 @@ typedef struct ks_stats {
     char     fallback[160];
 } ks_stats;
 
+/* A NULL |s| zeroes *out. */
 KS_API void ks_session_stats(const ks_session *s, ks_stats *out);
 
 /* "cpu", "vulkan", or "split" when the layers run on several targets:
  * where this session's model runs (with backend auto, what auto chose). */
 KS_API const char *ks_session_backend_name(const ks_session *s);
 
-/* The placement, e.g. "cpu:0-9,vulkan:10-29+head". */
+/* The placement, e.g. "cpu:0-9,vulkan:10-29+head". Both give "" for a NULL
+ * session. */
 KS_API const char *ks_session_placement(const ks_session *s);
 
 #ifdef __cplusplus

@@ -2,7 +2,28 @@
  *
  * Every fallible public function returns a ks_status. On failure the calling
  * thread's last error message (ks_last_error) says what went wrong in words a
- * user can act on: which file, field, tensor or device, expected and found. */
+ * user can act on: which file, field, tensor or device, expected and found.
+ *
+ * NULL arguments. One rule holds for every KS_API function:
+ *  - A function that returns a ks_status checks each pointer argument it
+ *    needs and, for a NULL one, returns KS_ERR_INVALID_ARG with
+ *    ks_last_error() naming the function and the argument
+ *    ("ks_model_load: argument 'path' is NULL"). Out-parameters that are
+ *    not NULL are cleared first (*out = NULL, *n_out = 0), so they hold a
+ *    defined value on every failure.
+ *  - Arguments the header calls optional may be NULL and then mean what it
+ *    says: a NULL params struct means all defaults, a NULL output buffer
+ *    (count-then-fill) asks only for the count, a NULL logits array asks
+ *    for no logits. A pointer paired with a count may be NULL when the
+ *    count is 0, never otherwise.
+ *  - A function that returns a value and takes an object gives a neutral
+ *    value for a NULL object: 0, false, or "" for strings (never NULL).
+ *    Functions that fill a struct (ks_model_describe, ks_session_stats)
+ *    zero it for a NULL object and do nothing for a NULL struct.
+ *  - Destroy functions accept NULL and do nothing.
+ * tests/api/test_api.c calls every KS_API function with each pointer
+ * argument NULL in turn, and tests/api/check_api.py fails the build's tests
+ * when a declared function or pointer argument has no probe there. */
 #ifndef KESTREL_STATUS_H
 #define KESTREL_STATUS_H
 

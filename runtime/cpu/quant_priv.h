@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "driver/base.h"
 #include "runtime/cpu/quant.h"
 
 #define KS_QK32 32
@@ -69,61 +70,7 @@ _Static_assert(sizeof(ks_blk_q5_k) == 176, "q5_k");
 _Static_assert(sizeof(ks_blk_q6_k) == 210, "q6_k");
 _Static_assert(sizeof(ks_blk_q8_k) == 292, "q8_k");
 
-/* Scalar IEEE half <-> float, exact and round-to-nearest-even; the public
- * ks_fp16_to_f32/ks_f32_to_fp16 wrap these. NaN keeps its sign and top
- * payload bits and becomes quiet, as F16C's vcvtps2ph does. */
-static inline float
-ks_h2f(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    uint32_t e = (h >> 10) & 0x1f, m = h & 0x3ff, bits;
-    float f;
-
-    if (e == 0) {
-        f = (float)m * 0x1p-24f; /* zero or subnormal, exact */
-        memcpy(&bits, &f, 4);
-        bits |= sign;
-    } else if (e == 31) {
-        bits = sign | 0x7f800000u | (m << 13);
-    } else {
-        bits = sign | ((e + 112) << 23) | (m << 13);
-    }
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-static inline uint16_t
-ks_f2h(float f)
-{
-    uint32_t x, ax, h, rem;
-    uint16_t sign;
-
-    memcpy(&x, &f, 4);
-    sign = (uint16_t)((x >> 16) & 0x8000);
-    ax = x & 0x7fffffffu;
-    if (ax > 0x7f800000u) /* NaN */
-        return (uint16_t)(sign | 0x7e00 | ((ax >> 13) & 0x3ff));
-    if (ax >= 0x477ff000u) /* rounds past 65504, or inf */
-        return (uint16_t)(sign | 0x7c00);
-    if (ax < 0x38800000u) { /* below 2^-14: subnormal half or zero */
-        uint32_t e = ax >> 23, mant, shift, half;
-        if (e < 102) /* below 2^-25: rounds to zero */
-            return sign;
-        mant = (ax & 0x7fffffu) | 0x800000u;
-        shift = 126 - e;
-        h = mant >> shift;
-        rem = mant & ((1u << shift) - 1);
-        half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (h & 1)))
-            h++;
-        return (uint16_t)(sign | h);
-    }
-    h = (ax >> 13) - (112u << 10);
-    rem = ax & 0x1fff;
-    if (rem > 0x1000 || (rem == 0x1000 && (h & 1)))
-        h++;
-    return (uint16_t)(sign | h);
-}
+/* Scalar IEEE half <-> float: ks_h2f and ks_f2h in driver/base.h. */
 
 static inline float
 ks_bf2f(uint16_t h)

@@ -176,9 +176,9 @@ describe(const ks_telemetry *t, bool json)
 
     ck_assert_ptr_nonnull(f);
     if (json)
-        ks_telemetry_describe_json(t, f);
+        ks_telemetry_describe_json(t, 5000, f);
     else
-        ks_telemetry_describe(t, f);
+        ks_telemetry_describe(t, 5000, f);
     fclose(f);
     return buf;
 }
@@ -288,10 +288,8 @@ START_TEST(rpi5_board)
 
     text = describe(t, false);
     ck_assert_ptr_nonnull(strstr(text, "cpu-thermal"));
-    ck_assert_ptr_nonnull(strstr(text, "C  trips: critical 110.0 C, "
-                                 "active 50.0 C"));
-    ck_assert_ptr_nonnull(strstr(text, "no power sensor: the governor will "
-                                 "use a conservative policy"));
+    ck_assert_ptr_nonnull(strstr(text, " °C, critical 110.0 °C\n"));
+    ck_assert_ptr_nonnull(strstr(text, "\n  no power sensors\n"));
     ck_assert_ptr_nonnull(strstr(text, "no battery"));
     ck_assert_ptr_nonnull(strstr(text, "vcgencmd"));
     free(text);
@@ -399,7 +397,7 @@ START_TEST(rk3588_board)
     text = describe(t, false);
     ck_assert_ptr_nonnull(strstr(text, "no power sensor"));
     ck_assert_ptr_nonnull(strstr(text, "sustainable 2100 mW"));
-    ck_assert_ptr_nonnull(strstr(text, "load 37.0%"));
+    ck_assert_ptr_nonnull(strstr(text, "load 37.0 %"));
     free(text);
     ks_telemetry_destroy(t);
 }
@@ -588,7 +586,7 @@ START_TEST(x86_board)
     ck_assert_ptr_nonnull(strstr(text, "long_term 28.0 W"));
     free(text);
     text = describe(t, true);
-    ck_assert_ptr_nonnull(strstr(text, "\"system_power_source\":\"battery\""));
+    ck_assert_ptr_nonnull(strstr(text, "\"system_power_source\":\"battery discharge\""));
     ck_assert_ptr_nonnull(strstr(text, "\"name\":\"INT3400 Thermal\""));
     ck_assert_int_eq(text[0], '{');
     ck_assert_int_eq(text[strlen(text) - 1], '}');
@@ -961,7 +959,7 @@ START_TEST(empty_root)
     ck_assert_ptr_nonnull(strstr(text, "no thermal zone"));
     ck_assert_ptr_nonnull(strstr(text, "no power sensor"));
     ck_assert_ptr_nonnull(strstr(text, "no battery"));
-    ck_assert_ptr_nonnull(strstr(text, "no GPU/NPU frequency"));
+    ck_assert_ptr_nonnull(strstr(text, "no devfreq or GPU/NPU frequency readable"));
     free(text);
     text = describe(t, true);
     ck_assert_ptr_nonnull(strstr(text, "\"zones\":[]"));
@@ -1031,7 +1029,7 @@ START_TEST(real_sysfs)
     ck_assert_int_eq(ks_telemetry_sample(t, &s), KS_OK);
     ck_assert_str_eq(ks_telemetry_get_info(t)->root, "/");
     text = describe(t, false);
-    ck_assert_ptr_nonnull(strstr(text, "telemetry (sysfs root /)"));
+    ck_assert_ptr_nonnull(strstr(text, "Sensors (sysfs under /):\n"));
     printf("--- this machine's telemetry ---\n%s", text);
     free(text);
     text = describe(t, true);
