@@ -352,7 +352,8 @@ start_backend(ks_session *s)
         ks_log(KS_LOG_INFO, "runtime", "backend auto: using the CPU (%d threads, %s "
                "kernels): %s", s->n_threads, ks_cpu_simd_name(ks_cpu_simd()), why);
     } else if (ks_costs_place(s, dev, &plan) != KS_OK) {
-        ks_log(KS_LOG_INFO, "runtime", "backend auto: using the CPU: %s", ks_last_error());
+        /* a device auto meant to weigh failed to start: that is news */
+        ks_log(KS_LOG_WARN, "runtime", "backend auto: using the CPU: %s", ks_last_error());
     } else {
         chose_device = true;
     }

@@ -197,6 +197,17 @@ a, b = (json.load(open(p)) for p in sys.argv[1:3])
 sys.exit(0 if a["ids"] == b["ids"] and len(a["ids"]) == 12 else 1)
 PY
     json lost 'd["stats"]["fallbacks"] == 1 and "lost" in d["stats"]["fallback"] and d["placement"].startswith("cpu:")'
+    # a device that cannot make its kernels (measured in a new cache, so auto
+    # tries it): backend auto says so and runs on the CPU
+    KESTREL_FAULT=vk_pipeline_unknown@1+ KESTREL_CACHE_DIR="$TMP/cache" run nopipe "$KS" run -m "$MODEL" -t 1 \
+        --backend auto --device 0 --temp 0 -p "Once upon a time" -n 12 --json
+    expect_rc nopipe 0
+    expect_err nopipe "backend auto: using the CPU"
+    python3 - "$TMP/lost_cpu.out" "$TMP/nopipe.out" <<'PY' || fail "nopipe: tokens differ from the CPU's"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+sys.exit(0 if a["ids"] == b["ids"] and b["placement"].startswith("cpu:") else 1)
+PY
 else
     echo "no Vulkan device: the device-lost check is skipped"
 fi

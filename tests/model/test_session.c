@@ -20,6 +20,7 @@
 
 #include "kestrel/kestrel.h"
 #include "runtime/gguf.h"
+#include "runtime/session_priv.h"
 #include "runtime/synth.h"
 
 enum { N_CTX = 96, MAX_SEQ = 96 };
@@ -237,6 +238,34 @@ START_TEST(nan_logits_are_an_error)
 }
 END_TEST
 
+/* A cancel during prefill stops between batches, the prompt held but not
+ * yet run; the next call resumes it. */
+START_TEST(prefill_honours_cancel)
+{
+    ks_session_params sp = { .n_ctx = N_CTX, .n_batch = 2 };
+    ks_session *s = NULL;
+    volatile int cancel = 1;
+    int32_t out[4], want[4];
+    ks_generate_params gp = { .prompt = prompt, .n_prompt = N_PROMPT, .n_predict = 4,
+                              .ignore_eog = true, .out_tokens = out, .out_cap = 4,
+                              .cancel = &cancel };
+
+    ck_assert_int_eq(ks_session_create(model, &sp, &s), KS_OK);
+    ck_assert_int_eq(ks_session_generate(s, &gp), KS_ERR_CANCELLED);
+    ck_assert_int_eq(gp.stop, KS_STOP_CANCELLED);
+    ck_assert_uint_eq(gp.n_out, 0);
+    ck_assert_uint_eq(ks_session_n_past(s), N_PROMPT);
+    ck_assert_uint_eq(s->n_kv, 0);  /* no batch ran */
+    gen(s, NULL, 0, 4, 0, out);
+    ks_session_destroy(s);
+    /* the same as a session that was never cancelled, batches and all */
+    ck_assert_int_eq(ks_session_create(model, &sp, &s), KS_OK);
+    gen(s, prompt, N_PROMPT, 4, 0, want);
+    ck_assert_mem_eq(out, want, sizeof want);
+    ks_session_destroy(s);
+}
+END_TEST
+
 /* ---- random call sequences ---- */
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -319,6 +348,7 @@ main(void)
     tcase_add_test(tc, truncate_drops_stale_logits);
     tcase_add_test(tc, refused_calls_hold_nothing);
     tcase_add_test(tc, nan_logits_are_an_error);
+    tcase_add_test(tc, prefill_honours_cancel);
     tcase_add_test(tc, random_call_sequences_match_a_fresh_session);
     suite_add_tcase(su, tc);
     sr = srunner_create(su);
