@@ -186,6 +186,10 @@ json nan_check '"layer 2 produced NaN" in d["error"]'
 
 # -- a device lost mid-generation: the CPU's tokens, exit 0, the switch in the stats
 if "$KS" devices 2>/dev/null | grep -qi vulkan; then
+    # The Vulkan driver (lavapipe, LLVM) leaks from libraries it unloads,
+    # which LeakSanitizer cannot attribute (as ci/test.sh notes for the vk
+    # suite); memory errors are still caught.
+    export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0
     run lost_cpu "$KS" run "${COMMON[@]}" -p "Once upon a time" -n 12 --json
     KESTREL_FAULT=vk_submit_lost@4 run lost "$KS" run -m "$MODEL" -t 1 --backend vulkan --temp 0 \
         -p "Once upon a time" -n 12 --json
