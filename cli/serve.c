@@ -546,7 +546,8 @@ send_error(struct MHD_Connection *c, unsigned http, const char *param,
 
 typedef struct req_error {
     unsigned    http;
-    const char *param;
+    const char *param;          /* NULL or param_buf */
+    char        param_buf[64];
     const char *code;
     char        msg[400];
 } req_error;
@@ -562,7 +563,11 @@ reject(req_error *e, unsigned http, const char *param, const char *code,
     va_list ap;
 
     e->http = http;
-    e->param = param;
+    e->param = NULL;
+    if (param) {    /* a copy: it may name a key of a tree about to go */
+        snprintf(e->param_buf, sizeof e->param_buf, "%s", param);
+        e->param = e->param_buf;
+    }
     e->code = code;
     va_start(ap, fmt);
     vsnprintf(e->msg, sizeof e->msg, fmt, ap);
