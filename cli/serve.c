@@ -1462,6 +1462,12 @@ default_model(char *buf, size_t cap)
     return buf;
 }
 
+static void
+on_signal(int sig)
+{
+    (void)sig;  /* never runs: the signals are blocked and sigwait takes them */
+}
+
 int
 ks_cli_serve(int argc, char **argv)
 {
@@ -1490,6 +1496,11 @@ ks_cli_serve(int argc, char **argv)
 
     /* Signals go to the main thread's sigwait only: block them before any
      * thread starts so every thread inherits the mask. */
+    /* A shell starts background jobs with SIGINT ignored; whether an
+     * ignored signal still reaches sigwait is left open by POSIX (Linux
+     * delivers it): take both signals in any case. */
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);

@@ -196,6 +196,19 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/metrics")
     fail "health with a key"
 stop_server
 
+# SIGINT reaches a server that this script started in the background
+# (bash starts it with SIGINT ignored): it exits 0.
+start_server
+kill -INT "$PID"
+for _ in $(seq 1 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$PID" 2>/dev/null; then
+    fail "SIGINT did not stop a background server"
+else
+    wait "$PID"; rc=$?
+    [ "$rc" = 0 ] && ok "SIGINT: exit 0" || fail "SIGINT: exit $rc"
+fi
+PID=
+
 # ---- 3: a full queue, a client that goes away, draining ----
 # Each token waits 40 ms (a test hook) so requests overlap for sure.
 export KESTREL_SERVE_TOKEN_DELAY_MS=40
