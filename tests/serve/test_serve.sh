@@ -2,7 +2,8 @@
 # kestrel serve driven by curl on loopback: SSE framing, the OpenAI error
 # format for each bad request, stop strings, the API key, 503 when the
 # queue is full, a client that goes away mid-stream freeing its slot, and
-# SIGTERM draining a running request.
+# SIGTERM draining a running request. The server runs on the CPU: the
+# HTTP side is under test (and the Vulkan driver leaks under LeakSanitizer).
 # Usage: test_serve.sh KESTREL_BINARY
 set -u
 KESTREL=$1
@@ -26,7 +27,7 @@ ok() { echo "ok: $*"; }
 
 # start_server ARGS...: sets PID and URL once the server listens.
 start_server() {
-    "$KESTREL" serve -m "$MODEL" --port 0 "$@" 2>"$TMP/server.log" &
+    "$KESTREL" serve -m "$MODEL" --backend cpu --port 0 "$@" 2>"$TMP/server.log" &
     PID=$!
     for _ in $(seq 1 200); do
         port=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' \
