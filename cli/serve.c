@@ -20,6 +20,7 @@
 #include <limits.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -120,6 +121,9 @@ static struct {
     uint64_t       m_requests, m_errors, m_rejected, m_cancelled;
     uint64_t       m_prompt_tokens, m_cached_tokens, m_gen_tokens;
     double         m_gen_seconds;
+    double         m_paced_seconds;  /* the governor's waits */
+    bool           m_governed;       /* the last request was governed */
+    int32_t        m_threads;        /* threads the last request ended on */
 } g;
 
 static double
@@ -354,6 +358,13 @@ run_job(slot *s, job *j)
     g.m_cached_tokens += common;
     g.m_gen_tokens += j->n_gen;
     g.m_gen_seconds += dt;
+    {
+        ks_stats ks;
+        ks_session_stats(s->sess, &ks);
+        g.m_paced_seconds += ks.paced_ms / 1000.0;
+        g.m_governed = ks.governed;
+        g.m_threads = ks.n_threads;
+    }
     if (j->finish == FIN_CANCELLED)
         g.m_cancelled++;
     pthread_mutex_unlock(&g.mu);
@@ -1074,6 +1085,21 @@ stream_free(void *cls)
 
 /* ---- endpoints ---- */
 
+/* True when the peer of |fd| has closed or reset the connection. */
+static bool
+client_gone(int fd)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
+    char b;
+
+    if (poll(&p, 1, 0) <= 0)
+        return false;
+    if (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
+        return true;
+    /* readable: data (a pipelined request) or the end of the stream */
+    return recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
 static enum MHD_Result
 handle_completion(struct MHD_Connection *c, conn *cx, bool chat)
 {
@@ -1133,9 +1159,35 @@ handle_completion(struct MHD_Connection *c, conn *cx, bool chat)
         MHD_destroy_response(r);
         return ret;
     }
-    while (!j->done)
-        pthread_cond_wait(&j->cond, &g.mu);
+    /* Wait for the answer, looking at the socket every 200 ms: a client
+     * that hung up cancels its request (and frees its slot) at once. */
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    double next_check = now_s() + 0.2;
+    while (!j->done) {
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_nsec += 200000000L;
+        if (dl.tv_nsec >= 1000000000L) {
+            dl.tv_sec++;
+            dl.tv_nsec -= 1000000000L;
+        }
+        /* each published token wakes this too: check by the clock */
+        pthread_cond_timedwait(&j->cond, &g.mu, &dl);
+        if (!j->done && now_s() >= next_check) {
+            next_check = now_s() + 0.2;
+            if (ci && !j->cancel && client_gone(ci->connect_fd))
+                j->cancel = 1;
+        }
+    }
+    bool gone = j->finish == FIN_CANCELLED;
     pthread_mutex_unlock(&g.mu);
+    if (gone) {
+        pthread_mutex_lock(&g.mu);
+        job_unref_locked(j);
+        pthread_mutex_unlock(&g.mu);
+        return MHD_NO;  /* nobody to answer: close the connection */
+    }
     /* the worker is done with the job: read it without the lock */
     cJSON *resp = NULL;
     unsigned code = 200;
@@ -1191,6 +1243,14 @@ handle_metrics(struct MHD_Connection *c)
           g.n_queued },
         { "kestrel_slots_busy", "gauge", "slots generating", g.n_busy },
         { "kestrel_slots_total", "gauge", "slots (--parallel)", g.n_slots },
+        { "kestrel_governor_active", "gauge",
+          "1 when the governor paced or throttled the last request",
+          g.m_governed ? 1 : 0 },
+        { "kestrel_governor_paced_seconds_total", "counter",
+          "time the governor made decoding wait", g.m_paced_seconds },
+        { "kestrel_threads", "gauge",
+          "CPU threads the last request ended on (the governor lowers them)",
+          g.m_threads },
     };
     pthread_mutex_unlock(&g.mu);
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) {
@@ -1345,6 +1405,7 @@ serve_help(void)
 "      --backend B        auto|cpu|vulkan (default: auto)\n"
 "      --temp-limit C     keep the device below C degrees Celsius\n"
 "      --power-limit W    keep the device's power below W watts\n"
+"      --policy P         performance|balanced|battery (default: balanced)\n"
 "      --no-governor      never pace or throttle\n\n"
 "Sampling defaults are those of 'kestrel run' (temperature 0.8, top_k 40,\n"
 "top_p 0.95, min_p 0.05); a request's temperature, top_p, seed, stop and\n"
@@ -1373,6 +1434,22 @@ parse_num(const char *flag, const char *v, long lo, long hi, long *out)
     if (!v || errno || *end || end == v || x < lo || x > hi) {
         fprintf(stderr, "kestrel serve: %s expects an integer in %ld..%ld, "
                 "got '%s'\n", flag, lo, hi, v ? v : "");
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+static bool
+parse_real(const char *flag, const char *v, float lo, float hi, float *out)
+{
+    char *end;
+
+    errno = 0;
+    float x = v ? strtof(v, &end) : 0;
+    if (!v || errno || *end || end == v || !(x >= lo && x <= hi)) {
+        fprintf(stderr, "kestrel serve: %s expects a number in %g..%g, got "
+                "'%s'\n", flag, lo, hi, v ? v : "");
         return false;
     }
     *out = x;
@@ -1435,9 +1512,24 @@ parse_opts(int argc, char **argv, sv_opts *o)
                 return usage_error("--backend expects auto, cpu or vulkan, "
                                    "got '%s'", v);
         } else if (!strcmp(a, "--temp-limit")) {
-            NUM(1, 150); o->rp.temp_limit_c = (float)x;
+            if (!parse_real(a, v, 1, 150, &o->rp.temp_limit_c))
+                return 2;
+            i++;
         } else if (!strcmp(a, "--power-limit")) {
-            NUM(1, 100000); o->rp.power_limit_w = (float)x;
+            if (!parse_real(a, v, 0.1f, 100000, &o->rp.power_limit_w))
+                return 2;
+            i++;
+        } else if (!strcmp(a, "--policy")) {
+            STR();
+            if (!strcmp(v, "balanced"))
+                o->rp.policy = KS_POLICY_BALANCED;
+            else if (!strcmp(v, "performance"))
+                o->rp.policy = KS_POLICY_PERFORMANCE;
+            else if (!strcmp(v, "battery"))
+                o->rp.policy = KS_POLICY_BATTERY;
+            else
+                return usage_error("--policy expects performance, balanced "
+                                   "or battery, got '%s'", v);
         } else if (!strcmp(a, "--no-governor")) {
             o->rp.no_governor = true;
         } else {

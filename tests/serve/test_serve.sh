@@ -243,6 +243,21 @@ if wait_metric kestrel_slots_busy 0 && wait_metric kestrel_queue_depth 0; then
 else
     fail "the slot stayed busy after its client went away"
 fi
+# A client of a request that does not stream hangs up after a second.
+gen0=$(metric kestrel_completion_tokens_total)
+curl -s --max-time 1 --data-binary '{"prompt":"Once","max_tokens":100,"ignore_eos":true,"temperature":0}' \
+     "$URL/v1/completions" >/dev/null
+if wait_metric kestrel_slots_busy 0; then
+    gen=$(( $(metric kestrel_completion_tokens_total) - gen0 ))
+    cancelled=$(metric kestrel_requests_cancelled_total)
+    if [ "$cancelled" = 3 ] && [ "$gen" -lt 100 ]; then
+        ok "a plain request's client gone: cancelled after $gen of 100 tokens"
+    else
+        fail "plain request's client gone: $gen tokens, $cancelled cancelled"
+    fi
+else
+    fail "the slot stayed busy after a plain request's client went away"
+fi
 # SIGTERM while a request runs: it completes, then the server exits 0.
 curl -s -N --data-binary '{"prompt":"Once","max_tokens":20,"ignore_eos":true,"temperature":0,"stream":true}' \
      "$URL/v1/completions" > "$TMP/a" &
