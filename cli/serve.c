@@ -1662,6 +1662,9 @@ ks_cli_serve(int argc, char **argv)
                          NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                          MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
                          MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
+                         /* a thread each: bound them */
+                         MHD_OPTION_CONNECTION_LIMIT,
+                         (unsigned)(g.o.parallel + g.o.queue + 64),
                          MHD_OPTION_END);
     if (!d) {
         fprintf(stderr, "kestrel serve: error: cannot listen on %s:%d: %s\n",
