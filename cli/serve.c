@@ -134,6 +134,14 @@ now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* The cancel flag is written by connection threads and read by the worker
+ * (and by ks_session_generate through its volatile pointer). */
+static bool
+cancelled(job *j)
+{
+    return __atomic_load_n(&j->cancel, __ATOMIC_RELAXED) != 0;
+}
+
 static void
 job_free(job *j)
 {
@@ -246,7 +254,7 @@ publish(job *j, size_t n)
         return;
     pthread_mutex_lock(&g.mu);
     if (!buf_append(&j->text, &j->len, &j->cap, j->pend, n))
-        j->cancel = 1;
+        __atomic_store_n(&j->cancel, 1, __ATOMIC_RELAXED);
     pthread_cond_broadcast(&j->cond);
     pthread_mutex_unlock(&g.mu);
     memmove(j->pend, j->pend + n, j->plen - n);
@@ -295,7 +303,7 @@ on_token(void *user, int32_t token, const char *piece, size_t len)
     if (part > hold)
         hold = part;
     publish(j, j->plen - hold);
-    return !j->cancel;
+    return !cancelled(j);
 }
 
 static void
@@ -382,7 +390,7 @@ worker(void *arg)
         if (!s->job)
             break;
         job *j = s->job;
-        if (j->cancel) {
+        if (cancelled(j)) {
             j->finish = FIN_CANCELLED;
             g.m_cancelled++;
         } else {
@@ -759,7 +767,10 @@ tokenize_request(cJSON *root, bool chat, job *j, req_error *e)
                           "prompt: %s", ks_last_error());
     }
     j->n_prompt = n;
-    long max_prompt = g.o.max_prompt ? g.o.max_prompt : (long)g.n_ctx - 1;
+    /* never more than the context holds (a slot keeps n_ctx + 1 ids) */
+    long max_prompt = (long)g.n_ctx - 1;
+    if (g.o.max_prompt && g.o.max_prompt < max_prompt)
+        max_prompt = g.o.max_prompt;
     if ((long)n > max_prompt)
         return reject(e, 400, chat ? "messages" : "prompt",
                       "context_length_exceeded", "the prompt has %zu tokens; "
@@ -1076,7 +1087,7 @@ stream_free(void *cls)
 
     pthread_mutex_lock(&g.mu);
     if (!st->j->done)
-        st->j->cancel = 1;
+        __atomic_store_n(&st->j->cancel, 1, __ATOMIC_RELAXED);
     job_unref_locked(st->j);
     pthread_mutex_unlock(&g.mu);
     free(st->out);
@@ -1144,7 +1155,7 @@ handle_completion(struct MHD_Connection *c, conn *cx, bool chat)
             MHD_SIZE_UNKNOWN, 16384, stream_read, st, stream_free) : NULL;
         if (!r) {
             pthread_mutex_lock(&g.mu);
-            j->cancel = 1;
+            __atomic_store_n(&j->cancel, 1, __ATOMIC_RELAXED);
             job_unref_locked(j);
             pthread_mutex_unlock(&g.mu);
             free(st);
@@ -1176,8 +1187,8 @@ handle_completion(struct MHD_Connection *c, conn *cx, bool chat)
         pthread_cond_timedwait(&j->cond, &g.mu, &dl);
         if (!j->done && now_s() >= next_check) {
             next_check = now_s() + 0.2;
-            if (ci && !j->cancel && client_gone(ci->connect_fd))
-                j->cancel = 1;
+            if (ci && !cancelled(j) && client_gone(ci->connect_fd))
+                __atomic_store_n(&j->cancel, 1, __ATOMIC_RELAXED);
         }
     }
     bool gone = j->finish == FIN_CANCELLED;
@@ -1395,7 +1406,8 @@ serve_help(void)
 "                         on every endpoint but /health\n"
 "      --max-body N       largest request body in bytes (default: 1048576;\n"
 "                         larger: 413)\n"
-"      --max-prompt-tokens N  longest prompt (default: the context - 1)\n"
+"      --max-prompt-tokens N  longest prompt (default and most: the\n"
+"                         context - 1)\n"
 "      --max-tokens N     largest max_tokens a request may ask, and the\n"
 "                         default (default: the context)\n"
 "  -t, --threads N        CPU threads per slot (default: all cores)\n"
@@ -1682,10 +1694,15 @@ ks_cli_serve(int argc, char **argv)
             info ? (unsigned)info->port : (unsigned)g.o.port);
 
     sigwait(&sigs, &sig);
+    pthread_mutex_lock(&g.mu);
+    int n_active = g.n_active;
+    pthread_mutex_unlock(&g.mu);
     fprintf(stderr, "kestrel serve: %s: finishing %d request%s, then "
-            "exiting\n", sig == SIGINT ? "SIGINT" : "SIGTERM", g.n_active,
-            g.n_active == 1 ? "" : "s");
-    MHD_quiesce_daemon(d);
+            "exiting\n", sig == SIGINT ? "SIGINT" : "SIGTERM", n_active,
+            n_active == 1 ? "" : "s");
+    MHD_socket lfd = MHD_quiesce_daemon(d);
+    if (lfd != MHD_INVALID_SOCKET)
+        close(lfd);     /* new connections are refused, not left waiting */
     pthread_mutex_lock(&g.mu);
     g.draining = true;
     while (g.n_active > 0)

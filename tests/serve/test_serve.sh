@@ -57,11 +57,11 @@ expect_error() {
     local want=$1 param=$2 body=$3 path=${4:-/v1/chat/completions}
     local code; code=$(post "$path" "$body")
     if [ "$code" != "$want" ]; then
-        fail "$body: HTTP $code, expected $want: $(cat "$TMP/body")"; return
+        fail "${body:0:80}: HTTP $code, expected $want: $(cat "$TMP/body")"; return
     fi
     local got; got=$(json "sorted(j['error'].keys()), j['error']['param']" 2>&1)
     if [ "$got" != "['code', 'message', 'param', 'type'], $param" ]; then
-        fail "$body: error body $(cat "$TMP/body")"; return
+        fail "${body:0:80}: error body $(cat "$TMP/body")"; return
     fi
     ok "HTTP $want for ${body:0:60}"
 }
@@ -181,6 +181,15 @@ expect_error 404 None '{}' /v1/nothing
 code=$(curl -s -o "$TMP/body" -w '%{http_code}' "$URL/v1/chat/completions")
 [ "$code" = 405 ] && ok "405 for GET on a POST endpoint" || fail "GET chat: $code"
 stop_server && ok "SIGTERM on an idle server: exit 0" || fail "exit status $?"
+
+# --max-prompt-tokens above the context: the context still bounds prompts.
+start_server --max-prompt-tokens 100000
+expect_error 400 prompt "{\"prompt\":\"$long\"}" /v1/completions
+[ "$(json "j['error']['code']")" = context_length_exceeded ] &&
+    [ "$(curl -s "$URL/health")" = '{"status":"ok"}' ] &&
+    ok "a prompt above the context is refused whatever --max-prompt-tokens" ||
+    fail "--max-prompt-tokens 100000: $(cat "$TMP/body")"
+stop_server || fail "exit status $? after a prompt above the context"
 
 # ---- 2: the API key ----
 start_server --api-key s3cret
