@@ -1688,10 +1688,13 @@ ks_cli_serve(int argc, char **argv)
     fprintf(stderr, "kestrel serve: model %s, %d slot%s of %u tokens, "
             "queue %d\n", g.model_name, g.n_slots, g.n_slots == 1 ? "" : "s",
             g.n_ctx, g.o.queue);
-    fprintf(stderr, "kestrel serve: listening on http://%s%s%s:%u\n",
-            strchr(g.o.host, ':') ? "[" : "", g.o.host,
-            strchr(g.o.host, ':') ? "]" : "",
-            info ? (unsigned)info->port : (unsigned)g.o.port);
+    /* one write: scripts read the port from this line */
+    char line[160];
+    snprintf(line, sizeof line, "kestrel serve: listening on "
+             "http://%s%s%s:%u\n", strchr(g.o.host, ':') ? "[" : "",
+             g.o.host, strchr(g.o.host, ':') ? "]" : "",
+             info ? (unsigned)info->port : (unsigned)g.o.port);
+    fputs(line, stderr);
 
     sigwait(&sigs, &sig);
     pthread_mutex_lock(&g.mu);

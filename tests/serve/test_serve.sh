@@ -30,8 +30,9 @@ start_server() {
     "$KESTREL" serve -m "$MODEL" --backend cpu --port 0 "$@" 2>"$TMP/server.log" &
     PID=$!
     for _ in $(seq 1 200); do
-        port=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' \
-               "$TMP/server.log")
+        # only a whole line: the port may be half written yet
+        port=$(tr '\n' '|' < "$TMP/server.log" |
+               sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\)|.*/\1/p')
         [ -n "$port" ] && { URL="http://127.0.0.1:$port"; return 0; }
         kill -0 "$PID" 2>/dev/null || break
         sleep 0.1
