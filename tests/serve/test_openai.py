@@ -96,6 +96,20 @@ r = client.chat.completions.create(model="x", messages=msgs, max_tokens=32,
 check("." not in r.choices[0].message.content and
       r.choices[0].finish_reason in ("stop", "length"),
       "stop ['.']: %r" % r.choices[0].message.content)
+# seed: the same seed samples the same answer at temperature 1
+sampled = [client.chat.completions.create(
+    model="x", messages=msgs, max_tokens=24, temperature=1.0, seed=s)
+    .choices[0].message.content for s in (42, 42, 7, 8, 9)]
+check(sampled[0] == sampled[1] and len(set(sampled)) > 1,
+      "seed 42 twice gives one answer, other seeds others: %r" % sampled[:3])
+# stream_options.include_usage: a last chunk with usage and no choices
+chunks = list(client.chat.completions.create(
+    model="x", messages=msgs, max_tokens=8, temperature=0, stream=True,
+    stream_options={"include_usage": True}))
+check(chunks[-1].choices == [] and chunks[-1].usage is not None and
+      chunks[-1].usage.completion_tokens == 8 and
+      all(c.usage is None for c in chunks[:-1]),
+      "include_usage: usage %s in the last chunk only" % chunks[-1].usage)
 try:
     client.chat.completions.create(model="x", messages=msgs, n=2)
     check(False, "n=2 was accepted")
