@@ -13,6 +13,9 @@
  * tokens, so its slot is free at once. SIGINT/SIGTERM stop accepting,
  * let every admitted request finish, then exit.
  *
+ * KESTREL_SERVE_TOKEN_DELAY_MS=N makes each token wait N ms: a test hook,
+ * so that tests can hold a slot busy without a slow model.
+ *
  * Everything shared (queue, slots' state, jobs' text, counters) is under
  * one mutex, g.mu; generation runs outside it. */
 #include <arpa/inet.h>
