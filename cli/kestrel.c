@@ -5,6 +5,7 @@
  *   kestrel bench    prefill and decode speed, like llama-bench
  *   kestrel info     a GGUF file's metadata and tensors
  *   kestrel quantize requantize a GGUF file
+ *   kestrel serve    an OpenAI-compatible HTTP server (cli/serve.c)
  *
  * Generated text goes to stdout as it comes; everything else to stderr.
  * Text that comes from a model file (names, template strings, error
@@ -25,6 +26,9 @@
 #include "kestrel/inspect.h"
 #include "kestrel/quantize.h"
 #include "kestrel/devices.h"
+#ifdef KESTREL_SERVE
+#include "serve.h"
+#endif
 
 #define DEFAULT_MODEL_FILE "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -178,6 +182,7 @@ help(const char *cmd)
                "  quantize  requantize a GGUF file (Q4_0, Q8_0, Q4_K, Q6_K)\n"
                "  devices   list Vulkan devices and accelerators\n"
                "  compile   compile a model's Vulkan kernels into the disk cache\n"
+               "  serve     serve the model over HTTP with the OpenAI API\n"
                "\n'kestrel COMMAND --help' describes each command.\n"
                "Environment: KESTREL_LOG=debug|info|warn|error, "
                "KESTREL_MODEL_DIR, KESTREL_SIMD=scalar|avx2|neon.\n\n"
@@ -1486,6 +1491,16 @@ main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     cmd = argv[1];
+    if (strcmp(cmd, "serve") == 0) {
+#ifdef KESTREL_SERVE
+        return ks_cli_serve(argc - 2, argv + 2);
+#else
+        fprintf(stderr, "kestrel: 'serve' is not built in: this build did "
+                "not find libmicrohttpd and cJSON (Debian: libmicrohttpd-dev "
+                "libcjson-dev)\n");
+        return 1;
+#endif
+    }
     if (strcmp(cmd, "run") && strcmp(cmd, "chat") && strcmp(cmd, "bench") &&
         strcmp(cmd, "info") && strcmp(cmd, "quantize") &&
         strcmp(cmd, "devices") && strcmp(cmd, "compile")) {
