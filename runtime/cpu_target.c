@@ -371,10 +371,11 @@ finite_rows(const float *x, uint64_t n)
 }
 
 /* Layers [l0, l1) of a batch on the CPU, on s->x, with the head when
- * |head| and want_logits. */
+ * |head| and n_logits > 0: the logits of the last n_logits tokens, row by
+ * row, in s->logits. */
 static ks_status
 cpu_range(cpu_target *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32_t pos0,
-          bool want_logits)
+          uint32_t n_logits)
 {
     const ks_model *m = s->m;
     const ks_hparams *hp = &m->hp;
@@ -440,9 +441,10 @@ cpu_range(cpu_target *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32
         }
 
         /* feed-forward block; in the last layer llama.cpp runs it for
-         * the token whose logits are wanted only (inp_out_ids), with its
-         * one-token kernels, and so do we (the others are never read) */
-        uint32_t f0 = (il + 1 == hp->n_layers && head && want_logits) ? n - 1 : 0;
+         * the tokens whose logits are wanted only (inp_out_ids), with its
+         * one-token kernels for one, and so do we (the others are never
+         * read) */
+        uint32_t f0 = (il + 1 == hp->n_layers && head && n_logits) ? n - n_logits : 0;
         uint32_t nf = n - f0;
         for (uint32_t t = f0; t < n; t++)
             ks_cpu_norm_rms(s->xn + t * E, s->x + t * E, L->ffn_norm.data, E, hp->eps);
@@ -471,11 +473,14 @@ cpu_range(cpu_target *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32
                             pos0 + n - 1);
     }
 
-    if (head && want_logits) {
-        float *last = s->xn + (uint64_t)(n - 1) * E;
-        ks_cpu_norm_rms(last, s->x + (uint64_t)(n - 1) * E, m->output_norm.data, E, hp->eps);
+    if (head && n_logits) {
+        uint32_t h0 = n - n_logits;
+        for (uint32_t t = h0; t < n; t++)
+            ks_cpu_norm_rms(s->xn + (uint64_t)t * E, s->x + (uint64_t)t * E,
+                            m->output_norm.data, E, hp->eps);
         stale_acts(s);
-        matmul1(s, last, E, 1, &m->output, s->logits, hp->n_vocab);
+        matmul1(s, s->xn + (uint64_t)h0 * E, E, n_logits, &m->output, s->logits,
+                hp->n_vocab);
     }
     return KS_OK;
 }
@@ -483,25 +488,32 @@ cpu_range(cpu_target *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32
 /* ---- the target ---- */
 
 static ks_status
-cpu_target_run(ks_target *t, float *x, uint32_t n, uint32_t pos0, bool want_logits,
-               float *logits)
+cpu_target_run_logits(ks_target *t, float *x, uint32_t n, uint32_t pos0, uint32_t n_logits,
+                      float *logits)
 {
     cpu_target *c = t->impl;
     uint64_t t0 = ks_now_ns();
     ks_status st;
 
-    if (n == 0 || n > c->n_batch || (uint64_t)pos0 + n > c->n_ctx)
-        return ks_error(KS_ERR_INTERNAL, "cpu: run of %u tokens at %u (batch %u, context "
-                        "%u)", n, pos0, c->n_batch, c->n_ctx);
+    if (n == 0 || n > c->n_batch || (uint64_t)pos0 + n > c->n_ctx || n_logits > n)
+        return ks_error(KS_ERR_INTERNAL, "cpu: run of %u tokens at %u with %u logits "
+                        "(batch %u, context %u)", n, pos0, n_logits, c->n_batch, c->n_ctx);
     c->n_threads = c->threads_now && *c->threads_now >= 1 &&
                            *c->threads_now <= c->max_threads
                        ? *c->threads_now
                        : c->max_threads;
     c->x = x;
     c->logits = logits;
-    st = cpu_range(c, t->l0, t->l1, t->head, n, pos0, want_logits);
+    st = cpu_range(c, t->l0, t->l1, t->head, n, pos0, n_logits);
     c->busy_ns += ks_now_ns() - t0;
     return st;
+}
+
+static ks_status
+cpu_target_run(ks_target *t, float *x, uint32_t n, uint32_t pos0, bool want_logits,
+               float *logits)
+{
+    return cpu_target_run_logits(t, x, n, pos0, want_logits ? 1 : 0, logits);
 }
 
 static void
@@ -546,7 +558,7 @@ cpu_target_destroy(ks_target *t)
 }
 
 static const ks_target_ops cpu_ops = { cpu_target_run, cpu_target_destroy, NULL, NULL,
-                                       cpu_target_stats };
+                                       cpu_target_stats, cpu_target_run_logits };
 
 /* Every architecture, type and op the loader accepts runs on the CPU. */
 static const char *

@@ -68,6 +68,16 @@ typedef struct ks_target_ops {
     ks_status (*finish)(ks_target *t, float *x, float *logits);
     /* Fills *out; any field the target does not know stays 0. */
     void (*stats)(const ks_target *t, ks_target_stats *out);
+    /* Optional, for a target with the head (NULL: it can give the last
+     * token's logits only, and verification for speculative decoding is
+     * refused on a placement that ends on it). Runs as run does, and puts
+     * the logits of the last |n_logits| tokens of the run (1 <= n_logits
+     * <= n) in logits[n_logits][n_vocab], row i holding token
+     * n - n_logits + i. With n_logits 1 it does exactly what run does with
+     * want_logits (the same arithmetic, so the same bits). The keys and
+     * values it writes are those run writes. */
+    ks_status (*run_logits)(ks_target *t, float *x, uint32_t n, uint32_t pos0,
+                            uint32_t n_logits, float *logits);
 } ks_target_ops;
 
 struct ks_target {
