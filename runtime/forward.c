@@ -160,7 +160,9 @@ run_batch_all(ks_session *s, uint32_t pos0, uint32_t n, uint32_t first, float *o
         return st;
     for (uint32_t i = 0; i < s->n_targets; i++) {
         ks_target *t = s->targets[i];
-        if (!t->head || n_logits == 0)
+        if (t->ops->run_logits && (!t->head || n_logits == 0))
+            st = t->ops->run_logits(t, s->x, n, pos0, 0, NULL);
+        else if (!t->head || n_logits == 0)
             st = t->ops->run(t, s->x, n, pos0, false, NULL);
         else if (t->ops->run_logits)
             st = t->ops->run_logits(t, s->x, n, pos0, n_logits, out + (lo - first) * V);

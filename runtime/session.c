@@ -887,7 +887,7 @@ KS_API bool
 ks_spec_parse(const char *name, ks_spec_mode *out)
 {
     for (int m = KS_SPEC_AUTO; m <= KS_SPEC_LOOKUP; m++)
-        if (name && strcmp(name, ks_spec_name((ks_spec_mode)m)) == 0) {
+        if (name && out && strcmp(name, ks_spec_name((ks_spec_mode)m)) == 0) {
             *out = (ks_spec_mode)m;
             return true;
         }

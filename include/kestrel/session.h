@@ -130,8 +130,9 @@ typedef enum ks_spec_mode {
     KS_SPEC_LOOKUP,    /* draft from n-gram matches in the held tokens */
 } ks_spec_mode;
 
-/* "auto", "off", "draft", "lookup"; ks_spec_parse: the mode of a name,
- * false when it names none. */
+/* "auto", "off", "draft", "lookup" ("unknown" for another value);
+ * ks_spec_parse: the mode of a name, false when it names none or a
+ * pointer is NULL. */
 KS_API const char *ks_spec_name(ks_spec_mode m);
 KS_API bool ks_spec_parse(const char *name, ks_spec_mode *out);
 
