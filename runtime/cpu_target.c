@@ -139,14 +139,12 @@ mat_worker(void *ctx, int ith, int nth)
         W = (const uint8_t *)w->data + (uint64_t)r0 * w->row_bytes;
         /* summed as llama.cpp sums this matrix's product (its path
          * depends on the whole matrix's shape and on n_tok); rowwise,
-         * token by token as a run of one token sums it, while the
-         * chunk's weights stay in this core's cache */
+         * every token as a run of it alone sums it, each weight block
+         * loaded once for all */
         if (j->rowwise)
-            for (uint32_t t = 0; t < j->n_tok; t++)
-                ks_cpu_matmul_rows(w->type, W, w->row_bytes, w->ne0, (int64_t)w->ne1,
-                                   r1 - r0, j->xq[i] + (uint64_t)t * j->xq_stride[i],
-                                   j->xq_stride[i], 1,
-                                   j->y[i] + (uint64_t)t * j->ldy[i] + r0, j->ldy[i]);
+            ks_cpu_matmul_rows_as_one(w->type, W, w->row_bytes, w->ne0, (int64_t)w->ne1,
+                                      r1 - r0, j->xq[i], j->xq_stride[i], j->n_tok,
+                                      j->y[i] + r0, j->ldy[i]);
         else
             ks_cpu_matmul_rows(w->type, W, w->row_bytes, w->ne0,
                                (int64_t)w->ne1, r1 - r0, j->xq[i],
