@@ -1210,6 +1210,10 @@ spec_decode(ks_session *s, ks_generate_params *p, ks_spec_mode mode, ks_sampler 
             uint64_t t0 = ks_now_ns();
             if (k < kmin)
                 k = kmin;
+            /* the governor may have moved the head to a target that
+             * cannot verify: decode plainly there */
+            if (ks_session_eval_all_unsupported(s))
+                k = 0;
             if (k > s->n_ctx - P)
                 k = s->n_ctx - P;
             if (k > 0 && mode == KS_SPEC_LOOKUP) {

@@ -72,10 +72,12 @@ KS_API ks_status ks_session_eval(ks_session *s, const int32_t *tokens,
 
 /* As ks_session_eval, and |logits| (not NULL) receives the logits of
  * every one of the |n| tokens: logits[i * n_vocab ..] are those that
- * follow tokens[i]. The tokens run in batches of n_batch (so n tokens
- * cost about one forward pass when n <= n_batch: the weights are read
- * once per batch). This is the verification step of speculative
- * decoding: truncate drops the tokens that were not accepted.
+ * follow tokens[i], bitwise what evaluating the tokens one at a time
+ * gives (each token takes the one-token kernels; a weight block is
+ * loaded once per batch of n_batch for all its tokens). This is the
+ * verification step of speculative decoding: truncate drops the tokens
+ * that were not accepted, and the session goes on as if they had never
+ * been given.
  * KS_ERR_UNSUPPORTED, with nothing run, when the target that computes
  * the logits cannot give them for every token (the Vulkan target today);
  * the tokens stay held then and the next eval or generate runs them. */
@@ -116,13 +118,20 @@ typedef enum ks_stop {
 KS_API const char *ks_stop_name(ks_stop stop);
 
 /* Speculative decoding (ks_generate_params.spec). Greedy sampling only
- * (sampling.temp <= 0; the repeat penalty may be on): the tokens are those
- * plain greedy decoding gives, up to the rounding of batched against
- * one-token kernels, which can flip an exact near-tie of two logits.
- * Each round drafts up to k tokens, verifies them with one pass of the
- * target (ks_session_eval_all), keeps the longest prefix the target
- * agrees with plus the target's own next token, and truncates the rest
- * from the target and the draft. */
+ * (sampling.temp <= 0, else KS_ERR_UNSUPPORTED; the repeat penalty may be
+ * on): the tokens, the stop reason and the tokens held afterwards are
+ * those of plain greedy decoding, bit for bit (verification computes
+ * every token as decoding it alone would). Each round drafts k tokens,
+ * verifies them with one pass of the target (ks_session_eval_all), emits
+ * the longest prefix the target agrees with plus the target's own next
+ * token, and truncates the rest from the target and the draft. k is
+ * chosen every round, in [draft_min, draft_max], for the most expected
+ * tokens per millisecond, from the measured acceptance rate, the
+ * measured time of a draft step and of a verifying pass of k + 1 tokens
+ * (a line fitted over the rounds); while drafting does not pay, k is 0
+ * with one token drafted every 16th round to keep measuring. A placement
+ * that cannot verify (the output head on Vulkan) is refused at the start
+ * with KS_ERR_UNSUPPORTED. */
 typedef enum ks_spec_mode {
     KS_SPEC_AUTO = 0,  /* KS_SPEC_DRAFT when draft is set, else off */
     KS_SPEC_OFF,
