@@ -1207,7 +1207,7 @@ spec_decode(ks_session *s, ks_generate_params *p, ks_spec_mode mode, ks_sampler 
         nd = 0;
         {
             uint32_t k = spec_choose_k(&ctl, kmax);
-            uint64_t t0 = ks_now_ns();
+            uint64_t t0 = ks_now_ns(), t_follow = 0;
             if (k < kmin)
                 k = kmin;
             /* the governor may have moved the head to a target that
@@ -1219,7 +1219,17 @@ spec_decode(ks_session *s, ks_generate_params *p, ks_spec_mode mode, ks_sampler 
             if (k > 0 && mode == KS_SPEC_LOOKUP) {
                 nd = draft_lookup(s->hist, P, k, drafts);
             } else if (k > 0 && draft_ok) {
+                /* catching up after rounds without drafting is not a
+                 * cost of drafting every round: td leaves it out */
                 st = draft_follow(p->draft, s);
+                if (st == KS_OK && p->draft->n_kv + 1 < p->draft->n_past) {
+                    ks_session *d = p->draft;  /* all but the last held */
+                    d->n_past--;
+                    st = ks_forward_sync(d, p->cancel);
+                    d->n_past++;
+                    d->logits_ok = false;
+                }
+                t_follow = ks_now_ns();
                 if (st == KS_OK)
                     st = draft_model(p->draft, k, p_min, drafts, &nd, p->cancel);
                 if (st == KS_ERR_CONTEXT_FULL) {  /* the draft's context ended */
@@ -1230,9 +1240,9 @@ spec_decode(ks_session *s, ks_generate_params *p, ks_spec_mode mode, ks_sampler 
                 if (st != KS_OK)
                     break;
             }
+            s->stats.draft_ms += (double)(ks_now_ns() - t0) / 1e6;
             if (nd > 0) {
-                double ms = (double)(ks_now_ns() - t0) / 1e6;
-                s->stats.draft_ms += ms;
+                double ms = (double)(ks_now_ns() - (t_follow ? t_follow : t0)) / 1e6;
                 ctl.td_ms = ctl.td_ms < 0 ? ms / nd : 0.8 * ctl.td_ms + 0.2 * ms / nd;
             } else if (ctl.td_ms < 0 && mode == KS_SPEC_LOOKUP) {
                 ctl.td_ms = 0.0;
