@@ -904,7 +904,12 @@ typedef struct spec_ctl {
     double acc_hit, acc_try;   /* drafted tokens accepted / tried */
     double td_ms;              /* one draft step; < 0: none measured */
     double w, sk, skk, st, skt;/* the fit of tv(k) */
+    double rate[2];            /* tokens per ms of whole rounds (draft,
+                                  catch-up and verify) without and with
+                                  drafts; 0: none measured */
     uint32_t rounds;
+    uint32_t explore;          /* rounds between drafting rounds while
+                                  drafting loses: 16, doubling up to 512 */
 } spec_ctl;
 
 static void
@@ -914,6 +919,7 @@ spec_ctl_init(spec_ctl *c)
     c->acc_hit = 3.0;  /* a prior of 60 % that the first rounds outweigh */
     c->acc_try = 5.0;
     c->td_ms = -1.0;
+    c->explore = 16;
 }
 
 static void
@@ -977,9 +983,32 @@ spec_choose_k(spec_ctl *c, uint32_t kmax)
             best = k;
         }
     }
-    if (best == 0 && kmax > 0 && c->rounds % 16 == 0)
+    /* the model leaves costs out (the draft catching up, caches): when
+     * rounds with drafts have given fewer tokens per ms than rounds
+     * without, draft only every c->explore rounds, to keep measuring, and
+     * less often each time it still loses */
+    bool losing = c->rate[0] > 0 && c->rate[1] > 0 && c->rate[1] < c->rate[0];
+    bool explore_now = c->rounds % c->explore == 0;
+    if (!losing)
+        c->explore = 16;
+    else if (explore_now && c->explore < 512)
+        c->explore *= 2;
+    if (best > 0 && losing && !explore_now)
+        best = 0;
+    if (best == 0 && kmax > 0 && explore_now)
         best = 1;
     return best;
+}
+
+/* A whole round's tokens per ms, with (1) or without (0) drafts. */
+static void
+spec_ctl_round(spec_ctl *c, bool drafted, uint32_t tokens, uint64_t ns)
+{
+    double r = ns ? tokens * 1e6 / (double)ns : 0.0;
+
+    if (ns == 0)
+        return;
+    c->rate[drafted] = c->rate[drafted] > 0 ? 0.8 * c->rate[drafted] + 0.2 * r : r;
 }
 
 /* Makes the draft session hold what the target holds: it keeps the
@@ -1114,6 +1143,7 @@ spec_decode(ks_session *s, ks_generate_params *p, ks_spec_mode mode, ks_sampler 
     int32_t *drafts = NULL;
     const float *lg = s->logits;
     uint32_t nd = 0, P = s->n_past;
+    uint64_t round_t0 = 0, round_ns = 0;
     bool draft_ok = true;
     spec_ctl ctl;
     ks_status st = KS_OK;
@@ -1199,6 +1229,8 @@ spec_decode(ks_session *s, ks_generate_params *p, ks_spec_mode mode, ks_sampler 
         s->logits_ok = false;
         s->stats.n_accepted += m;
         spec_ctl_accept(&ctl, nd, m);
+        if (!stop)
+            spec_ctl_round(&ctl, nd > 0, e, round_ns);
         if (stop || e == 0)
             break;
 
@@ -1208,6 +1240,7 @@ spec_decode(ks_session *s, ks_generate_params *p, ks_spec_mode mode, ks_sampler 
         {
             uint32_t k = spec_choose_k(&ctl, kmax);
             uint64_t t0 = ks_now_ns(), t_follow = 0;
+            round_t0 = t0;
             if (k < kmin)
                 k = kmin;
             /* the governor may have moved the head to a target that
@@ -1268,6 +1301,7 @@ spec_decode(ks_session *s, ks_generate_params *p, ks_spec_mode mode, ks_sampler 
                 break;
             }
             spec_ctl_verify(&ctl, nd, (double)dt / 1e6);
+            round_ns = ks_now_ns() - round_t0;
             if (s->gov)
                 govern(s, dt, p->cancel);
             lg = rows;
