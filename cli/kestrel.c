@@ -81,6 +81,11 @@ typedef struct opts {
     const char *trace_path;
     bool        no_governor;
     bool        pre_fallback_gpt2;
+    /* speculative decoding */
+    const char  *draft;
+    ks_spec_mode spec;
+    uint32_t     draft_max;
+    uint32_t     draft_min;
     /* bench */
     int32_t     n_pp;
     int32_t     n_tg;
@@ -199,6 +204,13 @@ help(const char *cmd)
                "  -n, --n-predict N     tokens to generate (default: 128; "
                "-1 until the end)\n"
                "      --ignore-eos      keep going past end-of-text tokens\n"
+               "      --draft FILE      speculative decoding with FILE as the draft\n"
+               "                        model (greedy only; same vocabulary)\n"
+               "      --spec MODE       auto (draft when --draft is given), off, draft,\n"
+               "                        or lookup (draft from n-grams of the text)\n"
+               "      --draft-max N     most tokens drafted per round (default 8)\n"
+               "      --draft-min N     fewest; = --draft-max fixes the length\n"
+               "                        (default 0: chosen from what it measures)\n"
                "      --json            print one JSON object: prompt ids, "
                "generated ids,\n"
                "                        text, why it stopped (\"stop\": eog, "
@@ -396,6 +408,16 @@ parse(const char *cmd, int argc, char **argv, opts *o)
         } else if (strcmp(a, "--seed") == 0) {
             NEED_VALUE();
             o->sampling.seed = (uint64_t)parse_long(cmd, a, v, 0, LONG_MAX);
+        } else if (strcmp(a, "--draft") == 0) {
+            NEED_VALUE(); o->draft = v;
+        } else if (strcmp(a, "--spec") == 0) {
+            NEED_VALUE();
+            if (!ks_spec_parse(v, &o->spec))
+                die_usage(cmd, "--spec expects auto, off, draft or lookup, got '%s'", v);
+        } else if (strcmp(a, "--draft-max") == 0) {
+            NEED_VALUE(); o->draft_max = (uint32_t)parse_long(cmd, a, v, 1, 64);
+        } else if (strcmp(a, "--draft-min") == 0) {
+            NEED_VALUE(); o->draft_min = (uint32_t)parse_long(cmd, a, v, 0, 64);
         } else if (strcmp(a, "--json") == 0) {
             o->json = true;
         } else if (strcmp(a, "--ignore-eos") == 0) {
@@ -570,11 +592,15 @@ typedef struct loaded {
     ks_runtime *rt;
     ks_model   *model;
     ks_session *session;
+    ks_model   *draft_model;   /* --draft */
+    ks_session *draft;
 } loaded;
 
 static void
 unload(loaded *l)
 {
+    ks_session_destroy(l->draft);
+    ks_model_destroy(l->draft_model);
     ks_session_destroy(l->session);
     ks_model_destroy(l->model);
     ks_runtime_destroy(l->rt);
@@ -614,7 +640,25 @@ load(const opts *o, loaded *l)
         unload(l);
         return fail(NULL);
     }
+    if (o->draft) {
+        sp.trace_path = NULL;
+        if (ks_model_load(l->rt, o->draft, &mp, &l->draft_model) != KS_OK ||
+            ks_session_create(l->draft_model, &sp, &l->draft) != KS_OK) {
+            unload(l);
+            return fail("cannot load the draft model (--draft)");
+        }
+    }
     return 0;
+}
+
+/* The speculation settings of -spec, --draft, --draft-max, --draft-min. */
+static void
+spec_params(const opts *o, const loaded *l, ks_generate_params *gp)
+{
+    gp->spec = o->spec;
+    gp->draft = l->draft;
+    gp->draft_max = o->draft_max;
+    gp->draft_min = o->draft_min;
 }
 
 /* Reads a whole file (the prompt of -f) into a NUL-terminated buffer;
@@ -708,6 +752,11 @@ print_stats(const ks_session *s, const ks_stats *st)
     if (st->governed)
         fprintf(stderr, "kestrel: governor paced %.1f ms; %d threads at the "
                 "end\n", st->paced_ms, st->n_threads);
+    if (st->n_verify > 0)
+        fprintf(stderr, "kestrel: speculation: %u drafted, %u accepted (%.1f %%), %.2f "
+                "tokens per target pass, draft %.1f ms, verify %.1f ms in %u passes\n",
+                st->n_drafted, st->n_accepted, 100.0 * st->accept_rate,
+                st->tokens_per_verify, st->draft_ms, st->verify_ms, st->n_verify);
     if (st->n_fallbacks > 0)
         fprintf(stderr, "kestrel: a device fault moved the layers to the CPU (%s)\n",
                 st->fallback);
@@ -736,12 +785,17 @@ json_stats(FILE *f, const ks_session *s, const ks_stats *st)
             "\"prefill_tps\":%.3f,\"n_gen\":%u,\"decode_ms\":%.3f,"
             "\"decode_tps\":%.3f,\"peak_rss_bytes\":%llu,\"kv_bytes\":%llu,"
             "\"backend_setup_ms\":%.3f,\"shader_cache_hits\":%u,"
-            "\"shaders_compiled\":%u,\"fallbacks\":%u,\"fallback\":",
+            "\"shaders_compiled\":%u,\"fallbacks\":%u,\"n_drafted\":%u,"
+            "\"n_accepted\":%u,\"n_verify\":%u,\"accept_rate\":%.4f,"
+            "\"tokens_per_verify\":%.4f,\"draft_ms\":%.3f,\"verify_ms\":%.3f,"
+            "\"fallback\":",
             ks_session_placement(s), st->load_ms, st->n_prompt, st->prefill_ms,
             st->prefill_tps, st->n_gen, st->decode_ms, st->decode_tps,
             (unsigned long long)st->peak_rss_bytes,
             (unsigned long long)st->kv_bytes, st->backend_setup_ms, st->n_shader_hits,
-            st->n_shader_compiled, st->n_fallbacks);
+            st->n_shader_compiled, st->n_fallbacks, st->n_drafted, st->n_accepted,
+            st->n_verify, st->accept_rate, st->tokens_per_verify, st->draft_ms,
+            st->verify_ms);
     json_string(f, st->fallback, strlen(st->fallback));
     fputc('}', f);
 }
@@ -908,6 +962,7 @@ cmd_run(const opts *o)
         gp.cancel = &g_cancel;
         gp.ignore_eog = o->ignore_eos;
         gp.out_tokens = gen;
+        spec_params(o, &l, &gp);
         if (!o->json) {
             gp.on_token = print_piece;
             fwrite(r.prompt, 1, r.n_prompt, stdout);
@@ -1100,6 +1155,7 @@ chat_turn(const opts *o, loaded *l, chat *c, const char *prompt)
     gp.on_token = chat_on_token;
     gp.user = c;
     gp.cancel = &g_cancel;
+    spec_params(o, l, &gp);
     r.st = ks_session_generate(l->session, &gp);
     r.stop = gp.stop;
     r.gen = c->hist + c->first_gen;

@@ -62,7 +62,10 @@ typedef struct cpu_target {
     uint8_t    *k_cache;     /* [l1 - l0][n_ctx][kv_dim], f16 or f32 */
     uint8_t    *v_cache;     /* same */
 
-    /* The run under way: the caller's hidden state and logits. */
+    /* The run under way: the caller's hidden state and logits, and
+     * whether every token takes the one-token arithmetic (run_logits:
+     * each row as a run of that token alone would give it). */
+    bool        rowwise;
     float      *x;           /* [n][n_embd] */
     float      *logits;      /* [n_vocab] */
 
@@ -93,6 +96,7 @@ typedef struct mat_job {
     const uint8_t   *xq[MAX_MATS];   /* quantized input rows */
     uint64_t         xq_stride[MAX_MATS];
     uint32_t         n_tok;
+    bool             rowwise;        /* each token with the one-token kernels */
 } mat_job;
 
 static void
@@ -134,11 +138,18 @@ mat_worker(void *ctx, int ith, int nth)
             r1 = (int64_t)w->ne1;
         W = (const uint8_t *)w->data + (uint64_t)r0 * w->row_bytes;
         /* summed as llama.cpp sums this matrix's product (its path
-         * depends on the whole matrix's shape and on n_tok) */
-        ks_cpu_matmul_rows(w->type, W, w->row_bytes, w->ne0,
-                           (int64_t)w->ne1, r1 - r0, j->xq[i],
-                           j->xq_stride[i], j->n_tok, j->y[i] + r0,
-                           j->ldy[i]);
+         * depends on the whole matrix's shape and on n_tok); rowwise,
+         * every token as a run of it alone sums it, each weight block
+         * loaded once for all */
+        if (j->rowwise)
+            ks_cpu_matmul_rows_as_one(w->type, W, w->row_bytes, w->ne0, (int64_t)w->ne1,
+                                      r1 - r0, j->xq[i], j->xq_stride[i], j->n_tok,
+                                      j->y[i] + r0, j->ldy[i]);
+        else
+            ks_cpu_matmul_rows(w->type, W, w->row_bytes, w->ne0,
+                               (int64_t)w->ne1, r1 - r0, j->xq[i],
+                               j->xq_stride[i], j->n_tok, j->y[i] + r0,
+                               j->ldy[i]);
     }
 }
 
@@ -201,7 +212,7 @@ static void
 matmuls(cpu_target *s, const float *x, uint64_t ldx, uint32_t n_tok, int n,
         const ks_weight *const *w, float *const *y, const uint64_t *ldy)
 {
-    mat_job j = { .n_mats = n, .n_tok = n_tok };
+    mat_job j = { .n_mats = n, .n_tok = n_tok, .rowwise = s->rowwise && n_tok > 1 };
 
     for (int i = 0; i < n; i++) {
         j.w[i] = w[i];
@@ -294,7 +305,7 @@ attn_worker(void *ctx, int ith, int nth)
 
         /* batches of 64 or more queries take llama.cpp's tiled flash
          * attention: f32 query (gemma3's scaled first), f32 sums */
-        if (j->n_tok >= 64) {
+        if (j->n_tok >= 64 && !s->rowwise) {
             const uint8_t *k0 = s->k_cache + layer_off + (uint64_t)kvh * hd * elem;
             const uint8_t *v0 = s->v_cache + layer_off + (uint64_t)kvh * hd * elem;
             if (s->m->arch == KS_ARCH_GEMMA3) {
@@ -371,10 +382,11 @@ finite_rows(const float *x, uint64_t n)
 }
 
 /* Layers [l0, l1) of a batch on the CPU, on s->x, with the head when
- * |head| and want_logits. */
+ * |head| and n_logits > 0: the logits of the last n_logits tokens, row by
+ * row, in s->logits. */
 static ks_status
 cpu_range(cpu_target *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32_t pos0,
-          bool want_logits)
+          uint32_t n_logits)
 {
     const ks_model *m = s->m;
     const ks_hparams *hp = &m->hp;
@@ -440,9 +452,10 @@ cpu_range(cpu_target *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32
         }
 
         /* feed-forward block; in the last layer llama.cpp runs it for
-         * the token whose logits are wanted only (inp_out_ids), with its
-         * one-token kernels, and so do we (the others are never read) */
-        uint32_t f0 = (il + 1 == hp->n_layers && head && want_logits) ? n - 1 : 0;
+         * the tokens whose logits are wanted only (inp_out_ids), with its
+         * one-token kernels for one, and so do we (the others are never
+         * read) */
+        uint32_t f0 = (il + 1 == hp->n_layers && head && n_logits) ? n - n_logits : 0;
         uint32_t nf = n - f0;
         for (uint32_t t = f0; t < n; t++)
             ks_cpu_norm_rms(s->xn + t * E, s->x + t * E, L->ffn_norm.data, E, hp->eps);
@@ -471,11 +484,14 @@ cpu_range(cpu_target *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32
                             pos0 + n - 1);
     }
 
-    if (head && want_logits) {
-        float *last = s->xn + (uint64_t)(n - 1) * E;
-        ks_cpu_norm_rms(last, s->x + (uint64_t)(n - 1) * E, m->output_norm.data, E, hp->eps);
+    if (head && n_logits) {
+        uint32_t h0 = n - n_logits;
+        for (uint32_t t = h0; t < n; t++)
+            ks_cpu_norm_rms(s->xn + (uint64_t)t * E, s->x + (uint64_t)t * E,
+                            m->output_norm.data, E, hp->eps);
         stale_acts(s);
-        matmul1(s, last, E, 1, &m->output, s->logits, hp->n_vocab);
+        matmul1(s, s->xn + (uint64_t)h0 * E, E, n_logits, &m->output, s->logits,
+                hp->n_vocab);
     }
     return KS_OK;
 }
@@ -483,25 +499,46 @@ cpu_range(cpu_target *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32
 /* ---- the target ---- */
 
 static ks_status
-cpu_target_run(ks_target *t, float *x, uint32_t n, uint32_t pos0, bool want_logits,
-               float *logits)
+cpu_target_go(ks_target *t, float *x, uint32_t n, uint32_t pos0, uint32_t n_logits,
+              float *logits, bool rowwise)
 {
     cpu_target *c = t->impl;
     uint64_t t0 = ks_now_ns();
     ks_status st;
 
-    if (n == 0 || n > c->n_batch || (uint64_t)pos0 + n > c->n_ctx)
-        return ks_error(KS_ERR_INTERNAL, "cpu: run of %u tokens at %u (batch %u, context "
-                        "%u)", n, pos0, c->n_batch, c->n_ctx);
+    if (n == 0 || n > c->n_batch || (uint64_t)pos0 + n > c->n_ctx || n_logits > n ||
+        (n_logits && !t->head))
+        return ks_error(KS_ERR_INTERNAL, "cpu: run of %u tokens at %u with %u logits "
+                        "(batch %u, context %u)", n, pos0, n_logits, c->n_batch, c->n_ctx);
     c->n_threads = c->threads_now && *c->threads_now >= 1 &&
                            *c->threads_now <= c->max_threads
                        ? *c->threads_now
                        : c->max_threads;
     c->x = x;
     c->logits = logits;
-    st = cpu_range(c, t->l0, t->l1, t->head, n, pos0, want_logits);
+    c->rowwise = rowwise;
+    st = cpu_range(c, t->l0, t->l1, t->head, n, pos0, n_logits);
     c->busy_ns += ks_now_ns() - t0;
     return st;
+}
+
+static ks_status
+cpu_target_run(ks_target *t, float *x, uint32_t n, uint32_t pos0, bool want_logits,
+               float *logits)
+{
+    return cpu_target_go(t, x, n, pos0, want_logits && t->head ? 1 : 0, logits, false);
+}
+
+/* Verification: every row with the one-token kernels, so that each
+ * token's keys, values and logits are bitwise those of decoding it
+ * alone (greedy speculation then gives plain greedy's tokens); the
+ * weights of a matrix chunk are still read from memory once for all the
+ * rows. */
+static ks_status
+cpu_target_run_logits(ks_target *t, float *x, uint32_t n, uint32_t pos0, uint32_t n_logits,
+                      float *logits)
+{
+    return cpu_target_go(t, x, n, pos0, n_logits, logits, true);
 }
 
 static void
@@ -546,7 +583,7 @@ cpu_target_destroy(ks_target *t)
 }
 
 static const ks_target_ops cpu_ops = { cpu_target_run, cpu_target_destroy, NULL, NULL,
-                                       cpu_target_stats };
+                                       cpu_target_stats, cpu_target_run_logits };
 
 /* Every architecture, type and op the loader accepts runs on the CPU. */
 static const char *

@@ -146,6 +146,82 @@ sync(ks_session *s, const volatile int *cancel)
     return KS_OK;
 }
 
+/* The head target's run, with the logits of the rows at positions >=
+ * |first| of the batch at pos0 written to out[(pos - first) * n_vocab]. */
+static ks_status
+run_batch_all(ks_session *s, uint32_t pos0, uint32_t n, uint32_t first, float *out)
+{
+    uint32_t lo = pos0 > first ? pos0 : first;
+    uint32_t n_logits = pos0 + n > lo ? pos0 + n - lo : 0;
+    uint64_t V = s->m->hp.n_vocab;
+    ks_status st;
+
+    if ((st = embed(s, s->hist + pos0, n, pos0)) != KS_OK)
+        return st;
+    for (uint32_t i = 0; i < s->n_targets; i++) {
+        ks_target *t = s->targets[i];
+        if (t->ops->run_logits && (!t->head || n_logits == 0))
+            st = t->ops->run_logits(t, s->x, n, pos0, 0, NULL);
+        else if (!t->head || n_logits == 0)
+            st = t->ops->run(t, s->x, n, pos0, false, NULL);
+        else if (t->ops->run_logits)
+            st = t->ops->run_logits(t, s->x, n, pos0, n_logits, out + (lo - first) * V);
+        else if (n_logits == 1)
+            st = t->ops->run(t, s->x, n, pos0, true, out + (lo - first) * V);
+        else
+            st = ks_error(KS_ERR_UNSUPPORTED, "verification: the target %s cannot give "
+                          "the logits of every token of a run, which speculative "
+                          "decoding needs (placement %s); run the model on the CPU "
+                          "(--backend cpu)", t->desc, s->plan);
+        if (st != KS_OK)
+            return st;
+    }
+    return KS_OK;
+}
+
+static ks_status
+sync_all(ks_session *s, uint32_t first, float *out, const volatile int *cancel)
+{
+    uint32_t end = s->n_past;
+    ks_status st;
+
+    while (s->n_kv < end) {
+        uint32_t p = s->n_kv, b = batch_len(s, p, end);
+        if (cancel && *cancel)
+            return ks_error(KS_ERR_CANCELLED, "verification cancelled at token %u of %u",
+                            p, end);
+        mark_batch(s, p, b);
+        if ((st = run_batch_all(s, p, b, first, out)) != KS_OK)
+            return st;
+        s->n_kv = p + b;
+    }
+    return KS_OK;
+}
+
+ks_status
+ks_forward_sync_all(ks_session *s, uint32_t first, float *out, const volatile int *cancel)
+{
+    ks_status st;
+
+    if (first < s->n_kv || first >= s->n_past)
+        return ks_error(KS_ERR_INTERNAL, "forward: logits asked from %u, but tokens %u..%u "
+                        "run", first, s->n_kv, s->n_past);
+    st = sync_all(s, first, out, cancel);
+    if (st == KS_ERR_DEVICE_LOST) {
+        if ((st = ks_session_fall_back(s, ks_last_error())) != KS_OK)
+            return st;
+        if ((st = ks_forward_replay(s)) != KS_OK)
+            return st;
+        st = sync_all(s, first, out, cancel);
+    }
+    if (st == KS_OK) {
+        memcpy(s->logits, out + (uint64_t)(s->n_past - 1 - first) * s->m->hp.n_vocab,
+               s->m->hp.n_vocab * sizeof(float));
+        s->logits_ok = true;
+    }
+    return st;
+}
+
 /* After ks_session_fall_back put every layer on the CPU: the held tokens
  * the lost targets had run, again, in the batches they ran in. */
 ks_status

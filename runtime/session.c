@@ -780,6 +780,41 @@ ks_session_eval(ks_session *s, const int32_t *tokens, size_t n,
     return KS_OK;
 }
 
+KS_API const char *
+ks_session_eval_all_unsupported(const ks_session *s)
+{
+    if (!s)
+        return "no session";
+    for (uint32_t i = 0; i < s->n_targets; i++)
+        if (s->targets[i]->head && !s->targets[i]->ops->run_logits)
+            return "the target with the output head cannot give the logits of every "
+                   "token of a run (only the CPU target can today)";
+    return NULL;
+}
+
+KS_API ks_status
+ks_session_eval_all(ks_session *s, const int32_t *tokens, size_t n, float *logits)
+{
+    const char *why;
+    uint32_t first;
+    ks_status st;
+
+    if (!s)
+        return ks_null_arg("ks_session_eval_all", "s");
+    if (!tokens && n)
+        return ks_null_arg("ks_session_eval_all", "tokens");
+    if (!logits)
+        return ks_null_arg("ks_session_eval_all", "logits");
+    if (n == 0)
+        return ks_error(KS_ERR_INVALID_ARG, "session: no tokens to evaluate");
+    if ((why = ks_session_eval_all_unsupported(s)) != NULL)
+        return ks_error(KS_ERR_UNSUPPORTED, "eval_all on placement %s: %s", s->plan, why);
+    first = s->n_past;
+    if ((st = hold(s, tokens, n)) != KS_OK)
+        return st;
+    return ks_forward_sync_all(s, first, logits, NULL);
+}
+
 static ks_sampler_params
 sampler_params(const ks_sampling *p)
 {
@@ -841,11 +876,449 @@ check_logits(const ks_session *s)
     return KS_OK;
 }
 
+KS_API const char *
+ks_spec_name(ks_spec_mode m)
+{
+    static const char *const names[] = { "auto", "off", "draft", "lookup" };
+    return (unsigned)m < sizeof names / sizeof names[0] ? names[m] : "unknown";
+}
+
+KS_API bool
+ks_spec_parse(const char *name, ks_spec_mode *out)
+{
+    for (int m = KS_SPEC_AUTO; m <= KS_SPEC_LOOKUP; m++)
+        if (name && out && strcmp(name, ks_spec_name((ks_spec_mode)m)) == 0) {
+            *out = (ks_spec_mode)m;
+            return true;
+        }
+    return false;
+}
+
+/* ---- speculative decoding ---- */
+
+/* What the draft length is chosen from: the acceptance rate per drafted
+ * token (decayed counts), the time of one draft step, and the time of a
+ * verifying pass as a line in the number of drafted tokens, tv(k) = A +
+ * B k (decayed least squares over the rounds). */
+typedef struct spec_ctl {
+    double acc_hit, acc_try;   /* drafted tokens accepted / tried */
+    double td_ms;              /* one draft step; < 0: none measured */
+    double w, sk, skk, st, skt;/* the fit of tv(k) */
+    double rate[2];            /* tokens per ms of whole rounds (draft,
+                                  catch-up and verify) without and with
+                                  drafts; 0: none measured */
+    uint32_t rounds;
+    uint32_t explore;          /* rounds between drafting rounds while
+                                  drafting loses: 16, doubling up to 512 */
+} spec_ctl;
+
+static void
+spec_ctl_init(spec_ctl *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->acc_hit = 3.0;  /* a prior of 60 % that the first rounds outweigh */
+    c->acc_try = 5.0;
+    c->td_ms = -1.0;
+    c->explore = 16;
+}
+
+static void
+spec_ctl_verify(spec_ctl *c, uint32_t k, double ms)
+{
+    const double decay = 0.9;
+
+    c->w = c->w * decay + 1.0;
+    c->sk = c->sk * decay + k;
+    c->skk = c->skk * decay + (double)k * k;
+    c->st = c->st * decay + ms;
+    c->skt = c->skt * decay + k * ms;
+}
+
+static void
+spec_ctl_accept(spec_ctl *c, uint32_t drafted, uint32_t accepted)
+{
+    const double decay = 0.95;
+
+    if (drafted == 0)
+        return;
+    c->acc_hit = c->acc_hit * decay + accepted;
+    c->acc_try = c->acc_try * decay + accepted + (accepted < drafted ? 1 : 0);
+}
+
+/* The draft length with the most expected tokens per millisecond: with
+ * acceptance a, k drafted tokens give (1 - a^(k+1)) / (1 - a) tokens for
+ * k draft steps and one pass of k + 1 rows. 0 when drafting does not pay
+ * (then every 16th round drafts one token, to keep measuring). */
+static uint32_t
+spec_choose_k(spec_ctl *c, uint32_t kmax)
+{
+    double a = c->acc_hit / c->acc_try, A, B, den, best_rate;
+    double td = c->td_ms > 0 ? c->td_ms : 0.0;
+    uint32_t best = 0;
+
+    c->rounds++;
+    if (c->w <= 0.0 || c->td_ms < 0)
+        return kmax < 4 ? kmax : 4;   /* nothing measured yet */
+    den = c->w * c->skk - c->sk * c->sk;
+    if (den > 1e-6 * c->w * c->w) {
+        B = (c->w * c->skt - c->sk * c->st) / den;
+        A = (c->st - B * c->sk) / c->w;
+    } else {  /* one length seen so far: assume a row costs 8 % of a pass */
+        double kbar = c->sk / c->w;
+        A = c->st / c->w / (1.0 + 0.08 * kbar);
+        B = 0.08 * A;
+    }
+    if (A <= 1e-6)
+        A = 1e-6;
+    if (B < 0.0)
+        B = 0.0;
+    if (a > 0.999)
+        a = 0.999;
+    best_rate = 1.0 / A;
+    for (uint32_t k = 1; k <= kmax; k++) {
+        double e = (1.0 - pow(a, k + 1)) / (1.0 - a);
+        double rate = e / (k * td + A + B * k);
+        if (rate > best_rate) {
+            best_rate = rate;
+            best = k;
+        }
+    }
+    /* the model leaves costs out (the draft catching up, caches): when
+     * rounds with drafts have given fewer tokens per ms than rounds
+     * without, draft only every c->explore rounds, to keep measuring, and
+     * less often each time it still loses */
+    bool losing = c->rate[0] > 0 && c->rate[1] > 0 && c->rate[1] < c->rate[0];
+    bool explore_now = c->rounds % c->explore == 0;
+    if (!losing)
+        c->explore = 16;
+    else if (explore_now && c->explore < 512)
+        c->explore *= 2;
+    if (best > 0 && losing && !explore_now)
+        best = 0;
+    if (best == 0 && kmax > 0 && explore_now)
+        best = 1;
+    return best;
+}
+
+/* A whole round's tokens per ms, with (1) or without (0) drafts. */
+static void
+spec_ctl_round(spec_ctl *c, bool drafted, uint32_t tokens, uint64_t ns)
+{
+    double r = ns ? tokens * 1e6 / (double)ns : 0.0;
+
+    if (ns == 0)
+        return;
+    c->rate[drafted] = c->rate[drafted] > 0 ? 0.8 * c->rate[drafted] + 0.2 * r : r;
+}
+
+/* Makes the draft session hold what the target holds: it keeps the
+ * common prefix (its KV cache for those stays) and holds the rest. */
+static ks_status
+draft_follow(ks_session *d, const ks_session *s)
+{
+    uint32_t c = 0;
+    ks_status st;
+
+    while (c < d->n_past && c < s->n_past && d->hist[c] == s->hist[c])
+        c++;
+    if ((st = ks_session_truncate(d, c)) != KS_OK)
+        return st;
+    return hold(d, s->hist + c, s->n_past - c);
+}
+
+/* Up to k greedy tokens of the draft model, stopping early when its top
+ * probability falls below p_min; the last drafted token stays unrun. */
+static ks_status
+draft_model(ks_session *d, uint32_t k, float p_min, int32_t *out, uint32_t *n_out,
+            const volatile int *cancel)
+{
+    uint32_t V = d->m->hp.n_vocab;
+    ks_status st;
+
+    *n_out = 0;
+    for (uint32_t j = 0; j < k && d->n_past < d->n_ctx; j++) {
+        const float *l;
+        uint32_t top = 0;
+        double sum = 0.0;
+
+        if ((st = need_logits(d, cancel)) != KS_OK)
+            return st;
+        l = d->logits;
+        for (uint32_t i = 1; i < V; i++)
+            if (l[i] > l[top])
+                top = i;
+        for (uint32_t i = 0; i < V; i++)
+            sum += exp((double)l[i] - l[top]);
+        if (!(1.0 / sum >= p_min))
+            break;
+        out[j] = (int32_t)top;
+        if ((st = hold(d, out + j, 1)) != KS_OK)
+            return st;
+        *n_out = j + 1;
+    }
+    return KS_OK;
+}
+
+/* Prompt lookup: the tokens that followed the latest earlier occurrence
+ * of the last g held tokens (g = 3, 2, then 1), up to k of them. */
+static uint32_t
+draft_lookup(const int32_t *h, uint32_t n, uint32_t k, int32_t *out)
+{
+    for (uint32_t g = 3; g >= 1; g--) {
+        if (n < g + 1)
+            continue;
+        for (int64_t i = (int64_t)n - g - 1; i >= 0; i--) {
+            uint32_t c = 0;
+            if (memcmp(h + i, h + n - g, g * sizeof(*h)) != 0)
+                continue;
+            while (c < k && (uint64_t)i + g + c < n) {
+                out[c] = h[i + g + c];
+                c++;
+            }
+            return c;
+        }
+    }
+    return 0;
+}
+
+static ks_status
+check_row(const ks_session *s, const float *l)
+{
+    uint32_t n = s->m->hp.n_vocab;
+
+    for (uint32_t i = 0; i < n; i++)
+        if (!isfinite(l[i]))
+            return ks_error(KS_ERR_CORRUPT,
+                            "generate: logit %u after token %u is %s: the model's "
+                            "weights or a kernel produced it (KESTREL_CHECK=1 "
+                            "names the first layer)", i, s->n_past - 1,
+                            isnan(l[i]) ? "NaN" : "infinite");
+    return KS_OK;
+}
+
+/* Checks the speculation settings before anything runs. */
+static ks_status
+spec_check(const ks_session *s, const ks_generate_params *p, ks_spec_mode mode)
+{
+    const char *why;
+
+    if (mode != KS_SPEC_DRAFT && mode != KS_SPEC_LOOKUP)
+        return ks_error(KS_ERR_INVALID_ARG, "generate: unknown speculation mode %d",
+                        (int)p->spec);
+    if (p->sampling.temp > 0.0f)
+        return ks_error(KS_ERR_UNSUPPORTED, "generate: speculative decoding (%s) is "
+                        "greedy only for now (temperature %g asked; use --temp 0 or "
+                        "--spec off)", ks_spec_name(mode), (double)p->sampling.temp);
+    if (mode == KS_SPEC_DRAFT) {
+        if (!p->draft)
+            return ks_error(KS_ERR_INVALID_ARG, "generate: speculation mode draft "
+                            "without a draft session");
+        if (p->draft == s)
+            return ks_error(KS_ERR_INVALID_ARG, "generate: the draft session is the "
+                            "target session itself");
+        if (p->draft->m->hp.n_vocab != s->m->hp.n_vocab)
+            return ks_error(KS_ERR_INVALID_ARG, "generate: the draft model %s has %u "
+                            "tokens in its vocabulary, the target %s %u: they must "
+                            "share one", p->draft->m->name, p->draft->m->hp.n_vocab,
+                            s->m->name, s->m->hp.n_vocab);
+    }
+    if ((why = ks_session_eval_all_unsupported(s)) != NULL)
+        return ks_error(KS_ERR_UNSUPPORTED, "generate: speculative decoding needs the "
+                        "logits of every drafted token, and on placement %s %s; use "
+                        "--spec off or --backend cpu", s->plan, why);
+    return KS_OK;
+}
+
+/* The decode loop of a speculative generate, after the prompt: rounds of
+ * draft, verify (one pass of the target over the pending token and the
+ * drafts), emit the accepted tokens and the target's own next one. */
+static ks_status
+spec_decode(ks_session *s, ks_generate_params *p, ks_spec_mode mode, ks_sampler *smp,
+            uint32_t *n_gen)
+{
+    uint32_t V = s->m->hp.n_vocab;
+    uint32_t kmax = p->draft_max ? p->draft_max : 8, kmin = p->draft_min;
+    float p_min = p->draft_p_min == 0.0f ? 0.5f : p->draft_p_min;
+    float *rows = NULL;
+    int32_t *drafts = NULL;
+    const float *lg = s->logits;
+    uint32_t nd = 0, P = s->n_past;
+    uint64_t round_t0 = 0, round_ns = 0;
+    bool draft_ok = true;
+    spec_ctl ctl;
+    ks_status st = KS_OK;
+    char piece[256];
+
+    if (kmax > 64)
+        kmax = 64;
+    if (kmin > kmax)
+        kmin = kmax;
+    rows = malloc((uint64_t)(kmax + 1) * V * sizeof(float));
+    drafts = malloc((kmax + 1) * sizeof(*drafts));
+    if (!rows || !drafts) {
+        st = ks_error(KS_ERR_NOMEM, "generate: no memory for %u rows of logits", kmax + 1);
+        goto out;
+    }
+    spec_ctl_init(&ctl);
+    /* the first token comes from the prompt's logits: a round with no
+     * drafts, whose row 0 follows hist[P - 1] */
+    for (;;) {
+        uint32_t m = 0, e = 0;
+        bool stop = false;
+
+        /* emit: row j follows hist[P - 1 + j]; drafts[j] sits at P + j */
+        for (uint32_t j = 0; j <= nd; j++) {
+            const float *row = lg + (uint64_t)j * V;
+            int32_t tok;
+            size_t len;
+
+            if (cancelled(p)) {
+                st = ks_error(KS_ERR_CANCELLED, "generation cancelled");
+                stop = true;
+                break;
+            }
+            if ((st = check_row(s, row)) != KS_OK) {
+                stop = true;
+                break;
+            }
+            tok = ks_sampler_sample(smp, row);
+            if (!p->ignore_eog && ks_tokenizer_is_eog(s->m->tok, tok)) {
+                p->stop = KS_STOP_EOG;
+                stop = true;
+                break;
+            }
+            if (P + j >= s->n_ctx) {
+                st = ks_error(KS_ERR_CONTEXT_FULL,
+                              "context full after %u generated tokens (context "
+                              "%u; use a larger -c)", *n_gen, s->n_ctx);
+                stop = true;
+                break;
+            }
+            ks_sampler_accept(smp, tok);
+            s->hist[P + j] = tok;
+            s->n_past = P + j + 1;
+            e = j + 1;
+            if (j < nd && tok == drafts[j] && m == j)
+                m = j + 1;
+            (*n_gen)++;
+            if (p->out_tokens && p->n_out < p->out_cap)
+                p->out_tokens[p->n_out] = tok;
+            p->n_out++;
+            len = ks_tokenizer_piece(s->m->tok, tok, piece, sizeof piece);
+            if (p->on_token &&
+                !p->on_token(p->user, tok, piece, len < sizeof piece ? len : sizeof piece)) {
+                p->stop = KS_STOP_CALLBACK;
+                stop = true;
+                break;
+            }
+            if (p->n_predict && *n_gen == p->n_predict) {
+                p->stop = KS_STOP_LENGTH;
+                stop = true;
+                break;
+            }
+            if (j < nd && tok != drafts[j])
+                break;
+        }
+        /* hold exactly the emitted tokens; the KV cache is right for the
+         * pending token and the drafts that matched */
+        s->n_past = P + e;
+        if (s->n_kv > P + m)
+            s->n_kv = P + m;
+        if (s->n_kv > s->n_past)
+            s->n_kv = s->n_past;
+        s->logits_ok = false;
+        s->stats.n_accepted += m;
+        spec_ctl_accept(&ctl, nd, m);
+        if (!stop)
+            spec_ctl_round(&ctl, nd > 0, e, round_ns);
+        if (stop || e == 0)
+            break;
+
+        /* draft: the held tokens end with the one just emitted, not run */
+        P = s->n_past;
+        nd = 0;
+        {
+            uint32_t k = spec_choose_k(&ctl, kmax);
+            uint64_t t0 = ks_now_ns(), t_follow = 0;
+            round_t0 = t0;
+            if (k < kmin)
+                k = kmin;
+            /* the governor may have moved the head to a target that
+             * cannot verify: decode plainly there */
+            if (ks_session_eval_all_unsupported(s))
+                k = 0;
+            if (k > s->n_ctx - P)
+                k = s->n_ctx - P;
+            if (k > 0 && mode == KS_SPEC_LOOKUP) {
+                nd = draft_lookup(s->hist, P, k, drafts);
+            } else if (k > 0 && draft_ok) {
+                /* catching up after rounds without drafting is not a
+                 * cost of drafting every round: td leaves it out */
+                st = draft_follow(p->draft, s);
+                if (st == KS_OK && p->draft->n_kv + 1 < p->draft->n_past) {
+                    ks_session *d = p->draft;  /* all but the last held */
+                    d->n_past--;
+                    st = ks_forward_sync(d, p->cancel);
+                    d->n_past++;
+                    d->logits_ok = false;
+                }
+                t_follow = ks_now_ns();
+                if (st == KS_OK)
+                    st = draft_model(p->draft, k, p_min, drafts, &nd, p->cancel);
+                if (st == KS_ERR_CONTEXT_FULL) {  /* the draft's context ended */
+                    draft_ok = false;
+                    nd = 0;
+                    st = KS_OK;
+                }
+                if (st != KS_OK)
+                    break;
+            }
+            s->stats.draft_ms += (double)(ks_now_ns() - t0) / 1e6;
+            if (nd > 0) {
+                double ms = (double)(ks_now_ns() - (t_follow ? t_follow : t0)) / 1e6;
+                ctl.td_ms = ctl.td_ms < 0 ? ms / nd : 0.8 * ctl.td_ms + 0.2 * ms / nd;
+            } else if (ctl.td_ms < 0 && mode == KS_SPEC_LOOKUP) {
+                ctl.td_ms = 0.0;
+            }
+        }
+        s->stats.n_drafted += nd;
+
+        /* verify: the pending token and the drafts in one pass */
+        {
+            uint64_t t0 = ks_now_ns(), dt;
+            memcpy(s->hist + P, drafts, nd * sizeof(*drafts));
+            s->n_past = P + nd;
+            s->logits_ok = false;
+            st = ks_forward_sync_all(s, P - 1, rows, p->cancel);
+            dt = ks_now_ns() - t0;
+            s->stats.verify_ms += (double)dt / 1e6;
+            s->stats.n_verify++;
+            if (st != KS_OK) {  /* the drafts were never emitted */
+                s->n_past = P;
+                if (s->n_kv > P)
+                    s->n_kv = P;
+                s->logits_ok = false;
+                break;
+            }
+            spec_ctl_verify(&ctl, nd, (double)dt / 1e6);
+            round_ns = ks_now_ns() - round_t0;
+            if (s->gov)
+                govern(s, dt, p->cancel);
+            lg = rows;
+        }
+    }
+out:
+    free(rows);
+    free(drafts);
+    return st;
+}
+
 KS_API ks_status
 ks_session_generate(ks_session *s, ks_generate_params *p)
 {
     ks_sampler_params sp;
     ks_sampler *smp = NULL;
+    ks_spec_mode spec;
     ks_status st = KS_OK;
     uint64_t t0, t1 = 0;
     uint32_t n_gen = 0;
@@ -878,6 +1351,11 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
                         "generate: an empty prompt and an empty session: "
                         "nothing to continue from");
     }
+    spec = p->spec == KS_SPEC_AUTO ? (p->draft ? KS_SPEC_DRAFT : KS_SPEC_OFF) : p->spec;
+    if (spec != KS_SPEC_OFF && (st = spec_check(s, p, spec)) != KS_OK) {
+        p->stop = KS_STOP_ERROR;
+        return st;
+    }
     sp = sampler_params(&p->sampling);
     if ((st = ks_sampler_create(&sp, s->m->hp.n_vocab, &smp)) != KS_OK) {
         p->stop = KS_STOP_ERROR;
@@ -897,6 +1375,10 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
     s->stats.n_prompt = (uint32_t)p->n_prompt;
     s->stats.prefill_ms = (double)(t1 - t0) / 1e6;
 
+    if (spec != KS_SPEC_OFF) {
+        st = spec_decode(s, p, spec, smp, &n_gen);
+        goto done;
+    }
     for (;;) {
         int32_t tok;
         size_t len;
@@ -959,6 +1441,11 @@ done:
         s->stats.prefill_tps = s->stats.n_prompt * 1e3 / s->stats.prefill_ms;
     if (s->stats.decode_ms > 0 && n_gen > 1)
         s->stats.decode_tps = (n_gen - 1) * 1e3 / s->stats.decode_ms;
+    if (s->stats.n_drafted)
+        s->stats.accept_rate = (double)s->stats.n_accepted / s->stats.n_drafted;
+    if (s->stats.n_verify)
+        s->stats.tokens_per_verify = (double)(s->stats.n_accepted + s->stats.n_verify) /
+                                     s->stats.n_verify;
     s->stats.peak_rss_bytes = ks_peak_rss_bytes();
     s->stats.governed = s->gov != NULL;
     s->stats.n_threads = s->n_threads;

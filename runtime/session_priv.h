@@ -79,6 +79,14 @@ void ks_targets_register_builtin(void);
  * held tokens in their original batches, and the run goes on there. */
 ks_status ks_forward_sync(ks_session *s, const volatile int *cancel);
 
+/* As ks_forward_sync, and the logits of every held token at position
+ * >= |first| (n_kv <= first < n_past) go to out[(pos - first) * n_vocab]
+ * (the last also to s->logits). KS_ERR_UNSUPPORTED when the target with
+ * the head can give only the last token's logits (ops->run_logits NULL)
+ * and more than one is wanted of one batch. */
+ks_status ks_forward_sync_all(ks_session *s, uint32_t first, float *out,
+                              const volatile int *cancel);
+
 /* After a device fault (|why|, the target's message): drops every target
  * and puts all layers on the CPU, says so once on stderr and in the
  * stats. The caller replays the held tokens. */

@@ -1088,7 +1088,7 @@ vk_target_destroy(ks_target *t)
 }
 
 static const ks_target_ops vk_ops = { vk_target_run, vk_target_destroy, vk_target_submit,
-                                      vk_target_finish, vk_target_stats };
+                                      vk_target_finish, vk_target_stats, NULL };
 
 static const char *
 vk_supports(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head)

@@ -68,6 +68,18 @@ typedef struct ks_target_ops {
     ks_status (*finish)(ks_target *t, float *x, float *logits);
     /* Fills *out; any field the target does not know stays 0. */
     void (*stats)(const ks_target *t, ks_target_stats *out);
+    /* Optional (NULL: the target can give the last token's logits only,
+     * and verification for speculative decoding is refused on a placement
+     * whose head is on it). The verification run: layers [l0, l1) for n
+     * tokens as run, each token with the arithmetic of a run of that
+     * token alone, so that its keys, values and logits are bitwise those
+     * of decoding it by itself (a target whose kernels cannot keep that
+     * must leave this NULL); the weights should still be read once for
+     * all n. A target with the head puts the logits of the last
+     * |n_logits| tokens (0 <= n_logits <= n; 0 without the head) in
+     * logits[n_logits][n_vocab], row i holding token n - n_logits + i. */
+    ks_status (*run_logits)(ks_target *t, float *x, uint32_t n, uint32_t pos0,
+                            uint32_t n_logits, float *logits);
 } ks_target_ops;
 
 struct ks_target {

@@ -70,6 +70,24 @@ KS_API ks_status ks_session_truncate(ks_session *s, uint32_t n_past);
 KS_API ks_status ks_session_eval(ks_session *s, const int32_t *tokens,
                                  size_t n, float *logits);
 
+/* As ks_session_eval, and |logits| (not NULL) receives the logits of
+ * every one of the |n| tokens: logits[i * n_vocab ..] are those that
+ * follow tokens[i], bitwise what evaluating the tokens one at a time
+ * gives (each token takes the one-token kernels; a weight block is
+ * loaded once per batch of n_batch for all its tokens). This is the
+ * verification step of speculative decoding: truncate drops the tokens
+ * that were not accepted, and the session goes on as if they had never
+ * been given.
+ * KS_ERR_UNSUPPORTED, with nothing run, when the target that computes
+ * the logits cannot give them for every token (the Vulkan target today);
+ * the tokens stay held then and the next eval or generate runs them. */
+KS_API ks_status ks_session_eval_all(ks_session *s, const int32_t *tokens,
+                                     size_t n, float *logits);
+
+/* Whether eval_all can run on this session's placement (NULL: yes), else
+ * why not, in words. */
+KS_API const char *ks_session_eval_all_unsupported(const ks_session *s);
+
 typedef struct ks_sampling {
     float    temp;            /* <= 0: greedy */
     int32_t  top_k;           /* 0: off */
@@ -99,6 +117,34 @@ typedef enum ks_stop {
 /* "none", "eog", "length", "callback", "context", "cancelled", "error". */
 KS_API const char *ks_stop_name(ks_stop stop);
 
+/* Speculative decoding (ks_generate_params.spec). Greedy sampling only
+ * (sampling.temp <= 0, else KS_ERR_UNSUPPORTED; the repeat penalty may be
+ * on): the tokens, the stop reason and the tokens held afterwards are
+ * those of plain greedy decoding, bit for bit (verification computes
+ * every token as decoding it alone would). Each round drafts k tokens,
+ * verifies them with one pass of the target (ks_session_eval_all), emits
+ * the longest prefix the target agrees with plus the target's own next
+ * token, and truncates the rest from the target and the draft. k is
+ * chosen every round, in [draft_min, draft_max], for the most expected
+ * tokens per millisecond, from the measured acceptance rate, the
+ * measured time of a draft step and of a verifying pass of k + 1 tokens
+ * (a line fitted over the rounds); while drafting does not pay, k is 0
+ * with one token drafted every 16th round to keep measuring. A placement
+ * that cannot verify (the output head on Vulkan) is refused at the start
+ * with KS_ERR_UNSUPPORTED. */
+typedef enum ks_spec_mode {
+    KS_SPEC_AUTO = 0,  /* KS_SPEC_DRAFT when draft is set, else off */
+    KS_SPEC_OFF,
+    KS_SPEC_DRAFT,     /* draft with the draft session's model */
+    KS_SPEC_LOOKUP,    /* draft from n-gram matches in the held tokens */
+} ks_spec_mode;
+
+/* "auto", "off", "draft", "lookup" ("unknown" for another value);
+ * ks_spec_parse: the mode of a name, false when it names none or a
+ * pointer is NULL. */
+KS_API const char *ks_spec_name(ks_spec_mode m);
+KS_API bool ks_spec_parse(const char *name, ks_spec_mode *out);
+
 typedef struct ks_generate_params {
     const int32_t     *prompt;     /* appended after what the session holds */
     size_t             n_prompt;
@@ -113,6 +159,21 @@ typedef struct ks_generate_params {
     size_t             out_cap;
     size_t             n_out;      /* set: how many tokens were generated */
     ks_stop            stop;       /* set: why generation stopped */
+    /* Speculation: all zero is off. */
+    ks_spec_mode       spec;
+    ks_session        *draft;      /* KS_SPEC_DRAFT: a session on a model with
+                                      the target's vocabulary (it may hold
+                                      anything: generate truncates it to the
+                                      common prefix and feeds it the rest) */
+    uint32_t           draft_max;  /* most tokens drafted per round; 0: 8 */
+    uint32_t           draft_min;  /* fewest (<= draft_max): the length chosen
+                                      from the measured acceptance and costs
+                                      is kept at least this; draft_min =
+                                      draft_max fixes it. 0: adaptive may
+                                      draft nothing when it does not pay */
+    float              draft_p_min;/* stop drafting when the draft's top
+                                      probability is below it; 0: 0.5,
+                                      negative: never */
 } ks_generate_params;
 
 /* Appends and prefills the prompt (the cancel flag is read between
@@ -151,6 +212,17 @@ typedef struct ks_stats {
      * the last such fault in words ("" when none). */
     uint32_t n_fallbacks;
     char     fallback[160];
+    /* Speculative decoding (the last generate): tokens drafted and
+     * accepted, passes of the target that verified them, the acceptance
+     * rate (accepted / drafted), the tokens emitted per verifying pass,
+     * and the time spent drafting and verifying. */
+    uint32_t n_drafted;
+    uint32_t n_accepted;
+    uint32_t n_verify;
+    double   accept_rate;
+    double   tokens_per_verify;
+    double   draft_ms;
+    double   verify_ms;
 } ks_stats;
 
 /* A NULL |s| zeroes *out. */

@@ -229,6 +229,32 @@ ks_cpu_matmul_rows(ks_qtype w, const void *W, uint64_t row_bytes, uint64_t n,
 }
 
 void
+ks_cpu_matmul_rows_as_one(ks_qtype w, const void *W, uint64_t row_bytes, uint64_t n,
+                          int64_t ne1, int64_t n_rows, const void *xq, uint64_t xq_stride,
+                          int64_t n_tok, float *y, uint64_t ldy)
+{
+    const ks_quant_ops *o = ops();
+    ks_matmul_fn fn;
+
+    if (n_rows <= 0 || n_tok <= 0)
+        return;
+    switch (ks_cpu_matmul_path(w, n, ne1, 1, 0)) {
+    case KS_CPU_PATH_GEMV: fn = o->mm_gemv[w]; break;
+    case KS_CPU_PATH_VD:   fn = o->matmul[w]; break;
+    default:  /* no one-token product takes another path; be safe */
+        for (int64_t t = 0; t < n_tok; t++)
+            ks_cpu_matmul_rows(w, W, row_bytes, n, ne1, n_rows,
+                               (const uint8_t *)xq + (uint64_t)t * xq_stride, xq_stride, 1,
+                               y + (uint64_t)t * ldy, ldy);
+        return;
+    }
+    if (n_tok == 1 && ks_cpu_matmul_path(w, n, ne1, 1, 0) == KS_CPU_PATH_VD)
+        o->matvec[w](W, row_bytes, n, n_rows, xq, y);
+    else
+        fn(W, row_bytes, n, n_rows, xq, xq_stride, n_tok, y, ldy);
+}
+
+void
 ks_cpu_matvec(ks_qtype w, const void *W, uint64_t row_bytes, uint64_t n,
               int64_t n_rows, const void *xq, float *y)
 {

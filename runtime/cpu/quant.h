@@ -75,6 +75,16 @@ void ks_cpu_matmul_rows(ks_qtype w, const void *W, uint64_t row_bytes,
                         const void *xq, uint64_t xq_stride, int64_t n_tok,
                         float *y, uint64_t ldy);
 
+/* As ks_cpu_matmul_rows, with every activation row taking the kernel a
+ * product of that row alone takes (n_tok 1), which sums each (row, token)
+ * alone: token t's results are bitwise those of a one-token product,
+ * while a weight block is loaded once for all n_tok. For verifying
+ * drafted tokens (speculative decoding). */
+void ks_cpu_matmul_rows_as_one(ks_qtype w, const void *W, uint64_t row_bytes,
+                               uint64_t n, int64_t ne1, int64_t n_rows,
+                               const void *xq, uint64_t xq_stride, int64_t n_tok,
+                               float *y, uint64_t ldy);
+
 /* The summation order ks_cpu_matmul_rows uses for one activation row
  * (quant_priv.h describes each):
  *   VD     the type's vec_dot (one token, or several where llamafile's

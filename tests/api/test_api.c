@@ -520,6 +520,48 @@ session_eval_logits(void)
 }
 
 static void
+session_eval_all_s(void)
+{
+    float l[1];
+
+    expect_null_arg(ks_session_eval_all(NULL, toks, 4, l), "ks_session_eval_all", "s");
+    ck_assert_ptr_nonnull(ks_session_eval_all_unsupported(NULL));
+}
+
+static void
+session_eval_all_tokens(void)
+{
+    float l[1];
+
+    open_all();
+    expect_null_arg(ks_session_eval_all(f.s, NULL, 4, l), "ks_session_eval_all", "tokens");
+    ck_assert_uint_eq(ks_session_n_past(f.s), 0);
+    close_all();
+}
+
+static void
+session_eval_all_logits(void)
+{
+    open_all();
+    expect_null_arg(ks_session_eval_all(f.s, toks, 4, NULL), "ks_session_eval_all",
+                    "logits");
+    ck_assert_uint_eq(ks_session_n_past(f.s), 0);
+    close_all();
+}
+
+static void
+spec_names(void)
+{
+    ks_spec_mode m = KS_SPEC_OFF;
+
+    ck_assert_str_eq(ks_spec_name(KS_SPEC_LOOKUP), "lookup");
+    ck_assert_str_eq(ks_spec_name((ks_spec_mode)99), "unknown");
+    ck_assert(!ks_spec_parse(NULL, &m));
+    ck_assert(!ks_spec_parse("draft", NULL));
+    ck_assert(ks_spec_parse("draft", &m) && m == KS_SPEC_DRAFT);
+}
+
+static void
 stop_name_none(void)
 {
     ck_assert_str_eq(ks_stop_name(KS_STOP_EOG), "eog");
@@ -735,6 +777,13 @@ static const probe probes[] = {
     PROBE("ks_session_eval", "tokens", session_eval_tokens),
     PROBE("ks_session_eval", "logits", session_eval_logits),
     PROBE("ks_stop_name", "-", stop_name_none),
+    PROBE("ks_session_eval_all", "s", session_eval_all_s),
+    PROBE("ks_session_eval_all", "tokens", session_eval_all_tokens),
+    PROBE("ks_session_eval_all", "logits", session_eval_all_logits),
+    PROBE("ks_session_eval_all_unsupported", "s", session_eval_all_s),
+    PROBE("ks_spec_name", "-", spec_names),
+    PROBE("ks_spec_parse", "name", spec_names),
+    PROBE("ks_spec_parse", "out", spec_names),
     PROBE("ks_session_generate", "s", session_generate_s),
     PROBE("ks_session_generate", "p", session_generate_p),
     PROBE("ks_session_generate", "p->prompt", session_generate_prompt),

@@ -111,9 +111,9 @@ mock_destroy(ks_target *t)
     free(t);
 }
 
-static const ks_target_ops mock_sync_ops = { mock_run, mock_destroy, NULL, NULL, NULL };
+static const ks_target_ops mock_sync_ops = { mock_run, mock_destroy, NULL, NULL, NULL, NULL };
 static const ks_target_ops mock_async_ops = { mock_run, mock_destroy, mock_submit,
-                                              mock_finish, NULL };
+                                              mock_finish, NULL, NULL };
 
 static const char *
 mock_supports(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head)
@@ -174,7 +174,7 @@ logcpu_destroy(ks_target *t)
     free(t);
 }
 
-static const ks_target_ops logcpu_ops = { logcpu_run, logcpu_destroy, NULL, NULL, NULL };
+static const ks_target_ops logcpu_ops = { logcpu_run, logcpu_destroy, NULL, NULL, NULL, NULL };
 
 static ks_status
 logcpu_create(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head, ks_target **out)
