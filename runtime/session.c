@@ -856,9 +856,8 @@ stop_of(ks_status st)
 /* Logits that are not numbers mean broken weights or a broken kernel;
  * sampling from them would give token 0 forever. */
 static ks_status
-check_logits(const ks_session *s)
+check_logits(const ks_session *s, const float *l)
 {
-    const float *l = s->logits;
     uint32_t n = s->m->hp.n_vocab;
     float sum = 0.0f;
 
@@ -869,7 +868,7 @@ check_logits(const ks_session *s)
     for (uint32_t i = 0; i < n; i++)
         if (!isfinite(l[i]))
             return ks_error(KS_ERR_CORRUPT,
-                            "generate: logit %u of token %u is %s: the model's "
+                            "generate: logit %u after token %u is %s: the model's "
                             "weights or a kernel produced it (KESTREL_CHECK=1 "
                             "names the first layer)", i, s->n_past - 1,
                             isnan(l[i]) ? "NaN" : "infinite");
@@ -1081,21 +1080,6 @@ draft_lookup(const int32_t *h, uint32_t n, uint32_t k, int32_t *out)
     return 0;
 }
 
-static ks_status
-check_row(const ks_session *s, const float *l)
-{
-    uint32_t n = s->m->hp.n_vocab;
-
-    for (uint32_t i = 0; i < n; i++)
-        if (!isfinite(l[i]))
-            return ks_error(KS_ERR_CORRUPT,
-                            "generate: logit %u after token %u is %s: the model's "
-                            "weights or a kernel produced it (KESTREL_CHECK=1 "
-                            "names the first layer)", i, s->n_past - 1,
-                            isnan(l[i]) ? "NaN" : "infinite");
-    return KS_OK;
-}
-
 /* Checks the speculation settings before anything runs. */
 static ks_status
 spec_check(const ks_session *s, const ks_generate_params *p, ks_spec_mode mode)
@@ -1177,7 +1161,7 @@ spec_decode(ks_session *s, ks_generate_params *p, ks_spec_mode mode, ks_sampler 
                 stop = true;
                 break;
             }
-            if ((st = check_row(s, row)) != KS_OK) {
+            if ((st = check_logits(s, row)) != KS_OK) {
                 stop = true;
                 break;
             }
@@ -1387,7 +1371,7 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
             st = ks_error(KS_ERR_CANCELLED, "generation cancelled");
             break;
         }
-        if ((st = check_logits(s)) != KS_OK)
+        if ((st = check_logits(s, s->logits)) != KS_OK)
             break;
         tok = ks_sampler_sample(smp, s->logits);
         if (!p->ignore_eog && ks_tokenizer_is_eog(s->m->tok, tok)) {
