@@ -244,6 +244,22 @@ help(const char *cmd)
                "skips tg)\n"
                "  -r, --repetitions R   repetitions (default: 5)\n"
                "      --json            JSON objects instead of a table\n"
+               "      --draft FILE      also measure speculative decoding with "
+               "FILE as the\n"
+               "                        draft: greedy generation of N tokens "
+               "after a text\n"
+               "                        prompt, with the target alone and "
+               "with speculation,\n"
+               "                        each the median of R; adds the "
+               "acceptance, the tokens\n"
+               "                        per target pass and the speed-up\n"
+               "      --spec MODE       auto (draft when --draft is given), "
+               "off, draft or\n"
+               "                        lookup (no second model)\n"
+               "      --draft-max N, --draft-min N   as for run\n"
+               "  -f, --file FILE       with speculation: the prompt text "
+               "(default: a coding\n"
+               "                        request)\n"
                "%s", common_help);
     } else if (strcmp(cmd, "info") == 0) {
         printf("Usage: kestrel info [--json] FILE\n\n"
@@ -1353,15 +1369,69 @@ json_samples(const char *key, const double *v, int n)
 }
 
 /* One row of the table; the file name may hold anything. */
+/* Speculation in bench: what one greedy generation measured. */
+typedef struct spec_sample {
+    double tps;          /* decode tokens/s */
+    double accept;       /* accepted / drafted */
+    double per_pass;     /* tokens emitted per verifying pass */
+} spec_sample;
+
+/* One row of the table; the file name may hold anything. With |spec_cols|
+ * the row has the acceptance and tokens-per-pass columns, "-" unless |sp|
+ * is a speculative measurement (sp->per_pass > 0). */
 static void
 bench_row(const char *base, const ks_model_desc *d, const loaded *l,
-          int n_threads, const char *test, int n, double tps)
+          int n_threads, const char *test, int n, double tps, bool spec_cols,
+          const spec_sample *sp)
 {
     fputs("| ", stdout);
     term_write(stdout, base, strlen(base));
-    printf(" | %.2f MiB | %.2f M | %s | %d | %s%d | %.2f |\n",
+    printf(" | %.2f MiB | %.2f M | %s | %d | %s%d | %.2f |",
            (double)d->file_bytes / 1048576.0, (double)d->n_params / 1e6,
            ks_session_backend_name(l->session), n_threads, test, n, tps);
+    if (spec_cols && sp && sp->per_pass > 0)
+        printf(" %.1f %% | %.2f |", 100.0 * sp->accept, sp->per_pass);
+    else if (spec_cols)
+        fputs(" - | - |", stdout);
+    putchar('\n');
+}
+
+static const char bench_spec_prompt[] =
+    "Write a Python function that returns the n-th Fibonacci number "
+    "iteratively, with a docstring and type hints.";
+
+/* Truncates the session, prefills |prompt| and generates |n| tokens
+ * greedily (end of generation ignored) with speculation |mode| (OFF: the
+ * target alone); |out| gets the decode speed and speculation stats. */
+static int
+bench_gen(const opts *o, loaded *l, const int32_t *prompt, size_t n_prompt,
+          int n, ks_spec_mode mode, int32_t *gen, spec_sample *out)
+{
+    ks_generate_params gp = { 0 };
+    ks_stats st;
+
+    if (ks_session_truncate(l->session, 0) != KS_OK)
+        return fail("bench");
+    gp.prompt = prompt;
+    gp.n_prompt = n_prompt;
+    gp.n_predict = (uint32_t)n;
+    gp.ignore_eog = true;
+    gp.cancel = &g_cancel;
+    gp.out_tokens = gen;
+    gp.out_cap = (size_t)n;
+    if (mode != KS_SPEC_OFF) {
+        spec_params(o, l, &gp);
+        gp.spec = mode;
+    } else {
+        gp.spec = KS_SPEC_OFF;
+    }
+    if (ks_session_generate(l->session, &gp) != KS_OK)
+        return fail(mode == KS_SPEC_OFF ? "bench" : "bench (speculation)");
+    ks_session_stats(l->session, &st);
+    out->tps = st.decode_tps;
+    out->accept = st.accept_rate;
+    out->per_pass = st.tokens_per_verify;
+    return 0;
 }
 
 static int
@@ -1372,47 +1442,114 @@ cmd_bench(const opts *o)
     ks_model_desc d;
     ks_stats stats;
     double pp[1000], tg[1000], pp_med = 0, tg_med = 0, warm;
-    int32_t *toks;
+    double sp_plain[1000], sp_tps[1000], sp_acc[1000], sp_pass[1000];
+    double plain_med = 0, spec_med = 0, acc_med = 0, pass_med = 0;
+    spec_sample smp;
+    int32_t *toks = NULL, *gen = NULL, *ids = NULL;
+    size_t n_ids = 0, n_text = 0;
+    char *file_text = NULL;
+    const char *text = bench_spec_prompt;
     int n_tok = o->n_pp > o->n_tg ? o->n_pp : o->n_tg;
     uint64_t rng = 0x9E3779B97F4A7C15ull;
     int rc = 0;
     char path_buf[4096];
     const char *path = model_path(o, path_buf, sizeof path_buf);
     const char *base = strrchr(path, '/');
+    const char *dbase = o->draft ? strrchr(o->draft, '/') : NULL;
+    ks_spec_mode mode = o->spec;
 
     base = base ? base + 1 : path;
-    if (lo.n_ctx == 0)
+    dbase = dbase ? dbase + 1 : o->draft;
+    if (mode == KS_SPEC_AUTO)
+        mode = o->draft ? KS_SPEC_DRAFT : KS_SPEC_OFF;
+    if (mode == KS_SPEC_DRAFT && !o->draft)
+        die_usage("bench", "%s needs --draft FILE", "--spec draft");
+    if (mode != KS_SPEC_OFF && o->n_tg == 0)
+        die_usage("bench", "%s: speculation is measured on generated tokens",
+                  "-n 0");
+    if (mode != KS_SPEC_OFF && o->prompt_file) {
+        if (!(file_text = read_file(o->prompt_file, &n_text)))
+            return 1;
+        text = file_text;
+    } else {
+        n_text = strlen(text);
+    }
+    if (lo.n_ctx == 0) {
         lo.n_ctx = (uint32_t)n_tok + 16;
+        /* a token takes at least one byte of the text, but BOS and a
+         * space prefix may add one each; drafting looks draft_max ahead */
+        if (mode != KS_SPEC_OFF &&
+            lo.n_ctx < n_text + (size_t)o->n_tg + 80)
+            lo.n_ctx = (uint32_t)(n_text + (size_t)o->n_tg + 80);
+    }
     if (lo.n_batch == 0)
         lo.n_batch = o->n_pp > 0 ? (uint32_t)o->n_pp : 1;
     /* bench measures the kernels: no pacing unless a limit is asked for */
     if (lo.temp_limit_c == 0 && lo.power_limit_w == 0)
         lo.no_governor = true;
-    if (load(&lo, &l) != 0)
+    if (mode == KS_SPEC_OFF)
+        lo.draft = NULL;   /* --spec off: the draft is not loaded */
+    if (load(&lo, &l) != 0) {
+        free(file_text);
         return 1;
+    }
     ks_model_describe(l.model, &d);
     toks = malloc((size_t)(n_tok ? n_tok : 1) * sizeof(*toks));
-    if (!toks) {
-        unload(&l);
-        return fail("no memory");
+    gen = malloc((size_t)(o->n_tg ? o->n_tg : 1) * sizeof(*gen));
+    if (!toks || !gen) {
+        rc = fail("no memory");
+        goto out;
     }
     for (int i = 0; i < n_tok; i++) {
         rng = rng * 6364136223846793005ull + 1442695040888963407ull;
         toks[i] = (int32_t)((rng >> 33) % d.n_vocab);
     }
+    if (mode != KS_SPEC_OFF) {
+        if (!(ids = tokenize(l.model, text, n_text, &n_ids))) {
+            rc = 1;
+            goto out;
+        }
+        if (n_ids + (size_t)o->n_tg + 1 > ks_session_n_ctx(l.session)) {
+            fprintf(stderr, "kestrel bench: the prompt (%zu tokens) and -n %d "
+                    "do not fit the context of %zu tokens; raise -c\n", n_ids,
+                    o->n_tg, (size_t)ks_session_n_ctx(l.session));
+            rc = 1;
+            goto out;
+        }
+    }
     /* one warm-up of each, as llama-bench does */
     if ((o->n_pp && (rc = bench_pp(&l, toks, o->n_pp, &warm))) ||
-        (o->n_tg && (rc = bench_tg(&l, toks, o->n_tg, &warm))))
+        (o->n_tg && (rc = bench_tg(&l, toks, o->n_tg, &warm))) ||
+        (mode != KS_SPEC_OFF &&
+         (rc = bench_gen(o, &l, ids, n_ids, o->n_tg, mode, gen, &smp))))
         goto out;
     for (int r = 0; r < o->reps && !g_cancel; r++) {
         if ((o->n_pp && (rc = bench_pp(&l, toks, o->n_pp, &pp[r]))) ||
             (o->n_tg && (rc = bench_tg(&l, toks, o->n_tg, &tg[r]))))
             goto out;
+        if (mode == KS_SPEC_OFF)
+            continue;
+        /* the target alone and with speculation, on the same prompt */
+        if ((rc = bench_gen(o, &l, ids, n_ids, o->n_tg, KS_SPEC_OFF, gen,
+                            &smp)))
+            goto out;
+        sp_plain[r] = smp.tps;
+        if ((rc = bench_gen(o, &l, ids, n_ids, o->n_tg, mode, gen, &smp)))
+            goto out;
+        sp_tps[r] = smp.tps;
+        sp_acc[r] = smp.accept;
+        sp_pass[r] = smp.per_pass;
     }
     if (o->n_pp)
         pp_med = median(pp, o->reps);
     if (o->n_tg)
         tg_med = median(tg, o->reps);
+    if (mode != KS_SPEC_OFF) {
+        plain_med = median(sp_plain, o->reps);
+        spec_med = median(sp_tps, o->reps);
+        acc_med = median(sp_acc, o->reps);
+        pass_med = median(sp_pass, o->reps);
+    }
     ks_session_stats(l.session, &stats);
     if (o->json) {
         printf("{\"model\":");
@@ -1427,21 +1564,64 @@ cmd_bench(const opts *o)
         json_samples("pp_samples", pp, o->n_pp ? o->reps : 0);
         putchar(',');
         json_samples("tg_samples", tg, o->n_tg ? o->reps : 0);
+        if (mode != KS_SPEC_OFF) {
+            printf(",\"spec\":{\"mode\":\"%s\",\"draft\":", ks_spec_name(mode));
+            if (mode == KS_SPEC_DRAFT)
+                json_string(stdout, dbase, strlen(dbase));
+            else
+                fputs("null", stdout);
+            printf(",\"n_prompt_text\":%zu,\"plain_tps\":%.3f,"
+                   "\"spec_tps\":%.3f,\"speedup\":%.4f,\"accept_rate\":%.4f,"
+                   "\"tokens_per_verify\":%.4f,", n_ids, plain_med, spec_med,
+                   plain_med > 0 ? spec_med / plain_med : 0.0, acc_med,
+                   pass_med);
+            json_samples("plain_samples", sp_plain, o->reps);
+            putchar(',');
+            json_samples("spec_samples", sp_tps, o->reps);
+            putchar('}');
+        }
         printf(",\"load_ms\":%.3f,\"peak_rss_bytes\":%llu}\n", d.load_ms,
                (unsigned long long)peak_rss());
     } else {
-        printf("| model | size | params | backend | threads | test | t/s |\n"
-               "| --- | ---: | ---: | --- | ---: | ---: | ---: |\n");
+        printf("| model | size | params | backend | threads | test | t/s |%s\n"
+               "| --- | ---: | ---: | --- | ---: | ---: | ---: |%s\n",
+               mode != KS_SPEC_OFF ? " accept | tokens/pass |" : "",
+               mode != KS_SPEC_OFF ? " ---: | ---: |" : "");
         if (o->n_pp)
-            bench_row(base, &d, &l, o->n_threads, "pp", o->n_pp, pp_med);
+            bench_row(base, &d, &l, o->n_threads, "pp", o->n_pp, pp_med,
+                      mode != KS_SPEC_OFF, NULL);
         if (o->n_tg)
-            bench_row(base, &d, &l, o->n_threads, "tg", o->n_tg, tg_med);
+            bench_row(base, &d, &l, o->n_threads, "tg", o->n_tg, tg_med,
+                      mode != KS_SPEC_OFF, NULL);
+        if (mode != KS_SPEC_OFF) {
+            spec_sample plain = { plain_med, 0, 0 };
+            spec_sample spec = { spec_med, acc_med, pass_med };
+            bench_row(base, &d, &l, o->n_threads, "gen", o->n_tg, plain_med,
+                      true, &plain);
+            bench_row(base, &d, &l, o->n_threads, ks_spec_name(mode),
+                      o->n_tg, spec_med, true, &spec);
+        }
         fprintf(stderr, "kestrel bench: median of %d runs; load %.1f ms; "
                 "peak RSS %.1f MiB\n", o->reps, d.load_ms,
                 (double)peak_rss() / 1048576.0);
+        if (mode != KS_SPEC_OFF) {
+            fprintf(stderr, "kestrel bench: gen%d and %s%d: greedy after a "
+                    "%zu-token text prompt; speculation %.2fx the target "
+                    "alone", o->n_tg, ks_spec_name(mode), o->n_tg, n_ids,
+                    plain_med > 0 ? spec_med / plain_med : 0.0);
+            if (mode == KS_SPEC_DRAFT) {
+                fputs(" (draft ", stderr);
+                term_write(stderr, dbase, strlen(dbase));
+                fputc(')', stderr);
+            }
+            fputc('\n', stderr);
+        }
     }
 out:
+    free(ids);
+    free(gen);
     free(toks);
+    free(file_text);
     unload(&l);
     return rc;
 }

@@ -184,6 +184,32 @@ KESTREL_CHECK=1 run nan_check "$KS" run "${COMMON[@]}" -m "$TMP/nan.gguf" -p "On
 expect_rc nan_check 1
 json nan_check '"layer 2 produced NaN" in d["error"]'
 
+# -- bench --draft: the target alone and with speculation in one run. The
+# model drafts for itself, so every drafted token is accepted and a forced
+# draft length makes each target pass emit more than one token.
+BENCH=(bench -m "$MODEL" -t 1 --backend cpu -p 8 -n 24 -r 2)
+run bspec "$KS" "${BENCH[@]}" --draft "$MODEL" --draft-min 2 --draft-max 2 --json
+expect_rc bspec 0
+json bspec 'd["spec"]["mode"] == "draft" and d["spec"]["draft"] == "stories260K-f32.gguf" and d["spec"]["plain_tps"] > 0 and d["spec"]["spec_tps"] > 0 and len(d["spec"]["plain_samples"]) == 2 and len(d["spec"]["spec_samples"]) == 2 and d["spec"]["accept_rate"] == 1.0 and d["spec"]["tokens_per_verify"] > 1 and abs(d["spec"]["speedup"] - d["spec"]["spec_tps"] / d["spec"]["plain_tps"]) < 1e-3 and d["tg_tps"] > 0'
+run bspec_table "$KS" "${BENCH[@]}" --draft "$MODEL"
+expect_rc bspec_table 0
+grep -q '| accept | tokens/pass |$' "$TMP/bspec_table.out" || fail "bspec_table: no acceptance columns: $(head -c 400 "$TMP/bspec_table.out")"
+grep -q '| gen24 | [0-9.]* | - | - |$' "$TMP/bspec_table.out" || fail "bspec_table: no target-alone row"
+grep -q '| draft24 | [0-9.]* | [0-9.]* % | [0-9.]* |$' "$TMP/bspec_table.out" || fail "bspec_table: no speculation row"
+expect_err bspec_table "the target alone (draft stories260K-f32.gguf)"
+run blookup "$KS" "${BENCH[@]}" --spec lookup --json
+expect_rc blookup 0
+json blookup 'd["spec"]["mode"] == "lookup" and d["spec"]["draft"] is None and d["spec"]["spec_tps"] > 0'
+run boff "$KS" "${BENCH[@]}" --draft "$MODEL" --spec off --json
+expect_rc boff 0
+json boff '"spec" not in d and d["tg_tps"] > 0'
+run bnodraft "$KS" "${BENCH[@]}" --spec draft
+expect_rc bnodraft 2
+expect_err bnodraft "--spec draft needs --draft FILE"
+run bnogen "$KS" "${BENCH[@]}" --spec lookup -n 0
+expect_rc bnogen 2
+expect_err bnogen "speculation is measured on generated tokens"
+
 # -- a device lost mid-generation: the CPU's tokens, exit 0, the switch in the stats
 if "$KS" devices 2>/dev/null | grep -qi vulkan; then
     # The Vulkan driver (lavapipe, LLVM) leaks from libraries it unloads,
