@@ -889,6 +889,18 @@ tile_k(const int ty, const int TL, const int T, const uint8_t *W, int64_t nb,
 
 #define TBK 4
 
+/* Activation rows in the next tile when |left| remain: as few tiles of at
+ * most TBK as possible, of nearly equal size (5: 3 + 2, 7: 4 + 3), so
+ * that a weight block is unpacked once per ceil(left / TBK) tokens, not
+ * once per token of a remainder (verification products have 2 to 9). */
+KS_AI int64_t
+tile_tokens(int64_t left)
+{
+    int64_t tiles = (left + TBK - 1) / TBK;
+
+    return (left + tiles - 1) / tiles;
+}
+
 KS_AI void
 mmk(const int ty, const int TL, const void *W, uint64_t rb, uint64_t n, int64_t nr,
     const void *xq, uint64_t xs, int64_t nt, float *y, uint64_t ldy)
@@ -900,11 +912,16 @@ mmk(const int ty, const int TL, const void *W, uint64_t rb, uint64_t n, int64_t 
     for (int64_t t0 = 0; t0 < nt; t0 += tc) {
         int64_t te = t0 + tc < nt ? t0 + tc : nt;
         for (int64_t r = 0; r < nr; r++) {
-            int64_t t = t0;
-            for (; t + TBK <= te; t += TBK)
-                tile_k(ty, TL, TBK, w + r * rb, nb, x + t * xs, xs, y + t * ldy + r, ldy);
-            for (; t < te; t++)
-                tile_k(ty, TL, 1, w + r * rb, nb, x + t * xs, xs, y + t * ldy + r, ldy);
+            for (int64_t t = t0, T; t < te; t += T) {
+                const uint8_t *wr = w + r * rb, *xt = x + t * xs;
+                float *yt = y + t * ldy + r;
+                switch ((T = tile_tokens(te - t))) {
+                case 4:  tile_k(ty, TL, 4, wr, nb, xt, xs, yt, ldy); break;
+                case 3:  tile_k(ty, TL, 3, wr, nb, xt, xs, yt, ldy); break;
+                case 2:  tile_k(ty, TL, 2, wr, nb, xt, xs, yt, ldy); break;
+                default: tile_k(ty, TL, 1, wr, nb, xt, xs, yt, ldy); break;
+                }
+            }
         }
     }
 }
@@ -1063,13 +1080,16 @@ rpk(const int GEMM, const void *W, uint64_t rb, uint64_t n, int64_t nr,
     int64_t nb = (int64_t)(n / 256), r = 0;
 
     for (; r + 8 <= nr; r += 8) {
-        int64_t t = 0;
-        for (; t + 4 <= nt; t += 4)
-            rpk_tile(GEMM, 4, w + r * rb, rb, nb, x + t * xs, xs, y + t * ldy + r, ldy);
-        for (; t + 2 <= nt; t += 2)
-            rpk_tile(GEMM, 2, w + r * rb, rb, nb, x + t * xs, xs, y + t * ldy + r, ldy);
-        for (; t < nt; t++)
-            rpk_tile(GEMM, 1, w + r * rb, rb, nb, x + t * xs, xs, y + t * ldy + r, ldy);
+        for (int64_t t = 0, T; t < nt; t += T) {
+            const uint8_t *wr = w + r * rb, *xt = x + t * xs;
+            float *yt = y + t * ldy + r;
+            switch ((T = tile_tokens(nt - t))) {
+            case 4:  rpk_tile(GEMM, 4, wr, rb, nb, xt, xs, yt, ldy); break;
+            case 3:  rpk_tile(GEMM, 3, wr, rb, nb, xt, xs, yt, ldy); break;
+            case 2:  rpk_tile(GEMM, 2, wr, rb, nb, xt, xs, yt, ldy); break;
+            default: rpk_tile(GEMM, 1, wr, rb, nb, xt, xs, yt, ldy); break;
+            }
+        }
     }
     if (r < nr)
         (GEMM ? scalar_gemm_k : scalar_gemv_k)(w + r * rb, rb, n, nr - r, xq, xs, nt, y + r, ldy);
