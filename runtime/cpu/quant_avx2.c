@@ -658,10 +658,10 @@ tile_k(const int ty, const int TL, const int T, const uint8_t *W, int64_t nb,
        const uint8_t *X, uint64_t xs, float *y, uint64_t ldy)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256 acc[4];
-    __m128 accm[4], tacc4 = _mm_setzero_ps();
-    float tacc[4];
-    __m256i pmt[4];
+    __m256 acc[8];
+    __m128 accm[8], tacc4 = _mm_setzero_ps();
+    float tacc[8];
+    __m256i pmt[8];
 
     for (int t = 0; t < T; t++) {
         acc[t] = _mm256_setzero_ps();
@@ -671,8 +671,8 @@ tile_k(const int ty, const int TL, const int T, const uint8_t *W, int64_t nb,
     }
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wb = W + (uint64_t)b * KBYTES(ty);
-        const ks_blk_q8_k *xb[4];
-        __m256i sumi[4];
+        const ks_blk_q8_k *xb[8];
+        __m256i sumi[8];
         float dw, dmw = 0.0f;
 
         for (int t = 0; t < T; t++) {
@@ -890,13 +890,13 @@ tile_k(const int ty, const int TL, const int T, const uint8_t *W, int64_t nb,
 #define TBK 4
 
 /* Activation rows in the next tile when |left| remain: as few tiles of at
- * most TBK as possible, of nearly equal size (5: 3 + 2, 7: 4 + 3), so
- * that a weight block is unpacked once per ceil(left / TBK) tokens, not
- * once per token of a remainder (verification products have 2 to 9). */
+ * most |most| as possible, of nearly equal size (most 4: 5 is 3 + 2, 7 is
+ * 4 + 3), so that a weight block is unpacked once per tile, not once per
+ * token of a remainder (verification products have 2 to 9). */
 KS_AI int64_t
-tile_tokens(int64_t left)
+tile_tokens(int64_t left, int64_t most)
 {
-    int64_t tiles = (left + TBK - 1) / TBK;
+    int64_t tiles = (left + most - 1) / most;
 
     return (left + tiles - 1) / tiles;
 }
@@ -915,7 +915,14 @@ mmk(const int ty, const int TL, const void *W, uint64_t rb, uint64_t n, int64_t 
             for (int64_t t = t0, T; t < te; t += T) {
                 const uint8_t *wr = w + r * rb, *xt = x + t * xs;
                 float *yt = y + t * ldy + r;
-                switch ((T = tile_tokens(te - t))) {
+                /* vec_dot order up to 8 tokens a tile (a verification
+                 * product unpacks each block once); the tiled kernel's
+                 * prefill 4 (its 4-token epilogue) */
+                switch ((T = tile_tokens(te - t, TL ? 4 : 8))) {
+                case 8:  tile_k(ty, TL, 8, wr, nb, xt, xs, yt, ldy); break;
+                case 7:  tile_k(ty, TL, 7, wr, nb, xt, xs, yt, ldy); break;
+                case 6:  tile_k(ty, TL, 6, wr, nb, xt, xs, yt, ldy); break;
+                case 5:  tile_k(ty, TL, 5, wr, nb, xt, xs, yt, ldy); break;
                 case 4:  tile_k(ty, TL, 4, wr, nb, xt, xs, yt, ldy); break;
                 case 3:  tile_k(ty, TL, 3, wr, nb, xt, xs, yt, ldy); break;
                 case 2:  tile_k(ty, TL, 2, wr, nb, xt, xs, yt, ldy); break;
@@ -958,7 +965,7 @@ rpk_tile(const int GEMM, const int T, const uint8_t *W, uint64_t rb,
          int64_t nb, const uint8_t *X, uint64_t xs, float *y, uint64_t ldy)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256 acc[4], accm[4];
+    __m256 acc[8], accm[8];
 
     for (int t = 0; t < T; t++) {
         acc[t] = _mm256_setzero_ps();
@@ -966,10 +973,10 @@ rpk_tile(const int GEMM, const int T, const uint8_t *W, uint64_t rb,
     }
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wb = W + (uint64_t)b * 144;
-        const ks_blk_q8_k *xb[4];
-        __m256i scl[8], tot[4][8], imin[4][4];
+        const ks_blk_q8_k *xb[8];
+        __m256i scl[8], tot[8][8], imin[8][4];
         __m128i mins[8];
-        __m256 dd[4], dm[4];
+        __m256 dd[8], dm[8];
         pf_slice(W + pf_ahead(rb), 8 * 144, (uint64_t)b);
         for (int r = 0; r < 8; r++) {
             __m128i sm = k4_scales_v(wb + (uint64_t)r * rb + 4);
@@ -1012,10 +1019,10 @@ rpk_tile(const int GEMM, const int T, const uint8_t *W, uint64_t rb,
             /* rows in pairs, each pair folded at once into the row-sum
              * tree (h: rows 2p, 2p+1; q0: rows 0-3, q1: rows 4-7) so
              * that few vectors stay live */
-            __m256i hp[4], q[2][4];
+            __m256i hp[8], q[2][8];
             /* every lane used is set below; this only quiets GCC's
              * maybe-uninitialized at -O2 */
-            for (int t = 0; t < 4; t++)
+            for (int t = 0; t < 8; t++)
                 hp[t] = q[0][t] = q[1][t] = _mm256_setzero_si256();
             for (int rp = 0; rp < 4; rp++) {
                 __m256i lo[2], hi[2], s_lo[2], s_hi[2];
@@ -1083,7 +1090,13 @@ rpk(const int GEMM, const void *W, uint64_t rb, uint64_t n, int64_t nr,
         for (int64_t t = 0, T; t < nt; t += T) {
             const uint8_t *wr = w + r * rb, *xt = x + t * xs;
             float *yt = y + t * ldy + r;
-            switch ((T = tile_tokens(nt - t))) {
+            /* the GEMV (one-token order) up to 8 tokens a tile: a
+             * verification product unpacks each block once */
+            switch ((T = tile_tokens(nt - t, GEMM ? 4 : 8))) {
+            case 8:  rpk_tile(GEMM, 8, wr, rb, nb, xt, xs, yt, ldy); break;
+            case 7:  rpk_tile(GEMM, 7, wr, rb, nb, xt, xs, yt, ldy); break;
+            case 6:  rpk_tile(GEMM, 6, wr, rb, nb, xt, xs, yt, ldy); break;
+            case 5:  rpk_tile(GEMM, 5, wr, rb, nb, xt, xs, yt, ldy); break;
             case 4:  rpk_tile(GEMM, 4, wr, rb, nb, xt, xs, yt, ldy); break;
             case 3:  rpk_tile(GEMM, 3, wr, rb, nb, xt, xs, yt, ldy); break;
             case 2:  rpk_tile(GEMM, 2, wr, rb, nb, xt, xs, yt, ldy); break;
