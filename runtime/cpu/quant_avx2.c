@@ -217,6 +217,18 @@ tile32(const int ty, const int R, const int T, const uint8_t *W,
         }
 }
 
+/* Activation rows in the next tile when |left| remain: as few tiles of at
+ * most |most| as possible, of nearly equal size (most 4: 5 is 3 + 2, 7 is
+ * 4 + 3), so that a weight block is unpacked once per tile, not once per
+ * token of a remainder (verification products have 2 to 9). */
+KS_AI int64_t
+tile_tokens(int64_t left, int64_t most)
+{
+    int64_t tiles = (left + most - 1) / most;
+
+    return (left + tiles - 1) / tiles;
+}
+
 /* Activation rows per chunk: about 256 KiB of them, at least |tb|. */
 static int64_t
 tok_chunk(uint64_t act_row_bytes, int tb)
@@ -252,14 +264,18 @@ mm32(const int ty, const void *W, uint64_t rb, uint64_t n, int64_t nr,
     }
     int64_t tc = tok_chunk((uint64_t)nb * ABYTES(ty), MT32);
     for (int64_t t0 = 0; t0 < nt; t0 += tc) {
-        int64_t te = t0 + tc < nt ? t0 + tc : nt, r = 0, t;
+        int64_t te = t0 + tc < nt ? t0 + tc : nt, r = 0, t, T;
         for (; r + MR32 <= nr; r += MR32) {
-            for (t = t0; t + MT32 <= te; t += MT32)
-                tile32(ty, MR32, MT32, w + r * rb, rb, nb, x + t * xs, xs,
-                       y + t * ldy + r, ldy);
-            for (; t < te; t++)
-                tile32(ty, MR32, 1, w + r * rb, rb, nb, x + t * xs, xs,
-                       y + t * ldy + r, ldy);
+            for (t = t0; t < te; t += T) {
+                const uint8_t *wr = w + r * rb, *xt = x + t * xs;
+                float *yt = y + t * ldy + r;
+                switch ((T = tile_tokens(te - t, MT32))) {
+                case 4:  tile32(ty, MR32, 4, wr, rb, nb, xt, xs, yt, ldy); break;
+                case 3:  tile32(ty, MR32, 3, wr, rb, nb, xt, xs, yt, ldy); break;
+                case 2:  tile32(ty, MR32, 2, wr, rb, nb, xt, xs, yt, ldy); break;
+                default: tile32(ty, MR32, 1, wr, rb, nb, xt, xs, yt, ldy); break;
+                }
+            }
         }
         for (; r < nr; r++) {
             for (t = t0; t + MT32 <= te; t += MT32)
@@ -888,18 +904,6 @@ tile_k(const int ty, const int TL, const int T, const uint8_t *W, int64_t nb,
 }
 
 #define TBK 4
-
-/* Activation rows in the next tile when |left| remain: as few tiles of at
- * most |most| as possible, of nearly equal size (most 4: 5 is 3 + 2, 7 is
- * 4 + 3), so that a weight block is unpacked once per tile, not once per
- * token of a remainder (verification products have 2 to 9). */
-KS_AI int64_t
-tile_tokens(int64_t left, int64_t most)
-{
-    int64_t tiles = (left + most - 1) / most;
-
-    return (left + tiles - 1) / tiles;
-}
 
 KS_AI void
 mmk(const int ty, const int TL, const void *W, uint64_t rb, uint64_t n, int64_t nr,
