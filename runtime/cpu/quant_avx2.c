@@ -217,6 +217,18 @@ tile32(const int ty, const int R, const int T, const uint8_t *W,
         }
 }
 
+/* Activation rows in the next tile when |left| remain: as few tiles of at
+ * most |most| as possible, of nearly equal size (most 4: 5 is 3 + 2, 7 is
+ * 4 + 3), so that a weight block is unpacked once per tile, not once per
+ * token of a remainder (verification products have 2 to 9). */
+KS_AI int64_t
+tile_tokens(int64_t left, int64_t most)
+{
+    int64_t tiles = (left + most - 1) / most;
+
+    return (left + tiles - 1) / tiles;
+}
+
 /* Activation rows per chunk: about 256 KiB of them, at least |tb|. */
 static int64_t
 tok_chunk(uint64_t act_row_bytes, int tb)
@@ -252,14 +264,18 @@ mm32(const int ty, const void *W, uint64_t rb, uint64_t n, int64_t nr,
     }
     int64_t tc = tok_chunk((uint64_t)nb * ABYTES(ty), MT32);
     for (int64_t t0 = 0; t0 < nt; t0 += tc) {
-        int64_t te = t0 + tc < nt ? t0 + tc : nt, r = 0, t;
+        int64_t te = t0 + tc < nt ? t0 + tc : nt, r = 0, t, T;
         for (; r + MR32 <= nr; r += MR32) {
-            for (t = t0; t + MT32 <= te; t += MT32)
-                tile32(ty, MR32, MT32, w + r * rb, rb, nb, x + t * xs, xs,
-                       y + t * ldy + r, ldy);
-            for (; t < te; t++)
-                tile32(ty, MR32, 1, w + r * rb, rb, nb, x + t * xs, xs,
-                       y + t * ldy + r, ldy);
+            for (t = t0; t < te; t += T) {
+                const uint8_t *wr = w + r * rb, *xt = x + t * xs;
+                float *yt = y + t * ldy + r;
+                switch ((T = tile_tokens(te - t, MT32))) {
+                case 4:  tile32(ty, MR32, 4, wr, rb, nb, xt, xs, yt, ldy); break;
+                case 3:  tile32(ty, MR32, 3, wr, rb, nb, xt, xs, yt, ldy); break;
+                case 2:  tile32(ty, MR32, 2, wr, rb, nb, xt, xs, yt, ldy); break;
+                default: tile32(ty, MR32, 1, wr, rb, nb, xt, xs, yt, ldy); break;
+                }
+            }
         }
         for (; r < nr; r++) {
             for (t = t0; t + MT32 <= te; t += MT32)
@@ -658,10 +674,10 @@ tile_k(const int ty, const int TL, const int T, const uint8_t *W, int64_t nb,
        const uint8_t *X, uint64_t xs, float *y, uint64_t ldy)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256 acc[4];
-    __m128 accm[4], tacc4 = _mm_setzero_ps();
-    float tacc[4];
-    __m256i pmt[4];
+    __m256 acc[8];
+    __m128 accm[8], tacc4 = _mm_setzero_ps();
+    float tacc[8];
+    __m256i pmt[8];
 
     for (int t = 0; t < T; t++) {
         acc[t] = _mm256_setzero_ps();
@@ -671,8 +687,8 @@ tile_k(const int ty, const int TL, const int T, const uint8_t *W, int64_t nb,
     }
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wb = W + (uint64_t)b * KBYTES(ty);
-        const ks_blk_q8_k *xb[4];
-        __m256i sumi[4];
+        const ks_blk_q8_k *xb[8];
+        __m256i sumi[8];
         float dw, dmw = 0.0f;
 
         for (int t = 0; t < T; t++) {
@@ -900,11 +916,23 @@ mmk(const int ty, const int TL, const void *W, uint64_t rb, uint64_t n, int64_t 
     for (int64_t t0 = 0; t0 < nt; t0 += tc) {
         int64_t te = t0 + tc < nt ? t0 + tc : nt;
         for (int64_t r = 0; r < nr; r++) {
-            int64_t t = t0;
-            for (; t + TBK <= te; t += TBK)
-                tile_k(ty, TL, TBK, w + r * rb, nb, x + t * xs, xs, y + t * ldy + r, ldy);
-            for (; t < te; t++)
-                tile_k(ty, TL, 1, w + r * rb, nb, x + t * xs, xs, y + t * ldy + r, ldy);
+            for (int64_t t = t0, T; t < te; t += T) {
+                const uint8_t *wr = w + r * rb, *xt = x + t * xs;
+                float *yt = y + t * ldy + r;
+                /* vec_dot order up to 8 tokens a tile (a verification
+                 * product unpacks each block once); the tiled kernel's
+                 * prefill 4 (its 4-token epilogue) */
+                switch ((T = tile_tokens(te - t, TL ? 4 : 8))) {
+                case 8:  tile_k(ty, TL, 8, wr, nb, xt, xs, yt, ldy); break;
+                case 7:  tile_k(ty, TL, 7, wr, nb, xt, xs, yt, ldy); break;
+                case 6:  tile_k(ty, TL, 6, wr, nb, xt, xs, yt, ldy); break;
+                case 5:  tile_k(ty, TL, 5, wr, nb, xt, xs, yt, ldy); break;
+                case 4:  tile_k(ty, TL, 4, wr, nb, xt, xs, yt, ldy); break;
+                case 3:  tile_k(ty, TL, 3, wr, nb, xt, xs, yt, ldy); break;
+                case 2:  tile_k(ty, TL, 2, wr, nb, xt, xs, yt, ldy); break;
+                default: tile_k(ty, TL, 1, wr, nb, xt, xs, yt, ldy); break;
+                }
+            }
         }
     }
 }
@@ -941,7 +969,7 @@ rpk_tile(const int GEMM, const int T, const uint8_t *W, uint64_t rb,
          int64_t nb, const uint8_t *X, uint64_t xs, float *y, uint64_t ldy)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256 acc[4], accm[4];
+    __m256 acc[8], accm[8];
 
     for (int t = 0; t < T; t++) {
         acc[t] = _mm256_setzero_ps();
@@ -949,10 +977,10 @@ rpk_tile(const int GEMM, const int T, const uint8_t *W, uint64_t rb,
     }
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wb = W + (uint64_t)b * 144;
-        const ks_blk_q8_k *xb[4];
-        __m256i scl[8], tot[4][8], imin[4][4];
+        const ks_blk_q8_k *xb[8];
+        __m256i scl[8], tot[8][8], imin[8][4];
         __m128i mins[8];
-        __m256 dd[4], dm[4];
+        __m256 dd[8], dm[8];
         pf_slice(W + pf_ahead(rb), 8 * 144, (uint64_t)b);
         for (int r = 0; r < 8; r++) {
             __m128i sm = k4_scales_v(wb + (uint64_t)r * rb + 4);
@@ -995,10 +1023,10 @@ rpk_tile(const int GEMM, const int T, const uint8_t *W, uint64_t rb,
             /* rows in pairs, each pair folded at once into the row-sum
              * tree (h: rows 2p, 2p+1; q0: rows 0-3, q1: rows 4-7) so
              * that few vectors stay live */
-            __m256i hp[4], q[2][4];
+            __m256i hp[8], q[2][8];
             /* every lane used is set below; this only quiets GCC's
              * maybe-uninitialized at -O2 */
-            for (int t = 0; t < 4; t++)
+            for (int t = 0; t < 8; t++)
                 hp[t] = q[0][t] = q[1][t] = _mm256_setzero_si256();
             for (int rp = 0; rp < 4; rp++) {
                 __m256i lo[2], hi[2], s_lo[2], s_hi[2];
@@ -1063,13 +1091,22 @@ rpk(const int GEMM, const void *W, uint64_t rb, uint64_t n, int64_t nr,
     int64_t nb = (int64_t)(n / 256), r = 0;
 
     for (; r + 8 <= nr; r += 8) {
-        int64_t t = 0;
-        for (; t + 4 <= nt; t += 4)
-            rpk_tile(GEMM, 4, w + r * rb, rb, nb, x + t * xs, xs, y + t * ldy + r, ldy);
-        for (; t + 2 <= nt; t += 2)
-            rpk_tile(GEMM, 2, w + r * rb, rb, nb, x + t * xs, xs, y + t * ldy + r, ldy);
-        for (; t < nt; t++)
-            rpk_tile(GEMM, 1, w + r * rb, rb, nb, x + t * xs, xs, y + t * ldy + r, ldy);
+        for (int64_t t = 0, T; t < nt; t += T) {
+            const uint8_t *wr = w + r * rb, *xt = x + t * xs;
+            float *yt = y + t * ldy + r;
+            /* the GEMV (one-token order) up to 8 tokens a tile: a
+             * verification product unpacks each block once */
+            switch ((T = tile_tokens(nt - t, GEMM ? 4 : 8))) {
+            case 8:  rpk_tile(GEMM, 8, wr, rb, nb, xt, xs, yt, ldy); break;
+            case 7:  rpk_tile(GEMM, 7, wr, rb, nb, xt, xs, yt, ldy); break;
+            case 6:  rpk_tile(GEMM, 6, wr, rb, nb, xt, xs, yt, ldy); break;
+            case 5:  rpk_tile(GEMM, 5, wr, rb, nb, xt, xs, yt, ldy); break;
+            case 4:  rpk_tile(GEMM, 4, wr, rb, nb, xt, xs, yt, ldy); break;
+            case 3:  rpk_tile(GEMM, 3, wr, rb, nb, xt, xs, yt, ldy); break;
+            case 2:  rpk_tile(GEMM, 2, wr, rb, nb, xt, xs, yt, ldy); break;
+            default: rpk_tile(GEMM, 1, wr, rb, nb, xt, xs, yt, ldy); break;
+            }
+        }
     }
     if (r < nr)
         (GEMM ? scalar_gemm_k : scalar_gemv_k)(w + r * rb, rb, n, nr - r, xq, xs, nt, y + r, ldy);

@@ -761,94 +761,112 @@ dot32(ks_qtype t, int ord, const void *w, const void *x, uint64_t n)
  * ORD_TILED (ggml's tiled K-quant kernel, 8 or more tokens): one float,
  * per super-block fma(d_w * signed integer sum [- dmin_w * mins], d_x),
  * the mins (Q2_K, Q4_K, Q5_K) fused in with fma(-dmin_w, mins, .). */
-static float
-dot_k(ks_qtype t, int ord, const void *w, const void *x, uint64_t n)
+/* One weight row against |nt| activation rows |xs| bytes apart (token j's
+ * result to y[j * ldy]), each summed exactly as dot_k sums it alone: a
+ * super-block is unpacked once for up to KT tokens (verification). */
+#define KT 8
+
+static void
+dot_k_rows(ks_qtype t, int ord, const void *w, const void *x, uint64_t xs,
+           uint64_t n, int64_t nt, float *y, uint64_t ldy)
 {
     uint32_t bytes = ks_qtype_get(t)->block_bytes;
-    const ks_blk_q8_k *b = x;
-    float acc[8] = { 0 }, accm[4] = { 0 }, summs = 0.0f;
-    float chain = 0.0f, chain_m = 0.0f;
-    kblock k;
 
-    for (uint64_t i = 0; i < n / 256; i++) {
-        int lane[8] = { 0 }, sub[16] = { 0 };
-        unpack_k(t, (const uint8_t *)w + i * bytes, &k);
-        for (int e = 0; e < 256; e++) {
-            int q = k.q[e] + (t == KS_QUANT_Q6_K ? 32 : 0);
-            lane[(e % 32) / 4] += k.sc[e / 16] * q * b[i].qs[e];
-            sub[e / 16] += q * b[i].qs[e];
-        }
-        if (ord == ORD_TILED) {
-            int s1 = 0, s2 = 0;
-            for (int l = 0; l < 8; l++)
-                s1 += lane[l];
-            if (t == KS_QUANT_Q6_K)
-                for (int j = 0; j < 16; j++)
-                    s1 -= 32 * k.sc[j] * b[i].bsums[j];
-            for (int j = 0; j < 16; j++)
-                s2 += k.mn[j] * b[i].bsums[j];
-            float res = k.d * (float)s1;
-            if (t == KS_QUANT_Q2_K || t == KS_QUANT_Q4_K || t == KS_QUANT_Q5_K)
-                res = fmaf(-k.dmin, (float)s2, res);
-            chain = fmaf(res, b[i].d, chain);
-            continue;
-        }
-        if (ord == ORD_GEMV || ord == ORD_GEMM) { /* Q4_K */
-            float dd = k.d * b[i].d, dm = k.dmin * b[i].d;
-            int is = 0, im = 0;
-            for (int p = 0; p < 4; p++) {
-                int s2 = 0, m2 = 0;
-                for (int j = 2 * p; j < 2 * p + 2; j++) {
-                    s2 += k.sc[2 * j] * (sub[2 * j] + sub[2 * j + 1]);
-                    m2 += k.mn[2 * j] * (b[i].bsums[2 * j] + b[i].bsums[2 * j + 1]);
+    for (int64_t j0 = 0; j0 < nt; j0 += KT) {
+        int64_t m = nt - j0 < KT ? nt - j0 : KT;
+        float acc[KT][8] = { { 0 } }, accm[KT][4] = { { 0 } }, summs[KT] = { 0 };
+        float chain[KT] = { 0 }, chain_m[KT] = { 0 };
+        kblock k;
+
+        for (uint64_t i = 0; i < n / 256; i++) {
+            unpack_k(t, (const uint8_t *)w + i * bytes, &k);
+            for (int64_t u = 0; u < m; u++) {
+                const ks_blk_q8_k *bi =
+                    (const ks_blk_q8_k *)((const uint8_t *)x + (uint64_t)(j0 + u) * xs) + i;
+                int lane[8] = { 0 }, sub[16] = { 0 };
+                for (int e = 0; e < 256; e++) {
+                    int q = k.q[e] + (t == KS_QUANT_Q6_K ? 32 : 0);
+                    lane[(e % 32) / 4] += k.sc[e / 16] * q * bi->qs[e];
+                    sub[e / 16] += q * bi->qs[e];
                 }
-                if (ord == ORD_GEMM) {
-                    chain = fmaf((float)s2, dd, chain);
-                    chain_m = fmaf((float)m2, dm, chain_m);
+                if (ord == ORD_TILED) {
+                    int s1 = 0, s2 = 0;
+                    for (int l = 0; l < 8; l++)
+                        s1 += lane[l];
+                    if (t == KS_QUANT_Q6_K)
+                        for (int j = 0; j < 16; j++)
+                            s1 -= 32 * k.sc[j] * bi->bsums[j];
+                    for (int j = 0; j < 16; j++)
+                        s2 += k.mn[j] * bi->bsums[j];
+                    float res = k.d * (float)s1;
+                    if (t == KS_QUANT_Q2_K || t == KS_QUANT_Q4_K || t == KS_QUANT_Q5_K)
+                        res = fmaf(-k.dmin, (float)s2, res);
+                    chain[u] = fmaf(res, bi->d, chain[u]);
+                    continue;
                 }
-                is += s2;
-                im += m2;
+                if (ord == ORD_GEMV || ord == ORD_GEMM) { /* Q4_K */
+                    float dd = k.d * bi->d, dm = k.dmin * bi->d;
+                    int is = 0, im = 0;
+                    for (int p = 0; p < 4; p++) {
+                        int s2 = 0, m2 = 0;
+                        for (int j = 2 * p; j < 2 * p + 2; j++) {
+                            s2 += k.sc[2 * j] * (sub[2 * j] + sub[2 * j + 1]);
+                            m2 += k.mn[2 * j] * (bi->bsums[2 * j] + bi->bsums[2 * j + 1]);
+                        }
+                        if (ord == ORD_GEMM) {
+                            chain[u] = fmaf((float)s2, dd, chain[u]);
+                            chain_m[u] = fmaf((float)m2, dm, chain_m[u]);
+                        }
+                        is += s2;
+                        im += m2;
+                    }
+                    if (ord == ORD_GEMV) {
+                        chain[u] = fmaf((float)is, dd, chain[u]);
+                        chain_m[u] = fmaf((float)im, dm, chain_m[u]);
+                    }
+                    continue;
+                }
+                float d = bi->d * k.d, dmin = -bi->d * k.dmin;
+                if (t == KS_QUANT_Q6_K)
+                    for (int l = 0; l < 8; l++)
+                        lane[l] -= 32 * (k.sc[2 * l] * bi->bsums[2 * l] +
+                                         k.sc[2 * l + 1] * bi->bsums[2 * l + 1]);
+                if (t == KS_QUANT_Q2_K)
+                    for (int l = 0; l < 8; l++)
+                        acc[u][l] = fmaf(dmin, (float)(k.mn[2 * l] * bi->bsums[2 * l] +
+                                                    k.mn[2 * l + 1] * bi->bsums[2 * l + 1]),
+                                      acc[u][l]);
+                if (t == KS_QUANT_Q4_K)
+                    for (int l = 0; l < 4; l++)
+                        accm[u][l] = fmaf(dmin, (float)(
+                            k.mn[4 * l] * (bi->bsums[4 * l] + bi->bsums[4 * l + 1]) +
+                            k.mn[4 * l + 2] * (bi->bsums[4 * l + 2] + bi->bsums[4 * l + 3])),
+                            accm[u][l]);
+                if (t == KS_QUANT_Q5_K) {
+                    int im = 0;
+                    for (int j = 0; j < 8; j++)
+                        im += k.mn[2 * j] * (bi->bsums[2 * j] + bi->bsums[2 * j + 1]);
+                    summs[u] = fmaf((float)im, dmin, summs[u]);
+                }
+                for (int l = 0; l < 8; l++)
+                    acc[u][l] = fmaf(d, (float)lane[l], acc[u][l]);
             }
-            if (ord == ORD_GEMV) {
-                chain = fmaf((float)is, dd, chain);
-                chain_m = fmaf((float)im, dm, chain_m);
-            }
-            continue;
         }
-        float d = b[i].d * k.d, dmin = -b[i].d * k.dmin;
-        if (t == KS_QUANT_Q6_K)
-            for (int l = 0; l < 8; l++)
-                lane[l] -= 32 * (k.sc[2 * l] * b[i].bsums[2 * l] +
-                                 k.sc[2 * l + 1] * b[i].bsums[2 * l + 1]);
-        if (t == KS_QUANT_Q2_K)
-            for (int l = 0; l < 8; l++)
-                acc[l] = fmaf(dmin, (float)(k.mn[2 * l] * b[i].bsums[2 * l] +
-                                            k.mn[2 * l + 1] * b[i].bsums[2 * l + 1]),
-                              acc[l]);
-        if (t == KS_QUANT_Q4_K)
-            for (int l = 0; l < 4; l++)
-                accm[l] = fmaf(dmin, (float)(
-                    k.mn[4 * l] * (b[i].bsums[4 * l] + b[i].bsums[4 * l + 1]) +
-                    k.mn[4 * l + 2] * (b[i].bsums[4 * l + 2] + b[i].bsums[4 * l + 3])),
-                    accm[l]);
-        if (t == KS_QUANT_Q5_K) {
-            int im = 0;
-            for (int j = 0; j < 8; j++)
-                im += k.mn[2 * j] * (b[i].bsums[2 * j] + b[i].bsums[2 * j + 1]);
-            summs = fmaf((float)im, dmin, summs);
+        for (int64_t u = 0; u < m; u++) {
+            float v;
+            if (ord == ORD_TILED)
+                v = chain[u];
+            else if (ord == ORD_GEMV || ord == ORD_GEMM)
+                v = chain[u] - chain_m[u];
+            else if (t == KS_QUANT_Q4_K)
+                v = hsum8(acc[u]) + ((accm[u][0] + accm[u][2]) + (accm[u][1] + accm[u][3]));
+            else if (t == KS_QUANT_Q5_K)
+                v = hsum8(acc[u]) + summs[u];
+            else
+                v = hsum8(acc[u]);
+            y[(uint64_t)(j0 + u) * ldy] = v;
         }
-        for (int l = 0; l < 8; l++)
-            acc[l] = fmaf(d, (float)lane[l], acc[l]);
     }
-    if (ord == ORD_TILED)
-        return chain;
-    if (ord == ORD_GEMV || ord == ORD_GEMM)
-        return chain - chain_m;
-    if (t == KS_QUANT_Q4_K)
-        return hsum8(acc) + ((accm[0] + accm[2]) + (accm[1] + accm[3]));
-    if (t == KS_QUANT_Q5_K)
-        return hsum8(acc) + summs;
-    return hsum8(acc);
 }
 
 #define DOT32(name, T)                                                      \
@@ -865,18 +883,6 @@ static float dot_iq4_nl_blas(const void *w, const void *x, uint64_t n) { return 
 static float dot_q4_0_gemv(const void *w, const void *x, uint64_t n) { return dot32(KS_QUANT_Q4_0, ORD_GEMV, w, x, n); }
 static float dot_iq4_nl_gemv(const void *w, const void *x, uint64_t n) { return dot32(KS_QUANT_IQ4_NL, ORD_GEMV, w, x, n); }
 
-static float dot_q2_k_vd(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q2_K, ORD_VD, w, x, n); }
-static float dot_q3_k_vd(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q3_K, ORD_VD, w, x, n); }
-static float dot_q4_k_vd(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q4_K, ORD_VD, w, x, n); }
-static float dot_q5_k_vd(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q5_K, ORD_VD, w, x, n); }
-static float dot_q6_k_vd(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q6_K, ORD_VD, w, x, n); }
-static float dot_q2_k_tiled(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q2_K, ORD_TILED, w, x, n); }
-static float dot_q3_k_tiled(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q3_K, ORD_TILED, w, x, n); }
-static float dot_q4_k_tiled(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q4_K, ORD_TILED, w, x, n); }
-static float dot_q5_k_tiled(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q5_K, ORD_TILED, w, x, n); }
-static float dot_q6_k_tiled(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q6_K, ORD_TILED, w, x, n); }
-static float dot_q4_k_gemv(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q4_K, ORD_GEMV, w, x, n); }
-static float dot_q4_k_gemm(const void *w, const void *x, uint64_t n) { return dot_k(KS_QUANT_Q4_K, ORD_GEMM, w, x, n); }
 
 #define KS_SCALAR_MM(name, dot)                                             \
     static void mm_##name(const void *W, uint64_t row_bytes, uint64_t n,    \
@@ -899,6 +905,18 @@ static float dot_q4_k_gemm(const void *w, const void *x, uint64_t n) { return do
 
 #define KS_SCALAR_VD(name) KS_SCALAR_MM(name, dot_##name##_vd) KS_SCALAR_MV(name)
 
+/* K-quants: one weight row at a time against all tokens (dot_k_rows). */
+#define KS_SCALAR_MMK(name, T, ord)                                         \
+    static void mm_##name(const void *W, uint64_t row_bytes, uint64_t n,    \
+                          int64_t n_rows, const void *xq, uint64_t xs,      \
+                          int64_t n_tok, float *y, uint64_t ldy)            \
+    {                                                                       \
+        for (int64_t r = 0; r < n_rows; r++)                                \
+            dot_k_rows(KS_QUANT_##T, ord,                                   \
+                       (const uint8_t *)W + (uint64_t)r * row_bytes, xq,    \
+                       xs, n, n_tok, y + r, ldy);                           \
+    }
+
 KS_SCALAR_VD(f32)
 KS_SCALAR_VD(f16)
 KS_SCALAR_VD(bf16)
@@ -908,24 +926,24 @@ KS_SCALAR_VD(q5_0)
 KS_SCALAR_VD(q5_1)
 KS_SCALAR_VD(q8_0)
 KS_SCALAR_VD(iq4_nl)
-KS_SCALAR_VD(q2_k)
-KS_SCALAR_VD(q3_k)
-KS_SCALAR_VD(q4_k)
-KS_SCALAR_VD(q5_k)
-KS_SCALAR_VD(q6_k)
+KS_SCALAR_MMK(q2_k, Q2_K, ORD_VD) KS_SCALAR_MV(q2_k)
+KS_SCALAR_MMK(q3_k, Q3_K, ORD_VD) KS_SCALAR_MV(q3_k)
+KS_SCALAR_MMK(q4_k, Q4_K, ORD_VD) KS_SCALAR_MV(q4_k)
+KS_SCALAR_MMK(q5_k, Q5_K, ORD_VD) KS_SCALAR_MV(q5_k)
+KS_SCALAR_MMK(q6_k, Q6_K, ORD_VD) KS_SCALAR_MV(q6_k)
 KS_SCALAR_MM(f32_blas, dot_f32_blas)
 KS_SCALAR_MM(f16_blas, dot_f16_blas)
 KS_SCALAR_MM(bf16_blas, dot_bf16_blas)
 KS_SCALAR_MM(iq4_nl_blas, dot_iq4_nl_blas)
 KS_SCALAR_MM(q4_0_gemv, dot_q4_0_gemv)
 KS_SCALAR_MM(iq4_nl_gemv, dot_iq4_nl_gemv)
-KS_SCALAR_MM(q4_k_gemv, dot_q4_k_gemv)
-KS_SCALAR_MM(q4_k_gemm, dot_q4_k_gemm)
-KS_SCALAR_MM(q2_k_tiled, dot_q2_k_tiled)
-KS_SCALAR_MM(q3_k_tiled, dot_q3_k_tiled)
-KS_SCALAR_MM(q4_k_tiled, dot_q4_k_tiled)
-KS_SCALAR_MM(q5_k_tiled, dot_q5_k_tiled)
-KS_SCALAR_MM(q6_k_tiled, dot_q6_k_tiled)
+KS_SCALAR_MMK(q4_k_gemv, Q4_K, ORD_GEMV)
+KS_SCALAR_MMK(q4_k_gemm, Q4_K, ORD_GEMM)
+KS_SCALAR_MMK(q2_k_tiled, Q2_K, ORD_TILED)
+KS_SCALAR_MMK(q3_k_tiled, Q3_K, ORD_TILED)
+KS_SCALAR_MMK(q4_k_tiled, Q4_K, ORD_TILED)
+KS_SCALAR_MMK(q5_k_tiled, Q5_K, ORD_TILED)
+KS_SCALAR_MMK(q6_k_tiled, Q6_K, ORD_TILED)
 
 /* ---- SiLU ---------------------------------------------------------------
  * x / (1 + exp(-x)) * u as ggml_vec_swiglu_f32's vector loop computes

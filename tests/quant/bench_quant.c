@@ -1,14 +1,15 @@
 /* Micro benchmark of the CPU matvec/matmul kernels, one thread.
  *
  *   bench_quant [--mib M] [--cols C] [--tok N] [--simd scalar|avx2|neon|all]
- *               [--time S] [--rows4] [--threads T] [TYPE...]
+ *               [--time S] [--rows4] [--as-one] [--threads T] [TYPE...]
  *
  * For each TYPE (default: Q4_0 Q4_1 Q8_0 Q4_K Q6_K Q5_0) builds a weight
  * matrix of about M MiB (default 64) with C columns (default 2048) and
  * times ks_cpu_matvec (or ks_cpu_matmul with N activation rows) for about
  * S seconds (default 1); the row count is a multiple of 8, as in real
  * models, so Q4_0, IQ4_NL and Q4_K take llama.cpp's repacked-weight
- * order (--rows4: a multiple of 4 but not of 8, their vec_dot order),
+ * order (--rows4: a multiple of 4 but not of 8, their vec_dot order;
+ * --as-one: ks_cpu_matmul_rows_as_one, each token summed as it alone is),
  * on T threads (default 1) that split the rows in 16-row chunks as the
  * forward pass does, printing the weight bytes streamed per second:
  * mean over the wall time, best single pass, and mean over this thread's
@@ -56,7 +57,7 @@ rnd(void)
     return (float)((rng >> 40) & 0xFFFFFF) / 8388608.0f - 1.0f;
 }
 
-static bool rows4;
+static bool rows4, as_one;
 static ks_pool *pool;
 
 typedef struct mm_job {
@@ -75,7 +76,11 @@ mm_worker(void *ctx, int ith, int nth)
     int64_t r0, r1;
 
     ks_pool_range(j->rows, 16, ith, nth, &r0, &r1);
-    if (r1 > r0)
+    if (r1 > r0 && as_one)
+        ks_cpu_matmul_rows_as_one(j->t, j->w + (uint64_t)r0 * j->rb, j->rb, j->cols,
+                                  j->rows, r1 - r0, j->xq, j->ab, j->n_tok,
+                                  j->y + r0, (uint64_t)j->rows);
+    else if (r1 > r0)
         ks_cpu_matmul_rows(j->t, j->w + (uint64_t)r0 * j->rb, j->rb, j->cols,
                            j->rows, r1 - r0, j->xq, j->ab, j->n_tok,
                            j->y + r0, (uint64_t)j->rows);
@@ -178,6 +183,8 @@ main(int argc, char **argv)
             simd = argv[++i];
         else if (!strcmp(argv[i], "--rows4"))
             rows4 = true;
+        else if (!strcmp(argv[i], "--as-one"))
+            as_one = true;
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             n_threads = atoi(argv[++i]);
         else if (type_by_name(argv[i]) != KS_QUANT_COUNT && n_types < KS_QUANT_COUNT)
@@ -185,7 +192,7 @@ main(int argc, char **argv)
         else {
             fprintf(stderr, "usage: %s [--mib M] [--cols C] [--tok N] "
                     "[--time S] [--simd scalar|avx2|neon|all] [--rows4] "
-                    "[--threads T] [TYPE...]\n", argv[0]);
+                    "[--as-one] [--threads T] [TYPE...]\n", argv[0]);
             return 2;
         }
     }

@@ -930,6 +930,69 @@ START_TEST(simd_vs_scalar_wide)
 }
 END_TEST
 
+/* ks_cpu_matmul_rows_as_one (speculative verification) against n_tok
+ * separate one-token products, bit for bit, on the scalar and the SIMD
+ * path: n_tok 1..9 (the 4- and 2-token groups and the rest), an odd and
+ * an even number of blocks per row, a matrix whose row count is odd and
+ * one that takes the repacked order (24 rows), called as the forward
+ * pass calls it, in two row ranges, with padded strides. */
+static void
+compare_as_one(ks_qtype t, uint64_t n, int64_t rows)
+{
+    uint64_t rb, ab = ks_cpu_act_bytes(t, n), xs = ab + 68, ldy = (uint64_t)rows + 3;
+    uint8_t *w = random_weights(t, n, rows, &rb);
+    float *x = random_acts(n, 9);
+    uint8_t *xq = malloc(xs * 9);
+    float *one = malloc(sizeof(float) * ldy * 9);
+    float *all = malloc(sizeof(float) * ldy * 9);
+    float *first = malloc(sizeof(float) * ldy * 9);
+    int64_t half = rows >= 16 ? rows / 16 * 8 : rows / 2;
+    ks_simd paths[2] = { KS_SIMD_SCALAR, simd_path() };
+
+    for (int64_t k = 0; k < 9; k++)
+        ks_cpu_quantize_act(t, x + (uint64_t)k * n, xq + (uint64_t)k * xs, n);
+    for (int p = 0; p < 2; p++) {
+        ks_cpu_simd_force(paths[p]);
+        for (int64_t nt = 1; nt <= 9; nt++) {
+            for (uint64_t i = 0; i < ldy * 9; i++)
+                one[i] = all[i] = -12345.0f;
+            for (int64_t k = 0; k < nt; k++)
+                ks_cpu_matmul_rows(t, w, rb, n, rows, rows, xq + (uint64_t)k * xs, xs, 1,
+                                   one + (uint64_t)k * ldy, ldy);
+            ks_cpu_matmul_rows_as_one(t, w, rb, n, rows, half, xq, xs, nt, all, ldy);
+            ks_cpu_matmul_rows_as_one(t, w + (uint64_t)half * rb, rb, n, rows, rows - half,
+                                      xq, xs, nt, all + half, ldy);
+            for (uint64_t i = 0; i < ldy * 9; i++)
+                ck_assert_msg(memcmp(&all[i], &one[i], sizeof(float)) == 0,
+                              "%s %s n=%d rows=%d nt=%d: row %d tok %d: %a, one token %a",
+                              ks_qtype_name(t), ks_cpu_simd_name(paths[p]), (int)n,
+                              (int)rows, (int)nt, (int)(i % ldy), (int)(i / ldy),
+                              all[i], one[i]);
+            if (nt == 9 && p == 0)
+                memcpy(first, all, sizeof(float) * ldy * 9);
+            else if (nt == 9)
+                ck_assert_msg(memcmp(first, all, sizeof(float) * ldy * 9) == 0,
+                              "%s n=%d rows=%d: %s differs from scalar", ks_qtype_name(t),
+                              (int)n, (int)rows, ks_cpu_simd_name(paths[p]));
+        }
+    }
+    ks_cpu_simd_force(simd_path());
+    free(w); free(x); free(xq); free(one); free(all); free(first);
+}
+
+START_TEST(rows_as_one_matches_one_token)
+{
+    ks_qtype t = all_types[_i];
+    uint64_t be = ks_qtype_get(t)->block_elems;
+    uint64_t odd = be == 256 ? 768 : be == 32 ? 96 : 13, even = be == 256 ? 1536 : 256;
+
+    compare_as_one(t, odd, 13);
+    compare_as_one(t, odd, 24);
+    compare_as_one(t, even, 13);
+    compare_as_one(t, even, 24);
+}
+END_TEST
+
 /* ---- the thread pool's claimed work items ------------------------------ */
 
 typedef struct claim_job {
@@ -1448,6 +1511,7 @@ quant_suite(void)
     tcase_add_test(tc, simd_act_quant_bit_exact);
     tcase_add_loop_test(tc, simd_vs_scalar, 0, (int)N_TYPES);
     tcase_add_test(tc, simd_vs_scalar_wide);
+    tcase_add_loop_test(tc, rows_as_one_matches_one_token, 0, (int)N_TYPES);
     tcase_add_test(tc, simd_force_and_env_names);
     suite_add_tcase(s, tc);
 
