@@ -1,0 +1,356 @@
+/* Structured output (runtime/json_schema.c): the schema compiler's subset
+ * and its errors, the recognizer's answers for valid and invalid prefixes
+ * of every construct, and the token mask over a small hand-made
+ * vocabulary. */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kestrel/kestrel.h"
+#include "runtime/json_schema.h"
+#include "runtime/tokenizer.h"
+
+enum { PREFIX, WHOLE, BAD };
+
+/* Feeds |text| to a fresh recognizer of |schema| and checks the answer:
+ * a valid prefix that is not a whole value, a whole value, or rejected. */
+static void
+expect(const char *schema, const char *text, int want)
+{
+    ks_json_schema *js = NULL;
+    ks_json_state *st = NULL;
+    bool ok;
+
+    ck_assert_msg(ks_json_schema_create(schema, &js) == KS_OK, "%s: %s", schema,
+                  ks_last_error());
+    ck_assert_int_eq(ks_json_state_create(js, &st), KS_OK);
+    ok = ks_json_state_feed(st, text, strlen(text));
+    if (want == BAD)
+        ck_assert_msg(!ok, "%s accepted %s", schema, text);
+    else {
+        ck_assert_msg(ok, "%s rejected %s", schema, text);
+        ck_assert_msg(ks_json_state_complete(st) == (want == WHOLE),
+                      "%s: %s should %sbe whole", schema, text, want == WHOLE ? "" : "not ");
+    }
+    /* byte by byte gives the same answer */
+    ks_json_state_reset(st);
+    ok = true;
+    for (size_t i = 0; ok && text[i]; i++)
+        ok = ks_json_state_feed(st, text + i, 1);
+    ck_assert_int_eq(ok, want != BAD);
+    ks_json_state_destroy(st);
+    ks_json_schema_destroy(js);
+}
+
+static const char *k_person =
+    "{\"type\":\"object\",\"properties\":{"
+    "\"name\":{\"type\":\"string\",\"maxLength\":5},"
+    "\"age\":{\"type\":\"integer\"},"
+    "\"tags\":{\"type\":\"array\",\"items\":{\"enum\":[\"a\",\"b\"]},\"maxItems\":2},"
+    "\"nick\":{\"type\":\"string\",\"minLength\":2}},"
+    "\"required\":[\"name\",\"age\"],\"title\":\"ignored\"}";
+
+START_TEST(object_required_and_order)
+{
+    expect(k_person, "{\"name\":\"bob\",\"age\":42}", WHOLE);
+    expect(k_person, "{\"age\":-3,\"name\":\"\",\"tags\":[\"a\",\"b\"]}", WHOLE);
+    expect(k_person, "{\"name\":\"bob\",\"age\":0,\"tags\":[]}", WHOLE);
+    expect(k_person, "{\"na", PREFIX);
+    expect(k_person, "{\"name\":\"bob\",\"age\":4", PREFIX);
+    expect(k_person, "{", PREFIX);
+    expect(k_person, "", PREFIX);
+    expect(k_person, "{}", BAD);                      /* required missing */
+    expect(k_person, "{\"name\":\"bob\"}", BAD);
+    expect(k_person, "{\"nam\"", BAD);                /* undeclared name */
+    expect(k_person, "{\"x\":1", BAD);
+    expect(k_person, "{\"name\":\"a\",\"name\"", BAD); /* twice */
+    expect(k_person, "{ \"name\"", BAD);              /* no whitespace */
+    expect(k_person, "{\"name\" :", BAD);
+    expect(k_person, "{\"name\":\"bob\",}", BAD);
+    expect(k_person, "{\"name\":\"bob\",\"age\":1}x", BAD);
+    expect(k_person, "[", BAD);
+}
+END_TEST
+
+START_TEST(strings)
+{
+    expect(k_person, "{\"name\":\"abcde\"", PREFIX);
+    expect(k_person, "{\"name\":\"abcdef", BAD);      /* maxLength 5 */
+    expect(k_person, "{\"name\":\"\\n\\\"\\u00e9x\\/\"", PREFIX);
+    expect(k_person, "{\"name\":\"h\xc3\xa9\"", PREFIX);
+    expect(k_person, "{\"nick\":\"a\"", BAD);          /* minLength 2 */
+    expect(k_person, "{\"nick\":\"ab\"", PREFIX);
+    expect(k_person, "{\"name\":\"\xc3\x28", BAD);     /* bad UTF-8 */
+    expect(k_person, "{\"name\":\"\xc0\xaf", BAD);     /* overlong */
+    expect(k_person, "{\"name\":\"\xed\xa0\x80", BAD); /* surrogate */
+    expect(k_person, "{\"name\":\"\xe2\x82", PREFIX);  /* half a character */
+    expect(k_person, "{\"name\":\"\xe2\x82\"", BAD);
+    expect(k_person, "{\"name\":\"\\ud800", BAD);
+    expect(k_person, "{\"name\":\"\\x", BAD);
+    expect(k_person, "{\"name\":\"a\nb", BAD);         /* raw control */
+    expect("{\"type\":\"string\"}", "\"\"", WHOLE);
+    expect("{\"type\":\"string\"}", "\"ab", PREFIX);
+}
+END_TEST
+
+START_TEST(numbers)
+{
+    const char *num = "{\"type\":\"number\"}", *in = "{\"type\":\"integer\"}";
+
+    expect(num, "-0.5e+10", WHOLE);
+    expect(num, "12.25", WHOLE);
+    expect(num, "0", WHOLE);
+    expect(num, "1E3", WHOLE);
+    expect(num, "1.", PREFIX);
+    expect(num, "-", PREFIX);
+    expect(num, "1e", PREFIX);
+    expect(num, "1e-", PREFIX);
+    expect(num, "01", BAD);
+    expect(num, "--1", BAD);
+    expect(num, ".5", BAD);
+    expect(num, "1.e5", BAD);
+    expect(num, "+1", BAD);
+    expect(num, "1234567890123456", WHOLE);
+    expect(num, "12345678901234567", BAD);   /* 16 digits at most */
+    expect(num, "1e1234", BAD);
+    expect(in, "-12", WHOLE);
+    expect(in, "1.5", BAD);
+    expect(in, "1e5", BAD);
+}
+END_TEST
+
+START_TEST(literals_and_enum)
+{
+    const char *en = "{\"enum\":[\"red\",\"green\",1,10.5,null,false]}";
+
+    expect("{\"type\":\"boolean\"}", "true", WHOLE);
+    expect("{\"type\":\"boolean\"}", "fal", PREFIX);
+    expect("{\"type\":\"boolean\"}", "tx", BAD);
+    expect("{\"type\":\"boolean\"}", "null", BAD);
+    expect("{\"type\":\"null\"}", "null", WHOLE);
+    expect(en, "\"red\"", WHOLE);
+    expect(en, "\"gr", PREFIX);
+    expect(en, "\"blue", BAD);
+    expect(en, "1", WHOLE);
+    expect(en, "10", PREFIX);
+    expect(en, "10.5", WHOLE);
+    expect(en, "2", BAD);
+    expect(en, "nul", PREFIX);
+    expect(en, "true", BAD);
+    expect(en, "\"red\"x", BAD);
+    expect("{\"const\":\"x\"}", "\"x\"", WHOLE);
+    expect("{\"const\":\"x\"}", "\"y\"", BAD);
+}
+END_TEST
+
+START_TEST(nesting_and_any)
+{
+    const char *nest =
+        "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"object\",\"properties\":"
+        "{\"b\":{\"type\":\"array\",\"minItems\":1,\"items\":{\"type\":\"object\","
+        "\"properties\":{\"c\":{\"type\":\"boolean\"}},\"required\":[\"c\"]}}},"
+        "\"required\":[\"b\"]}},\"required\":[\"a\"]}";
+    const char *arr = "{\"type\":\"array\",\"items\":{\"type\":\"integer\"},"
+                      "\"minItems\":1,\"maxItems\":2}";
+
+    expect(nest, "{\"a\":{\"b\":[{\"c\":true},{\"c\":false}]}}", WHOLE);
+    expect(nest, "{\"a\":{\"b\":[{\"c\":true}]", PREFIX);
+    expect(nest, "{\"a\":{\"b\":[]", BAD);    /* minItems */
+    expect(nest, "{\"a\":{\"b\":[{}", BAD);   /* c required */
+    expect(nest, "{\"a\":{\"b\":[{\"c\":1", BAD);
+    expect(arr, "[1,2]", WHOLE);
+    expect(arr, "[1,2,", BAD);                /* maxItems */
+    expect(arr, "[]", BAD);
+    expect(arr, "[1,]", BAD);
+    expect("{}", "[1,{\"x\":[true,null,\"s\\u00e9\"]},-2.5]", WHOLE);
+    expect("{}", "\"s\"", WHOLE);
+    expect("{}", "{\"\":{}}", WHOLE);
+    expect("{}", "{\"a\"1", BAD);
+    expect("{}", "[1 ]", BAD);
+    expect("{\"type\":\"object\"}", "{\"k\":[1,2],\"j\":{}}", WHOLE);
+    expect("{\"type\":\"object\"}", "[1]", BAD);
+    expect("{\"type\":\"object\",\"additionalProperties\":false}", "{}", WHOLE);
+    expect("{\"type\":\"object\",\"additionalProperties\":false}", "{\"", BAD);
+    expect("{\"type\":\"object\",\"properties\":{\"x\":true}}", "{\"x\":[1]}", WHOLE);
+    expect("{\"type\":\"object\",\"properties\":{\"x\":{}}}", "{}", WHOLE);
+}
+END_TEST
+
+static void
+expect_error(const char *schema, ks_status want, const char *words)
+{
+    ks_json_schema *js = (ks_json_schema *)1;
+
+    ck_assert_int_eq(ks_json_schema_create(schema, &js), want);
+    ck_assert_ptr_null(js);
+    ck_assert_msg(strstr(ks_last_error(), words), "%s: '%s' lacks '%s'", schema,
+                  ks_last_error(), words);
+    ck_assert_int_eq(ks_json_schema_check(schema), want);
+}
+
+START_TEST(schema_errors)
+{
+    expect_error("{\"type\":\"string\",\"pattern\":\"x\"}", KS_ERR_UNSUPPORTED, "\"pattern\"");
+    expect_error("{\"anyOf\":[]}", KS_ERR_UNSUPPORTED, "\"anyOf\"");
+    expect_error("{\"type\":[\"string\",\"null\"]}", KS_ERR_UNSUPPORTED, "list of types");
+    expect_error("{\"type\":\"date\"}", KS_ERR_UNSUPPORTED, "\"date\"");
+    expect_error("{\"type\":\"object\",\"properties\":{\"y\":{}},\"required\":[\"x\"]}",
+                 KS_ERR_UNSUPPORTED, "\"x\"");
+    expect_error("{\"type\":\"object\",\"additionalProperties\":true}", KS_ERR_UNSUPPORTED,
+                 "additionalProperties");
+    expect_error("{\"enum\":[]}", KS_ERR_UNSUPPORTED, "empty enum");
+    expect_error("{\"enum\":[[1]]}", KS_ERR_UNSUPPORTED, "enum");
+    expect_error("{\"type\":\"string\",\"maxLength\":-1}", KS_ERR_UNSUPPORTED, "maxLength");
+    expect_error("{\"type\":", KS_ERR_INVALID_ARG, "not valid JSON");
+    expect_error("{} x", KS_ERR_INVALID_ARG, "after the schema");
+    expect_error("[]", KS_ERR_UNSUPPORTED, "must be a JSON object");
+    ck_assert_int_eq(ks_json_schema_check(k_person), KS_OK);
+    ck_assert_int_eq(ks_json_schema_check(NULL), KS_ERR_INVALID_ARG);
+}
+END_TEST
+
+/* A vocabulary of JSON fragments: the mask allows exactly the tokens whose
+ * whole text continues the value. */
+static ks_tokenizer *
+fragment_tokenizer(void)
+{
+    static const char *const toks[] = {
+        "<unk>", "<s>", "</s>", "{", "}", "\"", "a", "\":", "1", "12", "x", "{\"",
+        "a\":1}", "\xe2\x96\x81{",
+    };
+    enum { N = sizeof toks / sizeof toks[0] };
+    int32_t types[N];
+    ks_tok_vocab v = { .model = KS_TOK_MODEL_SPM, .n_tokens = N, .tokens = toks,
+                       .types = types, .bos = 1, .eos = 2, .unk = 0, .eot = -1,
+                       .eom = -1, .pad = -1, .sep = -1 };
+    ks_tokenizer *t = NULL;
+
+    for (int i = 0; i < N; i++)
+        types[i] = i == 0 ? KS_TOK_UNKNOWN : i < 3 ? KS_TOK_CONTROL : KS_TOK_NORMAL;
+    ck_assert_msg(ks_tokenizer_create_from_vocab(&v, &t) == KS_OK, "%s", ks_last_error());
+    return t;
+}
+
+/* The allowed set after apply, as a bit mask of token ids. */
+static unsigned
+allowed(ks_json_mask *m, uint32_t n, bool *done)
+{
+    float in[16], out[16];
+    unsigned bits = 0;
+
+    for (uint32_t i = 0; i < n; i++) {
+        in[i] = (float)i;
+        out[i] = 99.0f;
+    }
+    ck_assert_msg(ks_json_mask_apply(m, in, out, done) == KS_OK, "%s", ks_last_error());
+    if (*done)
+        return 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (out[i] != -INFINITY) {
+            ck_assert_float_eq(out[i], in[i]);  /* allowed logits are kept */
+            bits |= 1u << i;
+        }
+    }
+    return bits;
+}
+
+#define B(i) (1u << (i))
+
+START_TEST(mask_over_trie)
+{
+    ks_tokenizer *t = fragment_tokenizer();
+    uint32_t n = ks_tokenizer_n_vocab(t);
+    ks_json_schema *js, *ji;
+    ks_json_mask *m, *mi;
+    bool done;
+
+    ck_assert_int_eq(ks_json_schema_create("{\"type\":\"object\",\"properties\":{\"a\":"
+                                           "{\"type\":\"integer\"}},\"required\":[\"a\"]}",
+                                           &js), KS_OK);
+    ck_assert_int_eq(ks_json_mask_create(js, t, n, &m), KS_OK);
+    ck_assert_uint_eq(allowed(m, n, &done), B(3) | B(11));
+    ck_assert(!done);
+    ck_assert_int_eq(ks_json_mask_accept(m, 11), KS_OK);   /* {" */
+    ck_assert_uint_eq(allowed(m, n, &done), B(6) | B(12));
+    ck_assert_int_eq(ks_json_mask_accept(m, 6), KS_OK);    /* a */
+    ck_assert_uint_eq(allowed(m, n, &done), B(5) | B(7));  /* " or ": */
+    ck_assert_int_eq(ks_json_mask_accept(m, 7), KS_OK);    /* ": */
+    ck_assert_uint_eq(allowed(m, n, &done), B(8) | B(9));
+    ck_assert_int_eq(ks_json_mask_accept(m, 9), KS_OK);    /* 12 */
+    ck_assert_uint_eq(allowed(m, n, &done), B(4) | B(8) | B(9));
+    ck_assert_int_eq(ks_json_mask_accept(m, 4), KS_OK);    /* } */
+    allowed(m, n, &done);
+    ck_assert(done);                                        /* nothing may follow */
+    ck_assert_int_eq(ks_json_mask_accept(m, 8), KS_ERR_INTERNAL);
+    ks_json_mask_reset(m);
+    ck_assert_uint_eq(allowed(m, n, &done), B(3) | B(11));
+    ck_assert_int_eq(ks_json_mask_accept(m, 12), KS_ERR_INTERNAL);
+
+    /* a whole value that may go on: end-of-generation joins the digits */
+    ck_assert_int_eq(ks_json_schema_create("{\"type\":\"integer\"}", &ji), KS_OK);
+    ck_assert_int_eq(ks_json_mask_create(ji, t, n, &mi), KS_OK);
+    ck_assert_uint_eq(allowed(mi, n, &done), B(8) | B(9));
+    ck_assert_int_eq(ks_json_mask_accept(mi, 8), KS_OK);
+    ck_assert_uint_eq(allowed(mi, n, &done), B(2) | B(8) | B(9));
+
+    ks_json_mask_destroy(mi);
+    ks_json_schema_destroy(ji);
+    ks_json_mask_destroy(m);
+    ks_json_schema_destroy(js);
+    ks_tokenizer_destroy(t);
+}
+END_TEST
+
+START_TEST(mask_dead_end)
+{
+    ks_tokenizer *t = fragment_tokenizer();
+    uint32_t n = ks_tokenizer_n_vocab(t);
+    ks_json_schema *js;
+    ks_json_mask *m;
+    float in[16] = { 0 }, out[16];
+    bool done;
+
+    /* no token of this vocabulary starts with '[' */
+    ck_assert_int_eq(ks_json_schema_create("{\"type\":\"array\"}", &js), KS_OK);
+    ck_assert_int_eq(ks_json_mask_create(js, t, n, &m), KS_OK);
+    ck_assert_int_eq(ks_json_mask_apply(m, in, out, &done), KS_ERR_UNSUPPORTED);
+    ck_assert(strstr(ks_last_error(), "no token"));
+    ks_json_mask_destroy(m);
+    ks_json_schema_destroy(js);
+    ks_tokenizer_destroy(t);
+}
+END_TEST
+
+static Suite *
+json_suite(void)
+{
+    Suite *s = suite_create("json");
+    TCase *tc = tcase_create("recognizer");
+
+    tcase_add_test(tc, object_required_and_order);
+    tcase_add_test(tc, strings);
+    tcase_add_test(tc, numbers);
+    tcase_add_test(tc, literals_and_enum);
+    tcase_add_test(tc, nesting_and_any);
+    tcase_add_test(tc, schema_errors);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("mask");
+    tcase_add_test(tc, mask_over_trie);
+    tcase_add_test(tc, mask_dead_end);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int
+main(void)
+{
+    SRunner *sr = srunner_create(json_suite());
+    int failed;
+
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
