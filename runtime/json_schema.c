@@ -666,7 +666,11 @@ KS_API ks_status
 ks_json_schema_check(const char *schema)
 {
     ks_json_schema *js;
-    ks_status st = ks_json_schema_create(schema, &js);
+    ks_status st;
+
+    if (!schema)
+        return ks_null_arg("ks_json_schema_check", "schema");
+    st = ks_json_schema_create(schema, &js);
     ks_json_schema_destroy(js);
     return st;
 }
