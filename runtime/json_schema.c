@@ -1163,6 +1163,15 @@ ks_json_state_complete(const ks_json_state *st)
 
 /* ---- the token mask ---- */
 
+/* A trie of pieces: node 0 is the root; the tokens whose piece ends at a
+ * node are listed from tok_head through tok_next. */
+typedef struct trie {
+    uint32_t n_nodes;
+    int32_t *child, *sib, *tok_head;
+    int32_t *tok_next;  /* [n_vocab] */
+    uint8_t *label;
+} trie;
+
 struct ks_json_mask {
     ks_json_state  live;
     uint32_t       n_vocab;
@@ -1171,12 +1180,15 @@ struct ks_json_mask {
     uint8_t       *eog;
     uint8_t       *allowed;
     uint32_t       n_allowed;
-    /* the trie: node 0 is the root */
-    uint32_t       n_nodes;
-    int32_t       *child, *sib, *tok_head, *tok_next;
-    uint8_t       *label;
     uint32_t       max_len;
     ks_json_state *work;      /* [max_len + 1] */
+    trie           all;       /* every token with a piece, but eog */
+    /* Inside a string, most tokens are plain string text whatever comes
+     * before (no quote, whole escapes or none): in_str lists them
+     * (n_in_str), and the walk covers only the trie of the others. */
+    uint8_t       *in_str;
+    uint32_t       n_in_str;
+    trie           rest;
 };
 
 typedef struct piece_ref {
@@ -1196,6 +1208,58 @@ cmp_piece(const void *a, const void *b)
     return x->len < y->len ? -1 : x->len > y->len;
 }
 
+static void
+trie_free(trie *t)
+{
+    free(t->child);
+    free(t->sib);
+    free(t->tok_head);
+    free(t->tok_next);
+    free(t->label);
+}
+
+/* Builds |t| over refs[0..n) (sorted), whose pieces hold |total| bytes at
+ * most; path has room for the longest piece + 1. */
+static bool
+trie_build(trie *t, const piece_ref *refs, uint32_t n, size_t total, uint32_t n_vocab,
+           int32_t *path)
+{
+    t->child = malloc((total + 1) * sizeof(*t->child));
+    t->sib = malloc((total + 1) * sizeof(*t->sib));
+    t->tok_head = malloc((total + 1) * sizeof(*t->tok_head));
+    t->label = malloc(total + 1);
+    t->tok_next = malloc(n_vocab * sizeof(*t->tok_next));
+    if (!t->child || !t->sib || !t->tok_head || !t->label || !t->tok_next)
+        return false;
+    t->child[0] = t->sib[0] = t->tok_head[0] = -1;
+    t->n_nodes = 1;
+    path[0] = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const piece_ref *r = &refs[i];
+        uint32_t l = 0;
+        int32_t node;
+        if (i > 0) {  /* sorted: the previous piece shares the longest prefix */
+            const piece_ref *q = &refs[i - 1];
+            while (l < r->len && l < q->len && r->p[l] == q->p[l])
+                l++;
+        }
+        node = path[l];
+        for (uint32_t k = l; k < r->len; k++) {
+            int32_t c = (int32_t)t->n_nodes++;
+            t->label[c] = r->p[k];
+            t->child[c] = -1;
+            t->tok_head[c] = -1;
+            t->sib[c] = t->child[node];
+            t->child[node] = c;
+            path[k + 1] = c;
+            node = c;
+        }
+        t->tok_next[r->tok] = t->tok_head[node];
+        t->tok_head[node] = r->tok;
+    }
+    return true;
+}
+
 void
 ks_json_mask_destroy(ks_json_mask *m)
 {
@@ -1206,11 +1270,9 @@ ks_json_mask_destroy(ks_json_mask *m)
     free(m->len);
     free(m->eog);
     free(m->allowed);
-    free(m->child);
-    free(m->sib);
-    free(m->tok_head);
-    free(m->tok_next);
-    free(m->label);
+    free(m->in_str);
+    trie_free(&m->all);
+    trie_free(&m->rest);
     free(m->work);
     free(m);
 }
@@ -1236,15 +1298,13 @@ ks_json_mask_create(const ks_json_schema *js, const ks_tokenizer *tok,
     m->len = calloc(n_vocab, sizeof(*m->len));
     m->eog = calloc(n_vocab, 1);
     m->allowed = calloc(n_vocab, 1);
-    m->tok_next = malloc(n_vocab * sizeof(*m->tok_next));
     m->bytes = malloc(cap);
     refs = malloc(n_vocab * sizeof(*refs));
-    if (!m->off || !m->len || !m->eog || !m->allowed || !m->tok_next || !m->bytes || !refs)
+    if (!m->off || !m->len || !m->eog || !m->allowed || !m->bytes || !refs)
         goto nomem;
     for (uint32_t t = 0; t < n_vocab; t++) {
         size_t n = ks_tokenizer_piece(tok, (int32_t)t, NULL, 0);
         m->eog[t] = ks_tokenizer_is_eog(tok, (int32_t)t);
-        m->tok_next[t] = -1;
         if (total + n > cap) {
             char *nb;
             while (total + n > cap)
@@ -1268,39 +1328,31 @@ ks_json_mask_create(const ks_json_schema *js, const ks_tokenizer *tok,
     for (uint32_t i = 0; i < n_refs; i++)
         refs[i].p = (const uint8_t *)m->bytes + m->off[refs[i].tok];
     qsort(refs, n_refs, sizeof(*refs), cmp_piece);
-    m->child = malloc((total + 1) * sizeof(*m->child));
-    m->sib = malloc((total + 1) * sizeof(*m->sib));
-    m->tok_head = malloc((total + 1) * sizeof(*m->tok_head));
-    m->label = malloc(total + 1);
     path = malloc((m->max_len + 1) * sizeof(*path));
     m->work = malloc((m->max_len + 1) * sizeof(*m->work));
-    if (!m->child || !m->sib || !m->tok_head || !m->label || !path || !m->work)
+    m->in_str = calloc(n_vocab, 1);
+    if (!path || !m->work || !m->in_str ||
+        !trie_build(&m->all, refs, n_refs, total, n_vocab, path))
         goto nomem;
-    m->child[0] = m->sib[0] = m->tok_head[0] = -1;
-    m->n_nodes = 1;
-    path[0] = 0;
-    for (uint32_t i = 0; i < n_refs; i++) {
-        const piece_ref *r = &refs[i];
-        uint32_t l = 0;
-        int32_t node;
-        if (i > 0) {
-            const piece_ref *q = &refs[i - 1];
-            while (l < r->len && l < q->len && r->p[l] == q->p[l])
-                l++;
+    {
+        /* plain string text: fed into a string, stays in it */
+        uint32_t n_rest = 0;
+        for (uint32_t i = 0; i < n_refs; i++) {
+            ks_json_state *w = &m->work[0];
+            jframe *f;
+            ks_json_state_reset(w);
+            w->js = js;
+            f = push(w, F_STR, G_STR);
+            (void)f;
+            if (ks_json_state_feed(w, (const char *)refs[i].p, refs[i].len) && w->depth == 2) {
+                m->in_str[refs[i].tok] = 1;
+                m->n_in_str++;
+            } else {
+                refs[n_rest++] = refs[i];  /* stays sorted */
+            }
         }
-        node = path[l];
-        for (uint32_t k = l; k < r->len; k++) {
-            int32_t n = (int32_t)m->n_nodes++;
-            m->label[n] = r->p[k];
-            m->child[n] = -1;
-            m->tok_head[n] = -1;
-            m->sib[n] = m->child[node];
-            m->child[node] = n;
-            path[k + 1] = n;
-            node = n;
-        }
-        m->tok_next[r->tok] = m->tok_head[node];
-        m->tok_head[node] = r->tok;
+        if (!trie_build(&m->rest, refs, n_rest, total, n_vocab, path))
+            goto nomem;
     }
     free(refs);
     free(path);
@@ -1321,19 +1373,33 @@ ks_json_mask_reset(ks_json_mask *m)
 }
 
 static void
-walk(ks_json_mask *m, int32_t node, uint32_t d)
+walk(ks_json_mask *m, const trie *tr, int32_t node, uint32_t d)
 {
-    for (int32_t c = m->child[node]; c >= 0; c = m->sib[c]) {
+    for (int32_t c = tr->child[node]; c >= 0; c = tr->sib[c]) {
         ks_json_state *s = &m->work[d + 1];
         state_copy(s, &m->work[d]);
-        if (!feed_byte(s, m->label[c]))
+        if (!feed_byte(s, tr->label[c]))
             continue;
-        for (int32_t t = m->tok_head[c]; t >= 0; t = m->tok_next[t]) {
+        for (int32_t t = tr->tok_head[c]; t >= 0; t = tr->tok_next[t]) {
             m->allowed[t] = 1;
             m->n_allowed++;
         }
-        walk(m, c, d + 1);
+        walk(m, tr, c, d + 1);
     }
+}
+
+/* Inside a string between characters, with room for any piece: every
+ * in_str token continues it, whatever the string's limits. */
+static bool
+clean_in_string(const ks_json_mask *m)
+{
+    const jframe *f = &m->live.f[m->live.depth - 1];
+    const jnode *nd;
+
+    if (f->kind != F_STR || f->phase != S_CHAR || f->hex || f->u_need)
+        return false;
+    nd = &m->live.js->nodes[f->node];
+    return nd->max_n == UINT32_MAX || nd->max_n - f->count >= m->max_len;
 }
 
 ks_status
@@ -1342,10 +1408,16 @@ ks_json_mask_apply(ks_json_mask *m, const float *logits, float *out, bool *done)
     bool complete = ks_json_state_complete(&m->live);
 
     *done = false;
-    memset(m->allowed, 0, m->n_vocab);
-    m->n_allowed = 0;
     state_copy(&m->work[0], &m->live);
-    walk(m, 0, 0);
+    if (clean_in_string(m)) {
+        memcpy(m->allowed, m->in_str, m->n_vocab);
+        m->n_allowed = m->n_in_str;
+        walk(m, &m->rest, 0, 0);
+    } else {
+        memset(m->allowed, 0, m->n_vocab);
+        m->n_allowed = 0;
+        walk(m, &m->all, 0, 0);
+    }
     if (m->n_allowed == 0) {
         if (complete) {
             *done = true;

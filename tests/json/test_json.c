@@ -323,6 +323,110 @@ START_TEST(mask_dead_end)
 }
 END_TEST
 
+
+/* The mask against brute force: along random walks through several
+ * schemas, the allowed set equals the tokens whose piece, appended to the
+ * text so far, a fresh recognizer accepts; end-of-generation exactly when
+ * the text is whole. Covers the trie walk and the in-string shortcut
+ * (strings with and without a maxLength near its end). */
+START_TEST(mask_matches_brute_force)
+{
+    static const char *const toks[] = {
+        "<unk>", "<s>", "</s>", "{", "}", "\"", "a", "ab", "\":", ":", "1", "12", "-",
+        ".5", "e3", ",", "[", "]", "\",", "\"}", "\"]", "\\", "\\n", "\\u00", "e9", "u",
+        "\xc3", "\xa9", "\xc3\xa9", "\xe2\x96\x81x", "x\"", "tr", "ue", "null", "{\"",
+        "s\":\"", "\"s\":", "0", "\"n\":", "\"t\":", "red", "\"red\"", "]}", "fals", "e",
+    };
+    enum { N = sizeof toks / sizeof toks[0] };
+    static const char *const schemas[] = {
+        "{\"type\":\"object\",\"properties\":{\"s\":{\"type\":\"string\",\"maxLength\":6},"
+        "\"n\":{\"type\":\"number\"},\"t\":{\"type\":\"array\",\"items\":{\"enum\":"
+        "[\"red\",true,null]},\"maxItems\":3}},\"required\":[\"s\"]}",
+        "{\"type\":\"object\"}",
+        "{}",
+        "{\"type\":\"array\",\"items\":{\"type\":\"string\",\"minLength\":2}}",
+    };
+    int32_t types[N];
+    ks_tok_vocab v = { .model = KS_TOK_MODEL_SPM, .n_tokens = N, .tokens = toks,
+                       .types = types, .bos = 1, .eos = 2, .unk = 0, .eot = -1,
+                       .eom = -1, .pad = -1, .sep = -1 };
+    ks_tokenizer *t = NULL;
+    uint64_t rng = 12345;
+    unsigned checked = 0;
+
+    for (int i = 0; i < N; i++)
+        types[i] = i == 0 ? KS_TOK_UNKNOWN : i < 3 ? KS_TOK_CONTROL : KS_TOK_NORMAL;
+    ck_assert_int_eq(ks_tokenizer_create_from_vocab(&v, &t), KS_OK);
+    for (size_t si = 0; si < sizeof schemas / sizeof schemas[0]; si++) {
+        ks_json_schema *js;
+        ks_json_mask *m;
+        ck_assert_int_eq(ks_json_schema_create(schemas[si], &js), KS_OK);
+        ck_assert_int_eq(ks_json_mask_create(js, t, N, &m), KS_OK);
+        for (int walk = 0; walk < 60; walk++) {
+            char text[512];
+            size_t len = 0;
+            ks_json_mask_reset(m);
+            for (int step = 0; step < 40; step++) {
+                float in[N], out[N];
+                int32_t pick[N];
+                int n_pick = 0;
+                bool done, whole;
+                ks_json_state *ref;
+                for (int i = 0; i < N; i++)
+                    in[i] = 0.0f;
+                ck_assert_int_eq(ks_json_state_create(js, &ref), KS_OK);
+                ck_assert(ks_json_state_feed(ref, text, len));
+                whole = ks_json_state_complete(ref);
+                ks_json_state_destroy(ref);
+                bool brute[N];
+                int n_brute = 0;
+                ks_status st;
+                for (int i = 3; i < N; i++) {
+                    char piece[64];
+                    size_t pl = ks_tokenizer_piece(t, i, piece, sizeof piece);
+                    ck_assert_int_eq(ks_json_state_create(js, &ref), KS_OK);
+                    brute[i] = ks_json_state_feed(ref, text, len) &&
+                               ks_json_state_feed(ref, piece, pl);
+                    ks_json_state_destroy(ref);
+                    n_brute += brute[i];
+                }
+                st = ks_json_mask_apply(m, in, out, &done);
+                if (st != KS_OK) {  /* a dead end of this small vocabulary */
+                    ck_assert_int_eq(st, KS_ERR_UNSUPPORTED);
+                    ck_assert_int_eq(n_brute, 0);
+                    ck_assert(!whole);
+                    break;
+                }
+                if (done) {
+                    ck_assert(whole);
+                    ck_assert_int_eq(n_brute, 0);
+                    break;
+                }
+                for (int i = 3; i < N; i++) {
+                    ck_assert_msg(brute[i] == (out[i] == 0.0f), "schema %zu after '%.*s': "
+                                  "token '%s' brute force %d, mask %d", si, (int)len, text,
+                                  toks[i], brute[i], out[i] == 0.0f);
+                    if (brute[i] && len + strlen(toks[i]) < sizeof text)
+                        pick[n_pick++] = i;
+                }
+                ck_assert_int_eq(out[2] == 0.0f, whole);  /* </s> */
+                checked++;
+                if (!n_pick)
+                    break;
+                rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+                int32_t tk = pick[(rng >> 33) % (uint64_t)n_pick];
+                len += ks_tokenizer_piece(t, tk, text + len, sizeof text - len);
+                ck_assert_int_eq(ks_json_mask_accept(m, tk), KS_OK);
+            }
+        }
+        ks_json_mask_destroy(m);
+        ks_json_schema_destroy(js);
+    }
+    ck_assert_uint_gt(checked, 500);
+    ks_tokenizer_destroy(t);
+}
+END_TEST
+
 static Suite *
 json_suite(void)
 {
@@ -339,6 +443,7 @@ json_suite(void)
     tc = tcase_create("mask");
     tcase_add_test(tc, mask_over_trie);
     tcase_add_test(tc, mask_dead_end);
+    tcase_add_test(tc, mask_matches_brute_force);
     suite_add_tcase(s, tc);
     return s;
 }
