@@ -1187,6 +1187,7 @@ struct ks_json_mask {
      * before (no quote, whole escapes or none): in_str lists them
      * (n_in_str), and the walk covers only the trie of the others. */
     uint8_t       *in_str;
+    uint16_t      *need;      /* in_str: string characters of room it takes */
     uint32_t       n_in_str;
     trie           rest;
 };
@@ -1271,6 +1272,7 @@ ks_json_mask_destroy(ks_json_mask *m)
     free(m->eog);
     free(m->allowed);
     free(m->in_str);
+    free(m->need);
     trie_free(&m->all);
     trie_free(&m->rest);
     free(m->work);
@@ -1331,7 +1333,8 @@ ks_json_mask_create(const ks_json_schema *js, const ks_tokenizer *tok,
     path = malloc((m->max_len + 1) * sizeof(*path));
     m->work = malloc((m->max_len + 1) * sizeof(*m->work));
     m->in_str = calloc(n_vocab, 1);
-    if (!path || !m->work || !m->in_str ||
+    m->need = calloc(n_vocab, sizeof(*m->need));
+    if (!path || !m->work || !m->in_str || !m->need ||
         !trie_build(&m->all, refs, n_refs, total, n_vocab, path))
         goto nomem;
     {
@@ -1339,13 +1342,16 @@ ks_json_mask_create(const ks_json_schema *js, const ks_tokenizer *tok,
         uint32_t n_rest = 0;
         for (uint32_t i = 0; i < n_refs; i++) {
             ks_json_state *w = &m->work[0];
-            jframe *f;
+            const jframe *f = &w->f[1];
             ks_json_state_reset(w);
             w->js = js;
-            f = push(w, F_STR, G_STR);
-            (void)f;
+            push(w, F_STR, G_STR);
             if (ks_json_state_feed(w, (const char *)refs[i].p, refs[i].len) && w->depth == 2) {
+                /* a string's length is checked as a character starts: a
+                 * pending escape has passed its check already */
+                uint32_t need = f->count + (f->phase == S_ESC || f->hex);
                 m->in_str[refs[i].tok] = 1;
+                m->need[refs[i].tok] = (uint16_t)(need < UINT16_MAX ? need : UINT16_MAX);
                 m->n_in_str++;
             } else {
                 refs[n_rest++] = refs[i];  /* stays sorted */
@@ -1388,10 +1394,10 @@ walk(ks_json_mask *m, const trie *tr, int32_t node, uint32_t d)
     }
 }
 
-/* Inside a string between characters, with room for any piece: every
- * in_str token continues it, whatever the string's limits. */
+/* Inside a string between characters: an in_str token continues it when
+ * the string has room for its characters. *room gets that room. */
 static bool
-clean_in_string(const ks_json_mask *m)
+clean_in_string(const ks_json_mask *m, uint32_t *room)
 {
     const jframe *f = &m->live.f[m->live.depth - 1];
     const jnode *nd;
@@ -1399,7 +1405,8 @@ clean_in_string(const ks_json_mask *m)
     if (f->kind != F_STR || f->phase != S_CHAR || f->hex || f->u_need)
         return false;
     nd = &m->live.js->nodes[f->node];
-    return nd->max_n == UINT32_MAX || nd->max_n - f->count >= m->max_len;
+    *room = nd->max_n == UINT32_MAX ? UINT32_MAX : nd->max_n - f->count;
+    return true;
 }
 
 ks_status
@@ -1408,10 +1415,20 @@ ks_json_mask_apply(ks_json_mask *m, const float *logits, float *out, bool *done)
     bool complete = ks_json_state_complete(&m->live);
 
     *done = false;
+    uint32_t room;
+
     state_copy(&m->work[0], &m->live);
-    if (clean_in_string(m)) {
-        memcpy(m->allowed, m->in_str, m->n_vocab);
-        m->n_allowed = m->n_in_str;
+    if (clean_in_string(m, &room)) {
+        if (room >= UINT16_MAX) {
+            memcpy(m->allowed, m->in_str, m->n_vocab);
+            m->n_allowed = m->n_in_str;
+        } else {
+            m->n_allowed = 0;
+            for (uint32_t t = 0; t < m->n_vocab; t++) {
+                m->allowed[t] = m->in_str[t] && m->need[t] <= room;
+                m->n_allowed += m->allowed[t];
+            }
+        }
         walk(m, &m->rest, 0, 0);
     } else {
         memset(m->allowed, 0, m->n_vocab);
