@@ -1451,7 +1451,7 @@ ks_json_mask_apply(ks_json_mask *m, const float *logits, float *out, bool *done)
 ks_status
 ks_json_mask_accept(ks_json_mask *m, int32_t token)
 {
-    if (token < 0 || (uint32_t)token >= m->n_vocab ||
+    if (token < 0 || (uint32_t)token >= m->n_vocab || m->len[token] == 0 ||
         !ks_json_state_feed(&m->live, m->bytes + m->off[token], m->len[token]))
         return ks_error(KS_ERR_INTERNAL, "json: token %d does not continue the "
                         "output", (int)token);

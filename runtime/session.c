@@ -1403,7 +1403,9 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
             }
         }
         tok = ks_sampler_sample(smp, jmask ? jlogits : s->logits);
-        if (!p->ignore_eog && ks_tokenizer_is_eog(s->m->tok, tok)) {
+        /* with a schema, end-of-generation is sampled only after a whole
+         * value, and nothing may follow it: it ends even ignore_eog */
+        if ((!p->ignore_eog || jmask) && ks_tokenizer_is_eog(s->m->tok, tok)) {
             p->stop = KS_STOP_EOG;
             break;
         }

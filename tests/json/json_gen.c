@@ -102,7 +102,10 @@ main(int argc, char **argv)
         int32_t prompt[64];
         size_t n_prompt = 0;
         ks_generate_params gp = { .n_predict = (uint32_t)atoi(argv[5]), .on_token = on_token,
-                                  .user = &out, .json_schema = schema };
+                                  .user = &out, .json_schema = schema,
+                                  /* a schema ends generation at a whole value
+                                   * even so */
+                                  .ignore_eog = true };
         ks_stats st;
         gp.sampling.temp = (float)atof(argv[4]);
         gp.sampling.seed = (uint64_t)seed;

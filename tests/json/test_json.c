@@ -7,9 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kestrel/kestrel.h"
 #include "runtime/json_schema.h"
+#include "runtime/synth.h"
 #include "runtime/tokenizer.h"
 
 enum { PREFIX, WHOLE, BAD };
@@ -427,6 +429,86 @@ START_TEST(mask_matches_brute_force)
 }
 END_TEST
 
+
+typedef struct collect {
+    char   text[256];
+    size_t n;
+} collect;
+
+static bool
+collect_piece(void *user, int32_t token, const char *piece, size_t len)
+{
+    collect *c = user;
+    (void)token;
+    if (c->n + len < sizeof c->text) {
+        memcpy(c->text + c->n, piece, len);
+        c->n += len;
+        c->text[c->n] = 0;
+    }
+    return true;
+}
+
+/* Generation on a synthetic model: a value that is whole but may go on
+ * ("1" of enum [1, 12]) lets end-of-generation through, and sampling it
+ * ends the call at KS_STOP_EOG even with ignore_eog (the value cannot take
+ * it); the output is the value. Speculation with a schema is refused, an
+ * unsupported schema fails before anything is appended. */
+START_TEST(generate_on_synthetic_model)
+{
+    char dir[] = "/tmp/kestrel-test-json-XXXXXX", path[256];
+    ks_synth_params sp = { .arch = "llama", .n_embd = 32, .n_layers = 1, .n_head = 4,
+                           .n_ff = 48, .n_vocab = 300, .n_ctx = 256,
+                           .wtype = KS_QUANT_Q8_0, .seed = 3 };
+    ks_runtime_params rp = { .backend = KS_BACKEND_CPU, .n_threads = 1, .no_governor = true };
+    ks_session_params ssp = { .n_ctx = 128 };
+    ks_runtime *rt;
+    ks_model *m;
+    ks_session *s;
+    int32_t bos = 1;
+    int n_one = 0;
+
+    ck_assert(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/m.gguf", dir);
+    ck_assert_int_eq(ks_synth_write(&sp, path), KS_OK);
+    ck_assert_int_eq(ks_runtime_create(&rp, &rt), KS_OK);
+    ck_assert_int_eq(ks_model_load(rt, path, NULL, &m), KS_OK);
+    ck_assert_int_eq(ks_session_create(m, &ssp, &s), KS_OK);
+    for (uint64_t seed = 1; seed <= 40; seed++) {
+        collect c = { .n = 0 };
+        ks_generate_params gp = { .prompt = &bos, .n_prompt = 1, .n_predict = 20,
+                                  .on_token = collect_piece, .user = &c,
+                                  .ignore_eog = true, .json_schema = "{\"enum\":[1,12]}" };
+        gp.sampling.temp = 1.0f;
+        gp.sampling.seed = seed;
+        ck_assert_int_eq(ks_session_truncate(s, 0), KS_OK);
+        ck_assert_msg(ks_session_generate(s, &gp) == KS_OK, "seed %d: %s", (int)seed,
+                      ks_last_error());
+        ck_assert_int_eq(gp.stop, KS_STOP_EOG);
+        ck_assert_msg(strcmp(c.text, "1") == 0 || strcmp(c.text, "12") == 0, "%s", c.text);
+        ck_assert_uint_eq(ks_session_n_past(s), 1 + gp.n_out);
+        n_one += strcmp(c.text, "1") == 0;
+    }
+    ck_assert_int_gt(n_one, 0);  /* end-of-generation was sampled */
+    {
+        ks_generate_params gp = { .prompt = &bos, .n_prompt = 1, .n_predict = 4,
+                                  .spec = KS_SPEC_LOOKUP, .json_schema = "{}" };
+        ck_assert_int_eq(ks_session_truncate(s, 0), KS_OK);
+        ck_assert_int_eq(ks_session_generate(s, &gp), KS_ERR_UNSUPPORTED);
+        ck_assert(strstr(ks_last_error(), "json_schema"));
+        gp.spec = KS_SPEC_OFF;
+        gp.json_schema = "{\"type\":\"string\",\"format\":\"email\"}";
+        ck_assert_int_eq(ks_session_generate(s, &gp), KS_ERR_UNSUPPORTED);
+        ck_assert(strstr(ks_last_error(), "\"format\""));
+        ck_assert_uint_eq(ks_session_n_past(s), 0);
+    }
+    ks_session_destroy(s);
+    ks_model_destroy(m);
+    ks_runtime_destroy(rt);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
 static Suite *
 json_suite(void)
 {
@@ -444,6 +526,7 @@ json_suite(void)
     tcase_add_test(tc, mask_over_trie);
     tcase_add_test(tc, mask_dead_end);
     tcase_add_test(tc, mask_matches_brute_force);
+    tcase_add_test(tc, generate_on_synthetic_model);
     suite_add_tcase(s, tc);
     return s;
 }
