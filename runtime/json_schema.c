@@ -11,7 +11,7 @@
 #define JS_MAX_DEPTH 32   /* frames: nesting of the output */
 #define JS_MAX_SET   64   /* properties per object, enum values */
 #define JS_MAX_PARSE 64   /* nesting of the schema text */
-#define INT_DIGITS   16
+#define INT_DIGITS   15  /* below 2^53: exact as a double */
 #define FRAC_DIGITS  16
 #define EXP_DIGITS   3
 

@@ -7,7 +7,7 @@
  * whether the text so far is a prefix of a value the schema accepts, and
  * whether the text is a whole such value. Every prefix it accepts can be
  * completed (numbers and strings are bounded where the schema says so,
- * numbers always: 16 integer digits, 16 fraction digits, 3 exponent
+ * numbers always: 15 integer digits, 16 fraction digits, 3 exponent
  * digits). Strings are checked as UTF-8 (no overlongs, no surrogates).
  *
  * The subset: type (object, array, string, number, integer, boolean,

@@ -114,8 +114,10 @@ START_TEST(numbers)
     expect(num, ".5", BAD);
     expect(num, "1.e5", BAD);
     expect(num, "+1", BAD);
-    expect(num, "1234567890123456", WHOLE);
-    expect(num, "12345678901234567", BAD);   /* 16 digits at most */
+    expect(num, "123456789012345", WHOLE);
+    expect(num, "1234567890123456", BAD);    /* 15 digits at most: exact doubles */
+    expect(num, "0.1234567890123456", WHOLE);
+    expect(num, "0.12345678901234567", BAD);
     expect(num, "1e1234", BAD);
     expect(in, "-12", WHOLE);
     expect(in, "1.5", BAD);
