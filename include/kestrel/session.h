@@ -200,8 +200,7 @@ typedef struct ks_generate_params {
  * strings, numbers, booleans, null), nesting to depth 30; title,
  * description, $schema, $id, default and examples are ignored. Numbers
  * have at most 15 integer digits (exact as doubles), 16 fraction and 3
- * exponent digits. Every
- * property appears at most once, in any order. */
+ * exponent digits. Every property appears at most once, in any order. */
 KS_API ks_status ks_json_schema_check(const char *schema);
 
 /* Appends and prefills the prompt (the cancel flag is read between
