@@ -86,6 +86,8 @@ typedef struct opts {
     ks_spec_mode spec;
     uint32_t     draft_max;
     uint32_t     draft_min;
+    /* structured output (run) */
+    const char  *json_schema;   /* a file holding a JSON schema */
     /* bench */
     int32_t     n_pp;
     int32_t     n_tg;
@@ -211,6 +213,10 @@ help(const char *cmd)
                "      --draft-max N     most tokens drafted per round (default 8)\n"
                "      --draft-min N     fewest; = --draft-max fixes the length\n"
                "                        (default 0: chosen from what it measures)\n"
+               "      --json-schema FILE  output one compact JSON value that the\n"
+               "                        schema in FILE accepts (constrained decoding;\n"
+               "                        '{\"type\":\"object\"}' for any object; the\n"
+               "                        prompt is not echoed; not with --spec)\n"
                "      --json            print one JSON object: prompt ids, "
                "generated ids,\n"
                "                        text, why it stopped (\"stop\": eog, "
@@ -436,6 +442,8 @@ parse(const char *cmd, int argc, char **argv, opts *o)
             NEED_VALUE(); o->draft_min = (uint32_t)parse_long(cmd, a, v, 0, 64);
         } else if (strcmp(a, "--json") == 0) {
             o->json = true;
+        } else if (strcmp(cmd, "run") == 0 && strcmp(a, "--json-schema") == 0) {
+            NEED_VALUE(); o->json_schema = v;
         } else if (strcmp(a, "--ignore-eos") == 0) {
             o->ignore_eos = true;
         } else if (a[0] == '-' && a[1] != '\0') {
@@ -921,7 +929,7 @@ static int
 cmd_run(const opts *o)
 {
     loaded l;
-    char *file_text = NULL;
+    char *file_text = NULL, *schema = NULL;
     int32_t *ids = NULL, *gen = NULL;
     ks_generate_params gp = { 0 };
     ks_stats stats;
@@ -947,7 +955,22 @@ cmd_run(const opts *o)
         free(file_text);
         return EXIT_USAGE;
     }
+    if (o->json_schema) {  /* checked before the model loads */
+        size_t n;
+        if (!(schema = read_file(o->json_schema, &n))) {
+            free(file_text);
+            return EXIT_ERROR;
+        }
+        if (ks_json_schema_check(schema) != KS_OK) {
+            fprintf(stderr, "kestrel run: --json-schema %s: %s\n", o->json_schema,
+                    ks_last_error());
+            free(schema);
+            free(file_text);
+            return EXIT_USAGE;
+        }
+    }
     if (load(o, &l) != 0) {
+        free(schema);
         free(file_text);
         return EXIT_ERROR;
     }
@@ -979,9 +1002,11 @@ cmd_run(const opts *o)
         gp.ignore_eog = o->ignore_eos;
         gp.out_tokens = gen;
         spec_params(o, &l, &gp);
+        gp.json_schema = schema;
         if (!o->json) {
             gp.on_token = print_piece;
-            fwrite(r.prompt, 1, r.n_prompt, stdout);
+            if (!schema)
+                fwrite(r.prompt, 1, r.n_prompt, stdout);
             fflush(stdout);
         }
         r.st = ks_session_generate(l.session, &gp);
@@ -1004,6 +1029,7 @@ out:
     free(gen);
     free(ids);
     free(file_text);
+    free(schema);
     unload(&l);
     return rc;
 }

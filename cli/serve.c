@@ -73,6 +73,7 @@ typedef struct job {
     bool         ignore_eos;
     char        *stops[MAX_STOPS];
     size_t       n_stops;
+    char        *json_schema;  /* response_format: the schema text, or NULL */
     char         model[128];
     char         id[48];
     long         created;
@@ -151,6 +152,7 @@ job_free(job *j)
     free(j->prompt);
     for (size_t i = 0; i < j->n_stops; i++)
         free(j->stops[i]);
+    free(j->json_schema);
     free(j->text);
     free(j->pend);
     pthread_cond_destroy(&j->cond);
@@ -338,6 +340,7 @@ run_job(slot *s, job *j)
     gp.user = j;
     gp.cancel = &j->cancel;
     gp.ignore_eog = j->ignore_eos;
+    gp.json_schema = j->json_schema;
     gp.out_tokens = s->held + j->n_prompt;
     gp.out_cap = s->cap - j->n_prompt;
     t0 = now_s();
@@ -603,7 +606,7 @@ reject(req_error *e, unsigned http, const char *param, const char *code,
 static const char *const chat_fields[] = {
     "model", "messages", "temperature", "top_p", "max_tokens",
     "max_completion_tokens", "stop", "seed", "n", "stream", "stream_options",
-    "user", "top_k", "min_p", "ignore_eos", NULL,
+    "user", "top_k", "min_p", "ignore_eos", "response_format", NULL,
 };
 static const char *const completion_fields[] = {
     "model", "prompt", "temperature", "top_p", "max_tokens", "stop", "seed",
@@ -632,6 +635,53 @@ get_number(cJSON *root, const char *key, double lo, double hi, bool integer,
                       "%g..%g, got %g", key, lo, hi, x);
     *out = x;
     *present = true;
+    return true;
+}
+
+/* response_format (chat): {"type":"text"}, {"type":"json_object"} (any
+ * object) or {"type":"json_schema","json_schema":{"schema":{...}}}: the
+ * schema's text for ks_generate_params.json_schema, checked here so that
+ * a schema outside the supported subset is a 400 naming the keyword. */
+static bool
+get_response_format(cJSON *root, job *j, req_error *e)
+{
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "response_format");
+    cJSON *type, *js, *schema;
+    char *text;
+
+    if (!v || cJSON_IsNull(v))
+        return true;
+    type = cJSON_GetObjectItemCaseSensitive(v, "type");
+    if (!cJSON_IsObject(v) || !cJSON_IsString(type))
+        return reject(e, 400, "response_format", "invalid_type", "'response_format' "
+                      "must be an object with a string 'type'");
+    if (strcmp(type->valuestring, "text") == 0)
+        return true;
+    if (strcmp(type->valuestring, "json_object") == 0) {
+        if (!(j->json_schema = strdup("{\"type\":\"object\"}")))
+            return reject(e, 500, NULL, NULL, "out of memory");
+        return true;
+    }
+    if (strcmp(type->valuestring, "json_schema") != 0)
+        return reject(e, 400, "response_format", "invalid_value", "'response_format' "
+                      "type must be text, json_object or json_schema, got '%.64s'",
+                      type->valuestring);
+    js = cJSON_GetObjectItemCaseSensitive(v, "json_schema");
+    schema = cJSON_IsObject(js) ? cJSON_GetObjectItemCaseSensitive(js, "schema") : NULL;
+    if (!cJSON_IsObject(schema))
+        return reject(e, 400, "response_format", "invalid_type", "'response_format' "
+                      "of type json_schema needs 'json_schema': {'schema': {...}}");
+    if (!(text = cJSON_PrintUnformatted(schema)))
+        return reject(e, 500, NULL, NULL, "out of memory");
+    if (ks_json_schema_check(text) != KS_OK) {
+        reject(e, 400, "response_format", "invalid_value", "%s", ks_last_error());
+        cJSON_free(text);
+        return false;
+    }
+    j->json_schema = strdup(text);
+    cJSON_free(text);
+    if (!j->json_schema)
+        return reject(e, 500, NULL, NULL, "out of memory");
     return true;
 }
 
@@ -907,6 +957,8 @@ parse_request(const char *body, size_t len, bool chat, job *j, req_error *e)
                 goto done;
             }
     }
+    if (chat && !get_response_format(root, j, e))
+        goto done;
     j->chat = chat;
     ok = tokenize_request(root, chat, j, e);
 done:

@@ -14,6 +14,7 @@
 
 #include "driver/base.h"
 #include "runtime/chat.h"
+#include "runtime/json_schema.h"
 #include "runtime/cpu/quant.h"
 #include "runtime/sample.h"
 #include "runtime/session_priv.h"
@@ -1302,6 +1303,9 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
 {
     ks_sampler_params sp;
     ks_sampler *smp = NULL;
+    ks_json_schema *jschema = NULL;  /* structured output (json_schema) */
+    ks_json_mask *jmask = NULL;
+    float *jlogits = NULL;
     ks_spec_mode spec;
     ks_status st = KS_OK;
     uint64_t t0, t1 = 0;
@@ -1340,10 +1344,26 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
         p->stop = KS_STOP_ERROR;
         return st;
     }
+    if (p->json_schema) {
+        if (spec != KS_SPEC_OFF)
+            st = ks_error(KS_ERR_UNSUPPORTED, "generate: json_schema and speculative "
+                          "decoding (spec %s) cannot be combined yet", ks_spec_name(spec));
+        else if ((st = ks_json_schema_create(p->json_schema, &jschema)) == KS_OK &&
+                 (st = ks_json_mask_create(jschema, s->m->tok, s->m->hp.n_vocab,
+                                           &jmask)) == KS_OK &&
+                 !(jlogits = malloc(s->m->hp.n_vocab * sizeof(*jlogits))))
+            st = ks_error(KS_ERR_NOMEM, "generate: no memory for the json mask");
+        if (st != KS_OK) {
+            ks_json_mask_destroy(jmask);
+            ks_json_schema_destroy(jschema);
+            p->stop = KS_STOP_ERROR;
+            return st;
+        }
+    }
     sp = sampler_params(&p->sampling);
     if ((st = ks_sampler_create(&sp, s->m->hp.n_vocab, &smp)) != KS_OK) {
         p->stop = KS_STOP_ERROR;
-        return st;
+        goto free_json;
     }
 
     t0 = ks_now_ns();
@@ -1373,8 +1393,19 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
         }
         if ((st = check_logits(s, s->logits)) != KS_OK)
             break;
-        tok = ks_sampler_sample(smp, s->logits);
-        if (!p->ignore_eog && ks_tokenizer_is_eog(s->m->tok, tok)) {
+        if (jmask) {  /* structured output: sample from the masked copy */
+            bool whole;
+            if ((st = ks_json_mask_apply(jmask, s->logits, jlogits, &whole)) != KS_OK)
+                break;
+            if (whole) {
+                p->stop = KS_STOP_EOG;
+                break;
+            }
+        }
+        tok = ks_sampler_sample(smp, jmask ? jlogits : s->logits);
+        /* with a schema, end-of-generation is sampled only after a whole
+         * value, and nothing may follow it: it ends even ignore_eog */
+        if ((!p->ignore_eog || jmask) && ks_tokenizer_is_eog(s->m->tok, tok)) {
             p->stop = KS_STOP_EOG;
             break;
         }
@@ -1384,6 +1415,8 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
                           "%u; use a larger -c)", n_gen, s->n_ctx);
             break;
         }
+        if (jmask && (st = ks_json_mask_accept(jmask, tok)) != KS_OK)
+            break;
         /* held before it is shown: what the caller saw, the session has */
         ks_sampler_accept(smp, tok);
         if ((st = hold(s, &tok, 1)) != KS_OK)
@@ -1434,6 +1467,10 @@ done:
     s->stats.governed = s->gov != NULL;
     s->stats.n_threads = s->n_threads;
     ks_sampler_destroy(smp);
+free_json:
+    ks_json_mask_destroy(jmask);
+    ks_json_schema_destroy(jschema);
+    free(jlogits);
     return st;
 }
 

@@ -174,7 +174,34 @@ typedef struct ks_generate_params {
     float              draft_p_min;/* stop drafting when the draft's top
                                       probability is below it; 0: 0.5,
                                       negative: never */
+    /* Structured output: NULL is off. Otherwise a JSON schema (the text,
+     * NUL-terminated, read at the start of the call) and the tokens this
+     * call generates form one compact JSON value (no whitespace) that the
+     * schema accepts: at each step the tokens whose text would leave the
+     * output no longer a prefix of such a value get -inf logits before
+     * sampling (greedy and temperature alike), end-of-generation is
+     * allowed only once the value is whole, and generation stops (stop
+     * KS_STOP_EOG) when nothing else may follow. "{\"type\":\"object\"}"
+     * is OpenAI's json_object mode (any object); "{}" any JSON value. The
+     * subset: ks_json_schema_check. The output is whole only when the call
+     * stops at KS_STOP_EOG; n_predict, a callback or the context can cut
+     * it short. Not with speculation (KS_ERR_UNSUPPORTED); an unsupported
+     * schema fails the call before anything is appended. The logits the
+     * session keeps are not masked. */
+    const char        *json_schema;
 } ks_generate_params;
+
+/* KS_OK when |schema| is a JSON schema that json_schema supports, else
+ * the status and ks_last_error() naming the keyword or the fault. The
+ * subset: type (object, array, string, number, integer, boolean, null;
+ * one type, not a list), properties, required, additionalProperties
+ * (false only; an object with properties allows no others either way),
+ * items, minItems, maxItems, minLength, maxLength, enum and const (of
+ * strings, numbers, booleans, null), nesting to depth 30; title,
+ * description, $schema, $id, default and examples are ignored. Numbers
+ * have at most 15 integer digits (exact as doubles), 16 fraction and 3
+ * exponent digits. Every property appears at most once, in any order. */
+KS_API ks_status ks_json_schema_check(const char *schema);
 
 /* Appends and prefills the prompt (the cancel flag is read between
  * batches), then samples and decodes until n_predict tokens, an

@@ -562,6 +562,13 @@ spec_names(void)
 }
 
 static void
+json_schema_check_schema(void)
+{
+    ck_assert_int_eq(ks_json_schema_check(NULL), KS_ERR_INVALID_ARG);
+    ck_assert(strstr(ks_last_error(), "ks_json_schema_check"));
+}
+
+static void
 stop_name_none(void)
 {
     ck_assert_str_eq(ks_stop_name(KS_STOP_EOG), "eog");
@@ -784,6 +791,7 @@ static const probe probes[] = {
     PROBE("ks_spec_name", "-", spec_names),
     PROBE("ks_spec_parse", "name", spec_names),
     PROBE("ks_spec_parse", "out", spec_names),
+    PROBE("ks_json_schema_check", "schema", json_schema_check_schema),
     PROBE("ks_session_generate", "s", session_generate_s),
     PROBE("ks_session_generate", "p", session_generate_p),
     PROBE("ks_session_generate", "p->prompt", session_generate_prompt),
