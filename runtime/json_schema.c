@@ -155,7 +155,7 @@ read_string(reader *r, char **out, size_t *out_len)
         case 'r': o[n++] = '\r'; break;
         case 't': o[n++] = '\t'; break;
         case 'u': {
-            uint32_t c1, c2;
+            uint32_t c1 = 0, c2 = 0;
             r->p++;
             if ((st = read_u4(r, &c1)) != KS_OK) {
                 free(o);
