@@ -1117,10 +1117,87 @@ spec_check(const ks_session *s, const ks_generate_params *p, ks_spec_mode mode)
 /* The decode loop of a speculative generate, after the prompt: rounds of
  * draft, verify (one pass of the target over the pending token and the
  * drafts), emit the accepted tokens and the target's own next one. */
-static ks_status
-spec_decode(ks_session *s, ks_generate_params *p, ks_spec_mode mode, ks_sampler *smp,
-            uint32_t *n_gen)
+/* What one generate call shares between plain and speculative decoding. */
+typedef struct gen {
+    ks_session         *s;
+    ks_generate_params *p;
+    ks_sampler         *smp;
+    ks_json_mask       *jmask;    /* structured output, or NULL */
+    float              *jlogits;  /* [n_vocab] the masked copy */
+    uint32_t            n_gen;    /* tokens emitted */
+} gen;
+
+/* One token from the logits |row| (those after the last held token):
+ * sample it and, unless a stop rule ends generation there, hold it and
+ * hand it to the caller. *tok is the token emitted, or -1. Returns false
+ * when generation stops: *st holds the error, or p->stop the reason. */
+static bool
+emit(gen *g, const float *row, int32_t *tok, ks_status *st)
 {
+    ks_session *s = g->s;
+    ks_generate_params *p = g->p;
+    char piece[256];
+    size_t len;
+    int32_t t;
+
+    *tok = -1;
+    *st = KS_OK;
+    if (cancelled(p)) {
+        *st = ks_error(KS_ERR_CANCELLED, "generation cancelled");
+        return false;
+    }
+    if ((*st = check_logits(s, row)) != KS_OK)
+        return false;
+    if (g->jmask) {  /* structured output: sample from the masked copy */
+        bool whole;
+        if ((*st = ks_json_mask_apply(g->jmask, row, g->jlogits, &whole)) != KS_OK)
+            return false;
+        if (whole) {
+            p->stop = KS_STOP_EOG;
+            return false;
+        }
+        row = g->jlogits;
+    }
+    t = ks_sampler_sample(g->smp, row);
+    /* with a schema, end-of-generation is sampled only after a whole
+     * value, and nothing may follow it: it ends even ignore_eog */
+    if ((!p->ignore_eog || g->jmask) && ks_tokenizer_is_eog(s->m->tok, t)) {
+        p->stop = KS_STOP_EOG;
+        return false;
+    }
+    if (s->n_past >= s->n_ctx) {
+        *st = ks_error(KS_ERR_CONTEXT_FULL, "context full after %u generated tokens "
+                       "(context %u; use a larger -c)", g->n_gen, s->n_ctx);
+        return false;
+    }
+    if (g->jmask && (*st = ks_json_mask_accept(g->jmask, t)) != KS_OK)
+        return false;
+    /* held before it is shown: what the caller saw, the session has */
+    ks_sampler_accept(g->smp, t);
+    if ((*st = hold(s, &t, 1)) != KS_OK)
+        return false;
+    *tok = t;
+    g->n_gen++;
+    if (p->out_tokens && p->n_out < p->out_cap)
+        p->out_tokens[p->n_out] = t;
+    p->n_out++;
+    len = ks_tokenizer_piece(s->m->tok, t, piece, sizeof piece);
+    if (p->on_token && !p->on_token(p->user, t, piece, len < sizeof piece ? len : sizeof piece)) {
+        p->stop = KS_STOP_CALLBACK;
+        return false;
+    }
+    if (p->n_predict && g->n_gen == p->n_predict) {
+        p->stop = KS_STOP_LENGTH;
+        return false;
+    }
+    return true;
+}
+
+static ks_status
+spec_decode(gen *g, ks_spec_mode mode)
+{
+    ks_session *s = g->s;
+    ks_generate_params *p = g->p;
     uint32_t V = s->m->hp.n_vocab;
     uint32_t kmax = p->draft_max ? p->draft_max : 8, kmin = p->draft_min;
     float p_min = p->draft_p_min == 0.0f ? 0.5f : p->draft_p_min;
@@ -1132,7 +1209,6 @@ spec_decode(ks_session *s, ks_generate_params *p, ks_spec_mode mode, ks_sampler 
     bool draft_ok = true;
     spec_ctl ctl;
     ks_status st = KS_OK;
-    char piece[256];
 
     if (kmax > 64)
         kmax = 64;
@@ -1151,53 +1227,19 @@ spec_decode(ks_session *s, ks_generate_params *p, ks_spec_mode mode, ks_sampler 
         uint32_t m = 0, e = 0;
         bool stop = false;
 
-        /* emit: row j follows hist[P - 1 + j]; drafts[j] sits at P + j */
+        /* emit: row j follows hist[P - 1 + j]; drafts[j] sits at P + j,
+         * where the emitted tokens overwrite them */
+        s->n_past = P;
         for (uint32_t j = 0; j <= nd; j++) {
-            const float *row = lg + (uint64_t)j * V;
             int32_t tok;
-            size_t len;
+            bool go = emit(g, lg + (uint64_t)j * V, &tok, &st);
 
-            if (cancelled(p)) {
-                st = ks_error(KS_ERR_CANCELLED, "generation cancelled");
-                stop = true;
-                break;
+            if (tok >= 0) {
+                e = j + 1;
+                if (j < nd && tok == drafts[j] && m == j)
+                    m = j + 1;
             }
-            if ((st = check_logits(s, row)) != KS_OK) {
-                stop = true;
-                break;
-            }
-            tok = ks_sampler_sample(smp, row);
-            if (!p->ignore_eog && ks_tokenizer_is_eog(s->m->tok, tok)) {
-                p->stop = KS_STOP_EOG;
-                stop = true;
-                break;
-            }
-            if (P + j >= s->n_ctx) {
-                st = ks_error(KS_ERR_CONTEXT_FULL,
-                              "context full after %u generated tokens (context "
-                              "%u; use a larger -c)", *n_gen, s->n_ctx);
-                stop = true;
-                break;
-            }
-            ks_sampler_accept(smp, tok);
-            s->hist[P + j] = tok;
-            s->n_past = P + j + 1;
-            e = j + 1;
-            if (j < nd && tok == drafts[j] && m == j)
-                m = j + 1;
-            (*n_gen)++;
-            if (p->out_tokens && p->n_out < p->out_cap)
-                p->out_tokens[p->n_out] = tok;
-            p->n_out++;
-            len = ks_tokenizer_piece(s->m->tok, tok, piece, sizeof piece);
-            if (p->on_token &&
-                !p->on_token(p->user, tok, piece, len < sizeof piece ? len : sizeof piece)) {
-                p->stop = KS_STOP_CALLBACK;
-                stop = true;
-                break;
-            }
-            if (p->n_predict && *n_gen == p->n_predict) {
-                p->stop = KS_STOP_LENGTH;
+            if (!go) {
                 stop = true;
                 break;
             }
@@ -1309,8 +1351,7 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
     ks_spec_mode spec;
     ks_status st = KS_OK;
     uint64_t t0, t1 = 0;
-    uint32_t n_gen = 0;
-    char piece[256];
+    gen g = { .s = s, .p = p };
 
     if (!p)
         return ks_null_arg("ks_session_generate", "p");
@@ -1379,85 +1420,39 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
     s->stats.n_prompt = (uint32_t)p->n_prompt;
     s->stats.prefill_ms = (double)(t1 - t0) / 1e6;
 
+    g.smp = smp;
+    g.jmask = jmask;
+    g.jlogits = jlogits;
     if (spec != KS_SPEC_OFF) {
-        st = spec_decode(s, p, spec, smp, &n_gen);
+        st = spec_decode(&g, spec);
         goto done;
     }
     for (;;) {
         int32_t tok;
-        size_t len;
+        uint64_t f0;
 
-        if (cancelled(p)) {
-            st = ks_error(KS_ERR_CANCELLED, "generation cancelled");
+        if (!emit(&g, s->logits, &tok, &st))
             break;
-        }
-        if ((st = check_logits(s, s->logits)) != KS_OK)
+        f0 = ks_now_ns();
+        if ((st = ks_forward_sync(s, p->cancel)) != KS_OK)
             break;
-        if (jmask) {  /* structured output: sample from the masked copy */
-            bool whole;
-            if ((st = ks_json_mask_apply(jmask, s->logits, jlogits, &whole)) != KS_OK)
-                break;
-            if (whole) {
-                p->stop = KS_STOP_EOG;
-                break;
-            }
-        }
-        tok = ks_sampler_sample(smp, jmask ? jlogits : s->logits);
-        /* with a schema, end-of-generation is sampled only after a whole
-         * value, and nothing may follow it: it ends even ignore_eog */
-        if ((!p->ignore_eog || jmask) && ks_tokenizer_is_eog(s->m->tok, tok)) {
-            p->stop = KS_STOP_EOG;
-            break;
-        }
-        if (s->n_past >= s->n_ctx) {
-            st = ks_error(KS_ERR_CONTEXT_FULL,
-                          "context full after %u generated tokens (context "
-                          "%u; use a larger -c)", n_gen, s->n_ctx);
-            break;
-        }
-        if (jmask && (st = ks_json_mask_accept(jmask, tok)) != KS_OK)
-            break;
-        /* held before it is shown: what the caller saw, the session has */
-        ks_sampler_accept(smp, tok);
-        if ((st = hold(s, &tok, 1)) != KS_OK)
-            break;
-        n_gen++;
-        if (p->out_tokens && p->n_out < p->out_cap)
-            p->out_tokens[p->n_out] = tok;
-        p->n_out++;
-        len = ks_tokenizer_piece(s->m->tok, tok, piece, sizeof piece);
-        if (p->on_token &&
-            !p->on_token(p->user, tok, piece,
-                         len < sizeof piece ? len : sizeof piece)) {
-            p->stop = KS_STOP_CALLBACK;
-            break;
-        }
-        if (p->n_predict && n_gen == p->n_predict) {
-            p->stop = KS_STOP_LENGTH;
-            break;
-        }
-        {
-            uint64_t f0 = ks_now_ns();
-            if ((st = ks_forward_sync(s, p->cancel)) != KS_OK)
-                break;
-            if (s->gov)
-                govern(s, ks_now_ns() - f0, p->cancel);
-        }
+        if (s->gov)
+            govern(s, ks_now_ns() - f0, p->cancel);
     }
 done:
     if (p->stop == KS_STOP_NONE)
         p->stop = stop_of(st);
-    s->stats.n_gen = n_gen;
+    s->stats.n_gen = g.n_gen;
     if (!t1) {  /* stopped in the prompt */
         t1 = ks_now_ns();
         s->stats.n_prompt = (uint32_t)p->n_prompt;
         s->stats.prefill_ms = (double)(t1 - t0) / 1e6;
     }
-    s->stats.decode_ms = n_gen ? (double)(ks_now_ns() - t1) / 1e6 : 0;
+    s->stats.decode_ms = g.n_gen ? (double)(ks_now_ns() - t1) / 1e6 : 0;
     if (s->stats.prefill_ms > 0)
         s->stats.prefill_tps = s->stats.n_prompt * 1e3 / s->stats.prefill_ms;
-    if (s->stats.decode_ms > 0 && n_gen > 1)
-        s->stats.decode_tps = (n_gen - 1) * 1e3 / s->stats.decode_ms;
+    if (s->stats.decode_ms > 0 && g.n_gen > 1)
+        s->stats.decode_tps = (g.n_gen - 1) * 1e3 / s->stats.decode_ms;
     if (s->stats.n_drafted)
         s->stats.accept_rate = (double)s->stats.n_accepted / s->stats.n_drafted;
     if (s->stats.n_verify)
