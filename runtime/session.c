@@ -318,7 +318,7 @@ static ks_status
 start_backend(ks_session *s)
 {
     const ks_runtime *rt = s->m->rt;
-    uint32_t n = s->m->hp.n_layers;
+    uint32_t n = s->n_layers;
     ks_target_env env = target_env(s);
     const ks_target_kind *dev;
     const char *why = NULL;
@@ -330,7 +330,11 @@ start_backend(ks_session *s)
     dev = ks_target_kind_find("vulkan");
     ks_place_gpu_layers(n, 0, &plan);  /* all on the CPU */
 
-    if (rt->split) {
+    if (n < s->m->hp.n_layers) {
+        /* an early exit: all on the CPU, the head after layer n - 1 */
+        ks_log(KS_LOG_DEBUG, "placement", "exit after layer %u of %u: on the CPU", n - 1,
+               s->m->hp.n_layers);
+    } else if (rt->split) {
         if ((st = ks_place_parse_split(rt->split, n, &plan)) != KS_OK)
             return st;
     } else if (rt->gpu_layers > 0) {
@@ -526,6 +530,7 @@ movable(const ks_session *s, uint64_t now, ks_gov_work *w)
     const char *dev;
 
     if (rt->backend == KS_BACKEND_CPU || rt->split || rt->gpu_layers > 0 ||
+        s->n_layers < s->m->hp.n_layers ||
         s->stats.n_fallbacks > 0 || !split_point(s, &k, &dev) ||
         (s->last_move_ns && now - s->last_move_ns < MOVE_GAP_NS))
         return;
@@ -631,6 +636,12 @@ ks_session_create(ks_model *m, const ks_session_params *p, ks_session **out)
         goto fail;
     }
     s->kv_type = p->kv_type;
+    s->n_layers = p->n_layers ? p->n_layers : hp->n_layers;
+    if (s->n_layers > hp->n_layers) {
+        st = ks_error(KS_ERR_INVALID_ARG, "session: %u layers asked (n_layers), the model "
+                      "%s has %u", p->n_layers, m->name, hp->n_layers);
+        goto fail;
+    }
     {
         const char *chk = getenv("KESTREL_CHECK");
         s->check_layers = chk && *chk && strcmp(chk, "0") != 0;

@@ -22,6 +22,8 @@ struct ks_session {
     uint32_t    n_ctx;
     uint32_t    n_batch;
     ks_kv_type  kv_type;
+    uint32_t    n_layers;    /* layers run, [0, n_layers), then the head
+                                (ks_session_params.n_layers) */
 
     /* The tokens the session holds (session.h: the contract). The
      * targets hold keys and values for the first n_kv of them; the rest

@@ -48,6 +48,11 @@ typedef struct ks_session_params {
     const char *trace_path; /* CSV trace, one line per decoded token: time,
                                tokens/s, temperature, power, budget,
                                threads, pacing, governor state; NULL: none */
+    uint32_t   n_layers;   /* layers to run; 0: all. L < the model's: run
+                              layers [0, L), then the final norm and the
+                              shared output head, so the logits are those
+                              of an exit after layer L - 1 (self-drafting,
+                              early exit, calibration); on the CPU only */
 } ks_session_params;
 
 KS_API ks_status ks_session_create(ks_model *m, const ks_session_params *p,

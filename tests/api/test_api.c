@@ -19,6 +19,7 @@
 #include "kestrel/devices.h"
 #include "kestrel/inspect.h"
 #include "kestrel/kestrel.h"
+#include "kestrel/quality.h"
 #include "kestrel/quantize.h"
 #include "runtime/synth.h"
 
@@ -723,6 +724,43 @@ quantize_file_type(void)
     ck_assert_int_ne(access(quant_path, F_OK), 0);
 }
 
+static void
+perplexity_s(void)
+{
+    ks_ppl_result r;
+
+    expect_null_arg(ks_perplexity(NULL, toks, 4, NULL, &r), "ks_perplexity", "s");
+}
+
+static void
+perplexity_tokens(void)
+{
+    ks_ppl_result r;
+
+    open_all();
+    expect_null_arg(ks_perplexity(f.s, NULL, 4, NULL, &r), "ks_perplexity", "tokens");
+    close_all();
+}
+
+/* p NULL: the defaults, which this short text does not fill (not a crash) */
+static void
+perplexity_p(void)
+{
+    ks_ppl_result r;
+
+    open_all();
+    ck_assert_int_eq(ks_perplexity(f.s, toks, 4, NULL, &r), KS_ERR_INVALID_ARG);
+    close_all();
+}
+
+static void
+perplexity_out(void)
+{
+    open_all();
+    expect_null_arg(ks_perplexity(f.s, toks, 4, NULL, NULL), "ks_perplexity", "out");
+    close_all();
+}
+
 /* Every KS_API function and each of its pointer arguments. The argument
  * "-" marks a function that takes no pointer; a name such as "p->prompt"
  * or "msgs[1].role" is a pointer inside a struct argument, "optional"
@@ -796,6 +834,10 @@ static const probe probes[] = {
     PROBE("ks_session_generate", "p", session_generate_p),
     PROBE("ks_session_generate", "p->prompt", session_generate_prompt),
     PROBE("ks_session_generate", "optional", session_generate_optional),
+    PROBE("ks_perplexity", "s", perplexity_s),
+    PROBE("ks_perplexity", "tokens", perplexity_tokens),
+    PROBE("ks_perplexity", "p", perplexity_p),
+    PROBE("ks_perplexity", "out", perplexity_out),
     PROBE("ks_session_stats", "s", session_stats_s),
     PROBE("ks_session_stats", "out", session_stats_out),
     PROBE("ks_session_backend_name", "s", session_backend_name_s),
