@@ -86,6 +86,7 @@ typedef struct opts {
     ks_spec_mode spec;
     uint32_t     draft_max;
     uint32_t     draft_min;
+    uint32_t     self_layers;  /* --spec self: layers the draft runs; 0: half */
     /* structured output (run) */
     const char  *json_schema;   /* a file holding a JSON schema */
     /* bench */
@@ -209,7 +210,11 @@ help(const char *cmd)
                "      --draft FILE      speculative decoding with FILE as the draft\n"
                "                        model (greedy only; same vocabulary)\n"
                "      --spec MODE       auto (draft when --draft is given), off, draft,\n"
-               "                        or lookup (draft from n-grams of the text)\n"
+               "                        lookup (draft from n-grams of the text), or self\n"
+               "                        (draft with the model's first layers)\n"
+               "      --self-layers L   --spec self: the draft runs layers 0..L-1 and\n"
+               "                        the head (default: half; kestrel calibrate\n"
+               "                        measures which L pays)\n"
                "      --draft-max N     most tokens drafted per round (default 8)\n"
                "      --draft-min N     fewest; = --draft-max fixes the length\n"
                "                        (default 0: chosen from what it measures)\n"
@@ -435,7 +440,10 @@ parse(const char *cmd, int argc, char **argv, opts *o)
         } else if (strcmp(a, "--spec") == 0) {
             NEED_VALUE();
             if (!ks_spec_parse(v, &o->spec))
-                die_usage(cmd, "--spec expects auto, off, draft or lookup, got '%s'", v);
+                die_usage(cmd, "--spec expects auto, off, draft, lookup or self, got '%s'",
+                          v);
+        } else if (strcmp(a, "--self-layers") == 0) {
+            NEED_VALUE(); o->self_layers = (uint32_t)parse_long(cmd, a, v, 1, 100000);
         } else if (strcmp(a, "--draft-max") == 0) {
             NEED_VALUE(); o->draft_max = (uint32_t)parse_long(cmd, a, v, 1, 64);
         } else if (strcmp(a, "--draft-min") == 0) {
@@ -664,7 +672,17 @@ load(const opts *o, loaded *l)
         unload(l);
         return fail(NULL);
     }
-    if (o->draft) {
+    if (o->spec == KS_SPEC_SELF) {
+        /* the draft: the same model, exiting after its first layers */
+        ks_model_desc d;
+        ks_model_describe(l->model, &d);
+        sp.trace_path = NULL;
+        sp.n_layers = o->self_layers ? o->self_layers : (d.n_layers + 1) / 2;
+        if (ks_session_create(l->model, &sp, &l->draft) != KS_OK) {
+            unload(l);
+            return fail("cannot start the self-drafting session (--self-layers)");
+        }
+    } else if (o->draft) {
         sp.trace_path = NULL;
         if (ks_model_load(l->rt, o->draft, &mp, &l->draft_model) != KS_OK ||
             ks_session_create(l->draft_model, &sp, &l->draft) != KS_OK) {

@@ -890,14 +890,14 @@ check_logits(const ks_session *s, const float *l)
 KS_API const char *
 ks_spec_name(ks_spec_mode m)
 {
-    static const char *const names[] = { "auto", "off", "draft", "lookup" };
+    static const char *const names[] = { "auto", "off", "draft", "lookup", "self" };
     return (unsigned)m < sizeof names / sizeof names[0] ? names[m] : "unknown";
 }
 
 KS_API bool
 ks_spec_parse(const char *name, ks_spec_mode *out)
 {
-    for (int m = KS_SPEC_AUTO; m <= KS_SPEC_LOOKUP; m++)
+    for (int m = KS_SPEC_AUTO; m <= KS_SPEC_SELF; m++)
         if (name && out && strcmp(name, ks_spec_name((ks_spec_mode)m)) == 0) {
             *out = (ks_spec_mode)m;
             return true;
@@ -1098,14 +1098,18 @@ spec_check(const ks_session *s, const ks_generate_params *p, ks_spec_mode mode)
 {
     const char *why;
 
-    if (mode != KS_SPEC_DRAFT && mode != KS_SPEC_LOOKUP)
+    if (mode != KS_SPEC_DRAFT && mode != KS_SPEC_LOOKUP && mode != KS_SPEC_SELF)
         return ks_error(KS_ERR_INVALID_ARG, "generate: unknown speculation mode %d",
                         (int)p->spec);
+    if (mode == KS_SPEC_SELF && (!p->draft || p->draft->m != s->m ||
+                                 p->draft->n_layers >= s->n_layers))
+        return ks_error(KS_ERR_INVALID_ARG, "generate: speculation mode self needs a draft "
+                        "session on the same model with fewer layers (n_layers)");
     if (p->sampling.temp > 0.0f)
         return ks_error(KS_ERR_UNSUPPORTED, "generate: speculative decoding (%s) is "
                         "greedy only for now (temperature %g asked; use --temp 0 or "
                         "--spec off)", ks_spec_name(mode), (double)p->sampling.temp);
-    if (mode == KS_SPEC_DRAFT) {
+    if (mode == KS_SPEC_DRAFT || mode == KS_SPEC_SELF) {
         if (!p->draft)
             return ks_error(KS_ERR_INVALID_ARG, "generate: speculation mode draft "
                             "without a draft session");
@@ -1396,6 +1400,8 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
         p->stop = KS_STOP_ERROR;
         return st;
     }
+    if (spec == KS_SPEC_SELF)  /* the draft session holds the early exit */
+        spec = KS_SPEC_DRAFT;
     if (p->json_schema) {
         if (spec != KS_SPEC_OFF)
             st = ks_error(KS_ERR_UNSUPPORTED, "generate: json_schema and speculative "

@@ -142,9 +142,15 @@ typedef enum ks_spec_mode {
     KS_SPEC_OFF,
     KS_SPEC_DRAFT,     /* draft with the draft session's model */
     KS_SPEC_LOOKUP,    /* draft from n-gram matches in the held tokens */
+    KS_SPEC_SELF,      /* draft with the model's own first layers: |draft|
+                          is a session on the same model whose n_layers
+                          (ks_session_params) is below the model's, so its
+                          logits come from an exit through the final norm
+                          and the shared head; the full model verifies
+                          (kestrel calibrate measures which L pays) */
 } ks_spec_mode;
 
-/* "auto", "off", "draft", "lookup" ("unknown" for another value);
+/* "auto", "off", "draft", "lookup", "self" ("unknown" for another value);
  * ks_spec_parse: the mode of a name, false when it names none or a
  * pointer is NULL. */
 KS_API const char *ks_spec_name(ks_spec_mode m);

@@ -556,6 +556,7 @@ spec_names(void)
     ks_spec_mode m = KS_SPEC_OFF;
 
     ck_assert_str_eq(ks_spec_name(KS_SPEC_LOOKUP), "lookup");
+    ck_assert(ks_spec_parse("self", &m) && m == KS_SPEC_SELF);
     ck_assert_str_eq(ks_spec_name((ks_spec_mode)99), "unknown");
     ck_assert(!ks_spec_parse(NULL, &m));
     ck_assert(!ks_spec_parse("draft", NULL));

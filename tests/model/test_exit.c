@@ -281,6 +281,67 @@ START_TEST(bad_kl_files_are_refused)
 }
 END_TEST
 
+/* ---- self-drafting ---- */
+
+static ks_status
+gen(ks_session *s, ks_spec_mode spec, ks_session *draft, uint32_t k, int32_t *out,
+    size_t *n_out)
+{
+    ks_generate_params gp = { .prompt = text, .n_prompt = 8, .n_predict = 40,
+                              .ignore_eog = true, .out_tokens = out, .out_cap = 40,
+                              .spec = spec, .draft = draft, .draft_p_min = -1.0f,
+                              .draft_min = k, .draft_max = k };
+    ks_status st = ks_session_generate(s, &gp);
+
+    *n_out = gp.n_out;
+    return st;
+}
+
+START_TEST(self_drafting_gives_plain_greedy_tokens)
+{
+    static const uint32_t ks[] = { 1, 3, 8 };
+    int32_t want[40], got[40];
+    size_t n_want, n_got;
+    ks_session *s = new_session(full, 0);
+    ks_stats st;
+
+    ck_assert_int_eq(gen(s, KS_SPEC_OFF, NULL, 0, want, &n_want), KS_OK);
+    ck_assert_uint_eq(n_want, 40);
+    ks_session_destroy(s);
+    for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++) {
+        ks_session *t = new_session(full, 0), *d = new_session(full, 1);
+        ck_assert_msg(gen(t, KS_SPEC_SELF, d, ks[i], got, &n_got) == KS_OK, "%s",
+                      ks_last_error());
+        ck_assert_uint_eq(n_got, 40);
+        ck_assert_mem_eq(got, want, sizeof want);
+        ks_session_stats(t, &st);
+        ck_assert_uint_gt(st.n_drafted, 0);
+        ck_assert_uint_gt(st.n_accepted, 0);
+        ck_assert_uint_lt(st.n_accepted, st.n_drafted);
+        ks_session_destroy(t);
+        ks_session_destroy(d);
+    }
+}
+END_TEST
+
+START_TEST(self_drafting_needs_an_early_exit_of_the_same_model)
+{
+    ks_session *t = new_session(full, 0), *same = new_session(full, 0);
+    ks_session *o = new_session(half, 0);
+    int32_t out[40];
+    size_t n;
+
+    ck_assert_int_eq(gen(t, KS_SPEC_SELF, NULL, 2, out, &n), KS_ERR_INVALID_ARG);
+    ck_assert_int_eq(gen(t, KS_SPEC_SELF, same, 2, out, &n), KS_ERR_INVALID_ARG);
+    ck_assert_int_eq(gen(t, KS_SPEC_SELF, o, 2, out, &n), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "fewer layers"));
+    ck_assert_uint_eq(ks_session_n_past(t), 0);
+    ks_session_destroy(t);
+    ks_session_destroy(same);
+    ks_session_destroy(o);
+}
+END_TEST
+
 static Suite *
 exit_suite(void)
 {
@@ -299,6 +360,12 @@ exit_suite(void)
     tcase_add_test(tc, perplexity_needs_two_chunks);
     tcase_add_test(tc, kl_against_itself_is_zero_and_grows_with_the_exit);
     tcase_add_test(tc, bad_kl_files_are_refused);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("self_drafting");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, self_drafting_gives_plain_greedy_tokens);
+    tcase_add_test(tc, self_drafting_needs_an_early_exit_of_the_same_model);
     suite_add_tcase(s, tc);
     return s;
 }
