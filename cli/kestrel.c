@@ -26,6 +26,7 @@
 #include "kestrel/inspect.h"
 #include "kestrel/quantize.h"
 #include "kestrel/devices.h"
+#include "quality.h"
 #ifdef KESTREL_SERVE
 #include "serve.h"
 #endif
@@ -191,6 +192,8 @@ help(const char *cmd)
                "  devices   list Vulkan devices and accelerators\n"
                "  compile   compile a model's Vulkan kernels into the disk cache\n"
                "  serve     serve the model over HTTP with the OpenAI API\n"
+               "  perplexity  perplexity and KL divergence over a text\n"
+               "  calibrate   quality and speed of early exit and self-drafting\n"
                "\n'kestrel COMMAND --help' describes each command.\n"
                "Environment: KESTREL_LOG=debug|info|warn|error, "
                "KESTREL_MODEL_DIR, KESTREL_SIMD=scalar|avx2|neon.\n\n"
@@ -1781,6 +1784,10 @@ main(int argc, char **argv)
         return 1;
 #endif
     }
+    if (strcmp(cmd, "perplexity") == 0)
+        return ks_cli_perplexity(argc - 2, argv + 2);
+    if (strcmp(cmd, "calibrate") == 0)
+        return ks_cli_calibrate(argc - 2, argv + 2);
     if (strcmp(cmd, "run") && strcmp(cmd, "chat") && strcmp(cmd, "bench") &&
         strcmp(cmd, "info") && strcmp(cmd, "quantize") &&
         strcmp(cmd, "devices") && strcmp(cmd, "compile")) {
