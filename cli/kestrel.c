@@ -87,7 +87,9 @@ typedef struct opts {
     ks_spec_mode spec;
     uint32_t     draft_max;
     uint32_t     draft_min;
-    uint32_t     self_layers;  /* --spec self: layers the draft runs; 0: half */
+    uint32_t     self_layers;  /* --spec self, --early-exit: layers the exit runs;
+                                  0: half */
+    float        early_exit;   /* --early-exit T; 0: off */
     /* structured output (run) */
     const char  *json_schema;   /* a file holding a JSON schema */
     /* bench */
@@ -218,6 +220,10 @@ help(const char *cmd)
                "      --self-layers L   --spec self: the draft runs layers 0..L-1 and\n"
                "                        the head (default: half; kestrel calibrate\n"
                "                        measures which L pays)\n"
+               "      --early-exit T    lossy, greedy: a token whose exit after layer\n"
+               "                        L-1 (--self-layers) has top probability >= T\n"
+               "                        skips the other layers (their keys and values\n"
+               "                        are filled later); see kestrel calibrate\n"
                "      --draft-max N     most tokens drafted per round (default 8)\n"
                "      --draft-min N     fewest; = --draft-max fixes the length\n"
                "                        (default 0: chosen from what it measures)\n"
@@ -445,6 +451,8 @@ parse(const char *cmd, int argc, char **argv, opts *o)
             if (!ks_spec_parse(v, &o->spec))
                 die_usage(cmd, "--spec expects auto, off, draft, lookup or self, got '%s'",
                           v);
+        } else if (strcmp(a, "--early-exit") == 0) {
+            NEED_VALUE(); o->early_exit = parse_float(cmd, a, v, 0.000001f, 1);
         } else if (strcmp(a, "--self-layers") == 0) {
             NEED_VALUE(); o->self_layers = (uint32_t)parse_long(cmd, a, v, 1, 100000);
         } else if (strcmp(a, "--draft-max") == 0) {
@@ -675,7 +683,7 @@ load(const opts *o, loaded *l)
         unload(l);
         return fail(NULL);
     }
-    if (o->spec == KS_SPEC_SELF) {
+    if (o->spec == KS_SPEC_SELF || o->early_exit > 0) {
         /* the draft: the same model, exiting after its first layers */
         ks_model_desc d;
         ks_model_describe(l->model, &d);
@@ -704,6 +712,7 @@ spec_params(const opts *o, const loaded *l, ks_generate_params *gp)
     gp->draft = l->draft;
     gp->draft_max = o->draft_max;
     gp->draft_min = o->draft_min;
+    gp->early_exit = o->early_exit;
 }
 
 /* Reads a whole file (the prompt of -f) into a NUL-terminated buffer;

@@ -1395,6 +1395,8 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
                         "generate: an empty prompt and an empty session: "
                         "nothing to continue from");
     }
+    if (p->early_exit > 0.0f)
+        return ks_early_exit_generate(s, p);
     spec = p->spec == KS_SPEC_AUTO ? (p->draft ? KS_SPEC_DRAFT : KS_SPEC_OFF) : p->spec;
     if (spec != KS_SPEC_OFF && (st = spec_check(s, p, spec)) != KS_OK) {
         p->stop = KS_STOP_ERROR;

@@ -106,4 +106,8 @@ ks_status ks_forward_replay(ks_session *s);
  * device that refuses the new range keeps the old placement. */
 ks_status ks_session_move(ks_session *s, ks_gov_place place);
 
+/* ks_session_generate with p->early_exit > 0 (early_exit.c), after the
+ * stats were reset. */
+ks_status ks_early_exit_generate(ks_session *s, ks_generate_params *p);
+
 #endif

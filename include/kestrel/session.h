@@ -200,6 +200,17 @@ typedef struct ks_generate_params {
      * schema fails the call before anything is appended. The logits the
      * session keeps are not masked. */
     const char        *json_schema;
+    /* Early exit: lossy, off at 0. Greedy decoding in which |draft| (a
+     * session on the same model with fewer layers, n_layers = L) runs
+     * every token, and when its top probability through the shared head
+     * is at least early_exit (0 < T <= 1) its top token is the next one
+     * without running layers L.. of the full model; otherwise the full
+     * model runs the tokens it skipped and the new one in one pass, and
+     * its top token is the next. Skipped layers get their keys and values
+     * that way, bit for bit as a full run's, so only the tokens chosen by
+     * an exit differ from plain greedy decoding. Not with sampling, the
+     * repeat penalty, speculation or json_schema (KS_ERR_UNSUPPORTED). */
+    float              early_exit;
 } ks_generate_params;
 
 /* KS_OK when |schema| is a JSON schema that json_schema supports, else
@@ -261,6 +272,9 @@ typedef struct ks_stats {
     double   tokens_per_verify;
     double   draft_ms;
     double   verify_ms;
+    /* Early exit (the last generate): tokens an exit decided; n_verify
+     * counts the passes of the full model. */
+    uint32_t n_early_exit;
 } ks_stats;
 
 /* A NULL |s| zeroes *out. */

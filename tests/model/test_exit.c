@@ -342,6 +342,99 @@ START_TEST(self_drafting_needs_an_early_exit_of_the_same_model)
 }
 END_TEST
 
+/* ---- early exit ---- */
+
+static ks_status
+gen_exit(ks_session *s, ks_session *e, float t, int32_t *out, size_t *n_out)
+{
+    ks_generate_params gp = { .prompt = text, .n_prompt = 8, .n_predict = 40,
+                              .ignore_eog = true, .out_tokens = out, .out_cap = 40,
+                              .draft = e, .early_exit = t };
+    ks_status st = ks_session_generate(s, &gp);
+
+    *n_out = gp.n_out;
+    return st;
+}
+
+START_TEST(early_exit_at_certainty_is_plain_greedy)
+{
+    int32_t want[40], got[40];
+    size_t n_want, n_got;
+    ks_session *s = new_session(full, 0), *e = new_session(full, 1);
+    ks_stats st;
+
+    ck_assert_int_eq(gen(s, KS_SPEC_OFF, NULL, 0, want, &n_want), KS_OK);
+    ks_session_truncate(s, 0);
+    ck_assert_msg(gen_exit(s, e, 1.0f, got, &n_got) == KS_OK, "%s", ks_last_error());
+    ck_assert_uint_eq(n_got, 40);
+    ck_assert_mem_eq(got, want, sizeof want);
+    ks_session_stats(s, &st);
+    ck_assert_uint_eq(st.n_early_exit, 0);
+    ck_assert_uint_eq(ks_session_n_past(s), 8 + 40);
+    ks_session_destroy(s);
+    ks_session_destroy(e);
+}
+END_TEST
+
+/* After tokens that exited early, the full model's keys and values are a
+ * full run's: the next token's logits are bitwise those of a session that
+ * was given the same tokens one by one. */
+START_TEST(early_exit_fills_the_skipped_layers)
+{
+    static const float ts[] = { 0.02f, 0.05f, 0.1f, 0.2f, 0.3f, 0.5f };
+    int32_t got[40], next = 42;
+    size_t n_got;
+    float la[N_VOCAB], lb[N_VOCAB];
+    bool tried = false;
+
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
+        ks_session *s = new_session(full, 0), *e = new_session(full, 1), *r;
+        ks_stats st;
+        ck_assert_msg(gen_exit(s, e, ts[i], got, &n_got) == KS_OK, "%s", ks_last_error());
+        ks_session_stats(s, &st);
+        if (st.n_early_exit == 0 || st.n_early_exit >= 39) {
+            ks_session_destroy(s);
+            ks_session_destroy(e);
+            continue;
+        }
+        tried = true;
+        ck_assert_uint_gt(st.n_verify, 0);
+        ck_assert_uint_eq(ks_session_n_past(s), 8 + 40);
+        ck_assert_int_eq(ks_session_eval_all(s, &next, 1, la), KS_OK);
+        r = new_session(full, 0);
+        ck_assert_int_eq(ks_session_eval(r, text, 8, NULL), KS_OK);
+        for (size_t k = 0; k < n_got; k++)
+            ck_assert_int_eq(ks_session_eval(r, got + k, 1, NULL), KS_OK);
+        ck_assert_int_eq(ks_session_eval(r, &next, 1, lb), KS_OK);
+        ck_assert_mem_eq(la, lb, sizeof la);
+        ks_session_destroy(r);
+        ks_session_destroy(s);
+        ks_session_destroy(e);
+    }
+    ck_assert_msg(tried, "no threshold made some tokens exit and others not");
+}
+END_TEST
+
+START_TEST(early_exit_is_greedy_only)
+{
+    ks_session *s = new_session(full, 0), *e = new_session(full, 1);
+    ks_generate_params gp = { .prompt = text, .n_prompt = 8, .n_predict = 4, .draft = e,
+                              .early_exit = 0.5f };
+
+    gp.sampling.temp = 0.7f;
+    ck_assert_int_eq(ks_session_generate(s, &gp), KS_ERR_UNSUPPORTED);
+    gp.sampling.temp = 0;
+    gp.draft = NULL;
+    ck_assert_int_eq(ks_session_generate(s, &gp), KS_ERR_INVALID_ARG);
+    gp.draft = e;
+    gp.early_exit = 1.5f;
+    ck_assert_int_eq(ks_session_generate(s, &gp), KS_ERR_INVALID_ARG);
+    ck_assert_uint_eq(ks_session_n_past(s), 0);
+    ks_session_destroy(s);
+    ks_session_destroy(e);
+}
+END_TEST
+
 static Suite *
 exit_suite(void)
 {
@@ -366,6 +459,13 @@ exit_suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, self_drafting_gives_plain_greedy_tokens);
     tcase_add_test(tc, self_drafting_needs_an_early_exit_of_the_same_model);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("early_exit");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, early_exit_at_certainty_is_plain_greedy);
+    tcase_add_test(tc, early_exit_fills_the_skipped_layers);
+    tcase_add_test(tc, early_exit_is_greedy_only);
     suite_add_tcase(s, tc);
     return s;
 }
