@@ -66,6 +66,16 @@ typedef struct ks_ppl_result {
 KS_API ks_status ks_perplexity(ks_session *s, const int32_t *tokens, size_t n,
                                const ks_ppl_params *p, ks_ppl_result *out);
 
+/* Writes |out|: |in| without the layers drop[0..n_drop) (indices of the
+ * input, any order): their tensors left out, the rest renumbered in
+ * order, <arch>.block_count lowered, all else copied. KS_ERR_INVALID_ARG
+ * for an index out of range, twice, or all layers; KS_ERR_UNSUPPORTED
+ * for a file whose layers are not interchangeable by index (gemma3's
+ * sliding-window pattern, metadata with one value per layer). |out| must
+ * be new or a regular file. */
+KS_API ks_status ks_prune_file(const char *in, const char *out, const uint32_t *drop,
+                               size_t n_drop);
+
 #ifdef __cplusplus
 }
 #endif

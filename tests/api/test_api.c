@@ -762,6 +762,25 @@ perplexity_out(void)
     close_all();
 }
 
+static void
+prune_file_in(void)
+{
+    expect_null_arg(ks_prune_file(NULL, quant_path, NULL, 0), "ks_prune_file", "in");
+}
+
+static void
+prune_file_out(void)
+{
+    expect_null_arg(ks_prune_file(model_path, NULL, NULL, 0), "ks_prune_file", "out");
+}
+
+static void
+prune_file_drop(void)
+{
+    expect_null_arg(ks_prune_file(model_path, quant_path, NULL, 1), "ks_prune_file", "drop");
+    ck_assert_int_ne(access(quant_path, F_OK), 0);
+}
+
 /* Every KS_API function and each of its pointer arguments. The argument
  * "-" marks a function that takes no pointer; a name such as "p->prompt"
  * or "msgs[1].role" is a pointer inside a struct argument, "optional"
@@ -839,6 +858,9 @@ static const probe probes[] = {
     PROBE("ks_perplexity", "tokens", perplexity_tokens),
     PROBE("ks_perplexity", "p", perplexity_p),
     PROBE("ks_perplexity", "out", perplexity_out),
+    PROBE("ks_prune_file", "in", prune_file_in),
+    PROBE("ks_prune_file", "out", prune_file_out),
+    PROBE("ks_prune_file", "drop", prune_file_drop),
     PROBE("ks_session_stats", "s", session_stats_s),
     PROBE("ks_session_stats", "out", session_stats_out),
     PROBE("ks_session_backend_name", "s", session_backend_name_s),

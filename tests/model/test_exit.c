@@ -435,6 +435,48 @@ START_TEST(early_exit_is_greedy_only)
 }
 END_TEST
 
+/* ---- pruning ---- */
+
+START_TEST(pruning_the_last_layer_gives_the_one_layer_model)
+{
+    char out[300];
+    uint32_t drop1 = 1, drop0 = 0, both[2] = { 0, 1 }, twice[2] = { 1, 1 }, far = 2;
+    ks_model *p1 = NULL, *p0 = NULL;
+    ks_model_desc d;
+    ks_session *a, *b, *c;
+    float la[N_VOCAB], lb[N_VOCAB], lc[N_VOCAB];
+
+    snprintf(out, sizeof out, "%s/pruned1.gguf", dir);
+    ck_assert_msg(ks_prune_file(paths[0], out, &drop1, 1) == KS_OK, "%s", ks_last_error());
+    ck_assert_int_eq(ks_model_load(rt, out, NULL, &p1), KS_OK);
+    ks_model_describe(p1, &d);
+    ck_assert_uint_eq(d.n_layers, 1);
+    ck_assert_int_eq(ks_prune_file(paths[0], out, &drop0, 1), KS_OK);
+    ck_assert_int_eq(ks_model_load(rt, out, NULL, &p0), KS_OK);
+    a = new_session(p1, 0);
+    b = new_session(half, 0);
+    c = new_session(p0, 0);
+    ck_assert_int_eq(ks_session_eval(a, text, 20, la), KS_OK);
+    ck_assert_int_eq(ks_session_eval(b, text, 20, lb), KS_OK);
+    ck_assert_int_eq(ks_session_eval(c, text, 20, lc), KS_OK);
+    ck_assert_mem_eq(la, lb, sizeof la);
+    ck_assert(memcmp(lc, lb, sizeof lc) != 0);  /* layer 1 renumbered 0 ran instead */
+
+    ck_assert_int_eq(ks_prune_file(paths[0], out, both, 2), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "every layer"));
+    ck_assert_int_eq(ks_prune_file(paths[0], out, twice, 2), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "twice"));
+    ck_assert_int_eq(ks_prune_file(paths[0], out, &far, 1), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "does not exist"));
+    ks_session_destroy(a);
+    ks_session_destroy(b);
+    ks_session_destroy(c);
+    ks_model_destroy(p1);
+    ks_model_destroy(p0);
+    unlink(out);
+}
+END_TEST
+
 static Suite *
 exit_suite(void)
 {
@@ -466,6 +508,11 @@ exit_suite(void)
     tcase_add_test(tc, early_exit_at_certainty_is_plain_greedy);
     tcase_add_test(tc, early_exit_fills_the_skipped_layers);
     tcase_add_test(tc, early_exit_is_greedy_only);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("prune");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, pruning_the_last_layer_gives_the_one_layer_model);
     suite_add_tcase(s, tc);
     return s;
 }
