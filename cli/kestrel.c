@@ -196,6 +196,7 @@ help(const char *cmd)
                "  serve     serve the model over HTTP with the OpenAI API\n"
                "  perplexity  perplexity and KL divergence over a text\n"
                "  calibrate   quality and speed of early exit and self-drafting\n"
+               "  prune     drop the layers that cost the least quality\n"
                "\n'kestrel COMMAND --help' describes each command.\n"
                "Environment: KESTREL_LOG=debug|info|warn|error, "
                "KESTREL_MODEL_DIR, KESTREL_SIMD=scalar|avx2|neon.\n\n"
@@ -1797,6 +1798,8 @@ main(int argc, char **argv)
         return ks_cli_perplexity(argc - 2, argv + 2);
     if (strcmp(cmd, "calibrate") == 0)
         return ks_cli_calibrate(argc - 2, argv + 2);
+    if (strcmp(cmd, "prune") == 0)
+        return ks_cli_prune(argc - 2, argv + 2);
     if (strcmp(cmd, "run") && strcmp(cmd, "chat") && strcmp(cmd, "bench") &&
         strcmp(cmd, "info") && strcmp(cmd, "quantize") &&
         strcmp(cmd, "devices") && strcmp(cmd, "compile")) {

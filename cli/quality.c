@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kestrel/kestrel.h"
 #include "kestrel/quality.h"
@@ -112,7 +113,7 @@ parse(const char *cmd, int argc, char **argv, qopts *o)
         } else if (strcmp(a, "-t") == 0 || strcmp(a, "--threads") == 0) {
             o->n_threads = (int32_t)num(cmd, a, v, 1, 1024);
         } else if (strcmp(a, "-n") == 0 && strcmp(cmd, "calibrate") == 0) {
-            o->n_gen = num(cmd, a, v, 1, 4096);
+            o->n_gen = num(cmd, a, v, 1, 256);
         } else if (strcmp(a, "--layers") == 0 && strcmp(cmd, "perplexity") == 0) {
             o->n_layers = num(cmd, a, v, 1, 100000);
         } else if (strcmp(a, "--kl-save") == 0 && strcmp(cmd, "perplexity") == 0) {
@@ -202,10 +203,12 @@ unload(loaded *l)
     ks_runtime_destroy(l->rt);
 }
 
+/* A session for chunks of n_ctx and for speed samples (32 prompt tokens,
+ * up to 256 generated). */
 static ks_session *
 session(const loaded *l, uint32_t n_ctx, uint32_t n_layers)
 {
-    ks_session_params sp = { .n_ctx = n_ctx, .n_layers = n_layers };
+    ks_session_params sp = { .n_ctx = n_ctx > 320 ? n_ctx : 320, .n_layers = n_layers };
     ks_session *s = NULL;
 
     if (ks_session_create(l->m, &sp, &s) != KS_OK)
@@ -568,5 +571,213 @@ out:
     free(top_f);
     free(es);
     unload(&l);
+    return rc;
+}
+
+/* ---- prune ---- */
+
+/* Perplexity of |path| against the reference in |base|, and its decode
+ * speed over n_gen greedy tokens after the text's first 32. */
+static int
+measure(const qopts *o, const char *path, const char *base, const int32_t *ids, size_t n,
+        uint32_t n_gen, ks_ppl_result *r, double *tps)
+{
+    qopts mo = *o;
+    loaded l;
+    ks_session *s;
+    ks_ppl_params p = { .kl_base = base };
+    ks_stats st;
+    int rc = 1;
+
+    mo.model = path;
+    if (load("prune", &mo, &l) != 0)
+        return 1;
+    memset(r, 0, sizeof(*r));
+    if (!(s = session(&l, o->n_ctx, 0)))
+        goto out;
+    if (base && ks_perplexity(s, NULL, 0, &p, r) != KS_OK)
+        goto out;
+    if (gen_speed(s, NULL, ids, n < 32 ? n : 32, n_gen, &st) != KS_OK)
+        goto out;
+    *tps = st.decode_tps;
+    rc = 0;
+out:
+    if (rc)
+        fail("prune");
+    ks_session_destroy(s);
+    unload(&l);
+    return rc;
+}
+
+int
+ks_cli_prune(int argc, char **argv)
+{
+    qopts o = { 0 };
+    const char *in = NULL, *out = NULL, *list = NULL;
+    uint32_t drop[256], n_drop = 0, n_auto = 0;
+    char dir[] = "/tmp/kestrel-prune-XXXXXX", base[64], tmp[64];
+    int32_t *ids = NULL;
+    size_t n = 0;
+    ks_ppl_result r_in, r_out;
+    double tps_in = 0, tps_out = 0;
+    bool have_dir = false;
+    int rc = 1;
+
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            printf("Usage: kestrel prune IN OUT --drop-layers auto[:K]|LIST [OPTIONS]\n\n"
+                   "Writes OUT: the GGUF file IN without some of its layers. LIST names\n"
+                   "them (0-based, comma-separated); auto:K measures, on the text of -f,\n"
+                   "the KL divergence that removing each layer alone costs and drops the\n"
+                   "K cheapest (auto: K = 1). Then prints the perplexity, KL and top-1\n"
+                   "agreement of OUT against IN on the text, and both decode speeds.\n"
+                   "Runs on the CPU.\n\nOptions:\n"
+                   "  -f, --file TEXT     the calibration text (needed by auto)\n"
+                   "  -c, --ctx-size N    tokens per chunk (default 128)\n"
+                   "      --chunks N      most chunks (default 2)\n"
+                   "  -t, --threads N     CPU threads\n");
+            return 0;
+        } else if (strcmp(a, "--drop-layers") == 0 && v) {
+            list = v;
+            i++;
+        } else if ((strcmp(a, "-f") == 0 || strcmp(a, "--file") == 0) && v) {
+            o.file = v;
+            i++;
+        } else if ((strcmp(a, "-c") == 0 || strcmp(a, "--ctx-size") == 0) && v) {
+            o.n_ctx = num("prune", a, v, 4, 1 << 20);
+            i++;
+        } else if (strcmp(a, "--chunks") == 0 && v) {
+            o.n_chunks = num("prune", a, v, 1, 1 << 20);
+            i++;
+        } else if ((strcmp(a, "-t") == 0 || strcmp(a, "--threads") == 0) && v) {
+            o.n_threads = (int32_t)num("prune", a, v, 1, 1024);
+            i++;
+        } else if (a[0] == '-') {
+            usage_fail("prune", "unknown option or missing value:", a);
+        } else if (!in) {
+            in = a;
+        } else if (!out) {
+            out = a;
+        } else {
+            usage_fail("prune", "unexpected argument", a);
+        }
+    }
+    if (!in || !out || !list)
+        usage_fail("prune", "expected IN OUT --drop-layers auto[:K]|LIST", NULL);
+    if (!o.n_ctx)
+        o.n_ctx = 128;
+    if (!o.n_chunks)
+        o.n_chunks = 2;
+    if (strncmp(list, "auto", 4) == 0) {
+        n_auto = list[4] == ':' ? num("prune", "--drop-layers auto:K", list + 5, 1, 255) : 1;
+        if (list[4] && list[4] != ':')
+            usage_fail("prune", "--drop-layers expects auto, auto:K or a list, got", list);
+        if (!o.file)
+            usage_fail("prune", "--drop-layers auto measures on a text: give -f TEXT", NULL);
+    } else {
+        for (const char *p = list; *p; n_drop++) {
+            char *end;
+            long x = strtol(p, &end, 10);
+            if (end == p || x < 0 || x > 100000 || (*end && *end != ',') || n_drop == 256)
+                usage_fail("prune", "--drop-layers expects layer numbers like 3,7,12, got",
+                           list);
+            drop[n_drop] = (uint32_t)x;
+            p = *end ? end + 1 : end;
+        }
+    }
+
+    if (!mkdtemp(dir)) {
+        fprintf(stderr, "kestrel prune: error: cannot make a directory in /tmp: %s\n",
+                strerror(errno));
+        return 1;
+    }
+    have_dir = true;
+    snprintf(base, sizeof base, "%s/base.kld", dir);
+    snprintf(tmp, sizeof tmp, "%s/candidate.gguf", dir);
+    if (o.file) {
+        /* the reference: IN's log-probabilities on the text */
+        loaded l;
+        ks_session *s;
+        ks_ppl_params p = { .n_ctx = o.n_ctx, .n_chunks = o.n_chunks, .kl_save = base };
+        qopts io = o;
+        io.model = in;
+        if (load("prune", &io, &l) != 0)
+            goto out;
+        if (!(ids = read_tokens("prune", l.m, o.file, &n)) ||
+            !(s = session(&l, o.n_ctx, 0)) || ks_perplexity(s, ids, n, &p, &r_in) != KS_OK) {
+            if (ids)
+                fail("prune");
+            unload(&l);
+            goto out;
+        }
+        ks_session_destroy(s);
+        if (n_auto) {
+            uint32_t N = l.d.n_layers;
+            double *kl = calloc(N, sizeof(*kl));
+            bool *used = calloc(N, sizeof(*used));
+            if (!kl || !used || n_auto >= N) {
+                fprintf(stderr, "kestrel prune: error: cannot drop %u of %u layers\n", n_auto,
+                        N);
+                free(kl);
+                free(used);
+                unload(&l);
+                goto out;
+            }
+            fprintf(stderr, "kestrel prune: the KL divergence that dropping each layer alone "
+                    "costs (%u chunks of %u tokens):\n", r_in.n_chunks, r_in.n_ctx);
+            for (uint32_t i = 0; i < N; i++) {
+                ks_ppl_result r;
+                double t;
+                if (ks_prune_file(in, tmp, &i, 1) != KS_OK ||
+                    measure(&o, tmp, base, ids, n, 1, &r, &t) != 0) {
+                    fail("prune");
+                    free(kl);
+                    free(used);
+                    unload(&l);
+                    goto out;
+                }
+                kl[i] = r.kl_mean;
+                fprintf(stderr, "  layer %2u: KL %.4f, top-1 %.1f %%, PPL %.3f\n", i,
+                        r.kl_mean, 100.0 * r.top1, r.ppl);
+            }
+            for (uint32_t k = 0; k < n_auto; k++) {
+                uint32_t best = N;
+                for (uint32_t i = 0; i < N; i++)
+                    if (!used[i] && (best == N || kl[i] < kl[best]))
+                        best = i;
+                used[best] = true;
+                drop[n_drop++] = best;
+            }
+            free(kl);
+            free(used);
+        }
+        unload(&l);
+    }
+    if (ks_prune_file(in, out, drop, n_drop) != KS_OK) {
+        fail("prune");
+        goto out;
+    }
+    printf("kestrel prune: wrote %s without layer%s", out, n_drop > 1 ? "s" : "");
+    for (uint32_t k = 0; k < n_drop; k++)
+        printf("%s%u", k ? "," : " ", drop[k]);
+    printf("\n");
+    if (measure(&o, in, NULL, ids, n, 32, &r_out, &tps_in) != 0 ||
+        measure(&o, out, o.file ? base : NULL, ids, n, 32, &r_out, &tps_out) != 0)
+        goto out;
+    if (o.file)
+        printf("quality on %s: PPL %.4f (was %.4f), KL mean %.4f, p99 %.4f, top-1 "
+               "%.1f %%\n", o.file, r_out.ppl, r_in.ppl, r_out.kl_mean, r_out.kl_p99,
+               100.0 * r_out.top1);
+    printf("decode: %.2f tokens/s (was %.2f), %.2fx\n", tps_out, tps_in,
+           tps_in > 0 ? tps_out / tps_in : 0.0);
+    rc = 0;
+out:
+    free(ids);
+    if (have_dir) {
+        unlink(base);
+        unlink(tmp);
+        rmdir(dir);
+    }
     return rc;
 }

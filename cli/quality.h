@@ -7,5 +7,6 @@
  * returns the process exit status. */
 int ks_cli_perplexity(int argc, char **argv);
 int ks_cli_calibrate(int argc, char **argv);
+int ks_cli_prune(int argc, char **argv);
 
 #endif
