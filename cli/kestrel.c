@@ -812,6 +812,9 @@ print_stats(const ks_session *s, const ks_stats *st)
                 "tokens per target pass, draft %.1f ms, verify %.1f ms in %u passes\n",
                 st->n_drafted, st->n_accepted, 100.0 * st->accept_rate,
                 st->tokens_per_verify, st->draft_ms, st->verify_ms, st->n_verify);
+    if (st->n_early_exit > 0)
+        fprintf(stderr, "kestrel: early exit decided %u of %u tokens\n", st->n_early_exit,
+                st->n_gen);
     if (st->n_fallbacks > 0)
         fprintf(stderr, "kestrel: a device fault moved the layers to the CPU (%s)\n",
                 st->fallback);

@@ -170,7 +170,6 @@ ks_early_exit_generate(ks_session *s, ks_generate_params *p)
         }
         if (st != KS_OK)
             break;
-        s->stats.n_verify++;
         tok = top(l, V, &p_top);
     }
     if (n_pending)

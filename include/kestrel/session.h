@@ -272,8 +272,8 @@ typedef struct ks_stats {
     double   tokens_per_verify;
     double   draft_ms;
     double   verify_ms;
-    /* Early exit (the last generate): tokens an exit decided; n_verify
-     * counts the passes of the full model. */
+    /* Early exit (the last generate): tokens an exit decided (the other
+     * generated tokens were decided by the full model). */
     uint32_t n_early_exit;
 } ks_stats;
 
