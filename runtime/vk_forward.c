@@ -174,6 +174,9 @@ ks_vk_fw_supports(const ks_model *m)
     const ks_hparams *hp = &m->hp;
     ks_status st;
 
+    if (hp->n_expert)
+        return ks_error(KS_ERR_UNSUPPORTED, "vulkan: mixture-of-experts layers (%s) run on "
+                        "the CPU only for now", m->arch_name);
     if (hp->head_dim > MAX_HD || hp->head_dim % 2 != 0)
         return ks_error(KS_ERR_UNSUPPORTED, "vulkan: head size %u (the kernels take even "
                         "sizes up to %d)", hp->head_dim, MAX_HD);
