@@ -306,7 +306,7 @@ ks_synth_write(const ks_synth_params *p, const char *path)
                   0.1f)))
         goto out;
     /* llama.cpp requires an output matrix of olmoe and qwen2moe */
-    if ((olmoe || qwen2moe) &&
+    if ((olmoe || qwen2moe || moe) &&
         (st = add(&s, "output.weight", p->wtype, p->n_embd, p->n_vocab, 0, 0.25f)))
         goto out;
     for (uint32_t l = 0; l < p->n_layers; l++) {
@@ -320,9 +320,9 @@ ks_synth_write(const ks_synth_params *p, const char *path)
             { "attn_q.weight", p->n_embd, q_dim, true, 0, amp_e },
             { "attn_k.weight", p->n_embd, kv_dim, true, 0, amp_e },
             { "attn_v.weight", p->n_embd, kv_dim, true, 0, amp_e },
-            { "attn_q.bias", q_dim, 1, qwen2, 0, 0.1f },
-            { "attn_k.bias", kv_dim, 1, qwen2, 0, 0.1f },
-            { "attn_v.bias", kv_dim, 1, qwen2, 0, 0.1f },
+            { "attn_q.bias", q_dim, 1, qwen2 || qwen2moe, 0, 0.1f },
+            { "attn_k.bias", kv_dim, 1, qwen2 || qwen2moe, 0, 0.1f },
+            { "attn_v.bias", kv_dim, 1, qwen2 || qwen2moe, 0, 0.1f },
             { "attn_q_norm.weight", hd, 1, qk_norm, 1, 0.1f },
             { "attn_k_norm.weight", hd, 1, qk_norm, 1, 0.1f },
             /* olmoe normalises the whole Q and K rows */

@@ -27,17 +27,22 @@ void
 ks_moe_route(const float *logits, uint32_t n_expert, uint32_t k, bool norm,
              float *probs, int32_t *ids, float *w)
 {
-    float max = -INFINITY, sum = 0.0f;
+    float max = -INFINITY, scale;
+    double sum = 0;
 
+    /* as ggml's soft_max: the exponentials summed in double, then scaled
+     * by the float reciprocal (its AVX-512 build takes its own exp for
+     * runs of 16 experts; expf here) */
     for (uint32_t e = 0; e < n_expert; e++)
         if (logits[e] > max)
             max = logits[e];
     for (uint32_t e = 0; e < n_expert; e++) {
         probs[e] = expf(logits[e] - max);
-        sum += probs[e];
+        sum += (double)probs[e];
     }
+    scale = (float)(1.0 / sum);
     for (uint32_t e = 0; e < n_expert; e++)
-        probs[e] /= sum;
+        probs[e] *= scale;
     /* selection of the k largest, k small: insertion into a sorted list */
     for (uint32_t j = 0; j < k; j++)
         ids[j] = -1;
@@ -50,16 +55,18 @@ ks_moe_route(const float *logits, uint32_t n_expert, uint32_t k, bool norm,
         memmove(ids + j + 1, ids + j, (k - j - 1) * sizeof(*ids));
         ids[j] = (int32_t)e;
     }
-    sum = 0.0f;
+    sum = 0;
     for (uint32_t j = 0; j < k; j++) {
         w[j] = probs[ids[j]];
-        sum += w[j];
+        sum += (double)w[j];
     }
     if (norm) {
-        if (sum < 6.103515625e-5f)
-            sum = 6.103515625e-5f;
+        /* ggml_sum_rows (a double sum, rounded), clamped, then divided */
+        float wsum = (float)sum;
+        if (wsum < 6.103515625e-5f)
+            wsum = 6.103515625e-5f;
         for (uint32_t j = 0; j < k; j++)
-            w[j] /= sum;
+            w[j] /= wsum;
     }
 }
 
