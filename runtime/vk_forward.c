@@ -1096,11 +1096,16 @@ static const ks_target_ops vk_ops = { vk_target_run, vk_target_destroy, vk_targe
 static const char *
 vk_supports(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head)
 {
+    /* a copy: the caller may format the reason into ks_error's buffer */
+    static _Thread_local char why[512];
+
     (void)l0, (void)l1, (void)head;
     if (env->kv_f32)
         return "the Vulkan kernels keep an f16 KV cache";
-    if (ks_vk_fw_supports(env->model) != KS_OK)
-        return ks_last_error();
+    if (ks_vk_fw_supports(env->model) != KS_OK) {
+        snprintf(why, sizeof why, "%s", ks_last_error());
+        return why;
+    }
     return NULL;
 }
 

@@ -211,6 +211,32 @@ START_TEST(metadata_expert_length_zero)
 }
 END_TEST
 
+/* Asking for the Vulkan backend gets a clear refusal, not a garbled one
+ * (the reason was once formatted into the buffer it was read from). */
+START_TEST(vulkan_refuses_moe_clearly)
+{
+    ks_runtime_params rp = { .backend = KS_BACKEND_VULKAN, .n_threads = 1 };
+    ks_session_params sp = { .n_ctx = 64 };
+    ks_runtime *rt = NULL;
+    ks_model *m = NULL;
+    ks_session *s = NULL;
+    ks_status st;
+
+    write_meta_model();
+    ck_assert_int_eq(ks_runtime_create(&rp, &rt), KS_OK);
+    ck_assert_msg(ks_model_load(rt, meta_path, NULL, &m) == KS_OK, "%s", ks_last_error());
+    st = ks_session_create(m, &sp, &s);
+    ck_assert_int_eq(st, KS_ERR_UNSUPPORTED);
+    ck_assert_ptr_null(s);
+    ck_assert_msg(strstr(ks_last_error(), "vulkan: mixture-of-experts layers (qwen3moe) run "
+                                          "on the CPU only") ||
+                  strstr(ks_last_error(), "no Vulkan support"),
+                  "unclear: %s", ks_last_error());
+    ks_model_destroy(m);
+    ks_runtime_destroy(rt);
+}
+END_TEST
+
 /* ---- the expert path in every weight type ---- */
 
 static const ks_qtype expert_types[] = {
@@ -668,6 +694,7 @@ moe_suite(void)
     tcase_add_test(tc, metadata_count_disagrees_with_tensors);
     tcase_add_test(tc, metadata_wrong_expert_length);
     tcase_add_test(tc, metadata_expert_length_zero);
+    tcase_add_test(tc, vulkan_refuses_moe_clearly);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("experts");
