@@ -553,6 +553,37 @@ ks_model_destroy(ks_model *m)
     free(m);
 }
 
+static uint64_t
+weight_bytes(const ks_weight *w)
+{
+    return w->data ? w->row_bytes * w->ne1 : 0;
+}
+
+/* ks_model_desc.active_bytes: the bytes a decode step reads; of a 3-D
+ * expert weight, n_expert_used of its n_expert matrices. */
+static uint64_t
+active_bytes(const ks_model *m)
+{
+    uint64_t n = weight_bytes(&m->output) + weight_bytes(&m->output_norm) +
+                 m->tok_embd.row_bytes;
+
+    for (uint32_t i = 0; i < m->hp.n_layers; i++) {
+        const ks_layer *l = &m->layers[i];
+        const ks_weight *ws[] = {
+            &l->attn_norm, &l->wq, &l->wk, &l->wv, &l->bq, &l->bk, &l->bv, &l->q_norm,
+            &l->k_norm, &l->wo, &l->post_attn_norm, &l->ffn_norm, &l->gate, &l->up,
+            &l->down, &l->post_ffw_norm, &l->gate_inp, &l->gate_inp_shexp,
+            &l->gate_shexp, &l->up_shexp, &l->down_shexp,
+        };
+        const ks_weight *xs[] = { &l->gate_exps, &l->up_exps, &l->down_exps };
+        for (size_t k = 0; k < sizeof ws / sizeof ws[0]; k++)
+            n += weight_bytes(ws[k]);
+        for (size_t k = 0; k < sizeof xs / sizeof xs[0]; k++)
+            n += weight_bytes(xs[k]) * m->hp.n_expert_used;
+    }
+    return n;
+}
+
 KS_API void
 ks_model_describe(const ks_model *m, ks_model_desc *d)
 {
@@ -574,6 +605,8 @@ ks_model_describe(const ks_model *m, ks_model_desc *d)
     d->n_params = m->n_params;
     d->file_bytes = m->file_bytes;
     d->load_ms = m->load_ms;
+    if (!m->vocab_only)
+        d->active_bytes = active_bytes(m);
 }
 
 /* ---- chat tokenization ---- */

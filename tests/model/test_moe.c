@@ -24,6 +24,7 @@
 #include "driver/base.h"
 #include "kestrel/kestrel.h"
 #include "runtime/cpu/moe.h"
+#include "runtime/gguf.h"
 #include "runtime/cpu/pool.h"
 #include "runtime/cpu/quant.h"
 #include "runtime/model_priv.h"
@@ -151,6 +152,19 @@ START_TEST(metadata_good_file_loads)
     ck_assert_uint_eq(m->hp.n_ff_exp, 32);
     ck_assert(m->hp.moe_norm_w);
     ck_assert_uint_eq(m->layers[0].gate_exps.ne2, 8);
+    {
+        /* a decode step reads every tensor but 6 of the 8 experts and
+         * all but one row of the embedding table */
+        const ks_layer *L = &m->layers[0];
+        uint64_t all = 0, expert = (L->gate_exps.ne1 * L->gate_exps.row_bytes) * 2 +
+                                   L->down_exps.ne1 * L->down_exps.row_bytes;
+        ks_model_desc d;
+        for (uint64_t i = 0; i < ks_gguf_n_tensors(m->gguf); i++)
+            all += ks_gguf_tensor_at(m->gguf, i)->size_bytes;
+        ks_model_describe(m, &d);
+        ck_assert_uint_eq(d.active_bytes, all - 6 * expert - (m->tok_embd.ne1 - 1) *
+                                                             m->tok_embd.row_bytes);
+    }
     ks_model_destroy(m);
     ks_runtime_destroy(rt);
 }
