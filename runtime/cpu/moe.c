@@ -3,7 +3,8 @@
  *   (ks_moe_route); the n_tok * k choices sorted by expert
  *   (ks_moe_group); the rows gathered in that order, so each expert's
  *   tokens are contiguous and its gate, up and down products run as one
- *   matrix-matrix product over them (as ggml's mul_mat_id groups them);
+ *   matrix-matrix product over them (as ggml's mul_mat_id groups them,
+ *   and with its sums: each token's as a one-token product);
  *   then out[t] = sum_j w_j * y[t, j] in slot order, as llama.cpp adds
  *   the experts' views; qwen2moe adds its shared expert, gated by a
  *   sigmoid. Only experts with tokens are read: a decode step reads k
@@ -105,6 +106,7 @@ typedef struct mm {
     uint64_t       ldy;
     int64_t        chunk_rows;
     int64_t        n_chunks;
+    bool           as_one;   /* each token with the one-token kernel */
 } mm;
 
 typedef struct mm_job {
@@ -130,7 +132,7 @@ mm_worker(void *ctx, int ith, int nth)
         int64_t r0 = k * p->chunk_rows, r1 = r0 + p->chunk_rows;
         if (r1 > p->ne1)
             r1 = p->ne1;
-        if (j->rowwise && p->n_tok > 1)
+        if ((j->rowwise || p->as_one) && p->n_tok > 1)
             ks_cpu_matmul_rows_as_one(p->type, p->W + (uint64_t)r0 * p->row_bytes,
                                       p->row_bytes, p->ne0, p->ne1, r1 - r0, p->xq,
                                       p->xq_stride, p->n_tok, p->y + r0, p->ldy);
@@ -361,6 +363,11 @@ product(const ks_weight *w, uint32_t e, const uint8_t *xq, uint64_t xq_stride,
     p.n_tok = n_tok;
     p.y = y;
     p.ldy = ldy;
+    /* ggml's mul_mat_id sums every (row, token) of an expert as a
+     * one-token product (vec_dot, or the repacked GEMV), whatever the
+     * group's size: the same sums here, each weight block still loaded
+     * once for the group */
+    p.as_one = w->ne2 > 1;
     return p;
 }
 
