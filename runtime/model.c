@@ -533,6 +533,11 @@ ks_model_load(ks_runtime *rt, const char *path, const ks_model_params *p,
            "vocab %u, loaded in %.1f ms", m->name, m->arch_name,
            m->hp.n_layers, m->hp.n_embd, m->hp.n_head, m->hp.n_head_kv,
            m->hp.head_dim, m->hp.n_ff, m->hp.n_vocab, m->load_ms);
+    if (m->hp.n_expert)
+        ks_log(KS_LOG_INFO, "model", "%s: %u experts of ffn %u, %u per token%s%s", m->name,
+               m->hp.n_expert, m->hp.n_ff_exp, m->hp.n_expert_used,
+               m->hp.moe_norm_w ? ", weights normalised" : "",
+               m->hp.n_ff_shexp ? ", a shared expert" : "");
     *out = m;
     return KS_OK;
 fail:
