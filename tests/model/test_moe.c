@@ -515,6 +515,7 @@ typedef struct moe_golden {
     int32_t ids[64];
     size_t  n_ids;
     double  margins[64];
+    double  top5[10];   /* id, logit pairs after the prompt's batch */
     float  *logits;     /* [n_prompt][n_vocab] */
     size_t  n_logits;
 } moe_golden;
@@ -596,6 +597,7 @@ load_moe_golden(const char *arch, uint32_t n_vocab, moe_golden *g)
         g->ids[i] = (int32_t)tmp[i];
     g->n_ids = n;
     read_numbers(strstr(text, "\"margins\""), "margins", g->margins, 64);
+    read_numbers(text, "top5_first", g->top5, 10);
     n = read_numbers(text, "prompt_logits", tmp, 64 * 4096);
     g->logits = malloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++)
@@ -667,6 +669,13 @@ START_TEST(golden_logits_and_tokens)
     logits = malloc(m->hp.n_vocab * sizeof(float));
     ck_assert_int_eq(ks_session_create(m, &sp, &s), KS_OK);
     ck_assert_int_eq(ks_session_eval(s, g.prompt_ids, g.n_prompt, logits), KS_OK);
+    /* the prompt as one batch (tokens grouped by expert) ends where
+     * llama.cpp's batch ends */
+    for (int j = 0; j < 5; j++)
+        ck_assert_msg(fabs(logits[(int)g.top5[2 * j]] - g.top5[2 * j + 1]) <=
+                          golden_models[_i].tol,
+                      "%s: after the prompt's batch, logit %d is %g, llama.cpp's %g", p.arch,
+                      (int)g.top5[2 * j], logits[(int)g.top5[2 * j]], g.top5[2 * j + 1]);
     for (size_t i = 0; i < g.n_ids && g.margins[i] >= MIN_MARGIN; i++) {
         int32_t best = 0;
         for (uint32_t v = 1; v < m->hp.n_vocab; v++)
