@@ -1614,10 +1614,12 @@ cmd_bench(const opts *o)
     if (o->json) {
         printf("{\"model\":");
         json_string(stdout, base, strlen(base));
-        printf(",\"arch\":\"%s\",\"model_bytes\":%llu,\"n_params\":%llu,"
+        printf(",\"arch\":\"%s\",\"model_bytes\":%llu,\"active_bytes\":%llu,"
+               "\"n_params\":%llu,"
                "\"backend\":\"%s\",\"threads\":%d,\"n_prompt\":%d,"
                "\"n_gen\":%d,\"repetitions\":%d,\"pp_tps\":%.3f,"
                "\"tg_tps\":%.3f,", d.arch, (unsigned long long)d.file_bytes,
+               (unsigned long long)d.active_bytes,
                (unsigned long long)d.n_params, ks_session_backend_name(l.session),
                o->n_threads ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
                o->n_pp, o->n_tg, o->reps, pp_med, tg_med);
