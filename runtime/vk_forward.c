@@ -84,6 +84,7 @@ typedef struct layer {
     mat q, k, v, o, gate, up, down;
     vec attn_norm, q_norm, k_norm, post_attn, ffn_norm, post_ffw;
     ks_vk_buffer kc, vc;
+    uint64_t     w_bytes;  /* its seven matrices' weights */
     VkDescriptorSet set_norm_attn, set_rope, set_attn, set_quant_att;
     VkDescriptorSet set_norm_ffn, set_glu, set_norm_end;
     ks_vk_pipeline *norm_attn, *rope, *attn, *attn_f32, *quant_att;
@@ -92,11 +93,15 @@ typedef struct layer {
     uint32_t ffn_fmt[2];
 } layer;
 
+/* One recording: the range's work for a batch of n, cut into submissions
+ * of bounded work (whole layers each), submitted in order. */
 typedef struct cmd {
-    ks_vk_cmdbuf cb;
-    uint32_t     n;
-    bool         head;
-    uint64_t     used;
+    ks_vk_cmdbuf *cbs;       /* [cap]; the first n_cbs hold the recording */
+    uint32_t      n_cbs, cap;
+    uint32_t      n;
+    bool          head;
+    bool          recorded;
+    uint64_t      used;
 } cmd;
 
 struct ks_vk_fw {
@@ -124,7 +129,8 @@ struct ks_vk_fw {
     int     n_pipes;
     cmd     cmds[N_CMD];
     uint64_t n_runs;
-    ks_vk_cmdbuf *pending;     /* submitted, not yet finished */
+    uint64_t      submit_macs; /* most work one submission may carry */
+    cmd          *pending;     /* submitted, not yet finished */
     uint32_t      pending_n;
     bool          pending_head;
     ks_vk_fw_info info;
@@ -459,6 +465,11 @@ setup_layer(ks_vk_fw *f, uint32_t il, layer *ly)
         (st = upload_mat(f, &ly->up, &L->up, NULL)) != KS_OK ||
         (st = upload_mat(f, &ly->down, &L->down, NULL)) != KS_OK)
         return st;
+    {
+        const ks_weight *w[7] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down };
+        for (int i = 0; i < 7; i++)
+            ly->w_bytes += w[i]->row_bytes * w[i]->ne1;
+    }
     if ((st = upload_vec(f, &ly->attn_norm, &L->attn_norm)) != KS_OK ||
         (st = upload_vec(f, &ly->q_norm, &L->q_norm)) != KS_OK ||
         (st = upload_vec(f, &ly->k_norm, &L->k_norm)) != KS_OK ||
@@ -649,6 +660,30 @@ setup_buffers(ks_vk_fw *f)
     return KS_OK;
 }
 
+/* The most work (multiply-adds, as the fence timeouts count it) one
+ * submission may carry, so that none runs for long: about a second of
+ * lavapipe's exact kernels on two cores for a software device (a 512-token
+ * prefill of SmolLM2-135M goes as one submission per layer), ten times
+ * that for a GPU. KESTREL_VK_SUBMIT_MACS overrides it (tests cut small
+ * models into many submissions with it). */
+static uint64_t
+submit_budget(const ks_vk_ctx *ctx)
+{
+    const char *env = ks_env_str("KESTREL_VK_SUBMIT_MACS");
+    uint64_t macs = ctx->info.type == KS_VK_TYPE_CPU ? 2000000000ull : 20000000000ull;
+
+    if (env) {
+        char *end;
+        unsigned long long v = strtoull(env, &end, 10);
+        if (*end == '\0' && v > 0)
+            macs = v;
+        else
+            ks_log(KS_LOG_WARN, "vulkan", "KESTREL_VK_SUBMIT_MACS=%s is not a positive "
+                   "count; using %llu", env, (unsigned long long)macs);
+    }
+    return macs;
+}
+
 ks_status
 ks_vk_fw_create(const ks_model *m, const ks_vk_fw_params *p, ks_vk_fw **out)
 {
@@ -715,9 +750,7 @@ ks_vk_fw_create(const ks_model *m, const ks_vk_fw_params *p, ks_vk_fw **out)
             goto fail;
     if (p->head && (st = setup_head(f)) != KS_OK)
         goto fail;
-    for (int i = 0; i < N_CMD; i++)
-        if ((st = ks_vk_cmdbuf_init(f->ctx, &f->cmds[i].cb)) != KS_OK)
-            goto fail;
+    f->submit_macs = submit_budget(f->ctx);
     f->info.n_shader_hits = f->ctx->n_shader_hits;
     f->info.n_shader_compiled = f->ctx->n_shader_compiled;
     f->info.setup_ms = (double)(ks_now_ns() - t0) / 1e6;
@@ -741,8 +774,11 @@ ks_vk_fw_destroy(ks_vk_fw *f)
         return;
     if (f->ctx) {
         vkDeviceWaitIdle(f->ctx->device);
-        for (int i = 0; i < N_CMD; i++)
-            ks_vk_cmdbuf_fini(f->ctx, &f->cmds[i].cb);
+        for (int i = 0; i < N_CMD; i++) {
+            for (uint32_t j = 0; j < f->cmds[i].cap; j++)
+                ks_vk_cmdbuf_fini(f->ctx, &f->cmds[i].cbs[j]);
+            free(f->cmds[i].cbs);
+        }
         for (uint32_t i = 0; f->L && i < f->p.l1 - f->p.l0; i++) {
             layer *ly = &f->L[i];
             mat *ms[7] = { &ly->q, &ly->k, &ly->v, &ly->o, &ly->gate, &ly->up, &ly->down };
@@ -846,25 +882,85 @@ rec_norm(ks_vk_fw *f, VkCommandBuffer cb, ks_vk_pipeline *pl, VkDescriptorSet se
     ks_vk_cmd_dispatch(cb, pl, set, &a, n, 1, 1);
 }
 
+/* Begins the next submission of recording |c| (growing its list). */
 static ks_status
-record(ks_vk_fw *f, VkCommandBuffer cb, uint32_t n, bool head)
+chunk_begin(ks_vk_fw *f, cmd *c, VkCommandBuffer *cb)
+{
+    ks_vk_cmdbuf *cur;
+    ks_status st;
+
+    if (c->n_cbs == c->cap) {
+        uint32_t cap = c->cap ? 2u * c->cap : 4u;
+        ks_vk_cmdbuf *grown = realloc(c->cbs, cap * sizeof(*grown));
+        if (!grown)
+            return ks_error(KS_ERR_NOMEM, "vulkan: no memory for command buffers");
+        memset(grown + c->cap, 0, (cap - c->cap) * sizeof(*grown));
+        c->cbs = grown;
+        for (uint32_t i = c->cap; i < cap; i++)
+            if ((st = ks_vk_cmdbuf_init(f->ctx, &grown[i])) != KS_OK) {
+                c->cap = cap;  /* the rest are zeroed: fini skips them */
+                return st;
+            }
+        c->cap = cap;
+    }
+    cur = &c->cbs[c->n_cbs];
+    if ((st = ks_vk_cmdbuf_begin(f->ctx, cur)) != KS_OK)
+        return st;
+    cur->work_macs = 0;
+    c->n_cbs++;
+    *cb = cur->cb;
+    return KS_OK;
+}
+
+/* Multiply-adds of one layer for a batch of n, about: two per byte of
+ * quantized weight per token, and attention over a full context (the
+ * recording is replayed at every position). */
+static uint64_t
+layer_macs(const ks_vk_fw *f, const layer *ly, uint32_t n)
+{
+    return (uint64_t)n * (2u * ly->w_bytes + 2u * (uint64_t)f->p.n_ctx * f->q_dim);
+}
+
+/* Records the range for a batch of n into |c|: whole layers, in as many
+ * submissions as keep each under f->submit_macs (a layer alone may be
+ * more). Each later submission starts with a barrier, which orders it
+ * after the writes of the ones before on the queue. */
+static ks_status
+record(ks_vk_fw *f, cmd *c, uint32_t n, bool head)
 {
     const ks_hparams *hp = &f->m->hp;
     bool gemma = f->m->arch == KS_ARCH_GEMMA3;
+    VkCommandBuffer cb;
+    uint64_t work = 0;
     ks_status st;
 
+    c->n_cbs = 0;
+    if ((st = chunk_begin(f, c, &cb)) != KS_OK)
+        return st;
     ks_vk_cmd_copy(cb, &f->in, 0, &f->x, 0, (uint64_t)n * f->E * 4u);
     ks_vk_cmd_barrier(cb);
     for (uint32_t il = f->p.l0; il < f->p.l1; il++) {
         const layer *ly = &f->L[il - f->p.l0];
         const ks_layer *L = &f->m->layers[il];
+        uint64_t lw = layer_macs(f, ly, n);
+
+        if (work > 0 && work + lw > f->submit_macs) {
+            c->cbs[c->n_cbs - 1].work_macs = work;
+            /* the one before is ended either way: nothing open to end */
+            if ((st = ks_vk_cmdbuf_end(f->ctx, &c->cbs[c->n_cbs - 1])) != KS_OK ||
+                (st = chunk_begin(f, c, &cb)) != KS_OK)
+                return st;
+            ks_vk_cmd_barrier(cb);
+            work = 0;
+        }
+        work += lw;
 
         rec_norm(f, cb, ly->norm_attn, ly->set_norm_attn, 0, n);
         ks_vk_cmd_barrier(cb);
         if ((st = rec_mat(f, cb, &ly->q, n, 0, f->q_dim, false, n)) != KS_OK ||
             (st = rec_mat(f, cb, &ly->k, n, 0, f->kv_dim, false, n)) != KS_OK ||
             (st = rec_mat(f, cb, &ly->v, n, 0, f->kv_dim, false, n)) != KS_OK)
-            return st;
+            goto fail;
         ks_vk_cmd_barrier(cb);
         {
             rope_args a = {
@@ -892,7 +988,7 @@ record(ks_vk_fw *f, VkCommandBuffer cb, uint32_t n, bool head)
         }
         ks_vk_cmd_barrier(cb);
         if ((st = rec_mat(f, cb, &ly->o, n, 0, f->E, !gemma, n)) != KS_OK)
-            return st;
+            goto fail;
         ks_vk_cmd_barrier(cb);
         /* the model's last layer runs its FFN for the token whose logits
          * are wanted only, as the CPU does (with one-token kernels) */
@@ -901,7 +997,7 @@ record(ks_vk_fw *f, VkCommandBuffer cb, uint32_t n, bool head)
         ks_vk_cmd_barrier(cb);
         if ((st = rec_mat(f, cb, &ly->gate, nf, f0, f->F, false, nf)) != KS_OK ||
             (st = rec_mat(f, cb, &ly->up, nf, f0, f->F, false, nf)) != KS_OK)
-            return st;
+            goto fail;
         ks_vk_cmd_barrier(cb);
         {
             quant_args a = { f->F, f->F, f->D, f->D / 32u, f0 };
@@ -909,7 +1005,7 @@ record(ks_vk_fw *f, VkCommandBuffer cb, uint32_t n, bool head)
         }
         ks_vk_cmd_barrier(cb);
         if ((st = rec_mat(f, cb, &ly->down, nf, f0, f->E, !gemma, nf)) != KS_OK)
-            return st;
+            goto fail;
         ks_vk_cmd_barrier(cb);
         if (ly->norm_end) {
             rec_norm(f, cb, ly->norm_end, ly->set_norm_end, 0, n);
@@ -917,22 +1013,27 @@ record(ks_vk_fw *f, VkCommandBuffer cb, uint32_t n, bool head)
         }
     }
     if (head) {
+        work += 2u * f->out.w->row_bytes * f->out.w->ne1;
         rec_norm(f, cb, f->norm_head, f->set_norm_head, n - 1, 1);
         ks_vk_cmd_barrier(cb);
         /* one vector: the logits buffer holds one row (y stride 0) */
         if ((st = rec_mat(f, cb, &f->out, 1, n - 1, 0, false, 1)) != KS_OK)
-            return st;
+            goto fail;
     } else {
         ks_vk_cmd_copy(cb, &f->x, 0, &f->x_out, 0, (uint64_t)n * f->E * 4u);
     }
     ks_vk_cmd_host_barrier(cb);
-    return KS_OK;
+    c->cbs[c->n_cbs - 1].work_macs = work;
+    return ks_vk_cmdbuf_end(f->ctx, &c->cbs[c->n_cbs - 1]);
+fail:
+    ks_vk_cmdbuf_end(f->ctx, &c->cbs[c->n_cbs - 1]);
+    return st;
 }
 
 /* The recording for (n, head): a kept one, or the least recently used
  * slot recorded anew. */
 static ks_status
-cmd_for(ks_vk_fw *f, uint32_t n, bool head, ks_vk_cmdbuf **out)
+cmd_for(ks_vk_fw *f, uint32_t n, bool head, cmd **out)
 {
     cmd *pick = &f->cmds[0];
     ks_status st;
@@ -940,31 +1041,25 @@ cmd_for(ks_vk_fw *f, uint32_t n, bool head, ks_vk_cmdbuf **out)
     f->n_runs++;
     for (int i = 0; i < N_CMD; i++) {
         cmd *c = &f->cmds[i];
-        if (c->cb.recorded && c->n == n && c->head == head) {
+        if (c->recorded && c->n == n && c->head == head) {
             c->used = f->n_runs;
-            *out = &c->cb;
+            *out = c;
             return KS_OK;
         }
         if (c->used < pick->used)
             pick = c;
     }
-    if ((st = ks_vk_cmdbuf_begin(f->ctx, &pick->cb)) != KS_OK)
+    pick->recorded = false;
+    if ((st = record(f, pick, n, head)) != KS_OK)
         return st;
-    if ((st = record(f, pick->cb.cb, n, head)) != KS_OK) {
-        ks_vk_cmdbuf_end(f->ctx, &pick->cb);
-        pick->cb.recorded = false;
-        return st;
-    }
-    if ((st = ks_vk_cmdbuf_end(f->ctx, &pick->cb)) != KS_OK)
-        return st;
+    pick->recorded = true;
     pick->n = n;
     pick->head = head;
     pick->used = f->n_runs;
-    /* about two multiply-adds per byte of quantized weight, per token */
-    pick->cb.work_macs = 2 * (uint64_t)n * (f->info.weight_bytes + f->info.imported_bytes);
-    ks_log(KS_LOG_DEBUG, "vulkan", "recorded layers %u..%u for batches of %u%s", f->p.l0,
-           f->p.l1 - 1, n, head ? " with the head" : "");
-    *out = &pick->cb;
+    ks_log(KS_LOG_DEBUG, "vulkan", "recorded layers %u..%u for batches of %u%s in %u "
+           "submission(s)", f->p.l0, f->p.l1 - 1, n, head ? " with the head" : "",
+           pick->n_cbs);
+    *out = pick;
     return KS_OK;
 }
 
@@ -973,7 +1068,7 @@ ks_vk_fw_submit(ks_vk_fw *f, const float *x, uint32_t n, uint32_t pos0, bool wan
 {
     const ks_hparams *hp = &f->m->hp;
     bool head = f->p.head && want_logits;
-    ks_vk_cmdbuf *c;
+    cmd *c;
     ks_status st;
 
     if (f->pending)
@@ -992,8 +1087,19 @@ ks_vk_fw_submit(ks_vk_fw *f, const float *x, uint32_t n, uint32_t pos0, bool wan
     }
     if ((st = cmd_for(f, n, head, &c)) != KS_OK)
         return st;
-    if ((st = ks_vk_cmdbuf_submit(f->ctx, c)) != KS_OK)
-        return st;
+    for (uint32_t i = 0; i < c->n_cbs; i++)
+        if ((st = ks_vk_cmdbuf_submit(f->ctx, &c->cbs[i])) != KS_OK) {
+            /* the ones already queued finish before their buffers are
+             * submitted again */
+            if (i > 0 && !f->ctx->lost)
+                vkQueueWaitIdle(f->ctx->queue);
+            return st;
+        }
+    f->info.n_submits = c->n_cbs;
+    f->info.submit_macs = 0;
+    for (uint32_t i = 0; i < c->n_cbs; i++)
+        if (c->cbs[i].work_macs > f->info.submit_macs)
+            f->info.submit_macs = c->cbs[i].work_macs;
     f->pending = c;
     f->pending_n = n;
     f->pending_head = head;
@@ -1004,14 +1110,16 @@ ks_status
 ks_vk_fw_finish(ks_vk_fw *f, float *x, float *logits)
 {
     const ks_hparams *hp = &f->m->hp;
-    ks_vk_cmdbuf *c = f->pending;
+    cmd *c = f->pending;
     ks_status st;
 
     if (!c)
         return ks_error(KS_ERR_INTERNAL, "vulkan: nothing in flight");
     f->pending = NULL;
-    if ((st = ks_vk_cmdbuf_wait(f->ctx, c)) != KS_OK)
-        return st;
+    /* each waits for its own work: the ones before it are done by then */
+    for (uint32_t i = 0; i < c->n_cbs; i++)
+        if ((st = ks_vk_cmdbuf_wait(f->ctx, &c->cbs[i])) != KS_OK)
+            return st;
     if (f->ctx->validation && ks_vk_ctx_validation_count(f->ctx) > 0)
         ks_log(KS_LOG_WARN, "vulkan", "%u validation messages so far",
                ks_vk_ctx_validation_count(f->ctx));

@@ -37,6 +37,8 @@ typedef struct ks_vk_fw_info {
     uint32_t n_shader_hits;   /* SPIR-V found in the disk cache */
     uint32_t n_shader_compiled;
     double   setup_ms;        /* device, upload, kernels */
+    uint32_t n_submits;       /* queue submissions of the latest run */
+    uint64_t submit_macs;     /* the largest one's work (multiply-adds) */
 } ks_vk_fw_info;
 
 /* Why the model cannot run on Vulkan in this build or on this device
