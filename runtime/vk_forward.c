@@ -446,6 +446,17 @@ mat_fini(ks_vk_fw *f, mat *mt)
 
 /* ---- set-up ---- */
 
+/* attn.comp: the f16 variant, or the f32 one of long batches. */
+static ks_status
+attn_pipe(ks_vk_fw *f, bool f32, ks_vk_pipeline **out)
+{
+    char lane[32];
+    const char *defs[2] = { lane, "KS_ATTN_F32" };
+
+    snprintf(lane, sizeof lane, "KS_HD_LANE=%uu", (f->m->hp.head_dim + WG_HEAD - 1) / WG_HEAD);
+    return pipe_get(f, "attn.comp", defs, f32 ? 2 : 1, 5, sizeof(attn_args), WG_HEAD, out);
+}
+
 static ks_status
 setup_layer(ks_vk_fw *f, uint32_t il, layer *ly)
 {
@@ -529,15 +540,10 @@ setup_layer(ks_vk_fw *f, uint32_t il, layer *ly)
         if ((st = ks_vk_pipeline_set(f->ctx, ly->rope, b, 8, &ly->set_rope)) != KS_OK)
             return st;
     }
-    /* attention: one set serves both variants (same bindings) */
+    /* attention: one set serves both variants (same bindings); the f32
+     * one is made when a batch first needs it */
     {
-        char lane[32];
-        snprintf(lane, sizeof lane, "KS_HD_LANE=%uu", (hp->head_dim + WG_HEAD - 1) / WG_HEAD);
-        const char *d1[1] = { lane }, *d2[2] = { lane, "KS_ATTN_F32" };
-        if ((st = pipe_get(f, "attn.comp", d1, 1, 5, sizeof(attn_args), WG_HEAD,
-                           &ly->attn)) != KS_OK ||
-            (st = pipe_get(f, "attn.comp", d2, 2, 5, sizeof(attn_args), WG_HEAD,
-                           &ly->attn_f32)) != KS_OK)
+        if ((st = attn_pipe(f, false, &ly->attn)) != KS_OK)
             return st;
         const ks_vk_buffer *b[5] = { &f->q, &ly->kc, &ly->vc, &f->att, &f->params };
         if ((st = ks_vk_pipeline_set(f->ctx, ly->attn, b, 5, &ly->set_attn)) != KS_OK)
@@ -738,17 +744,20 @@ ks_vk_fw_create(const ks_model *m, const ks_vk_fw_params *p, ks_vk_fw **out)
     if (f->exact) {
         /* the exact kernels probe whether fma() rounds once here; the op
          * kernels then use it directly instead of emulating it */
-        ks_vk_exact *probe;
-        if ((st = ks_vk_exact_get(f->ctx, KS_QUANT_F32, 0, &probe)) != KS_OK)
+        if ((st = ks_vk_exact_fma(f->ctx, &f->fma_native)) != KS_OK)
             goto fail;
-        f->fma_native = !probe->fma_emu;
     }
+    /* the kernels' driver compiles run together on a thread pool once
+     * every one is known (most of a warm start on lavapipe) */
+    ks_vk_pipelines_defer(f->ctx);
     if ((st = setup_buffers(f)) != KS_OK)
         goto fail;
     for (uint32_t il = p->l0; il < p->l1; il++)
         if ((st = setup_layer(f, il, &f->L[il - p->l0])) != KS_OK)
             goto fail;
     if (p->head && (st = setup_head(f)) != KS_OK)
+        goto fail;
+    if ((st = ks_vk_pipelines_finish(f->ctx, 0)) != KS_OK)
         goto fail;
     f->submit_macs = submit_budget(f->ctx);
     f->info.n_shader_hits = f->ctx->n_shader_hits;
@@ -935,6 +944,11 @@ record(ks_vk_fw *f, cmd *c, uint32_t n, bool head)
     ks_status st;
 
     c->n_cbs = 0;
+    if (n >= ATTN_TILED_MIN)
+        for (uint32_t il = f->p.l0; il < f->p.l1; il++)
+            if (!f->L[il - f->p.l0].attn_f32 &&
+                (st = attn_pipe(f, true, &f->L[il - f->p.l0].attn_f32)) != KS_OK)
+                return st;
     if ((st = chunk_begin(f, c, &cb)) != KS_OK)
         return st;
     ks_vk_cmd_copy(cb, &f->in, 0, &f->x, 0, (uint64_t)n * f->E * 4u);
