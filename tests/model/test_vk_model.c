@@ -327,6 +327,62 @@ START_TEST(submissions_split)
 }
 END_TEST
 
+/* KESTREL_PROFILE=1: every dispatch of a run comes back as a record, in
+ * recording order, with the layer, the op and its bytes; a layer's
+ * thirteen ops, then the head's norm and matrix. */
+START_TEST(profile_records)
+{
+    const char *path = model_paths[1];  /* stories260K Q8_0 */
+    ks_runtime *rt = NULL;
+    ks_model *m;
+    ks_vk_fw *fw = NULL;
+    const ks_vk_fw_prof_rec *r;
+    uint32_t n = 0;
+    uint64_t ns = 0;
+    float *x, *lg;
+
+    if (!present[1]) {
+        fprintf(stderr, "vk-model: %s absent, profile not tested\n", path);
+        return;
+    }
+    m = load(path, KS_BACKEND_CPU, &rt);
+    ks_vk_fw_params p = { .device = -1, .l0 = 0, .l1 = m->hp.n_layers, .head = true,
+                          .n_ctx = 64, .n_batch = 8 };
+    x = calloc(8u * m->hp.n_embd, sizeof(float));
+    lg = malloc(m->hp.n_vocab * sizeof(float));
+    ck_assert(x && lg);
+    for (uint32_t k = 0; k < 8u * m->hp.n_embd; k++)
+        x[k] = (float)(k % 7) * 0.25f - 0.75f;
+    setenv("KESTREL_PROFILE", "1", 1);
+    ck_assert_msg(ks_vk_fw_create(m, &p, &fw) == KS_OK, "%s", ks_last_error());
+    unsetenv("KESTREL_PROFILE");
+    ks_vk_fw_profile(fw, &r, &n);
+    ck_assert_uint_eq(n, 0);
+    ck_assert_msg(ks_vk_fw_run(fw, x, 8, 0, true, lg) == KS_OK, "%s", ks_last_error());
+    ck_assert_msg(ks_vk_fw_run(fw, x, 1, 8, true, lg) == KS_OK, "%s", ks_last_error());
+    ks_vk_fw_profile(fw, &r, &n);
+    ck_assert_uint_eq(n, 13u * m->hp.n_layers + 2u);
+    for (uint32_t i = 0; i < n; i++) {
+        ck_assert_int_eq(r[i].layer, i < 13u * m->hp.n_layers ? (int32_t)(i / 13u) : -1);
+        ck_assert_uint_eq(r[i].n_tok, 1);
+        ck_assert_uint_gt(r[i].bytes, 0);
+        ns += r[i].ns;
+    }
+    ck_assert_str_eq(r[0].op, "attn norm");
+    ck_assert_str_eq(r[1].op, "q");
+    ck_assert_uint_eq(r[1].bytes, m->layers[0].wq.row_bytes * m->layers[0].wq.ne1 +
+                                      4u * (m->layers[0].wq.ne0 + m->layers[0].wq.ne1));
+    ck_assert_str_eq(r[n - 1].op, "head");
+    ck_assert_uint_gt(ns, 0);
+    ck_assert_uint_eq(ks_vk_validation_total(), 0);
+    ks_vk_fw_destroy(fw);
+    free(x);
+    free(lg);
+    ks_model_destroy(m);
+    ks_runtime_destroy(rt);
+}
+END_TEST
+
 /* A prompt of LONG_PROMPT tokens (issue 12, item 6: 1,132 tokens once ran
  * past a fixed fence timeout and the device was declared lost): the
  * Vulkan backend, exact mode, must finish it and then decode the CPU's
@@ -461,6 +517,7 @@ main(int argc, char **argv)
         tc = tcase_create("submissions");
         tcase_set_timeout(tc, 600);
         tcase_add_test(tc, submissions_split);
+        tcase_add_test(tc, profile_records);
         suite_add_tcase(s, tc);
     }
     sr = srunner_create(s);
