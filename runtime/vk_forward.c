@@ -20,11 +20,15 @@
  * rope convention, activation) and fetched through the SPIR-V disk cache
  * (ks_vk_shader_get); pipelines go through the context's pipeline cache.
  *
- * Per batch size the whole range is recorded once into a command buffer
- * and replayed; what changes between runs (the first position, the rope
- * table, the input rows) is written by the host into mapped buffers
- * first. All buffers are bound whole; offsets and strides are push
- * constants fixed at recording. */
+ * Per batch size the whole range is recorded once and replayed, as whole
+ * layers cut into submissions of bounded work (so that no submission runs
+ * long on a slow device, and each fence timeout fits its work); what
+ * changes between runs (the first position, the rope table, the input
+ * rows) is written by the host into mapped buffers first. All buffers are
+ * bound whole; offsets and strides are push constants fixed at recording.
+ * Kernels are built together on a thread pool at set-up (the warm start
+ * is mostly the driver's compiles); KESTREL_PROFILE=1 adds timestamps
+ * around every dispatch. */
 #include "runtime/vk_forward.h"
 
 #include <math.h>

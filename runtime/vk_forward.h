@@ -80,9 +80,9 @@ void ks_vk_fw_info_get(const ks_vk_fw *f, ks_vk_fw_info *out);
  * before and after it (vkCmdWriteTimestamp), and the bytes it reads and
  * writes, about (weights, activations, KV cache). */
 typedef struct ks_vk_fw_prof_rec {
-    const char *op;     /* "norm", "q", "k", "v", "rope", "attn", "quant", "o",
-                           "norm", "gate", "up", "glu", "down", "head norm", "head"
-                           (static strings) */
+    const char *op;     /* "attn norm", "q", "k", "v", "rope", "attn", "quant",
+                           "o", "ffn norm", "gate", "up", "glu", "down", "end norm",
+                           "head norm", "head" (static strings) */
     int32_t     layer;  /* -1: the head */
     uint32_t    n_tok;  /* tokens the dispatch works on */
     uint64_t    bytes;
