@@ -249,6 +249,18 @@ ks_status ks_governor_step_telemetry(ks_governor *g, ks_telemetry *tel,
                                      uint64_t now_ns, const ks_gov_work *work,
                                      ks_gov_decision *out);
 
+/* The temperature (°C) forecast |h_s| seconds ahead if the power of the
+ * latest control period holds, from the plant model identified online
+ * (thermal resistance and time constants fitted to the power and
+ * temperature seen); the latest reading until the model is fitted; NAN
+ * without a temperature. */
+double ks_governor_forecast_c(const ks_governor *g, double h_s);
+
+/* How close that forecast is to the limit, after Android's thermal
+ * headroom: 0 at the identified ambient (idle), 1 at or past the
+ * control temperature; NAN without a temperature. */
+double ks_governor_headroom(const ks_governor *g, double h_s);
+
 /* The latest decision (what the previous step returned). */
 const ks_gov_decision *ks_governor_last(const ks_governor *g);
 
