@@ -298,6 +298,10 @@ struct ks_governor {
      * and the model-predictive cap). */
     ks_thermal_model tm;
     double   tm_power_mw;           /* the power the forecast holds */
+    /* Since the first step: tokens, and the energy of the periods they
+     * ran in (measured or modelled power x time), for tokens per joule. */
+    double   total_tokens;
+    double   total_energy_mj;
     /* The heating rate from reading to reading (filtered), which may end
      * a control period early: see early_update(). */
     bool     fast_have;
@@ -466,16 +470,15 @@ ks_governor_forecast_c(const ks_governor *g, double h_s)
 double
 ks_governor_headroom(const ks_governor *g, double h_s)
 {
-    double t = ks_governor_forecast_c(g, h_s), amb, lim, f;
+    double t = ks_governor_forecast_c(g, h_s);
 
     if (isnan(t))
         return NAN;
-    lim = g->ctrl_mc / 1000.0;
-    amb = g->tm.valid ? g->tm.amb_c : fmin(t, lim - 20.0);
-    if (amb > lim - 5.0)
-        amb = lim - 5.0;
-    f = (t - amb) / (lim - amb);
-    return f < 0 ? 0.0 : f > 1 ? 1.0 : f;
+    /* Idle is where the identified plant settles at the base power. */
+    return ks_telem_headroom(t * 1000.0, g->ctrl_mc, g->tm.valid ?
+                             1000.0 * (g->tm.amb_c + g->tm.r_c_per_w *
+                                       g->theta[X_BASE] / 1000.0) :
+                             KS_TELEM_HEADROOM_IDLE_MC);
 }
 
 const ks_gov_decision *
@@ -1578,6 +1581,8 @@ publish(ks_governor *g, const upd *u)
     d->temp_mc = g->have_sense && g->sense.has_temp ? g->sense.temp_mc : 0;
     d->power_mw = (uint32_t)(u->p_meas + 0.5);
     d->tokens_per_s = g->acc_tokens * NS_PER_S / u->dt_ns;
+    d->tokens_per_j = g->total_energy_mj > 0 ?
+                      g->total_tokens * 1000.0 / g->total_energy_mj : 0.0;
     d->state_id = u->state;
     d->state = ks_gov_state_str(u->state);
     d->target = g->acc_busy_ns[KS_GOV_CPU] && g->acc_busy_ns[KS_GOV_GPU] ?
@@ -1629,6 +1634,8 @@ update(ks_governor *g, uint64_t now)
     };
 
     estimate_power(g, &u);
+    g->total_tokens += g->acc_tokens;
+    g->total_energy_mj += u.p_meas * u.dt_ns / NS_PER_S;
     thermal_budget(g, &u);
     total_budget(g, &u);
     track_power(g, &u);

@@ -133,6 +133,10 @@ typedef struct result {
     double forecast_mae_c;    /* headroom forecast FORECAST_S ahead */
     int    n_forecasts;
     double tokens_per_j;
+    double headroom_20s[2];   /* at t = 20 s: now, FORECAST_S ahead */
+    double headroom_end[2];   /* at the end */
+    double forecast_end_c;
+    double decision_tpj;      /* what the governor reported at the end */
 } result;
 
 #define MAX_FC 4096
@@ -211,6 +215,10 @@ run_governed(const envelope *e, result *r)
             fc_c[n_fc] = ks_governor_forecast_c(gov, FORECAST_S);
             n_fc++;
         }
+        if (t >= 20.0 && r->headroom_20s[1] == 0) {
+            r->headroom_20s[0] = ks_governor_headroom(gov, 0);
+            r->headroom_20s[1] = ks_governor_headroom(gov, FORECAST_S);
+        }
         while (next_fc < n_fc && t >= fc_at[next_fc]) {
             err += fabs(fc_c[next_fc] - plant_temp_c(p, 0));
             next_fc++;
@@ -221,6 +229,10 @@ run_governed(const envelope *e, result *r)
     r->n_forecasts = next_fc;
     r->forecast_mae_c = next_fc ? err / next_fc : 0;
     r->tokens_per_j = tokens / plant_energy_j(p);
+    r->headroom_end[0] = ks_governor_headroom(gov, 0);
+    r->headroom_end[1] = ks_governor_headroom(gov, FORECAST_S);
+    r->forecast_end_c = ks_governor_forecast_c(gov, FORECAST_S);
+    r->decision_tpj = ks_governor_last(gov)->tokens_per_j;
     ks_governor_destroy(gov);
     ks_telemetry_destroy(tel);
     plant_destroy(p);
@@ -365,6 +377,31 @@ START_TEST(power_cap_on_plants)
 }
 END_TEST
 
+/* The headroom: under full load on a slow zone it forecasts more heat
+ * than now; held at the limit it reads about 1 and forecasts the limit.
+ * The governor's tokens per joule (from the energy counter) matches the
+ * plant's. */
+START_TEST(headroom_forecasts_heat)
+{
+    envelope e = first_order(40.0);
+    result r;
+
+    run_governed(&e, &r);
+    printf("headroom at 20 s: now %.3f, in %.0f s %.3f; at the end: now "
+           "%.3f, in %.0f s %.3f (forecast %.2f C); %.2f tokens/J "
+           "(plant %.2f)\n", r.headroom_20s[0], FORECAST_S, r.headroom_20s[1],
+           r.headroom_end[0], FORECAST_S, r.headroom_end[1],
+           r.forecast_end_c, r.decision_tpj, r.tokens_per_j);
+    ck_assert_double_lt(r.headroom_20s[0], 0.95);
+    ck_assert_double_gt(r.headroom_20s[1], r.headroom_20s[0] + 0.05);
+    ck_assert_double_ge(r.headroom_end[0], 0.9);
+    ck_assert_double_le(r.headroom_end[1], 1.0);
+    ck_assert_double_eq_tol(r.forecast_end_c, LIMIT_C, 1.0);
+    ck_assert_double_eq_tol(r.decision_tpj, r.tokens_per_j,
+                            0.05 * r.tokens_per_j);
+}
+END_TEST
+
 /* The plant library itself: the two-node die matches a fine explicit
  * integration, settles where plant_steady_c says, and the sensor holds
  * and quantises. */
@@ -439,6 +476,7 @@ main(void)
     tcase_add_loop_test(th, die_on_board_plants, 0, 4);
     tcase_add_loop_test(th, coarse_sensor_plants, 0, 2);
     tcase_add_test(th, workload_changes_mid_run);
+    tcase_add_test(th, headroom_forecasts_heat);
     tcase_set_timeout(pw, 300);
     tcase_add_loop_test(pw, power_cap_on_plants, 0, 3);
     suite_add_tcase(s, lib);
