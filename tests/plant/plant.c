@@ -414,6 +414,18 @@ plant_wall_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* The process's CPU time less the calling thread's: the feed's own
+ * writes heat nothing. */
+static uint64_t
+others_cpu_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return plant_cpu_ns() -
+           ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+}
+
 void
 plant_feed_init(plant_feed *f, double base_w, double cpu_w)
 {
@@ -421,22 +433,26 @@ plant_feed_init(plant_feed *f, double base_w, double cpu_w)
     f->base_w = base_w;
     f->cpu_w = cpu_w;
     f->wall_ns = plant_wall_ns();
-    f->cpu_ns = plant_cpu_ns();
+    f->cpu_ns = others_cpu_ns();
 }
 
 int
 plant_feed_run(plant *pl, plant_feed *f)
 {
-    uint64_t wall = plant_wall_ns(), cpu = plant_cpu_ns();
+    uint64_t wall = plant_wall_ns(), cpu = others_cpu_ns();
     double w[PLANT_N_SOURCES] = { 0 }, dt = (double)(wall - f->wall_ns) / 1e9;
 
     if (!(dt > 0))
         return 0;
     w[PLANT_BASE] = f->base_w;
-    w[PLANT_CPU] = f->cpu_w * (double)(cpu - f->cpu_ns) / 1e9 / dt;
+    /* The two clocks are read a moment apart: the difference may step
+     * back by a few µs, which is no negative work. */
+    w[PLANT_CPU] = cpu > f->cpu_ns ?
+                   f->cpu_w * (double)(cpu - f->cpu_ns) / 1e9 / dt : 0.0;
     f->last_w = w[PLANT_BASE] + w[PLANT_CPU];
     f->wall_ns = wall;
-    f->cpu_ns = cpu;
+    if (cpu > f->cpu_ns)
+        f->cpu_ns = cpu;
     plant_run(pl, dt, w);
     return plant_sync(pl);
 }

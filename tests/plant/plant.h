@@ -109,7 +109,9 @@ double plant_steady_c(const plant *p, uint32_t zone, double w);
  * thread heats the plant and a sleeping one does not. plant_feed_run() runs
  * the plant up to the present (CLOCK_MONOTONIC) at base_w + cpu_w times
  * the number of busy CPUs over the interval, and syncs the tree; call it
- * every few ms from one thread (the plant is not thread safe). */
+ * every few ms from one thread of its own (the plant is not thread safe;
+ * that thread's CPU time is left out, and plant_feed_init must be called
+ * on it too). */
 typedef struct plant_feed {
     uint64_t wall_ns, cpu_ns;   /* at the previous call */
     double   base_w;            /* idle power */
