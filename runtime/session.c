@@ -1432,6 +1432,8 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
         s->stats.backend_setup_ms = keep.backend_setup_ms;
         s->stats.n_fallbacks = keep.n_fallbacks;
         memcpy(s->stats.fallback, keep.fallback, sizeof keep.fallback);
+        s->stats.tokens_per_j = keep.tokens_per_j;
+        s->stats.energy_measured = keep.energy_measured;
     }
     if (p->n_prompt == 0 && s->n_past == 0) {
         p->stop = KS_STOP_ERROR;
