@@ -153,7 +153,8 @@ ks_thermal_model_forecast(const ks_thermal_model *m, double power_w,
 
     if (!m->valid || h_s <= 0)
         return m->t_ref_c + m->t0_c;
-    steps = h_s / m->dt_s;
+    /* From the latest whole sample, so ahead by the part gathered since. */
+    steps = (h_s + (double)m->acc_ns / 1e9) / m->dt_s;
     n = (int)floor(steps);
     if (n > 100000)
         n = 100000;

@@ -51,8 +51,9 @@ void ks_thermal_model_init(ks_thermal_model *m, double dt_s);
 void ks_thermal_model_add(ks_thermal_model *m, uint64_t now_ns,
                           double temp_c, double power_mw);
 
-/* The temperature |h_s| ahead if the power stays |power_w|. Without a
- * valid fit: the latest temperature. */
+/* The temperature |h_s| ahead if the power stays |power_w| (counted from
+ * the latest whole sample, plus what has gathered since). Without a valid
+ * fit: the latest sample's temperature. */
 double ks_thermal_model_forecast(const ks_thermal_model *m, double power_w,
                                  double h_s);
 

@@ -21,6 +21,7 @@
 #include "driver/telemetry.h"
 #include "plant.h"
 #include "scheduler/governor.h"
+#include "scheduler/thermal_model.h"
 
 #define LIMIT_C   65.0
 #define AMB_C     35.0
@@ -402,6 +403,45 @@ START_TEST(headroom_forecasts_heat)
 }
 END_TEST
 
+/* The identification on its own: a first-order zone (9 C/W, tau 10 s,
+ * 35 C) under a power that steps every 7 s between 1 and 5 W; the fit
+ * finds R, tau and the ambient, forecasts 10 s ahead, and the power it
+ * allows keeps the forecast at the limit. */
+START_TEST(model_identifies_first_order)
+{
+    ks_thermal_model m;
+    double t_c = AMB_C, a = exp(-0.1 / 10.0), p_w = 1.0;
+    uint64_t now = 0;
+
+    ks_thermal_model_init(&m, 1.0);
+    for (int k = 0; k < 3000; k++) {
+        if (k % 70 == 0)
+            p_w = p_w == 1.0 ? 5.0 : 1.0;
+        t_c = AMB_C + 9.0 * p_w + (t_c - AMB_C - 9.0 * p_w) * a;
+        now += 100000000ull;
+        ks_thermal_model_add(&m, now, t_c, p_w * 1000.0);
+    }
+    ck_assert(m.valid);
+    printf("identified: R %.2f C/W, tau %.2f s (%.2f s), ambient %.2f C\n",
+           m.r_c_per_w, m.tau_s[0], m.tau_s[1], m.amb_c);
+    ck_assert_double_eq_tol(m.r_c_per_w, 9.0, 0.3);
+    ck_assert_double_eq_tol(m.tau_s[0], 10.0, 1.0);
+    ck_assert_double_eq_tol(m.amb_c, AMB_C, 1.0);
+    {
+        /* at the load of the moment, 10 s on */
+        double want = AMB_C + 9.0 * p_w + (t_c - AMB_C - 9.0 * p_w) *
+                      exp(-1.0);
+        double allowed = ks_thermal_model_allowed_w(&m, LIMIT_C, 30.0);
+
+        ck_assert_double_eq_tol(ks_thermal_model_forecast(&m, p_w, 10.0),
+                                want, 0.3);
+        ck_assert_double_le(ks_thermal_model_forecast(&m, allowed, 30.0),
+                            LIMIT_C + 0.01);
+        ck_assert_double_gt(allowed, 0.0);
+    }
+}
+END_TEST
+
 /* The plant library itself: the two-node die matches a fine explicit
  * integration, settles where plant_steady_c says, and the sensor holds
  * and quantises. */
@@ -470,6 +510,7 @@ main(void)
     int failed;
 
     tcase_add_test(lib, two_node_is_exact);
+    tcase_add_test(lib, model_identifies_first_order);
     tcase_add_test(lib, sensor_quantises_and_holds);
     tcase_set_timeout(th, 600);
     tcase_add_loop_test(th, first_order_plants, 0, 4);
