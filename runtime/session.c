@@ -535,7 +535,7 @@ movable(const ks_session *s, uint64_t now, ks_gov_work *w)
 }
 
 /* Calls the headroom callback when the headroom crossed its threshold
- * since the previous control period. */
+ * since the previous control period (with a little hysteresis). */
 static void
 notify_headroom(ks_session *s)
 {
@@ -547,7 +547,10 @@ notify_headroom(ks_session *s)
     h = ks_governor_headroom(s->gov, s->headroom_forecast_s);
     if (isnan(h))
         return;
-    side = h >= s->headroom_threshold;
+    /* Down again only 0.02 under the threshold: a forecast that sits on
+     * it would call back every period. */
+    side = s->headroom_side == 1 ? h >= s->headroom_threshold - 0.02
+                                 : h >= s->headroom_threshold;
     if (side != s->headroom_side && (s->headroom_side >= 0 || side))
         s->headroom_fn(s->headroom_user, h);
     s->headroom_side = side;

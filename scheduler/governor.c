@@ -1860,6 +1860,13 @@ ks_governor_step(ks_governor *g, const ks_gov_sense *sense, uint64_t now,
         if (s.has_temp) {
             g->temp_ns = now;
             d->temp_mc = s.temp_mc;
+        } else if (g->have_sense && g->sense.has_temp &&
+                   now - g->temp_ns <= STALE_NS) {
+            /* A read that failed (a stale sample) is no reading, not a
+             * lost sensor: the previous temperature stands, as old as it
+             * is (temp_ns), until STALE_NS makes it blind. */
+            s.has_temp = true;
+            s.temp_mc = g->sense.temp_mc;
         }
         g->sense = s;
         g->have_sense = true;

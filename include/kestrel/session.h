@@ -279,7 +279,8 @@ KS_API double ks_thermal_forecast_c(const ks_session *s, double forecast_s);
 typedef void (*ks_headroom_fn)(void *user, double headroom);
 
 /* Asks for |fn| whenever the headroom |forecast_s| ahead crosses
- * |threshold| either way (and once if it is first seen above it). Runs on
+ * |threshold| either way (and once if it is first seen above it); it
+ * counts as back below only 0.02 under the threshold. Runs on
  * the generating thread after a governor control period (about every
  * 500 ms); it must not call back into the session. NULL |fn| turns it
  * off. KS_ERR_INVALID_ARG: threshold outside 0..1, forecast_s outside

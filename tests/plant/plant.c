@@ -32,6 +32,7 @@ struct plant {
     bool     mains;
     bool     power_frozen;
     double   forced_c[PLANT_MAX_ZONES];  /* NAN: not forced */
+    bool     blank[PLANT_MAX_ZONES];
 };
 
 static int
@@ -317,7 +318,11 @@ plant_sync(plant *pl)
         }
         c = isnan(pl->forced_c[z]) ? pl->read_c[z] : pl->forced_c[z];
         snprintf(rel, sizeof rel, "thermal/thermal_zone%u/temp", z);
-        if ((e = put(pl, rel, "%ld\n", lround(c * 1000.0))))
+        if (pl->blank[z])
+            e = put(pl, rel, "%s", "");
+        else
+            e = put(pl, rel, "%ld\n", lround(c * 1000.0));
+        if (e)
             return e;
     }
     /* A frozen sensor's files keep what they hold. */
@@ -361,6 +366,13 @@ plant_force_temp(plant *pl, uint32_t zone, double temp_c)
 {
     if (zone < PLANT_MAX_ZONES)
         pl->forced_c[zone] = temp_c;
+}
+
+void
+plant_blank_temp(plant *pl, uint32_t zone, bool blank)
+{
+    if (zone < PLANT_MAX_ZONES)
+        pl->blank[zone] = blank;
 }
 
 double

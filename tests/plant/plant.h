@@ -95,6 +95,9 @@ int  plant_sync(plant *p);
  * |temp_c| whatever the zone's true temperature (NAN: the true one). */
 void plant_freeze_power(plant *p, bool frozen);
 void plant_force_temp(plant *p, uint32_t zone, double temp_c);
+/* While set, a zone's temp file is written empty: a read that lands
+ * while a writer has truncated it (the telemetry marks it stale). */
+void plant_blank_temp(plant *p, uint32_t zone, bool blank);
 
 double plant_temp_c(const plant *p, uint32_t zone);   /* true die temp */
 double plant_board_c(const plant *p, uint32_t zone);  /* ambient if none */
