@@ -132,6 +132,11 @@
 /* An instantaneous power reading describes the activity before it only
  * when that activity lasted this long (sensors average a few ms). */
 #define MIN_PHASE_NS 20000000ull
+/* The back-off from the limit for a swinging zone: this many mean
+ * swings, at most this much; the filters' weight per update. */
+#define SWING_K 1.0
+#define SWING_MAX_C 1.5
+#define SWING_W 0.1
 /* The plant model's sampling interval. */
 #define TM_SAMPLE_S 1.0
 /* The longest sleep asked for in one step. */
@@ -302,6 +307,9 @@ struct ks_governor {
      * ran in (measured or modelled power x time), for tokens per joule. */
     double   total_tokens;
     double   total_energy_mj;
+    /* The temperature's mean and mean swing around it, per update. */
+    bool     swing_have;
+    double   mean_c, swing_c;
     /* The heating rate from reading to reading (filtered), which may end
      * a control period early: see early_update(). */
     bool     fast_have;
@@ -1290,7 +1298,16 @@ thermal_budget(ks_governor *g, upd *u)
         return;
     }
     t_c = g->sense.temp_mc / 1000.0;
-    e = g->ctrl_mc / 1000.0 - t_c;
+    /* A zone that swings around its mean by D (a fast die under a load
+     * that comes and goes) is held about D under the limit, so that its
+     * swings, not its mean, stay under it. */
+    if (!g->swing_have) {
+        g->swing_have = true;
+        g->mean_c = t_c;
+    }
+    g->mean_c += SWING_W * (t_c - g->mean_c);
+    g->swing_c += SWING_W * (fabs(t_c - g->mean_c) - g->swing_c);
+    e = g->ctrl_mc / 1000.0 - fmin(SWING_MAX_C, SWING_K * g->swing_c) - t_c;
     ks_thermal_model_add(&g->tm, u->now, t_c, u->p_meas);
     g->tm_power_mw = u->p_meas;
     have_rate = thermal_rate(g, u->p_meas, u->range);
