@@ -14,6 +14,7 @@
  * Exit statuses: see EXIT_STATUS_HELP. */
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,6 +97,7 @@ typedef struct opts {
     int32_t     n_pp;
     int32_t     n_tg;
     int32_t     reps;
+    int32_t     sustained_s;   /* --sustained: seconds of governed decode */
     /* positional arguments (info, quantize) */
     const char *pos[3];
     int         n_pos;
@@ -264,6 +266,12 @@ help(const char *cmd)
                "  -n, --n-gen N         generated tokens (default: 32; 0 "
                "skips tg)\n"
                "  -r, --repetitions R   repetitions (default: 5)\n"
+               "      --sustained S     decode for S seconds under the governor "
+               "(with\n"
+               "                        --temp-limit or --power-limit, else the "
+               "passive\n"
+               "                        trip): tokens/s per minute, the mean, "
+               "tokens/J\n"
                "      --json            JSON objects instead of a table\n"
                "      --draft FILE      also measure speculative decoding with "
                "FILE as the\n"
@@ -357,6 +365,8 @@ parse(const char *cmd, int argc, char **argv, opts *o)
         } else if (bench && (strcmp(a, "-n") == 0 ||
                              strcmp(a, "--n-gen") == 0)) {
             NEED_VALUE(); o->n_tg = (int32_t)parse_long(cmd, a, v, 0, 65536);
+        } else if (bench && strcmp(a, "--sustained") == 0) {
+            NEED_VALUE(); o->sustained_s = (int32_t)parse_long(cmd, a, v, 1, 86400);
         } else if (bench && (strcmp(a, "-r") == 0 ||
                              strcmp(a, "--repetitions") == 0)) {
             NEED_VALUE(); o->reps = (int32_t)parse_long(cmd, a, v, 1, 1000);
@@ -806,7 +816,8 @@ print_stats(const ks_session *s, const ks_stats *st)
             (double)st->peak_rss_bytes / 1048576.0);
     if (st->governed)
         fprintf(stderr, "kestrel: governor paced %.1f ms; %d threads at the "
-                "end\n", st->paced_ms, st->n_threads);
+                "end; %.2f tokens/J (%s)\n", st->paced_ms, st->n_threads,
+                st->tokens_per_j, st->energy_measured ? "measured" : "modelled");
     if (st->n_verify > 0)
         fprintf(stderr, "kestrel: speculation: %u drafted, %u accepted (%.1f %%), %.2f "
                 "tokens per target pass, draft %.1f ms, verify %.1f ms in %u passes\n",
@@ -846,14 +857,14 @@ json_stats(FILE *f, const ks_session *s, const ks_stats *st)
             "\"shaders_compiled\":%u,\"fallbacks\":%u,\"n_drafted\":%u,"
             "\"n_accepted\":%u,\"n_verify\":%u,\"accept_rate\":%.4f,"
             "\"tokens_per_verify\":%.4f,\"draft_ms\":%.3f,\"verify_ms\":%.3f,"
-            "\"fallback\":",
+            "\"tokens_per_j\":%.4f,\"energy_measured\":%s,\"fallback\":",
             ks_session_placement(s), st->load_ms, st->n_prompt, st->prefill_ms,
             st->prefill_tps, st->n_gen, st->decode_ms, st->decode_tps,
             (unsigned long long)st->peak_rss_bytes,
             (unsigned long long)st->kv_bytes, st->backend_setup_ms, st->n_shader_hits,
             st->n_shader_compiled, st->n_fallbacks, st->n_drafted, st->n_accepted,
             st->n_verify, st->accept_rate, st->tokens_per_verify, st->draft_ms,
-            st->verify_ms);
+            st->verify_ms, st->tokens_per_j, st->energy_measured ? "true" : "false");
     json_string(f, st->fallback, strlen(st->fallback));
     fputc('}', f);
 }
@@ -1494,6 +1505,102 @@ bench_gen(const opts *o, loaded *l, const int32_t *prompt, size_t n_prompt,
     return 0;
 }
 
+/* bench --sustained: what the governor sustains. Generation restarts
+ * from the prompt whenever the context fills; tokens are counted per
+ * minute (the last bucket may be shorter). */
+typedef struct sustained {
+    double t0_s, end_s;
+    double bucket_tokens[1440];
+    uint32_t n_tokens;
+} sustained;
+
+static bool
+sustained_token(void *user, int32_t tok, const char *piece, size_t len)
+{
+    sustained *su = user;
+    double t = now_s() - su->t0_s;
+    size_t b = (size_t)(t / 60.0);
+
+    (void)tok;
+    (void)piece;
+    (void)len;
+    if (b < sizeof su->bucket_tokens / sizeof su->bucket_tokens[0])
+        su->bucket_tokens[b]++;
+    su->n_tokens++;
+    return t < su->end_s;
+}
+
+static int
+bench_sustained(const opts *o)
+{
+    static sustained su;
+    loaded l;
+    opts lo = *o;
+    ks_stats st;
+    int32_t prompt[8];
+    double secs, mean;
+    size_t n_b;
+    int rc = 0;
+
+    if (lo.n_ctx == 0)
+        lo.n_ctx = 512;
+    if (load(&lo, &l) != 0)
+        return 1;
+    for (int i = 0; i < 8; i++)
+        prompt[i] = 1 + i * 7;
+    su.t0_s = now_s();
+    su.end_s = o->sustained_s;
+    while (now_s() - su.t0_s < su.end_s && !g_cancel) {
+        ks_generate_params gp = { 0 };
+
+        gp.prompt = prompt;
+        gp.n_prompt = 8;
+        gp.n_predict = ks_session_n_ctx(l.session) - 9;
+        gp.ignore_eog = true;
+        gp.cancel = &g_cancel;
+        gp.on_token = sustained_token;
+        gp.user = &su;
+        if (ks_session_truncate(l.session, 0) != KS_OK ||
+            ks_session_generate(l.session, &gp) != KS_OK) {
+            rc = fail("bench --sustained");
+            goto out;
+        }
+    }
+    secs = now_s() - su.t0_s;
+    mean = su.n_tokens / secs;
+    n_b = (size_t)ceil(secs / 60.0);
+    if (n_b > sizeof su.bucket_tokens / sizeof su.bucket_tokens[0])
+        n_b = sizeof su.bucket_tokens / sizeof su.bucket_tokens[0];
+    ks_session_stats(l.session, &st);
+    if (o->json) {
+        printf("{\"sustained_s\":%.3f,\"n_tokens\":%u,\"mean_tps\":%.3f,"
+               "\"governed\":%s,\"tokens_per_j\":%.4f,\"energy_measured\":%s,"
+               "\"paced_ms\":%.3f,\"threads_end\":%d,\"per_minute_tps\":[",
+               secs, su.n_tokens, mean, st.governed ? "true" : "false",
+               st.tokens_per_j, st.energy_measured ? "true" : "false",
+               st.paced_ms, st.n_threads);
+        for (size_t b = 0; b < n_b; b++)
+            printf("%s%.3f", b ? "," : "", su.bucket_tokens[b] /
+                   fmin(60.0, secs - 60.0 * (double)b));
+        printf("]}\n");
+    } else {
+        printf("| minute | tokens/s |\n| ---: | ---: |\n");
+        for (size_t b = 0; b < n_b; b++)
+            printf("| %zu | %.2f |\n", b + 1, su.bucket_tokens[b] /
+                   fmin(60.0, secs - 60.0 * (double)b));
+        printf("| mean | %.2f |\n", mean);
+        printf("%u tokens in %.1f s; %s; %.2f tokens/J (%s); paced %.1f s; "
+               "%d threads at the end\n", su.n_tokens, secs,
+               st.governed ? "governed" : "not governed (no limit and no "
+               "passive trip)", st.tokens_per_j,
+               st.energy_measured ? "measured" : "modelled",
+               st.paced_ms / 1000.0, st.n_threads);
+    }
+out:
+    unload(&l);
+    return rc;
+}
+
 static int
 cmd_bench(const opts *o)
 {
@@ -1518,6 +1625,8 @@ cmd_bench(const opts *o)
     const char *dbase = o->draft ? strrchr(o->draft, '/') : NULL;
     ks_spec_mode mode = o->spec;
 
+    if (o->sustained_s > 0)
+        return bench_sustained(o);
     base = base ? base + 1 : path;
     dbase = dbase ? dbase + 1 : o->draft;
     if (mode == KS_SPEC_AUTO)

@@ -539,6 +539,63 @@ movable(const ks_session *s, uint64_t now, ks_gov_work *w)
                                           (!vk->auto_skip || rt->device >= 0)));
 }
 
+/* Calls the headroom callback when the headroom crossed its threshold
+ * since the previous control period (with a little hysteresis). */
+static void
+notify_headroom(ks_session *s)
+{
+    double h;
+    int side;
+
+    if (!s->headroom_fn)
+        return;
+    h = ks_governor_headroom(s->gov, s->headroom_forecast_s);
+    if (isnan(h))
+        return;
+    /* Down again only 0.02 under the threshold: a forecast that sits on
+     * it would call back every period. */
+    side = s->headroom_side == 1 ? h >= s->headroom_threshold - 0.02
+                                 : h >= s->headroom_threshold;
+    if (side != s->headroom_side && (s->headroom_side >= 0 || side))
+        s->headroom_fn(s->headroom_user, h);
+    s->headroom_side = side;
+}
+
+KS_API double
+ks_thermal_forecast_c(const ks_session *s, double forecast_s)
+{
+    if (!s || !s->gov || !(forecast_s >= 0) || !isfinite(forecast_s))
+        return NAN;
+    return ks_governor_forecast_c(s->gov, forecast_s);
+}
+
+KS_API double
+ks_thermal_headroom(const ks_session *s, double forecast_s)
+{
+    if (!s || !s->gov || !(forecast_s >= 0) || !isfinite(forecast_s))
+        return NAN;
+    return ks_governor_headroom(s->gov, forecast_s);
+}
+
+KS_API ks_status
+ks_thermal_headroom_notify(ks_session *s, double threshold, double forecast_s,
+                           ks_headroom_fn fn, void *user)
+{
+    if (!s)
+        return ks_null_arg("ks_thermal_headroom_notify", "s");
+    if (!(threshold >= 0 && threshold <= 1))
+        return ks_error(KS_ERR_INVALID_ARG, "headroom: threshold %g is outside 0..1", threshold);
+    if (!(forecast_s >= 0 && forecast_s <= 600))
+        return ks_error(KS_ERR_INVALID_ARG, "headroom: forecast_s %g is outside 0..600 s",
+                        forecast_s);
+    s->headroom_fn = fn;
+    s->headroom_user = user;
+    s->headroom_threshold = threshold;
+    s->headroom_forecast_s = forecast_s;
+    s->headroom_side = -1;
+    return KS_OK;
+}
+
 /* One governor step after a decoded token that took |busy_ns| in all:
  * the device's share goes to the GPU actor, the rest to the CPU. Then
  * the thread count for the next token, a move of layers when the
@@ -564,6 +621,11 @@ govern(ks_session *s, uint64_t busy_ns, const volatile int *cancel)
     if (d.n_threads >= 1 && d.n_threads <= s->max_threads)
         s->n_threads = d.n_threads;
     s->stats.n_threads = s->n_threads;
+    if (d.updated) {
+        s->stats.tokens_per_j = d.tokens_per_j;
+        s->stats.energy_measured = !(d.flags & KS_GOV_F_NO_POWER);
+        notify_headroom(s);
+    }
     if (d.place != KS_GOV_PLACE_STAY && (d.place == KS_GOV_PLACE_TO_GPU ? w.can_move_to_gpu
                                                                       : w.can_move_to_cpu)) {
         s->last_move_ns = now;
@@ -1388,6 +1450,8 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
         s->stats.backend_setup_ms = keep.backend_setup_ms;
         s->stats.n_fallbacks = keep.n_fallbacks;
         memcpy(s->stats.fallback, keep.fallback, sizeof keep.fallback);
+        s->stats.tokens_per_j = keep.tokens_per_j;
+        s->stats.energy_measured = keep.energy_measured;
     }
     if (p->n_prompt == 0 && s->n_past == 0) {
         p->stop = KS_STOP_ERROR;

@@ -51,6 +51,13 @@ struct ks_session {
     struct ks_governor  *gov;
     struct ks_trace     *trace;
     int                  max_threads;  /* the CPU threads a target may use */
+    /* ks_thermal_headroom_notify: the callback, its threshold and
+     * horizon, and which side of the threshold was last seen (-1: none). */
+    ks_headroom_fn       headroom_fn;
+    void                *headroom_user;
+    double               headroom_threshold;
+    double               headroom_forecast_s;
+    int                  headroom_side;
 
     /* Where the layers run: targets in layer order (scheduler/target.h),
      * as the placement chose them. */

@@ -275,10 +275,44 @@ typedef struct ks_stats {
     /* Early exit (the last generate): tokens an exit decided (the other
      * generated tokens were decided by the full model). */
     uint32_t n_early_exit;
+    /* Governed sessions: tokens per joule of system energy since the
+     * session's first governed token, from RAPL, hwmon or battery power
+     * where the device has a sensor (energy_measured), else from the
+     * governor's power model; 0 before the first control period. */
+    double   tokens_per_j;
+    bool     energy_measured;
 } ks_stats;
 
 /* A NULL |s| zeroes *out. */
 KS_API void ks_session_stats(const ks_session *s, ks_stats *out);
+
+/* Thermal headroom, after Android's getThermalHeadroom: how close the
+ * device will be to its temperature limit in |forecast_s| seconds (0:
+ * now) if the present load holds; 0 at the idle temperature, 1 at or past
+ * the limit. The forecast comes from the plant that the session's
+ * governor identifies online from the power and temperature it sees
+ * (thermal resistance, two time constants); until it has one, the latest
+ * reading, with idle taken as 25 °C. NAN when no governor runs, no
+ * temperature is read, or |forecast_s| is negative or not finite. Call it
+ * from the thread that generates, or between generates. */
+KS_API double ks_thermal_headroom(const ks_session *s, double forecast_s);
+
+/* The temperature forecast behind it, in °C; NAN as above. */
+KS_API double ks_thermal_forecast_c(const ks_session *s, double forecast_s);
+
+/* Called with the new headroom when it crosses a threshold. */
+typedef void (*ks_headroom_fn)(void *user, double headroom);
+
+/* Asks for |fn| whenever the headroom |forecast_s| ahead crosses
+ * |threshold| either way (and once if it is first seen above it); it
+ * counts as back below only 0.02 under the threshold. Runs on
+ * the generating thread after a governor control period (about every
+ * 500 ms); it must not call back into the session. NULL |fn| turns it
+ * off. KS_ERR_INVALID_ARG: threshold outside 0..1, forecast_s outside
+ * 0..600. */
+KS_API ks_status ks_thermal_headroom_notify(ks_session *s, double threshold,
+                                            double forecast_s,
+                                            ks_headroom_fn fn, void *user);
 
 /* "cpu", "vulkan", or "split" when the layers run on several targets:
  * where this session's model runs (with backend auto, what auto chose). */

@@ -11,6 +11,7 @@
  * function or pointer argument without a probe fails the 'api-symbols'
  * test. */
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -657,6 +658,43 @@ session_placement_s(void)
     ck_assert_str_eq(ks_session_placement(NULL), "");
 }
 
+static void
+thermal_headroom_s(void)
+{
+    ck_assert(isnan(ks_thermal_headroom(NULL, 10.0)));
+    ck_assert(isnan(ks_thermal_forecast_c(NULL, 10.0)));
+}
+
+static void
+headroom_cb(void *user, double headroom)
+{
+    (void)user;
+    (void)headroom;
+}
+
+static void
+thermal_headroom_notify_s(void)
+{
+    expect_null_arg(ks_thermal_headroom_notify(NULL, 0.8, 10.0, headroom_cb,
+                                               NULL),
+                    "ks_thermal_headroom_notify", "s");
+}
+
+static void
+thermal_headroom_notify_user(void)
+{
+    /* |user| is the caller's and may be NULL; an ungoverned session has
+     * no headroom; a threshold outside 0..1 is refused */
+    open_all();
+    ck_assert_int_eq(ks_thermal_headroom_notify(f.s, 0.8, 10.0, headroom_cb,
+                                                NULL), KS_OK);
+    ck_assert(isnan(ks_thermal_headroom(f.s, 10.0)));
+    ck_assert_int_eq(ks_thermal_headroom_notify(f.s, 1.5, 10.0, headroom_cb,
+                                                NULL), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "threshold 1.5"));
+    close_all();
+}
+
 /* ---- status, devices, files ---- */
 
 static void
@@ -865,6 +903,10 @@ static const probe probes[] = {
     PROBE("ks_session_stats", "out", session_stats_out),
     PROBE("ks_session_backend_name", "s", session_backend_name_s),
     PROBE("ks_session_placement", "s", session_placement_s),
+    PROBE("ks_thermal_headroom", "s", thermal_headroom_s),
+    PROBE("ks_thermal_forecast_c", "s", thermal_headroom_s),
+    PROBE("ks_thermal_headroom_notify", "s", thermal_headroom_notify_s),
+    PROBE("ks_thermal_headroom_notify", "user", thermal_headroom_notify_user),
     PROBE("ks_devices_print", "out", devices_print_out),
     PROBE("ks_inspect_file", "path", inspect_file_path),
     PROBE("ks_inspect_file", "out", inspect_file_out),
