@@ -86,6 +86,10 @@ typedef struct opts {
     ks_spec_mode spec;
     uint32_t     draft_max;
     uint32_t     draft_min;
+    /* remote verification; --privacy strict forbids it */
+    const char  *verify_url;
+    uint32_t     verify_timeout_ms;
+    bool         privacy_strict;
     /* structured output (run) */
     const char  *json_schema;   /* a file holding a JSON schema */
     /* bench */
@@ -213,6 +217,10 @@ help(const char *cmd)
                "      --draft-max N     most tokens drafted per round (default 8)\n"
                "      --draft-min N     fewest; = --draft-max fixes the length\n"
                "                        (default 0: chosen from what it measures)\n"
+               "      --verify-url URL  the model drafts, the `kestrel serve` at URL\n"
+               "                        verifies (greedy); local alone when it fails\n"
+               "      --verify-timeout MS  the deadline of a verification (3000)\n"
+               "      --privacy MODE    off (default) or strict: no outbound request\n"
                "      --json-schema FILE  output one compact JSON value that the\n"
                "                        schema in FILE accepts (constrained decoding;\n"
                "                        '{\"type\":\"object\"}' for any object; the\n"
@@ -440,6 +448,16 @@ parse(const char *cmd, int argc, char **argv, opts *o)
             NEED_VALUE(); o->draft_max = (uint32_t)parse_long(cmd, a, v, 1, 64);
         } else if (strcmp(a, "--draft-min") == 0) {
             NEED_VALUE(); o->draft_min = (uint32_t)parse_long(cmd, a, v, 0, 64);
+        } else if (strcmp(a, "--verify-url") == 0) {
+            NEED_VALUE(); o->verify_url = v;
+        } else if (strcmp(a, "--verify-timeout") == 0) {
+            NEED_VALUE();
+            o->verify_timeout_ms = (uint32_t)parse_long(cmd, a, v, 1, 600000);
+        } else if (strcmp(a, "--privacy") == 0) {
+            NEED_VALUE();
+            if (strcmp(v, "strict") && strcmp(v, "off"))
+                die_usage(cmd, "--privacy expects off or strict, got '%s'", v);
+            o->privacy_strict = strcmp(v, "strict") == 0;
         } else if (strcmp(a, "--json") == 0) {
             o->json = true;
         } else if (strcmp(cmd, "run") == 0 && strcmp(a, "--json-schema") == 0) {
@@ -675,7 +693,11 @@ load(const opts *o, loaded *l)
     return 0;
 }
 
-/* The speculation settings of -spec, --draft, --draft-max, --draft-min. */
+/* What remote verification did in the last generate (--verify-url). */
+static ks_verify_stats verify_stats;
+
+/* The speculation settings of -spec, --draft, --draft-max, --draft-min,
+ * --verify-url (unless --privacy strict). */
 static void
 spec_params(const opts *o, const loaded *l, ks_generate_params *gp)
 {
@@ -683,6 +705,20 @@ spec_params(const opts *o, const loaded *l, ks_generate_params *gp)
     gp->draft = l->draft;
     gp->draft_max = o->draft_max;
     gp->draft_min = o->draft_min;
+    static bool told;
+    if (o->verify_url && !told) {
+        /* the log says what goes where, never the content */
+        fprintf(stderr, o->privacy_strict
+                ? "kestrel: --privacy strict: nothing is sent to %s\n"
+                : "kestrel: token ids go to %s for verification\n",
+                o->verify_url);
+        told = true;
+    }
+    if (o->verify_url && !o->privacy_strict) {
+        gp->verify_url = o->verify_url;
+        gp->verify_timeout_ms = o->verify_timeout_ms;
+        gp->verify_stats = &verify_stats;
+    }
 }
 
 /* Reads a whole file (the prompt of -f) into a NUL-terminated buffer;
@@ -784,6 +820,12 @@ print_stats(const ks_session *s, const ks_stats *st)
     if (st->n_fallbacks > 0)
         fprintf(stderr, "kestrel: a device fault moved the layers to the CPU (%s)\n",
                 st->fallback);
+    if (verify_stats.n_rounds > 0 || verify_stats.lost)
+        fprintf(stderr, "kestrel: remote verification: %u requests, %.1f ms "
+                "each, %u tokens from them%s%s; %u generated locally\n",
+                verify_stats.n_rounds, verify_stats.rtt_ms,
+                verify_stats.n_remote, verify_stats.lost ? "; given up: " : "",
+                verify_stats.why, verify_stats.n_local);
     if (st->n_shader_hits + st->n_shader_compiled > 0)
         fprintf(stderr, "kestrel: %s, placement %s | Vulkan set-up %.1f ms, kernels: "
                 "%u from the disk cache, %u compiled\n", ks_session_backend_name(s),
@@ -821,6 +863,17 @@ json_stats(FILE *f, const ks_session *s, const ks_stats *st)
             st->n_verify, st->accept_rate, st->tokens_per_verify, st->draft_ms,
             st->verify_ms);
     json_string(f, st->fallback, strlen(st->fallback));
+    if (verify_stats.n_rounds > 0 || verify_stats.lost) {
+        fprintf(f, ",\"remote\":{\"requests\":%u,\"rtt_ms\":%.3f,"
+                "\"n_drafted\":%u,\"n_accepted\":%u,\"n_remote\":%u,"
+                "\"n_local\":%u,\"lost\":%s,\"why\":",
+                verify_stats.n_rounds, verify_stats.rtt_ms,
+                verify_stats.n_drafted, verify_stats.n_accepted,
+                verify_stats.n_remote, verify_stats.n_local,
+                verify_stats.lost ? "true" : "false");
+        json_string(f, verify_stats.why, strlen(verify_stats.why));
+        fputc('}', f);
+    }
     fputc('}', f);
 }
 
