@@ -266,7 +266,9 @@ ks_remote_generate(ks_session *s, ks_generate_params *p)
     uint32_t kmin;
     int32_t *ctx = NULL, *draft = NULL;
     size_t n, n_pend, n_out = 0;
-    double verify_ms = 0;
+    double verify_ms = 0, prefill_ms = 0;
+    uint32_t n_prefilled = 0;
+    uint64_t t_start = ks_now_ns();
 
     if (p->sampling.temp > 0 || p->json_schema || p->draft ||
         (p->spec != KS_SPEC_AUTO && p->spec != KS_SPEC_OFF) ||
@@ -339,6 +341,10 @@ ks_remote_generate(ks_session *s, ks_generate_params *p)
                 stop = d.stop;
                 break;
             }
+            if (vs.n_rounds == 0) {     /* the prompt's prefill */
+                prefill_ms = s->stats.prefill_ms;
+                n_prefilled = s->stats.n_prompt;
+            }
             nd = d.n_out;
             n_pend = 0;
         }
@@ -405,7 +411,19 @@ ks_remote_generate(ks_session *s, ks_generate_params *p)
         s->n_past += (uint32_t)n_pend;
         s->logits_ok = false;
     }
+    /* the whole call's figures: the first round's prefill, and the rest
+     * (drafting, round trips, local continuation) as decoding */
     s->stats.n_gen = (uint32_t)n_out;
+    if (vs.n_rounds > 0) {
+        s->stats.n_prompt = n_prefilled;
+        s->stats.prefill_ms = prefill_ms;
+        s->stats.prefill_tps = prefill_ms > 0 ? n_prefilled * 1e3 /
+                                                prefill_ms : 0;
+        s->stats.decode_ms = (double)(ks_now_ns() - t_start) / 1e6 -
+                             prefill_ms;
+        s->stats.decode_tps = s->stats.decode_ms > 0 ? n_out * 1e3 /
+                                                       s->stats.decode_ms : 0;
+    }
     s->stats.n_drafted = vs.n_drafted;
     s->stats.n_accepted = vs.n_accepted;
     s->stats.n_verify = vs.n_rounds;
