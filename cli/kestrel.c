@@ -23,6 +23,9 @@
 #include <unistd.h>
 
 #include "kestrel/kestrel.h"
+#ifdef KESTREL_FALLBACK
+#include "fallback.h"
+#endif
 #include "kestrel/inspect.h"
 #include "kestrel/quantize.h"
 #include "kestrel/devices.h"
@@ -90,6 +93,11 @@ typedef struct opts {
     const char  *verify_url;
     uint32_t     verify_timeout_ms;
     bool         privacy_strict;
+    /* cloud fallback (run) */
+    const char  *fallback_url;
+    const char  *fallback_key;
+    const char  *fallback_model;
+    bool         route_fallback;
     /* structured output (run) */
     const char  *json_schema;   /* a file holding a JSON schema */
     /* bench */
@@ -221,6 +229,11 @@ help(const char *cmd)
                "                        verifies (greedy); local alone when it fails\n"
                "      --verify-timeout MS  the deadline of a verification (3000)\n"
                "      --privacy MODE    off (default) or strict: no outbound request\n"
+               "      --fallback-url URL  an OpenAI-compatible base URL (ending in\n"
+               "                        /v1) that answers when the prompt does not\n"
+               "                        fit the context or the model fails to load\n"
+               "      --fallback-key KEY, --fallback-model NAME  for it\n"
+               "      --route fallback  send the prompt to --fallback-url at once\n"
                "      --json-schema FILE  output one compact JSON value that the\n"
                "                        schema in FILE accepts (constrained decoding;\n"
                "                        '{\"type\":\"object\"}' for any object; the\n"
@@ -453,6 +466,17 @@ parse(const char *cmd, int argc, char **argv, opts *o)
         } else if (strcmp(a, "--verify-timeout") == 0) {
             NEED_VALUE();
             o->verify_timeout_ms = (uint32_t)parse_long(cmd, a, v, 1, 600000);
+        } else if (strcmp(cmd, "run") == 0 && strcmp(a, "--fallback-url") == 0) {
+            NEED_VALUE(); o->fallback_url = v;
+        } else if (strcmp(cmd, "run") == 0 && strcmp(a, "--fallback-key") == 0) {
+            NEED_VALUE(); o->fallback_key = v;
+        } else if (strcmp(cmd, "run") == 0 && strcmp(a, "--fallback-model") == 0) {
+            NEED_VALUE(); o->fallback_model = v;
+        } else if (strcmp(cmd, "run") == 0 && strcmp(a, "--route") == 0) {
+            NEED_VALUE();
+            if (strcmp(v, "fallback") && strcmp(v, "auto"))
+                die_usage(cmd, "--route expects auto or fallback, got '%s'", v);
+            o->route_fallback = strcmp(v, "fallback") == 0;
         } else if (strcmp(a, "--privacy") == 0) {
             NEED_VALUE();
             if (strcmp(v, "strict") && strcmp(v, "off"))
@@ -978,6 +1002,58 @@ prompt_fits(const loaded *l, size_t n_ids, outcome *r, char *msg, size_t cap)
     return false;
 }
 
+/* The cloud fallback for `run`: -1 when it is not to be used (not set,
+ * or --privacy strict, which is logged), else the exit status after the
+ * fallback's answer was printed (text, or JSON with route "fallback" and
+ * why) or its failure reported. The log says what went where, never the
+ * content. */
+static int
+run_fallback(const opts *o, const char *prompt, const char *why)
+{
+    if (!o->fallback_url)
+        return -1;
+    if (o->privacy_strict) {
+        fprintf(stderr, "kestrel: --privacy strict: nothing is sent to %s "
+                "(%s)\n", o->fallback_url, why);
+        return -1;
+    }
+#ifdef KESTREL_FALLBACK
+    ks_fallback_req q = {
+        .base_url = o->fallback_url, .api_key = o->fallback_key,
+        .model = o->fallback_model, .prompt = prompt,
+        .max_tokens = o->n_predict, .temperature = o->sampling.temp,
+        .timeout_ms = 120000,
+    };
+    char *text = NULL, finish[32], err[256];
+
+    fprintf(stderr, "kestrel: fallback: the prompt (%zu bytes) goes to "
+            "%s/completions: %s\n", strlen(prompt), o->fallback_url, why);
+    if (!ks_cli_fallback(&q, &text, finish, sizeof finish, err, sizeof err)) {
+        fprintf(stderr, "kestrel: error: fallback: %s\n", err);
+        return EXIT_ERROR;
+    }
+    if (o->json) {
+        printf("{\"prompt\":");
+        json_string(stdout, prompt, strlen(prompt));
+        printf(",\"text\":");
+        json_string(stdout, text, strlen(text));
+        printf(",\"stop\":");
+        json_string(stdout, finish, strlen(finish));
+        printf(",\"route\":\"fallback\",\"route_why\":");
+        json_string(stdout, why, strlen(why));
+        printf("}\n");
+    } else {
+        printf("%s%s\n", prompt, text);
+    }
+    free(text);
+    return EXIT_OK;
+#else
+    fprintf(stderr, "kestrel: error: --fallback-url: this kestrel was built "
+            "without libcurl\n");
+    return EXIT_ERROR;
+#endif
+}
+
 static int
 cmd_run(const opts *o)
 {
@@ -1022,10 +1098,19 @@ cmd_run(const opts *o)
             return EXIT_USAGE;
         }
     }
+    if (o->route_fallback && !schema &&
+        (rc = run_fallback(o, r.prompt, "the request asks for it")) >= 0) {
+        free(file_text);
+        return rc;
+    }
     if (load(o, &l) != 0) {
+        char why[300];
+        snprintf(why, sizeof why, "the local model failed to load (%s)",
+                 ks_last_error());
+        rc = schema ? -1 : run_fallback(o, r.prompt, why);
         free(schema);
         free(file_text);
-        return EXIT_ERROR;
+        return rc >= 0 ? rc : EXIT_ERROR;
     }
     if (!(ids = tokenize(l.model, r.prompt, r.n_prompt, &r.n_ids))) {
         rc = EXIT_ERROR;
@@ -1069,6 +1154,12 @@ cmd_run(const opts *o)
             snprintf(msg, sizeof msg, "%s", ks_last_error());
             r.error = msg;
         }
+    } else if (!schema) {
+        char why[160];
+        snprintf(why, sizeof why, "the prompt (%zu tokens) does not fit the "
+                 "local context of %u", r.n_ids, ks_session_n_ctx(l.session));
+        if ((rc = run_fallback(o, r.prompt, why)) >= 0)
+            goto out;
     }
     if (o->json) {
         print_json(&l, &r);

@@ -143,8 +143,8 @@ put_ids(char *out, const char *key, const int32_t *ids, size_t n)
  * false with why. */
 static bool
 verify_round(remote *rm, const ks_model *m, const int32_t *ctx, size_t n,
-             const int32_t *draft, size_t nd, size_t *n_acc, int32_t *next,
-             char *why, size_t why_cap)
+             const int32_t *draft, size_t nd, long timeout_ms, size_t *n_acc,
+             int32_t *next, char *why, size_t why_cap)
 {
     size_t k = 0;
     long http = 0;
@@ -160,6 +160,7 @@ verify_round(remote *rm, const ks_model *m, const int32_t *ctx, size_t n,
     rm->len = 0;
     curl_easy_setopt(rm->curl, CURLOPT_POSTFIELDS, rm->body);
     curl_easy_setopt(rm->curl, CURLOPT_POSTFIELDSIZE, (long)k);
+    curl_easy_setopt(rm->curl, CURLOPT_TIMEOUT_MS, timeout_ms);
     CURLcode cc = curl_easy_perform(rm->curl);
     if (cc != CURLE_OK) {
         snprintf(why, why_cap, "%s: %s", rm->url, curl_easy_strerror(cc));
@@ -267,6 +268,8 @@ ks_remote_generate(ks_session *s, ks_generate_params *p)
     int32_t *ctx = NULL, *draft = NULL;
     size_t n, n_pend, n_out = 0;
     double verify_ms = 0, prefill_ms = 0;
+    uint32_t timeout_ms = p->verify_timeout_ms ? p->verify_timeout_ms : 3000;
+    size_t n_seen = 0;          /* context tokens the server has run */
     uint32_t n_prefilled = 0;
     uint64_t t_start = ks_now_ns();
 
@@ -302,8 +305,7 @@ ks_remote_generate(ks_session *s, ks_generate_params *p)
         snprintf(vs.why, sizeof vs.why, "no context to verify (the session "
                  "is empty and so is the prompt)");
     else
-        remote_open(&rm, p->verify_url, p->verify_timeout_ms ?
-                    p->verify_timeout_ms : 3000, n_ctx, vs.why,
+        remote_open(&rm, p->verify_url, timeout_ms, n_ctx, vs.why,
                     sizeof vs.why);
     vs.lost = vs.why[0] != '\0';
 
@@ -350,8 +352,11 @@ ks_remote_generate(ks_session *s, ks_generate_params *p)
         }
         int32_t next = 0;
         uint64_t t0 = ks_now_ns();
-        if (!verify_round(&rm, s->m, ctx, n, draft, nd, &n_acc, &next,
-                          vs.why, sizeof vs.why)) {
+        /* the deadline, and 50 ms more for each context token the server
+         * has not run yet (the first round prefills the whole context) */
+        long deadline_ms = (long)timeout_ms + 50L * (long)(n - n_seen);
+        if (!verify_round(&rm, s->m, ctx, n, draft, nd, deadline_ms, &n_acc,
+                          &next, vs.why, sizeof vs.why)) {
             vs.lost = true;
             ks_session_truncate(s, (uint32_t)(n - n_pend));
             break;
@@ -364,6 +369,7 @@ ks_remote_generate(ks_session *s, ks_generate_params *p)
         vs.n_accepted += (uint32_t)n_acc;
 
         size_t n_before = n, i;
+        n_seen = n + n_acc;
         bool go = true;
         for (i = 0; go && i <= n_acc; i++) {
             int32_t t = i < n_acc ? draft[i] : next;

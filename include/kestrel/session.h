@@ -195,7 +195,9 @@ typedef struct ks_generate_params {
      * and the tokens are those of greedy decoding with the target. The
      * draft length (in [draft_min, draft_max], 0: 1 and 16) grows with the
      * measured round trip. A server that cannot be reached, answers later
-     * than verify_timeout_ms (0: 3000), fails or answers garbage is given
+     * than verify_timeout_ms (0: 3000) plus 50 ms for each context token it
+     * has not run yet (a first round prefills the whole context), fails or
+     * answers garbage is given
      * up for the rest of the call, which goes on with the local model
      * (verify_stats says so); nothing emitted is lost. Greedy only
      * (sampling.temp <= 0), not with json_schema or spec:

@@ -154,6 +154,51 @@ if grep -q request "$TMP/fault.log"; then fail "strict: a request went out"; fi
 grep -q "nothing is sent to $FURL" "$TMP/strict.err" || fail "strict: not logged"
 kill "$FPID" 2>/dev/null
 
+# -- cloud fallback (kestrel run --fallback-url): a kestrel serve stands in
+# for the cloud. Routed there when asked, when the prompt does not fit the
+# local context, when the local model fails to load; a failing upstream is
+# a clean error; --privacy strict sends nothing.
+FB=(--fallback-url "$TARGET/v1" --fallback-key k --fallback-model big)
+runfb() { local name=$1; shift
+    timeout 60 "$KESTREL" run -t 1 --backend cpu --temp 0 -p "$PROMPT" -n 8 --json "$@" \
+        >"$TMP/$name.out" 2>"$TMP/$name.err"; echo $? >"$TMP/$name.rc"; }
+# fbcheck NAME RC EXPR: exit status RC and the Python expression over the JSON (d)
+fbcheck() {
+    local name=$1 rc=$2 expr=$3
+    if [ "$(cat "$TMP/$name.rc")" != "$rc" ]; then
+        fail "$name: exit $(cat "$TMP/$name.rc"), expected $rc: $(head -c 400 "$TMP/$name.err")"; return
+    fi
+    [ -z "$expr" ] && { ok "$name"; return; }
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if ($expr) else 1)" \
+        "$TMP/$name.out" && ok "$name" || fail "$name: $expr: $(head -c 400 "$TMP/$name.out")"
+}
+curl -s -o "$TMP/fbref.json" --data-binary "{\"prompt\":\"$PROMPT\",\"max_tokens\":8,\"temperature\":0}" "$TARGET/v1/completions"
+REF=$(python3 -c "import json; print(json.dumps(json.load(open('$TMP/fbref.json'))['choices'][0]['text']))")
+runfb fb_asked -m "$DRAFT" "${FB[@]}" --route fallback
+fbcheck fb_asked 0 'd["route"] == "fallback" and "asks" in d["route_why"] and d["text"] == '"$REF"
+grep -q "fallback: the prompt (16 bytes) goes to $TARGET/v1/completions" "$TMP/fb_asked.err" &&
+    ! grep -q "$PROMPT" "$TMP/fb_asked.err" && ok "fallback log: where and how much, no content" ||
+    fail "fallback log: $(cat "$TMP/fb_asked.err")"
+runfb fb_ctx -m "$DRAFT" -c 2 "${FB[@]}"
+fbcheck fb_ctx 0 'd["route"] == "fallback" and "does not fit" in d["route_why"] and d["text"] == '"$REF"
+runfb fb_load -m "$TMP/missing.gguf" "${FB[@]}"
+fbcheck fb_load 0 'd["route"] == "fallback" and "failed to load" in d["route_why"]'
+runfb fb_local -m "$DRAFT" "${FB[@]}"
+fbcheck fb_local 0 '"route" not in d and d["ids"] == '"$(python3 -c "import json; print(json.load(open('$TMP/alone.out'))['ids'][:8])")"
+runfb fb_strict -m "$DRAFT" -c 2 "${FB[@]}" --privacy strict
+fbcheck fb_strict 3 ''
+grep -q "privacy strict: nothing is sent" "$TMP/fb_strict.err" || fail "fb_strict: not logged"
+start_fault http500
+runfb fb_500 -m "$DRAFT" --fallback-url "$FURL/v1" --route fallback
+fbcheck fb_500 1 ''
+grep -q "fallback: .*HTTP 500" "$TMP/fb_500.err" || fail "fb_500: $(cat "$TMP/fb_500.err")"
+kill "$FPID" 2>/dev/null
+start_fault http500
+runfb fb_strict2 -m "$DRAFT" --fallback-url "$FURL/v1" --route fallback --privacy strict
+fbcheck fb_strict2 0 '"route" not in d'
+if grep -q request "$TMP/fault.log"; then fail "fb_strict2: a request went out"; fi
+kill "$FPID" 2>/dev/null
+
 # -- the endpoint's own errors
 code=$(curl -s -o "$TMP/body" -w '%{http_code}' --data-binary '{"tokens":[1,99999999],"draft":[]}' "$TARGET/v1/kestrel/verify")
 [ "$code" = 400 ] && grep -q '"param":"tokens"' "$TMP/body" && ok "verify: a bad id is a 400" || fail "verify bad id: $code $(cat "$TMP/body")"
