@@ -14,7 +14,8 @@
  * let every admitted request finish, then exit.
  *
  * POST /v1/kestrel/verify is remote speculative decoding's target side:
- * {"tokens": [the context's ids], "draft": [drafted ids]} runs in a slot
+ * {"tokens": [the context's ids], "draft": [drafted ids], "n_prompt": how
+ * many of the tokens are the prompt (optional, 0)} runs in a slot
  * like a completion (the slot that holds the longest common prefix) and
  * answers {"accepted": [the prefix of the draft that greedy decoding of
  * the context gives], "next": the token after it}.
@@ -85,6 +86,7 @@ typedef struct job {
     bool         verify;
     int32_t     *draft;
     size_t       n_draft;
+    size_t       n_verify_prompt;  /* leading context ids that are prompt */
     uint32_t     n_accepted;
     int32_t      next_token;
     char         model[128];
@@ -417,9 +419,10 @@ argmax(const float *x, size_t n)
  * and the first pick that differs (or the one after the whole draft) is
  * the next token. The session keeps the context and the accepted ids, so
  * the next call (the context grown by them and the next token) runs one
- * token plus its draft. The tokens are computed as plain decoding would:
- * a context that is new to the slot is prefilled in batches (as a
- * prompt), a token that follows held ones runs alone (eval_all). */
+ * token plus its draft. The tokens are computed as plain decoding of the
+ * prompt (the first n_prompt ids) would compute them, bit for bit: the
+ * prompt in batches from position 0 (so a slot reuses it only when it
+ * holds all of it, with ids after it), every later id alone (eval_all). */
 static void
 run_verify(slot *s, job *j)
 {
@@ -433,6 +436,9 @@ run_verify(slot *s, job *j)
     ks_model_describe(g.model, &md);
     if (common == n)
         common--;               /* the last token's logits are needed */
+    if (common < j->n_verify_prompt ||
+        (common == j->n_verify_prompt && common == n - 1))
+        common = 0;             /* the prompt runs again, in batches */
     if (ks_session_truncate(s->sess, (uint32_t)common) != KS_OK) {
         ks_session_truncate(s->sess, 0);
         common = 0;
@@ -446,15 +452,41 @@ run_verify(slot *s, job *j)
                  "for %zu rows of logits", nd + 1);
         goto fail;
     }
-    if (n - common > 1) {
+    /* the prompt's part not held, in batches; then the rest and the
+     * draft alone, the logits of the context's last id in row 0 */
+    size_t n_batch_end = j->n_verify_prompt > common ? j->n_verify_prompt
+                                                     : common;
+    st = KS_OK;
+    if (n_batch_end == n) {
         st = ks_session_eval(s->sess, j->prompt + common, n - common, logits);
         if (st == KS_OK && nd > 0)
             st = ks_session_eval_all(s->sess, j->draft, nd,
                                      logits + md.n_vocab);
     } else {
-        toks[0] = j->prompt[n - 1];
-        memcpy(toks + 1, j->draft, nd * sizeof(int32_t));
-        st = ks_session_eval_all(s->sess, toks, nd + 1, logits);
+        if (n_batch_end > common)
+            st = ks_session_eval(s->sess, j->prompt + common,
+                                 n_batch_end - common, NULL);
+        size_t nr = n - n_batch_end;
+        float *rows = logits;
+        if (st == KS_OK && nr > 1) {   /* ids whose logits are not needed */
+            free(logits);
+            rows = logits = malloc((nr + nd) * md.n_vocab * sizeof(float));
+            free(toks);
+            toks = malloc((nr + nd) * sizeof(int32_t));
+            if (!logits || !toks) {
+                snprintf(j->err, sizeof j->err, "verification failed: no "
+                         "memory for %zu rows of logits", nr + nd);
+                goto fail;
+            }
+            rows = logits + (nr - 1) * md.n_vocab;
+        }
+        if (st == KS_OK) {
+            memcpy(toks, j->prompt + n_batch_end, nr * sizeof(int32_t));
+            memcpy(toks + nr, j->draft, nd * sizeof(int32_t));
+            st = ks_session_eval_all(s->sess, toks, nr + nd, logits);
+        }
+        if (st == KS_OK && rows != logits)
+            memmove(logits, rows, (nd + 1) * md.n_vocab * sizeof(float));
     }
     if (st != KS_OK)
         goto fail_st;
@@ -1333,7 +1365,7 @@ parse_verify(const char *body, size_t len, job *j, req_error *e)
     }
     cJSON_ArrayForEach(v, root)
         if (strcmp(v->string, "tokens") && strcmp(v->string, "draft") &&
-            strcmp(v->string, "model")) {
+            strcmp(v->string, "model") && strcmp(v->string, "n_prompt")) {
             reject(e, 400, v->string, "unknown_parameter", "unknown "
                    "parameter '%s'", v->string);
             goto done;
@@ -1347,6 +1379,15 @@ parse_verify(const char *body, size_t len, job *j, req_error *e)
                "least one id");
         goto done;
     }
+    v = cJSON_GetObjectItemCaseSensitive(root, "n_prompt");
+    if (v && !(cJSON_IsNumber(v) && v->valuedouble >= 0 &&
+               v->valuedouble <= (double)j->n_prompt &&
+               v->valuedouble == floor(v->valuedouble))) {
+        reject(e, 400, "n_prompt", "invalid_value", "'n_prompt' must be an "
+               "integer from 0 to the number of ids in 'tokens'");
+        goto done;
+    }
+    j->n_verify_prompt = v ? (size_t)v->valuedouble : 0;
     snprintf(j->model, sizeof j->model, "%s", g.model_name);
     j->verify = true;
     ok = true;

@@ -108,7 +108,7 @@ remote_open(remote *rm, const char *base, uint32_t timeout_ms, size_t n_ctx,
     while (bl > 0 && base[bl - 1] == '/')
         bl--;
     rm->url = malloc(bl + sizeof path);
-    rm->body_cap = (n_ctx + DRAFT_LIMIT) * 12 + 64;
+    rm->body_cap = (n_ctx + DRAFT_LIMIT) * 12 + 128;
     rm->body = malloc(rm->body_cap);
     rm->curl = curl_easy_init();
     rm->headers = curl_slist_append(NULL, "Content-Type: application/json");
@@ -143,7 +143,8 @@ put_ids(char *out, const char *key, const int32_t *ids, size_t n)
  * false with why. */
 static bool
 verify_round(remote *rm, const ks_model *m, const int32_t *ctx, size_t n,
-             const int32_t *draft, size_t nd, long timeout_ms, size_t *n_acc,
+             size_t n_prompt, const int32_t *draft, size_t nd,
+             long timeout_ms, size_t *n_acc,
              int32_t *next, char *why, size_t why_cap)
 {
     size_t k = 0;
@@ -155,7 +156,7 @@ verify_round(remote *rm, const ks_model *m, const int32_t *ctx, size_t n,
     k += put_ids(rm->body + k, "tokens", ctx, n);
     rm->body[k++] = ',';
     k += put_ids(rm->body + k, "draft", draft, nd);
-    rm->body[k++] = '}';
+    k += (size_t)sprintf(rm->body + k, ",\"n_prompt\":%zu}", n_prompt);
     rm->body[k] = '\0';
     rm->len = 0;
     curl_easy_setopt(rm->curl, CURLOPT_POSTFIELDS, rm->body);
@@ -266,7 +267,7 @@ ks_remote_generate(ks_session *s, ks_generate_params *p)
     uint32_t kmax = p->draft_max ? p->draft_max : 16;
     uint32_t kmin;
     int32_t *ctx = NULL, *draft = NULL;
-    size_t n, n_pend, n_out = 0;
+    size_t n, n_pend, n_prompt, n_out = 0;
     double verify_ms = 0, prefill_ms = 0;
     uint32_t timeout_ms = p->verify_timeout_ms ? p->verify_timeout_ms : 3000;
     size_t n_seen = 0;          /* context tokens the server has run */
@@ -301,6 +302,7 @@ ks_remote_generate(ks_session *s, ks_generate_params *p)
         memcpy(ctx + s->n_past, p->prompt, p->n_prompt * sizeof(int32_t));
     n = s->n_past + p->n_prompt;
     n_pend = p->n_prompt;
+    n_prompt = n;
     if (n == 0)
         snprintf(vs.why, sizeof vs.why, "no context to verify (the session "
                  "is empty and so is the prompt)");
@@ -355,8 +357,8 @@ ks_remote_generate(ks_session *s, ks_generate_params *p)
         /* the deadline, and 50 ms more for each context token the server
          * has not run yet (the first round prefills the whole context) */
         long deadline_ms = (long)timeout_ms + 50L * (long)(n - n_seen);
-        if (!verify_round(&rm, s->m, ctx, n, draft, nd, deadline_ms, &n_acc,
-                          &next, vs.why, sizeof vs.why)) {
+        if (!verify_round(&rm, s->m, ctx, n, n_prompt, draft, nd, deadline_ms,
+                          &n_acc, &next, vs.why, sizeof vs.why)) {
             vs.lost = true;
             ks_session_truncate(s, (uint32_t)(n - n_pend));
             break;
