@@ -7,7 +7,7 @@ pkgs=(build-essential clang meson ninja-build pkg-config check
       python3 python3-pip unzip ca-certificates
       libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers vulkan-tools
       glslang-dev glslang-tools spirv-tools libdrm-dev libclang-rt-14-dev gnuplot-nox
-      libmicrohttpd-dev libcjson-dev curl python3-venv)
+      libmicrohttpd-dev libcjson-dev libcurl4-openssl-dev curl python3-venv)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -24,6 +24,9 @@
 #include <unistd.h>
 
 #include "kestrel/kestrel.h"
+#ifdef KESTREL_FALLBACK
+#include "fallback.h"
+#endif
 #include "kestrel/inspect.h"
 #include "kestrel/quantize.h"
 #include "kestrel/devices.h"
@@ -91,6 +94,15 @@ typedef struct opts {
     uint32_t     self_layers;  /* --spec self, --early-exit: layers the exit runs;
                                   0: half */
     float        early_exit;   /* --early-exit T; 0: off */
+    /* remote verification; --privacy strict forbids it */
+    const char  *verify_url;
+    uint32_t     verify_timeout_ms;
+    bool         privacy_strict;
+    /* cloud fallback (run) */
+    const char  *fallback_url;
+    const char  *fallback_key;
+    const char  *fallback_model;
+    bool         route_fallback;
     /* structured output (run) */
     const char  *json_schema;   /* a file holding a JSON schema */
     /* bench */
@@ -230,6 +242,15 @@ help(const char *cmd)
                "      --draft-max N     most tokens drafted per round (default 8)\n"
                "      --draft-min N     fewest; = --draft-max fixes the length\n"
                "                        (default 0: chosen from what it measures)\n"
+               "      --verify-url URL  the model drafts, the `kestrel serve` at URL\n"
+               "                        verifies (greedy); local alone when it fails\n"
+               "      --verify-timeout MS  the deadline of a verification (3000)\n"
+               "      --privacy MODE    off (default) or strict: no outbound request\n"
+               "      --fallback-url URL  an OpenAI-compatible base URL (ending in\n"
+               "                        /v1) that answers when the prompt does not\n"
+               "                        fit the context or the model fails to load\n"
+               "      --fallback-key KEY, --fallback-model NAME  for it\n"
+               "      --route fallback  send the prompt to --fallback-url at once\n"
                "      --json-schema FILE  output one compact JSON value that the\n"
                "                        schema in FILE accepts (constrained decoding;\n"
                "                        '{\"type\":\"object\"}' for any object; the\n"
@@ -470,6 +491,27 @@ parse(const char *cmd, int argc, char **argv, opts *o)
             NEED_VALUE(); o->draft_max = (uint32_t)parse_long(cmd, a, v, 1, 64);
         } else if (strcmp(a, "--draft-min") == 0) {
             NEED_VALUE(); o->draft_min = (uint32_t)parse_long(cmd, a, v, 0, 64);
+        } else if (strcmp(a, "--verify-url") == 0) {
+            NEED_VALUE(); o->verify_url = v;
+        } else if (strcmp(a, "--verify-timeout") == 0) {
+            NEED_VALUE();
+            o->verify_timeout_ms = (uint32_t)parse_long(cmd, a, v, 1, 600000);
+        } else if (strcmp(cmd, "run") == 0 && strcmp(a, "--fallback-url") == 0) {
+            NEED_VALUE(); o->fallback_url = v;
+        } else if (strcmp(cmd, "run") == 0 && strcmp(a, "--fallback-key") == 0) {
+            NEED_VALUE(); o->fallback_key = v;
+        } else if (strcmp(cmd, "run") == 0 && strcmp(a, "--fallback-model") == 0) {
+            NEED_VALUE(); o->fallback_model = v;
+        } else if (strcmp(cmd, "run") == 0 && strcmp(a, "--route") == 0) {
+            NEED_VALUE();
+            if (strcmp(v, "fallback") && strcmp(v, "auto"))
+                die_usage(cmd, "--route expects auto or fallback, got '%s'", v);
+            o->route_fallback = strcmp(v, "fallback") == 0;
+        } else if (strcmp(a, "--privacy") == 0) {
+            NEED_VALUE();
+            if (strcmp(v, "strict") && strcmp(v, "off"))
+                die_usage(cmd, "--privacy expects off or strict, got '%s'", v);
+            o->privacy_strict = strcmp(v, "strict") == 0;
         } else if (strcmp(a, "--json") == 0) {
             o->json = true;
         } else if (strcmp(cmd, "run") == 0 && strcmp(a, "--json-schema") == 0) {
@@ -715,7 +757,11 @@ load(const opts *o, loaded *l)
     return 0;
 }
 
-/* The speculation settings of -spec, --draft, --draft-max, --draft-min. */
+/* What remote verification did in the last generate (--verify-url). */
+static ks_verify_stats verify_stats;
+
+/* The speculation settings of -spec, --draft, --draft-max, --draft-min,
+ * --verify-url (unless --privacy strict). */
 static void
 spec_params(const opts *o, const loaded *l, ks_generate_params *gp)
 {
@@ -724,6 +770,20 @@ spec_params(const opts *o, const loaded *l, ks_generate_params *gp)
     gp->draft_max = o->draft_max;
     gp->draft_min = o->draft_min;
     gp->early_exit = o->early_exit;
+    static bool told;
+    if (o->verify_url && !told) {
+        /* the log says what goes where, never the content */
+        fprintf(stderr, o->privacy_strict
+                ? "kestrel: --privacy strict: nothing is sent to %s\n"
+                : "kestrel: token ids go to %s for verification\n",
+                o->verify_url);
+        told = true;
+    }
+    if (o->verify_url && !o->privacy_strict) {
+        gp->verify_url = o->verify_url;
+        gp->verify_timeout_ms = o->verify_timeout_ms;
+        gp->verify_stats = &verify_stats;
+    }
 }
 
 /* Reads a whole file (the prompt of -f) into a NUL-terminated buffer;
@@ -829,6 +889,12 @@ print_stats(const ks_session *s, const ks_stats *st)
     if (st->n_fallbacks > 0)
         fprintf(stderr, "kestrel: a device fault moved the layers to the CPU (%s)\n",
                 st->fallback);
+    if (verify_stats.n_rounds > 0 || verify_stats.lost)
+        fprintf(stderr, "kestrel: remote verification: %u requests, %.1f ms "
+                "each, %u tokens from them%s%s; %u generated locally\n",
+                verify_stats.n_rounds, verify_stats.rtt_ms,
+                verify_stats.n_remote, verify_stats.lost ? "; given up: " : "",
+                verify_stats.why, verify_stats.n_local);
     if (st->n_shader_hits + st->n_shader_compiled > 0)
         fprintf(stderr, "kestrel: %s, placement %s | Vulkan set-up %.1f ms, kernels: "
                 "%u from the disk cache, %u compiled\n", ks_session_backend_name(s),
@@ -866,6 +932,17 @@ json_stats(FILE *f, const ks_session *s, const ks_stats *st)
             st->n_verify, st->accept_rate, st->tokens_per_verify, st->draft_ms,
             st->verify_ms, st->tokens_per_j, st->energy_measured ? "true" : "false");
     json_string(f, st->fallback, strlen(st->fallback));
+    if (verify_stats.n_rounds > 0 || verify_stats.lost) {
+        fprintf(f, ",\"remote\":{\"requests\":%u,\"rtt_ms\":%.3f,"
+                "\"n_drafted\":%u,\"n_accepted\":%u,\"n_remote\":%u,"
+                "\"n_local\":%u,\"lost\":%s,\"why\":",
+                verify_stats.n_rounds, verify_stats.rtt_ms,
+                verify_stats.n_drafted, verify_stats.n_accepted,
+                verify_stats.n_remote, verify_stats.n_local,
+                verify_stats.lost ? "true" : "false");
+        json_string(f, verify_stats.why, strlen(verify_stats.why));
+        fputc('}', f);
+    }
     fputc('}', f);
 }
 
@@ -970,6 +1047,58 @@ prompt_fits(const loaded *l, size_t n_ids, outcome *r, char *msg, size_t cap)
     return false;
 }
 
+/* The cloud fallback for `run`: -1 when it is not to be used (not set,
+ * or --privacy strict, which is logged), else the exit status after the
+ * fallback's answer was printed (text, or JSON with route "fallback" and
+ * why) or its failure reported. The log says what went where, never the
+ * content. */
+static int
+run_fallback(const opts *o, const char *prompt, const char *why)
+{
+    if (!o->fallback_url)
+        return -1;
+    if (o->privacy_strict) {
+        fprintf(stderr, "kestrel: --privacy strict: nothing is sent to %s "
+                "(%s)\n", o->fallback_url, why);
+        return -1;
+    }
+#ifdef KESTREL_FALLBACK
+    ks_fallback_req q = {
+        .base_url = o->fallback_url, .api_key = o->fallback_key,
+        .model = o->fallback_model, .prompt = prompt,
+        .max_tokens = o->n_predict, .temperature = o->sampling.temp,
+        .timeout_ms = 120000,
+    };
+    char *text = NULL, finish[32], err[256];
+
+    fprintf(stderr, "kestrel: fallback: the prompt (%zu bytes) goes to "
+            "%s/completions: %s\n", strlen(prompt), o->fallback_url, why);
+    if (!ks_cli_fallback(&q, &text, finish, sizeof finish, err, sizeof err)) {
+        fprintf(stderr, "kestrel: error: fallback: %s\n", err);
+        return EXIT_ERROR;
+    }
+    if (o->json) {
+        printf("{\"prompt\":");
+        json_string(stdout, prompt, strlen(prompt));
+        printf(",\"text\":");
+        json_string(stdout, text, strlen(text));
+        printf(",\"stop\":");
+        json_string(stdout, finish, strlen(finish));
+        printf(",\"route\":\"fallback\",\"route_why\":");
+        json_string(stdout, why, strlen(why));
+        printf("}\n");
+    } else {
+        printf("%s%s\n", prompt, text);
+    }
+    free(text);
+    return EXIT_OK;
+#else
+    fprintf(stderr, "kestrel: error: --fallback-url: this kestrel was built "
+            "without libcurl\n");
+    return EXIT_ERROR;
+#endif
+}
+
 static int
 cmd_run(const opts *o)
 {
@@ -1014,10 +1143,19 @@ cmd_run(const opts *o)
             return EXIT_USAGE;
         }
     }
+    if (o->route_fallback && !schema &&
+        (rc = run_fallback(o, r.prompt, "the request asks for it")) >= 0) {
+        free(file_text);
+        return rc;
+    }
     if (load(o, &l) != 0) {
+        char why[300];
+        snprintf(why, sizeof why, "the local model failed to load (%s)",
+                 ks_last_error());
+        rc = schema ? -1 : run_fallback(o, r.prompt, why);
         free(schema);
         free(file_text);
-        return EXIT_ERROR;
+        return rc >= 0 ? rc : EXIT_ERROR;
     }
     if (!(ids = tokenize(l.model, r.prompt, r.n_prompt, &r.n_ids))) {
         rc = EXIT_ERROR;
@@ -1061,6 +1199,12 @@ cmd_run(const opts *o)
             snprintf(msg, sizeof msg, "%s", ks_last_error());
             r.error = msg;
         }
+    } else if (!schema) {
+        char why[160];
+        snprintf(why, sizeof why, "the prompt (%zu tokens) does not fit the "
+                 "local context of %u", r.n_ids, ks_session_n_ctx(l.session));
+        if ((rc = run_fallback(o, r.prompt, why)) >= 0)
+            goto out;
     }
     if (o->json) {
         print_json(&l, &r);

@@ -13,6 +13,13 @@
  * tokens, so its slot is free at once. SIGINT/SIGTERM stop accepting,
  * let every admitted request finish, then exit.
  *
+ * POST /v1/kestrel/verify is remote speculative decoding's target side:
+ * {"tokens": [the context's ids], "draft": [drafted ids], "n_prompt": how
+ * many of the tokens are the prompt (optional, 0)} runs in a slot
+ * like a completion (the slot that holds the longest common prefix) and
+ * answers {"accepted": [the prefix of the draft that greedy decoding of
+ * the context gives], "next": the token after it}.
+ *
  * KESTREL_SERVE_TOKEN_DELAY_MS=N makes each token wait N ms: a test hook,
  * so that tests can hold a slot busy without a slow model.
  *
@@ -74,6 +81,14 @@ typedef struct job {
     char        *stops[MAX_STOPS];
     size_t       n_stops;
     char        *json_schema;  /* response_format: the schema text, or NULL */
+    /* POST /v1/kestrel/verify: prompt is the context, draft the ids to
+     * verify; the worker sets n_accepted and next_token */
+    bool         verify;
+    int32_t     *draft;
+    size_t       n_draft;
+    size_t       n_verify_prompt;  /* leading context ids that are prompt */
+    uint32_t     n_accepted;
+    int32_t      next_token;
     char         model[128];
     char         id[48];
     long         created;
@@ -124,6 +139,7 @@ static struct {
     /* counters for /metrics */
     uint64_t       m_requests, m_errors, m_rejected, m_cancelled;
     uint64_t       m_prompt_tokens, m_cached_tokens, m_gen_tokens;
+    uint64_t       m_verify_drafted, m_verify_accepted;
     double         m_gen_seconds;
     double         m_paced_seconds;  /* the governor's waits */
     bool           m_governed;       /* the last request was governed */
@@ -153,6 +169,7 @@ job_free(job *j)
     for (size_t i = 0; i < j->n_stops; i++)
         free(j->stops[i]);
     free(j->json_schema);
+    free(j->draft);
     free(j->text);
     free(j->pend);
     pthread_cond_destroy(&j->cond);
@@ -384,6 +401,130 @@ run_job(slot *s, job *j)
     pthread_mutex_unlock(&g.mu);
 }
 
+/* The index of the largest of n logits, the first one on a tie (as the
+ * sampler's greedy pick). */
+static int32_t
+argmax(const float *x, size_t n)
+{
+    size_t best = 0;
+    for (size_t i = 1; i < n; i++)
+        if (x[i] > x[best])
+            best = i;
+    return (int32_t)best;
+}
+
+/* Verification for a remote drafter, greedy: the logits after the
+ * context's last token and after each drafted token come from the target;
+ * the drafted ids are accepted while they equal the target's greedy pick,
+ * and the first pick that differs (or the one after the whole draft) is
+ * the next token. The session keeps the context and the accepted ids, so
+ * the next call (the context grown by them and the next token) runs one
+ * token plus its draft. The tokens are computed as plain decoding of the
+ * prompt (the first n_prompt ids) would compute them, bit for bit: the
+ * prompt in batches from position 0 (so a slot reuses it only when it
+ * holds all of it, with ids after it), every later id alone (eval_all). */
+static void
+run_verify(slot *s, job *j)
+{
+    ks_model_desc md;
+    ks_status st;
+    size_t n = j->n_prompt, nd = j->n_draft;
+    size_t common = common_prefix(s->held, s->n_held, j->prompt, n);
+    float *logits = NULL;
+    int32_t *toks = NULL;
+
+    ks_model_describe(g.model, &md);
+    if (common == n)
+        common--;               /* the last token's logits are needed */
+    if (common < j->n_verify_prompt ||
+        (common == j->n_verify_prompt && common == n - 1))
+        common = 0;             /* the prompt runs again, in batches */
+    if (ks_session_truncate(s->sess, (uint32_t)common) != KS_OK) {
+        ks_session_truncate(s->sess, 0);
+        common = 0;
+    }
+    s->n_held = (uint32_t)common;
+    j->n_cached = (uint32_t)common;
+    logits = malloc((nd + 1) * md.n_vocab * sizeof(float));
+    toks = malloc((nd + 1) * sizeof(int32_t));
+    if (!logits || !toks) {
+        snprintf(j->err, sizeof j->err, "verification failed: no memory "
+                 "for %zu rows of logits", nd + 1);
+        goto fail;
+    }
+    /* the prompt's part not held, in batches; then the rest and the
+     * draft alone, the logits of the context's last id in row 0 */
+    size_t n_batch_end = j->n_verify_prompt > common ? j->n_verify_prompt
+                                                     : common;
+    st = KS_OK;
+    if (n_batch_end == n) {
+        st = ks_session_eval(s->sess, j->prompt + common, n - common, logits);
+        if (st == KS_OK && nd > 0)
+            st = ks_session_eval_all(s->sess, j->draft, nd,
+                                     logits + md.n_vocab);
+    } else {
+        if (n_batch_end > common)
+            st = ks_session_eval(s->sess, j->prompt + common,
+                                 n_batch_end - common, NULL);
+        size_t nr = n - n_batch_end;
+        float *rows = logits;
+        if (st == KS_OK && nr > 1) {   /* ids whose logits are not needed */
+            free(logits);
+            rows = logits = malloc((nr + nd) * md.n_vocab * sizeof(float));
+            free(toks);
+            toks = malloc((nr + nd) * sizeof(int32_t));
+            if (!logits || !toks) {
+                snprintf(j->err, sizeof j->err, "verification failed: no "
+                         "memory for %zu rows of logits", nr + nd);
+                goto fail;
+            }
+            rows = logits + (nr - 1) * md.n_vocab;
+        }
+        if (st == KS_OK) {
+            memcpy(toks, j->prompt + n_batch_end, nr * sizeof(int32_t));
+            memcpy(toks + nr, j->draft, nd * sizeof(int32_t));
+            st = ks_session_eval_all(s->sess, toks, nr + nd, logits);
+        }
+        if (st == KS_OK && rows != logits)
+            memmove(logits, rows, (nd + 1) * md.n_vocab * sizeof(float));
+    }
+    if (st != KS_OK)
+        goto fail_st;
+    size_t acc = 0;
+    int32_t next = argmax(logits, md.n_vocab);
+    while (acc < nd && next == j->draft[acc]) {
+        acc++;
+        next = argmax(logits + acc * md.n_vocab, md.n_vocab);
+    }
+    if ((st = ks_session_truncate(s->sess, (uint32_t)(n + acc))) != KS_OK)
+        goto fail_st;
+    memcpy(s->held + common, j->prompt + common,
+           (n - common) * sizeof(int32_t));
+    memcpy(s->held + n, j->draft, acc * sizeof(int32_t));
+    s->n_held = (uint32_t)(n + acc);
+    j->n_accepted = (uint32_t)acc;
+    j->next_token = next;
+    j->finish = FIN_STOP;
+    free(logits);
+    free(toks);
+    pthread_mutex_lock(&g.mu);
+    g.m_prompt_tokens += n;
+    g.m_cached_tokens += common;
+    g.m_verify_drafted += nd;
+    g.m_verify_accepted += acc;
+    pthread_mutex_unlock(&g.mu);
+    return;
+fail_st:
+    snprintf(j->err, sizeof j->err, "verification failed: %s",
+             ks_last_error());
+fail:
+    free(logits);
+    free(toks);
+    ks_session_truncate(s->sess, 0);
+    s->n_held = 0;
+    j->finish = FIN_ERROR;
+}
+
 static void *
 worker(void *arg)
 {
@@ -401,7 +542,10 @@ worker(void *arg)
             g.m_cancelled++;
         } else {
             pthread_mutex_unlock(&g.mu);
-            run_job(s, j);
+            if (j->verify)
+                run_verify(s, j);
+            else
+                run_job(s, j);
             pthread_mutex_lock(&g.mu);
         }
         j->done = true;
@@ -1166,8 +1310,111 @@ client_gone(int fd)
     return recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
 }
 
+/* Reads an array of token ids into *out (malloc'd, *n of them; NULL for
+ * an empty array): each an integer in [0, n_vocab). */
+static bool
+get_ids(cJSON *root, const char *key, size_t max, int32_t **out, size_t *n,
+        req_error *e)
+{
+    cJSON *a = cJSON_GetObjectItemCaseSensitive(root, key), *v;
+    ks_model_desc md;
+    size_t i = 0;
+
+    ks_model_describe(g.model, &md);
+    *out = NULL;
+    *n = 0;
+    if (!cJSON_IsArray(a))
+        return reject(e, 400, key, a ? "invalid_type" : "missing_parameter",
+                      "'%s' must be an array of token ids", key);
+    size_t len = (size_t)cJSON_GetArraySize(a);
+    if (len > max)
+        return reject(e, 400, key, "context_length_exceeded", "'%s' holds "
+                      "%zu ids; at most %zu fit", key, len, max);
+    if (len && !(*out = malloc(len * sizeof(int32_t))))
+        return reject(e, 500, NULL, "server_error", "out of memory");
+    cJSON_ArrayForEach(v, a) {
+        double x = cJSON_IsNumber(v) ? v->valuedouble : -1;
+        if (!(x >= 0 && x < md.n_vocab && x == floor(x))) {
+            free(*out);
+            *out = NULL;
+            return reject(e, 400, key, "invalid_value", "'%s'[%zu] is not a "
+                          "token id of this model (0 to %u)", key, i,
+                          md.n_vocab - 1);
+        }
+        (*out)[i++] = (int32_t)x;
+    }
+    *n = len;
+    return true;
+}
+
+/* POST /v1/kestrel/verify: {"tokens": [context ids], "draft": [ids]}, the
+ * context at least one id; "model" is allowed and ignored. */
+static bool
+parse_verify(const char *body, size_t len, job *j, req_error *e)
+{
+    cJSON *root = cJSON_ParseWithLength(body, len), *v;
+    bool ok = false;
+
+    if (!root)
+        return reject(e, 400, NULL, "invalid_json", "the body is not valid "
+                      "JSON");
+    if (!cJSON_IsObject(root)) {
+        reject(e, 400, NULL, "invalid_type", "the body must be a JSON "
+               "object");
+        goto done;
+    }
+    cJSON_ArrayForEach(v, root)
+        if (strcmp(v->string, "tokens") && strcmp(v->string, "draft") &&
+            strcmp(v->string, "model") && strcmp(v->string, "n_prompt")) {
+            reject(e, 400, v->string, "unknown_parameter", "unknown "
+                   "parameter '%s'", v->string);
+            goto done;
+        }
+    if (!get_ids(root, "draft", 64, &j->draft, &j->n_draft, e) ||
+        !get_ids(root, "tokens", g.n_ctx - j->n_draft, &j->prompt,
+                 &j->n_prompt, e))
+        goto done;
+    if (j->n_prompt == 0) {
+        reject(e, 400, "tokens", "invalid_value", "'tokens' must hold at "
+               "least one id");
+        goto done;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(root, "n_prompt");
+    if (v && !(cJSON_IsNumber(v) && v->valuedouble >= 0 &&
+               v->valuedouble <= (double)j->n_prompt &&
+               v->valuedouble == floor(v->valuedouble))) {
+        reject(e, 400, "n_prompt", "invalid_value", "'n_prompt' must be an "
+               "integer from 0 to the number of ids in 'tokens'");
+        goto done;
+    }
+    j->n_verify_prompt = v ? (size_t)v->valuedouble : 0;
+    snprintf(j->model, sizeof j->model, "%s", g.model_name);
+    j->verify = true;
+    ok = true;
+done:
+    cJSON_Delete(root);
+    return ok;
+}
+
+static cJSON *
+verify_json(const job *j)
+{
+    cJSON *r = cJSON_CreateObject(), *a;
+
+    cJSON_AddStringToObject(r, "object", "kestrel.verify");
+    cJSON_AddStringToObject(r, "model", g.model_name);
+    a = cJSON_AddArrayToObject(r, "accepted");
+    for (uint32_t i = 0; i < j->n_accepted; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateNumber(j->draft[i]));
+    cJSON_AddNumberToObject(r, "next", j->next_token);
+    cJSON_AddBoolToObject(r, "next_is_eog",
+                          ks_model_token_is_eog(g.model, j->next_token));
+    cJSON_AddNumberToObject(r, "cached_tokens", j->n_cached);
+    return r;
+}
+
 static enum MHD_Result
-handle_completion(struct MHD_Connection *c, conn *cx, bool chat)
+handle_completion(struct MHD_Connection *c, conn *cx, bool chat, bool verify)
 {
     req_error e = { 0 };
     job *j = calloc(1, sizeof(*j));
@@ -1175,7 +1422,9 @@ handle_completion(struct MHD_Connection *c, conn *cx, bool chat)
     if (!j)
         return send_error(c, 500, NULL, NULL, "out of memory");
     pthread_cond_init(&j->cond, NULL);
-    if (!parse_request(cx->body ? cx->body : "", cx->len, chat, j, &e)) {
+    if (verify ? !parse_verify(cx->body ? cx->body : "", cx->len, j, &e)
+               : !parse_request(cx->body ? cx->body : "", cx->len, chat, j,
+                                &e)) {
         job_free(j);
         return send_error(c, e.http, e.param, e.code, "%s", e.msg);
     }
@@ -1191,7 +1440,8 @@ handle_completion(struct MHD_Connection *c, conn *cx, bool chat)
                           "busy and the queue (%d) is full; retry later",
                           g.o.parallel, g.o.queue);
     }
-    snprintf(j->id, sizeof j->id, "%s-%llu", chat ? "chatcmpl" : "cmpl",
+    snprintf(j->id, sizeof j->id, "%s-%llu",
+             verify ? "verify" : chat ? "chatcmpl" : "cmpl",
              (unsigned long long)++g.id_seq);
     j->refs = 2;
     g.n_active++;
@@ -1260,6 +1510,8 @@ handle_completion(struct MHD_Connection *c, conn *cx, bool chat)
     if (j->finish == FIN_ERROR) {
         resp = error_json(j->err, "server_error", NULL, NULL);
         code = 500;
+    } else if (verify) {
+        resp = verify_json(j);
     } else {
         resp = response_head(j, false);
         cJSON_AddItemToObject(resp, "choices",
@@ -1299,6 +1551,12 @@ handle_metrics(struct MHD_Connection *c)
           (double)g.m_cached_tokens },
         { "kestrel_completion_tokens_total", "counter", "generated tokens",
           (double)g.m_gen_tokens },
+        { "kestrel_verify_drafted_tokens_total", "counter",
+          "drafted tokens sent to /v1/kestrel/verify",
+          (double)g.m_verify_drafted },
+        { "kestrel_verify_accepted_tokens_total", "counter",
+          "drafted tokens /v1/kestrel/verify accepted",
+          (double)g.m_verify_accepted },
         { "kestrel_generation_seconds_total", "counter",
           "time slots spent generating", g.m_gen_seconds },
         { "kestrel_tokens_per_second", "gauge",
@@ -1406,7 +1664,8 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
         return handle_metrics(c);
     bool is_chat = strcmp(url, "/v1/chat/completions") == 0;
     bool is_cmpl = strcmp(url, "/v1/completions") == 0;
-    if (is_chat || is_cmpl) {
+    bool is_verify = strcmp(url, "/v1/kestrel/verify") == 0;
+    if (is_chat || is_cmpl || is_verify) {
         if (!post)
             return send_error(c, 405, NULL, "method_not_allowed", "%s takes "
                               "POST, not %s", url, method);
@@ -1414,7 +1673,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
             return send_error(c, 413, NULL, "request_too_large", "the body "
                               "is larger than this server's limit of %ld "
                               "bytes (--max-body)", g.o.max_body);
-        return handle_completion(c, cx, is_chat);
+        return handle_completion(c, cx, is_chat, is_verify);
     }
     return send_error(c, 404, NULL, "not_found", "no endpoint %s %s", method,
                       url);

@@ -18,6 +18,7 @@
 #include "runtime/cpu/quant.h"
 #include "runtime/sample.h"
 #include "runtime/session_priv.h"
+#include "runtime/remote.h"
 #include "runtime/tokenizer.h"
 #include "runtime/costs.h"
 #include "scheduler/placement.h"
@@ -1438,6 +1439,8 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
         return ks_null_arg("ks_session_generate", "s");
     if (!p->prompt && p->n_prompt)
         return ks_null_arg("ks_session_generate", "p->prompt");
+    if (p->verify_url)
+        return ks_remote_generate(s, p);   /* runtime/remote.c */
     {
         /* per-generate figures start again; the session's own stay */
         ks_stats keep = s->stats;

@@ -211,7 +211,37 @@ typedef struct ks_generate_params {
      * an exit differ from plain greedy decoding. Not with sampling, the
      * repeat penalty, speculation or json_schema (KS_ERR_UNSUPPORTED). */
     float              early_exit;
+    /* Remote verification: NULL is off. Otherwise the root URL of a
+     * `kestrel serve` holding the target (POST URL/v1/kestrel/verify):
+     * this session drafts greedily with its model, the server verifies,
+     * and the tokens are those of greedy decoding with the target. The
+     * draft length (in [draft_min, draft_max], 0: 1 and 16) grows with the
+     * measured round trip. A server that cannot be reached, answers later
+     * than verify_timeout_ms (0: 3000) plus 50 ms for each context token it
+     * has not run yet (a first round prefills the whole context), fails or
+     * answers garbage is given
+     * up for the rest of the call, which goes on with the local model
+     * (verify_stats says so); nothing emitted is lost. Greedy only
+     * (sampling.temp <= 0), not with json_schema or spec:
+     * KS_ERR_UNSUPPORTED. KS_ERR_UNSUPPORTED too when the library was
+     * built without libcurl. */
+    const char        *verify_url;
+    uint32_t           verify_timeout_ms;
+    struct ks_verify_stats *verify_stats;  /* optional: filled */
 } ks_generate_params;
+
+/* What remote verification did in one generate call. */
+typedef struct ks_verify_stats {
+    uint32_t n_rounds;      /* requests the server answered */
+    uint32_t n_drafted;     /* drafted tokens it was sent */
+    uint32_t n_accepted;    /* of them, accepted */
+    uint32_t n_remote;      /* tokens emitted from its answers */
+    uint32_t n_local;       /* tokens generated locally after it was lost */
+    double   rtt_ms;        /* mean time of an answered request */
+    double   draft_ms;      /* time spent drafting */
+    bool     lost;          /* the server was given up */
+    char     why[200];      /* why, in words ("" when not lost) */
+} ks_verify_stats;
 
 /* KS_OK when |schema| is a JSON schema that json_schema supports, else
  * the status and ks_last_error() naming the keyword or the fault. The
