@@ -22,4 +22,32 @@ typedef struct ks_fallback_req {
 bool ks_cli_fallback(const ks_fallback_req *q, char **text, char *finish,
                      size_t finish_cap, char *why, size_t why_cap);
 
+/* A streamed completion for kestrel serve: |body| (the request's JSON,
+ * with "stream": true) is posted to BASE|path|, and each piece of text in
+ * the server-sent events (choices[0].delta.content, or choices[0].text) is
+ * given to on_text as it comes. The deadline (timeout_ms) bounds the
+ * connection and every wait for data, not the whole answer. cancelled is
+ * asked about every 100 ms and stops the transfer. Called from any thread
+ * (curl_global_init must have run). */
+typedef struct ks_fallback_stream {
+    const char *base_url;
+    const char *api_key;    /* NULL: none */
+    const char *path;       /* "/chat/completions" or "/completions" */
+    const char *body;       /* NUL-terminated JSON */
+    long        timeout_ms;
+    bool      (*on_text)(void *user, const char *text, size_t n);
+    bool      (*cancelled)(void *user);
+    void       *user;
+} ks_fallback_stream;
+
+/* True when the stream ended whole (a finish_reason or [DONE]), with the
+ * finish reason in finish; false with why (the connection, HTTP status,
+ * malformed JSON, the stream stopped before its end, the deadline, or
+ * cancelled). Either way the text given to on_text stays given. */
+bool ks_cli_fallback_stream(const ks_fallback_stream *q, char *finish,
+                            size_t finish_cap, char *why, size_t why_cap);
+
+/* The host part of a URL into buf ("?" when it has none), for the log. */
+void ks_cli_url_host(const char *url, char *buf, size_t cap);
+
 #endif
