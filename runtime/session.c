@@ -1205,6 +1205,25 @@ typedef struct gen {
     uint32_t            n_gen;    /* tokens emitted */
 } gen;
 
+/* The entropy of softmax(x), in nats: log Z - sum p x, from the largest
+ * logit for range. */
+static float
+entropy_nats(const float *x, uint32_t n)
+{
+    float mx = x[0];
+    double z = 0, px = 0;
+
+    for (uint32_t i = 1; i < n; i++)
+        if (x[i] > mx)
+            mx = x[i];
+    for (uint32_t i = 0; i < n; i++) {
+        double e = exp((double)(x[i] - mx));
+        z += e;
+        px += e * (double)(x[i] - mx);
+    }
+    return (float)(log(z) - px / z);
+}
+
 /* One token from the logits |row| (those after the last held token):
  * sample it and, unless a stop rule ends generation there, hold it and
  * hand it to the caller. *tok is the token emitted, or -1. Returns false
@@ -1226,6 +1245,8 @@ emit(gen *g, const float *row, int32_t *tok, ks_status *st)
     }
     if ((*st = check_logits(s, row)) != KS_OK)
         return false;
+    if (p->out_entropy && p->n_out < p->entropy_cap)
+        p->out_entropy[p->n_out] = entropy_nats(row, s->m->hp.n_vocab);
     if (g->jmask) {  /* structured output: sample from the masked copy */
         bool whole;
         if ((*st = ks_json_mask_apply(g->jmask, row, g->jlogits, &whole)) != KS_OK)

@@ -228,6 +228,14 @@ typedef struct ks_generate_params {
     const char        *verify_url;
     uint32_t           verify_timeout_ms;
     struct ks_verify_stats *verify_stats;  /* optional: filled */
+    /* Confidence: NULL is off. out_entropy[i] is set to the entropy, in
+     * nats, of the model's distribution (the softmax of its logits, before
+     * temperature, truncation or a schema's mask) that generated token i
+     * was sampled from (the target's, with speculation), for the first
+     * entropy_cap tokens. Left as is where the token does not come from
+     * this session's logits (remote verification, early exit). */
+    float             *out_entropy;
+    size_t             entropy_cap;
 } ks_generate_params;
 
 /* What remote verification did in one generate call. */
