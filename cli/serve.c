@@ -65,6 +65,7 @@
 
 #define DEFAULT_MODEL_FILE "SmolLM2-135M-Instruct.Q4_1.gguf"
 #define MAX_STOPS 4
+#define MAX_UNSURE 64
 
 /* ---- options ---- */
 
@@ -83,6 +84,8 @@ typedef struct sv_opts {
     const char *fallback_model; /* NULL: the request's own */
     long        fallback_timeout_ms;
     bool        privacy_strict; /* nothing leaves the device */
+    float       unsure_nats;    /* --fallback-when-unsure; 0: off */
+    long        unsure_tokens;  /* tokens the rule reads (1..MAX_UNSURE) */
     ks_runtime_params rp;
     ks_session_params sp;
 } sv_opts;
@@ -120,6 +123,12 @@ typedef struct job {
     char         why[320];
     char        *fwd;
     bool         too_long;
+    /* the confidence rule: the entropy of the first generated tokens; the
+     * text is held back (holding) until the rule has read them */
+    float        entropy[MAX_UNSURE];
+    uint32_t     n_entropy;
+    float        mean_entropy;
+    bool         holding, unsure, checked, handed_off;
     char         model[128];
     char         id[48];
     long         created;
@@ -305,7 +314,7 @@ utf8_partial_tail(const char *s, size_t n)
 static void
 publish(job *j, size_t n)
 {
-    if (n == 0)
+    if (n == 0 || j->holding)
         return;
     pthread_mutex_lock(&g.mu);
     if (!buf_append(&j->text, &j->len, &j->cap, j->pend, n))
@@ -314,6 +323,22 @@ publish(job *j, size_t n)
     pthread_mutex_unlock(&g.mu);
     memmove(j->pend, j->pend + n, j->plen - n);
     j->plen -= n;
+}
+
+/* The confidence rule over the first n generated tokens: their mean
+ * entropy above --fallback-when-unsure. Sets j->unsure. */
+static bool
+unsure(job *j, uint32_t n)
+{
+    double sum = 0;
+
+    if (n > (uint32_t)g.o.unsure_tokens)
+        n = (uint32_t)g.o.unsure_tokens;
+    for (uint32_t i = 0; i < n; i++)
+        sum += j->entropy[i];
+    j->checked = true;
+    j->unsure = n > 0 && sum / n > g.o.unsure_nats;
+    return j->unsure;
 }
 
 static bool
@@ -340,10 +365,17 @@ on_token(void *user, int32_t token, const char *piece, size_t len)
             cut = (size_t)(at - j->pend);
     }
     if (cut != SIZE_MAX) {
+        j->plen = cut;
         publish(j, cut);
-        j->plen = 0;
         j->finish = FIN_STOP;
         return false;
+    }
+    /* the confidence rule has read its tokens: stop to hand the request
+     * to the fallback, or let the text out */
+    if (j->holding && j->n_gen >= (uint32_t)g.o.unsure_tokens) {
+        if (unsure(j, j->n_gen))
+            return false;
+        j->holding = false;
     }
     for (size_t i = 0; i < j->n_stops; i++) {
         size_t sl = strlen(j->stops[i]);
@@ -359,6 +391,44 @@ on_token(void *user, int32_t token, const char *piece, size_t len)
         hold = part;
     publish(j, j->plen - hold);
     return !cancelled(j);
+}
+
+#ifdef KESTREL_FALLBACK
+static void *fallback_main(void *arg);
+#endif
+
+/* The confidence rule found the local answer unsure (run_job set
+ * j->handed_off; nothing of the answer was shown): the request goes to
+ * the fallback, a thread of its own with a reference of its own, which
+ * ends the job. Under g.mu, in the worker, so that the fallback cannot
+ * hand the job back to a slot before this one is free. False when the
+ * thread cannot start: the job ends with an error. */
+static bool
+hand_to_fallback_locked(job *j)
+{
+    snprintf(j->why, sizeof j->why, "the local answer is unsure: its first "
+             "%u tokens' mean entropy %.3f nats is above %.3f "
+             "(--fallback-when-unsure)", j->n_entropy, j->mean_entropy,
+             g.o.unsure_nats);
+    j->route = ROUTE_FALLBACK;
+    j->handed_off = false;
+#ifdef KESTREL_FALLBACK
+    pthread_t t;
+    pthread_attr_t at;
+    bool ok;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    j->refs++;
+    g.m_fallback++;
+    if (!(ok = pthread_create(&t, &at, fallback_main, j) == 0))
+        j->refs--;
+    pthread_attr_destroy(&at);
+    if (ok)
+        return true;
+#endif
+    j->finish = FIN_ERROR;
+    snprintf(j->err, sizeof j->err, "cannot start the fallback");
+    return false;
 }
 
 static void
@@ -393,9 +463,24 @@ run_job(slot *s, job *j)
     gp.json_schema = j->json_schema;
     gp.out_tokens = s->held + j->n_prompt;
     gp.out_cap = s->cap - j->n_prompt;
+    gp.out_entropy = j->entropy;
+    gp.entropy_cap = (size_t)g.o.unsure_tokens;
+    j->holding = g.o.unsure_nats > 0 && j->fwd && j->ask != ASK_LOCAL &&
+                 !j->checked;
     t0 = now_s();
     st = ks_session_generate(s->sess, &gp);
     double dt = now_s() - t0;
+    {
+        double sum = 0;
+        j->n_entropy = (uint32_t)(gp.n_out < gp.entropy_cap ? gp.n_out
+                                                           : gp.entropy_cap);
+        for (uint32_t i = 0; i < j->n_entropy; i++)
+            sum += j->entropy[i];
+        j->mean_entropy = j->n_entropy ? (float)(sum / j->n_entropy) : 0;
+    }
+    /* ended before the rule read all its tokens: it reads those there are */
+    if (j->holding && !j->unsure && !cancelled(j) && !unsure(j, gp.n_out))
+        j->holding = false;
 
     /* What the session holds now: the prompt and what it emitted. */
     s->n_held = (uint32_t)(j->n_prompt + gp.n_out);
@@ -403,6 +488,16 @@ run_job(slot *s, job *j)
         ks_session_truncate(s->sess, 0);
         s->n_held = 0;
     }
+    if (j->holding && j->unsure) {     /* the worker hands it on */
+        j->plen = 0;
+        j->n_gen = 0;
+        j->finish = FIN_NONE;
+        j->handed_off = true;
+        return;
+    }
+    j->holding = false;
+    if (j->finish == FIN_STOP)
+        publish(j, j->plen);    /* held back until the rule had read */
     if (j->finish != FIN_STOP) {
         publish(j, j->plen);
         switch (gp.stop) {
@@ -581,7 +676,8 @@ worker(void *arg)
                 run_job(s, j);
             pthread_mutex_lock(&g.mu);
         }
-        j->done = true;
+        if (!j->handed_off || !hand_to_fallback_locked(j))
+            j->done = true;     /* else the fallback's thread ends it */
         pthread_cond_broadcast(&j->cond);
         s->job = NULL;
         g.n_busy--;
@@ -1285,6 +1381,10 @@ kestrel_json(const job *j, bool with_text)
     cJSON_AddStringToObject(k, "route", j->route == ROUTE_FALLBACK
                                         ? "fallback" : "local");
     cJSON_AddStringToObject(k, "why", j->why);
+    if (j->n_entropy > 0) {     /* the confidence rule's reading */
+        cJSON_AddNumberToObject(k, "entropy", j->mean_entropy);
+        cJSON_AddNumberToObject(k, "entropy_tokens", j->n_entropy);
+    }
     if (with_text)
         add_clean_string(k, "text", j->text ? j->text : "", j->len);
     return k;
@@ -1577,6 +1677,7 @@ continue_locally(job *j)
         return false;
     j->n_prompt += n;
     j->max_tokens = j->max_tokens > j->n_gen ? j->max_tokens - j->n_gen : 0;
+    j->checked = true;  /* the confidence rule does not send it back */
     return true;
 }
 
@@ -2026,6 +2127,11 @@ serve_help(void)
 "      --fallback-timeout MS  the fallback's deadline for connecting and for\n"
 "                         each wait for data (default: 30000); past it, or\n"
 "                         on any fault, the local model goes on\n"
+"      --fallback-when-unsure T  the confidence rule: when the mean entropy\n"
+"                         (nats) of an answer's first N tokens is above T,\n"
+"                         the answer goes to the fallback instead (off by\n"
+"                         default; those tokens are held back until then)\n"
+"      --unsure-tokens N  the N the rule reads (default: 8, at most 64)\n"
 "      --privacy MODE     off (default) or strict: no outbound request\n\n"
 "Each answer says where it ran: \"kestrel\": {\"route\": \"local\" or\n"
 "\"fallback\", \"why\": ...}; a request may say \"kestrel\": {\"route\":\n"
@@ -2091,6 +2197,7 @@ parse_opts(int argc, char **argv, sv_opts *o)
     o->queue = 16;
     o->max_body = 1 << 20;
     o->fallback_timeout_ms = 30000;
+    o->unsure_tokens = 8;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define NUM(lo, hi) do { if (!parse_num(a, v, lo, hi, &x)) return 2; i++; \
@@ -2162,6 +2269,12 @@ parse_opts(int argc, char **argv, sv_opts *o)
             STR(); o->fallback_key = v;
         } else if (!strcmp(a, "--fallback-model")) {
             STR(); o->fallback_model = v;
+        } else if (!strcmp(a, "--fallback-when-unsure")) {
+            if (!parse_real(a, v, 0.001f, 100, &o->unsure_nats))
+                return 2;
+            i++;
+        } else if (!strcmp(a, "--unsure-tokens")) {
+            NUM(1, MAX_UNSURE); o->unsure_tokens = x;
         } else if (!strcmp(a, "--fallback-timeout")) {
             NUM(1, 3600000); o->fallback_timeout_ms = x;
         } else if (!strcmp(a, "--privacy")) {

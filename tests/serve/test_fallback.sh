@@ -126,6 +126,26 @@ grep -q "fallback: cmpl-[0-9]*: [0-9]* bytes to 127.0.0.1 (the request asks for 
 curl -s "$LOCAL/metrics" | grep -q '^kestrel_fallback_requests_total [1-9]' && ok "metrics" || fail "metrics"
 stop "$SPID"
 
+# the confidence rule: above the threshold, nothing local is shown and the
+# fallback answers; below it, the local answer, its reading in kestrel
+post ref_stop "$CLOUD/v1/completions" "{$P,\"stop\":\"was\"}"
+check ref_stop 200 'd["choices"][0]["text"] and d["choices"][0]["finish_reason"] == "stop"'
+serve unsure -c 64 --fallback-url "$CLOUD/v1" --fallback-when-unsure 0.001 --unsure-tokens 4
+post unsure "$URL/v1/completions" "{$P}"
+check unsure 200 'd["kestrel"]["route"] == "fallback" and "unsure" in d["kestrel"]["why"] and d["kestrel"]["entropy_tokens"] == 4 and d["kestrel"]["entropy"] > 0.001 and d["choices"][0]["text"] == ref("ref")["choices"][0]["text"]'
+post unsure_stream "$URL/v1/completions" "{$P,\"stream\":true}"
+check unsure_stream 200 'text == ref("ref")["choices"][0]["text"] and "unsure" in s[-1]["kestrel"]["why"]'
+post unsure_local "$URL/v1/completions" "{$P,\"kestrel\":{\"route\":\"local\"}}"
+check unsure_local 200 'd["kestrel"]["route"] == "local" and d["choices"][0]["text"] == ref("ref")["choices"][0]["text"]'
+stop "$SPID"
+serve sure -c 64 --fallback-url "$CLOUD/v1" --fallback-when-unsure 50 --unsure-tokens 4
+post sure "$URL/v1/completions" "{$P,\"stream\":true}"
+check sure 200 'text == ref("ref")["choices"][0]["text"] and s[-1]["kestrel"]["route"] == "local" and s[-1]["kestrel"]["entropy_tokens"] == 4'
+post sure_stop "$URL/v1/completions" "{$P,\"stop\":\"was\"}"
+check sure_stop 200 'd["kestrel"]["route"] == "local" and d["choices"][0]["text"] == ref("ref_stop")["choices"][0]["text"] and d["choices"][0]["finish_reason"] == "stop"'
+if grep -q "fallback: cmpl" "$TMP/sure.log"; then fail "sure: a request went out"; fi
+stop "$SPID"
+
 # faults: the text so far kept, the local model goes on from it
 for fault in "http500:HTTP 500" "sse_cut:stopped before its end" \
              "sse_garbage:malformed JSON" "slow:deadline"; do
