@@ -333,6 +333,35 @@ done:
     return !s.failed;
 }
 
+char *
+ks_cli_fallback_chat_body(const ks_chat_message *msgs, size_t n,
+                          const char *model, long max_tokens,
+                          double temperature)
+{
+    cJSON *b = cJSON_CreateObject(), *a, *m;
+    char *json = NULL;
+
+    if (!b)
+        return NULL;
+    cJSON_AddStringToObject(b, "model", model ? model : "default");
+    a = cJSON_AddArrayToObject(b, "messages");
+    for (size_t i = 0; a && i < n; i++) {
+        if (!(m = cJSON_CreateObject()))
+            goto done;
+        cJSON_AddItemToArray(a, m);
+        cJSON_AddStringToObject(m, "role", msgs[i].role);
+        cJSON_AddStringToObject(m, "content", msgs[i].content);
+    }
+    if (max_tokens > 0)
+        cJSON_AddNumberToObject(b, "max_tokens", (double)max_tokens);
+    cJSON_AddNumberToObject(b, "temperature", temperature);
+    cJSON_AddTrueToObject(b, "stream");
+    json = cJSON_PrintUnformatted(b);
+done:
+    cJSON_Delete(b);
+    return json;
+}
+
 void
 ks_cli_url_host(const char *url, char *buf, size_t cap)
 {

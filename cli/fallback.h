@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "kestrel/kestrel.h"
+
 typedef struct ks_fallback_req {
     const char *base_url;   /* ends in /v1; BASE/completions is asked */
     const char *api_key;    /* NULL: none */
@@ -46,6 +48,13 @@ typedef struct ks_fallback_stream {
  * cancelled). Either way the text given to on_text stays given. */
 bool ks_cli_fallback_stream(const ks_fallback_stream *q, char *finish,
                             size_t finish_cap, char *why, size_t why_cap);
+
+/* The body of a streamed chat completion: the messages, model (NULL:
+ * "default"), max_tokens (<= 0: the server's) and temperature; malloc'd
+ * JSON, or NULL without memory. */
+char *ks_cli_fallback_chat_body(const ks_chat_message *msgs, size_t n,
+                                const char *model, long max_tokens,
+                                double temperature);
 
 /* The host part of a URL into buf ("?" when it has none), for the log. */
 void ks_cli_url_host(const char *url, char *buf, size_t cap);

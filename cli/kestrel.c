@@ -276,6 +276,16 @@ help(const char *cmd)
                "512)\n"
                "      --json            with -p: one JSON object as 'run "
                "--json' prints\n"
+               "      --fallback-url URL  an OpenAI-compatible base URL (ending "
+               "in /v1) that\n"
+               "                        answers when the conversation does not "
+               "fit the\n"
+               "                        context; when it fails, the local model "
+               "goes on\n"
+               "      --fallback-key KEY, --fallback-model NAME  for it\n"
+               "      --route fallback  send every message to --fallback-url\n"
+               "      --privacy MODE    off (default) or strict: no outbound "
+               "request\n"
                "%s%s\n" EXIT_STATUS_HELP, common_help, sampling_help);
     } else if (strcmp(cmd, "bench") == 0) {
         printf("Usage: kestrel bench [OPTIONS]\n\n"
@@ -370,6 +380,7 @@ parse(const char *cmd, int argc, char **argv, opts *o)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         bool bench = strcmp(cmd, "bench") == 0;
 
+#define FALLBACK_CMD(c) (strcmp((c), "run") == 0 || strcmp((c), "chat") == 0)
 #define NEED_VALUE() \
     do { if (!v) die_usage(cmd, "%s needs a value", a); i++; } while (0)
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -496,13 +507,13 @@ parse(const char *cmd, int argc, char **argv, opts *o)
         } else if (strcmp(a, "--verify-timeout") == 0) {
             NEED_VALUE();
             o->verify_timeout_ms = (uint32_t)parse_long(cmd, a, v, 1, 600000);
-        } else if (strcmp(cmd, "run") == 0 && strcmp(a, "--fallback-url") == 0) {
+        } else if (FALLBACK_CMD(cmd) && strcmp(a, "--fallback-url") == 0) {
             NEED_VALUE(); o->fallback_url = v;
-        } else if (strcmp(cmd, "run") == 0 && strcmp(a, "--fallback-key") == 0) {
+        } else if (FALLBACK_CMD(cmd) && strcmp(a, "--fallback-key") == 0) {
             NEED_VALUE(); o->fallback_key = v;
-        } else if (strcmp(cmd, "run") == 0 && strcmp(a, "--fallback-model") == 0) {
+        } else if (FALLBACK_CMD(cmd) && strcmp(a, "--fallback-model") == 0) {
             NEED_VALUE(); o->fallback_model = v;
-        } else if (strcmp(cmd, "run") == 0 && strcmp(a, "--route") == 0) {
+        } else if (FALLBACK_CMD(cmd) && strcmp(a, "--route") == 0) {
             NEED_VALUE();
             if (strcmp(v, "fallback") && strcmp(v, "auto"))
                 die_usage(cmd, "--route expects auto or fallback, got '%s'", v);
@@ -1276,10 +1287,8 @@ hist_push(chat *c, int32_t tok)
 }
 
 static bool
-chat_on_token(void *user, int32_t tok, const char *piece, size_t len)
+answer_append(chat *c, const char *piece, size_t len)
 {
-    chat *c = user;
-
     if (c->n_answer + len + 1 > c->cap_answer) {
         size_t cap = (c->cap_answer + len) * 2 + 256;
         char *na = realloc(c->answer, cap);
@@ -1295,7 +1304,84 @@ chat_on_token(void *user, int32_t tok, const char *piece, size_t len)
         fwrite(piece, 1, len, stdout);
         fflush(stdout);
     }
-    return hist_push(c, tok);
+    return true;
+}
+
+static bool
+chat_on_token(void *user, int32_t tok, const char *piece, size_t len)
+{
+    chat *c = user;
+
+    return answer_append(c, piece, len) && hist_push(c, tok);
+}
+
+#ifdef KESTREL_FALLBACK
+static bool
+chat_fb_text(void *user, const char *text, size_t n)
+{
+    return answer_append(user, text, n);
+}
+
+static bool
+chat_fb_cancelled(void *user)
+{
+    (void)user;
+    return g_cancel != 0;
+}
+#endif
+
+/* The cloud fallback for one chat turn: the conversation goes to
+ * BASE/chat/completions and its answer streams into c->answer (and to
+ * stdout unless --json). -1: not used (not set, or --privacy strict,
+ * logged); EXIT_OK: answered (finish in finish); EXIT_ERROR: it failed,
+ * reported, the text it sent kept in c->answer. The log says where and how
+ * many bytes, never the content. */
+static int
+chat_fallback(const opts *o, chat *c, const char *why, char *finish,
+              size_t finish_cap)
+{
+    if (!o->fallback_url)
+        return -1;
+    if (o->privacy_strict) {
+        fprintf(stderr, "kestrel: --privacy strict: nothing is sent to %s "
+                "(%s)\n", o->fallback_url, why);
+        return -1;
+    }
+#ifdef KESTREL_FALLBACK
+    char host[256], err[200];
+    char *body = ks_cli_fallback_chat_body(c->msgs, c->n_msgs,
+                                           o->fallback_model, o->n_predict,
+                                           o->sampling.temp);
+    ks_fallback_stream q = {
+        .base_url = o->fallback_url, .api_key = o->fallback_key,
+        .path = "/chat/completions", .body = body, .timeout_ms = 30000,
+        .on_text = chat_fb_text, .cancelled = chat_fb_cancelled, .user = c,
+    };
+
+    if (!body) {
+        fprintf(stderr, "kestrel: error: no memory\n");
+        return EXIT_ERROR;
+    }
+    ks_cli_url_host(o->fallback_url, host, sizeof host);
+    fprintf(stderr, "kestrel chat: fallback: %zu bytes to %s (%s)\n",
+            strlen(body), host, why);
+    bool ok = ks_cli_fallback_stream(&q, finish, finish_cap, err, sizeof err);
+    free(body);
+    if (!ok) {
+        fprintf(stderr, "%skestrel: error: fallback: %s (%zu bytes of its "
+                "answer kept)\n", c->n_answer && c->stream ? "\n" : "", err,
+                c->n_answer);
+        return EXIT_ERROR;
+    }
+    return EXIT_OK;
+#else
+    (void)c;
+    (void)finish;
+    (void)finish_cap;
+    fprintf(stderr, "kestrel: error: --fallback-url: this kestrel was built "
+            "without libcurl\n");
+    return EXIT_ERROR;
+#endif
 }
 
 /* The conversation's tokens: template markers as special tokens, message
@@ -1351,7 +1437,61 @@ chat_turn(const opts *o, loaded *l, chat *c, const char *prompt)
         rc = EXIT_ERROR;
         goto out;
     }
-    if (!prompt_fits(l, n_ids, &r, msg, sizeof msg)) {
+    bool fits = prompt_fits(l, n_ids, &r, msg, sizeof msg);
+    c->n_answer = 0;
+    if (c->answer)
+        c->answer[0] = '\0';
+    c->stream = !o->json;
+    if (o->fallback_url && (o->route_fallback || !fits)) {
+        char why[160], fin[32];
+        if (fits)
+            snprintf(why, sizeof why, "the request asks for it");
+        else
+            snprintf(why, sizeof why, "the conversation (%zu tokens) does "
+                     "not fit the local context of %u", n_ids,
+                     ks_session_n_ctx(l->session));
+        int frc = chat_fallback(o, c, why, fin, sizeof fin);
+        if (frc == EXIT_OK) {
+            if (o->json) {
+                printf("{\"prompt\":");
+                json_string(stdout, r.prompt, r.n_prompt);
+                printf(",\"text\":");
+                json_string(stdout, c->answer ? c->answer : "", c->n_answer);
+                printf(",\"stop\":");
+                json_string(stdout, fin, strlen(fin));
+                printf(",\"route\":\"fallback\",\"route_why\":");
+                json_string(stdout, why, strlen(why));
+                printf("}\n");
+            } else {
+                fputc('\n', stdout);
+                fflush(stdout);
+                fprintf(stderr, "[fallback: %s]\n", why);
+            }
+            if (!chat_push(c, "assistant", c->answer ? c->answer : "")) {
+                fprintf(stderr, "kestrel: error: no memory\n");
+                rc = EXIT_ERROR;
+            }
+            goto out;
+        }
+        /* it failed: the local model goes on from the text it sent */
+        size_t n_more = 0;
+        int32_t *grown;
+        if (frc > 0 && fits && c->n_answer > 0 &&
+            ks_model_tokenize(l->model, c->answer, c->n_answer, false, false,
+                              NULL, 0, &n_more) == KS_OK &&
+            (grown = realloc(ids, (n_ids + n_more + 1) * sizeof(*ids)))) {
+            r.ids = ids = grown;
+            if (ks_model_tokenize(l->model, c->answer, c->n_answer, false,
+                                  false, ids + n_ids, n_more, &n_more) == KS_OK) {
+                n_ids += n_more;
+                r.n_ids = n_ids;
+                fits = prompt_fits(l, n_ids, &r, msg, sizeof msg);
+            }
+        }
+        if (frc > 0 && fits)
+            fprintf(stderr, "kestrel chat: the local model goes on\n");
+    }
+    if (!fits) {
         if (o->json)
             print_json(l, &r);
         rc = finish(&r);
@@ -1374,10 +1514,6 @@ chat_turn(const opts *o, loaded *l, chat *c, const char *prompt)
             rc = EXIT_ERROR;
             goto out;
         }
-    c->n_answer = 0;
-    if (c->answer)
-        c->answer[0] = '\0';
-    c->stream = !o->json;
     c->first_gen = c->n_hist;
     gp.prompt = ids + keep;
     gp.n_prompt = n_ids - keep;

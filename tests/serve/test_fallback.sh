@@ -177,5 +177,31 @@ if grep -q request "$TMP/fault.log"; then fail "strict: a request went out"; fi
 grep -q "privacy strict: nothing is sent to $FURL" "$TMP/strict.log" && ok "strict: logged" || fail "strict: not logged"
 stop "$SPID"
 
+# kestrel chat --fallback-url: the same routes from the command line
+# chat NAME ARGS...: kestrel chat --json, the answer in $TMP/NAME.json
+chat() {
+    local name=$1; shift
+    timeout 60 "$KESTREL" chat -m "$MODEL" -t 1 --backend cpu --temp 0 -n 8 "$@" \
+        >"$TMP/$name.json" 2>"$TMP/$name.err"
+    echo "$?" | sed 's/^0$/200/' >"$TMP/$name.code"
+}
+chat chat_asked -p Hi --json --fallback-url "$CLOUD/v1" --route fallback
+check chat_asked 200 'd["route"] == "fallback" and d["text"] == ref("ref_chat")["choices"][0]["message"]["content"]'
+grep -q "fallback: [0-9]* bytes to 127.0.0.1 (the request asks for it)" "$TMP/chat_asked.err" &&
+    ! grep -q '"Hi"' "$TMP/chat_asked.err" && ok "chat: the log" || fail "chat log: $(cat "$TMP/chat_asked.err")"
+chat chat_long -c 32 -p "$LONG" --json --fallback-url "$CLOUD/v1"
+check chat_long 200 'd["route"] == "fallback" and "does not fit" in d["route_why"]'
+start_fault sse_cut
+timeout 60 "$KESTREL" chat -m "$MODEL" -t 1 --backend cpu --temp 0 -n 8 -p Hi \
+    --fallback-url "$FURL/v1" --route fallback >"$TMP/chat_cut.out" 2>"$TMP/chat_cut.err"
+rc=$?
+[ $rc = 0 ] && grep -q "^Hello world." "$TMP/chat_cut.out" && grep -q "stopped before its end" "$TMP/chat_cut.err" &&
+    grep -q "local model goes on" "$TMP/chat_cut.err" && ok "chat: a cut stream, kept, the local model goes on" ||
+    fail "chat_cut: exit $rc: $(cat "$TMP/chat_cut.out" "$TMP/chat_cut.err")"
+chat chat_strict -p Hi --json --fallback-url "$FURL/v1" --route fallback --privacy strict
+check chat_strict 200 '"route" not in d'
+[ "$(grep -c request "$TMP/fault.log")" = 1 ] && ok "chat strict: nothing sent" || fail "chat strict: $(cat "$TMP/fault.log")"
+stop "$FPID"
+
 if [ "$fails" -ne 0 ]; then echo "$fails failure(s)"; exit 1; fi
 echo "all passed"
