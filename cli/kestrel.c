@@ -207,7 +207,7 @@ help(const char *cmd)
                "-1 until the end)\n"
                "      --ignore-eos      keep going past end-of-text tokens\n"
                "      --draft FILE      speculative decoding with FILE as the draft\n"
-               "                        model (greedy only; same vocabulary)\n"
+               "                        model (same vocabulary; sampled too, lossless)\n"
                "      --spec MODE       auto (draft when --draft is given), off, draft,\n"
                "                        or lookup (draft from n-grams of the text)\n"
                "      --draft-max N     most tokens drafted per round (default 8)\n"
@@ -778,9 +778,11 @@ print_stats(const ks_session *s, const ks_stats *st)
                 "end\n", st->paced_ms, st->n_threads);
     if (st->n_verify > 0)
         fprintf(stderr, "kestrel: speculation: %u drafted, %u accepted (%.1f %%), %.2f "
-                "tokens per target pass, draft %.1f ms, verify %.1f ms in %u passes\n",
+                "tokens per target pass, draft %.1f ms, verify %.1f ms in %u passes, "
+                "sampling %.1f ms\n",
                 st->n_drafted, st->n_accepted, 100.0 * st->accept_rate,
-                st->tokens_per_verify, st->draft_ms, st->verify_ms, st->n_verify);
+                st->tokens_per_verify, st->draft_ms, st->verify_ms, st->n_verify,
+                st->sample_ms);
     if (st->n_fallbacks > 0)
         fprintf(stderr, "kestrel: a device fault moved the layers to the CPU (%s)\n",
                 st->fallback);
@@ -812,14 +814,14 @@ json_stats(FILE *f, const ks_session *s, const ks_stats *st)
             "\"shaders_compiled\":%u,\"fallbacks\":%u,\"n_drafted\":%u,"
             "\"n_accepted\":%u,\"n_verify\":%u,\"accept_rate\":%.4f,"
             "\"tokens_per_verify\":%.4f,\"draft_ms\":%.3f,\"verify_ms\":%.3f,"
-            "\"fallback\":",
+            "\"sample_ms\":%.3f,\"fallback\":",
             ks_session_placement(s), st->load_ms, st->n_prompt, st->prefill_ms,
             st->prefill_tps, st->n_gen, st->decode_ms, st->decode_tps,
             (unsigned long long)st->peak_rss_bytes,
             (unsigned long long)st->kv_bytes, st->backend_setup_ms, st->n_shader_hits,
             st->n_shader_compiled, st->n_fallbacks, st->n_drafted, st->n_accepted,
             st->n_verify, st->accept_rate, st->tokens_per_verify, st->draft_ms,
-            st->verify_ms);
+            st->verify_ms, st->sample_ms);
     json_string(f, st->fallback, strlen(st->fallback));
     fputc('}', f);
 }

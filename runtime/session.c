@@ -17,6 +17,7 @@
 #include "runtime/json_schema.h"
 #include "runtime/cpu/quant.h"
 #include "runtime/sample.h"
+#include "runtime/spec_sample.h"
 #include "runtime/session_priv.h"
 #include "runtime/tokenizer.h"
 #include "runtime/costs.h"
@@ -1059,6 +1060,38 @@ draft_model(ks_session *d, uint32_t k, float p_min, int32_t *out, uint32_t *n_ou
     return KS_OK;
 }
 
+/* Sampled speculation: up to k tokens drawn from the draft's distribution
+ * after the sampler chain of |dsmp| (its penalty history is the draft's
+ * held tokens), q[j * n_vocab ..] receiving each one's distribution;
+ * stops early when the draft's top probability falls below p_min. */
+static ks_status
+draft_model_sampled(ks_session *d, ks_sampler *dsmp, uint32_t k, float p_min, int32_t *out,
+                    float *q, uint32_t *n_out, const volatile int *cancel)
+{
+    uint32_t V = d->m->hp.n_vocab;
+    ks_status st;
+
+    *n_out = 0;
+    ks_sampler_set_history(dsmp, d->hist, d->n_past);
+    for (uint32_t j = 0; j < k && d->n_past < d->n_ctx; j++) {
+        float *qj = q + (uint64_t)j * V, top = 0.0f;
+
+        if ((st = need_logits(d, cancel)) != KS_OK)
+            return st;
+        ks_sampler_probs(dsmp, d->logits, qj);
+        for (uint32_t i = 0; i < V; i++)
+            top = qj[i] > top ? qj[i] : top;
+        if (!(top >= p_min))
+            break;
+        out[j] = ks_spec_draw(dsmp, qj, V);
+        ks_sampler_accept(dsmp, out[j]);
+        if ((st = hold(d, out + j, 1)) != KS_OK)
+            return st;
+        *n_out = j + 1;
+    }
+    return KS_OK;
+}
+
 /* Prompt lookup: the tokens that followed the latest earlier occurrence
  * of the last g held tokens (g = 3, 2, then 1), up to k of them. */
 static uint32_t
@@ -1090,10 +1123,6 @@ spec_check(const ks_session *s, const ks_generate_params *p, ks_spec_mode mode)
     if (mode != KS_SPEC_DRAFT && mode != KS_SPEC_LOOKUP)
         return ks_error(KS_ERR_INVALID_ARG, "generate: unknown speculation mode %d",
                         (int)p->spec);
-    if (p->sampling.temp > 0.0f)
-        return ks_error(KS_ERR_UNSUPPORTED, "generate: speculative decoding (%s) is "
-                        "greedy only for now (temperature %g asked; use --temp 0 or "
-                        "--spec off)", ks_spec_name(mode), (double)p->sampling.temp);
     if (mode == KS_SPEC_DRAFT) {
         if (!p->draft)
             return ks_error(KS_ERR_INVALID_ARG, "generate: speculation mode draft "
@@ -1125,6 +1154,12 @@ typedef struct gen {
     ks_json_mask       *jmask;    /* structured output, or NULL */
     float              *jlogits;  /* [n_vocab] the masked copy */
     uint32_t            n_gen;    /* tokens emitted */
+    /* sampled speculation: the row emit samples from had a draft, qx,
+     * drawn from q (NULL: drafted without chance); work: n_vocab floats */
+    bool                pick;
+    const float        *q;
+    int32_t             qx;
+    float              *work;
 } gen;
 
 /* One token from the logits |row| (those after the last held token):
@@ -1158,7 +1193,12 @@ emit(gen *g, const float *row, int32_t *tok, ks_status *st)
         }
         row = g->jlogits;
     }
-    t = ks_sampler_sample(g->smp, row);
+    {
+        uint64_t t0 = ks_now_ns();
+        t = g->pick ? ks_spec_pick(g->smp, row, g->q, g->qx, g->work, s->m->hp.n_vocab)
+                    : ks_sampler_sample(g->smp, row);
+        s->stats.sample_ms += (double)(ks_now_ns() - t0) / 1e6;
+    }
     /* with a schema, end-of-generation is sampled only after a whole
      * value, and nothing may follow it: it ends even ignore_eog */
     if ((!p->ignore_eog || g->jmask) && ks_tokenizer_is_eog(s->m->tok, t)) {
@@ -1201,8 +1241,10 @@ spec_decode(gen *g, ks_spec_mode mode)
     uint32_t V = s->m->hp.n_vocab;
     uint32_t kmax = p->draft_max ? p->draft_max : 8, kmin = p->draft_min;
     float p_min = p->draft_p_min == 0.0f ? 0.5f : p->draft_p_min;
-    float *rows = NULL;
+    float *rows = NULL, *qrows = NULL, *work = NULL;
     int32_t *drafts = NULL;
+    ks_sampler *dsmp = NULL;  /* the draft's sampler, sampled speculation */
+    bool sampled = p->sampling.temp > 0.0f;
     const float *lg = s->logits;
     uint32_t nd = 0, P = s->n_past;
     uint64_t round_t0 = 0, round_ns = 0;
@@ -1216,6 +1258,21 @@ spec_decode(gen *g, ks_spec_mode mode)
         kmin = kmax;
     rows = malloc((uint64_t)(kmax + 1) * V * sizeof(float));
     drafts = malloc((kmax + 1) * sizeof(*drafts));
+    if (sampled) {
+        ks_sampler_params dp = sampler_params(&p->sampling);
+
+        dp.seed ^= 0x9e3779b97f4a7c15u;  /* draws of its own */
+        work = malloc((uint64_t)V * sizeof(float));
+        qrows = mode == KS_SPEC_DRAFT ? malloc((uint64_t)kmax * V * sizeof(float)) : NULL;
+        if (!work || (mode == KS_SPEC_DRAFT && !qrows)) {
+            st = ks_error(KS_ERR_NOMEM, "generate: no memory for %u draft distributions",
+                          kmax);
+            goto out;
+        }
+        if (mode == KS_SPEC_DRAFT && (st = ks_sampler_create(&dp, V, &dsmp)) != KS_OK)
+            goto out;
+        g->work = work;
+    }
     if (!rows || !drafts) {
         st = ks_error(KS_ERR_NOMEM, "generate: no memory for %u rows of logits", kmax + 1);
         goto out;
@@ -1232,7 +1289,13 @@ spec_decode(gen *g, ks_spec_mode mode)
         s->n_past = P;
         for (uint32_t j = 0; j <= nd; j++) {
             int32_t tok;
-            bool go = emit(g, lg + (uint64_t)j * V, &tok, &st);
+            bool go;
+
+            g->pick = sampled && j < nd;
+            g->q = qrows ? qrows + (uint64_t)j * V : NULL;
+            g->qx = j < nd ? drafts[j] : -1;
+            go = emit(g, lg + (uint64_t)j * V, &tok, &st);
+            g->pick = false;
 
             if (tok >= 0) {
                 e = j + 1;
@@ -1290,7 +1353,10 @@ spec_decode(gen *g, ks_spec_mode mode)
                     d->logits_ok = false;
                 }
                 t_follow = ks_now_ns();
-                if (st == KS_OK)
+                if (st == KS_OK && dsmp)
+                    st = draft_model_sampled(p->draft, dsmp, k, p_min, drafts, qrows, &nd,
+                                             p->cancel);
+                else if (st == KS_OK)
                     st = draft_model(p->draft, k, p_min, drafts, &nd, p->cancel);
                 if (st == KS_ERR_CONTEXT_FULL) {  /* the draft's context ended */
                     draft_ok = false;
@@ -1335,6 +1401,10 @@ spec_decode(gen *g, ks_spec_mode mode)
         }
     }
 out:
+    g->work = NULL;
+    ks_sampler_destroy(dsmp);
+    free(work);
+    free(qrows);
     free(rows);
     free(drafts);
     return st;

@@ -117,11 +117,20 @@ typedef enum ks_stop {
 /* "none", "eog", "length", "callback", "context", "cancelled", "error". */
 KS_API const char *ks_stop_name(ks_stop stop);
 
-/* Speculative decoding (ks_generate_params.spec). Greedy sampling only
- * (sampling.temp <= 0, else KS_ERR_UNSUPPORTED; the repeat penalty may be
- * on): the tokens, the stop reason and the tokens held afterwards are
- * those of plain greedy decoding, bit for bit (verification computes
- * every token as decoding it alone would). Each round drafts k tokens,
+/* Speculative decoding (ks_generate_params.spec). Greedy (sampling.temp
+ * <= 0; the repeat penalty may be on): the tokens, the stop reason and
+ * the tokens held afterwards are those of plain greedy decoding, bit for
+ * bit (verification computes every token as decoding it alone would).
+ * Sampled (temp > 0, with any top-k, top-p, min-p and repeat penalty):
+ * lossless rejection sampling (Leviathan et al., Chen et al. 2023). The
+ * draft samples from q, its logits through the same sampler chain (the
+ * penalty sees the same tokens); a drafted x is kept with probability
+ * min(1, p(x) / q(x)), p the target's distribution through the chain,
+ * else the token is drawn from max(0, p - q) normalized; the row after
+ * the last kept draft gives a token from p. The tokens follow the
+ * target's distribution exactly, though for one seed they differ from
+ * plain sampling's. Lookup drafts count as q = 1 at the drafted token.
+ * Each round drafts k tokens,
  * verifies them with one pass of the target (ks_session_eval_all), emits
  * the longest prefix the target agrees with plus the target's own next
  * token, and truncates the rest from the target and the draft. k is
@@ -250,6 +259,8 @@ typedef struct ks_stats {
     double   tokens_per_verify;
     double   draft_ms;
     double   verify_ms;
+    double   sample_ms;      /* choosing tokens (the sampler; speculation's
+                                acceptance), plain decoding too */
 } ks_stats;
 
 /* A NULL |s| zeroes *out. */
