@@ -541,7 +541,7 @@ movable(const ks_session *s, uint64_t now, ks_gov_work *w)
  * governor asks for one, and the pause it asks for (cut short by the
  * cancel flag). */
 static void
-govern(ks_session *s, uint64_t busy_ns, const volatile int *cancel)
+govern_n(ks_session *s, uint64_t busy_ns, uint32_t n_tokens, const volatile int *cancel)
 {
     ks_gov_work w = { 0 };
     ks_gov_decision d;
@@ -549,7 +549,7 @@ govern(ks_session *s, uint64_t busy_ns, const volatile int *cancel)
     uint64_t gpu_ns = gpu - s->gpu_busy_seen < busy_ns ? gpu - s->gpu_busy_seen : busy_ns;
 
     s->gpu_busy_seen = gpu;
-    w.n_tokens = 1;
+    w.n_tokens = n_tokens;
     w.busy_ns[KS_GOV_CPU] = busy_ns - gpu_ns;
     w.busy_ns[KS_GOV_GPU] = gpu_ns;
     w.n_threads = s->n_threads;
@@ -587,6 +587,13 @@ govern(ks_session *s, uint64_t busy_ns, const volatile int *cancel)
          * from working power */
         ks_governor_step_telemetry(s->gov, s->tel, ks_now_ns(), NULL, &d);
     }
+}
+
+/* A decoded token (speculation: a round's tokens, govern_n). */
+static void
+govern(ks_session *s, uint64_t busy_ns, const volatile int *cancel)
+{
+    govern_n(s, busy_ns, 1, cancel);
 }
 
 KS_API ks_status
@@ -951,13 +958,15 @@ spec_ctl_accept(spec_ctl *c, uint32_t drafted, uint32_t accepted)
  * k draft steps and one pass of k + 1 rows. 0 when drafting does not pay
  * (then every 16th round drafts one token, to keep measuring). */
 static uint32_t
-spec_choose_k(spec_ctl *c, uint32_t kmax)
+spec_choose_k(spec_ctl *c, uint32_t kmax, double min_gain)
 {
     double a = c->acc_hit / c->acc_try, A, B, den, best_rate;
     double td = c->td_ms > 0 ? c->td_ms : 0.0;
     uint32_t best = 0;
 
     c->rounds++;
+    if (!(min_gain < INFINITY))
+        return 0;
     if (c->w <= 0.0 || c->td_ms < 0)
         return kmax < 4 ? kmax : 4;   /* nothing measured yet */
     den = c->w * c->skk - c->sk * c->sk;
@@ -975,7 +984,9 @@ spec_choose_k(spec_ctl *c, uint32_t kmax)
         B = 0.0;
     if (a > 0.999)
         a = 0.999;
-    best_rate = 1.0 / A;
+    /* under a limit, drafting must beat plain decoding by min_gain
+     * (spec_sample.h: ks_spec_min_gain) */
+    best_rate = min_gain / A;
     for (uint32_t k = 1; k <= kmax; k++) {
         double e = (1.0 - pow(a, k + 1)) / (1.0 - a);
         double rate = e / (k * td + A + B * k);
@@ -989,7 +1000,7 @@ spec_choose_k(spec_ctl *c, uint32_t kmax)
      * without, draft only every c->explore rounds, to keep measuring, and
      * less often each time it still loses */
     bool losing = c->rate[0] > 0 && c->rate[1] > 0 && c->rate[1] < c->rate[0];
-    bool explore_now = c->rounds % c->explore == 0;
+    bool explore_now = c->rounds % c->explore == 0 && min_gain <= KS_SPEC_EXPLORE_GAIN;
     if (!losing)
         c->explore = 16;
     else if (explore_now && c->explore < 512)
@@ -1321,6 +1332,10 @@ spec_decode(gen *g, ks_spec_mode mode)
         spec_ctl_accept(&ctl, nd, m);
         if (!stop)
             spec_ctl_round(&ctl, nd > 0, e, round_ns);
+        /* the governor sees the round: its tokens and its busy time,
+         * drafting and verifying */
+        if (s->gov && round_ns && e > 0)
+            govern_n(s, round_ns, e, p->cancel);
         if (stop || e == 0)
             break;
 
@@ -1328,7 +1343,9 @@ spec_decode(gen *g, ks_spec_mode mode)
         P = s->n_past;
         nd = 0;
         {
-            uint32_t k = spec_choose_k(&ctl, kmax);
+            const ks_gov_decision *gd = s->gov ? ks_governor_last(s->gov) : NULL;
+            uint32_t k = spec_choose_k(&ctl, kmax,
+                                       ks_spec_min_gain(gd ? (int)gd->state_id : -1));
             uint64_t t0 = ks_now_ns(), t_follow = 0;
             round_t0 = t0;
             if (k < kmin)
@@ -1395,8 +1412,6 @@ spec_decode(gen *g, ks_spec_mode mode)
             }
             spec_ctl_verify(&ctl, nd, (double)dt / 1e6);
             round_ns = ks_now_ns() - round_t0;
-            if (s->gov)
-                govern(s, dt, p->cancel);
             lg = rows;
         }
     }

@@ -11,7 +11,10 @@
  * came from a draft or from the target's bonus row. */
 #include "runtime/spec_sample.h"
 
+#include <math.h>
 #include <stddef.h>
+
+#include "scheduler/governor.h"
 
 int ks_spec_test_break;
 
@@ -60,4 +63,20 @@ ks_spec_pick(ks_sampler *smp, const float *logits, const float *q, int32_t x,
         work[x] = 0.0f;
     }
     return ks_spec_draw(smp, work, n_vocab);
+}
+
+double
+ks_spec_min_gain(int gov_state)
+{
+    switch (gov_state) {
+    case KS_GOV_STATE_POWER:
+    case KS_GOV_STATE_THERMAL:
+    case KS_GOV_STATE_BATTERY:
+    case KS_GOV_STATE_BLIND:
+        return 1.25;
+    case KS_GOV_STATE_CRITICAL:
+        return INFINITY;
+    default:  /* no governor, start, cool, target rate */
+        return 1.0;
+    }
 }

@@ -23,6 +23,28 @@ int32_t ks_spec_pick(ks_sampler *smp, const float *logits, const float *q, int32
  * number of smp's random sequence. */
 int32_t ks_spec_draw(ks_sampler *smp, const float *probs, uint32_t n_vocab);
 
+/* The governor's cap on drafting. Drafting spends energy on tokens that
+ * may be thrown away; it runs only where it raises the expected tokens
+ * per joule. The draft length is chosen for the most expected tokens per
+ * millisecond of computing (drafting and verifying), and on one device
+ * the energy of a round is that time times the power drawn while
+ * computing, so without a limit tokens per ms and tokens per joule pick
+ * the same length. Under a limit the governor paces decoding to a power
+ * budget, so the tokens per second are the budget times the tokens per
+ * joule: drafting must then beat plain decoding's expected tokens per
+ * computing ms by a margin, because a verifying pass of k + 1 rows draws
+ * more power per ms than one-token decoding (the weights stay in cache
+ * and the cores do more arithmetic per byte) and the model does not see
+ * that. The margin, by the governor's state (ks_gov_state, -1: no
+ * governor): none when no limit binds (cool, start, target rate);
+ * 1.25x under the power cap, the temperature limit, the battery policy or
+ * without a temperature reading (blind); within 5 C of the critical trip,
+ * no drafting at all (INFINITY). Under a margin above
+ * KS_SPEC_EXPLORE_GAIN, rounds that draft only to keep measuring stop
+ * too. */
+#define KS_SPEC_EXPLORE_GAIN 1.0
+double ks_spec_min_gain(int gov_state);
+
 /* Tests only: a broken acceptance rule, to show that the distribution
  * test catches one. 0: the right rule; 1: keep every drafted token;
  * 2: on rejection draw from p instead of max(0, p - q). */

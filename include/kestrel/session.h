@@ -140,7 +140,15 @@ KS_API const char *ks_stop_name(ks_stop stop);
  * (a line fitted over the rounds); while drafting does not pay, k is 0
  * with one token drafted every 16th round to keep measuring. A placement
  * that cannot verify (the output head on Vulkan) is refused at the start
- * with KS_ERR_UNSUPPORTED. */
+ * with KS_ERR_UNSUPPORTED.
+ * Under the governor, drafting runs only where it raises the expected
+ * tokens per joule: the governor is stepped once per round with the
+ * round's tokens and its whole busy time (drafting and verifying); while
+ * a limit binds (power cap, temperature, battery policy, no temperature
+ * reading), the chosen length must beat plain decoding's expected tokens
+ * per computing ms by 1.25x (a verifying pass draws more power per ms
+ * than a one-token step), and no round drafts just to keep measuring;
+ * within 5 C of the critical trip nothing is drafted. */
 typedef enum ks_spec_mode {
     KS_SPEC_AUTO = 0,  /* KS_SPEC_DRAFT when draft is set, else off */
     KS_SPEC_OFF,

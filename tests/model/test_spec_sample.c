@@ -23,6 +23,7 @@
 #include "kestrel/kestrel.h"
 #include "runtime/spec_sample.h"
 #include "runtime/synth.h"
+#include "scheduler/governor.h"
 
 enum { N_VOCAB = 300, N_DRAWS = 3000, N_GEN = 4, K = 3 };
 
@@ -236,6 +237,21 @@ START_TEST(broken_rule_is_caught)
 }
 END_TEST
 
+/* The governor's cap (spec_sample.h): no margin without a limit, one
+ * under each limit, no drafting near the critical trip. */
+START_TEST(governor_caps_drafting)
+{
+    ck_assert(ks_spec_min_gain(-1) == 1.0);
+    ck_assert(ks_spec_min_gain(KS_GOV_STATE_COOL) == 1.0);
+    ck_assert(ks_spec_min_gain(KS_GOV_STATE_TARGET) == 1.0);
+    ck_assert(ks_spec_min_gain(KS_GOV_STATE_POWER) > KS_SPEC_EXPLORE_GAIN);
+    ck_assert(ks_spec_min_gain(KS_GOV_STATE_THERMAL) > KS_SPEC_EXPLORE_GAIN);
+    ck_assert(ks_spec_min_gain(KS_GOV_STATE_BATTERY) > KS_SPEC_EXPLORE_GAIN);
+    ck_assert(ks_spec_min_gain(KS_GOV_STATE_BLIND) > KS_SPEC_EXPLORE_GAIN);
+    ck_assert(isinf(ks_spec_min_gain(KS_GOV_STATE_CRITICAL)));
+}
+END_TEST
+
 static Suite *
 spec_sample_suite(void)
 {
@@ -247,6 +263,7 @@ spec_sample_suite(void)
     tcase_add_loop_test(tc, sampled_draft_follows_target, 0, N_SETTINGS);
     tcase_add_loop_test(tc, sampled_lookup_follows_target, 0, 2);
     tcase_add_loop_test(tc, broken_rule_is_caught, 0, 2);
+    tcase_add_test(tc, governor_caps_drafting);
     suite_add_tcase(s, tc);
     return s;
 }
