@@ -812,14 +812,15 @@ json_stats(FILE *f, const ks_session *s, const ks_stats *st)
             "\"decode_tps\":%.3f,\"peak_rss_bytes\":%llu,\"kv_bytes\":%llu,"
             "\"backend_setup_ms\":%.3f,\"shader_cache_hits\":%u,"
             "\"shaders_compiled\":%u,\"fallbacks\":%u,\"n_drafted\":%u,"
-            "\"n_accepted\":%u,\"n_verify\":%u,\"accept_rate\":%.4f,"
+            "\"n_lookup\":%u,\"n_accepted\":%u,\"n_verify\":%u,\"accept_rate\":%.4f,"
             "\"tokens_per_verify\":%.4f,\"draft_ms\":%.3f,\"verify_ms\":%.3f,"
             "\"sample_ms\":%.3f,\"fallback\":",
             ks_session_placement(s), st->load_ms, st->n_prompt, st->prefill_ms,
             st->prefill_tps, st->n_gen, st->decode_ms, st->decode_tps,
             (unsigned long long)st->peak_rss_bytes,
             (unsigned long long)st->kv_bytes, st->backend_setup_ms, st->n_shader_hits,
-            st->n_shader_compiled, st->n_fallbacks, st->n_drafted, st->n_accepted,
+            st->n_shader_compiled, st->n_fallbacks, st->n_drafted, st->n_lookup,
+            st->n_accepted,
             st->n_verify, st->accept_rate, st->tokens_per_verify, st->draft_ms,
             st->verify_ms, st->sample_ms);
     json_string(f, st->fallback, strlen(st->fallback));

@@ -953,6 +953,53 @@ spec_ctl_accept(spec_ctl *c, uint32_t drafted, uint32_t accepted)
     c->acc_try = c->acc_try * decay + accepted + (accepted < drafted ? 1 : 0);
 }
 
+/* The verifying pass's time as A + B k (ms), from the rounds so far. */
+static void
+spec_fit(const spec_ctl *c, double *A, double *B)
+{
+    double den = c->w * c->skk - c->sk * c->sk;
+
+    if (den > 1e-6 * c->w * c->w) {
+        *B = (c->w * c->skt - c->sk * c->st) / den;
+        *A = (c->st - *B * c->sk) / c->w;
+    } else {  /* one length seen so far: assume a row costs 8 % of a pass */
+        double kbar = c->sk / c->w;
+        *A = c->st / c->w / (1.0 + 0.08 * kbar);
+        *B = 0.08 * *A;
+    }
+    if (*A <= 1e-6)
+        *A = 1e-6;
+    if (*B < 0.0)
+        *B = 0.0;
+}
+
+/* With a draft model, prompt lookup drafts first (it costs nothing but
+ * the verifying rows): the longest run of n tokens, n in [lk_min, k],
+ * whose expected tokens per ms beat plain decoding's by min_gain, with
+ * the acceptance lookup drafts have had (lk_hit / lk_try). 0: use the
+ * draft model. */
+static uint32_t
+spec_lookup_k(const spec_ctl *c, double lk_hit, double lk_try, uint32_t n, double min_gain)
+{
+    double a = lk_hit / lk_try, A, B, best_rate;
+    uint32_t best = 0;
+
+    if (c->w <= 0.0)
+        return n;  /* nothing measured yet */
+    spec_fit(c, &A, &B);
+    if (a > 0.999)
+        a = 0.999;
+    best_rate = min_gain / A;
+    for (uint32_t k = 1; k <= n; k++) {
+        double rate = (1.0 - pow(a, k + 1)) / (1.0 - a) / (A + B * k);
+        if (rate > best_rate) {
+            best_rate = rate;
+            best = k;
+        }
+    }
+    return best;
+}
+
 /* The draft length with the most expected tokens per millisecond: with
  * acceptance a, k drafted tokens give (1 - a^(k+1)) / (1 - a) tokens for
  * k draft steps and one pass of k + 1 rows. 0 when drafting does not pay
@@ -960,7 +1007,7 @@ spec_ctl_accept(spec_ctl *c, uint32_t drafted, uint32_t accepted)
 static uint32_t
 spec_choose_k(spec_ctl *c, uint32_t kmax, double min_gain)
 {
-    double a = c->acc_hit / c->acc_try, A, B, den, best_rate;
+    double a = c->acc_hit / c->acc_try, A, B, best_rate;
     double td = c->td_ms > 0 ? c->td_ms : 0.0;
     uint32_t best = 0;
 
@@ -969,19 +1016,7 @@ spec_choose_k(spec_ctl *c, uint32_t kmax, double min_gain)
         return 0;
     if (c->w <= 0.0 || c->td_ms < 0)
         return kmax < 4 ? kmax : 4;   /* nothing measured yet */
-    den = c->w * c->skk - c->sk * c->sk;
-    if (den > 1e-6 * c->w * c->w) {
-        B = (c->w * c->skt - c->sk * c->st) / den;
-        A = (c->st - B * c->sk) / c->w;
-    } else {  /* one length seen so far: assume a row costs 8 % of a pass */
-        double kbar = c->sk / c->w;
-        A = c->st / c->w / (1.0 + 0.08 * kbar);
-        B = 0.08 * A;
-    }
-    if (A <= 1e-6)
-        A = 1e-6;
-    if (B < 0.0)
-        B = 0.0;
+    spec_fit(c, &A, &B);
     if (a > 0.999)
         a = 0.999;
     /* under a limit, drafting must beat plain decoding by min_gain
@@ -1103,26 +1138,32 @@ draft_model_sampled(ks_session *d, ks_sampler *dsmp, uint32_t k, float p_min, in
     return KS_OK;
 }
 
-/* Prompt lookup: the tokens that followed the latest earlier occurrence
- * of the last g held tokens (g = 3, 2, then 1), up to k of them. */
+/* Prompt lookup: the k tokens that followed the latest earlier occurrence
+ * of the last g held tokens (g = 3, then down to g_min). */
 static uint32_t
-draft_lookup(const int32_t *h, uint32_t n, uint32_t k, int32_t *out)
+draft_lookup_min(const int32_t *h, uint32_t n, uint32_t k, uint32_t g_min, int32_t *out)
 {
-    for (uint32_t g = 3; g >= 1; g--) {
+    for (uint32_t g = 3; g >= g_min && g >= 1; g--) {
         if (n < g + 1)
             continue;
         for (int64_t i = (int64_t)n - g - 1; i >= 0; i--) {
             uint32_t c = 0;
             if (memcmp(h + i, h + n - g, g * sizeof(*h)) != 0)
                 continue;
-            while (c < k && (uint64_t)i + g + c < n) {
-                out[c] = h[i + g + c];
-                c++;
-            }
+            /* past the held tokens the copy reads its own output, as
+             * LZ77 does: a recent match repeats its period */
+            for (; c < k; c++)
+                out[c] = (uint64_t)i + g + c < n ? h[i + g + c] : out[i + g + c - n];
             return c;
         }
     }
     return 0;
+}
+
+static uint32_t
+draft_lookup(const int32_t *h, uint32_t n, uint32_t k, int32_t *out)
+{
+    return draft_lookup_min(h, n, k, 1, out);
 }
 
 /* Checks the speculation settings before anything runs. */
@@ -1259,7 +1300,8 @@ spec_decode(gen *g, ks_spec_mode mode)
     const float *lg = s->logits;
     uint32_t nd = 0, P = s->n_past;
     uint64_t round_t0 = 0, round_ns = 0;
-    bool draft_ok = true;
+    bool draft_ok = true, looked = false;  /* looked: this round's drafts are lookup's */
+    double lk_hit = 3.0, lk_try = 5.0;     /* lookup's acceptance, as ctl's */
     spec_ctl ctl;
     ks_status st = KS_OK;
 
@@ -1303,7 +1345,7 @@ spec_decode(gen *g, ks_spec_mode mode)
             bool go;
 
             g->pick = sampled && j < nd;
-            g->q = qrows ? qrows + (uint64_t)j * V : NULL;
+            g->q = qrows && !looked ? qrows + (uint64_t)j * V : NULL;
             g->qx = j < nd ? drafts[j] : -1;
             go = emit(g, lg + (uint64_t)j * V, &tok, &st);
             g->pick = false;
@@ -1329,8 +1371,13 @@ spec_decode(gen *g, ks_spec_mode mode)
             s->n_kv = s->n_past;
         s->logits_ok = false;
         s->stats.n_accepted += m;
-        spec_ctl_accept(&ctl, nd, m);
-        if (!stop)
+        if (looked) {
+            lk_hit = lk_hit * 0.95 + m;
+            lk_try = lk_try * 0.95 + m + (m < nd ? 1 : 0);
+        } else {
+            spec_ctl_accept(&ctl, nd, m);
+        }
+        if (!stop && !looked)  /* lookup's rounds say nothing of the draft's */
             spec_ctl_round(&ctl, nd > 0, e, round_ns);
         /* the governor sees the round: its tokens and its busy time,
          * drafting and verifying */
@@ -1342,6 +1389,7 @@ spec_decode(gen *g, ks_spec_mode mode)
         /* draft: the held tokens end with the one just emitted, not run */
         P = s->n_past;
         nd = 0;
+        looked = false;
         {
             const ks_gov_decision *gd = s->gov ? ks_governor_last(s->gov) : NULL;
             uint32_t k = spec_choose_k(&ctl, kmax,
@@ -1356,8 +1404,26 @@ spec_decode(gen *g, ks_spec_mode mode)
                 k = 0;
             if (k > s->n_ctx - P)
                 k = s->n_ctx - P;
-            if (k > 0 && mode == KS_SPEC_LOOKUP) {
+            if (mode == KS_SPEC_DRAFT && kmin < kmax && !ks_session_eval_all_unsupported(s)) {
+                /* lookup first, with a match of 2 or more tokens (not
+                 * with a fixed length: that measures the draft model) */
+                uint32_t kl = kmax < s->n_ctx - P ? kmax : s->n_ctx - P;
+                uint32_t n = draft_lookup_min(s->hist, P, kl, 2, drafts);
+                const ks_gov_decision *gd2 = s->gov ? ks_governor_last(s->gov) : NULL;
+
+                n = n ? spec_lookup_k(&ctl, lk_hit, lk_try, n,
+                                      ks_spec_min_gain(gd2 ? (int)gd2->state_id : -1)) : 0;
+                if (n > 0) {
+                    nd = n;
+                    looked = true;
+                    s->stats.n_lookup += n;
+                }
+            }
+            if (looked) {
+                /* drafted by lookup: nothing from the draft model */
+            } else if (k > 0 && mode == KS_SPEC_LOOKUP) {
                 nd = draft_lookup(s->hist, P, k, drafts);
+                s->stats.n_lookup += nd;
             } else if (k > 0 && draft_ok) {
                 /* catching up after rounds without drafting is not a
                  * cost of drafting every round: td leaves it out */
@@ -1384,7 +1450,7 @@ spec_decode(gen *g, ks_spec_mode mode)
                     break;
             }
             s->stats.draft_ms += (double)(ks_now_ns() - t0) / 1e6;
-            if (nd > 0) {
+            if (nd > 0 && !looked) {
                 double ms = (double)(ks_now_ns() - (t_follow ? t_follow : t0)) / 1e6;
                 ctl.td_ms = ctl.td_ms < 0 ? ms / nd : 0.8 * ctl.td_ms + 0.2 * ms / nd;
             } else if (ctl.td_ms < 0 && mode == KS_SPEC_LOOKUP) {

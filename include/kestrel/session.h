@@ -261,6 +261,11 @@ typedef struct ks_stats {
      * rate (accepted / drafted), the tokens emitted per verifying pass,
      * and the time spent drafting and verifying. */
     uint32_t n_drafted;
+    uint32_t n_lookup;       /* of n_drafted, those prompt lookup drafted
+                                (with a draft model and an adaptive length,
+                                lookup drafts first where the last 2 or 3
+                                tokens occurred before, when its measured
+                                acceptance makes that pay) */
     uint32_t n_accepted;
     uint32_t n_verify;
     double   accept_rate;
