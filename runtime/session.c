@@ -1404,9 +1404,11 @@ spec_decode(gen *g, ks_spec_mode mode)
                 k = 0;
             if (k > s->n_ctx - P)
                 k = s->n_ctx - P;
-            if (mode == KS_SPEC_DRAFT && kmin < kmax && !ks_session_eval_all_unsupported(s)) {
-                /* lookup first, with a match of 2 or more tokens (not
-                 * with a fixed length: that measures the draft model) */
+            if (kmin < kmax && !ks_session_eval_all_unsupported(s)) {
+                /* lookup first, with a match of 2 or more tokens and a
+                 * length from lookup's own acceptance (not with a fixed
+                 * length: that measures the draft model, or lookup
+                 * below) */
                 uint32_t kl = kmax < s->n_ctx - P ? kmax : s->n_ctx - P;
                 uint32_t n = draft_lookup_min(s->hist, P, kl, 2, drafts);
                 const ks_gov_decision *gd2 = s->gov ? ks_governor_last(s->gov) : NULL;
@@ -1421,9 +1423,11 @@ spec_decode(gen *g, ks_spec_mode mode)
             }
             if (looked) {
                 /* drafted by lookup: nothing from the draft model */
-            } else if (k > 0 && mode == KS_SPEC_LOOKUP) {
-                nd = draft_lookup(s->hist, P, k, drafts);
-                s->stats.n_lookup += nd;
+            } else if (mode == KS_SPEC_LOOKUP) {
+                if (k > 0 && kmin == kmax) {
+                    nd = draft_lookup(s->hist, P, k, drafts);
+                    s->stats.n_lookup += nd;
+                }
             } else if (k > 0 && draft_ok) {
                 /* catching up after rounds without drafting is not a
                  * cost of drafting every round: td leaves it out */

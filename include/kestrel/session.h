@@ -138,7 +138,13 @@ KS_API const char *ks_stop_name(ks_stop stop);
  * tokens per millisecond, from the measured acceptance rate, the
  * measured time of a draft step and of a verifying pass of k + 1 tokens
  * (a line fitted over the rounds); while drafting does not pay, k is 0
- * with one token drafted every 16th round to keep measuring. A placement
+ * with one token drafted every 16th round to keep measuring. Prompt
+ * lookup (mode lookup, and mode draft with an adaptive length, before
+ * the draft model) drafts where the last 3 or 2 held tokens occurred
+ * before: the tokens that followed that occurrence (past the end, the
+ * copy repeats its period), as many as pay for their verifying rows at
+ * lookup's own measured acceptance; with a fixed length, mode lookup
+ * takes 1-token matches too and mode draft never looks up. A placement
  * that cannot verify (the output head on Vulkan) is refused at the start
  * with KS_ERR_UNSUPPORTED.
  * Under the governor, drafting runs only where it raises the expected
