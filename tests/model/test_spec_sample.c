@@ -237,6 +237,92 @@ START_TEST(broken_rule_is_caught)
 }
 END_TEST
 
+/* Sampled speculation into the end of the context stops there as plain
+ * decoding does (KS_ERR_CONTEXT_FULL, the context full of held tokens). */
+START_TEST(sampled_across_end_of_context)
+{
+    enum { CTX = 40 };
+    ks_session_params sp = { .n_ctx = CTX };
+    ks_session *s = NULL, *ds = NULL;
+    int32_t out[64];
+    ks_generate_params gp = { .prompt = prompt, .n_prompt = N_PROMPT, .ignore_eog = true,
+                              .out_tokens = out, .out_cap = 64, .spec = KS_SPEC_DRAFT,
+                              .draft_min = 8, .draft_max = 8, .draft_p_min = -1.0f };
+
+    ck_assert_int_eq(ks_session_create(target, &sp, &s), KS_OK);
+    ck_assert_int_eq(ks_session_create(half, &sp, &ds), KS_OK);
+    gp.draft = ds;
+    gp.sampling = settings[5];
+    gp.sampling.seed = 42;
+    ck_assert_int_eq(ks_session_generate(s, &gp), KS_ERR_CONTEXT_FULL);
+    ck_assert_int_eq(gp.stop, KS_STOP_CONTEXT);
+    ck_assert_uint_eq(gp.n_out, CTX - N_PROMPT);
+    ck_assert_uint_eq(ks_session_n_past(s), CTX);
+    ks_session_destroy(ds);
+    ks_session_destroy(s);
+}
+END_TEST
+
+typedef struct cancel_at {
+    volatile int flag;
+    size_t       n, at;
+} cancel_at;
+
+static bool
+cancel_cb(void *user, int32_t tok, const char *piece, size_t len)
+{
+    cancel_at *c = user;
+    (void)tok, (void)piece, (void)len;
+    if (++c->n == c->at)
+        c->flag = 1;
+    return true;
+}
+
+/* A cancel after the i-th token of sampled speculation, for every i:
+ * exactly the emitted tokens are held, and the KV cache is theirs (a
+ * greedy continuation equals that of a fresh session given them). */
+START_TEST(sampled_cancel_mid_verification)
+{
+    enum { N = 16, M = 8 };
+    ks_session_params sp = { .n_ctx = 64 };
+
+    for (size_t at = 1; at < N; at++) {
+        ks_session *s = NULL, *ds = NULL, *f = NULL;
+        int32_t got[N + M], held[N_PROMPT + N], want[M];
+        cancel_at c = { 0, 0, at };
+        ks_generate_params gp = { .prompt = prompt, .n_prompt = N_PROMPT, .n_predict = N,
+                                  .ignore_eog = true, .out_tokens = got, .out_cap = N,
+                                  .on_token = cancel_cb, .user = &c, .cancel = &c.flag,
+                                  .spec = KS_SPEC_DRAFT, .draft_min = 3, .draft_max = 3,
+                                  .draft_p_min = -1.0f };
+        ks_generate_params g2 = { .n_predict = M, .ignore_eog = true, .out_cap = M };
+
+        ck_assert_int_eq(ks_session_create(target, &sp, &s), KS_OK);
+        ck_assert_int_eq(ks_session_create(half, &sp, &ds), KS_OK);
+        ck_assert_int_eq(ks_session_create(target, &sp, &f), KS_OK);
+        gp.draft = ds;
+        gp.sampling = settings[0];
+        gp.sampling.seed = 7 + at;
+        ck_assert_int_eq(ks_session_generate(s, &gp), KS_ERR_CANCELLED);
+        ck_assert_uint_eq(gp.n_out, at);
+        ck_assert_uint_eq(ks_session_n_past(s), N_PROMPT + at);
+        g2.out_tokens = got + at;
+        ck_assert_int_eq(ks_session_generate(s, &g2), KS_OK);
+        memcpy(held, prompt, sizeof prompt);
+        memcpy(held + N_PROMPT, got, at * sizeof(int32_t));
+        g2.prompt = held;
+        g2.n_prompt = N_PROMPT + at;
+        g2.out_tokens = want;
+        ck_assert_int_eq(ks_session_generate(f, &g2), KS_OK);
+        ck_assert_msg(memcmp(want, got + at, M * sizeof(int32_t)) == 0,
+                      "cancelled at %zu: the held tokens' KV cache is not theirs", at);
+        ks_session_destroy(f);
+        ks_session_destroy(ds);
+        ks_session_destroy(s);
+    }
+}
+END_TEST
+
 /* The governor's cap (spec_sample.h): no margin without a limit, one
  * under each limit, no drafting near the critical trip. */
 START_TEST(governor_caps_drafting)
@@ -264,6 +350,8 @@ spec_sample_suite(void)
     tcase_add_loop_test(tc, sampled_lookup_follows_target, 0, 2);
     tcase_add_loop_test(tc, broken_rule_is_caught, 0, 2);
     tcase_add_test(tc, governor_caps_drafting);
+    tcase_add_test(tc, sampled_across_end_of_context);
+    tcase_add_test(tc, sampled_cancel_mid_verification);
     suite_add_tcase(s, tc);
     return s;
 }
