@@ -64,7 +64,7 @@ peer_plain() {
 }
 peer_spec() {
     "$PEER/llama-speculative" -m "$TARGET" -md "$DRAFT" -f "$TMP/prompt" -n "$N" -t "$THREADS" \
-        --temp 0 --draft-max "$DRAFT_MAX" -c 4096 > /dev/null 2> "$TMP/perr" || { echo 0; return; }
+        --temp 0 --spec-draft-n-max "$DRAFT_MAX" -c 4096 > /dev/null 2> "$TMP/perr" || { echo 0; return; }
     grep -E "decoded .* tokens in .* speed:" "$TMP/perr" | sed -E 's/.*speed: *([0-9.]+) t\/s.*/\1/' | tail -1
 }
 
