@@ -26,6 +26,7 @@
 #include "kestrel/inspect.h"
 #include "kestrel/quantize.h"
 #include "kestrel/devices.h"
+#include "quality.h"
 #ifdef KESTREL_SERVE
 #include "serve.h"
 #endif
@@ -86,6 +87,9 @@ typedef struct opts {
     ks_spec_mode spec;
     uint32_t     draft_max;
     uint32_t     draft_min;
+    uint32_t     self_layers;  /* --spec self, --early-exit: layers the exit runs;
+                                  0: half */
+    float        early_exit;   /* --early-exit T; 0: off */
     /* structured output (run) */
     const char  *json_schema;   /* a file holding a JSON schema */
     /* bench */
@@ -190,6 +194,9 @@ help(const char *cmd)
                "  devices   list Vulkan devices and accelerators\n"
                "  compile   compile a model's Vulkan kernels into the disk cache\n"
                "  serve     serve the model over HTTP with the OpenAI API\n"
+               "  perplexity  perplexity and KL divergence over a text\n"
+               "  calibrate   quality and speed of early exit and self-drafting\n"
+               "  prune     drop the layers that cost the least quality\n"
                "\n'kestrel COMMAND --help' describes each command.\n"
                "Environment: KESTREL_LOG=debug|info|warn|error, "
                "KESTREL_MODEL_DIR, KESTREL_SIMD=scalar|avx2|neon.\n\n"
@@ -209,7 +216,15 @@ help(const char *cmd)
                "      --draft FILE      speculative decoding with FILE as the draft\n"
                "                        model (same vocabulary; sampled too, lossless)\n"
                "      --spec MODE       auto (draft when --draft is given), off, draft,\n"
-               "                        or lookup (draft from n-grams of the text)\n"
+               "                        lookup (draft from n-grams of the text), or self\n"
+               "                        (draft with the model's first layers)\n"
+               "      --self-layers L   --spec self: the draft runs layers 0..L-1 and\n"
+               "                        the head (default: half; kestrel calibrate\n"
+               "                        measures which L pays)\n"
+               "      --early-exit T    lossy, greedy: a token whose exit after layer\n"
+               "                        L-1 (--self-layers) has top probability >= T\n"
+               "                        skips the other layers (their keys and values\n"
+               "                        are filled later); see kestrel calibrate\n"
                "      --draft-max N     most tokens drafted per round (default 8)\n"
                "      --draft-min N     fewest; = --draft-max fixes the length\n"
                "                        (default 0: chosen from what it measures)\n"
@@ -435,7 +450,12 @@ parse(const char *cmd, int argc, char **argv, opts *o)
         } else if (strcmp(a, "--spec") == 0) {
             NEED_VALUE();
             if (!ks_spec_parse(v, &o->spec))
-                die_usage(cmd, "--spec expects auto, off, draft or lookup, got '%s'", v);
+                die_usage(cmd, "--spec expects auto, off, draft, lookup or self, got '%s'",
+                          v);
+        } else if (strcmp(a, "--early-exit") == 0) {
+            NEED_VALUE(); o->early_exit = parse_float(cmd, a, v, 0.000001f, 1);
+        } else if (strcmp(a, "--self-layers") == 0) {
+            NEED_VALUE(); o->self_layers = (uint32_t)parse_long(cmd, a, v, 1, 100000);
         } else if (strcmp(a, "--draft-max") == 0) {
             NEED_VALUE(); o->draft_max = (uint32_t)parse_long(cmd, a, v, 1, 64);
         } else if (strcmp(a, "--draft-min") == 0) {
@@ -664,7 +684,17 @@ load(const opts *o, loaded *l)
         unload(l);
         return fail(NULL);
     }
-    if (o->draft) {
+    if (o->spec == KS_SPEC_SELF || o->early_exit > 0) {
+        /* the draft: the same model, exiting after its first layers */
+        ks_model_desc d;
+        ks_model_describe(l->model, &d);
+        sp.trace_path = NULL;
+        sp.n_layers = o->self_layers ? o->self_layers : (d.n_layers + 1) / 2;
+        if (ks_session_create(l->model, &sp, &l->draft) != KS_OK) {
+            unload(l);
+            return fail("cannot start the self-drafting session (--self-layers)");
+        }
+    } else if (o->draft) {
         sp.trace_path = NULL;
         if (ks_model_load(l->rt, o->draft, &mp, &l->draft_model) != KS_OK ||
             ks_session_create(l->draft_model, &sp, &l->draft) != KS_OK) {
@@ -683,6 +713,7 @@ spec_params(const opts *o, const loaded *l, ks_generate_params *gp)
     gp->draft = l->draft;
     gp->draft_max = o->draft_max;
     gp->draft_min = o->draft_min;
+    gp->early_exit = o->early_exit;
 }
 
 /* Reads a whole file (the prompt of -f) into a NUL-terminated buffer;
@@ -783,6 +814,9 @@ print_stats(const ks_session *s, const ks_stats *st)
                 st->n_drafted, st->n_accepted, 100.0 * st->accept_rate,
                 st->tokens_per_verify, st->draft_ms, st->verify_ms, st->n_verify,
                 st->sample_ms);
+    if (st->n_early_exit > 0)
+        fprintf(stderr, "kestrel: early exit decided %u of %u tokens\n", st->n_early_exit,
+                st->n_gen);
     if (st->n_fallbacks > 0)
         fprintf(stderr, "kestrel: a device fault moved the layers to the CPU (%s)\n",
                 st->fallback);
@@ -1583,10 +1617,12 @@ cmd_bench(const opts *o)
     if (o->json) {
         printf("{\"model\":");
         json_string(stdout, base, strlen(base));
-        printf(",\"arch\":\"%s\",\"model_bytes\":%llu,\"n_params\":%llu,"
+        printf(",\"arch\":\"%s\",\"model_bytes\":%llu,\"active_bytes\":%llu,"
+               "\"n_params\":%llu,"
                "\"backend\":\"%s\",\"threads\":%d,\"n_prompt\":%d,"
                "\"n_gen\":%d,\"repetitions\":%d,\"pp_tps\":%.3f,"
                "\"tg_tps\":%.3f,", d.arch, (unsigned long long)d.file_bytes,
+               (unsigned long long)d.active_bytes,
                (unsigned long long)d.n_params, ks_session_backend_name(l.session),
                o->n_threads ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
                o->n_pp, o->n_tg, o->reps, pp_med, tg_med);
@@ -1766,6 +1802,12 @@ main(int argc, char **argv)
         return 1;
 #endif
     }
+    if (strcmp(cmd, "perplexity") == 0)
+        return ks_cli_perplexity(argc - 2, argv + 2);
+    if (strcmp(cmd, "calibrate") == 0)
+        return ks_cli_calibrate(argc - 2, argv + 2);
+    if (strcmp(cmd, "prune") == 0)
+        return ks_cli_prune(argc - 2, argv + 2);
     if (strcmp(cmd, "run") && strcmp(cmd, "chat") && strcmp(cmd, "bench") &&
         strcmp(cmd, "info") && strcmp(cmd, "quantize") &&
         strcmp(cmd, "devices") && strcmp(cmd, "compile")) {

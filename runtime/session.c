@@ -319,7 +319,7 @@ static ks_status
 start_backend(ks_session *s)
 {
     const ks_runtime *rt = s->m->rt;
-    uint32_t n = s->m->hp.n_layers;
+    uint32_t n = s->n_layers;
     ks_target_env env = target_env(s);
     const ks_target_kind *dev;
     const char *why = NULL;
@@ -331,7 +331,11 @@ start_backend(ks_session *s)
     dev = ks_target_kind_find("vulkan");
     ks_place_gpu_layers(n, 0, &plan);  /* all on the CPU */
 
-    if (rt->split) {
+    if (n < s->m->hp.n_layers) {
+        /* an early exit: all on the CPU, the head after layer n - 1 */
+        ks_log(KS_LOG_DEBUG, "placement", "exit after layer %u of %u: on the CPU", n - 1,
+               s->m->hp.n_layers);
+    } else if (rt->split) {
         if ((st = ks_place_parse_split(rt->split, n, &plan)) != KS_OK)
             return st;
     } else if (rt->gpu_layers > 0) {
@@ -527,6 +531,7 @@ movable(const ks_session *s, uint64_t now, ks_gov_work *w)
     const char *dev;
 
     if (rt->backend == KS_BACKEND_CPU || rt->split || rt->gpu_layers > 0 ||
+        s->n_layers < s->m->hp.n_layers ||
         s->stats.n_fallbacks > 0 || !split_point(s, &k, &dev) ||
         (s->last_move_ns && now - s->last_move_ns < MOVE_GAP_NS))
         return;
@@ -639,6 +644,12 @@ ks_session_create(ks_model *m, const ks_session_params *p, ks_session **out)
         goto fail;
     }
     s->kv_type = p->kv_type;
+    s->n_layers = p->n_layers ? p->n_layers : hp->n_layers;
+    if (s->n_layers > hp->n_layers) {
+        st = ks_error(KS_ERR_INVALID_ARG, "session: %u layers asked (n_layers), the model "
+                      "%s has %u", p->n_layers, m->name, hp->n_layers);
+        goto fail;
+    }
     {
         const char *chk = getenv("KESTREL_CHECK");
         s->check_layers = chk && *chk && strcmp(chk, "0") != 0;
@@ -887,14 +898,14 @@ check_logits(const ks_session *s, const float *l)
 KS_API const char *
 ks_spec_name(ks_spec_mode m)
 {
-    static const char *const names[] = { "auto", "off", "draft", "lookup" };
+    static const char *const names[] = { "auto", "off", "draft", "lookup", "self" };
     return (unsigned)m < sizeof names / sizeof names[0] ? names[m] : "unknown";
 }
 
 KS_API bool
 ks_spec_parse(const char *name, ks_spec_mode *out)
 {
-    for (int m = KS_SPEC_AUTO; m <= KS_SPEC_LOOKUP; m++)
+    for (int m = KS_SPEC_AUTO; m <= KS_SPEC_SELF; m++)
         if (name && out && strcmp(name, ks_spec_name((ks_spec_mode)m)) == 0) {
             *out = (ks_spec_mode)m;
             return true;
@@ -1172,10 +1183,14 @@ spec_check(const ks_session *s, const ks_generate_params *p, ks_spec_mode mode)
 {
     const char *why;
 
-    if (mode != KS_SPEC_DRAFT && mode != KS_SPEC_LOOKUP)
+    if (mode != KS_SPEC_DRAFT && mode != KS_SPEC_LOOKUP && mode != KS_SPEC_SELF)
         return ks_error(KS_ERR_INVALID_ARG, "generate: unknown speculation mode %d",
                         (int)p->spec);
-    if (mode == KS_SPEC_DRAFT) {
+    if (mode == KS_SPEC_SELF && (!p->draft || p->draft->m != s->m ||
+                                 p->draft->n_layers >= s->n_layers))
+        return ks_error(KS_ERR_INVALID_ARG, "generate: speculation mode self needs a draft "
+                        "session on the same model with fewer layers (n_layers)");
+    if (mode == KS_SPEC_DRAFT || mode == KS_SPEC_SELF) {
         if (!p->draft)
             return ks_error(KS_ERR_INVALID_ARG, "generate: speculation mode draft "
                             "without a draft session");
@@ -1535,11 +1550,15 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
                         "generate: an empty prompt and an empty session: "
                         "nothing to continue from");
     }
+    if (p->early_exit > 0.0f)
+        return ks_early_exit_generate(s, p);
     spec = p->spec == KS_SPEC_AUTO ? (p->draft ? KS_SPEC_DRAFT : KS_SPEC_OFF) : p->spec;
     if (spec != KS_SPEC_OFF && (st = spec_check(s, p, spec)) != KS_OK) {
         p->stop = KS_STOP_ERROR;
         return st;
     }
+    if (spec == KS_SPEC_SELF)  /* the draft session holds the early exit */
+        spec = KS_SPEC_DRAFT;
     if (p->json_schema) {
         if (spec != KS_SPEC_OFF)
             st = ks_error(KS_ERR_UNSUPPORTED, "generate: json_schema and speculative "

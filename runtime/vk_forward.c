@@ -174,6 +174,9 @@ ks_vk_fw_supports(const ks_model *m)
     const ks_hparams *hp = &m->hp;
     ks_status st;
 
+    if (hp->n_expert)
+        return ks_error(KS_ERR_UNSUPPORTED, "vulkan: mixture-of-experts layers (%s) run on "
+                        "the CPU only for now", m->arch_name);
     if (hp->head_dim > MAX_HD || hp->head_dim % 2 != 0)
         return ks_error(KS_ERR_UNSUPPORTED, "vulkan: head size %u (the kernels take even "
                         "sizes up to %d)", hp->head_dim, MAX_HD);
@@ -1093,11 +1096,16 @@ static const ks_target_ops vk_ops = { vk_target_run, vk_target_destroy, vk_targe
 static const char *
 vk_supports(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head)
 {
+    /* a copy: the caller may format the reason into ks_error's buffer */
+    static _Thread_local char why[512];
+
     (void)l0, (void)l1, (void)head;
     if (env->kv_f32)
         return "the Vulkan kernels keep an f16 KV cache";
-    if (ks_vk_fw_supports(env->model) != KS_OK)
-        return ks_last_error();
+    if (ks_vk_fw_supports(env->model) != KS_OK) {
+        snprintf(why, sizeof why, "%s", ks_last_error());
+        return why;
+    }
     return NULL;
 }
 

@@ -48,6 +48,11 @@ typedef struct ks_session_params {
     const char *trace_path; /* CSV trace, one line per decoded token: time,
                                tokens/s, temperature, power, budget,
                                threads, pacing, governor state; NULL: none */
+    uint32_t   n_layers;   /* layers to run; 0: all. L < the model's: run
+                              layers [0, L), then the final norm and the
+                              shared output head, so the logits are those
+                              of an exit after layer L - 1 (self-drafting,
+                              early exit, calibration); on the CPU only */
 } ks_session_params;
 
 KS_API ks_status ks_session_create(ks_model *m, const ks_session_params *p,
@@ -160,9 +165,15 @@ typedef enum ks_spec_mode {
     KS_SPEC_OFF,
     KS_SPEC_DRAFT,     /* draft with the draft session's model */
     KS_SPEC_LOOKUP,    /* draft from n-gram matches in the held tokens */
+    KS_SPEC_SELF,      /* draft with the model's own first layers: |draft|
+                          is a session on the same model whose n_layers
+                          (ks_session_params) is below the model's, so its
+                          logits come from an exit through the final norm
+                          and the shared head; the full model verifies
+                          (kestrel calibrate measures which L pays) */
 } ks_spec_mode;
 
-/* "auto", "off", "draft", "lookup" ("unknown" for another value);
+/* "auto", "off", "draft", "lookup", "self" ("unknown" for another value);
  * ks_spec_parse: the mode of a name, false when it names none or a
  * pointer is NULL. */
 KS_API const char *ks_spec_name(ks_spec_mode m);
@@ -212,6 +223,17 @@ typedef struct ks_generate_params {
      * schema fails the call before anything is appended. The logits the
      * session keeps are not masked. */
     const char        *json_schema;
+    /* Early exit: lossy, off at 0. Greedy decoding in which |draft| (a
+     * session on the same model with fewer layers, n_layers = L) runs
+     * every token, and when its top probability through the shared head
+     * is at least early_exit (0 < T <= 1) its top token is the next one
+     * without running layers L.. of the full model; otherwise the full
+     * model runs the tokens it skipped and the new one in one pass, and
+     * its top token is the next. Skipped layers get their keys and values
+     * that way, bit for bit as a full run's, so only the tokens chosen by
+     * an exit differ from plain greedy decoding. Not with sampling, the
+     * repeat penalty, speculation or json_schema (KS_ERR_UNSUPPORTED). */
+    float              early_exit;
 } ks_generate_params;
 
 /* KS_OK when |schema| is a JSON schema that json_schema supports, else
@@ -280,6 +302,9 @@ typedef struct ks_stats {
     double   verify_ms;
     double   sample_ms;      /* choosing tokens (the sampler; speculation's
                                 acceptance), plain decoding too */
+    /* Early exit (the last generate): tokens an exit decided (the other
+     * generated tokens were decided by the full model). */
+    uint32_t n_early_exit;
 } ks_stats;
 
 /* A NULL |s| zeroes *out. */

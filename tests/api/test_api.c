@@ -19,6 +19,7 @@
 #include "kestrel/devices.h"
 #include "kestrel/inspect.h"
 #include "kestrel/kestrel.h"
+#include "kestrel/quality.h"
 #include "kestrel/quantize.h"
 #include "runtime/synth.h"
 
@@ -555,6 +556,7 @@ spec_names(void)
     ks_spec_mode m = KS_SPEC_OFF;
 
     ck_assert_str_eq(ks_spec_name(KS_SPEC_LOOKUP), "lookup");
+    ck_assert(ks_spec_parse("self", &m) && m == KS_SPEC_SELF);
     ck_assert_str_eq(ks_spec_name((ks_spec_mode)99), "unknown");
     ck_assert(!ks_spec_parse(NULL, &m));
     ck_assert(!ks_spec_parse("draft", NULL));
@@ -723,6 +725,62 @@ quantize_file_type(void)
     ck_assert_int_ne(access(quant_path, F_OK), 0);
 }
 
+static void
+perplexity_s(void)
+{
+    ks_ppl_result r;
+
+    expect_null_arg(ks_perplexity(NULL, toks, 4, NULL, &r), "ks_perplexity", "s");
+}
+
+static void
+perplexity_tokens(void)
+{
+    ks_ppl_result r;
+
+    open_all();
+    expect_null_arg(ks_perplexity(f.s, NULL, 4, NULL, &r), "ks_perplexity", "tokens");
+    close_all();
+}
+
+/* p NULL: the defaults, which this short text does not fill (not a crash) */
+static void
+perplexity_p(void)
+{
+    ks_ppl_result r;
+
+    open_all();
+    ck_assert_int_eq(ks_perplexity(f.s, toks, 4, NULL, &r), KS_ERR_INVALID_ARG);
+    close_all();
+}
+
+static void
+perplexity_out(void)
+{
+    open_all();
+    expect_null_arg(ks_perplexity(f.s, toks, 4, NULL, NULL), "ks_perplexity", "out");
+    close_all();
+}
+
+static void
+prune_file_in(void)
+{
+    expect_null_arg(ks_prune_file(NULL, quant_path, NULL, 0), "ks_prune_file", "in");
+}
+
+static void
+prune_file_out(void)
+{
+    expect_null_arg(ks_prune_file(model_path, NULL, NULL, 0), "ks_prune_file", "out");
+}
+
+static void
+prune_file_drop(void)
+{
+    expect_null_arg(ks_prune_file(model_path, quant_path, NULL, 1), "ks_prune_file", "drop");
+    ck_assert_int_ne(access(quant_path, F_OK), 0);
+}
+
 /* Every KS_API function and each of its pointer arguments. The argument
  * "-" marks a function that takes no pointer; a name such as "p->prompt"
  * or "msgs[1].role" is a pointer inside a struct argument, "optional"
@@ -796,6 +854,13 @@ static const probe probes[] = {
     PROBE("ks_session_generate", "p", session_generate_p),
     PROBE("ks_session_generate", "p->prompt", session_generate_prompt),
     PROBE("ks_session_generate", "optional", session_generate_optional),
+    PROBE("ks_perplexity", "s", perplexity_s),
+    PROBE("ks_perplexity", "tokens", perplexity_tokens),
+    PROBE("ks_perplexity", "p", perplexity_p),
+    PROBE("ks_perplexity", "out", perplexity_out),
+    PROBE("ks_prune_file", "in", prune_file_in),
+    PROBE("ks_prune_file", "out", prune_file_out),
+    PROBE("ks_prune_file", "drop", prune_file_drop),
     PROBE("ks_session_stats", "s", session_stats_s),
     PROBE("ks_session_stats", "out", session_stats_out),
     PROBE("ks_session_backend_name", "s", session_backend_name_s),
