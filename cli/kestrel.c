@@ -228,7 +228,7 @@ help(const char *cmd)
                "-1 until the end)\n"
                "      --ignore-eos      keep going past end-of-text tokens\n"
                "      --draft FILE      speculative decoding with FILE as the draft\n"
-               "                        model (greedy only; same vocabulary)\n"
+               "                        model (same vocabulary; sampled too, lossless)\n"
                "      --spec MODE       auto (draft when --draft is given), off, draft,\n"
                "                        lookup (draft from n-grams of the text), or self\n"
                "                        (draft with the model's first layers)\n"
@@ -880,9 +880,11 @@ print_stats(const ks_session *s, const ks_stats *st)
                 st->tokens_per_j, st->energy_measured ? "measured" : "modelled");
     if (st->n_verify > 0)
         fprintf(stderr, "kestrel: speculation: %u drafted, %u accepted (%.1f %%), %.2f "
-                "tokens per target pass, draft %.1f ms, verify %.1f ms in %u passes\n",
+                "tokens per target pass, draft %.1f ms, verify %.1f ms in %u passes, "
+                "sampling %.1f ms\n",
                 st->n_drafted, st->n_accepted, 100.0 * st->accept_rate,
-                st->tokens_per_verify, st->draft_ms, st->verify_ms, st->n_verify);
+                st->tokens_per_verify, st->draft_ms, st->verify_ms, st->n_verify,
+                st->sample_ms);
     if (st->n_early_exit > 0)
         fprintf(stderr, "kestrel: early exit decided %u of %u tokens\n", st->n_early_exit,
                 st->n_gen);
@@ -921,16 +923,19 @@ json_stats(FILE *f, const ks_session *s, const ks_stats *st)
             "\"decode_tps\":%.3f,\"peak_rss_bytes\":%llu,\"kv_bytes\":%llu,"
             "\"backend_setup_ms\":%.3f,\"shader_cache_hits\":%u,"
             "\"shaders_compiled\":%u,\"fallbacks\":%u,\"n_drafted\":%u,"
-            "\"n_accepted\":%u,\"n_verify\":%u,\"accept_rate\":%.4f,"
+            "\"n_lookup\":%u,\"n_accepted\":%u,\"n_verify\":%u,\"accept_rate\":%.4f,"
             "\"tokens_per_verify\":%.4f,\"draft_ms\":%.3f,\"verify_ms\":%.3f,"
-            "\"tokens_per_j\":%.4f,\"energy_measured\":%s,\"fallback\":",
+            "\"sample_ms\":%.3f,\"tokens_per_j\":%.4f,\"energy_measured\":%s,"
+            "\"fallback\":",
             ks_session_placement(s), st->load_ms, st->n_prompt, st->prefill_ms,
             st->prefill_tps, st->n_gen, st->decode_ms, st->decode_tps,
             (unsigned long long)st->peak_rss_bytes,
             (unsigned long long)st->kv_bytes, st->backend_setup_ms, st->n_shader_hits,
-            st->n_shader_compiled, st->n_fallbacks, st->n_drafted, st->n_accepted,
+            st->n_shader_compiled, st->n_fallbacks, st->n_drafted, st->n_lookup,
+            st->n_accepted,
             st->n_verify, st->accept_rate, st->tokens_per_verify, st->draft_ms,
-            st->verify_ms, st->tokens_per_j, st->energy_measured ? "true" : "false");
+            st->verify_ms, st->sample_ms, st->tokens_per_j,
+            st->energy_measured ? "true" : "false");
     json_string(f, st->fallback, strlen(st->fallback));
     if (verify_stats.n_rounds > 0 || verify_stats.lost) {
         fprintf(f, ",\"remote\":{\"requests\":%u,\"rtt_ms\":%.3f,"
