@@ -8,7 +8,7 @@ pkgs=(build-essential clang meson ninja-build pkg-config check
       libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers vulkan-tools
       glslang-dev glslang-tools spirv-tools libdrm-dev libclang-rt-14-dev gnuplot-nox
       libmicrohttpd-dev libcjson-dev curl python3-venv
-      gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user check:arm64)
+      gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user check:arm64 libc6:arm64)
 
 # The aarch64 cross build (ci/arm.sh) takes check from Debian's arm64
 # multiarch packages; it is built without Vulkan, so nothing else is needed.
