@@ -6,9 +6,11 @@
 #     dotprod and i8mm extensions, each checking that HWCAP selects the
 #     level the model has and that every level present is bit-identical
 #     to scalar (and so to llama.cpp's hashes);
-#   - the base, gguf and tokenizer unit suites and the golden tokens of
+#   - the base, gguf, tokenizer and targets unit suites, the synthetic
+#     model tests (scalar and SIMD agree) and the golden tokens of
 #     stories260K (needs ../shared; the cached real models are left out:
-#     too slow under emulation) on the "max" model.
+#     too slow under emulation) on the "max" model. The session suite
+#     passes too but takes over a minute emulated; it is left out.
 # qemu proves the instructions compute what the tests expect; it says
 # nothing about speed. Prints meson's summaries; exits non-zero on a
 # failure. About 3-4 minutes on 2 cores.
@@ -31,8 +33,8 @@ for cpu in cortex-a53:neon cortex-a76:neon-dotprod max:neon-i8mm; do
     QEMU_CPU=${cpu%%:*} KESTREL_TEST_EXPECT_SIMD=${cpu#*:} CK_RUN_CASE=simd \
         meson test -C build-arm --print-errorlogs --timeout-multiplier 2 quant || rc=1
 done
-echo "== aarch64 under qemu -cpu max: unit suites and stories260K golden tokens ==" >&2
+echo "== aarch64 under qemu -cpu max: unit and model suites ==" >&2
 QEMU_CPU=max KESTREL_MODEL_DIR=$nomodels \
     meson test -C build-arm --print-errorlogs --timeout-multiplier 2 \
-    quant base gguf tokenizer golden || rc=1
+    quant base gguf tokenizer targets model-synthetic golden || rc=1
 exit $rc
