@@ -1,10 +1,12 @@
 /* Run-time dispatch of the CPU kernels. On first use the scalar table is
  * built, then the best SIMD path the CPU offers (AVX2+FMA+F16C from
- * CPUID on x86-64, NEON on aarch64) overwrites the entries it implements;
- * KESTREL_SIMD=scalar|avx2|neon picks another path. Every public kernel of
- * quant.h goes through the chosen table. */
+ * CPUID on x86-64; NEON on aarch64, with sdot and smmla where HWCAP says
+ * so) overwrites the entries it implements; KESTREL_SIMD names another
+ * path. Every public kernel of quant.h goes through the chosen table. */
 #if defined(__x86_64__)
 #include <cpuid.h>
+#elif defined(__aarch64__)
+#include <sys/auxv.h>
 #endif
 #include <math.h>
 #include <pthread.h>
@@ -14,8 +16,8 @@
 #include "driver/base.h"
 #include "runtime/cpu/quant_priv.h"
 
-static ks_quant_ops ops_by_simd[3];
-static bool have_simd[3];
+static ks_quant_ops ops_by_simd[KS_SIMD_COUNT];
+static bool have_simd[KS_SIMD_COUNT];
 static const ks_quant_ops *active;
 static ks_simd active_simd;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -29,6 +31,40 @@ has_f16c(void)
     unsigned a, b, c, d;
 
     return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+#endif
+
+#if defined(__aarch64__)
+/* Linux's arm64 hwcaps (arch/arm64/include/uapi/asm/hwcap.h), for C
+ * libraries whose headers predate them. */
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1UL << 20)
+#endif
+#ifndef HWCAP2_I8MM
+#define HWCAP2_I8MM (1UL << 13)
+#endif
+
+/* Advanced SIMD is part of every aarch64 CPU; each further level builds
+ * on the one below, as llama.cpp's ggml_arm_arch_features does from the
+ * same bits. */
+static void
+init_neon(void)
+{
+    unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+
+    ops_by_simd[KS_SIMD_NEON] = ops_by_simd[KS_SIMD_SCALAR];
+    ks_quant_ops_neon(&ops_by_simd[KS_SIMD_NEON]);
+    have_simd[KS_SIMD_NEON] = true;
+    if (!(hw & HWCAP_ASIMDDP))
+        return;
+    ops_by_simd[KS_SIMD_NEON_DOTPROD] = ops_by_simd[KS_SIMD_NEON];
+    ks_quant_ops_neon_dot(&ops_by_simd[KS_SIMD_NEON_DOTPROD]);
+    have_simd[KS_SIMD_NEON_DOTPROD] = true;
+    if (!(hw2 & HWCAP2_I8MM))
+        return;
+    ops_by_simd[KS_SIMD_NEON_I8MM] = ops_by_simd[KS_SIMD_NEON];
+    ks_quant_ops_neon_i8mm(&ops_by_simd[KS_SIMD_NEON_I8MM]);
+    have_simd[KS_SIMD_NEON_I8MM] = true;
 }
 #endif
 
@@ -50,26 +86,22 @@ init_tables(void)
         pick = KS_SIMD_AVX2;
     }
 #elif defined(__aarch64__)
-    ops_by_simd[KS_SIMD_NEON] = ops_by_simd[KS_SIMD_SCALAR];
-    ks_quant_ops_neon(&ops_by_simd[KS_SIMD_NEON]);
-    have_simd[KS_SIMD_NEON] = true;
-    pick = KS_SIMD_NEON;
+    init_neon();
+    for (pick = KS_SIMD_NEON_I8MM; !have_simd[pick]; pick--)
+        ;
 #endif
     if (env && *env) {
         ks_simd want = KS_SIMD_SCALAR;
-        bool known = true;
-        if (!strcmp(env, "scalar"))
-            want = KS_SIMD_SCALAR;
-        else if (!strcmp(env, "avx2"))
-            want = KS_SIMD_AVX2;
-        else if (!strcmp(env, "neon"))
-            want = KS_SIMD_NEON;
-        else
-            known = false;
+        bool known = false;
+        for (int s = 0; s < KS_SIMD_COUNT; s++)
+            if (!strcmp(env, ks_cpu_simd_name((ks_simd)s))) {
+                want = (ks_simd)s;
+                known = true;
+            }
         if (!known) {
             ks_log(KS_LOG_WARN, "cpu",
-                   "KESTREL_SIMD=%s is not scalar, avx2 or neon; using %s",
-                   env, ks_cpu_simd_name(pick));
+                   "KESTREL_SIMD=%s is not scalar, avx2, neon, neon-dotprod "
+                   "or neon-i8mm; using %s", env, ks_cpu_simd_name(pick));
         } else if (!have_simd[want]) {
             ks_log(KS_LOG_WARN, "cpu",
                    "KESTREL_SIMD=%s: this CPU lacks it; using scalar", env);
@@ -101,7 +133,7 @@ void
 ks_cpu_simd_force(ks_simd s)
 {
     ops();
-    if ((unsigned)s > KS_SIMD_NEON || !have_simd[s])
+    if ((unsigned)s >= KS_SIMD_COUNT || !have_simd[s])
         s = KS_SIMD_SCALAR;
     active_simd = s;
     active = &ops_by_simd[s];
@@ -111,7 +143,7 @@ bool
 ks_cpu_simd_available(ks_simd s)
 {
     ops();
-    return (unsigned)s <= KS_SIMD_NEON && have_simd[s];
+    return (unsigned)s < KS_SIMD_COUNT && have_simd[s];
 }
 
 const char *
@@ -121,6 +153,9 @@ ks_cpu_simd_name(ks_simd s)
     case KS_SIMD_SCALAR: return "scalar";
     case KS_SIMD_AVX2:   return "avx2";
     case KS_SIMD_NEON:   return "neon";
+    case KS_SIMD_NEON_DOTPROD: return "neon-dotprod";
+    case KS_SIMD_NEON_I8MM:    return "neon-i8mm";
+    case KS_SIMD_COUNT:  break;
     }
     return "unknown";
 }

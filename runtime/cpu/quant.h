@@ -5,7 +5,8 @@
  * Kernels are single-threaded; callers split rows across the thread pool
  * and call them on disjoint row ranges. A scalar reference path and a SIMD
  * path (AVX2/FMA on x86-64, NEON on aarch64) sit behind one dispatch chosen
- * at run time from CPUID, overridable with KESTREL_SIMD=scalar|avx2|neon. */
+ * at run time from CPUID (x86-64) or HWCAP (aarch64), overridable with
+ * KESTREL_SIMD=scalar|avx2|neon|neon-dotprod|neon-i8mm. */
 #ifndef KS_CPU_QUANT_H
 #define KS_CPU_QUANT_H
 
@@ -23,6 +24,9 @@ typedef enum ks_simd {
     KS_SIMD_SCALAR = 0,
     KS_SIMD_AVX2,
     KS_SIMD_NEON,
+    KS_SIMD_NEON_DOTPROD,  /* NEON with sdot (HWCAP_ASIMDDP) */
+    KS_SIMD_NEON_I8MM,     /* and smmla (HWCAP2_I8MM) */
+    KS_SIMD_COUNT
 } ks_simd;
 
 /* The path in use: the best the CPU offers, unless KESTREL_SIMD names

@@ -271,7 +271,11 @@ void ks_quant_ops_scalar(ks_quant_ops *ops);
 void ks_quant_ops_avx2(ks_quant_ops *ops);
 #endif
 #if defined(__aarch64__)
+/* ks_quant_ops_neon fills a whole NEON table; the other two overwrite its
+ * dot products with their level's (quant_neon_body.h). */
 void ks_quant_ops_neon(ks_quant_ops *ops);
+void ks_quant_ops_neon_dot(ks_quant_ops *ops);
+void ks_quant_ops_neon_i8mm(ks_quant_ops *ops);
 #endif
 
 #endif

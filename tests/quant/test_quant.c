@@ -11,8 +11,10 @@
  *   flash attention results on deterministic inputs (recorded once from the peer build,
  *   x86-64 AVX2) against the scalar kernels and the SIMD ones.
  * - SIMD against scalar on random data, odd and even shapes, every path
- *   of ks_cpu_matmul_rows: bit for bit on AVX2 (both follow llama.cpp's
- *   order), within a tolerance on NEON; skipped without the ISA. */
+ *   of ks_cpu_matmul_rows, bit for bit (both follow llama.cpp's x86
+ *   order); on aarch64 each NEON level (baseline, dotprod, i8mm) that the
+ *   CPU has, and the level HWCAP selects against what ci/arm.sh expects
+ *   of the qemu CPU model; skipped without the ISA. */
 #include <check.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -507,6 +509,8 @@ START_TEST(act_types_and_sizes)
     ck_assert(!ks_cpu_can_quantize(KS_QUANT_IQ2_XXS));
     ck_assert_str_eq(ks_cpu_simd_name(KS_SIMD_SCALAR), "scalar");
     ck_assert_str_eq(ks_cpu_simd_name(KS_SIMD_AVX2), "avx2");
+    ck_assert_str_eq(ks_cpu_simd_name(KS_SIMD_NEON_DOTPROD), "neon-dotprod");
+    ck_assert_str_eq(ks_cpu_simd_name(KS_SIMD_NEON_I8MM), "neon-i8mm");
     ck_assert(ks_cpu_simd_available(KS_SIMD_SCALAR));
 }
 END_TEST
@@ -727,9 +731,18 @@ END_TEST
 
 /* ---- SIMD vs scalar ---------------------------------------------------- */
 
+/* The level simd_each_level_vs_scalar is testing; KS_SIMD_COUNT: none. */
+static ks_simd level_under_test = KS_SIMD_COUNT;
+
 static ks_simd
 simd_path(void)
 {
+    if (level_under_test != KS_SIMD_COUNT)
+        return level_under_test;
+    if (ks_cpu_simd_available(KS_SIMD_NEON_I8MM))
+        return KS_SIMD_NEON_I8MM;
+    if (ks_cpu_simd_available(KS_SIMD_NEON_DOTPROD))
+        return KS_SIMD_NEON_DOTPROD;
     if (ks_cpu_simd_available(KS_SIMD_AVX2))
         return KS_SIMD_AVX2;
     if (ks_cpu_simd_available(KS_SIMD_NEON))
@@ -834,16 +847,10 @@ compare_simd(ks_qtype t, uint64_t n, int64_t rows)
                 float got = y[(uint64_t)k * ldy + (uint64_t)r];
                 float want = ref[(uint64_t)k * ldy + (uint64_t)r];
                 float m = mag[(uint64_t)k * rows + (uint64_t)r];
-                if (s == KS_SIMD_AVX2)
-                    ck_assert_msg(memcmp(&got, &want, sizeof got) == 0,
-                                  "%s avx2 n=%d rows=%d tok=%d/%d row %d: %a vs scalar %a",
-                                  ks_qtype_name(t), (int)n, (int)rows, (int)k, (int)nt,
-                                  (int)r, got, want);
-                else
-                    ck_assert_msg(fabsf(got - want) <= 1e-5f * m + 1e-30f,
-                                  "%s %s n=%d rows=%d tok=%d/%d row %d: %.9g vs scalar %.9g (mag %g)",
-                                  ks_qtype_name(t), ks_cpu_simd_name(s), (int)n, (int)rows,
-                                  (int)k, (int)nt, (int)r, got, want, m);
+                ck_assert_msg(memcmp(&got, &want, sizeof got) == 0,
+                              "%s %s n=%d rows=%d tok=%d/%d row %d: %a vs scalar %a (mag %g)",
+                              ks_qtype_name(t), ks_cpu_simd_name(s), (int)n, (int)rows,
+                              (int)k, (int)nt, (int)r, got, want, m);
             }
         /* padding between output rows is untouched */
         if (nt > 1)
@@ -1288,8 +1295,6 @@ START_TEST(matmul_matches_llama_cpp)
     for (int64_t i = 0; i < k * nt; i++)
         x[i] = gen_f() * 1.5f;
     for (int p = 0; p < 2; p++) {
-        if (p == 1 && paths[1] != KS_SIMD_AVX2)
-            break; /* NEON sums in its own order */
         ks_cpu_simd_force(paths[p]);
         for (int64_t j = 0; j < nt; j++)
             ks_cpu_quantize_act(t, x + j * k, xq + (uint64_t)j * ab, (uint64_t)k);
@@ -1444,6 +1449,61 @@ START_TEST(gelu_matches_formula)
 }
 END_TEST
 
+/* Every NEON level the CPU has (qemu's "max" model has all three), not
+ * only the best, against scalar bit for bit: the 32-element types on
+ * shapes that take each path (vec_dot, and with 8, 16 or 40 rows the
+ * repacked order that the i8mm level sums with smmla), odd row and token
+ * counts, and the wide shapes. */
+START_TEST(simd_each_level_vs_scalar)
+{
+    static const ks_qtype types[] = { KS_QUANT_Q4_0, KS_QUANT_Q4_1, KS_QUANT_Q5_0,
+                                      KS_QUANT_Q5_1, KS_QUANT_Q8_0, KS_QUANT_IQ4_NL };
+    static const int64_t rows[] = { 1, 3, 8, 13, 40 };
+    ks_simd s = (ks_simd)_i;
+
+    if (!ks_cpu_simd_available(s)) {
+        printf("quant: no %s on this CPU; its comparison skipped\n", ks_cpu_simd_name(s));
+        return;
+    }
+    level_under_test = s;
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++)
+            compare_simd(types[k], 96, rows[r]);
+        compare_simd(types[k], 512, 16);
+        compare_wide(types[k], 640, 24, 11);
+    }
+    level_under_test = KS_SIMD_COUNT;
+    ks_cpu_simd_force(simd_path());
+}
+END_TEST
+
+/* The level chosen from HWCAP is the one expected of this CPU:
+ * ci/arm.sh runs the suite under qemu CPU models with and without
+ * dotprod and i8mm and names the level each must get in
+ * KESTREL_TEST_EXPECT_SIMD. No level above the chosen one is offered. */
+START_TEST(simd_selection_matches_cpu)
+{
+    const char *want = getenv("KESTREL_TEST_EXPECT_SIMD");
+    ks_simd best = KS_SIMD_SCALAR;
+
+    for (int s = 0; s < KS_SIMD_COUNT; s++)
+        if (ks_cpu_simd_available((ks_simd)s))
+            best = (ks_simd)s;
+    if (!want || !*want) {
+        printf("quant: KESTREL_TEST_EXPECT_SIMD unset; the best path here is %s\n",
+               ks_cpu_simd_name(best));
+        return;
+    }
+    ck_assert_str_eq(ks_cpu_simd_name(best), want);
+    if (!getenv("KESTREL_SIMD"))
+        ck_assert_str_eq(ks_cpu_simd_name(ks_cpu_simd()), want);
+    if (best >= KS_SIMD_NEON)
+        for (int s = KS_SIMD_NEON; s <= (int)best; s++)
+            ck_assert_msg(ks_cpu_simd_available((ks_simd)s), "%s missing below %s",
+                          ks_cpu_simd_name((ks_simd)s), want);
+}
+END_TEST
+
 START_TEST(simd_force_and_env_names)
 {
     ks_simd s = ks_cpu_simd();
@@ -1513,6 +1573,8 @@ quant_suite(void)
     tcase_add_test(tc, simd_vs_scalar_wide);
     tcase_add_loop_test(tc, rows_as_one_matches_one_token, 0, (int)N_TYPES);
     tcase_add_test(tc, simd_force_and_env_names);
+    tcase_add_loop_test(tc, simd_each_level_vs_scalar, KS_SIMD_NEON, KS_SIMD_COUNT);
+    tcase_add_test(tc, simd_selection_matches_cpu);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("pool");
