@@ -48,6 +48,7 @@ struct ks_session {
     struct ks_telemetry *tel;
     struct ks_governor  *gov;
     struct ks_trace     *trace;
+    struct ks_profile   *profile;  /* ks_session_params.profile; NULL: off */
     int                  max_threads;  /* the CPU threads a target may use */
 
     /* Where the layers run: targets in layer order (scheduler/target.h),
