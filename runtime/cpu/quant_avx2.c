@@ -39,6 +39,31 @@
 
 #define KS_AI static inline __attribute__((always_inline))
 
+/* This file is compiled three times (meson.build): for AVX2 as it is, and
+ * by quant_avxvnni.c and quant_avx512.c with their flags, which give the
+ * integer products below their VNNI form (vpdpbusd: u8 x s8, four at a
+ * time, into int32) and, for AVX-512, 512-bit forms where a kernel has
+ * two 256-bit products side by side. The integer sums are exact in every
+ * form (no maddubs here saturates: see each kernel), so the float
+ * operations, and the results, stay those of the AVX2 build. */
+#ifndef KS_QUANT_OPS_FN
+#define KS_QUANT_OPS_FN ks_quant_ops_avx2
+#endif
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define KS_VNNI 1
+#define KS_DPBUSD(acc, u, s) _mm256_dpbusd_epi32(acc, u, s)
+#elif defined(__AVXVNNI__)
+#define KS_VNNI 1
+#define KS_DPBUSD(acc, u, s) _mm256_dpbusd_avx_epi32(acc, u, s)
+#else
+#define KS_VNNI 0
+#endif
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#define KS_512 1
+#else
+#define KS_512 0
+#endif
+
 KS_AI float
 h2f(const void *p)
 {
@@ -173,7 +198,11 @@ tile32(const int ty, const int R, const int T, const uint8_t *W,
             a[t] = loadu256(xb + (HAS_MIN(ty) ? 4 : 2));
             ds[t] = h2f_pair(xb);
             if (OFFSET(ty))
+#if KS_VNNI
+                ao[t] = KS_DPBUSD(_mm256_setzero_si256(), _mm256_set1_epi8(OFFSET(ty)), a[t]);
+#else
                 ao[t] = _mm256_maddubs_epi16(_mm256_set1_epi8(OFFSET(ty)), a[t]);
+#endif
         }
         if (TAB) {
             __m128 dw = h2f_rows4(W + (uint64_t)b * WBYTES(ty), rb);
@@ -188,6 +217,21 @@ tile32(const int ty, const int R, const int T, const uint8_t *W,
             if (SIGNED(ty))
                 aw = _mm256_sign_epi8(w, w);
             for (int t = 0; t < T; t++) {
+                __m256 f;
+#if KS_VNNI
+                /* the same lane sums as maddubs + madd below */
+                const __m256i z = _mm256_setzero_si256();
+                __m256i p32;
+                if (SIGNED(ty)) {
+                    p32 = KS_DPBUSD(z, aw, _mm256_sign_epi8(a[t], w));
+                } else {
+                    p32 = KS_DPBUSD(z, w, a[t]);
+                    if (OFFSET(ty))
+                        p32 = _mm256_sub_epi32(p32, ao[t]);
+                }
+                f = _mm256_cvtepi32_ps(p32);
+                (void)ones;
+#else
                 __m256i p;
                 if (SIGNED(ty)) {
                     p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(a[t], w));
@@ -196,7 +240,8 @@ tile32(const int ty, const int R, const int T, const uint8_t *W,
                     if (OFFSET(ty))
                         p = _mm256_sub_epi16(p, ao[t]);
                 }
-                __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+                f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+#endif
                 if (TAB) {
                     acc[r][t] = _mm256_fmadd_ps(f, _mm256_broadcast_ss(&dd[t][r]), acc[r][t]);
                     continue;
@@ -588,15 +633,25 @@ rq4_tile(const int T, const uint8_t *W, uint64_t rb, int64_t nb,
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++) {
             const uint8_t *xq = X + (uint64_t)t * xs + (uint64_t)b * 34 + 2;
-            __m256i s16 = _mm256_setzero_si256();
             int32_t a4;
+#if KS_VNNI
+            __m256i s32 = _mm256_setzero_si256();
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                memcpy(&a4, xq + 4 * j, 4);
+                s32 = KS_DPBUSD(s32, g[j], _mm256_set1_epi32(a4));
+            }
+            (void)ones;
+#else
+            __m256i s16 = _mm256_setzero_si256();
 #pragma GCC unroll 8
             for (int j = 0; j < 8; j++) {
                 memcpy(&a4, xq + 4 * j, 4);
                 s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(g[j], _mm256_set1_epi32(a4)));
             }
-            __m256i isum = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones),
-                                            _mm256_set1_epi32(ofs[(uint64_t)t * nb + b]));
+            __m256i s32 = _mm256_madd_epi16(s16, ones);
+#endif
+            __m256i isum = _mm256_sub_epi32(s32, _mm256_set1_epi32(ofs[(uint64_t)t * nb + b]));
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum),
                                      _mm256_mul_ps(dw, _mm256_set1_ps(dx[(uint64_t)t * nb + b])),
                                      acc[t]);
@@ -1059,7 +1114,35 @@ rpk_tile(const int GEMM, const int T, const uint8_t *W, uint64_t rb,
                 accm[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin[t][g]), dm[t], accm[t]);
             }
         }
-        for (int g = 0; !GEMM && g < 4; g++) {
+#if KS_512
+        /* the low and the high nibbles of a 32-byte group side by side
+         * in one register, against the group's 64 activation bytes: the
+         * two products of the 256-bit form below in one, their int32
+         * lanes folded once per block (integer sums: the same) */
+        for (int r = 0; !GEMM && r < 8; r++) {
+            __m512i tz[8];
+            const __m512i m4z = _mm512_set1_epi8(0x0F);
+            for (int t = 0; t < T; t++)
+                tz[t] = _mm512_setzero_si512();
+            for (int g = 0; g < 4; g++) {
+                __m256i v = loadu256(wb + (uint64_t)r * rb + 16 + 32 * g);
+                __m512i vz = _mm512_inserti64x4(_mm512_castsi256_si512(v),
+                                                _mm256_srli_epi16(v, 4), 1);
+                __m512i q = _mm512_and_si512(vz, m4z);
+                __m512i sc = _mm512_inserti64x4(
+                    _mm512_castsi256_si512(_mm256_shuffle_epi8(scl[r], lane_pick(2 * g, 2 * g))),
+                    _mm256_shuffle_epi8(scl[r], lane_pick(2 * g + 1, 2 * g + 1)), 1);
+                for (int t = 0; t < T; t++) {
+                    __m512i a = _mm512_loadu_si512((const void *)(xb[t]->qs + 64 * g));
+                    tz[t] = _mm512_add_epi32(tz[t], _mm512_madd_epi16(_mm512_maddubs_epi16(q, a), sc));
+                }
+            }
+            for (int t = 0; t < T; t++)
+                tot[t][r] = _mm256_add_epi32(_mm512_castsi512_si256(tz[t]),
+                                             _mm512_extracti64x4_epi64(tz[t], 1));
+        }
+#endif
+        for (int g = 0; !GEMM && !KS_512 && g < 4; g++) {
             for (int r = 0; r < 8; r++) {
                 __m256i v = loadu256(wb + (uint64_t)r * rb + 16 + 32 * g);
                 __m256i lo = _mm256_and_si256(v, m4);
@@ -1493,7 +1576,7 @@ gelu_mul(float *g, const float *u, uint64_t n)
 }
 
 void
-ks_quant_ops_avx2(ks_quant_ops *ops)
+KS_QUANT_OPS_FN(ks_quant_ops *ops)
 {
 #define SET(T, name)                       \
     ops->matvec[KS_QUANT_##T] = mv_##name; \
