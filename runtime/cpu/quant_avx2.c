@@ -1094,12 +1094,25 @@ rpk_tile(const int GEMM, const int T, const uint8_t *W, uint64_t rb,
                     s_hi[k] = _mm256_shuffle_epi8(scl[r], lane_pick(2 * g + 1, 2 * g + 1));
                 }
                 for (int t = 0; t < T; t++) {
-                    __m256i ylo = loadu256(xb[t]->qs + 64 * g), yhi = loadu256(xb[t]->qs + 64 * g + 32);
                     __m256i pk[2];
+#if KS_512
+                    /* both nibble halves in one product, as in the GEMV */
+                    __m512i yz = _mm512_loadu_si512((const void *)(xb[t]->qs + 64 * g));
+                    for (int k = 0; k < 2; k++) {
+                        __m512i pz = _mm512_madd_epi16(
+                            _mm512_maddubs_epi16(
+                                _mm512_inserti64x4(_mm512_castsi256_si512(lo[k]), hi[k], 1), yz),
+                            _mm512_inserti64x4(_mm512_castsi256_si512(s_lo[k]), s_hi[k], 1));
+                        pk[k] = _mm256_add_epi32(_mm512_castsi512_si256(pz),
+                                                 _mm512_extracti64x4_epi64(pz, 1));
+                    }
+#else
+                    __m256i ylo = loadu256(xb[t]->qs + 64 * g), yhi = loadu256(xb[t]->qs + 64 * g + 32);
                     for (int k = 0; k < 2; k++)
                         pk[k] = _mm256_add_epi32(
                             _mm256_madd_epi16(_mm256_maddubs_epi16(lo[k], ylo), s_lo[k]),
                             _mm256_madd_epi16(_mm256_maddubs_epi16(hi[k], yhi), s_hi[k]));
+#endif
                     __m256i h = _mm256_hadd_epi32(pk[0], pk[1]);
                     if (rp % 2 == 0)
                         hp[t] = h;
