@@ -221,7 +221,9 @@ ks_pool_run_n(ks_pool *p, int n, ks_pool_fn fn, void *ctx)
     for (int i = 0; i < n; i++)
         atomic_store_explicit(&p->shares[i].taken, 0, memory_order_relaxed);
     p->n_active = n;
-    if (p->n_threads == 1) {
+    /* one thread: on the caller, the workers left asleep or spinning
+     * (waking them only to wait for them costs a hand-off per job) */
+    if (n == 1) {
         tls_pool = p;
         tls_ith = 0;
         fn(ctx, 0, 1);
