@@ -835,7 +835,24 @@ tile_k(const int ty, const int TL, const int T, const uint8_t *W, int64_t nb,
                                         _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
                 __m256i sch = _mm256_broadcastsi128_si256(
                     _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(q->scales + 8 * h))));
-                for (int i = 0; i < 4; i++) {
+#if KS_512
+                /* groups i and i+1 side by side against their 64
+                 * contiguous activation bytes: the same int32 sums */
+                for (int i = 0; i < 4; i += 2) {
+                    __m512i qz = _mm512_inserti64x4(_mm512_castsi256_si512(qv[i]), qv[i + 1], 1);
+                    __m512i sz = _mm512_inserti64x4(
+                        _mm512_castsi256_si512(_mm256_shuffle_epi8(sch, lane_pick(2 * i, 2 * i + 1))),
+                        _mm256_shuffle_epi8(sch, lane_pick(2 * i + 2, 2 * i + 3)), 1);
+                    for (int t = 0; t < T; t++) {
+                        __m512i pz = _mm512_madd_epi16(_mm512_maddubs_epi16(
+                            qz, _mm512_loadu_si512((const void *)(xb[t]->qs + 128 * h + 32 * i))), sz);
+                        sumi[t] = _mm256_add_epi32(sumi[t],
+                                                   _mm256_add_epi32(_mm512_castsi512_si256(pz),
+                                                                    _mm512_extracti64x4_epi64(pz, 1)));
+                    }
+                }
+#endif
+                for (int i = 0; !KS_512 && i < 4; i++) {
                     __m256i s = _mm256_shuffle_epi8(sch, lane_pick(2 * i, 2 * i + 1));
                     for (int t = 0; t < T; t++) {
                         __m256i p = _mm256_maddubs_epi16(qv[i], loadu256(xb[t]->qs + 128 * h + 32 * i));
