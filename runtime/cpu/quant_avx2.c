@@ -662,6 +662,74 @@ rq4_tile(const int T, const uint8_t *W, uint64_t rb, int64_t nb,
         _mm256_storeu_ps(y + (uint64_t)t * ldy, _mm256_permutevar8x32_ps(acc[t], unperm));
 }
 
+#if KS_512
+/* rq4_tile for 16 rows: rows 0-7 in the low 256 bits of every vector
+ * and rows 8-15 in the high 256, each half laid out as rq4_tile lays out
+ * its 8 rows, so that one 512-bit vpdpbusd serves 16 rows; every lane's
+ * integer sum and float operations are rq4_tile's. */
+KS_AI void
+rq4_tile16(const int T, const uint8_t *W, uint64_t rb, int64_t nb,
+           const uint8_t *X, uint64_t xs, const float *dx, const int32_t *ofs,
+           float *y, uint64_t ldy)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    uint64_t ahead = (28u << 10) / (16 * rb);
+    __m512 acc[4];
+
+    ahead = 16 * rb * (ahead ? ahead : 1);
+    for (int t = 0; t < T; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *wb = W + (uint64_t)b * 18;
+        __m512i v[4], g[8];
+        pf_slice(W + ahead, 16 * 18, (uint64_t)b);
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; p++) {
+            /* [row 2p | row 2p+1 | row 2p+8 | row 2p+9] */
+            __m512i z = _mm512_castsi128_si512(
+                _mm_loadu_si128((const __m128i *)(wb + 2 * (uint64_t)p * rb + 2)));
+            z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(wb + (2 * (uint64_t)p + 1) * rb + 2)), 1);
+            z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(wb + (2 * (uint64_t)p + 8) * rb + 2)), 2);
+            v[p] = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(wb + (2 * (uint64_t)p + 9) * rb + 2)), 3);
+        }
+        __m512i u0 = _mm512_unpacklo_epi32(v[0], v[1]), u1 = _mm512_unpackhi_epi32(v[0], v[1]);
+        __m512i u2 = _mm512_unpacklo_epi32(v[2], v[3]), u3 = _mm512_unpackhi_epi32(v[2], v[3]);
+        __m512i d[4] = { _mm512_unpacklo_epi64(u0, u2), _mm512_unpackhi_epi64(u0, u2),
+                         _mm512_unpacklo_epi64(u1, u3), _mm512_unpackhi_epi64(u1, u3) };
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            g[j] = _mm512_and_si512(d[j], m4);
+            g[j + 4] = _mm512_and_si512(_mm512_srli_epi16(d[j], 4), m4);
+        }
+        __m512 dw = _mm512_castpd_ps(_mm512_insertf64x4(
+            _mm512_castpd256_pd512(_mm256_castps_pd(h2f_rows8_perm(wb, rb))),
+            _mm256_castps_pd(h2f_rows8_perm(wb + 8 * rb, rb)), 1));
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const uint8_t *xq = X + (uint64_t)t * xs + (uint64_t)b * 34 + 2;
+            __m512i s32 = _mm512_setzero_si512();
+            int32_t a4;
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                memcpy(&a4, xq + 4 * j, 4);
+                s32 = _mm512_dpbusd_epi32(s32, g[j], _mm512_set1_epi32(a4));
+            }
+            __m512i isum = _mm512_sub_epi32(s32, _mm512_set1_epi32(ofs[(uint64_t)t * nb + b]));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum),
+                                     _mm512_mul_ps(dw, _mm512_set1_ps(dx[(uint64_t)t * nb + b])),
+                                     acc[t]);
+        }
+    }
+    const __m256i unperm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int t = 0; t < T; t++) {
+        __m256 lo = _mm512_castps512_ps256(acc[t]);
+        __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[t]), 1));
+        _mm256_storeu_ps(y + (uint64_t)t * ldy, _mm256_permutevar8x32_ps(lo, unperm));
+        _mm256_storeu_ps(y + (uint64_t)t * ldy + 8, _mm256_permutevar8x32_ps(hi, unperm));
+    }
+}
+#endif
+
 static void
 rp_q4_0(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq,
         uint64_t xs, int64_t nt, float *y, uint64_t ldy)
@@ -687,7 +755,19 @@ rp_q4_0(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq,
                 dx[(t - t0) * nb + b] = h2f(xb);
                 ofs[(t - t0) * nb + b] = 8 * hsum_i32(s);
             }
-        for (int64_t r = 0; r < r8; r += 8) {
+        int64_t r = 0;
+#if KS_512
+        for (; r + 16 <= r8; r += 16) {
+            int64_t t = t0;
+            for (; t + 4 <= te; t += 4)
+                rq4_tile16(4, w + r * rb, rb, nb, x + t * xs, xs, dx + (t - t0) * nb,
+                           ofs + (t - t0) * nb, y + t * ldy + r, ldy);
+            for (; t < te; t++)
+                rq4_tile16(1, w + r * rb, rb, nb, x + t * xs, xs, dx + (t - t0) * nb,
+                           ofs + (t - t0) * nb, y + t * ldy + r, ldy);
+        }
+#endif
+        for (; r < r8; r += 8) {
             int64_t t = t0;
             for (; t + 4 <= te; t += 4)
                 rq4_tile(4, w + r * rb, rb, nb, x + t * xs, xs, dx + (t - t0) * nb,
