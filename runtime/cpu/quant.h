@@ -3,9 +3,10 @@
  * products for matrix-vector (decode) and matrix-matrix (prefill).
  *
  * Kernels are single-threaded; callers split rows across the thread pool
- * and call them on disjoint row ranges. A scalar reference path and a SIMD
- * path (AVX2/FMA on x86-64, NEON on aarch64) sit behind one dispatch chosen
- * at run time from CPUID, overridable with KESTREL_SIMD=scalar|avx2|neon. */
+ * and call them on disjoint row ranges. A scalar reference path and SIMD
+ * paths (AVX2/FMA, AVX-VNNI and AVX-512 on x86-64, NEON on aarch64) sit
+ * behind one dispatch chosen at run time from CPUID, overridable with
+ * KESTREL_SIMD (ks_simd below). */
 #ifndef KS_CPU_QUANT_H
 #define KS_CPU_QUANT_H
 
