@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Kestrel against llama.cpp on the same machine, files and thread count, in
 # one run: prefill (pp) and decode (tg) tokens/s as medians, their ratios,
-# and decode bandwidth use (bytes of weights per token x tg / bandwidth).
+# and decode bandwidth use (bytes of weights read per token x tg /
+# bandwidth; for a mixture of experts, of the active experts only).
 #
 #   ci/bench.sh [THREADS] [REPS]        (default 2 threads, 5 repetitions)
 #
@@ -40,8 +41,11 @@ def med(t):  # llama-bench reports each repetition in samples_ts
 pp = next(med(t) for t in l if t["n_prompt"] > 0)
 tg = next(med(t) for t in l if t["n_gen"] > 0)
 size = os.path.getsize(path)
+# decode reads the weights but the embedding table (and of a mixture of
+# experts only the active experts): Kestrel's active_bytes
+active = k.get("active_bytes") or size
 print(f"| {os.path.basename(path)} | {size/1e6:.0f} | {k['pp_tps']:.1f} | {pp:.1f} | "
       f"{k['pp_tps']/pp:.2f} | {k['tg_tps']:.1f} | {tg:.1f} | {k['tg_tps']/tg:.2f} | "
-      f"{size*k['tg_tps']/(bw*1e9)*100:.0f} % (llama.cpp {size*tg/(bw*1e9)*100:.0f} %) |")
+      f"{active*k['tg_tps']/(bw*1e9)*100:.0f} % (llama.cpp {active*tg/(bw*1e9)*100:.0f} %) |")
 PY
 done

@@ -9,7 +9,9 @@
 # Where:   ${KESTREL_PEER_DIR:-$HOME/.cache/kestrel/peer}
 #   llama_cpp_python-<ver>/vendor/llama.cpp   the sources
 #   build/bin/      llama-bench llama-completion llama-simple llama-tokenize
-#                   llama-quantize llama-gguf, libllama.so, libggml*.so
+#                   llama-quantize llama-gguf llama-perplexity
+#                   llama-speculative llama-server (when the sources have
+#                   them), libllama.so, libggml*.so
 #   bin/peer_greedy tests/golden/peer_greedy.c linked against that libllama
 #   PEER-INFO.txt   version, llama.cpp commit, CMake flags
 #
@@ -35,7 +37,7 @@ SRC="$PEER_DIR/llama_cpp_python-$VERSION/vendor/llama.cpp"
 BUILD="$PEER_DIR/build"
 BIN="$BUILD/bin"
 TARGETS=(llama-bench llama-completion llama-simple llama-tokenize)
-OPTIONAL_TARGETS=(llama-quantize llama-gguf)
+OPTIONAL_TARGETS=(llama-quantize llama-gguf llama-perplexity llama-speculative llama-server)
 
 log() { printf 'peer: %s\n' "$*" >&2; }
 die() { printf 'peer: error: %s\n' "$*" >&2; exit 1; }
@@ -48,10 +50,20 @@ elif [ $# -gt 0 ]; then
     exit 2
 fi
 
+# An optional target counts when this llama.cpp's sources define it.
+optional_in_source() {
+    grep -rqs "set(TARGET $1)" "$SRC/tools" "$SRC/examples"
+}
+
 have_all_binaries() {
     local t
     for t in "${TARGETS[@]}"; do
         [ -x "$BIN/$t" ] || return 1
+    done
+    for t in "${OPTIONAL_TARGETS[@]}"; do
+        if optional_in_source "$t" && [ ! -x "$BIN/$t" ]; then
+            return 1
+        fi
     done
     [ -x "$PEER_DIR/bin/peer_greedy" ]
 }
@@ -124,7 +136,7 @@ cmake_flags() {
         -DLLAMA_CURL=OFF \
         -DLLAMA_OPENSSL=OFF \
         -DLLAMA_BUILD_TESTS=OFF \
-        -DLLAMA_BUILD_SERVER=OFF \
+        -DLLAMA_BUILD_SERVER=ON \
         -DGGML_AVX=ON \
         -DGGML_AVX2=ON \
         -DGGML_FMA=ON \
@@ -152,7 +164,7 @@ build_llama() {
         die "cmake configure failed; see $PEER_DIR/cmake-configure.log"
     targets=("${TARGETS[@]}")
     for t in "${OPTIONAL_TARGETS[@]}"; do
-        if grep -rqs "set(TARGET $t)" "$SRC/tools" "$SRC/examples"; then
+        if optional_in_source "$t"; then
             targets+=("$t")
         fi
     done
@@ -192,6 +204,11 @@ main() {
     local t ok=1
     for t in "${TARGETS[@]}"; do
         [ -x "$BIN/$t" ] || ok=0
+    done
+    for t in "${OPTIONAL_TARGETS[@]}"; do
+        if optional_in_source "$t" && [ ! -x "$BIN/$t" ]; then
+            ok=0
+        fi
     done
     if [ "$ok" = 0 ]; then
         fetch_sources

@@ -14,6 +14,7 @@
  * Exit statuses: see EXIT_STATUS_HELP. */
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,7 @@
 #include "kestrel/inspect.h"
 #include "kestrel/quantize.h"
 #include "kestrel/devices.h"
+#include "quality.h"
 #ifdef KESTREL_SERVE
 #include "serve.h"
 #endif
@@ -88,12 +90,16 @@ typedef struct opts {
     ks_spec_mode spec;
     uint32_t     draft_max;
     uint32_t     draft_min;
+    uint32_t     self_layers;  /* --spec self, --early-exit: layers the exit runs;
+                                  0: half */
+    float        early_exit;   /* --early-exit T; 0: off */
     /* structured output (run) */
     const char  *json_schema;   /* a file holding a JSON schema */
     /* bench */
     int32_t     n_pp;
     int32_t     n_tg;
     int32_t     reps;
+    int32_t     sustained_s;   /* --sustained: seconds of governed decode */
     /* positional arguments (info, quantize) */
     const char *pos[3];
     int         n_pos;
@@ -196,6 +202,9 @@ help(const char *cmd)
                "  devices   list Vulkan devices and accelerators\n"
                "  compile   compile a model's Vulkan kernels into the disk cache\n"
                "  serve     serve the model over HTTP with the OpenAI API\n"
+               "  perplexity  perplexity and KL divergence over a text\n"
+               "  calibrate   quality and speed of early exit and self-drafting\n"
+               "  prune     drop the layers that cost the least quality\n"
                "\n'kestrel COMMAND --help' describes each command.\n"
                "Environment: KESTREL_LOG=debug|info|warn|error, "
                "KESTREL_MODEL_DIR, KESTREL_SIMD=scalar|avx2|neon.\n\n"
@@ -215,7 +224,15 @@ help(const char *cmd)
                "      --draft FILE      speculative decoding with FILE as the draft\n"
                "                        model (greedy only; same vocabulary)\n"
                "      --spec MODE       auto (draft when --draft is given), off, draft,\n"
-               "                        or lookup (draft from n-grams of the text)\n"
+               "                        lookup (draft from n-grams of the text), or self\n"
+               "                        (draft with the model's first layers)\n"
+               "      --self-layers L   --spec self: the draft runs layers 0..L-1 and\n"
+               "                        the head (default: half; kestrel calibrate\n"
+               "                        measures which L pays)\n"
+               "      --early-exit T    lossy, greedy: a token whose exit after layer\n"
+               "                        L-1 (--self-layers) has top probability >= T\n"
+               "                        skips the other layers (their keys and values\n"
+               "                        are filled later); see kestrel calibrate\n"
                "      --draft-max N     most tokens drafted per round (default 8)\n"
                "      --draft-min N     fewest; = --draft-max fixes the length\n"
                "                        (default 0: chosen from what it measures)\n"
@@ -255,6 +272,12 @@ help(const char *cmd)
                "  -n, --n-gen N         generated tokens (default: 32; 0 "
                "skips tg)\n"
                "  -r, --repetitions R   repetitions (default: 5)\n"
+               "      --sustained S     decode for S seconds under the governor "
+               "(with\n"
+               "                        --temp-limit or --power-limit, else the "
+               "passive\n"
+               "                        trip): tokens/s per minute, the mean, "
+               "tokens/J\n"
                "      --json            JSON objects instead of a table\n"
                "      --draft FILE      also measure speculative decoding with "
                "FILE as the\n"
@@ -348,6 +371,8 @@ parse(const char *cmd, int argc, char **argv, opts *o)
         } else if (bench && (strcmp(a, "-n") == 0 ||
                              strcmp(a, "--n-gen") == 0)) {
             NEED_VALUE(); o->n_tg = (int32_t)parse_long(cmd, a, v, 0, 65536);
+        } else if (bench && strcmp(a, "--sustained") == 0) {
+            NEED_VALUE(); o->sustained_s = (int32_t)parse_long(cmd, a, v, 1, 86400);
         } else if (bench && (strcmp(a, "-r") == 0 ||
                              strcmp(a, "--repetitions") == 0)) {
             NEED_VALUE(); o->reps = (int32_t)parse_long(cmd, a, v, 1, 1000);
@@ -445,7 +470,12 @@ parse(const char *cmd, int argc, char **argv, opts *o)
         } else if (strcmp(a, "--spec") == 0) {
             NEED_VALUE();
             if (!ks_spec_parse(v, &o->spec))
-                die_usage(cmd, "--spec expects auto, off, draft or lookup, got '%s'", v);
+                die_usage(cmd, "--spec expects auto, off, draft, lookup or self, got '%s'",
+                          v);
+        } else if (strcmp(a, "--early-exit") == 0) {
+            NEED_VALUE(); o->early_exit = parse_float(cmd, a, v, 0.000001f, 1);
+        } else if (strcmp(a, "--self-layers") == 0) {
+            NEED_VALUE(); o->self_layers = (uint32_t)parse_long(cmd, a, v, 1, 100000);
         } else if (strcmp(a, "--draft-max") == 0) {
             NEED_VALUE(); o->draft_max = (uint32_t)parse_long(cmd, a, v, 1, 64);
         } else if (strcmp(a, "--draft-min") == 0) {
@@ -675,7 +705,17 @@ load(const opts *o, loaded *l)
         unload(l);
         return fail(NULL);
     }
-    if (o->draft) {
+    if (o->spec == KS_SPEC_SELF || o->early_exit > 0) {
+        /* the draft: the same model, exiting after its first layers */
+        ks_model_desc d;
+        ks_model_describe(l->model, &d);
+        sp.trace_path = NULL;
+        sp.n_layers = o->self_layers ? o->self_layers : (d.n_layers + 1) / 2;
+        if (ks_session_create(l->model, &sp, &l->draft) != KS_OK) {
+            unload(l);
+            return fail("cannot start the self-drafting session (--self-layers)");
+        }
+    } else if (o->draft) {
         sp.trace_path = NULL;
         if (ks_model_load(l->rt, o->draft, &mp, &l->draft_model) != KS_OK ||
             ks_session_create(l->draft_model, &sp, &l->draft) != KS_OK) {
@@ -732,7 +772,7 @@ profile_print(FILE *f, const profile_take *pt)
 {
     uint64_t total = 0;
     static const char *const ops[] = { "norm", "qkv", "rope_kv", "attn", "attn_out", "add",
-                                       "gate_up", "act", "down", "head" };
+                                       "gate_up", "act", "down", "moe", "head" };
 
     for (size_t i = 0; i < pt->n; i++)
         total += pt->rows[i].ns;
@@ -838,6 +878,7 @@ spec_params(const opts *o, const loaded *l, ks_generate_params *gp)
     gp->draft = l->draft;
     gp->draft_max = o->draft_max;
     gp->draft_min = o->draft_min;
+    gp->early_exit = o->early_exit;
 }
 
 /* Reads a whole file (the prompt of -f) into a NUL-terminated buffer;
@@ -930,12 +971,16 @@ print_stats(const ks_session *s, const ks_stats *st)
             (double)st->peak_rss_bytes / 1048576.0);
     if (st->governed)
         fprintf(stderr, "kestrel: governor paced %.1f ms; %d threads at the "
-                "end\n", st->paced_ms, st->n_threads);
+                "end; %.2f tokens/J (%s)\n", st->paced_ms, st->n_threads,
+                st->tokens_per_j, st->energy_measured ? "measured" : "modelled");
     if (st->n_verify > 0)
         fprintf(stderr, "kestrel: speculation: %u drafted, %u accepted (%.1f %%), %.2f "
                 "tokens per target pass, draft %.1f ms, verify %.1f ms in %u passes\n",
                 st->n_drafted, st->n_accepted, 100.0 * st->accept_rate,
                 st->tokens_per_verify, st->draft_ms, st->verify_ms, st->n_verify);
+    if (st->n_early_exit > 0)
+        fprintf(stderr, "kestrel: early exit decided %u of %u tokens\n", st->n_early_exit,
+                st->n_gen);
     if (st->n_fallbacks > 0)
         fprintf(stderr, "kestrel: a device fault moved the layers to the CPU (%s)\n",
                 st->fallback);
@@ -967,14 +1012,14 @@ json_stats(FILE *f, const ks_session *s, const ks_stats *st)
             "\"shaders_compiled\":%u,\"fallbacks\":%u,\"n_drafted\":%u,"
             "\"n_accepted\":%u,\"n_verify\":%u,\"accept_rate\":%.4f,"
             "\"tokens_per_verify\":%.4f,\"draft_ms\":%.3f,\"verify_ms\":%.3f,"
-            "\"fallback\":",
+            "\"tokens_per_j\":%.4f,\"energy_measured\":%s,\"fallback\":",
             ks_session_placement(s), st->load_ms, st->n_prompt, st->prefill_ms,
             st->prefill_tps, st->n_gen, st->decode_ms, st->decode_tps,
             (unsigned long long)st->peak_rss_bytes,
             (unsigned long long)st->kv_bytes, st->backend_setup_ms, st->n_shader_hits,
             st->n_shader_compiled, st->n_fallbacks, st->n_drafted, st->n_accepted,
             st->n_verify, st->accept_rate, st->tokens_per_verify, st->draft_ms,
-            st->verify_ms);
+            st->verify_ms, st->tokens_per_j, st->energy_measured ? "true" : "false");
     json_string(f, st->fallback, strlen(st->fallback));
     fputc('}', f);
 }
@@ -1620,6 +1665,102 @@ bench_gen(const opts *o, loaded *l, const int32_t *prompt, size_t n_prompt,
     return 0;
 }
 
+/* bench --sustained: what the governor sustains. Generation restarts
+ * from the prompt whenever the context fills; tokens are counted per
+ * minute (the last bucket may be shorter). */
+typedef struct sustained {
+    double t0_s, end_s;
+    double bucket_tokens[1440];
+    uint32_t n_tokens;
+} sustained;
+
+static bool
+sustained_token(void *user, int32_t tok, const char *piece, size_t len)
+{
+    sustained *su = user;
+    double t = now_s() - su->t0_s;
+    size_t b = (size_t)(t / 60.0);
+
+    (void)tok;
+    (void)piece;
+    (void)len;
+    if (b < sizeof su->bucket_tokens / sizeof su->bucket_tokens[0])
+        su->bucket_tokens[b]++;
+    su->n_tokens++;
+    return t < su->end_s;
+}
+
+static int
+bench_sustained(const opts *o)
+{
+    static sustained su;
+    loaded l;
+    opts lo = *o;
+    ks_stats st;
+    int32_t prompt[8];
+    double secs, mean;
+    size_t n_b;
+    int rc = 0;
+
+    if (lo.n_ctx == 0)
+        lo.n_ctx = 512;
+    if (load(&lo, &l) != 0)
+        return 1;
+    for (int i = 0; i < 8; i++)
+        prompt[i] = 1 + i * 7;
+    su.t0_s = now_s();
+    su.end_s = o->sustained_s;
+    while (now_s() - su.t0_s < su.end_s && !g_cancel) {
+        ks_generate_params gp = { 0 };
+
+        gp.prompt = prompt;
+        gp.n_prompt = 8;
+        gp.n_predict = ks_session_n_ctx(l.session) - 9;
+        gp.ignore_eog = true;
+        gp.cancel = &g_cancel;
+        gp.on_token = sustained_token;
+        gp.user = &su;
+        if (ks_session_truncate(l.session, 0) != KS_OK ||
+            ks_session_generate(l.session, &gp) != KS_OK) {
+            rc = fail("bench --sustained");
+            goto out;
+        }
+    }
+    secs = now_s() - su.t0_s;
+    mean = su.n_tokens / secs;
+    n_b = (size_t)ceil(secs / 60.0);
+    if (n_b > sizeof su.bucket_tokens / sizeof su.bucket_tokens[0])
+        n_b = sizeof su.bucket_tokens / sizeof su.bucket_tokens[0];
+    ks_session_stats(l.session, &st);
+    if (o->json) {
+        printf("{\"sustained_s\":%.3f,\"n_tokens\":%u,\"mean_tps\":%.3f,"
+               "\"governed\":%s,\"tokens_per_j\":%.4f,\"energy_measured\":%s,"
+               "\"paced_ms\":%.3f,\"threads_end\":%d,\"per_minute_tps\":[",
+               secs, su.n_tokens, mean, st.governed ? "true" : "false",
+               st.tokens_per_j, st.energy_measured ? "true" : "false",
+               st.paced_ms, st.n_threads);
+        for (size_t b = 0; b < n_b; b++)
+            printf("%s%.3f", b ? "," : "", su.bucket_tokens[b] /
+                   fmin(60.0, secs - 60.0 * (double)b));
+        printf("]}\n");
+    } else {
+        printf("| minute | tokens/s |\n| ---: | ---: |\n");
+        for (size_t b = 0; b < n_b; b++)
+            printf("| %zu | %.2f |\n", b + 1, su.bucket_tokens[b] /
+                   fmin(60.0, secs - 60.0 * (double)b));
+        printf("| mean | %.2f |\n", mean);
+        printf("%u tokens in %.1f s; %s; %.2f tokens/J (%s); paced %.1f s; "
+               "%d threads at the end\n", su.n_tokens, secs,
+               st.governed ? "governed" : "not governed (no limit and no "
+               "passive trip)", st.tokens_per_j,
+               st.energy_measured ? "measured" : "modelled",
+               st.paced_ms / 1000.0, st.n_threads);
+    }
+out:
+    unload(&l);
+    return rc;
+}
+
 static int
 cmd_bench(const opts *o)
 {
@@ -1644,6 +1785,8 @@ cmd_bench(const opts *o)
     const char *dbase = o->draft ? strrchr(o->draft, '/') : NULL;
     ks_spec_mode mode = o->spec;
 
+    if (o->sustained_s > 0)
+        return bench_sustained(o);
     base = base ? base + 1 : path;
     dbase = dbase ? dbase + 1 : o->draft;
     if (mode == KS_SPEC_AUTO)
@@ -1763,10 +1906,12 @@ cmd_bench(const opts *o)
     if (o->json) {
         printf("{\"model\":");
         json_string(stdout, base, strlen(base));
-        printf(",\"arch\":\"%s\",\"model_bytes\":%llu,\"n_params\":%llu,"
+        printf(",\"arch\":\"%s\",\"model_bytes\":%llu,\"active_bytes\":%llu,"
+               "\"n_params\":%llu,"
                "\"backend\":\"%s\",\"threads\":%d,\"n_prompt\":%d,"
                "\"n_gen\":%d,\"repetitions\":%d,\"pp_tps\":%.3f,"
                "\"tg_tps\":%.3f,", d.arch, (unsigned long long)d.file_bytes,
+               (unsigned long long)d.active_bytes,
                (unsigned long long)d.n_params, ks_session_backend_name(l.session),
                o->n_threads ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
                o->n_pp, o->n_tg, o->reps, pp_med, tg_med);
@@ -1946,6 +2091,12 @@ main(int argc, char **argv)
         return 1;
 #endif
     }
+    if (strcmp(cmd, "perplexity") == 0)
+        return ks_cli_perplexity(argc - 2, argv + 2);
+    if (strcmp(cmd, "calibrate") == 0)
+        return ks_cli_calibrate(argc - 2, argv + 2);
+    if (strcmp(cmd, "prune") == 0)
+        return ks_cli_prune(argc - 2, argv + 2);
     if (strcmp(cmd, "run") && strcmp(cmd, "chat") && strcmp(cmd, "bench") &&
         strcmp(cmd, "info") && strcmp(cmd, "quantize") &&
         strcmp(cmd, "devices") && strcmp(cmd, "compile")) {

@@ -9,7 +9,10 @@
  *
  * The points (each named where it is checked):
  *   vk_submit_lost       a queue submit reports VK_ERROR_DEVICE_LOST
- *   vk_fence_timeout     a fence wait times out
+ *   vk_fence_timeout     a fence wait of a replayed command buffer times out
+ *                        (a software device waits a second time, which
+ *                        counts again: "@N" alone then recovers, "@N+"
+ *                        loses the device)
  *   vk_pipeline_unknown  pipeline creation reports VK_ERROR_UNKNOWN
  *
  * Unset, every check is one relaxed atomic load. Internal; not installed. */

@@ -2041,7 +2041,16 @@ text_governor(FILE *f, const ks_telem_info *in, const ks_telem_sample *s,
     } else {
         fputs("no CPU, GPU, NPU, SoC or package zone read", f);
     }
-    if (has_passive(s))
+    if (has_passive(s) && s->hottest_zone >= 0 && s->hottest.valid)
+        fprintf(f, "; passive trip %.1f °C (%s); default limit %.1f °C (passive trip - %g °C); "
+                "thermal headroom now %.2f (0 at %g °C, 1 at the limit; a running session "
+                "forecasts it from the plant it identifies)\n",
+                s->passive_trip.temp_mc / 1000.0, in->zones[s->passive_zone].name,
+                (s->passive_trip.temp_mc - margin_mc) / 1000.0, margin_mc / 1000.0,
+                ks_telem_headroom(s->hottest.temp_mc, s->passive_trip.temp_mc - margin_mc,
+                                  KS_TELEM_HEADROOM_IDLE_MC),
+                KS_TELEM_HEADROOM_IDLE_MC / 1000.0);
+    else if (has_passive(s))
         fprintf(f, "; passive trip %.1f °C (%s); default limit %.1f °C (passive trip - %g °C)\n",
                 s->passive_trip.temp_mc / 1000.0, in->zones[s->passive_zone].name,
                 (s->passive_trip.temp_mc - margin_mc) / 1000.0, margin_mc / 1000.0);
@@ -2356,6 +2365,13 @@ json_governor(FILE *f, const ks_telem_info *in, const ks_telem_sample *s, int32_
     json_mc(f, "critical_trip_mc", s->critical_trip.valid, s->critical_trip.temp_mc);
     fputc(',', f);
     json_mc(f, "default_limit_mc", has_passive(s), s->passive_trip.temp_mc - margin_mc);
+    fputs(",\"headroom\":", f);
+    if (has_passive(s) && s->hottest_zone >= 0 && s->hottest.valid)
+        fprintf(f, "%.3f", ks_telem_headroom(s->hottest.temp_mc,
+                                              s->passive_trip.temp_mc - margin_mc,
+                                              KS_TELEM_HEADROOM_IDLE_MC));
+    else
+        fputs("null", f);
     fputs(",\"note\":", f);
     if (has_passive(s)) {
         char note[96];

@@ -224,6 +224,24 @@ typedef enum ks_telem_power_src {
  * use without restating it. */
 #define KS_TELEM_DEFAULT_MARGIN_MC 5000
 
+/* Thermal headroom (ks_thermal_headroom) runs from 0 at the idle
+ * temperature to 1 at the limit. Until the governor has identified the
+ * plant, and in the device report, which has no load to identify it from,
+ * idle is taken as this (a room), and at most 5 °C under the limit. */
+#define KS_TELEM_HEADROOM_IDLE_MC 25000
+
+/* The headroom of |temp_mc| under |limit_mc| from |idle_mc|: 0..1. */
+static inline double
+ks_telem_headroom(double temp_mc, double limit_mc, double idle_mc)
+{
+    double f;
+
+    if (idle_mc > limit_mc - 5000.0)
+        idle_mc = limit_mc - 5000.0;
+    f = (temp_mc - idle_mc) / (limit_mc - idle_mc);
+    return f < 0.0 ? 0.0 : f > 1.0 ? 1.0 : f;
+}
+
 /* A sample: arrays are index-aligned with ks_telem_info's. A plain
  * struct; copy it freely. */
 typedef struct ks_telem_sample {

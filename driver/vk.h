@@ -225,7 +225,12 @@ typedef struct ks_vk_ctx {
      * context was made (malloc'd; NULL: caching off), and what
      * ks_vk_shader_get did. A rebuilt entry counts as compiled too. */
     char    *cache_dir;
-    bool     cache_warned;       /* the unwritable-dir warning was given */
+    bool     cache_warned;
+    /* Pipelines whose driver compile waits for ks_vk_pipelines_finish
+     * (between ks_vk_pipelines_defer and finish; vk_cache.c). */
+    bool                   defer;
+    struct ks_vk_deferred *deferred;   /* [n_deferred], malloc'd */
+    uint32_t               n_deferred, cap_deferred;       /* the unwritable-dir warning was given */
     uint32_t n_shader_hits;      /* SPIR-V read from the disk cache */
     uint32_t n_shader_compiled;  /* SPIR-V compiled by glslang */
     uint32_t n_shader_rebuilt;   /* of those, replacing a corrupt or stale file */
@@ -355,6 +360,7 @@ void ks_vk_cache_ctx_fini(ks_vk_ctx *ctx);
 
 /* Bindings a pipeline may have at set 0. */
 #define KS_VK_MAX_BINDINGS 32u
+#define KS_VK_MAX_SPEC 8      /* specialization constants per pipeline */
 
 typedef struct ks_vk_pipeline_params {
     const char     *name;         /* for messages */
@@ -394,6 +400,19 @@ typedef struct ks_vk_pipeline {
 ks_status ks_vk_pipeline_create(ks_vk_ctx *ctx, const ks_vk_pipeline_params *p,
                                 ks_vk_pipeline **out);
 void      ks_vk_pipeline_destroy(ks_vk_ctx *ctx, ks_vk_pipeline *pl);  /* NULL ok */
+
+/* ks_vk_pipeline_create in two steps: the shell (module, layouts,
+ * descriptor pool: sets can be made from it at once) and the build (the
+ * driver's compile, the slow part on lavapipe, which may run on several
+ * threads at once for different pipelines; |p| as given to the shell).
+ * A shell is not dispatched before its build succeeds. remodule replaces
+ * the shell's module with new SPIR-V (for a rebuild). */
+ks_status ks_vk_pipeline_shell(ks_vk_ctx *ctx, const ks_vk_pipeline_params *p,
+                               ks_vk_pipeline **out);
+ks_status ks_vk_pipeline_build(ks_vk_ctx *ctx, ks_vk_pipeline *pl,
+                               const ks_vk_pipeline_params *p);
+ks_status ks_vk_pipeline_remodule(ks_vk_ctx *ctx, ks_vk_pipeline *pl, const uint32_t *spirv,
+                                  size_t n_words);
 
 /* Allocates a descriptor set from the pipeline's pool binding |bufs| (whole
  * buffers) to bindings 0..n-1; n must equal the pipeline's n_buffers, and
@@ -510,6 +529,17 @@ ks_status ks_vk_shader_pipeline_create(ks_vk_ctx *ctx, const char *template_name
                                        const ks_vk_compile_params *cp,
                                        const ks_vk_pipeline_params *pp,
                                        ks_vk_pipeline **out);
+
+/* Deferred pipelines, for a fast start: after ks_vk_pipelines_defer,
+ * ks_vk_shader_pipeline_create returns a shell (descriptor sets can be
+ * made from it) and keeps its build; ks_vk_pipelines_finish builds every
+ * one kept on up to |n_threads| threads (0: the online CPUs, at most 8),
+ * does the rebuild of a rejected one as ks_vk_shader_pipeline_create does,
+ * and ends deferral. Until finish returns KS_OK no deferred pipeline may
+ * be dispatched. Errors: the first failed build's (after its rebuild).
+ * The caller's thread only, as for the context. */
+void      ks_vk_pipelines_defer(ks_vk_ctx *ctx);
+ks_status ks_vk_pipelines_finish(ks_vk_ctx *ctx, uint32_t n_threads);
 
 /* Saves ctx->pipeline_cache to <cache dir>/pipelines-<device UUID>.bin now
  * (ks_vk_ctx_destroy also does). KS_OK without doing anything when

@@ -38,6 +38,7 @@
 #include "driver/vk.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -448,14 +449,127 @@ drop_pipeline_cache(ks_vk_ctx *ctx, char *path, size_t size)
         ctx->pipeline_cache = VK_NULL_HANDLE;
 }
 
+/* A pipeline the driver rejected with KS_ERR_INTERNAL (|first| its
+ * message): deletes its .spv file (|path|) and the pipeline cache,
+ * compiles the template from source and builds the pipeline again, into
+ * the shell *pl (a deferred one) or a new pipeline (*pl NULL). */
+static ks_status
+rebuild(ks_vk_ctx *ctx, const char *template_name, const ks_vk_compile_params *cp,
+        const ks_vk_pipeline_params *pp, const char *path, const char *first,
+        ks_vk_pipeline **pl)
+{
+    char pc_path[PATH_BYTES + 64], again[512], spv_path[PATH_BYTES + 64];
+    const char *name = pp->name ? pp->name : template_name;
+    ks_vk_pipeline_params q = *pp;
+    ks_vk_spirv spv;
+    ks_status st;
+    bool hit;
+
+    if (path[0] && unlink(path) != 0 && errno != ENOENT)
+        ks_log(KS_LOG_WARN, "vk", "cache: cannot delete %s: %s", path, strerror(errno));
+    drop_pipeline_cache(ctx, pc_path, sizeof pc_path);
+    ks_log(KS_LOG_WARN, "vk", "pipeline '%s' was rejected (%s); deleted %s%s%s and "
+           "compiling it from source", name, first, path[0] ? path : "no SPIR-V file",
+           pc_path[0] ? " and the pipeline cache " : "", pc_path);
+    if ((st = shader_lookup(ctx, template_name, cp, &spv, spv_path, sizeof spv_path,
+                            &hit)) != KS_OK)
+        return st;
+    if (hit)  /* another process wrote it meanwhile; it is as good as ours */
+        ks_log(KS_LOG_DEBUG, "vk", "cache: %s came back before the rebuild", spv_path);
+    ctx->n_shader_rebuilt++;
+    q.spirv = spv.words;
+    q.n_words = spv.n_words;
+    if (*pl) {
+        if ((st = ks_vk_pipeline_remodule(ctx, *pl, spv.words, spv.n_words)) == KS_OK)
+            st = ks_vk_pipeline_build(ctx, *pl, &q);
+    } else {
+        st = ks_vk_pipeline_create(ctx, &q, pl);
+    }
+    ks_vk_spirv_fini(&spv);
+    if (st != KS_OK) {
+        snprintf(again, sizeof again, "%s", ks_last_error());
+        return ks_error(st, "vk: pipeline '%s' from %s: %s; it failed before too (%s), "
+                        "and again after that file was deleted and rebuilt from source",
+                        name, path[0] ? path : "freshly compiled SPIR-V", again, first);
+    }
+    return KS_OK;
+}
+
+/* A deferred build: copies of everything ks_vk_shader_pipeline_create got,
+ * so that the build (on a worker) and a rebuild (at finish) can run after
+ * the caller's arrays are gone. */
+enum { MAX_DEFER_DEFINES = 16, DEFINE_BYTES = 64 };
+
+typedef struct ks_vk_deferred {
+    ks_vk_pipeline      *pl;
+    char                 tmpl[64];
+    char                 name[64];
+    char                 defs[MAX_DEFER_DEFINES][DEFINE_BYTES];
+    const char          *def_ptrs[MAX_DEFER_DEFINES];
+    ks_vk_compile_params cp;
+    ks_vk_pipeline_params pp;
+    uint32_t             spec[KS_VK_MAX_SPEC];
+    VkDescriptorType     types[KS_VK_MAX_BINDINGS];
+    char                 path[PATH_BYTES + 64];  /* its .spv file */
+    ks_status            st;
+    char                 msg[512];
+} ks_vk_deferred;
+
+/* Copies the arguments into a new deferred entry; false when they do not
+ * fit one (too many or too long defines), and the pipeline is made now. */
+static bool
+defer_copy(ks_vk_ctx *ctx, const char *template_name, const ks_vk_compile_params *cp,
+           const ks_vk_pipeline_params *pp, ks_vk_deferred **out)
+{
+    ks_vk_deferred *d;
+
+    if (!cp || cp->n_defines > MAX_DEFER_DEFINES || pp->n_spec > KS_VK_MAX_SPEC ||
+        pp->n_buffers > KS_VK_MAX_BINDINGS || strlen(template_name) >= sizeof d->tmpl)
+        return false;
+    for (uint32_t i = 0; i < cp->n_defines; i++)
+        if (!cp->defines[i] || strlen(cp->defines[i]) >= DEFINE_BYTES)
+            return false;
+    if (ctx->n_deferred == ctx->cap_deferred) {
+        uint32_t cap = ctx->cap_deferred ? 2u * ctx->cap_deferred : 16u;
+        ks_vk_deferred *grown = realloc(ctx->deferred, cap * sizeof(*grown));
+        if (!grown)
+            return false;
+        ctx->deferred = grown;
+        ctx->cap_deferred = cap;
+    }
+    d = &ctx->deferred[ctx->n_deferred];
+    memset(d, 0, sizeof(*d));
+    snprintf(d->tmpl, sizeof d->tmpl, "%s", template_name);
+    snprintf(d->name, sizeof d->name, "%s", pp->name ? pp->name : template_name);
+    for (uint32_t i = 0; i < cp->n_defines; i++) {
+        snprintf(d->defs[i], DEFINE_BYTES, "%s", cp->defines[i]);
+        d->def_ptrs[i] = d->defs[i];
+    }
+    d->cp = *cp;
+    d->cp.defines = d->def_ptrs;
+    d->cp.name = cp->name ? d->name : NULL;
+    d->pp = *pp;
+    d->pp.name = d->name;
+    d->pp.spirv = NULL;
+    d->pp.n_words = 0;
+    memcpy(d->spec, pp->spec, pp->n_spec * sizeof(uint32_t));
+    d->pp.spec = d->spec;
+    if (pp->types) {
+        memcpy(d->types, pp->types, pp->n_buffers * sizeof(*pp->types));
+        d->pp.types = d->types;
+    }
+    *out = d;
+    return true;
+}
+
 ks_status
 ks_vk_shader_pipeline_create(ks_vk_ctx *ctx, const char *template_name,
                              const ks_vk_compile_params *cp,
                              const ks_vk_pipeline_params *pp, ks_vk_pipeline **out)
 {
-    char path[PATH_BYTES + 64], pc_path[PATH_BYTES + 64], first[512];
-    const char *name = pp->name ? pp->name : template_name;
+    char path[PATH_BYTES + 64], first[512];
     ks_vk_pipeline_params q = *pp;
+    ks_vk_deferred *d = NULL;
     ks_vk_spirv spv;
     ks_status st;
     bool hit;
@@ -465,6 +579,17 @@ ks_vk_shader_pipeline_create(ks_vk_ctx *ctx, const char *template_name,
         return st;
     q.spirv = spv.words;
     q.n_words = spv.n_words;
+    if (ctx->defer && defer_copy(ctx, template_name, cp, pp, &d)) {
+        st = ks_vk_pipeline_shell(ctx, &q, out);
+        ks_vk_spirv_fini(&spv);
+        if (st != KS_OK)
+            return st;
+        d->pl = *out;
+        d->pp.n_words = q.n_words;
+        snprintf(d->path, sizeof d->path, "%s", path);
+        ctx->n_deferred++;
+        return KS_OK;
+    }
     st = ks_vk_pipeline_create(ctx, &q, out);
     ks_vk_spirv_fini(&spv);
     /* VK_ERROR_UNKNOWN and its kin (not out of memory, not device lost):
@@ -473,30 +598,75 @@ ks_vk_shader_pipeline_create(ks_vk_ctx *ctx, const char *template_name,
     if (st != KS_ERR_INTERNAL || !ctx->cache_dir)
         return st;
     snprintf(first, sizeof first, "%s", ks_last_error());
-    if (path[0] && unlink(path) != 0 && errno != ENOENT)
-        ks_log(KS_LOG_WARN, "vk", "cache: cannot delete %s: %s", path, strerror(errno));
-    drop_pipeline_cache(ctx, pc_path, sizeof pc_path);
-    ks_log(KS_LOG_WARN, "vk", "pipeline '%s' was rejected (%s); deleted %s%s%s and "
-           "compiling it from source", name, first, path[0] ? path : "no SPIR-V file",
-           pc_path[0] ? " and the pipeline cache " : "", pc_path);
-    if ((st = shader_lookup(ctx, template_name, cp, &spv, path, sizeof path, &hit)) != KS_OK)
-        return st;
-    if (hit)  /* another process wrote it meanwhile; it is as good as ours */
-        ks_log(KS_LOG_DEBUG, "vk", "cache: %s came back before the rebuild", path);
-    ctx->n_shader_rebuilt++;
-    q.spirv = spv.words;
-    q.n_words = spv.n_words;
-    st = ks_vk_pipeline_create(ctx, &q, out);
-    ks_vk_spirv_fini(&spv);
-    if (st != KS_OK) {
-        char again[512];
+    return rebuild(ctx, template_name, cp, pp, path, first, out);
+}
 
-        snprintf(again, sizeof again, "%s", ks_last_error());
-        return ks_error(st, "vk: pipeline '%s' from %s: %s; it failed before too (%s), "
-                        "and again after that file was deleted and rebuilt from source",
-                        name, path[0] ? path : "freshly compiled SPIR-V", again, first);
+void
+ks_vk_pipelines_defer(ks_vk_ctx *ctx)
+{
+    ctx->defer = true;
+}
+
+typedef struct build_pool {
+    ks_vk_ctx  *ctx;
+    atomic_uint next;
+} build_pool;
+
+static void *
+build_worker(void *arg)
+{
+    build_pool *bp = arg;
+    ks_vk_ctx *ctx = bp->ctx;
+    unsigned i;
+
+    while ((i = atomic_fetch_add(&bp->next, 1u)) < ctx->n_deferred) {
+        ks_vk_deferred *d = &ctx->deferred[i];
+        d->st = ks_vk_pipeline_build(ctx, d->pl, &d->pp);
+        if (d->st != KS_OK)
+            snprintf(d->msg, sizeof d->msg, "%s", ks_last_error());
     }
-    return KS_OK;
+    return NULL;
+}
+
+ks_status
+ks_vk_pipelines_finish(ks_vk_ctx *ctx, uint32_t n_threads)
+{
+    pthread_t th[8];
+    uint32_t n_th = 0;
+    build_pool bp = { .ctx = ctx };
+    uint64_t t0 = ks_now_ns();
+    ks_status st = KS_OK;
+
+    ctx->defer = false;
+    if (n_threads == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = n > 0 ? (uint32_t)n : 1u;
+    }
+    if (n_threads > 8)
+        n_threads = 8;
+    if (n_threads > ctx->n_deferred)
+        n_threads = ctx->n_deferred;
+    atomic_init(&bp.next, 0u);
+    /* the caller's thread works too */
+    for (uint32_t i = 1; i < n_threads; i++)
+        if (pthread_create(&th[n_th], NULL, build_worker, &bp) == 0)
+            n_th++;
+    build_worker(&bp);
+    for (uint32_t i = 0; i < n_th; i++)
+        pthread_join(th[i], NULL);
+    for (uint32_t i = 0; i < ctx->n_deferred && st == KS_OK; i++) {
+        ks_vk_deferred *d = &ctx->deferred[i];
+        if (d->st == KS_OK)
+            continue;
+        if (d->st == KS_ERR_INTERNAL && ctx->cache_dir)
+            st = rebuild(ctx, d->tmpl, &d->cp, &d->pp, d->path, d->msg, &d->pl);
+        else
+            st = ks_error(d->st, "%s", d->msg);
+    }
+    ks_log(KS_LOG_DEBUG, "vk", "%u deferred pipelines built on %u threads in %.1f ms",
+           ctx->n_deferred, n_th + 1u, (double)(ks_now_ns() - t0) / 1e6);
+    ctx->n_deferred = 0;
+    return st;
 }
 
 /* ---- Pipeline cache --------------------------------------------------- */
@@ -570,4 +740,7 @@ ks_vk_cache_ctx_fini(ks_vk_ctx *ctx)
     }
     free(ctx->cache_dir);
     ctx->cache_dir = NULL;
+    free(ctx->deferred);
+    ctx->deferred = NULL;
+    ctx->n_deferred = ctx->cap_deferred = 0;
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "driver/base.h"
+#include "driver/vk_submit.h"
 
 #define KS_VK_FENCE_TIMEOUT_NS (120ull * 1000000000ull)
 #define VALIDATION_LAYER "VK_LAYER_KHRONOS_validation"
@@ -1136,16 +1137,10 @@ ks_vk_cmd_submit(ks_vk_ctx *ctx)
         return st;
     r = vkQueueSubmit(ctx->queue, 1, &si, ctx->fence);
     if (r == VK_SUCCESS)
-        r = vkWaitForFences(ctx->device, 1, &ctx->fence, VK_TRUE, KS_VK_FENCE_TIMEOUT_NS);
-    if (r == VK_TIMEOUT) {
-        ctx->lost = true;
-        return ks_error(KS_ERR_DEVICE_LOST, "vk: device %s did not finish a "
-                        "submission within %llu s; treating it as lost",
-                        ctx->info.name, KS_VK_FENCE_TIMEOUT_NS / 1000000000ull);
-    }
+        return ks_vk_fence_wait(ctx, ctx->fence, KS_VK_FENCE_TIMEOUT_NS);
     if (r == VK_ERROR_DEVICE_LOST)
         ctx->lost = true;
-    return ks_vk_check(r, "vkQueueSubmit/vkWaitForFences");
+    return ks_vk_check(r, "vkQueueSubmit");
 }
 
 void

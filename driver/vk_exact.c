@@ -283,17 +283,16 @@ probe_fma(ks_vk_ctx *ctx, struct ks_vk_exact_cache *c)
 
     if (c->fma != FMA_UNKNOWN)
         return KS_OK;
-    if ((st = probe_run(ctx, false, &ok)) != KS_OK)
+    /* the probe dispatches its pipelines at once: never deferred */
+    bool defer = ctx->defer, emu_ok = false;
+    ctx->defer = false;
+    st = probe_run(ctx, false, &ok);
+    if (st == KS_OK && !ok && ctx->caps.float64)
+        st = probe_run(ctx, true, &emu_ok);
+    ctx->defer = defer;
+    if (st != KS_OK)
         return st;
-    if (ok) {
-        c->fma = FMA_NATIVE;
-    } else if (!ctx->caps.float64) {
-        c->fma = FMA_NONE;
-    } else {
-        if ((st = probe_run(ctx, true, &ok)) != KS_OK)
-            return st;
-        c->fma = ok ? FMA_EMULATED : FMA_NONE;
-    }
+    c->fma = ok ? FMA_NATIVE : emu_ok ? FMA_EMULATED : FMA_NONE;
     ks_log(KS_LOG_DEBUG, "vk", "exact kernels on %s: fma() %s", ctx->info.name,
            c->fma == FMA_NATIVE ? "rounds once" :
            c->fma == FMA_EMULATED ? "rounds twice: emulated in double precision" :
@@ -391,6 +390,35 @@ fail:
     return st;
 }
 
+/* The context's kernel table, made and probed on first use. */
+static ks_status
+exact_ready(ks_vk_ctx *ctx, const char *what)
+{
+    ks_status st;
+
+    if (!ctx->exact_cache) {
+        ctx->exact_cache = calloc(1, sizeof(*ctx->exact_cache));
+        if (!ctx->exact_cache)
+            return ks_error(KS_ERR_NOMEM, "vk: no memory for the exact kernel table");
+    }
+    if ((st = probe_fma(ctx, ctx->exact_cache)) != KS_OK)
+        return st;
+    if (ctx->exact_cache->fma == FMA_NONE)
+        return ks_error(KS_ERR_UNSUPPORTED, "vk: exact %s: fma() on %s rounds twice and "
+                        "the device has no shaderFloat64 to emulate it", what,
+                        ctx->info.name);
+    return KS_OK;
+}
+
+ks_status
+ks_vk_exact_fma(ks_vk_ctx *ctx, bool *native)
+{
+    ks_status st = exact_ready(ctx, "kernels");
+
+    *native = st == KS_OK && ctx->exact_cache->fma == FMA_NATIVE;
+    return st;
+}
+
 ks_status
 ks_vk_exact_get(ks_vk_ctx *ctx, uint32_t qtype, uint32_t flags, ks_vk_exact **out)
 {
@@ -404,17 +432,8 @@ ks_vk_exact_get(ks_vk_ctx *ctx, uint32_t qtype, uint32_t flags, ks_vk_exact **ou
     if (flags & ~(uint32_t)KS_VK_EXACT_FLAGS_ALL)
         return ks_error(KS_ERR_INVALID_ARG, "vk: exact %s: unknown flags 0x%x", t->q->name,
                         flags & ~(uint32_t)KS_VK_EXACT_FLAGS_ALL);
-    if (!ctx->exact_cache) {
-        ctx->exact_cache = calloc(1, sizeof(*ctx->exact_cache));
-        if (!ctx->exact_cache)
-            return ks_error(KS_ERR_NOMEM, "vk: no memory for the exact kernel table");
-    }
-    if ((st = probe_fma(ctx, ctx->exact_cache)) != KS_OK)
+    if ((st = exact_ready(ctx, t->q->name)) != KS_OK)
         return st;
-    if (ctx->exact_cache->fma == FMA_NONE)
-        return ks_error(KS_ERR_UNSUPPORTED, "vk: exact %s: fma() on %s rounds twice and "
-                        "the device has no shaderFloat64 to emulate it", t->q->name,
-                        ctx->info.name);
     ks_vk_exact **slot = &ctx->exact_cache->k[qtype][flags];
     if (!*slot && (st = exact_create(ctx, t, qtype, flags,
                                      ctx->exact_cache->fma == FMA_EMULATED, slot)) != KS_OK)

@@ -140,6 +140,12 @@ void ks_vk_act_from_cpu(uint32_t wtype, const void *cpu_row, uint32_t n, uint32_
 ks_status ks_vk_exact_get(ks_vk_ctx *ctx, uint32_t qtype, uint32_t flags,
                           ks_vk_exact **out);
 
+/* Runs the fma probe (once per context; no kernel is made) and sets
+ * *native when the device's fma() rounds once, as the exact kernels will
+ * find it. Errors as ks_vk_exact_get's for a device without exact
+ * kernels (KS_ERR_UNSUPPORTED). */
+ks_status ks_vk_exact_fma(ks_vk_ctx *ctx, bool *native);
+
 /* Allocates a descriptor set binding |b| from the kernel's pool, with
  * texel views of W and x (up to 512 sets per kernel, freed with it).
  * Set-up time only. KS_ERR_INVALID_ARG names a missing or unexpected

@@ -39,12 +39,67 @@ type_str(VkDescriptorType t)
     }
 }
 
-ks_status
-ks_vk_pipeline_create(ks_vk_ctx *ctx, const ks_vk_pipeline_params *p,
-                      ks_vk_pipeline **out)
+/* The driver's compile of |pl| from its module: the slow part on
+ * lavapipe, safe to run on several threads at once (the pipeline cache is
+ * internally synchronised). */
+static ks_status
+pipeline_build(ks_vk_ctx *ctx, ks_vk_pipeline *pl, const ks_vk_pipeline_params *p)
+{
+    VkSpecializationMapEntry entries[KS_VK_MAX_SPEC];
+    ks_status st;
+
+    if (p->n_spec > KS_VK_MAX_SPEC)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: pipeline '%s': %u spec constants, at most "
+                        "%d", pl->name, p->n_spec, KS_VK_MAX_SPEC);
+    for (uint32_t i = 0; i < p->n_spec; i++)
+        entries[i] = (VkSpecializationMapEntry){
+            .constantID = i, .offset = i * 4u, .size = 4,
+        };
+    VkSpecializationInfo spec = {
+        .mapEntryCount = p->n_spec,
+        .pMapEntries = entries,
+        .dataSize = p->n_spec * 4u,
+        .pData = p->spec,
+    };
+    VkPipelineShaderStageRequiredSubgroupSizeCreateInfo rss = {
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_REQUIRED_SUBGROUP_SIZE_CREATE_INFO,
+        .requiredSubgroupSize = p->required_subgroup_size,
+    };
+    VkComputePipelineCreateInfo cpci = {
+        .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+        .stage = {
+            .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+            .pNext = p->required_subgroup_size ? &rss : NULL,
+            .stage = VK_SHADER_STAGE_COMPUTE_BIT,
+            .module = pl->module,
+            .pName = "main",
+            .pSpecializationInfo = p->n_spec ? &spec : NULL,
+        },
+        .layout = pl->layout,
+    };
+    uint64_t t0 = ks_now_ns();
+    /* KESTREL_FAULT=vk_pipeline_unknown@N: the driver's VK_ERROR_UNKNOWN,
+     * as a broken cache entry can provoke. */
+    VkResult r = ks_fault_hit("vk_pipeline_unknown")
+                     ? VK_ERROR_UNKNOWN
+                     : vkCreateComputePipelines(ctx->device, ctx->pipeline_cache, 1, &cpci,
+                                                NULL, &pl->pipeline);
+    if ((st = ks_vk_check(r, "vkCreateComputePipelines")) != KS_OK) {
+        pl->pipeline = VK_NULL_HANDLE;
+        return st;
+    }
+    ks_log(KS_LOG_DEBUG, "vk", "pipeline '%s': %zu words, %u buffers, %u push bytes, "
+           "%.2f ms%s", pl->name, p->n_words, p->n_buffers, p->push_bytes,
+           (double)(ks_now_ns() - t0) / 1e6, ctx->pipeline_cache ? " (cached path)" : "");
+    return KS_OK;
+}
+
+/* Everything of a pipeline but the driver's compile when |shell_only|. */
+static ks_status
+pipeline_make(ks_vk_ctx *ctx, const ks_vk_pipeline_params *p, bool shell_only,
+              ks_vk_pipeline **out)
 {
     VkDescriptorSetLayoutBinding *bindings = NULL;
-    VkSpecializationMapEntry *entries = NULL;
     ks_vk_pipeline *pl;
     const char *name = p->name ? p->name : "pipeline";
     ks_status st;
@@ -61,6 +116,9 @@ ks_vk_pipeline_create(ks_vk_ctx *ctx, const ks_vk_pipeline_params *p,
     if (p->n_spec && !p->spec)
         return ks_error(KS_ERR_INVALID_ARG, "vk: pipeline '%s': %u spec constants "
                         "without values", name, p->n_spec);
+    if (p->n_spec > KS_VK_MAX_SPEC)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: pipeline '%s': %u spec constants, at "
+                        "most %d", name, p->n_spec, KS_VK_MAX_SPEC);
     if (p->n_buffers > KS_VK_MAX_BINDINGS)
         return ks_error(KS_ERR_INVALID_ARG, "vk: pipeline '%s': %u bindings, at most %u",
                         name, p->n_buffers, KS_VK_MAX_BINDINGS);
@@ -135,54 +193,6 @@ ks_vk_pipeline_create(ks_vk_ctx *ctx, const ks_vk_pipeline_params *p,
                           "vkCreatePipelineLayout")) != KS_OK)
         goto fail;
 
-    if (p->n_spec) {
-        entries = calloc(p->n_spec, sizeof(*entries));
-        if (!entries) {
-            st = ks_error(KS_ERR_NOMEM, "vk: no memory for %u spec constants", p->n_spec);
-            goto fail;
-        }
-    }
-    for (uint32_t i = 0; i < p->n_spec; i++)
-        entries[i] = (VkSpecializationMapEntry){
-            .constantID = i, .offset = i * 4u, .size = 4,
-        };
-    VkSpecializationInfo spec = {
-        .mapEntryCount = p->n_spec,
-        .pMapEntries = entries,
-        .dataSize = p->n_spec * 4u,
-        .pData = p->spec,
-    };
-    VkPipelineShaderStageRequiredSubgroupSizeCreateInfo rss = {
-        .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_REQUIRED_SUBGROUP_SIZE_CREATE_INFO,
-        .requiredSubgroupSize = p->required_subgroup_size,
-    };
-    VkComputePipelineCreateInfo cpci = {
-        .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
-        .stage = {
-            .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
-            .pNext = p->required_subgroup_size ? &rss : NULL,
-            .stage = VK_SHADER_STAGE_COMPUTE_BIT,
-            .module = pl->module,
-            .pName = "main",
-            .pSpecializationInfo = p->n_spec ? &spec : NULL,
-        },
-        .layout = pl->layout,
-    };
-    uint64_t t0 = ks_now_ns();
-    /* KESTREL_FAULT=vk_pipeline_unknown@N: the driver's VK_ERROR_UNKNOWN,
-     * as a broken cache entry can provoke. */
-    VkResult r = ks_fault_hit("vk_pipeline_unknown")
-                     ? VK_ERROR_UNKNOWN
-                     : vkCreateComputePipelines(ctx->device, ctx->pipeline_cache, 1, &cpci,
-                                                NULL, &pl->pipeline);
-    if ((st = ks_vk_check(r, "vkCreateComputePipelines")) != KS_OK) {
-        pl->pipeline = VK_NULL_HANDLE;
-        goto fail;
-    }
-    ks_log(KS_LOG_DEBUG, "vk", "pipeline '%s': %zu words, %u buffers, %u push bytes, "
-           "%.2f ms%s", pl->name, p->n_words, p->n_buffers, p->push_bytes,
-           (double)(ks_now_ns() - t0) / 1e6, ctx->pipeline_cache ? " (cached path)" : "");
-
     if (p->n_buffers) {
         /* One pool size per descriptor type the layout uses. */
         static const VkDescriptorType kinds[] = {
@@ -211,15 +221,53 @@ ks_vk_pipeline_create(ks_vk_ctx *ctx, const ks_vk_pipeline_params *p,
                               "vkCreateDescriptorPool")) != KS_OK)
             goto fail;
     }
+    if (!shell_only && (st = pipeline_build(ctx, pl, p)) != KS_OK)
+        goto fail;
     free(bindings);
-    free(entries);
     *out = pl;
     return KS_OK;
 fail:
     free(bindings);
-    free(entries);
     ks_vk_pipeline_destroy(ctx, pl);
     return st;
+}
+
+ks_status
+ks_vk_pipeline_create(ks_vk_ctx *ctx, const ks_vk_pipeline_params *p,
+                      ks_vk_pipeline **out)
+{
+    return pipeline_make(ctx, p, false, out);
+}
+
+ks_status
+ks_vk_pipeline_shell(ks_vk_ctx *ctx, const ks_vk_pipeline_params *p, ks_vk_pipeline **out)
+{
+    return pipeline_make(ctx, p, true, out);
+}
+
+ks_status
+ks_vk_pipeline_build(ks_vk_ctx *ctx, ks_vk_pipeline *pl, const ks_vk_pipeline_params *p)
+{
+    return pipeline_build(ctx, pl, p);
+}
+
+ks_status
+ks_vk_pipeline_remodule(ks_vk_ctx *ctx, ks_vk_pipeline *pl, const uint32_t *spirv,
+                        size_t n_words)
+{
+    VkShaderModuleCreateInfo smci = {
+        .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
+        .codeSize = n_words * sizeof(uint32_t),
+        .pCode = spirv,
+    };
+
+    if (!spirv || n_words < 5 || spirv[0] != SPIRV_MAGIC)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: pipeline '%s': not SPIR-V", pl->name);
+    if (pl->module)
+        vkDestroyShaderModule(ctx->device, pl->module, NULL);
+    pl->module = VK_NULL_HANDLE;
+    return ks_vk_check(vkCreateShaderModule(ctx->device, &smci, NULL, &pl->module),
+                       "vkCreateShaderModule");
 }
 
 void

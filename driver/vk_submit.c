@@ -6,7 +6,6 @@
 
 #include "driver/base.h"
 
-/* The same patience as the context's synchronous submissions. */
 /* How long a submission may take before the device counts as hung: a
  * fixed 30 s, plus its work at 100 M multiply-adds a second, slower than
  * any device that runs Kestrel (lavapipe on one core does several G). A
@@ -15,10 +14,10 @@
 #define FENCE_BASE_NS (30ull * 1000000000ull)
 #define FENCE_MACS_PER_S 100000000ull
 
-static uint64_t
-fence_timeout_ns(const ks_vk_cmdbuf *c)
+uint64_t
+ks_vk_fence_timeout_ns(uint64_t work_macs)
 {
-    return FENCE_BASE_NS + c->work_macs / FENCE_MACS_PER_S * 1000000000ull;
+    return FENCE_BASE_NS + work_macs / FENCE_MACS_PER_S * 1000000000ull;
 }
 
 ks_status
@@ -102,23 +101,56 @@ ks_vk_cmdbuf_submit(ks_vk_ctx *ctx, ks_vk_cmdbuf *c)
     return ks_vk_check(r, "vkQueueSubmit");
 }
 
-ks_status
-ks_vk_cmdbuf_wait(ks_vk_ctx *ctx, ks_vk_cmdbuf *c)
+/* A fence wait, or a timeout injected (KESTREL_FAULT=vk_fence_timeout)
+ * when |inject| says the point applies. */
+static VkResult
+fence_wait(ks_vk_ctx *ctx, VkFence fence, uint64_t timeout_ns, bool inject)
 {
-    uint64_t timeout_ns = fence_timeout_ns(c);
-    VkResult r = ks_fault_hit("vk_fence_timeout")
-                     ? VK_TIMEOUT
-                     : vkWaitForFences(ctx->device, 1, &c->fence, VK_TRUE, timeout_ns);
+    if (inject && ks_fault_hit("vk_fence_timeout"))
+        return VK_TIMEOUT;
+    return vkWaitForFences(ctx->device, 1, &fence, VK_TRUE, timeout_ns);
+}
 
+static ks_status
+wait(ks_vk_ctx *ctx, VkFence fence, uint64_t timeout_ns, bool inject)
+{
+    VkResult r = fence_wait(ctx, fence, timeout_ns, inject);
+    uint64_t waited_ns = timeout_ns;
+
+    /* A software device runs on the same cores as everything else: a
+     * loaded machine can slow it far below its usual pace without
+     * anything being wrong. It gets a second, longer wait before the
+     * device counts as lost; a real GPU does not. */
+    if (r == VK_TIMEOUT && ctx->info.type == KS_VK_TYPE_CPU) {
+        uint64_t more_ns = KS_VK_SECOND_WAIT_FACTOR * timeout_ns;
+        ks_log(KS_LOG_WARN, "vk", "%s (a software device) has not finished a submission "
+               "after %llu s; the machine may be busy, waiting %llu s more", ctx->info.name,
+               (unsigned long long)(timeout_ns / 1000000000ull),
+               (unsigned long long)(more_ns / 1000000000ull));
+        r = fence_wait(ctx, fence, more_ns, inject);
+        waited_ns += more_ns;
+    }
     if (r == VK_TIMEOUT) {
         ctx->lost = true;
         return ks_error(KS_ERR_DEVICE_LOST, "vk: device %s did not finish a submission "
                         "within %llu s; treating it as lost", ctx->info.name,
-                        (unsigned long long)(timeout_ns / 1000000000ull));
+                        (unsigned long long)(waited_ns / 1000000000ull));
     }
     if (r == VK_ERROR_DEVICE_LOST)
         ctx->lost = true;
     return ks_vk_check(r, "vkWaitForFences");
+}
+
+ks_status
+ks_vk_fence_wait(ks_vk_ctx *ctx, VkFence fence, uint64_t timeout_ns)
+{
+    return wait(ctx, fence, timeout_ns, false);
+}
+
+ks_status
+ks_vk_cmdbuf_wait(ks_vk_ctx *ctx, ks_vk_cmdbuf *c)
+{
+    return wait(ctx, c->fence, ks_vk_fence_timeout_ns(c->work_macs), true);
 }
 
 ks_status

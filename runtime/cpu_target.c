@@ -24,6 +24,7 @@
 #include "driver/base.h"
 #include "runtime/cpu/attn.h"
 #include "runtime/cpu/glu.h"
+#include "runtime/cpu/moe.h"
 #include "runtime/cpu/norm.h"
 #include "runtime/cpu/pool.h"
 #include "runtime/cpu/quant.h"
@@ -84,6 +85,7 @@ typedef struct cpu_target {
     float      *vtmp;        /* [max_threads][head_dim] */
     uint8_t    *qh;          /* [max_threads][head_dim] query in KV format */
     ks_act_slot act[KS_N_ACT_SLOTS];
+    struct ks_moe *moe;      /* the experts' scratch (MoE models), or NULL */
 } cpu_target;
 
 /* ---- matrix products on the pool ---- */
@@ -491,18 +493,20 @@ cpu_range(cpu_target *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32
                  mat_bytes(&L->wq, n) + mat_bytes(&L->wk, n) + mat_bytes(&L->wv, n));
         t0 = prof_start(s);
         for (uint32_t t = 0; t < n; t++) {
-            for (uint32_t h = 0; h < hp->n_head; h++) {
-                float *q = s->q + t * q_dim + h * hd;
-                if (L->q_norm.data)
-                    ks_cpu_norm_rms(q, q, L->q_norm.data, hd, hp->eps);
-                ks_cpu_rope_apply(q, cs + (uint64_t)t * hp->n_rot, hp->n_rot, hp->rope_neox);
-            }
-            for (uint32_t h = 0; h < hp->n_head_kv; h++) {
-                float *k = s->k + t * kv_dim + h * hd;
-                if (L->k_norm.data)
-                    ks_cpu_norm_rms(k, k, L->k_norm.data, hd, hp->eps);
-                ks_cpu_rope_apply(k, cs + (uint64_t)t * hp->n_rot, hp->n_rot, hp->rope_neox);
-            }
+            /* QK-norm per head, or over the whole row (olmoe: its norm
+             * weights are as long as the row) */
+            for (uint64_t i = 0; L->q_norm.data && i < q_dim; i += L->q_norm.ne0)
+                ks_cpu_norm_rms(s->q + t * q_dim + i, s->q + t * q_dim + i, L->q_norm.data,
+                                L->q_norm.ne0, hp->eps);
+            for (uint64_t i = 0; L->k_norm.data && i < kv_dim; i += L->k_norm.ne0)
+                ks_cpu_norm_rms(s->k + t * kv_dim + i, s->k + t * kv_dim + i,
+                                L->k_norm.data, L->k_norm.ne0, hp->eps);
+            for (uint32_t h = 0; h < hp->n_head; h++)
+                ks_cpu_rope_apply(s->q + t * q_dim + h * hd, cs + (uint64_t)t * hp->n_rot,
+                                  hp->n_rot, hp->rope_neox);
+            for (uint32_t h = 0; h < hp->n_head_kv; h++)
+                ks_cpu_rope_apply(s->k + t * kv_dim + h * hd, cs + (uint64_t)t * hp->n_rot,
+                                  hp->n_rot, hp->rope_neox);
             store_kv(s->k_cache + layer_off +
                          (uint64_t)(pos0 + t) * s->kv_row_bytes,
                      s->k + t * kv_dim, kv_dim, s->kv_type);
@@ -544,26 +548,32 @@ cpu_range(cpu_target *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32
             ks_cpu_norm_rms(s->xn + t * E, s->x + t * E, L->ffn_norm.data, E, hp->eps);
         prof_end(s, KS_PROF_NORM, li, t0, (uint64_t)nf * E * 8 + E * 4);
         stale_acts(s);
-        t0 = prof_start(s);
-        {
+        if (L->gate_inp.data) {
+            /* mixture of experts (runtime/cpu/moe.c), in place in xn */
+            t0 = prof_start(s);
+            ks_moe_ffn(s->moe, L, s->pool, s->n_threads, s->rowwise && nf > 1,
+                       s->xn + (uint64_t)f0 * E, E, nf, s->xn + (uint64_t)f0 * E, E);
+            prof_end(s, KS_PROF_MOE, li, t0, 0);
+        } else {
             const ks_weight *w[2] = { &L->gate, &L->up };
             float *y[2] = { s->g, s->u };
             uint64_t ldy[2] = { F, F };
-            matmuls(s, s->xn + (uint64_t)f0 * E, E, nf, 2, w, y, ldy);
-        }
-        prof_end(s, KS_PROF_GATE_UP, li, t0, mat_bytes(&L->gate, nf) + mat_bytes(&L->up, nf));
-        t0 = prof_start(s);
-        {
             act_job fj = { s->g, s->u, (uint64_t)nf * F, F, hp->act };
+
+            t0 = prof_start(s);
+            matmuls(s, s->xn + (uint64_t)f0 * E, E, nf, 2, w, y, ldy);
+            prof_end(s, KS_PROF_GATE_UP, li, t0,
+                     mat_bytes(&L->gate, nf) + mat_bytes(&L->up, nf));
+            t0 = prof_start(s);
             if ((uint64_t)nf * F * 12 < SMALL_JOB_BYTES)
                 act_worker(&fj, 0, 1);
             else
                 ks_pool_run_n(s->pool, s->n_threads, act_worker, &fj);
+            prof_end(s, KS_PROF_ACT, li, t0, (uint64_t)nf * F * 12);
+            t0 = prof_start(s);
+            matmul1(s, s->g, F, nf, &L->down, s->xn + (uint64_t)f0 * E, E);
+            prof_end(s, KS_PROF_DOWN, li, t0, mat_bytes(&L->down, nf));
         }
-        prof_end(s, KS_PROF_ACT, li, t0, (uint64_t)nf * F * 12);
-        t0 = prof_start(s);
-        matmul1(s, s->g, F, nf, &L->down, s->xn + (uint64_t)f0 * E, E);
-        prof_end(s, KS_PROF_DOWN, li, t0, mat_bytes(&L->down, nf));
         t0 = prof_start(s);
         for (uint32_t t = f0; t < n; t++) {
             float *o = s->xn + t * E, *x = s->x + t * E;
@@ -653,6 +663,7 @@ cpu_target_free(cpu_target *c)
     if (!c)
         return;
     ks_pool_destroy(c->pool);
+    ks_moe_destroy(c->moe);
     free(c->k_cache);
     free(c->v_cache);
     free(c->xn);
@@ -777,6 +788,8 @@ cpu_alloc(cpu_target *c, bool head)
     c->qh = calloc((size_t)c->max_threads, hp->head_dim * 4u);
     if (!ok || !c->qh || !add_act_slots(c, head, max_n))
         return ks_error(KS_ERR_NOMEM, "cpu: no memory for activations");
+    if (hp->n_expert)
+        return ks_moe_create(c->m, c->l0, c->l1, c->n_batch, &c->moe);
     return KS_OK;
 }
 

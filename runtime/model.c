@@ -23,7 +23,16 @@ static const struct {
     { "qwen2", KS_ARCH_QWEN2 },
     { "qwen3", KS_ARCH_QWEN3 },
     { "gemma3", KS_ARCH_GEMMA3 },
+    { "qwen2moe", KS_ARCH_QWEN2MOE },
+    { "qwen3moe", KS_ARCH_QWEN3MOE },
+    { "olmoe", KS_ARCH_OLMOE },
 };
+
+static bool
+is_moe(ks_arch a)
+{
+    return a == KS_ARCH_QWEN2MOE || a == KS_ARCH_QWEN3MOE || a == KS_ARCH_OLMOE;
+}
 
 /* Reads "{arch}.{suffix}" as an unsigned integer. A per-layer array is
  * accepted when all its entries agree. */
@@ -81,6 +90,60 @@ arch_f32(const ks_model *m, const char *suffix, float def)
 
     snprintf(key, sizeof key, "%s.%s", m->arch_name, suffix);
     return ks_gguf_get_f32(m->gguf, key, &v) ? v : def;
+}
+
+/* Kestrel's bound on expert_count (llama.cpp's LLAMA_MAX_EXPERTS is 1024
+ * in the peer's sources, src/llama-hparams.h). */
+enum { KS_MAX_EXPERTS = 1024 };
+
+/* The experts' metadata, as llama.cpp reads it (src/models/qwen3moe.cpp,
+ * olmoe.cpp, qwen2moe.cpp; src/llama-graph.cpp build_moe_ffn): softmax
+ * routing over expert_count experts, the expert_used_count largest taken;
+ * their weights divided by their sum for qwen3moe only (llama.cpp passes
+ * norm_w = true there and false for olmoe and qwen2moe, whatever the
+ * file's expert_weights_norm says; expert_weights_scale is not read for
+ * these three). A routed expert's FFN length is expert_feed_forward_length,
+ * or feed_forward_length / expert_used_count when absent; olmoe's experts
+ * use feed_forward_length itself. qwen2moe's shared expert has
+ * expert_shared_feed_forward_length, or feed_forward_length. */
+static ks_status
+read_moe_hparams(ks_model *m)
+{
+    ks_hparams *hp = &m->hp;
+    ks_status st;
+
+    if ((st = arch_u32(m, "expert_count", true, 0, &hp->n_expert)) ||
+        (st = arch_u32(m, "expert_used_count", true, 0, &hp->n_expert_used)))
+        return st;
+    if (hp->n_expert == 0 || hp->n_expert > KS_MAX_EXPERTS)
+        return ks_error(KS_ERR_CORRUPT,
+                        "%s: metadata %s.expert_count = %u, expected 1..%d", m->name,
+                        m->arch_name, hp->n_expert, KS_MAX_EXPERTS);
+    if (hp->n_expert_used == 0 || hp->n_expert_used > hp->n_expert)
+        return ks_error(KS_ERR_CORRUPT,
+                        "%s: metadata %s.expert_used_count = %u, expected 1..%u "
+                        "(expert_count)", m->name, m->arch_name, hp->n_expert_used,
+                        hp->n_expert);
+    hp->n_ff_exp = hp->n_ff;
+    if (m->arch != KS_ARCH_OLMOE &&
+        (st = arch_u32(m, "expert_feed_forward_length", false,
+                       hp->n_ff / hp->n_expert_used, &hp->n_ff_exp)))
+        return st;
+    if (hp->n_ff_exp == 0)
+        return ks_error(KS_ERR_CORRUPT,
+                        "%s: metadata %s.expert_feed_forward_length is 0", m->name,
+                        m->arch_name);
+    if (m->arch == KS_ARCH_QWEN2MOE) {
+        if ((st = arch_u32(m, "expert_shared_feed_forward_length", false, hp->n_ff,
+                           &hp->n_ff_shexp)))
+            return st;
+        if (hp->n_ff_shexp == 0)
+            return ks_error(KS_ERR_CORRUPT,
+                            "%s: metadata %s.expert_shared_feed_forward_length is 0",
+                            m->name, m->arch_name);
+    }
+    hp->moe_norm_w = m->arch == KS_ARCH_QWEN3MOE;
+    return KS_OK;
 }
 
 static ks_status
@@ -168,14 +231,15 @@ read_hparams(ks_model *m)
                            &hp->n_swa)))
             return st;
     }
-    return KS_OK;
+    return is_moe(m->arch) ? read_moe_hparams(m) : KS_OK;
 }
 
 /* Binds tensor |fmt| (printf with the layer index) to |w|, checking that it
- * has |ne0| x |ne1| elements and a type the CPU can compute with. */
+ * has |ne0| x |ne1| (x |ne2| when ne2 > 1: expert weights) elements and a
+ * type the CPU can compute with. */
 static ks_status
-bind(ks_model *m, ks_weight *w, bool required, uint64_t ne0, uint64_t ne1,
-     const char *fmt, int layer)
+bind3(ks_model *m, ks_weight *w, bool required, uint64_t ne0, uint64_t ne1,
+      uint64_t ne2, const char *fmt, int layer)
 {
     char name[96];
     const ks_gguf_tensor *t;
@@ -191,7 +255,17 @@ bind(ks_model *m, ks_weight *w, bool required, uint64_t ne0, uint64_t ne1,
                             "architecture", m->name, name, m->arch_name);
         return KS_OK;
     }
-    if (t->n_dims > 2 || t->ne[0] != ne0 || t->ne[1] != ne1)
+    if (t->n_dims > (ne2 > 1 ? 3u : 2u) || t->ne[0] != ne0 || t->ne[1] != ne1 ||
+        t->ne[2] != ne2) {
+        if (ne2 > 1)
+            return ks_error(KS_ERR_CORRUPT,
+                            "%s: tensor '%s' has shape [%llu, %llu, %llu, %llu], "
+                            "expected [%llu, %llu, %llu] (expert_count %u)", m->name,
+                            name, (unsigned long long)t->ne[0],
+                            (unsigned long long)t->ne[1], (unsigned long long)t->ne[2],
+                            (unsigned long long)t->ne[3], (unsigned long long)ne0,
+                            (unsigned long long)ne1, (unsigned long long)ne2,
+                            m->hp.n_expert);
         return ks_error(KS_ERR_CORRUPT,
                         "%s: tensor '%s' has shape [%llu, %llu, %llu, %llu], "
                         "expected [%llu, %llu]", m->name, name,
@@ -200,6 +274,7 @@ bind(ks_model *m, ks_weight *w, bool required, uint64_t ne0, uint64_t ne1,
                         (unsigned long long)t->ne[2],
                         (unsigned long long)t->ne[3],
                         (unsigned long long)ne0, (unsigned long long)ne1);
+    }
     qi = ks_qtype_get(t->type);
     if (!qi || !qi->cpu)
         return ks_error(KS_ERR_UNSUPPORTED,
@@ -217,8 +292,16 @@ bind(ks_model *m, ks_weight *w, bool required, uint64_t ne0, uint64_t ne1,
     w->ne0 = ne0;
     w->ne1 = ne1;
     w->row_bytes = ks_qtype_row_bytes(w->type, ne0);
-    m->n_params += ne0 * ne1;
+    w->ne2 = ne2;
+    m->n_params += ne0 * ne1 * ne2;
     return KS_OK;
+}
+
+static ks_status
+bind(ks_model *m, ks_weight *w, bool required, uint64_t ne0, uint64_t ne1,
+     const char *fmt, int layer)
+{
+    return bind3(m, w, required, ne0, ne1, 1, fmt, layer);
 }
 
 /* 1-D weights used as f32 vectors (norms, biases) must be F32. */
@@ -236,6 +319,37 @@ bind_vec(ks_model *m, ks_weight *w, bool required, uint64_t n,
     return st;
 }
 
+/* A MoE layer's router and experts (read_moe_hparams for the sizes). The
+ * dense FFN is ignored: llama.cpp does not load it for these
+ * architectures. */
+static ks_status
+bind_moe(ks_model *m, ks_layer *l, int il)
+{
+    const ks_hparams *hp = &m->hp;
+    uint64_t E = hp->n_embd, F = hp->n_ff_exp, X = hp->n_expert, S = hp->n_ff_shexp;
+    bool sh = m->arch == KS_ARCH_QWEN2MOE;
+    ks_status st;
+
+    memset(&l->gate, 0, sizeof l->gate);
+    memset(&l->up, 0, sizeof l->up);
+    memset(&l->down, 0, sizeof l->down);
+    if ((st = bind(m, &l->gate_inp, true, E, X, "blk.%d.ffn_gate_inp.weight", il)) ||
+        (st = bind3(m, &l->gate_exps, true, E, F, X, "blk.%d.ffn_gate_exps.weight", il)) ||
+        (st = bind3(m, &l->up_exps, true, E, F, X, "blk.%d.ffn_up_exps.weight", il)) ||
+        (st = bind3(m, &l->down_exps, true, F, E, X, "blk.%d.ffn_down_exps.weight", il)))
+        return st;
+    if (sh && ((st = bind_vec(m, &l->gate_inp_shexp, true, E,
+                              "blk.%d.ffn_gate_inp_shexp.weight", il)) ||
+               (st = bind(m, &l->gate_shexp, true, E, S, "blk.%d.ffn_gate_shexp.weight",
+                          il)) ||
+               (st = bind(m, &l->up_shexp, true, E, S, "blk.%d.ffn_up_shexp.weight",
+                          il)) ||
+               (st = bind(m, &l->down_shexp, true, S, E, "blk.%d.ffn_down_shexp.weight",
+                          il))))
+        return st;
+    return KS_OK;
+}
+
 static ks_status
 bind_weights(ks_model *m)
 {
@@ -243,7 +357,13 @@ bind_weights(ks_model *m)
     uint64_t q_dim = (uint64_t)hp->n_head * hp->head_dim;
     uint64_t kv_dim = (uint64_t)hp->n_head_kv * hp->head_dim;
     bool bias = m->arch == KS_ARCH_QWEN2;
-    bool qk_norm = m->arch == KS_ARCH_QWEN3 || m->arch == KS_ARCH_GEMMA3;
+    bool qk_norm = m->arch == KS_ARCH_QWEN3 || m->arch == KS_ARCH_GEMMA3 ||
+                   m->arch == KS_ARCH_QWEN3MOE;
+    bool moe = is_moe(m->arch);
+    /* olmoe normalises the whole Q and K rows, not each head: its
+     * attn_q_norm and attn_k_norm are [n_embd] (src/models/olmoe.cpp) */
+    bool olmoe = m->arch == KS_ARCH_OLMOE;
+    uint64_t qn_len = olmoe ? q_dim : hp->head_dim, kn_len = olmoe ? kv_dim : hp->head_dim;
     bool post = m->arch == KS_ARCH_GEMMA3;
     ks_status st;
     const ks_gguf_tensor *emb = ks_gguf_tensor_find(m->gguf,
@@ -293,22 +413,24 @@ bind_weights(ks_model *m)
                            il)) ||
             (st = bind_vec(m, &l->bv, bias, kv_dim, "blk.%d.attn_v.bias",
                            il)) ||
-            (st = bind_vec(m, &l->q_norm, qk_norm, hp->head_dim,
+            (st = bind_vec(m, &l->q_norm, qk_norm || olmoe, qn_len,
                            "blk.%d.attn_q_norm.weight", il)) ||
-            (st = bind_vec(m, &l->k_norm, qk_norm, hp->head_dim,
+            (st = bind_vec(m, &l->k_norm, qk_norm || olmoe, kn_len,
                            "blk.%d.attn_k_norm.weight", il)) ||
             (st = bind_vec(m, &l->post_attn_norm, post, hp->n_embd,
                            "blk.%d.post_attention_norm.weight", il)) ||
             (st = bind_vec(m, &l->ffn_norm, true, hp->n_embd,
                            "blk.%d.ffn_norm.weight", il)) ||
-            (st = bind(m, &l->gate, true, hp->n_embd, hp->n_ff,
+            (st = bind(m, &l->gate, !moe, hp->n_embd, hp->n_ff,
                        "blk.%d.ffn_gate.weight", il)) ||
-            (st = bind(m, &l->up, true, hp->n_embd, hp->n_ff,
+            (st = bind(m, &l->up, !moe, hp->n_embd, hp->n_ff,
                        "blk.%d.ffn_up.weight", il)) ||
-            (st = bind(m, &l->down, true, hp->n_ff, hp->n_embd,
+            (st = bind(m, &l->down, !moe, hp->n_ff, hp->n_embd,
                        "blk.%d.ffn_down.weight", il)) ||
             (st = bind_vec(m, &l->post_ffw_norm, post, hp->n_embd,
                            "blk.%d.post_ffw_norm.weight", il)))
+            return st;
+        if (moe && (st = bind_moe(m, l, il)) != KS_OK)
             return st;
         /* gemma3: every sixth layer is global (llama.cpp hard-codes the
          * period 6); the others see a window of n_swa tokens. */
@@ -375,7 +497,7 @@ ks_model_load(ks_runtime *rt, const char *path, const ks_model_params *p,
     if (!m->arch_name) {
         st = ks_error(KS_ERR_UNSUPPORTED,
                       "%s: architecture '%s' is not supported (Kestrel runs "
-                      "llama, qwen2, qwen3 and gemma3)", path, arch);
+                      "llama, qwen2, qwen3, gemma3, qwen2moe, qwen3moe and olmoe)", path, arch);
         goto fail;
     }
     m->vocab_only = vocab_only;
@@ -411,6 +533,11 @@ ks_model_load(ks_runtime *rt, const char *path, const ks_model_params *p,
            "vocab %u, loaded in %.1f ms", m->name, m->arch_name,
            m->hp.n_layers, m->hp.n_embd, m->hp.n_head, m->hp.n_head_kv,
            m->hp.head_dim, m->hp.n_ff, m->hp.n_vocab, m->load_ms);
+    if (m->hp.n_expert)
+        ks_log(KS_LOG_INFO, "model", "%s: %u experts of ffn %u, %u per token%s%s", m->name,
+               m->hp.n_expert, m->hp.n_ff_exp, m->hp.n_expert_used,
+               m->hp.moe_norm_w ? ", weights normalised" : "",
+               m->hp.n_ff_shexp ? ", a shared expert" : "");
     *out = m;
     return KS_OK;
 fail:
@@ -429,6 +556,37 @@ ks_model_destroy(ks_model *m)
     free(m->name);
     ks_gguf_destroy(m->gguf);
     free(m);
+}
+
+static uint64_t
+weight_bytes(const ks_weight *w)
+{
+    return w->data ? w->row_bytes * w->ne1 : 0;
+}
+
+/* ks_model_desc.active_bytes: the bytes a decode step reads; of a 3-D
+ * expert weight, n_expert_used of its n_expert matrices. */
+static uint64_t
+active_bytes(const ks_model *m)
+{
+    uint64_t n = weight_bytes(&m->output) + weight_bytes(&m->output_norm) +
+                 m->tok_embd.row_bytes;
+
+    for (uint32_t i = 0; i < m->hp.n_layers; i++) {
+        const ks_layer *l = &m->layers[i];
+        const ks_weight *ws[] = {
+            &l->attn_norm, &l->wq, &l->wk, &l->wv, &l->bq, &l->bk, &l->bv, &l->q_norm,
+            &l->k_norm, &l->wo, &l->post_attn_norm, &l->ffn_norm, &l->gate, &l->up,
+            &l->down, &l->post_ffw_norm, &l->gate_inp, &l->gate_inp_shexp,
+            &l->gate_shexp, &l->up_shexp, &l->down_shexp,
+        };
+        const ks_weight *xs[] = { &l->gate_exps, &l->up_exps, &l->down_exps };
+        for (size_t k = 0; k < sizeof ws / sizeof ws[0]; k++)
+            n += weight_bytes(ws[k]);
+        for (size_t k = 0; k < sizeof xs / sizeof xs[0]; k++)
+            n += weight_bytes(xs[k]) * m->hp.n_expert_used;
+    }
+    return n;
 }
 
 KS_API void
@@ -452,6 +610,8 @@ ks_model_describe(const ks_model *m, ks_model_desc *d)
     d->n_params = m->n_params;
     d->file_bytes = m->file_bytes;
     d->load_ms = m->load_ms;
+    if (!m->vocab_only)
+        d->active_bytes = active_bytes(m);
 }
 
 /* ---- chat tokenization ---- */

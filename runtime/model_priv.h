@@ -18,10 +18,15 @@ typedef enum ks_arch {
     KS_ARCH_QWEN2,
     KS_ARCH_QWEN3,
     KS_ARCH_GEMMA3,
+    KS_ARCH_QWEN2MOE,   /* mixture of experts: routed experts + a shared one */
+    KS_ARCH_QWEN3MOE,
+    KS_ARCH_OLMOE,
 } ks_arch;
 
-/* A 1-D or 2-D weight: ne1 rows of ne0 elements, |row_bytes| apart.
- * data == NULL means the tensor is absent (optional tensors only). */
+/* A 1-D or 2-D weight: ne1 rows of ne0 elements, |row_bytes| apart; or a
+ * 3-D expert weight: ne2 such matrices, expert e's rows starting at
+ * data + e * ne1 * row_bytes. data == NULL means the tensor is absent
+ * (optional tensors only). */
 typedef struct ks_weight {
     const char *name;
     ks_qtype    type;
@@ -29,6 +34,7 @@ typedef struct ks_weight {
     uint64_t    ne0;
     uint64_t    ne1;
     uint64_t    row_bytes;
+    uint64_t    ne2;        /* experts of a 3-D weight; 1 otherwise */
 } ks_weight;
 
 typedef struct ks_layer {
@@ -42,6 +48,13 @@ typedef struct ks_layer {
     ks_weight gate, up;         /* [n_embd] x [n_ff] */
     ks_weight down;             /* [n_ff] x [n_embd] */
     ks_weight post_ffw_norm;    /* gemma3 */
+    /* Mixture of experts (gate, up, down absent): */
+    ks_weight gate_inp;         /* router [n_embd] x [n_expert] */
+    ks_weight gate_exps, up_exps; /* [n_embd] x [n_ff_exp] x [n_expert] */
+    ks_weight down_exps;        /* [n_ff_exp] x [n_embd] x [n_expert] */
+    ks_weight gate_inp_shexp;   /* qwen2moe: shared expert's gate [n_embd], f32 */
+    ks_weight gate_shexp, up_shexp; /* qwen2moe: [n_embd] x [n_ff_shexp] */
+    ks_weight down_shexp;       /* qwen2moe: [n_ff_shexp] x [n_embd] */
     bool      swa;              /* sliding-window (local) attention */
     float     rope_base;
 } ks_layer;
@@ -69,6 +82,11 @@ typedef struct ks_hparams {
     float    emb_scale;     /* 1, or sqrt(n_embd) for gemma3 */
     float    attn_scale;    /* 1/sqrt(head_dim) */
     bool     rope_neox;     /* rotate (i, i+n_rot/2) instead of (2i, 2i+1) */
+    uint32_t n_expert;      /* 0: a dense model */
+    uint32_t n_expert_used; /* experts per token, 1..n_expert */
+    uint32_t n_ff_exp;      /* a routed expert's FFN length */
+    uint32_t n_ff_shexp;    /* the shared expert's (qwen2moe), else 0 */
+    bool     moe_norm_w;    /* divide the top-k weights by their sum */
     ks_act   act;
 } ks_hparams;
 

@@ -319,7 +319,7 @@ static ks_status
 start_backend(ks_session *s)
 {
     const ks_runtime *rt = s->m->rt;
-    uint32_t n = s->m->hp.n_layers;
+    uint32_t n = s->n_layers;
     ks_target_env env = target_env(s);
     const ks_target_kind *dev;
     const char *why = NULL;
@@ -331,7 +331,11 @@ start_backend(ks_session *s)
     dev = ks_target_kind_find("vulkan");
     ks_place_gpu_layers(n, 0, &plan);  /* all on the CPU */
 
-    if (rt->split) {
+    if (n < s->m->hp.n_layers) {
+        /* an early exit: all on the CPU, the head after layer n - 1 */
+        ks_log(KS_LOG_DEBUG, "placement", "exit after layer %u of %u: on the CPU", n - 1,
+               s->m->hp.n_layers);
+    } else if (rt->split) {
         if ((st = ks_place_parse_split(rt->split, n, &plan)) != KS_OK)
             return st;
     } else if (rt->gpu_layers > 0) {
@@ -527,12 +531,70 @@ movable(const ks_session *s, uint64_t now, ks_gov_work *w)
     const char *dev;
 
     if (rt->backend == KS_BACKEND_CPU || rt->split || rt->gpu_layers > 0 ||
+        s->n_layers < s->m->hp.n_layers ||
         s->stats.n_fallbacks > 0 || !split_point(s, &k, &dev) ||
         (s->last_move_ns && now - s->last_move_ns < MOVE_GAP_NS))
         return;
     w->can_move_to_cpu = dev != NULL;
     w->can_move_to_gpu = k > 0 && (dev || (vk && s->kv_type == KS_KV_F16 &&
                                           (!vk->auto_skip || rt->device >= 0)));
+}
+
+/* Calls the headroom callback when the headroom crossed its threshold
+ * since the previous control period (with a little hysteresis). */
+static void
+notify_headroom(ks_session *s)
+{
+    double h;
+    int side;
+
+    if (!s->headroom_fn)
+        return;
+    h = ks_governor_headroom(s->gov, s->headroom_forecast_s);
+    if (isnan(h))
+        return;
+    /* Down again only 0.02 under the threshold: a forecast that sits on
+     * it would call back every period. */
+    side = s->headroom_side == 1 ? h >= s->headroom_threshold - 0.02
+                                 : h >= s->headroom_threshold;
+    if (side != s->headroom_side && (s->headroom_side >= 0 || side))
+        s->headroom_fn(s->headroom_user, h);
+    s->headroom_side = side;
+}
+
+KS_API double
+ks_thermal_forecast_c(const ks_session *s, double forecast_s)
+{
+    if (!s || !s->gov || !(forecast_s >= 0) || !isfinite(forecast_s))
+        return NAN;
+    return ks_governor_forecast_c(s->gov, forecast_s);
+}
+
+KS_API double
+ks_thermal_headroom(const ks_session *s, double forecast_s)
+{
+    if (!s || !s->gov || !(forecast_s >= 0) || !isfinite(forecast_s))
+        return NAN;
+    return ks_governor_headroom(s->gov, forecast_s);
+}
+
+KS_API ks_status
+ks_thermal_headroom_notify(ks_session *s, double threshold, double forecast_s,
+                           ks_headroom_fn fn, void *user)
+{
+    if (!s)
+        return ks_null_arg("ks_thermal_headroom_notify", "s");
+    if (!(threshold >= 0 && threshold <= 1))
+        return ks_error(KS_ERR_INVALID_ARG, "headroom: threshold %g is outside 0..1", threshold);
+    if (!(forecast_s >= 0 && forecast_s <= 600))
+        return ks_error(KS_ERR_INVALID_ARG, "headroom: forecast_s %g is outside 0..600 s",
+                        forecast_s);
+    s->headroom_fn = fn;
+    s->headroom_user = user;
+    s->headroom_threshold = threshold;
+    s->headroom_forecast_s = forecast_s;
+    s->headroom_side = -1;
+    return KS_OK;
 }
 
 /* One governor step after a decoded token that took |busy_ns| in all:
@@ -560,6 +622,11 @@ govern(ks_session *s, uint64_t busy_ns, const volatile int *cancel)
     if (d.n_threads >= 1 && d.n_threads <= s->max_threads)
         s->n_threads = d.n_threads;
     s->stats.n_threads = s->n_threads;
+    if (d.updated) {
+        s->stats.tokens_per_j = d.tokens_per_j;
+        s->stats.energy_measured = !(d.flags & KS_GOV_F_NO_POWER);
+        notify_headroom(s);
+    }
     if (d.place != KS_GOV_PLACE_STAY && (d.place == KS_GOV_PLACE_TO_GPU ? w.can_move_to_gpu
                                                                       : w.can_move_to_cpu)) {
         s->last_move_ns = now;
@@ -632,6 +699,12 @@ ks_session_create(ks_model *m, const ks_session_params *p, ks_session **out)
         goto fail;
     }
     s->kv_type = p->kv_type;
+    s->n_layers = p->n_layers ? p->n_layers : hp->n_layers;
+    if (s->n_layers > hp->n_layers) {
+        st = ks_error(KS_ERR_INVALID_ARG, "session: %u layers asked (n_layers), the model "
+                      "%s has %u", p->n_layers, m->name, hp->n_layers);
+        goto fail;
+    }
     {
         const char *chk = getenv("KESTREL_CHECK");
         s->check_layers = chk && *chk && strcmp(chk, "0") != 0;
@@ -928,14 +1001,14 @@ check_logits(const ks_session *s, const float *l)
 KS_API const char *
 ks_spec_name(ks_spec_mode m)
 {
-    static const char *const names[] = { "auto", "off", "draft", "lookup" };
+    static const char *const names[] = { "auto", "off", "draft", "lookup", "self" };
     return (unsigned)m < sizeof names / sizeof names[0] ? names[m] : "unknown";
 }
 
 KS_API bool
 ks_spec_parse(const char *name, ks_spec_mode *out)
 {
-    for (int m = KS_SPEC_AUTO; m <= KS_SPEC_LOOKUP; m++)
+    for (int m = KS_SPEC_AUTO; m <= KS_SPEC_SELF; m++)
         if (name && out && strcmp(name, ks_spec_name((ks_spec_mode)m)) == 0) {
             *out = (ks_spec_mode)m;
             return true;
@@ -1136,14 +1209,18 @@ spec_check(const ks_session *s, const ks_generate_params *p, ks_spec_mode mode)
 {
     const char *why;
 
-    if (mode != KS_SPEC_DRAFT && mode != KS_SPEC_LOOKUP)
+    if (mode != KS_SPEC_DRAFT && mode != KS_SPEC_LOOKUP && mode != KS_SPEC_SELF)
         return ks_error(KS_ERR_INVALID_ARG, "generate: unknown speculation mode %d",
                         (int)p->spec);
+    if (mode == KS_SPEC_SELF && (!p->draft || p->draft->m != s->m ||
+                                 p->draft->n_layers >= s->n_layers))
+        return ks_error(KS_ERR_INVALID_ARG, "generate: speculation mode self needs a draft "
+                        "session on the same model with fewer layers (n_layers)");
     if (p->sampling.temp > 0.0f)
         return ks_error(KS_ERR_UNSUPPORTED, "generate: speculative decoding (%s) is "
                         "greedy only for now (temperature %g asked; use --temp 0 or "
                         "--spec off)", ks_spec_name(mode), (double)p->sampling.temp);
-    if (mode == KS_SPEC_DRAFT) {
+    if (mode == KS_SPEC_DRAFT || mode == KS_SPEC_SELF) {
         if (!p->draft)
             return ks_error(KS_ERR_INVALID_ARG, "generate: speculation mode draft "
                             "without a draft session");
@@ -1422,6 +1499,8 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
         s->stats.backend_setup_ms = keep.backend_setup_ms;
         s->stats.n_fallbacks = keep.n_fallbacks;
         memcpy(s->stats.fallback, keep.fallback, sizeof keep.fallback);
+        s->stats.tokens_per_j = keep.tokens_per_j;
+        s->stats.energy_measured = keep.energy_measured;
     }
     if (p->n_prompt == 0 && s->n_past == 0) {
         p->stop = KS_STOP_ERROR;
@@ -1429,11 +1508,15 @@ ks_session_generate(ks_session *s, ks_generate_params *p)
                         "generate: an empty prompt and an empty session: "
                         "nothing to continue from");
     }
+    if (p->early_exit > 0.0f)
+        return ks_early_exit_generate(s, p);
     spec = p->spec == KS_SPEC_AUTO ? (p->draft ? KS_SPEC_DRAFT : KS_SPEC_OFF) : p->spec;
     if (spec != KS_SPEC_OFF && (st = spec_check(s, p, spec)) != KS_OK) {
         p->stop = KS_STOP_ERROR;
         return st;
     }
+    if (spec == KS_SPEC_SELF)  /* the draft session holds the early exit */
+        spec = KS_SPEC_DRAFT;
     if (p->json_schema) {
         if (spec != KS_SPEC_OFF)
             st = ks_error(KS_ERR_UNSUPPORTED, "generate: json_schema and speculative "

@@ -22,6 +22,8 @@ struct ks_session {
     uint32_t    n_ctx;
     uint32_t    n_batch;
     ks_kv_type  kv_type;
+    uint32_t    n_layers;    /* layers run, [0, n_layers), then the head
+                                (ks_session_params.n_layers) */
 
     /* The tokens the session holds (session.h: the contract). The
      * targets hold keys and values for the first n_kv of them; the rest
@@ -50,6 +52,13 @@ struct ks_session {
     struct ks_trace     *trace;
     struct ks_profile   *profile;  /* ks_session_params.profile; NULL: off */
     int                  max_threads;  /* the CPU threads a target may use */
+    /* ks_thermal_headroom_notify: the callback, its threshold and
+     * horizon, and which side of the threshold was last seen (-1: none). */
+    ks_headroom_fn       headroom_fn;
+    void                *headroom_user;
+    double               headroom_threshold;
+    double               headroom_forecast_s;
+    int                  headroom_side;
 
     /* Where the layers run: targets in layer order (scheduler/target.h),
      * as the placement chose them. */
@@ -104,5 +113,9 @@ ks_status ks_forward_replay(ks_session *s);
  * when the placement has another shape or nothing can move that way; a
  * device that refuses the new range keeps the old placement. */
 ks_status ks_session_move(ks_session *s, ks_gov_place place);
+
+/* ks_session_generate with p->early_exit > 0 (early_exit.c), after the
+ * stats were reset. */
+ks_status ks_early_exit_generate(ks_session *s, ks_generate_params *p);
 
 #endif

@@ -74,28 +74,31 @@ keep(synth *s, void *p)
     return KS_OK;
 }
 
-/* A [ne0] x [ne1] tensor of |type| with values center + amp * U(-1,1). */
+/* A [ne0] x [ne1] (x [ne2] when ne2 > 1) tensor of |type| with values
+ * center + amp * U(-1,1); |hot_rows| > 0: the first hot_rows rows get
+ * center + hot_center instead (a skewed router). */
 static ks_status
-add(synth *s, const char *name, ks_qtype type, uint64_t ne0, uint64_t ne1,
-    float center, float amp)
+add3(synth *s, const char *name, ks_qtype type, uint64_t ne0, uint64_t ne1, uint64_t ne2,
+     float center, float amp, uint64_t hot_rows, float hot_center)
 {
-    uint64_t row_bytes, ne[2] = { ne0, ne1 };
+    uint64_t row_bytes, ne[3] = { ne0, ne1, ne2 };
     uint8_t *data;
     float *row;
     ks_status st;
 
     type = ks_synth_fallback_type(type, ne0);
     row_bytes = ks_qtype_row_bytes(type, ne0);
-    data = malloc(row_bytes * ne1);
+    data = malloc(row_bytes * ne1 * ne2);
     row = malloc(ne0 * sizeof(float));
     if (!data || !row) {
         free(data);
         free(row);
         return ks_error(KS_ERR_NOMEM, "synth: no memory for %s", name);
     }
-    for (uint64_t r = 0; r < ne1; r++) {
+    for (uint64_t r = 0; r < ne1 * ne2; r++) {
+        float c = r < hot_rows ? center + hot_center : center;
         for (uint64_t i = 0; i < ne0; i++)
-            row[i] = center + amp * uniform(&s->r);
+            row[i] = c + amp * uniform(&s->r);
         ks_cpu_quantize_row(type, row, data + r * row_bytes, ne0);
     }
     free(row);
@@ -103,8 +106,72 @@ add(synth *s, const char *name, ks_qtype type, uint64_t ne0, uint64_t ne1,
         free(data);
         return st;
     }
-    return ks_gguf_writer_add_tensor(s->w, name, type, ne1 > 1 ? 2 : 1, ne,
-                                     data, row_bytes * ne1);
+    return ks_gguf_writer_add_tensor(s->w, name, type, ne2 > 1 ? 3 : ne1 > 1 ? 2 : 1, ne,
+                                     data, row_bytes * ne1 * ne2);
+}
+
+static ks_status
+add(synth *s, const char *name, ks_qtype type, uint64_t ne0, uint64_t ne1,
+    float center, float amp)
+{
+    return add3(s, name, type, ne0, ne1, 1, center, amp, 0, 0);
+}
+
+static ks_status set_arch_u32(synth *s, const char *arch, const char *suffix, uint32_t v);
+
+/* The MoE metadata and the experts of layer |l| (the router, the routed
+ * experts, qwen2moe's shared expert), as llama.cpp reads them
+ * (src/models/qwen3moe.cpp, olmoe.cpp, qwen2moe.cpp). */
+static ks_status
+moe_meta(synth *s, const ks_synth_params *p)
+{
+    const char *a = p->arch;
+    ks_status st;
+
+    if ((st = set_arch_u32(s, a, "expert_count", p->n_expert)) ||
+        (st = set_arch_u32(s, a, "expert_used_count", p->n_expert_used)))
+        return st;
+    if (strcmp(a, "olmoe") != 0 &&
+        (st = set_arch_u32(s, a, "expert_feed_forward_length",
+                           p->n_ff_exp ? p->n_ff_exp : p->n_ff)))
+        return st;
+    if (strcmp(a, "qwen2moe") == 0 &&
+        (st = set_arch_u32(s, a, "expert_shared_feed_forward_length",
+                           p->n_ff_shexp ? p->n_ff_shexp : p->n_ff)))
+        return st;
+    return KS_OK;
+}
+
+static ks_status
+moe_layer(synth *s, const ks_synth_params *p, uint32_t l)
+{
+    bool olmoe = strcmp(p->arch, "olmoe") == 0, sh = strcmp(p->arch, "qwen2moe") == 0;
+    uint64_t E = p->n_embd, X = p->n_expert;
+    uint64_t F = olmoe || !p->n_ff_exp ? p->n_ff : p->n_ff_exp;
+    uint64_t S = p->n_ff_shexp ? p->n_ff_shexp : p->n_ff;
+    uint64_t hot = p->router_skew > 0 ? (X / 8 ? X / 8 : 1) : 0;
+    float amp_e = 1.0f / sqrtf((float)E);
+    char name[64];
+    ks_status st;
+
+#define NAME(suffix) (snprintf(name, sizeof name, "blk.%u." suffix, l), name)
+    /* the router stays F32, as llama-quantize leaves it */
+    if ((st = add3(s, NAME("ffn_gate_inp.weight"), KS_QUANT_F32, E, X, 1, 0, amp_e, hot,
+                   p->router_skew * amp_e)) ||
+        (st = add3(s, NAME("ffn_gate_exps.weight"), p->wtype, E, F, X, 0, amp_e, 0, 0)) ||
+        (st = add3(s, NAME("ffn_up_exps.weight"), p->wtype, E, F, X, 0, amp_e, 0, 0)) ||
+        (st = add3(s, NAME("ffn_down_exps.weight"), p->wtype, F, E, X, 0,
+                   1.0f / sqrtf((float)F), 0, 0)))
+        return st;
+    if (sh && ((st = add(s, NAME("ffn_gate_inp_shexp.weight"), KS_QUANT_F32, E, 1, 0,
+                         amp_e)) ||
+               (st = add(s, NAME("ffn_gate_shexp.weight"), p->wtype, E, S, 0, amp_e)) ||
+               (st = add(s, NAME("ffn_up_shexp.weight"), p->wtype, E, S, 0, amp_e)) ||
+               (st = add(s, NAME("ffn_down_shexp.weight"), p->wtype, S, E, 0,
+                         1.0f / sqrtf((float)S)))))
+        return st;
+#undef NAME
+    return KS_OK;
 }
 
 /* A SentencePiece vocabulary: <unk>, <s>, </s>, the 256 byte tokens, then
@@ -192,7 +259,9 @@ ks_synth_write(const ks_synth_params *p, const char *path)
     ks_status st;
     const char *a = p->arch;
     bool gemma = strcmp(a, "gemma3") == 0, qwen2 = strcmp(a, "qwen2") == 0;
-    bool qk_norm = gemma || strcmp(a, "qwen3") == 0;
+    bool olmoe = strcmp(a, "olmoe") == 0, qwen2moe = strcmp(a, "qwen2moe") == 0;
+    bool moe = olmoe || qwen2moe || strcmp(a, "qwen3moe") == 0;
+    bool qk_norm = gemma || strcmp(a, "qwen3") == 0 || strcmp(a, "qwen3moe") == 0;
     uint32_t n_kv = p->n_head_kv ? p->n_head_kv : p->n_head;
     uint32_t hd = p->head_dim ? p->head_dim : p->n_embd / p->n_head;
     uint64_t q_dim = (uint64_t)p->n_head * hd, kv_dim = (uint64_t)n_kv * hd;
@@ -204,6 +273,10 @@ ks_synth_write(const ks_synth_params *p, const char *path)
         return ks_error(KS_ERR_INVALID_ARG,
                         "synth: bad parameters (vocab %u >= 300, layers, "
                         "heads, sizes > 0, a quantizable type)", p->n_vocab);
+    if (moe && (!p->n_expert || !p->n_expert_used || p->n_expert_used > p->n_expert))
+        return ks_error(KS_ERR_INVALID_ARG,
+                        "synth: %s needs 1 <= n_expert_used (%u) <= n_expert (%u)", a,
+                        p->n_expert_used, p->n_expert);
     s.r.s = p->seed ? p->seed : 42;
     if ((st = ks_gguf_writer_create(&s.w)) != KS_OK)
         return st;
@@ -221,15 +294,20 @@ ks_synth_write(const ks_synth_params *p, const char *path)
         (st = set_arch_u32(&s, a, "attention.value_length", hd)) ||
         (st = ks_gguf_writer_set_f32(s.w, key, 1e-6f)) ||
         (gemma && (st = set_arch_u32(&s, a, "attention.sliding_window", 8))) ||
+        (moe && (st = moe_meta(&s, p))) ||
         (st = add_vocab(&s, p->n_vocab)))
         goto out;
 
     /* Small embeddings keep the tied output's logits a few units apart,
      * so sampling tests see a real distribution. */
     if ((st = add(&s, "token_embd.weight", p->wtype, p->n_embd, p->n_vocab,
-                  0, 0.25f)) ||
+                  p->router_skew > 0 ? 0.1f : 0, 0.25f)) ||
         (st = add(&s, "output_norm.weight", KS_QUANT_F32, p->n_embd, 1, 1.0f,
                   0.1f)))
+        goto out;
+    /* llama.cpp requires an output matrix of olmoe and qwen2moe */
+    if ((olmoe || qwen2moe || moe) &&
+        (st = add(&s, "output.weight", p->wtype, p->n_embd, p->n_vocab, 0, 0.25f)))
         goto out;
     for (uint32_t l = 0; l < p->n_layers; l++) {
         struct {
@@ -242,18 +320,21 @@ ks_synth_write(const ks_synth_params *p, const char *path)
             { "attn_q.weight", p->n_embd, q_dim, true, 0, amp_e },
             { "attn_k.weight", p->n_embd, kv_dim, true, 0, amp_e },
             { "attn_v.weight", p->n_embd, kv_dim, true, 0, amp_e },
-            { "attn_q.bias", q_dim, 1, qwen2, 0, 0.1f },
-            { "attn_k.bias", kv_dim, 1, qwen2, 0, 0.1f },
-            { "attn_v.bias", kv_dim, 1, qwen2, 0, 0.1f },
+            { "attn_q.bias", q_dim, 1, qwen2 || qwen2moe, 0, 0.1f },
+            { "attn_k.bias", kv_dim, 1, qwen2 || qwen2moe, 0, 0.1f },
+            { "attn_v.bias", kv_dim, 1, qwen2 || qwen2moe, 0, 0.1f },
             { "attn_q_norm.weight", hd, 1, qk_norm, 1, 0.1f },
             { "attn_k_norm.weight", hd, 1, qk_norm, 1, 0.1f },
+            /* olmoe normalises the whole Q and K rows */
+            { "attn_q_norm.weight", q_dim, 1, olmoe, 1, 0.1f },
+            { "attn_k_norm.weight", kv_dim, 1, olmoe, 1, 0.1f },
             { "attn_output.weight", q_dim, p->n_embd, true, 0,
               1.0f / sqrtf((float)q_dim) },
             { "post_attention_norm.weight", p->n_embd, 1, gemma, 1, 0.1f },
             { "ffn_norm.weight", p->n_embd, 1, true, 1, 0.1f },
-            { "ffn_gate.weight", p->n_embd, p->n_ff, true, 0, amp_e },
-            { "ffn_up.weight", p->n_embd, p->n_ff, true, 0, amp_e },
-            { "ffn_down.weight", p->n_ff, p->n_embd, true, 0,
+            { "ffn_gate.weight", p->n_embd, p->n_ff, !moe, 0, amp_e },
+            { "ffn_up.weight", p->n_embd, p->n_ff, !moe, 0, amp_e },
+            { "ffn_down.weight", p->n_ff, p->n_embd, !moe, 0,
               1.0f / sqrtf((float)p->n_ff) },
             { "post_ffw_norm.weight", p->n_embd, 1, gemma, 1, 0.1f },
         };
@@ -265,6 +346,8 @@ ks_synth_write(const ks_synth_params *p, const char *path)
                           t[i].ne0, t[i].ne1, t[i].c, t[i].amp)))
                 goto out;
         }
+        if (moe && (st = moe_layer(&s, p, l)))
+            goto out;
     }
     st = ks_gguf_writer_write_file(s.w, path);
 out:

@@ -11,7 +11,9 @@
 #include "runtime/qtype.h"
 
 typedef struct ks_synth_params {
-    const char *arch;       /* "llama", "qwen2", "qwen3", "gemma3" */
+    const char *arch;       /* "llama", "qwen2", "qwen3", "gemma3", and the
+                               mixtures of experts "qwen2moe", "qwen3moe",
+                               "olmoe" */
     uint32_t    n_embd;
     uint32_t    n_layers;
     uint32_t    n_head;
@@ -24,6 +26,18 @@ typedef struct ks_synth_params {
                                that do not fit its block fall back as
                                llama-quantize does */
     uint64_t    seed;
+    /* Mixtures of experts only: */
+    uint32_t    n_expert;      /* expert_count */
+    uint32_t    n_expert_used; /* expert_used_count */
+    uint32_t    n_ff_exp;      /* expert_feed_forward_length; 0: n_ff (and
+                                  olmoe's experts always take n_ff) */
+    uint32_t    n_ff_shexp;    /* qwen2moe's shared expert; 0: n_ff */
+    /* 0: a uniform router. s > 0: a skewed one, where the first
+     * n_expert / 8 (at least one) experts take most tokens, more so as s
+     * grows (1 to 4 is a useful range): the embeddings share a positive
+     * offset, which the residual stream keeps, and those experts'
+     * router rows lean toward it. */
+    float       router_skew;
 } ks_synth_params;
 
 ks_status ks_synth_write(const ks_synth_params *p, const char *path);

@@ -20,11 +20,15 @@
  * rope convention, activation) and fetched through the SPIR-V disk cache
  * (ks_vk_shader_get); pipelines go through the context's pipeline cache.
  *
- * Per batch size the whole range is recorded once into a command buffer
- * and replayed; what changes between runs (the first position, the rope
- * table, the input rows) is written by the host into mapped buffers
- * first. All buffers are bound whole; offsets and strides are push
- * constants fixed at recording. */
+ * Per batch size the whole range is recorded once and replayed, as whole
+ * layers cut into submissions of bounded work (so that no submission runs
+ * long on a slow device, and each fence timeout fits its work); what
+ * changes between runs (the first position, the rope table, the input
+ * rows) is written by the host into mapped buffers first. All buffers are
+ * bound whole; offsets and strides are push constants fixed at recording.
+ * Kernels are built together on a thread pool at set-up (the warm start
+ * is mostly the driver's compiles); KESTREL_PROFILE=1 adds timestamps
+ * around every dispatch. */
 #include "runtime/vk_forward.h"
 
 #include <math.h>
@@ -84,6 +88,7 @@ typedef struct layer {
     mat q, k, v, o, gate, up, down;
     vec attn_norm, q_norm, k_norm, post_attn, ffn_norm, post_ffw;
     ks_vk_buffer kc, vc;
+    uint64_t     w_bytes;  /* its seven matrices' weights */
     VkDescriptorSet set_norm_attn, set_rope, set_attn, set_quant_att;
     VkDescriptorSet set_norm_ffn, set_glu, set_norm_end;
     ks_vk_pipeline *norm_attn, *rope, *attn, *attn_f32, *quant_att;
@@ -92,12 +97,37 @@ typedef struct layer {
     uint32_t ffn_fmt[2];
 } layer;
 
+/* One recording: the range's work for a batch of n, cut into submissions
+ * of bounded work (whole layers each), submitted in order. */
 typedef struct cmd {
-    ks_vk_cmdbuf cb;
-    uint32_t     n;
-    bool         head;
-    uint64_t     used;
+    ks_vk_cmdbuf *cbs;       /* [cap]; the first n_cbs hold the recording */
+    uint32_t      n_cbs, cap;
+    uint32_t      n;
+    bool          head;
+    bool          recorded;
+    uint64_t      used;
+    /* profiling: two timestamps around each dispatch, and what each pair
+     * measures */
+    VkQueryPool        qpool;
+    ks_vk_fw_prof_rec *marks;  /* [cap_marks] */
+    uint64_t          *ticks;  /* [2 * cap_marks] */
+    uint32_t           n_marks, cap_marks;
 } cmd;
+
+/* Op kinds as the profile names them. */
+enum {
+    OP_NORM_ATTN, OP_Q, OP_K, OP_V, OP_ROPE, OP_ATTN, OP_QUANT, OP_O, OP_NORM_FFN, OP_GATE,
+    OP_UP, OP_GLU, OP_DOWN, OP_NORM_END, OP_NORM_HEAD, OP_HEAD, N_OPS
+};
+static const char *const op_names[N_OPS] = {
+    "attn norm", "q", "k", "v", "rope", "attn", "quant", "o", "ffn norm", "gate", "up", "glu",
+    "down", "end norm", "head norm", "head",
+};
+
+/* Profile totals of one (phase, op, layer). */
+typedef struct prof_acc {
+    uint64_t ns, bytes, n;
+} prof_acc;
 
 struct ks_vk_fw {
     const ks_model *m;
@@ -124,13 +154,21 @@ struct ks_vk_fw {
     int     n_pipes;
     cmd     cmds[N_CMD];
     uint64_t n_runs;
-    ks_vk_cmdbuf *pending;     /* submitted, not yet finished */
+    uint64_t      submit_macs; /* most work one submission may carry */
+    bool          prof;        /* KESTREL_PROFILE: timestamps around dispatches */
+    double        tick_ns;     /* timestampPeriod */
+    cmd          *prof_last;   /* the latest finished run's marks */
+    prof_acc     *acc;         /* [2: prefill, decode][N_OPS][n_layers + 1] */
+    uint32_t      pending_pos0;
+    cmd          *pending;     /* submitted, not yet finished */
     uint32_t      pending_n;
     bool          pending_head;
     ks_vk_fw_info info;
     uint64_t      busy_ns;     /* submit to finish, summed */
     uint64_t      submit_ns;   /* when the run in flight was submitted */
 };
+
+static void prof_print(const ks_vk_fw *f);
 
 static uint32_t
 fmt_of(ks_qtype w)
@@ -174,6 +212,9 @@ ks_vk_fw_supports(const ks_model *m)
     const ks_hparams *hp = &m->hp;
     ks_status st;
 
+    if (hp->n_expert)
+        return ks_error(KS_ERR_UNSUPPORTED, "vulkan: mixture-of-experts layers (%s) run on "
+                        "the CPU only for now", m->arch_name);
     if (hp->head_dim > MAX_HD || hp->head_dim % 2 != 0)
         return ks_error(KS_ERR_UNSUPPORTED, "vulkan: head size %u (the kernels take even "
                         "sizes up to %d)", hp->head_dim, MAX_HD);
@@ -440,6 +481,17 @@ mat_fini(ks_vk_fw *f, mat *mt)
 
 /* ---- set-up ---- */
 
+/* attn.comp: the f16 variant, or the f32 one of long batches. */
+static ks_status
+attn_pipe(ks_vk_fw *f, bool f32, ks_vk_pipeline **out)
+{
+    char lane[32];
+    const char *defs[2] = { lane, "KS_ATTN_F32" };
+
+    snprintf(lane, sizeof lane, "KS_HD_LANE=%uu", (f->m->hp.head_dim + WG_HEAD - 1) / WG_HEAD);
+    return pipe_get(f, "attn.comp", defs, f32 ? 2 : 1, 5, sizeof(attn_args), WG_HEAD, out);
+}
+
 static ks_status
 setup_layer(ks_vk_fw *f, uint32_t il, layer *ly)
 {
@@ -459,6 +511,11 @@ setup_layer(ks_vk_fw *f, uint32_t il, layer *ly)
         (st = upload_mat(f, &ly->up, &L->up, NULL)) != KS_OK ||
         (st = upload_mat(f, &ly->down, &L->down, NULL)) != KS_OK)
         return st;
+    {
+        const ks_weight *w[7] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down };
+        for (int i = 0; i < 7; i++)
+            ly->w_bytes += w[i]->row_bytes * w[i]->ne1;
+    }
     if ((st = upload_vec(f, &ly->attn_norm, &L->attn_norm)) != KS_OK ||
         (st = upload_vec(f, &ly->q_norm, &L->q_norm)) != KS_OK ||
         (st = upload_vec(f, &ly->k_norm, &L->k_norm)) != KS_OK ||
@@ -518,15 +575,10 @@ setup_layer(ks_vk_fw *f, uint32_t il, layer *ly)
         if ((st = ks_vk_pipeline_set(f->ctx, ly->rope, b, 8, &ly->set_rope)) != KS_OK)
             return st;
     }
-    /* attention: one set serves both variants (same bindings) */
+    /* attention: one set serves both variants (same bindings); the f32
+     * one is made when a batch first needs it */
     {
-        char lane[32];
-        snprintf(lane, sizeof lane, "KS_HD_LANE=%uu", (hp->head_dim + WG_HEAD - 1) / WG_HEAD);
-        const char *d1[1] = { lane }, *d2[2] = { lane, "KS_ATTN_F32" };
-        if ((st = pipe_get(f, "attn.comp", d1, 1, 5, sizeof(attn_args), WG_HEAD,
-                           &ly->attn)) != KS_OK ||
-            (st = pipe_get(f, "attn.comp", d2, 2, 5, sizeof(attn_args), WG_HEAD,
-                           &ly->attn_f32)) != KS_OK)
+        if ((st = attn_pipe(f, false, &ly->attn)) != KS_OK)
             return st;
         const ks_vk_buffer *b[5] = { &f->q, &ly->kc, &ly->vc, &f->att, &f->params };
         if ((st = ks_vk_pipeline_set(f->ctx, ly->attn, b, 5, &ly->set_attn)) != KS_OK)
@@ -649,6 +701,30 @@ setup_buffers(ks_vk_fw *f)
     return KS_OK;
 }
 
+/* The most work (multiply-adds, as the fence timeouts count it) one
+ * submission may carry, so that none runs for long: about a second of
+ * lavapipe's exact kernels on two cores for a software device (a 512-token
+ * prefill of SmolLM2-135M goes as one submission per layer), ten times
+ * that for a GPU. KESTREL_VK_SUBMIT_MACS overrides it (tests cut small
+ * models into many submissions with it). */
+static uint64_t
+submit_budget(const ks_vk_ctx *ctx)
+{
+    const char *env = ks_env_str("KESTREL_VK_SUBMIT_MACS");
+    uint64_t macs = ctx->info.type == KS_VK_TYPE_CPU ? 2000000000ull : 20000000000ull;
+
+    if (env) {
+        char *end;
+        unsigned long long v = strtoull(env, &end, 10);
+        if (*end == '\0' && v > 0)
+            macs = v;
+        else
+            ks_log(KS_LOG_WARN, "vulkan", "KESTREL_VK_SUBMIT_MACS=%s is not a positive "
+                   "count; using %llu", env, (unsigned long long)macs);
+    }
+    return macs;
+}
+
 ks_status
 ks_vk_fw_create(const ks_model *m, const ks_vk_fw_params *p, ks_vk_fw **out)
 {
@@ -703,11 +779,12 @@ ks_vk_fw_create(const ks_model *m, const ks_vk_fw_params *p, ks_vk_fw **out)
     if (f->exact) {
         /* the exact kernels probe whether fma() rounds once here; the op
          * kernels then use it directly instead of emulating it */
-        ks_vk_exact *probe;
-        if ((st = ks_vk_exact_get(f->ctx, KS_QUANT_F32, 0, &probe)) != KS_OK)
+        if ((st = ks_vk_exact_fma(f->ctx, &f->fma_native)) != KS_OK)
             goto fail;
-        f->fma_native = !probe->fma_emu;
     }
+    /* the kernels' driver compiles run together on a thread pool once
+     * every one is known (most of a warm start on lavapipe) */
+    ks_vk_pipelines_defer(f->ctx);
     if ((st = setup_buffers(f)) != KS_OK)
         goto fail;
     for (uint32_t il = p->l0; il < p->l1; il++)
@@ -715,9 +792,19 @@ ks_vk_fw_create(const ks_model *m, const ks_vk_fw_params *p, ks_vk_fw **out)
             goto fail;
     if (p->head && (st = setup_head(f)) != KS_OK)
         goto fail;
-    for (int i = 0; i < N_CMD; i++)
-        if ((st = ks_vk_cmdbuf_init(f->ctx, &f->cmds[i].cb)) != KS_OK)
-            goto fail;
+    if ((st = ks_vk_pipelines_finish(f->ctx, 0)) != KS_OK)
+        goto fail;
+    f->submit_macs = submit_budget(f->ctx);
+    if (ks_env_flag("KESTREL_PROFILE")) {
+        VkPhysicalDeviceProperties pr;
+        vkGetPhysicalDeviceProperties(f->ctx->phys, &pr);
+        f->tick_ns = pr.limits.timestampPeriod;
+        f->acc = calloc(2u * N_OPS * (hp->n_layers + 1u), sizeof(*f->acc));
+        f->prof = f->acc != NULL && pr.limits.timestampComputeAndGraphics;
+        if (!f->prof)
+            ks_log(KS_LOG_WARN, "vulkan", "KESTREL_PROFILE: %s has no timestamps on its "
+                   "queues; not profiled", f->info.device);
+    }
     f->info.n_shader_hits = f->ctx->n_shader_hits;
     f->info.n_shader_compiled = f->ctx->n_shader_compiled;
     f->info.setup_ms = (double)(ks_now_ns() - t0) / 1e6;
@@ -741,8 +828,18 @@ ks_vk_fw_destroy(ks_vk_fw *f)
         return;
     if (f->ctx) {
         vkDeviceWaitIdle(f->ctx->device);
-        for (int i = 0; i < N_CMD; i++)
-            ks_vk_cmdbuf_fini(f->ctx, &f->cmds[i].cb);
+        if (f->prof)
+            prof_print(f);
+        for (int i = 0; i < N_CMD; i++) {
+            cmd *c = &f->cmds[i];
+            for (uint32_t j = 0; j < c->cap; j++)
+                ks_vk_cmdbuf_fini(f->ctx, &c->cbs[j]);
+            free(c->cbs);
+            if (c->qpool)
+                vkDestroyQueryPool(f->ctx->device, c->qpool, NULL);
+            free(c->marks);
+            free(c->ticks);
+        }
         for (uint32_t i = 0; f->L && i < f->p.l1 - f->p.l0; i++) {
             layer *ly = &f->L[i];
             mat *ms[7] = { &ly->q, &ly->k, &ly->v, &ly->o, &ly->gate, &ly->up, &ly->down };
@@ -768,6 +865,7 @@ ks_vk_fw_destroy(ks_vk_fw *f)
             ks_vk_pipeline_destroy(f->ctx, f->pipes[i].pl);
         ks_vk_ctx_destroy(f->ctx);
     }
+    free(f->acc);
     free(f->L);
     free(f);
 }
@@ -846,25 +944,279 @@ rec_norm(ks_vk_fw *f, VkCommandBuffer cb, ks_vk_pipeline *pl, VkDescriptorSet se
     ks_vk_cmd_dispatch(cb, pl, set, &a, n, 1, 1);
 }
 
+/* ---- profiling ---- */
+
 static ks_status
-record(ks_vk_fw *f, VkCommandBuffer cb, uint32_t n, bool head)
+prof_init(ks_vk_fw *f, cmd *c)
+{
+    uint32_t cap = 16u * (f->p.l1 - f->p.l0) + 8u;
+    VkQueryPoolCreateInfo qi = {
+        .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+        .queryType = VK_QUERY_TYPE_TIMESTAMP,
+        .queryCount = 2u * cap,
+    };
+
+    c->marks = calloc(cap, sizeof(*c->marks));
+    c->ticks = calloc(2u * cap, sizeof(*c->ticks));
+    if (!c->marks || !c->ticks)
+        return ks_error(KS_ERR_NOMEM, "vulkan: no memory for the profile");
+    c->cap_marks = cap;
+    return ks_vk_check(vkCreateQueryPool(f->ctx->device, &qi, NULL, &c->qpool),
+                       "vkCreateQueryPool");
+}
+
+/* A timestamp before the dispatch of |op| recorded next (no-op when not
+ * profiling); mark_end writes the one after it. Dispatches without a
+ * barrier between them (q, k, v) may overlap on a GPU; lavapipe runs them
+ * one after the other. */
+static void
+mark_begin(cmd *c, VkCommandBuffer cb, int op, int32_t layer, uint32_t n, uint64_t bytes)
+{
+    if (!c->qpool || c->n_marks == c->cap_marks)
+        return;
+    c->marks[c->n_marks] = (ks_vk_fw_prof_rec){ op_names[op], layer, n, bytes, 0 };
+    vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, c->qpool, 2u * c->n_marks);
+}
+
+static void
+mark_end(cmd *c, VkCommandBuffer cb)
+{
+    if (!c->qpool || c->n_marks == c->cap_marks)
+        return;
+    vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, c->qpool,
+                        2u * c->n_marks + 1u);
+    c->n_marks++;
+}
+
+/* Bytes a matrix product moves: the weights once, activations in and out. */
+static uint64_t
+mat_bytes(const mat *mt, uint32_t n)
+{
+    return mt->w->row_bytes * mt->w->ne1 + 4u * (uint64_t)n * (mt->w->ne0 + mt->w->ne1);
+}
+
+/* Reads the finished run's timestamps into its marks and the totals. */
+static void
+prof_collect(ks_vk_fw *f, cmd *c)
+{
+    const ks_hparams *hp = &f->m->hp;
+    uint32_t n_l = hp->n_layers + 1u;
+    VkResult r;
+
+    if (!c->qpool || c->n_marks == 0)
+        return;
+    r = vkGetQueryPoolResults(f->ctx->device, c->qpool, 0, 2u * c->n_marks,
+                              2u * c->n_marks * sizeof(uint64_t), c->ticks, sizeof(uint64_t),
+                              VK_QUERY_RESULT_64_BIT);
+    if (r != VK_SUCCESS) {
+        ks_log(KS_LOG_WARN, "vulkan", "profile: timestamps not read (%s)", ks_vk_result_str(r));
+        return;
+    }
+    f->prof_last = c;
+    for (uint32_t i = 0; i < c->n_marks; i++) {
+        ks_vk_fw_prof_rec *m = &c->marks[i];
+        uint64_t d = c->ticks[2u * i + 1u] - c->ticks[2u * i];
+        int op = 0;
+        m->ns = (uint64_t)((double)d * f->tick_ns);
+        while (op < N_OPS && strcmp(op_names[op], m->op) != 0)
+            op++;
+        if (op == OP_ATTN) {
+            /* K and V (f16) of every earlier position, per query head */
+            uint64_t keys = (uint64_t)m->n_tok * f->pending_pos0 +
+                            (uint64_t)m->n_tok * (m->n_tok + 1u) / 2u;
+            m->bytes = 8u * (uint64_t)m->n_tok * f->q_dim + keys * 4u * f->q_dim;
+        }
+        if (f->acc && op < N_OPS) {
+            prof_acc *a = &f->acc[((c->n == 1 ? 1u : 0u) * N_OPS + (uint32_t)op) * n_l +
+                                  (uint32_t)(m->layer + 1)];
+            a->ns += m->ns;
+            a->bytes += m->bytes;
+            a->n++;
+        }
+    }
+}
+
+void
+ks_vk_fw_profile(const ks_vk_fw *f, const ks_vk_fw_prof_rec **recs, uint32_t *n)
+{
+    *recs = f->prof_last ? f->prof_last->marks : NULL;
+    *n = f->prof_last ? f->prof_last->n_marks : 0;
+}
+
+static void
+prof_row(const char *what, const prof_acc *a, uint64_t total_ns)
+{
+    fprintf(stderr, "  %-10s %10.2f %6.1f%% %10.2f %8.2f %8llu\n", what, (double)a->ns / 1e6,
+            total_ns ? 100.0 * (double)a->ns / (double)total_ns : 0.0, (double)a->bytes / 1e6,
+            a->ns ? (double)a->bytes / (double)a->ns : 0.0, (unsigned long long)a->n);
+}
+
+/* The KESTREL_PROFILE table: per op kind, then per layer, per phase. */
+static void
+prof_print(const ks_vk_fw *f)
+{
+    static const char *const phase[2] = { "prefill", "decode" };
+    uint32_t n_l = f->m->hp.n_layers + 1u;
+
+    for (int ph = 0; ph < 2; ph++) {
+        const prof_acc *base = &f->acc[(size_t)ph * N_OPS * n_l];
+        prof_acc by_op[N_OPS], total = { 0 };
+        char name[32];
+        memset(by_op, 0, sizeof by_op);
+        for (int op = 0; op < N_OPS; op++)
+            for (uint32_t l = 0; l < n_l; l++) {
+                const prof_acc *a = &base[(size_t)op * n_l + l];
+                by_op[op].ns += a->ns;
+                by_op[op].bytes += a->bytes;
+                by_op[op].n += a->n;
+            }
+        for (int op = 0; op < N_OPS; op++) {
+            total.ns += by_op[op].ns;
+            total.bytes += by_op[op].bytes;
+            total.n += by_op[op].n;
+        }
+        if (total.n == 0)
+            continue;
+        fprintf(stderr, "vulkan profile (%s, %s): device time from timestamps\n",
+                f->info.device, phase[ph]);
+        fprintf(stderr, "  %-10s %10s %7s %10s %8s %8s\n", "op", "ms", "share", "MB", "GB/s",
+                "count");
+        for (int op = 0; op < N_OPS; op++)
+            if (by_op[op].n)
+                prof_row(op_names[op], &by_op[op], total.ns);
+        prof_row("total", &total, total.ns);
+        fprintf(stderr, "  %-10s %10s %7s %10s %8s %8s\n", "layer", "ms", "share", "MB",
+                "GB/s", "count");
+        for (uint32_t l = 0; l < n_l; l++) {
+            prof_acc a = { 0 };
+            for (int op = 0; op < N_OPS; op++) {
+                a.ns += base[(size_t)op * n_l + l].ns;
+                a.bytes += base[(size_t)op * n_l + l].bytes;
+                a.n += base[(size_t)op * n_l + l].n;
+            }
+            if (!a.n)
+                continue;
+            if (l == 0)
+                snprintf(name, sizeof name, "head");
+            else
+                snprintf(name, sizeof name, "%u", l - 1u);
+            prof_row(name, &a, total.ns);
+        }
+    }
+}
+
+/* Begins the next submission of recording |c| (growing its list). */
+static ks_status
+chunk_begin(ks_vk_fw *f, cmd *c, VkCommandBuffer *cb)
+{
+    ks_vk_cmdbuf *cur;
+    ks_status st;
+
+    if (c->n_cbs == c->cap) {
+        uint32_t cap = c->cap ? 2u * c->cap : 4u;
+        ks_vk_cmdbuf *grown = realloc(c->cbs, cap * sizeof(*grown));
+        if (!grown)
+            return ks_error(KS_ERR_NOMEM, "vulkan: no memory for command buffers");
+        memset(grown + c->cap, 0, (cap - c->cap) * sizeof(*grown));
+        c->cbs = grown;
+        for (uint32_t i = c->cap; i < cap; i++)
+            if ((st = ks_vk_cmdbuf_init(f->ctx, &grown[i])) != KS_OK) {
+                c->cap = cap;  /* the rest are zeroed: fini skips them */
+                return st;
+            }
+        c->cap = cap;
+    }
+    cur = &c->cbs[c->n_cbs];
+    if ((st = ks_vk_cmdbuf_begin(f->ctx, cur)) != KS_OK)
+        return st;
+    cur->work_macs = 0;
+    c->n_cbs++;
+    *cb = cur->cb;
+    return KS_OK;
+}
+
+/* Multiply-adds of one layer for a batch of n, about: two per byte of
+ * quantized weight per token, and attention over a full context (the
+ * recording is replayed at every position). */
+static uint64_t
+layer_macs(const ks_vk_fw *f, const layer *ly, uint32_t n)
+{
+    return (uint64_t)n * (2u * ly->w_bytes + 2u * (uint64_t)f->p.n_ctx * f->q_dim);
+}
+
+/* Records the range for a batch of n into |c|: whole layers, in as many
+ * submissions as keep each under f->submit_macs (a layer alone may be
+ * more). Each later submission starts with a barrier, which orders it
+ * after the writes of the ones before on the queue. */
+/* rec_mat and rec_norm between profile marks. */
+static ks_status
+rec_mat_m(ks_vk_fw *f, cmd *c, VkCommandBuffer cb, int op, int32_t layer, const mat *mt,
+          uint32_t n, uint32_t tok0, uint32_t y_stride, bool residual)
+{
+    ks_status st;
+
+    mark_begin(c, cb, op, layer, n, mat_bytes(mt, n));
+    st = rec_mat(f, cb, mt, n, tok0, y_stride, residual, n);
+    mark_end(c, cb);
+    return st;
+}
+
+static void
+rec_norm_m(ks_vk_fw *f, cmd *c, VkCommandBuffer cb, int op, int32_t layer, ks_vk_pipeline *pl,
+           VkDescriptorSet set, uint32_t tok0, uint32_t n)
+{
+    mark_begin(c, cb, op, layer, n, 16u * (uint64_t)n * f->E);
+    rec_norm(f, cb, pl, set, tok0, n);
+    mark_end(c, cb);
+}
+
+static ks_status
+record(ks_vk_fw *f, cmd *c, uint32_t n, bool head)
 {
     const ks_hparams *hp = &f->m->hp;
     bool gemma = f->m->arch == KS_ARCH_GEMMA3;
+    VkCommandBuffer cb;
+    uint64_t work = 0;
     ks_status st;
 
+    c->n_cbs = 0;
+    if (n >= ATTN_TILED_MIN)
+        for (uint32_t il = f->p.l0; il < f->p.l1; il++)
+            if (!f->L[il - f->p.l0].attn_f32 &&
+                (st = attn_pipe(f, true, &f->L[il - f->p.l0].attn_f32)) != KS_OK)
+                return st;
+    if ((st = chunk_begin(f, c, &cb)) != KS_OK)
+        return st;
+    c->n_marks = 0;
+    if (f->prof && !c->qpool && (st = prof_init(f, c)) != KS_OK)
+        goto fail;
+    if (c->qpool)
+        vkCmdResetQueryPool(cb, c->qpool, 0, 2u * c->cap_marks);
     ks_vk_cmd_copy(cb, &f->in, 0, &f->x, 0, (uint64_t)n * f->E * 4u);
     ks_vk_cmd_barrier(cb);
     for (uint32_t il = f->p.l0; il < f->p.l1; il++) {
         const layer *ly = &f->L[il - f->p.l0];
         const ks_layer *L = &f->m->layers[il];
+        uint64_t lw = layer_macs(f, ly, n);
 
-        rec_norm(f, cb, ly->norm_attn, ly->set_norm_attn, 0, n);
+        if (work > 0 && work + lw > f->submit_macs) {
+            c->cbs[c->n_cbs - 1].work_macs = work;
+            /* the one before is ended either way: nothing open to end */
+            if ((st = ks_vk_cmdbuf_end(f->ctx, &c->cbs[c->n_cbs - 1])) != KS_OK ||
+                (st = chunk_begin(f, c, &cb)) != KS_OK)
+                return st;
+            ks_vk_cmd_barrier(cb);
+            work = 0;
+        }
+        work += lw;
+
+        int32_t li = (int32_t)il;
+        rec_norm_m(f, c, cb, OP_NORM_ATTN, li, ly->norm_attn, ly->set_norm_attn, 0, n);
         ks_vk_cmd_barrier(cb);
-        if ((st = rec_mat(f, cb, &ly->q, n, 0, f->q_dim, false, n)) != KS_OK ||
-            (st = rec_mat(f, cb, &ly->k, n, 0, f->kv_dim, false, n)) != KS_OK ||
-            (st = rec_mat(f, cb, &ly->v, n, 0, f->kv_dim, false, n)) != KS_OK)
-            return st;
+        if ((st = rec_mat_m(f, c, cb, OP_Q, li, &ly->q, n, 0, f->q_dim, false)) != KS_OK ||
+            (st = rec_mat_m(f, c, cb, OP_K, li, &ly->k, n, 0, f->kv_dim, false)) != KS_OK ||
+            (st = rec_mat_m(f, c, cb, OP_V, li, &ly->v, n, 0, f->kv_dim, false)) != KS_OK)
+            goto fail;
         ks_vk_cmd_barrier(cb);
         {
             rope_args a = {
@@ -872,7 +1224,10 @@ record(ks_vk_fw *f, VkCommandBuffer cb, uint32_t n, bool head)
                 (uint32_t)(L->swa && hp->rope_base_swa != hp->rope_base ? f->cs_local_off : 4u),
                 hp->n_rot, f->kv_dim / 2u, hp->eps,
             };
+            mark_begin(c, cb, OP_ROPE, li, n,
+                       8u * (uint64_t)n * (f->q_dim + 2u * f->kv_dim) + 4u * (uint64_t)n * f->kv_dim);
             ks_vk_cmd_dispatch(cb, ly->rope, ly->set_rope, &a, hp->n_head + hp->n_head_kv, n, 1);
+            mark_end(c, cb);
         }
         ks_vk_cmd_barrier(cb);
         {
@@ -882,57 +1237,68 @@ record(ks_vk_fw *f, VkCommandBuffer cb, uint32_t n, bool head)
                 L->swa ? hp->n_swa : 0u,
                 gemma ? 1.0f : hp->attn_scale, gemma ? hp->attn_scale : 1.0f,
             };
+            mark_begin(c, cb, OP_ATTN, li, n, 0);  /* bytes: at collection (position) */
             ks_vk_cmd_dispatch(cb, n >= ATTN_TILED_MIN ? ly->attn_f32 : ly->attn, ly->set_attn,
                                &a, hp->n_head, n, 1);
+            mark_end(c, cb);
         }
         ks_vk_cmd_barrier(cb);
         {
             quant_args a = { f->q_dim, f->q_dim, f->D, f->D / 32u, 0 };
+            mark_begin(c, cb, OP_QUANT, li, n, 8u * (uint64_t)n * f->q_dim);
             ks_vk_cmd_dispatch(cb, ly->quant_att, ly->set_quant_att, &a, n, 1, 1);
+            mark_end(c, cb);
         }
         ks_vk_cmd_barrier(cb);
-        if ((st = rec_mat(f, cb, &ly->o, n, 0, f->E, !gemma, n)) != KS_OK)
-            return st;
+        if ((st = rec_mat_m(f, c, cb, OP_O, li, &ly->o, n, 0, f->E, !gemma)) != KS_OK)
+            goto fail;
         ks_vk_cmd_barrier(cb);
         /* the model's last layer runs its FFN for the token whose logits
          * are wanted only, as the CPU does (with one-token kernels) */
         uint32_t f0 = il + 1 == hp->n_layers && head ? n - 1 : 0, nf = n - f0;
-        rec_norm(f, cb, ly->norm_ffn, ly->set_norm_ffn, f0, nf);
+        rec_norm_m(f, c, cb, OP_NORM_FFN, li, ly->norm_ffn, ly->set_norm_ffn, f0, nf);
         ks_vk_cmd_barrier(cb);
-        if ((st = rec_mat(f, cb, &ly->gate, nf, f0, f->F, false, nf)) != KS_OK ||
-            (st = rec_mat(f, cb, &ly->up, nf, f0, f->F, false, nf)) != KS_OK)
-            return st;
+        if ((st = rec_mat_m(f, c, cb, OP_GATE, li, &ly->gate, nf, f0, f->F, false)) != KS_OK ||
+            (st = rec_mat_m(f, c, cb, OP_UP, li, &ly->up, nf, f0, f->F, false)) != KS_OK)
+            goto fail;
         ks_vk_cmd_barrier(cb);
         {
             quant_args a = { f->F, f->F, f->D, f->D / 32u, f0 };
+            mark_begin(c, cb, OP_GLU, li, nf, 12u * (uint64_t)nf * f->F);
             ks_vk_cmd_dispatch(cb, ly->glu, ly->set_glu, &a, nf, 1, 1);
+            mark_end(c, cb);
         }
         ks_vk_cmd_barrier(cb);
-        if ((st = rec_mat(f, cb, &ly->down, nf, f0, f->E, !gemma, nf)) != KS_OK)
-            return st;
+        if ((st = rec_mat_m(f, c, cb, OP_DOWN, li, &ly->down, nf, f0, f->E, !gemma)) != KS_OK)
+            goto fail;
         ks_vk_cmd_barrier(cb);
         if (ly->norm_end) {
-            rec_norm(f, cb, ly->norm_end, ly->set_norm_end, 0, n);
+            rec_norm_m(f, c, cb, OP_NORM_END, li, ly->norm_end, ly->set_norm_end, 0, n);
             ks_vk_cmd_barrier(cb);
         }
     }
     if (head) {
-        rec_norm(f, cb, f->norm_head, f->set_norm_head, n - 1, 1);
+        work += 2u * f->out.w->row_bytes * f->out.w->ne1;
+        rec_norm_m(f, c, cb, OP_NORM_HEAD, -1, f->norm_head, f->set_norm_head, n - 1, 1);
         ks_vk_cmd_barrier(cb);
         /* one vector: the logits buffer holds one row (y stride 0) */
-        if ((st = rec_mat(f, cb, &f->out, 1, n - 1, 0, false, 1)) != KS_OK)
-            return st;
+        if ((st = rec_mat_m(f, c, cb, OP_HEAD, -1, &f->out, 1, n - 1, 0, false)) != KS_OK)
+            goto fail;
     } else {
         ks_vk_cmd_copy(cb, &f->x, 0, &f->x_out, 0, (uint64_t)n * f->E * 4u);
     }
     ks_vk_cmd_host_barrier(cb);
-    return KS_OK;
+    c->cbs[c->n_cbs - 1].work_macs = work;
+    return ks_vk_cmdbuf_end(f->ctx, &c->cbs[c->n_cbs - 1]);
+fail:
+    ks_vk_cmdbuf_end(f->ctx, &c->cbs[c->n_cbs - 1]);
+    return st;
 }
 
 /* The recording for (n, head): a kept one, or the least recently used
  * slot recorded anew. */
 static ks_status
-cmd_for(ks_vk_fw *f, uint32_t n, bool head, ks_vk_cmdbuf **out)
+cmd_for(ks_vk_fw *f, uint32_t n, bool head, cmd **out)
 {
     cmd *pick = &f->cmds[0];
     ks_status st;
@@ -940,31 +1306,25 @@ cmd_for(ks_vk_fw *f, uint32_t n, bool head, ks_vk_cmdbuf **out)
     f->n_runs++;
     for (int i = 0; i < N_CMD; i++) {
         cmd *c = &f->cmds[i];
-        if (c->cb.recorded && c->n == n && c->head == head) {
+        if (c->recorded && c->n == n && c->head == head) {
             c->used = f->n_runs;
-            *out = &c->cb;
+            *out = c;
             return KS_OK;
         }
         if (c->used < pick->used)
             pick = c;
     }
-    if ((st = ks_vk_cmdbuf_begin(f->ctx, &pick->cb)) != KS_OK)
+    pick->recorded = false;
+    if ((st = record(f, pick, n, head)) != KS_OK)
         return st;
-    if ((st = record(f, pick->cb.cb, n, head)) != KS_OK) {
-        ks_vk_cmdbuf_end(f->ctx, &pick->cb);
-        pick->cb.recorded = false;
-        return st;
-    }
-    if ((st = ks_vk_cmdbuf_end(f->ctx, &pick->cb)) != KS_OK)
-        return st;
+    pick->recorded = true;
     pick->n = n;
     pick->head = head;
     pick->used = f->n_runs;
-    /* about two multiply-adds per byte of quantized weight, per token */
-    pick->cb.work_macs = 2 * (uint64_t)n * (f->info.weight_bytes + f->info.imported_bytes);
-    ks_log(KS_LOG_DEBUG, "vulkan", "recorded layers %u..%u for batches of %u%s", f->p.l0,
-           f->p.l1 - 1, n, head ? " with the head" : "");
-    *out = &pick->cb;
+    ks_log(KS_LOG_DEBUG, "vulkan", "recorded layers %u..%u for batches of %u%s in %u "
+           "submission(s)", f->p.l0, f->p.l1 - 1, n, head ? " with the head" : "",
+           pick->n_cbs);
+    *out = pick;
     return KS_OK;
 }
 
@@ -973,7 +1333,7 @@ ks_vk_fw_submit(ks_vk_fw *f, const float *x, uint32_t n, uint32_t pos0, bool wan
 {
     const ks_hparams *hp = &f->m->hp;
     bool head = f->p.head && want_logits;
-    ks_vk_cmdbuf *c;
+    cmd *c;
     ks_status st;
 
     if (f->pending)
@@ -992,9 +1352,21 @@ ks_vk_fw_submit(ks_vk_fw *f, const float *x, uint32_t n, uint32_t pos0, bool wan
     }
     if ((st = cmd_for(f, n, head, &c)) != KS_OK)
         return st;
-    if ((st = ks_vk_cmdbuf_submit(f->ctx, c)) != KS_OK)
-        return st;
+    for (uint32_t i = 0; i < c->n_cbs; i++)
+        if ((st = ks_vk_cmdbuf_submit(f->ctx, &c->cbs[i])) != KS_OK) {
+            /* the ones already queued finish before their buffers are
+             * submitted again */
+            if (i > 0 && !f->ctx->lost)
+                vkQueueWaitIdle(f->ctx->queue);
+            return st;
+        }
+    f->info.n_submits = c->n_cbs;
+    f->info.submit_macs = 0;
+    for (uint32_t i = 0; i < c->n_cbs; i++)
+        if (c->cbs[i].work_macs > f->info.submit_macs)
+            f->info.submit_macs = c->cbs[i].work_macs;
     f->pending = c;
+    f->pending_pos0 = pos0;
     f->pending_n = n;
     f->pending_head = head;
     return KS_OK;
@@ -1004,14 +1376,17 @@ ks_status
 ks_vk_fw_finish(ks_vk_fw *f, float *x, float *logits)
 {
     const ks_hparams *hp = &f->m->hp;
-    ks_vk_cmdbuf *c = f->pending;
+    cmd *c = f->pending;
     ks_status st;
 
     if (!c)
         return ks_error(KS_ERR_INTERNAL, "vulkan: nothing in flight");
     f->pending = NULL;
-    if ((st = ks_vk_cmdbuf_wait(f->ctx, c)) != KS_OK)
-        return st;
+    /* each waits for its own work: the ones before it are done by then */
+    for (uint32_t i = 0; i < c->n_cbs; i++)
+        if ((st = ks_vk_cmdbuf_wait(f->ctx, &c->cbs[i])) != KS_OK)
+            return st;
+    prof_collect(f, c);
     if (f->ctx->validation && ks_vk_ctx_validation_count(f->ctx) > 0)
         ks_log(KS_LOG_WARN, "vulkan", "%u validation messages so far",
                ks_vk_ctx_validation_count(f->ctx));
@@ -1093,11 +1468,16 @@ static const ks_target_ops vk_ops = { vk_target_run, vk_target_destroy, vk_targe
 static const char *
 vk_supports(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head)
 {
+    /* a copy: the caller may format the reason into ks_error's buffer */
+    static _Thread_local char why[512];
+
     (void)l0, (void)l1, (void)head;
     if (env->kv_f32)
         return "the Vulkan kernels keep an f16 KV cache";
-    if (ks_vk_fw_supports(env->model) != KS_OK)
-        return ks_last_error();
+    if (ks_vk_fw_supports(env->model) != KS_OK) {
+        snprintf(why, sizeof why, "%s", ks_last_error());
+        return why;
+    }
     return NULL;
 }
 

@@ -37,6 +37,8 @@ typedef struct ks_vk_fw_info {
     uint32_t n_shader_hits;   /* SPIR-V found in the disk cache */
     uint32_t n_shader_compiled;
     double   setup_ms;        /* device, upload, kernels */
+    uint32_t n_submits;       /* queue submissions of the latest run */
+    uint64_t submit_macs;     /* the largest one's work (multiply-adds) */
 } ks_vk_fw_info;
 
 /* Why the model cannot run on Vulkan in this build or on this device
@@ -73,6 +75,27 @@ ks_status ks_vk_fw_submit(ks_vk_fw *f, const float *x, uint32_t n, uint32_t pos0
 ks_status ks_vk_fw_finish(ks_vk_fw *f, float *x, float *logits);
 
 void ks_vk_fw_info_get(const ks_vk_fw *f, ks_vk_fw_info *out);
+
+/* One dispatch of a profiled run: device time between timestamps written
+ * before and after it (vkCmdWriteTimestamp), and the bytes it reads and
+ * writes, about (weights, activations, KV cache). */
+typedef struct ks_vk_fw_prof_rec {
+    const char *op;     /* "attn norm", "q", "k", "v", "rope", "attn", "quant",
+                           "o", "ffn norm", "gate", "up", "glu", "down", "end norm",
+                           "head norm", "head" (static strings) */
+    int32_t     layer;  /* -1: the head */
+    uint32_t    n_tok;  /* tokens the dispatch works on */
+    uint64_t    bytes;
+    uint64_t    ns;
+} ks_vk_fw_prof_rec;
+
+/* The dispatches of the latest finished run, in order, when profiling is
+ * on (KESTREL_PROFILE=1 when the range was created): *recs is borrowed
+ * until the next run or the destroy; *n = 0 when profiling is off or
+ * nothing ran. With KESTREL_PROFILE=1, destroy also prints a table to
+ * stderr: time, bytes, GB/s and share per op kind and per layer, prefill
+ * and decode apart. */
+void ks_vk_fw_profile(const ks_vk_fw *f, const ks_vk_fw_prof_rec **recs, uint32_t *n);
 
 /* The device a target with |device| (-1: best) would open: its name and
  * the bytes it may hold (the largest device-local heap's budget, or

@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include "driver/base.h"
+#include "scheduler/thermal_model.h"
 
 #define TAG "gov"
 
@@ -108,6 +109,7 @@
 /* The loop gain at least closes the loop in this time (with a fitted C),
  * and the zone's loss estimate is filtered with this weight. */
 #define KP_H_S 4.0
+#define KP_FAST 1.0
 #define LOSS_W 0.3
 /* The heat capacity fit: forgetting per informative period; a period
  * informs when its power changed by this fraction of the dynamic range,
@@ -130,6 +132,13 @@
 /* An instantaneous power reading describes the activity before it only
  * when that activity lasted this long (sensors average a few ms). */
 #define MIN_PHASE_NS 20000000ull
+/* The back-off from the limit for a swinging zone: this many mean
+ * swings, at most this much; the filters' weight per update. */
+#define SWING_K 1.0
+#define SWING_MAX_C 1.5
+#define SWING_W 0.1
+/* The plant model's sampling interval. */
+#define TM_SAMPLE_S 1.0
 /* The longest sleep asked for in one step. */
 #define MAX_PACE_NS 5000000000ull
 /* The model's floor: no fit makes a busy CPU thread or the GPU draw less
@@ -290,6 +299,24 @@ struct ks_governor {
     uint32_t faults;                /* KS_GOV_F_*_FAULT in the latest sense */
     bool     reported_cap_model;
 
+    /* The plant as identified from power and temperature (for forecasts
+     * and the model-predictive cap). */
+    ks_thermal_model tm;
+    double   tm_power_mw;           /* the power the forecast holds */
+    /* Since the first step: tokens, and the energy of the periods they
+     * ran in (measured or modelled power x time), for tokens per joule. */
+    double   total_tokens;
+    double   total_energy_mj;
+    /* The temperature's mean and mean swing around it, per update. */
+    bool     swing_have;
+    double   mean_c, swing_c;
+    /* The heating rate from reading to reading (filtered), which may end
+     * a control period early: see early_update(). */
+    bool     fast_have;
+    double   fast_c;
+    uint64_t fast_ns;
+    double   fast_rate_c_s;
+
     ks_gov_decision dec;
 };
 
@@ -421,6 +448,7 @@ ks_governor_create(const ks_governor_params *pin, ks_governor **out)
     g->dec.target = "-";
     g->dec.time_to_limit_s = -1.0;
     g->dec.control_temp_mc = g->ctrl_mc;
+    ks_thermal_model_init(&g->tm, TM_SAMPLE_S);
     ks_log(KS_LOG_DEBUG, TAG, "policy=%s threads=%d..%d limit=%s%.1fC "
            "power_limit=%umW period=%.0fms dwell=%.1fs",
            ks_gov_policy_str(p.policy), p.min_threads, p.max_threads,
@@ -435,6 +463,30 @@ void
 ks_governor_destroy(ks_governor *g)
 {
     free(g);
+}
+
+double
+ks_governor_forecast_c(const ks_governor *g, double h_s)
+{
+    if (!g->have_sense || !g->sense.has_temp)
+        return NAN;
+    if (!g->tm.valid)
+        return g->sense.temp_mc / 1000.0;
+    return ks_thermal_model_forecast(&g->tm, g->tm_power_mw / 1000.0, h_s);
+}
+
+double
+ks_governor_headroom(const ks_governor *g, double h_s)
+{
+    double t = ks_governor_forecast_c(g, h_s);
+
+    if (isnan(t))
+        return NAN;
+    /* Idle is where the identified plant settles at the base power. */
+    return ks_telem_headroom(t * 1000.0, g->ctrl_mc, g->tm.valid ?
+                             1000.0 * (g->tm.amb_c + g->tm.r_c_per_w *
+                                       g->theta[X_BASE] / 1000.0) :
+                             KS_TELEM_HEADROOM_IDLE_MC);
 }
 
 const ks_gov_decision *
@@ -1246,12 +1298,30 @@ thermal_budget(ks_governor *g, upd *u)
         return;
     }
     t_c = g->sense.temp_mc / 1000.0;
-    e = g->ctrl_mc / 1000.0 - t_c;
+    /* A zone that swings around its mean by D (a fast die under a load
+     * that comes and goes) is held about D under the limit, so that its
+     * swings, not its mean, stay under it. */
+    if (!g->swing_have) {
+        g->swing_have = true;
+        g->mean_c = t_c;
+    }
+    g->mean_c += SWING_W * (t_c - g->mean_c);
+    g->swing_c += SWING_W * (fabs(t_c - g->mean_c) - g->swing_c);
+    e = g->ctrl_mc / 1000.0 - fmin(SWING_MAX_C, SWING_K * g->swing_c) - t_c;
+    ks_thermal_model_add(&g->tm, u->now, t_c, u->p_meas);
+    g->tm_power_mw = u->p_meas;
     have_rate = thermal_rate(g, u->p_meas, u->range);
     /* The proportional band, or the gain that closes the loop in KP_H_S
      * on a zone of the fitted heat capacity if that is more (a slow,
      * heavy zone: the band alone would creep up to the limit). */
     kp = fmax(u->range / PBAND_C, g->cap_mj_c / KP_H_S);
+    /* ... but no more than the gain that would close the headroom within
+     * one control period on a zone of that heat capacity: on a zone that
+     * settles within a few periods (a bare die, tau 1-2 s), a higher gain
+     * overcorrects each period and the loop cycles around the limit. */
+    if (g->cap_mj_c > 0 && kp > KP_FAST * g->cap_mj_c * NS_PER_S /
+                                (double)g->p.period_ns)
+        kp = KP_FAST * g->cap_mj_c * NS_PER_S / (double)g->p.period_ns;
     if (g->have_prev_temp && u->now > g->prev_temp_ns) {
         double rate = (t_c - g->prev_temp_c) * NS_PER_S /
                       (double)(u->now - g->prev_temp_ns);
@@ -1528,6 +1598,8 @@ publish(ks_governor *g, const upd *u)
     d->temp_mc = g->have_sense && g->sense.has_temp ? g->sense.temp_mc : 0;
     d->power_mw = (uint32_t)(u->p_meas + 0.5);
     d->tokens_per_s = g->acc_tokens * NS_PER_S / u->dt_ns;
+    d->tokens_per_j = g->total_energy_mj > 0 ?
+                      g->total_tokens * 1000.0 / g->total_energy_mj : 0.0;
     d->state_id = u->state;
     d->state = ks_gov_state_str(u->state);
     d->target = g->acc_busy_ns[KS_GOV_CPU] && g->acc_busy_ns[KS_GOV_GPU] ?
@@ -1579,6 +1651,8 @@ update(ks_governor *g, uint64_t now)
     };
 
     estimate_power(g, &u);
+    g->total_tokens += g->acc_tokens;
+    g->total_energy_mj += u.p_meas * u.dt_ns / NS_PER_S;
     thermal_budget(g, &u);
     total_budget(g, &u);
     track_power(g, &u);
@@ -1589,6 +1663,37 @@ update(ks_governor *g, uint64_t now)
 }
 
 /* ---- steps ------------------------------------------------------------- */
+
+/* A fast plant (a bare die heats by tens of degrees a second) can pass
+ * the limit within one control period. So each temperature reading
+ * updates a heating rate, and when that rate would carry the zone past
+ * the limit before the period ends (and it is fast enough to matter:
+ * more than the guard's tolerance per period), the period ends now, at
+ * least two readings after it began. */
+static bool
+early_update(ks_governor *g, uint64_t now)
+{
+    double t_c, rate, left_s;
+
+    if (!g->have_sense || !g->sense.has_temp || g->temp_ns != now)
+        return false;
+    t_c = g->sense.temp_mc / 1000.0;
+    if (g->fast_have && now - g->fast_ns >= g->p.sample_ns / 2) {
+        rate = (t_c - g->fast_c) * NS_PER_S / (double)(now - g->fast_ns);
+        g->fast_rate_c_s = 0.5 * g->fast_rate_c_s + 0.5 * rate;
+    } else if (g->fast_have) {
+        return false;
+    }
+    g->fast_have = true;
+    g->fast_c = t_c;
+    g->fast_ns = now;
+    if (now - g->period_start_ns < 2 * g->p.sample_ns)
+        return false;
+    left_s = (double)(g->period_start_ns + g->p.period_ns - now) / NS_PER_S;
+    return g->fast_rate_c_s * g->p.period_ns / NS_PER_S > GUARD_TOL_C &&
+           t_c + g->fast_rate_c_s * (left_s + 2 * g->p.sample_ns / NS_PER_S) >=
+           g->ctrl_mc / 1000.0;
+}
 
 /* Logs a fault once per kind (KS_GOV_F_* bit |flag|). */
 static void
@@ -1772,6 +1877,13 @@ ks_governor_step(ks_governor *g, const ks_gov_sense *sense, uint64_t now,
         if (s.has_temp) {
             g->temp_ns = now;
             d->temp_mc = s.temp_mc;
+        } else if (g->have_sense && g->sense.has_temp &&
+                   now - g->temp_ns <= STALE_NS) {
+            /* A read that failed (a stale sample) is no reading, not a
+             * lost sensor: the previous temperature stands, as old as it
+             * is (temp_ns), until STALE_NS makes it blind. */
+            s.has_temp = true;
+            s.temp_mc = g->sense.temp_mc;
         }
         g->sense = s;
         g->have_sense = true;
@@ -1780,7 +1892,7 @@ ks_governor_step(ks_governor *g, const ks_gov_sense *sense, uint64_t now,
         d->control_temp_mc = g->ctrl_mc;
     }
 
-    if (now - g->period_start_ns >= g->p.period_ns)
+    if (now - g->period_start_ns >= g->p.period_ns || early_update(g, now))
         update(g, now);
 
     /* Pace: what is left of the token period after this token's work. */

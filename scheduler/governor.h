@@ -214,6 +214,10 @@ typedef struct ks_gov_decision {
     uint32_t power_mw;        /* average power of the last period,
                                * measured or modelled */
     double   tokens_per_s;    /* over the last period */
+    double   tokens_per_j;    /* since the first step: tokens over the
+                               * system energy (measured power where a
+                               * sensor is read, else modelled: see
+                               * KS_GOV_F_NO_POWER); 0 before any */
     double   time_to_limit_s; /* at the current heating rate; -1: not
                                * heating or no temperature */
     ks_gov_state state_id;    /* which limit holds */
@@ -248,6 +252,19 @@ ks_status ks_governor_step(ks_governor *g, const ks_gov_sense *sense,
 ks_status ks_governor_step_telemetry(ks_governor *g, ks_telemetry *tel,
                                      uint64_t now_ns, const ks_gov_work *work,
                                      ks_gov_decision *out);
+
+/* The temperature (°C) forecast |h_s| seconds ahead if the power of the
+ * latest control period holds, from the plant model identified online
+ * (thermal resistance and time constants fitted to the power and
+ * temperature seen); the latest reading until the model is fitted; NAN
+ * without a temperature. */
+double ks_governor_forecast_c(const ks_governor *g, double h_s);
+
+/* How close that forecast is to the limit, after Android's thermal
+ * headroom: 0 at the idle temperature (where the identified plant settles
+ * at the idle power; KS_TELEM_HEADROOM_IDLE_MC until identified), 1 at or
+ * past the control temperature; NAN without a temperature. */
+double ks_governor_headroom(const ks_governor *g, double h_s);
 
 /* The latest decision (what the previous step returned). */
 const ks_gov_decision *ks_governor_last(const ks_governor *g);

@@ -8,7 +8,8 @@
 #include "scheduler/profile.h"
 
 static const char *const op_names[KS_PROF_N_OPS] = {
-    "norm", "qkv", "rope_kv", "attn", "attn_out", "add", "gate_up", "act", "down", "head",
+    "norm", "qkv", "rope_kv", "attn", "attn_out", "add", "gate_up", "act", "down", "moe",
+    "head",
 };
 
 const char *

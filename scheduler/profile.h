@@ -26,6 +26,8 @@ typedef enum ks_prof_op {
     KS_PROF_GATE_UP,    /* the gate and up products */
     KS_PROF_ACT,        /* SiLU/GELU times up */
     KS_PROF_DOWN,       /* the down product */
+    KS_PROF_MOE,        /* a mixture-of-experts FFN (router, experts);
+                           the CPU counts no bytes for it yet */
     KS_PROF_HEAD,       /* the output (logits) product */
     KS_PROF_N_OPS
 } ks_prof_op;
@@ -46,7 +48,7 @@ typedef struct ks_profile {
 } ks_profile;
 
 /* "norm", "qkv", "rope_kv", "attn", "attn_out", "add", "gate_up", "act",
- * "down", "head". */
+ * "down", "moe", "head". */
 const char *ks_prof_op_name(ks_prof_op op);
 
 ks_status ks_profile_create(uint32_t n_layers, ks_profile **out);

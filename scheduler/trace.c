@@ -39,7 +39,7 @@ ks_trace_open(const char *path, ks_trace **out)
                         strerror(e));
     }
     if (fputs("time_s,tokens_per_s,temp_c,power_w,budget_w,threads,pace_ms,"
-              "state,target,limit_c,place,layers\n", t->f) < 0)
+              "state,target,limit_c,place,layers,tokens_per_j\n", t->f) < 0)
         t->err = errno ? errno : EIO;
     *out = t;
     return KS_OK;
@@ -49,6 +49,7 @@ void
 ks_trace_token(ks_trace *t, uint64_t now_ns, const ks_gov_decision *d)
 {
     char tps[32] = "", temp[32] = "", power[32] = "", budget[32] = "";
+    char tpj[32] = "";
 
     if (!t || !d)
         return;
@@ -66,12 +67,14 @@ ks_trace_token(ks_trace *t, uint64_t now_ns, const ks_gov_decision *d)
         snprintf(tps, sizeof tps, "%.3f", d->tokens_per_s);
         snprintf(power, sizeof power, "%.3f", d->power_mw / 1000.0);
         snprintf(budget, sizeof budget, "%.3f", d->budget_mw / 1000.0);
+        snprintf(tpj, sizeof tpj, "%.3f", d->tokens_per_j);
     }
-    if (fprintf(t->f, "%.3f,%s,%s,%s,%s,%d,%.2f,%s,%s,%.1f,%s,%s\n",
+    if (fprintf(t->f, "%.3f,%s,%s,%s,%s,%d,%.2f,%s,%s,%.1f,%s,%s,%s\n",
                 (double)(now_ns - t->t0_ns) / 1e9, tps, temp, power, budget,
                 d->n_threads, d->pace_ns / 1e6, ks_gov_state_str(d->state_id),
                 d->target,
-                d->control_temp_mc / 1000.0, ks_gov_place_str(d->place), t->layers) < 0 &&
+                d->control_temp_mc / 1000.0, ks_gov_place_str(d->place), t->layers,
+                tpj) < 0 &&
         !t->err)
         t->err = errno ? errno : EIO;
 }

@@ -12,7 +12,9 @@
  *   state         the governor's state ("cool", "thermal", "power", ...)
  *   target        where the work ran ("cpu", "gpu", "cpu+gpu")
  *   limit_c       the temperature held
- *   place         a placement hint given on this token ("stay" mostly) */
+ *   place         a placement hint given on this token ("stay" mostly)
+ *   layers        which target runs which layer range
+ *   tokens_per_j  since the start, over measured (else modelled) energy */
 #ifndef KS_TRACE_H
 #define KS_TRACE_H
 

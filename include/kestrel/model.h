@@ -103,6 +103,11 @@ typedef struct ks_model_desc {
     uint64_t    n_params;
     uint64_t    file_bytes;
     double      load_ms;      /* time ks_model_load took */
+    uint64_t    active_bytes; /* weight bytes one decode step reads: every
+                                 matrix but the embedding table (one row),
+                                 and of a mixture of experts only the
+                                 experts used per token (expert_used_count
+                                 of expert_count) */
 } ks_model_desc;
 
 /* Strings stay valid while the model lives. A NULL |m| zeroes *out. */

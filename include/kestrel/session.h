@@ -48,6 +48,11 @@ typedef struct ks_session_params {
     const char *trace_path; /* CSV trace, one line per decoded token: time,
                                tokens/s, temperature, power, budget,
                                threads, pacing, governor state; NULL: none */
+    uint32_t   n_layers;   /* layers to run; 0: all. L < the model's: run
+                              layers [0, L), then the final norm and the
+                              shared output head, so the logits are those
+                              of an exit after layer L - 1 (self-drafting,
+                              early exit, calibration); on the CPU only */
     bool        profile;    /* time every op of every layer on every target
                                (ks_session_profile); costs two clock reads
                                per op */
@@ -140,9 +145,15 @@ typedef enum ks_spec_mode {
     KS_SPEC_OFF,
     KS_SPEC_DRAFT,     /* draft with the draft session's model */
     KS_SPEC_LOOKUP,    /* draft from n-gram matches in the held tokens */
+    KS_SPEC_SELF,      /* draft with the model's own first layers: |draft|
+                          is a session on the same model whose n_layers
+                          (ks_session_params) is below the model's, so its
+                          logits come from an exit through the final norm
+                          and the shared head; the full model verifies
+                          (kestrel calibrate measures which L pays) */
 } ks_spec_mode;
 
-/* "auto", "off", "draft", "lookup" ("unknown" for another value);
+/* "auto", "off", "draft", "lookup", "self" ("unknown" for another value);
  * ks_spec_parse: the mode of a name, false when it names none or a
  * pointer is NULL. */
 KS_API const char *ks_spec_name(ks_spec_mode m);
@@ -192,6 +203,17 @@ typedef struct ks_generate_params {
      * schema fails the call before anything is appended. The logits the
      * session keeps are not masked. */
     const char        *json_schema;
+    /* Early exit: lossy, off at 0. Greedy decoding in which |draft| (a
+     * session on the same model with fewer layers, n_layers = L) runs
+     * every token, and when its top probability through the shared head
+     * is at least early_exit (0 < T <= 1) its top token is the next one
+     * without running layers L.. of the full model; otherwise the full
+     * model runs the tokens it skipped and the new one in one pass, and
+     * its top token is the next. Skipped layers get their keys and values
+     * that way, bit for bit as a full run's, so only the tokens chosen by
+     * an exit differ from plain greedy decoding. Not with sampling, the
+     * repeat penalty, speculation or json_schema (KS_ERR_UNSUPPORTED). */
+    float              early_exit;
 } ks_generate_params;
 
 /* KS_OK when |schema| is a JSON schema that json_schema supports, else
@@ -253,10 +275,47 @@ typedef struct ks_stats {
     double   tokens_per_verify;
     double   draft_ms;
     double   verify_ms;
+    /* Early exit (the last generate): tokens an exit decided (the other
+     * generated tokens were decided by the full model). */
+    uint32_t n_early_exit;
+    /* Governed sessions: tokens per joule of system energy since the
+     * session's first governed token, from RAPL, hwmon or battery power
+     * where the device has a sensor (energy_measured), else from the
+     * governor's power model; 0 before the first control period. */
+    double   tokens_per_j;
+    bool     energy_measured;
 } ks_stats;
 
 /* A NULL |s| zeroes *out. */
 KS_API void ks_session_stats(const ks_session *s, ks_stats *out);
+
+/* Thermal headroom, after Android's getThermalHeadroom: how close the
+ * device will be to its temperature limit in |forecast_s| seconds (0:
+ * now) if the present load holds; 0 at the idle temperature, 1 at or past
+ * the limit. The forecast comes from the plant that the session's
+ * governor identifies online from the power and temperature it sees
+ * (thermal resistance, two time constants); until it has one, the latest
+ * reading, with idle taken as 25 °C. NAN when no governor runs, no
+ * temperature is read, or |forecast_s| is negative or not finite. Call it
+ * from the thread that generates, or between generates. */
+KS_API double ks_thermal_headroom(const ks_session *s, double forecast_s);
+
+/* The temperature forecast behind it, in °C; NAN as above. */
+KS_API double ks_thermal_forecast_c(const ks_session *s, double forecast_s);
+
+/* Called with the new headroom when it crosses a threshold. */
+typedef void (*ks_headroom_fn)(void *user, double headroom);
+
+/* Asks for |fn| whenever the headroom |forecast_s| ahead crosses
+ * |threshold| either way (and once if it is first seen above it); it
+ * counts as back below only 0.02 under the threshold. Runs on
+ * the generating thread after a governor control period (about every
+ * 500 ms); it must not call back into the session. NULL |fn| turns it
+ * off. KS_ERR_INVALID_ARG: threshold outside 0..1, forecast_s outside
+ * 0..600. */
+KS_API ks_status ks_thermal_headroom_notify(ks_session *s, double threshold,
+                                            double forecast_s,
+                                            ks_headroom_fn fn, void *user);
 
 /* "cpu", "vulkan", or "split" when the layers run on several targets:
  * where this session's model runs (with backend auto, what auto chose). */
@@ -274,7 +333,8 @@ KS_API const char *ks_session_placement(const ks_session *s);
 typedef struct ks_profile_row {
     char        target[16]; /* the target kind: "cpu", "vulkan" */
     const char *op;         /* "norm", "qkv", "rope_kv", "attn", "attn_out",
-                               "add", "gate_up", "act", "down", "head";
+                               "add", "gate_up", "act", "down", "moe" (the
+                               experts' FFN; bytes not counted), "head";
                                static */
     int32_t     layer;      /* -1: outside the layers (the head) */
     uint64_t    calls;

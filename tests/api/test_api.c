@@ -11,6 +11,7 @@
  * function or pointer argument without a probe fails the 'api-symbols'
  * test. */
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@
 #include "kestrel/devices.h"
 #include "kestrel/inspect.h"
 #include "kestrel/kestrel.h"
+#include "kestrel/quality.h"
 #include "kestrel/quantize.h"
 #include "runtime/synth.h"
 
@@ -555,6 +557,7 @@ spec_names(void)
     ks_spec_mode m = KS_SPEC_OFF;
 
     ck_assert_str_eq(ks_spec_name(KS_SPEC_LOOKUP), "lookup");
+    ck_assert(ks_spec_parse("self", &m) && m == KS_SPEC_SELF);
     ck_assert_str_eq(ks_spec_name((ks_spec_mode)99), "unknown");
     ck_assert(!ks_spec_parse(NULL, &m));
     ck_assert(!ks_spec_parse("draft", NULL));
@@ -684,6 +687,43 @@ session_placement_s(void)
     ck_assert_str_eq(ks_session_placement(NULL), "");
 }
 
+static void
+thermal_headroom_s(void)
+{
+    ck_assert(isnan(ks_thermal_headroom(NULL, 10.0)));
+    ck_assert(isnan(ks_thermal_forecast_c(NULL, 10.0)));
+}
+
+static void
+headroom_cb(void *user, double headroom)
+{
+    (void)user;
+    (void)headroom;
+}
+
+static void
+thermal_headroom_notify_s(void)
+{
+    expect_null_arg(ks_thermal_headroom_notify(NULL, 0.8, 10.0, headroom_cb,
+                                               NULL),
+                    "ks_thermal_headroom_notify", "s");
+}
+
+static void
+thermal_headroom_notify_user(void)
+{
+    /* |user| is the caller's and may be NULL; an ungoverned session has
+     * no headroom; a threshold outside 0..1 is refused */
+    open_all();
+    ck_assert_int_eq(ks_thermal_headroom_notify(f.s, 0.8, 10.0, headroom_cb,
+                                                NULL), KS_OK);
+    ck_assert(isnan(ks_thermal_headroom(f.s, 10.0)));
+    ck_assert_int_eq(ks_thermal_headroom_notify(f.s, 1.5, 10.0, headroom_cb,
+                                                NULL), KS_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "threshold 1.5"));
+    close_all();
+}
+
 /* ---- status, devices, files ---- */
 
 static void
@@ -749,6 +789,62 @@ quantize_file_type(void)
 {
     expect_null_arg(ks_quantize_file(model_path, quant_path, NULL, 1),
                     "ks_quantize_file", "type");
+    ck_assert_int_ne(access(quant_path, F_OK), 0);
+}
+
+static void
+perplexity_s(void)
+{
+    ks_ppl_result r;
+
+    expect_null_arg(ks_perplexity(NULL, toks, 4, NULL, &r), "ks_perplexity", "s");
+}
+
+static void
+perplexity_tokens(void)
+{
+    ks_ppl_result r;
+
+    open_all();
+    expect_null_arg(ks_perplexity(f.s, NULL, 4, NULL, &r), "ks_perplexity", "tokens");
+    close_all();
+}
+
+/* p NULL: the defaults, which this short text does not fill (not a crash) */
+static void
+perplexity_p(void)
+{
+    ks_ppl_result r;
+
+    open_all();
+    ck_assert_int_eq(ks_perplexity(f.s, toks, 4, NULL, &r), KS_ERR_INVALID_ARG);
+    close_all();
+}
+
+static void
+perplexity_out(void)
+{
+    open_all();
+    expect_null_arg(ks_perplexity(f.s, toks, 4, NULL, NULL), "ks_perplexity", "out");
+    close_all();
+}
+
+static void
+prune_file_in(void)
+{
+    expect_null_arg(ks_prune_file(NULL, quant_path, NULL, 0), "ks_prune_file", "in");
+}
+
+static void
+prune_file_out(void)
+{
+    expect_null_arg(ks_prune_file(model_path, NULL, NULL, 0), "ks_prune_file", "out");
+}
+
+static void
+prune_file_drop(void)
+{
+    expect_null_arg(ks_prune_file(model_path, quant_path, NULL, 1), "ks_prune_file", "drop");
     ck_assert_int_ne(access(quant_path, F_OK), 0);
 }
 
@@ -825,6 +921,13 @@ static const probe probes[] = {
     PROBE("ks_session_generate", "p", session_generate_p),
     PROBE("ks_session_generate", "p->prompt", session_generate_prompt),
     PROBE("ks_session_generate", "optional", session_generate_optional),
+    PROBE("ks_perplexity", "s", perplexity_s),
+    PROBE("ks_perplexity", "tokens", perplexity_tokens),
+    PROBE("ks_perplexity", "p", perplexity_p),
+    PROBE("ks_perplexity", "out", perplexity_out),
+    PROBE("ks_prune_file", "in", prune_file_in),
+    PROBE("ks_prune_file", "out", prune_file_out),
+    PROBE("ks_prune_file", "drop", prune_file_drop),
     PROBE("ks_session_stats", "s", session_stats_s),
     PROBE("ks_session_stats", "out", session_stats_out),
     PROBE("ks_session_profile", "s", session_profile_s),
@@ -833,6 +936,10 @@ static const probe probes[] = {
     PROBE("ks_session_profile_reset", "s", session_profile_s),
     PROBE("ks_session_backend_name", "s", session_backend_name_s),
     PROBE("ks_session_placement", "s", session_placement_s),
+    PROBE("ks_thermal_headroom", "s", thermal_headroom_s),
+    PROBE("ks_thermal_forecast_c", "s", thermal_headroom_s),
+    PROBE("ks_thermal_headroom_notify", "s", thermal_headroom_notify_s),
+    PROBE("ks_thermal_headroom_notify", "user", thermal_headroom_notify_user),
     PROBE("ks_devices_print", "out", devices_print_out),
     PROBE("ks_inspect_file", "path", inspect_file_path),
     PROBE("ks_inspect_file", "out", inspect_file_out),

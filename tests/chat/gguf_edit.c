@@ -99,6 +99,7 @@ apply_edit(ks_gguf_writer *w, const test_gguf_edit *e)
     case TEST_EDIT_STR: return ks_gguf_writer_set_str(w, e->key, e->str);
     case TEST_EDIT_BOOL: return ks_gguf_writer_set_bool(w, e->key, e->b);
     case TEST_EDIT_U32: return ks_gguf_writer_set_u32(w, e->key, e->u32);
+    case TEST_EDIT_DEL: return KS_OK;  /* left out of the copy */
     }
     return ks_error(KS_ERR_INVALID_ARG, "gguf_edit: edit of %s has type %d",
                     e->key, (int)e->type);
@@ -119,8 +120,12 @@ test_gguf_copy(const char *in, const char *out, const test_gguf_edit *edits,
         goto out;
     for (uint64_t i = 0; i < ks_gguf_n_kv(g); i++) {
         const ks_gguf_kv *kv = ks_gguf_kv_at(g, i);
-        bool tokens = strcmp(kv->key, "tokenizer.ggml.tokens") == 0;
+        bool tokens = strcmp(kv->key, "tokenizer.ggml.tokens") == 0, drop = false;
 
+        for (size_t j = 0; j < n_edits; j++)
+            drop |= edits[j].type == TEST_EDIT_DEL && strcmp(edits[j].key, kv->key) == 0;
+        if (drop)
+            continue;
         if (kv->type != KS_GGUF_ARR)
             st = copy_scalar(w, kv);
         else if (kv->arr.type == KS_GGUF_STR)

@@ -14,6 +14,7 @@ typedef enum test_edit_type {
     TEST_EDIT_STR,
     TEST_EDIT_BOOL,
     TEST_EDIT_U32,
+    TEST_EDIT_DEL,     /* drops the key */
 } test_edit_type;
 
 typedef struct test_gguf_edit {

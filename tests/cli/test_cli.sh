@@ -210,6 +210,20 @@ run bnogen "$KS" "${BENCH[@]}" --spec lookup -n 0
 expect_rc bnogen 2
 expect_err bnogen "speculation is measured on generated tokens"
 
+# -- bench --sustained: tokens/s per minute and the mean under the governor,
+# on a fake board (its sensors are static: the governor runs, nothing heats)
+SYSFS=$(cd "$(dirname "$0")/../data/sysfs/rpi5" && pwd)
+KESTREL_SYSFS_ROOT=$SYSFS run bsus "$KS" bench -m "$MODEL" -t 1 --backend cpu --sustained 2 --temp-limit 70 --json
+expect_rc bsus 0
+json bsus 'd["governed"] and d["n_tokens"] > 0 and len(d["per_minute_tps"]) == 1 and abs(d["per_minute_tps"][0] - d["mean_tps"]) < 0.05 * d["mean_tps"] + 1 and d["tokens_per_j"] > 0 and d["sustained_s"] >= 2'
+KESTREL_SYSFS_ROOT=$SYSFS run bsus_table "$KS" bench -m "$MODEL" -t 1 --backend cpu --sustained 1 --temp-limit 70
+expect_rc bsus_table 0
+grep -q '^| 1 | [0-9.]* |$' "$TMP/bsus_table.out" || fail "bsus_table: no minute row: $(head -c 400 "$TMP/bsus_table.out")"
+grep -q '^| mean | [0-9.]* |$' "$TMP/bsus_table.out" || fail "bsus_table: no mean row"
+grep -q 'tokens/J' "$TMP/bsus_table.out" || fail "bsus_table: no tokens/J"
+run bsus_bad "$KS" bench -m "$MODEL" --sustained 0
+expect_rc bsus_bad 2
+
 # -- a device lost mid-generation: the CPU's tokens, exit 0, the switch in the stats
 if "$KS" devices 2>/dev/null | grep -qi vulkan; then
     # The Vulkan driver (lavapipe, LLVM) leaks from libraries it unloads,

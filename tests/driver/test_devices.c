@@ -350,7 +350,8 @@ START_TEST(rpi5_board)
     ck_assert_ptr_nonnull(strstr(text, "  no power sensors\n"));
     ck_assert_ptr_nonnull(strstr(text, "  no battery\n"));
     ck_assert_ptr_nonnull(strstr(json, "\"undervolt\":false,"));
-    ck_assert_ptr_nonnull(strstr(json, "\"default_limit_mc\":null,\"note\":\"no passive trip "
+    ck_assert_ptr_nonnull(strstr(json, "\"default_limit_mc\":null,\"headroom\":null,"
+                                       "\"note\":\"no passive trip "
                                        "point: the governor stays off unless a limit is "
                                        "given\"}"));
     free(text);
@@ -379,6 +380,8 @@ START_TEST(rk3588_board)
     ck_assert_ptr_nonnull(g);
     ck_assert_ptr_nonnull(strstr(g, "\"passive_zone\":\"soc-thermal\",\"passive_trip_mc\":75000"));
     ck_assert_ptr_nonnull(strstr(g, "\"default_limit_mc\":70000"));
+    /* (49.076 - 25) / (70 - 25) */
+    ck_assert_ptr_nonnull(strstr(g, "\"headroom\":0.535,"));
     free(json);
 }
 END_TEST

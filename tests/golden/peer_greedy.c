@@ -5,7 +5,12 @@
  * llama.cpp built by ci/peer.sh through llama.cpp's public C header. See
  * tests/golden/README.md for the exact build and run commands.
  *
- *   peer_greedy -m MODEL.gguf [-t THREADS] [-n N_PREDICT] [-v] -p PROMPT [-p PROMPT]...
+ *   peer_greedy -m MODEL.gguf [-t THREADS] [-n N_PREDICT] [-v] [-a] -p PROMPT [-p PROMPT]...
+ *
+ * -a adds "prompt_logits": the logits at every position of the prompt
+ * (n_prompt rows of n_vocab), each from a one-token step in a second
+ * context (the arithmetic of decoding), for the logit goldens of small
+ * models; the greedy run still evaluates the prompt in one batch.
  *
  * For every prompt, with a fresh context: tokenize with add_special = true and
  * parse_special = false (so BOS is added exactly when the model's metadata
@@ -27,6 +32,7 @@
 #define TOP_K 5
 
 static bool verbose;
+static bool all_logits;  /* -a */
 
 static void quiet_log(enum ggml_log_level level, const char *text, void *ud)
 {
@@ -185,6 +191,39 @@ static int eval(struct llama_context *ctx, struct llama_batch_ext *batch,
     return 0;
 }
 
+/* -a: the logits after each prompt token, the tokens evaluated one at a
+ * time in a context of their own. */
+static int one_by_one(struct llama_model *model, const struct llama_context_params *cp,
+                      const llama_token *toks, int n, int n_vocab, float *out)
+{
+    struct llama_context *ctx = llama_init_from_model(model, *cp);
+    struct llama_batch_ext *batch = ctx ? llama_batch_ext_init(ctx) : NULL;
+    int ret = -1;
+
+    if (!batch) {
+        fprintf(stderr, "peer_greedy: cannot create a context for -a\n");
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        const float *l;
+        if (eval(ctx, batch, toks + i, 1, i) != 0)
+            goto out;
+        l = llama_get_logits_ith(ctx, -1);
+        if (!l) {
+            fprintf(stderr, "peer_greedy: no logits at prompt position %d\n", i);
+            goto out;
+        }
+        memcpy(out + (size_t)i * (size_t)n_vocab, l, (size_t)n_vocab * sizeof(float));
+    }
+    ret = 0;
+out:
+    if (batch)
+        llama_batch_ext_free(batch);
+    if (ctx)
+        llama_free(ctx);
+    return ret;
+}
+
 static int run_prompt(struct llama_model *model, const char *model_name,
                       const char *prompt, int n_threads, int n_predict, bool first)
 {
@@ -193,7 +232,7 @@ static int run_prompt(struct llama_model *model, const char *model_name,
     struct llama_context *ctx = NULL;
     struct llama_batch_ext *batch = NULL;
     llama_token *prompt_ids = NULL, *ids = NULL;
-    float *margins = NULL;
+    float *margins = NULL, *plogits = NULL;
     char *text = NULL;
     size_t text_len = 0, text_cap = 0;
     int top[TOP_K];
@@ -239,6 +278,11 @@ static int run_prompt(struct llama_model *model, const char *model_name,
 
     if (eval(ctx, batch, prompt_ids, n_prompt, 0) != 0)
         goto fail;
+    if (all_logits) {
+        plogits = malloc((size_t)n_prompt * (size_t)n_vocab * sizeof(float));
+        if (!plogits || one_by_one(model, &cp, prompt_ids, n_prompt, n_vocab, plogits) != 0)
+            goto fail;
+    }
     for (int step = 0; step < n_predict; step++) {
         const float *logits = llama_get_logits_ith(ctx, -1);
         if (!logits) {
@@ -283,7 +327,18 @@ static int run_prompt(struct llama_model *model, const char *model_name,
     printf("],\n      \"margins\": [");
     for (int j = 0; j < n_gen; j++)
         printf("%s%.6g", j ? ", " : "", (double)margins[j]);
-    printf("]\n    }");
+    printf("]");
+    if (plogits) {
+        printf(",\n      \"prompt_logits\": [");
+        for (int i = 0; i < n_prompt; i++) {
+            printf("%s\n        [", i ? "," : "");
+            for (int j = 0; j < n_vocab; j++)
+                printf("%s%.7g", j ? ", " : "", (double)plogits[(size_t)i * (size_t)n_vocab + (size_t)j]);
+            printf("]");
+        }
+        printf("]");
+    }
+    printf("\n    }");
     ret = 0;
 fail:
     if (batch)
@@ -293,6 +348,7 @@ fail:
     free(prompt_ids);
     free(ids);
     free(margins);
+    free(plogits);
     free(text);
     return ret;
 }
@@ -300,7 +356,7 @@ fail:
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: peer_greedy -m MODEL.gguf [-t THREADS] [-n N_PREDICT] [-v] -p PROMPT [-p PROMPT]...\n");
+            "usage: peer_greedy -m MODEL.gguf [-t THREADS] [-n N_PREDICT] [-v] [-a] -p PROMPT [-p PROMPT]...\n");
 }
 
 int main(int argc, char **argv)
@@ -314,6 +370,10 @@ int main(int argc, char **argv)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "-v") == 0) {
             verbose = true;
+            continue;
+        }
+        if (strcmp(a, "-a") == 0) {
+            all_logits = true;
             continue;
         }
         if (!v) {

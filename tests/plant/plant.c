@@ -1,5 +1,6 @@
 /* The thermal plant simulator (see plant.h). State: a temperature per
- * zone, the sensor's averaged power, the battery's energy and the clock;
+ * zone (and its board's), what each zone's sensor last read, the sensor's
+ * averaged power, the battery's energy and the clock;
  * plant_run() integrates them exactly for piecewise-constant power and
  * plant_sync() prints them into the fake sysfs files. */
 #include "plant.h"
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 struct plant {
@@ -19,6 +21,9 @@ struct plant {
     char     root[256];
     double   now_s;
     double   temp_c[PLANT_MAX_ZONES];
+    double   board_c[PLANT_MAX_ZONES];
+    double   read_c[PLANT_MAX_ZONES];     /* the sensor's held value */
+    double   read_s[PLANT_MAX_ZONES];     /* when it last refreshed */
     double   power_w;          /* true total, latest run() */
     double   sensor_w;         /* the power sensor's average */
     double   gauge_w;          /* the battery gauge's average */
@@ -27,6 +32,7 @@ struct plant {
     bool     mains;
     bool     power_frozen;
     double   forced_c[PLANT_MAX_ZONES];  /* NAN: not forced */
+    bool     blank[PLANT_MAX_ZONES];
 };
 
 static int
@@ -169,9 +175,12 @@ plant_create(const plant_params *p, plant **out)
     }
     for (uint32_t z = 0; z < PLANT_MAX_ZONES; z++)
         pl->forced_c[z] = NAN;
-    for (uint32_t z = 0; z < p->n_zones; z++)
+    for (uint32_t z = 0; z < p->n_zones; z++) {
         pl->temp_c[z] = p->zones[z].start_c > 0 ? p->zones[z].start_c :
                         p->zones[z].amb_c;
+        pl->board_c[z] = pl->temp_c[z];
+        pl->read_s[z] = -INFINITY;
+    }
     pl->battery_j = p->battery_wh * 3600.0 * p->battery_pct / 100.0;
     pl->mains = p->mains;
     if ((e = build_tree(pl)) != 0) {
@@ -218,6 +227,35 @@ plant_clock(void *ctx)
     return plant_now_ns(ctx);
 }
 
+/* A die (R_d, C_d) on a board (R_b, C_b) at constant power P: with x the
+ * deviation of (die, board) from their steady state (amb + (R_b + R_d) P,
+ * amb + R_b P), dx/dt = A x, so x(t) = exp(A t) x(0). A 2x2 matrix with
+ * distinct real eigenvalues l1, l2 (an RC ladder always has them)
+ * exponentiates as (e^{l1 t} (A - l2 I) - e^{l2 t} (A - l1 I)) / (l1 - l2)
+ * (Sylvester's formula), exact for any step. */
+static void
+run_two_node(const plant_zone_params *zp, double pw, double dt, double *die,
+             double *board)
+{
+    double rd = zp->r_c_per_w, cd = zp->c_j_per_c;
+    double rb = zp->board_r_c_per_w, cb = zp->board_c_j_per_c;
+    double a11 = -1.0 / (rd * cd), a12 = 1.0 / (rd * cd);
+    double a21 = 1.0 / (rd * cb), a22 = -1.0 / (rd * cb) - 1.0 / (rb * cb);
+    double tr = a11 + a22, det = a11 * a22 - a12 * a21;
+    double disc = sqrt(tr * tr / 4.0 - det);
+    double l1 = tr / 2.0 + disc, l2 = tr / 2.0 - disc;
+    double e1 = exp(l1 * dt), e2 = exp(l2 * dt);
+    double bss = zp->amb_c + rb * pw, dss = bss + rd * pw;
+    double x0 = *die - dss, x1 = *board - bss;
+    double m11 = (e1 * (a11 - l2) - e2 * (a11 - l1)) / (l1 - l2);
+    double m12 = (e1 - e2) * a12 / (l1 - l2);
+    double m21 = (e1 - e2) * a21 / (l1 - l2);
+    double m22 = (e1 * (a22 - l2) - e2 * (a22 - l1)) / (l1 - l2);
+
+    *die = dss + m11 * x0 + m12 * x1;
+    *board = bss + m21 * x0 + m22 * x1;
+}
+
 void
 plant_run(plant *pl, double dt, const double w[PLANT_N_SOURCES])
 {
@@ -233,6 +271,10 @@ plant_run(plant *pl, double dt, const double w[PLANT_N_SOURCES])
 
         for (int s = 0; s < PLANT_N_SOURCES; s++)
             pz += zp->share[s] * w[s];
+        if (zp->board_c_j_per_c > 0) {
+            run_two_node(zp, pz, dt, &pl->temp_c[z], &pl->board_c[z]);
+            continue;
+        }
         /* Constant power: T relaxes to T_ss with time constant R*C. */
         tss = zp->amb_c + zp->r_c_per_w * pz;
         pl->temp_c[z] = tss + (pl->temp_c[z] - tss) *
@@ -260,10 +302,27 @@ plant_sync(plant *pl)
     int e;
 
     for (uint32_t z = 0; z < pl->p.n_zones; z++) {
-        double c = isnan(pl->forced_c[z]) ? pl->temp_c[z] : pl->forced_c[z];
+        const plant_zone_params *zp = &pl->p.zones[z];
+        double c;
 
+        /* The sensor refreshes on its own period (ticks since start), and
+         * reports in its steps. */
+        if (zp->read_period_s <= 0 ||
+            pl->now_s - pl->read_s[z] >= zp->read_period_s - 1e-9) {
+            double q = zp->quant_c > 0 ? zp->quant_c : 0.001;
+
+            pl->read_c[z] = floor(pl->temp_c[z] / q + 0.5) * q;
+            pl->read_s[z] = zp->read_period_s > 0 ?
+                floor(pl->now_s / zp->read_period_s + 1e-9) *
+                zp->read_period_s : pl->now_s;
+        }
+        c = isnan(pl->forced_c[z]) ? pl->read_c[z] : pl->forced_c[z];
         snprintf(rel, sizeof rel, "thermal/thermal_zone%u/temp", z);
-        if ((e = put(pl, rel, "%ld\n", lround(c * 1000.0))))
+        if (pl->blank[z])
+            e = put(pl, rel, "%s", "");
+        else
+            e = put(pl, rel, "%ld\n", lround(c * 1000.0));
+        if (e)
             return e;
     }
     /* A frozen sensor's files keep what they hold. */
@@ -309,10 +368,105 @@ plant_force_temp(plant *pl, uint32_t zone, double temp_c)
         pl->forced_c[zone] = temp_c;
 }
 
+void
+plant_blank_temp(plant *pl, uint32_t zone, bool blank)
+{
+    if (zone < PLANT_MAX_ZONES)
+        pl->blank[zone] = blank;
+}
+
 double
 plant_temp_c(const plant *pl, uint32_t zone)
 {
     return zone < pl->p.n_zones ? pl->temp_c[zone] : 0.0;
+}
+
+double
+plant_board_c(const plant *pl, uint32_t zone)
+{
+    if (zone >= pl->p.n_zones)
+        return 0.0;
+    return pl->p.zones[zone].board_c_j_per_c > 0 ? pl->board_c[zone] :
+           pl->p.zones[zone].amb_c;
+}
+
+double
+plant_sensor_c(const plant *pl, uint32_t zone)
+{
+    return zone < pl->p.n_zones ? pl->read_c[zone] : 0.0;
+}
+
+double
+plant_steady_c(const plant *pl, uint32_t zone, double w)
+{
+    const plant_zone_params *zp;
+
+    if (zone >= pl->p.n_zones)
+        return 0.0;
+    zp = &pl->p.zones[zone];
+    return zp->amb_c + (zp->r_c_per_w + (zp->board_c_j_per_c > 0 ?
+                                         zp->board_r_c_per_w : 0.0)) * w;
+}
+
+uint64_t
+plant_cpu_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t
+plant_wall_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The process's CPU time less the calling thread's: the feed's own
+ * writes heat nothing. */
+static uint64_t
+others_cpu_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return plant_cpu_ns() -
+           ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+}
+
+void
+plant_feed_init(plant_feed *f, double base_w, double cpu_w)
+{
+    memset(f, 0, sizeof *f);
+    f->base_w = base_w;
+    f->cpu_w = cpu_w;
+    f->wall_ns = plant_wall_ns();
+    f->cpu_ns = others_cpu_ns();
+}
+
+int
+plant_feed_run(plant *pl, plant_feed *f)
+{
+    uint64_t wall = plant_wall_ns(), cpu = others_cpu_ns();
+    double w[PLANT_N_SOURCES] = { 0 }, dt = (double)(wall - f->wall_ns) / 1e9;
+
+    if (!(dt > 0))
+        return 0;
+    w[PLANT_BASE] = f->base_w;
+    /* The two clocks are read a moment apart: the difference may step
+     * back by a few µs, which is no negative work. */
+    w[PLANT_CPU] = cpu > f->cpu_ns ?
+                   f->cpu_w * (double)(cpu - f->cpu_ns) / 1e9 / dt : 0.0;
+    f->last_w = w[PLANT_BASE] + w[PLANT_CPU];
+    f->wall_ns = wall;
+    if (cpu > f->cpu_ns)
+        f->cpu_ns = cpu;
+    plant_run(pl, dt, w);
+    return plant_sync(pl);
 }
 
 double

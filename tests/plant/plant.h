@@ -2,7 +2,12 @@
  *
  * Each zone is a first-order RC model, C dT/dt = P_zone - (T - T_amb)/R,
  * heated by a share of each power source (idle "base", CPU, GPU) that the
- * test dispatches. Time is simulated: plant_run() advances it with the
+ * test dispatches; or, with a board, second order: the zone is a die (R,
+ * C) that sheds its heat into a board (board_r, board_c) which sheds it to
+ * ambient, so the die heats in seconds and the board over minutes. The
+ * zone's sensor may quantise (1 C steps, as many SoC sensors report) and
+ * refresh only every read_period_s (a sensor polled at 10 Hz or slower):
+ * the temp file holds its value in between. Time is simulated: plant_run() advances it with the
  * powers held constant (exact exponential solution, so any step length is
  * accurate), and plant_clock() gives that time to the telemetry layer
  * (ks_telem_params.now_ns). plant_sync() writes the state as a fake sysfs
@@ -45,6 +50,12 @@ typedef struct plant_zone_params {
     double   share[PLANT_N_SOURCES]; /* fraction of each source's power
                                       * that heats this zone */
     uint32_t sustainable_mw;   /* written as sustainable_power; 0: none */
+    double   board_r_c_per_w;  /* board to ambient; 0: no board (first
+                                * order, the die sheds to ambient) */
+    double   board_c_j_per_c;  /* the board's heat capacity */
+    double   quant_c;          /* the sensor's step, e.g. 1.0; 0: 1 m°C */
+    double   read_period_s;    /* the sensor refreshes this often; 0: at
+                                * every plant_sync() */
 } plant_zone_params;
 
 typedef struct plant_params {
@@ -84,8 +95,38 @@ int  plant_sync(plant *p);
  * |temp_c| whatever the zone's true temperature (NAN: the true one). */
 void plant_freeze_power(plant *p, bool frozen);
 void plant_force_temp(plant *p, uint32_t zone, double temp_c);
+/* While set, a zone's temp file is written empty: a read that lands
+ * while a writer has truncated it (the telemetry marks it stale). */
+void plant_blank_temp(plant *p, uint32_t zone, bool blank);
 
-double plant_temp_c(const plant *p, uint32_t zone);
+double plant_temp_c(const plant *p, uint32_t zone);   /* true die temp */
+double plant_board_c(const plant *p, uint32_t zone);  /* ambient if none */
+/* What a zone's sensor reads now (quantised, held between refreshes). */
+double plant_sensor_c(const plant *p, uint32_t zone);
+/* The zone's steady temperature at a constant total power |w| (every
+ * source's share taken as 1): what a fixed setting settles at. */
+double plant_steady_c(const plant *p, uint32_t zone, double w);
+
+/* Driving the plant from real work: the CPU time all threads of this
+ * process have used (CLOCK_PROCESS_CPUTIME_ID), so a busy Kestrel
+ * thread heats the plant and a sleeping one does not. plant_feed_run() runs
+ * the plant up to the present (CLOCK_MONOTONIC) at base_w + cpu_w times
+ * the number of busy CPUs over the interval, and syncs the tree; call it
+ * every few ms from one thread of its own (the plant is not thread safe;
+ * that thread's CPU time is left out, and plant_feed_init must be called
+ * on it too). */
+typedef struct plant_feed {
+    uint64_t wall_ns, cpu_ns;   /* at the previous call */
+    double   base_w;            /* idle power */
+    double   cpu_w;             /* each busy CPU; may change mid-run (a
+                                 * prompt switch, a second process) */
+    double   last_w;            /* the power of the latest interval */
+} plant_feed;
+
+uint64_t plant_cpu_ns(void);
+uint64_t plant_wall_ns(void);
+void     plant_feed_init(plant_feed *f, double base_w, double cpu_w);
+int      plant_feed_run(plant *p, plant_feed *f);
 double plant_power_w(const plant *p);        /* true power now */
 double plant_energy_j(const plant *p);       /* since create */
 double plant_battery_pct(const plant *p);

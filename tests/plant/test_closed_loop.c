@@ -51,6 +51,21 @@ typedef struct loop {
     uint32_t tokens;
 } loop;
 
+/* The headroom callback: counts the crossings and keeps the latest. */
+typedef struct crossing {
+    int    n;
+    double last;
+} crossing;
+
+static void
+on_headroom(void *user, double headroom)
+{
+    crossing *c = user;
+
+    c->n++;
+    c->last = headroom;
+}
+
 static bool
 on_token(void *user, int32_t tok, const char *piece, size_t len)
 {
@@ -170,6 +185,7 @@ START_TEST(real_generation_holds_the_limit)
     ks_session *s;
     ks_stats st;
     loop l = { 0 };
+    crossing cross = { 0 };
     const int32_t prompt[] = { 1, 300, 301 };
     double sustainable, after_s, tps_after;
 
@@ -198,6 +214,8 @@ START_TEST(real_generation_holds_the_limit)
     ck_assert_msg(ks_session_create(m, &ssp, &s) == KS_OK, "%s",
                   ks_last_error());
 
+    ck_assert_int_eq(ks_thermal_headroom_notify(s, 0.9, 10.0, on_headroom,
+                                                &cross), KS_OK);
     l.p = p;
     l.s = s;
     l.t0_ns = l.last_ns = ks_now_ns();
@@ -212,6 +230,18 @@ START_TEST(real_generation_holds_the_limit)
     }
     ks_session_stats(s, &st);
     ck_assert(st.governed);
+    /* Heating towards the limit, the 10 s headroom crossed 0.9 (and may
+     * have crossed back); held at the limit it reads near 1. */
+    printf("headroom: %d crossings of 0.9, latest %.3f; now %.3f, in 10 s "
+           "%.3f (forecast %.2f C); %.2f tokens/J (%s)\n", cross.n,
+           cross.last, ks_thermal_headroom(s, 0), ks_thermal_headroom(s, 10),
+           ks_thermal_forecast_c(s, 10), st.tokens_per_j,
+           st.energy_measured ? "measured" : "modelled");
+    ck_assert_int_ge(cross.n, 1);
+    ck_assert_double_ge(ks_thermal_headroom(s, 10), 0.0);
+    ck_assert_double_le(ks_thermal_headroom(s, 10), 1.0);
+    ck_assert_double_gt(st.tokens_per_j, 0.0);
+    ck_assert(st.energy_measured);
 
     sustainable = ((LIMIT_C - AMB_C) / R_C_PER_W - IDLE_W) / TOKEN_J;
     ck_assert_msg(l.approached, "the plant never came near the limit "

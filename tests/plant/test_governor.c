@@ -491,7 +491,8 @@ START_TEST(trace_renders)
     ck_assert_ptr_nonnull(f);
     ck_assert_ptr_nonnull(fgets(cmd, sizeof cmd, f));
     ck_assert_str_eq(cmd, "time_s,tokens_per_s,temp_c,power_w,budget_w,"
-                     "threads,pace_ms,state,target,limit_c,place,layers\n");
+                     "threads,pace_ms,state,target,limit_c,place,layers,"
+                     "tokens_per_j\n");
     ck_assert_ptr_nonnull(fgets(cmd, sizeof cmd, f));
     fclose(f);
     snprintf(cmd, sizeof cmd, "sh '%s' '%s' '%s'", KS_PLOT_SCRIPT, csv, png);

@@ -1,5 +1,7 @@
 /* ks-synth: writes a synthetic model (random weights) for benchmarks.
- *   ks-synth OUT.gguf [ARCH] [TYPE] [n_embd n_layers n_head n_head_kv n_ff n_vocab]
+ *   ks-synth OUT.gguf [ARCH] [TYPE] [n_embd n_layers n_head n_head_kv n_ff n_vocab
+ *                                   [n_expert n_expert_used n_ff_exp router_skew]]
+ * The last four make a mixture of experts (ARCH qwen3moe, olmoe, qwen2moe).
  * Defaults: llama Q4_0 768 12 12 12 2048 32000 (about 110M parameters
  * without the tied output; 134M with it, as the peer notes describe). */
 #include <stdio.h>
@@ -18,11 +20,13 @@ main(int argc, char **argv)
         .wtype = KS_QUANT_Q4_0, .seed = 1,
     };
     uint32_t *dims[] = { &p.n_embd, &p.n_layers, &p.n_head, &p.n_head_kv,
-                         &p.n_ff, &p.n_vocab };
+                         &p.n_ff, &p.n_vocab, &p.n_expert, &p.n_expert_used,
+                         &p.n_ff_exp };
 
-    if (argc < 2 || argc > 10) {
+    if (argc < 2 || argc > 14) {
         fprintf(stderr, "usage: %s OUT.gguf [ARCH] [TYPE] [n_embd n_layers "
-                "n_head n_head_kv n_ff n_vocab]\n", argv[0]);
+                "n_head n_head_kv n_ff n_vocab [n_expert n_expert_used n_ff_exp "
+                "router_skew]]\n", argv[0]);
         return 2;
     }
     if (argc > 2)
@@ -40,8 +44,10 @@ main(int argc, char **argv)
         }
         p.wtype = (ks_qtype)t;
     }
-    for (int i = 4; i < argc; i++)
+    for (int i = 4; i < argc && i < 13; i++)
         *dims[i - 4] = (uint32_t)strtoul(argv[i], NULL, 10);
+    if (argc > 13)
+        p.router_skew = strtof(argv[13], NULL);
     if (ks_synth_write(&p, argv[1]) != KS_OK) {
         fprintf(stderr, "%s: %s\n", argv[0], ks_last_error());
         return 1;

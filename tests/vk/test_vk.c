@@ -1065,6 +1065,65 @@ START_TEST(rejected_entry_rebuilt_once)
 }
 END_TEST
 
+/* Deferred pipelines (ks_vk_pipelines_defer/finish, the warm start's
+ * thread pool): shells until finish, built after it; a build the driver
+ * rejects is rebuilt from source at finish as an immediate one is, and a
+ * second rejection is the error, naming the file. */
+START_TEST(deferred_pipelines)
+{
+    static const uint32_t types[3] = { KS_QUANT_Q4_0, KS_QUANT_Q8_0, KS_QUANT_Q4_1 };
+    char dir[300], file[600];
+    ks_vk_matvec *mv[3];
+    ks_vk_ctx *ctx;
+
+    use_cache_dir("deferred", dir, sizeof dir);
+    ks_log_set_level(KS_LOG_ERROR);
+    unsetenv("KESTREL_FAULT");
+    ks_fault_reset();
+    ctx = make_ctx();
+    ks_vk_pipelines_defer(ctx);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_msg(ks_vk_matvec_pipeline_get(ctx, types[i], 0, &mv[i]) == KS_OK, "%s",
+                      ks_last_error());
+        ck_assert_ptr_nonnull(mv[i]->pl->layout);
+        ck_assert(mv[i]->pl->pipeline == VK_NULL_HANDLE);
+    }
+    ck_assert_uint_eq(ctx->n_deferred, 3);
+    ck_assert_msg(ks_vk_pipelines_finish(ctx, 2) == KS_OK, "%s", ks_last_error());
+    for (int i = 0; i < 3; i++)
+        ck_assert(mv[i]->pl->pipeline != VK_NULL_HANDLE);
+    ck_assert_uint_eq(ctx->n_deferred, 0);
+    ck_assert(!ctx->defer);
+    done_ctx(ctx);
+
+    /* the first build rejected: rebuilt at finish */
+    setenv("KESTREL_FAULT", "vk_pipeline_unknown@1", 1);
+    ks_fault_reset();
+    ctx = make_ctx();
+    ks_vk_pipelines_defer(ctx);
+    ck_assert_int_eq(ks_vk_matvec_pipeline_get(ctx, KS_QUANT_Q4_0, 0, &mv[0]), KS_OK);
+    ck_assert_msg(ks_vk_pipelines_finish(ctx, 2) == KS_OK, "%s", ks_last_error());
+    ck_assert(mv[0]->pl->pipeline != VK_NULL_HANDLE);
+    ck_assert_uint_eq(ctx->n_shader_rebuilt, 1);
+    done_ctx(ctx);
+
+    /* every build rejected: the error names the entry */
+    setenv("KESTREL_FAULT", "vk_pipeline_unknown@1+", 1);
+    ks_fault_reset();
+    ctx = make_ctx();
+    ks_vk_pipelines_defer(ctx);
+    ck_assert_int_eq(ks_vk_matvec_pipeline_get(ctx, KS_QUANT_Q4_0, 0, &mv[0]), KS_OK);
+    ck_assert_uint_eq(spv_files(dir, file, sizeof file), 3);
+    ck_assert_int_eq(ks_vk_pipelines_finish(ctx, 2), KS_ERR_INTERNAL);
+    ck_assert_msg(strstr(ks_last_error(), "VK_ERROR_UNKNOWN") &&
+                  strstr(ks_last_error(), "rebuilt from source"), "%s", ks_last_error());
+    done_ctx(ctx);
+    unsetenv("KESTREL_FAULT");
+    ks_fault_reset();
+    ks_log_set_level(KS_LOG_WARN);
+}
+END_TEST
+
 /* costs.tsv (the auto backend's layer costs) as a FIFO: creating a session
  * measures instead of blocking on it, and never appends to it. Needs
  * stories260K from KESTREL_SHARED_DIR; a hang fails through the timeout. */
@@ -1324,6 +1383,7 @@ vulkan_suite(void)
     tcase_add_test(t, swapped_entry_rebuilt);
     tcase_add_test(t, fifo_entries_ignored);
     tcase_add_test(t, rejected_entry_rebuilt_once);
+    tcase_add_test(t, deferred_pipelines);
     tcase_add_test(t, costs_fifo_ignored);
     tcase_add_test(t, cache_off_and_unwritable);
     tcase_add_test(t, pipeline_cache_on_demand);
