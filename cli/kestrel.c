@@ -84,6 +84,8 @@ typedef struct opts {
     float       power_limit_w;
     ks_policy   policy;
     const char *trace_path;
+    bool        profile;        /* bench --profile, KESTREL_PROFILE=1 */
+    const char *profile_json;   /* --profile-json FILE */
     bool        no_governor;
     bool        pre_fallback_gpt2;
     /* speculative decoding */
@@ -179,6 +181,10 @@ static const char common_help[] =
     "      --policy P        performance|balanced|battery (default: balanced)\n"
     "      --trace FILE.csv  write the governor's trace, a line per token\n"
     "                        (plot it with ci/plot-trace.sh)\n"
+    "      --profile         time every op per layer (bench: one extra pp and\n"
+    "                        tg run; run: also KESTREL_PROFILE=1) and print\n"
+    "                        time, bytes, GB/s and share per op and per layer\n"
+    "      --profile-json FILE  also write that profile as JSON\n"
     "      --no-governor     never pace or throttle\n"
     "      --pre-fallback-gpt2  tokenize with the GPT-2 rules when the model's\n"
     "                        pre-tokenizer is unknown (refused otherwise; ids\n"
@@ -453,6 +459,10 @@ parse(const char *cmd, int argc, char **argv, opts *o)
                           "battery, got '%s'", v);
         } else if (strcmp(a, "--trace") == 0) {
             NEED_VALUE(); o->trace_path = v;
+        } else if (strcmp(a, "--profile") == 0) {
+            o->profile = true;
+        } else if (strcmp(a, "--profile-json") == 0) {
+            NEED_VALUE(); o->profile_json = v; o->profile = true;
         } else if (strcmp(a, "--no-governor") == 0) {
             o->no_governor = true;
         } else if (strcmp(a, "--pre-fallback-gpt2") == 0) {
@@ -732,6 +742,7 @@ load(const opts *o, loaded *l)
     sp.n_batch = o->n_batch;
     sp.kv_type = o->kv_type;
     sp.trace_path = o->trace_path;
+    sp.profile = o->profile;
     if (ks_session_create(l->model, &sp, &l->session) != KS_OK) {
         unload(l);
         return fail(NULL);
@@ -755,6 +766,150 @@ load(const opts *o, loaded *l)
         }
     }
     return 0;
+}
+
+/* ---- the op profile (--profile, KESTREL_PROFILE=1) ---- */
+
+/* One profiled stretch of work (bench's pp or tg run, or a whole run). */
+typedef struct profile_take {
+    const char     *name;      /* "pp", "tg", "run" */
+    int             n_tokens;
+    ks_profile_row *rows;
+    size_t          n;
+} profile_take;
+
+/* Reads the session's profile into |pt| and zeroes it. */
+static int
+profile_read(ks_session *s, profile_take *pt)
+{
+    size_t n = 0;
+
+    if (ks_session_profile(s, NULL, &n) != KS_OK)
+        return fail("profile");
+    pt->rows = calloc(n ? n : 1, sizeof(*pt->rows));
+    if (!pt->rows)
+        return fail("no memory");
+    pt->n = n;
+    if (ks_session_profile(s, pt->rows, &pt->n) != KS_OK)
+        return fail("profile");
+    ks_session_profile_reset(s);
+    return 0;
+}
+
+static void
+profile_line(FILE *f, const char *target, const char *what, uint64_t calls, uint64_t ns,
+             uint64_t bytes, uint64_t total_ns, int n_tokens)
+{
+    fprintf(f, "| %s | %s | %llu | %.3f | %.3f | %.2f | %.2f | %.1f%% |\n", target, what,
+            (unsigned long long)calls, (double)ns / 1e6,
+            n_tokens ? (double)ns / 1e6 / n_tokens : 0.0, (double)bytes / 1e6,
+            ns ? (double)bytes / (double)ns : 0.0,
+            total_ns ? 100.0 * (double)ns / (double)total_ns : 0.0);
+}
+
+/* Two tables on |f|: per (target, op) over all layers, then per (target,
+ * layer) over all ops; GB/s is bytes over time (bytes/ns). */
+static void
+profile_print(FILE *f, const profile_take *pt)
+{
+    uint64_t total = 0;
+    static const char *const ops[] = { "norm", "qkv", "rope_kv", "attn", "attn_out", "add",
+                                       "gate_up", "act", "down", "moe", "head" };
+
+    for (size_t i = 0; i < pt->n; i++)
+        total += pt->rows[i].ns;
+    fprintf(f, "\nprofile of %s (%d tokens): %.3f ms in ops\n"
+            "| target | op | calls | ms | ms/token | MB | GB/s | share |\n"
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+            pt->name, pt->n_tokens, (double)total / 1e6);
+    for (size_t i = 0; i < pt->n; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = !strcmp(pt->rows[j].target, pt->rows[i].target);
+        for (size_t o = 0; !seen && o < sizeof ops / sizeof ops[0]; o++) {
+            uint64_t calls = 0, ns = 0, bytes = 0;
+            for (size_t j = i; j < pt->n; j++) {
+                const ks_profile_row *r = &pt->rows[j];
+                if (strcmp(r->target, pt->rows[i].target) || strcmp(r->op, ops[o]))
+                    continue;
+                calls += r->calls, ns += r->ns, bytes += r->bytes;
+            }
+            if (calls)
+                profile_line(f, pt->rows[i].target, ops[o], calls, ns, bytes, total,
+                             pt->n_tokens);
+        }
+    }
+    fprintf(f, "\n| target | layer | calls | ms | ms/token | MB | GB/s | share |\n"
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    for (size_t i = 0; i < pt->n;) {
+        const ks_profile_row *r0 = &pt->rows[i];
+        uint64_t calls = 0, ns = 0, bytes = 0;
+        char what[16];
+        size_t j = i;
+        for (; j < pt->n && pt->rows[j].layer == r0->layer &&
+               !strcmp(pt->rows[j].target, r0->target); j++)
+            calls += pt->rows[j].calls, ns += pt->rows[j].ns, bytes += pt->rows[j].bytes;
+        if (r0->layer < 0)
+            snprintf(what, sizeof what, "head");
+        else
+            snprintf(what, sizeof what, "%d", r0->layer);
+        profile_line(f, r0->target, what, calls, ns, bytes, total, pt->n_tokens);
+        i = j;
+    }
+}
+
+/* {"pp":{"n_tokens":N,"total_ns":T,"rows":[{...}]},"tg":...}: every row
+ * as the library gives it; totals per op or layer are sums of rows. */
+static int
+profile_write_json(const char *path, const profile_take *pts, int n_pts)
+{
+    FILE *f = fopen(path, "w");
+
+    if (!f) {
+        fprintf(stderr, "kestrel: error: cannot write %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    fputc('{', f);
+    for (int k = 0; k < n_pts; k++) {
+        uint64_t total = 0;
+        for (size_t i = 0; i < pts[k].n; i++)
+            total += pts[k].rows[i].ns;
+        fprintf(f, "%s\"%s\":{\"n_tokens\":%d,\"total_ns\":%llu,\"rows\":[", k ? "," : "",
+                pts[k].name, pts[k].n_tokens, (unsigned long long)total);
+        for (size_t i = 0; i < pts[k].n; i++) {
+            const ks_profile_row *r = &pts[k].rows[i];
+            fprintf(f, "%s{\"target\":", i ? "," : "");
+            json_string(f, r->target, strlen(r->target));
+            fprintf(f, ",\"op\":\"%s\",\"layer\":%d,\"calls\":%llu,\"ns\":%llu,"
+                    "\"bytes\":%llu,\"gb_per_s\":%.3f,\"share\":%.5f}", r->op, r->layer,
+                    (unsigned long long)r->calls, (unsigned long long)r->ns,
+                    (unsigned long long)r->bytes,
+                    r->ns ? (double)r->bytes / (double)r->ns : 0.0,
+                    total ? (double)r->ns / (double)total : 0.0);
+        }
+        fputs("]}", f);
+    }
+    fputs("}\n", f);
+    if (fclose(f) != 0) {
+        fprintf(stderr, "kestrel: error: cannot write %s\n", path);
+        return 1;
+    }
+    return 0;
+}
+
+/* Prints the takes on stderr and writes --profile-json. */
+static int
+profile_report(const opts *o, profile_take *pts, int n_pts)
+{
+    int rc = 0;
+
+    for (int k = 0; k < n_pts; k++)
+        profile_print(stderr, &pts[k]);
+    if (o->profile_json)
+        rc = profile_write_json(o->profile_json, pts, n_pts);
+    for (int k = 0; k < n_pts; k++)
+        free(pts[k].rows);
+    return rc;
 }
 
 /* What remote verification did in the last generate (--verify-url). */
@@ -1219,6 +1374,11 @@ cmd_run(const opts *o)
             print_stats(l.session, &stats);
     }
     rc = finish(&r);
+    if (o->profile) {
+        profile_take pt = { "run", (int)(r.n_ids + r.n_gen), NULL, 0 };
+        if (profile_read(l.session, &pt) || profile_report(o, &pt, 1))
+            rc = rc ? rc : EXIT_ERROR;
+    }
 out:
     free(gen);
     free(ids);
@@ -1858,6 +2018,29 @@ cmd_bench(const opts *o)
         sp_acc[r] = smp.accept;
         sp_pass[r] = smp.per_pass;
     }
+    /* the profile comes from one more run of each, after the timed ones,
+     * so that its clock reads do not touch the figures */
+    if (o->profile && !g_cancel) {
+        profile_take pts[2];
+        int n_pts = 0;
+        ks_session_profile_reset(l.session);
+        if (o->n_pp) {
+            pts[n_pts] = (profile_take){ "pp", o->n_pp, NULL, 0 };
+            if ((rc = bench_pp(&l, toks, o->n_pp, &warm)) ||
+                (rc = profile_read(l.session, &pts[n_pts++])))
+                goto out;
+        }
+        if (o->n_tg) {
+            pts[n_pts] = (profile_take){ "tg", o->n_tg, NULL, 0 };
+            if ((rc = bench_tg(&l, toks, o->n_tg, &warm)) ||
+                (rc = profile_read(l.session, &pts[n_pts++]))) {
+                free(pts[0].rows);
+                goto out;
+            }
+        }
+        if ((rc = profile_report(o, pts, n_pts)))
+            goto out;
+    }
     if (o->n_pp)
         pp_med = median(pp, o->reps);
     if (o->n_tg)
@@ -2071,6 +2254,9 @@ main(int argc, char **argv)
         return 2;
     }
     parse(cmd, argc - 2, argv + 2, &o);
+    if (strcmp(cmd, "run") == 0 && getenv("KESTREL_PROFILE") &&
+        strcmp(getenv("KESTREL_PROFILE"), "0") && *getenv("KESTREL_PROFILE"))
+        o.profile = true;
     signal(SIGINT, on_sigint);
     if (strcmp(cmd, "run") == 0)
         return cmd_run(&o);

@@ -23,6 +23,7 @@
 #include "runtime/tokenizer.h"
 #include "runtime/costs.h"
 #include "scheduler/placement.h"
+#include "scheduler/profile.h"
 #include "scheduler/target.h"
 #include "driver/telemetry.h"
 #include "scheduler/governor.h"
@@ -133,7 +134,7 @@ target_env(ks_session *s)
     ks_target_env env = { .model = s->m, .device = s->m->rt->device, .n_ctx = s->n_ctx,
                           .n_batch = s->n_batch, .kv_f32 = s->kv_type == KS_KV_F32,
                           .check_layers = s->check_layers, .max_threads = s->max_threads,
-                          .threads_now = &s->n_threads };
+                          .threads_now = &s->n_threads, .profile = s->profile };
     return env;
 }
 
@@ -723,6 +724,8 @@ ks_session_create(ks_model *m, const ks_session_params *p, ks_session **out)
         goto fail;
     if (p->trace_path && (st = ks_trace_open(p->trace_path, &s->trace)) != KS_OK)
         goto fail;
+    if (p->profile && (st = ks_profile_create(hp->n_layers, &s->profile)) != KS_OK)
+        goto fail;
 
     s->x = calloc((uint64_t)s->n_batch * hp->n_embd, sizeof(float));
     s->logits = calloc(hp->n_vocab, sizeof(float));
@@ -755,6 +758,7 @@ ks_session_destroy(ks_session *s)
     if (s->trace)
         ks_trace_close(s->trace);
     drop_targets(s);
+    ks_profile_destroy(s->profile);
     ks_governor_destroy(s->gov);
     ks_telemetry_destroy(s->tel);
     free(s->x);
@@ -762,6 +766,51 @@ ks_session_destroy(ks_session *s)
     free(s->hist);
     free(s->batch_start);
     free(s);
+}
+
+KS_API ks_status
+ks_session_profile(const ks_session *s, ks_profile_row *rows, size_t *n)
+{
+    const ks_profile *p;
+    size_t k = 0;
+
+    if (!s)
+        return ks_null_arg("ks_session_profile", "s");
+    if (!n)
+        return ks_null_arg("ks_session_profile", "n");
+    p = s->profile;
+    for (uint32_t kind = 0; p && kind < KS_PROF_MAX_KINDS && p->kind[kind][0]; kind++) {
+        for (int64_t l = 0; l <= (int64_t)p->n_layers; l++) {
+            int32_t layer = l == p->n_layers ? -1 : (int32_t)l;
+            for (int op = 0; op < KS_PROF_N_OPS; op++) {
+                const ks_prof_cell *c = ks_profile_cell(p, kind, (ks_prof_op)op, layer);
+                if (!c->calls)
+                    continue;
+                if (rows && k == *n)
+                    goto done;
+                if (rows) {
+                    ks_profile_row *r = &rows[k];
+                    snprintf(r->target, sizeof r->target, "%s", p->kind[kind]);
+                    r->op = ks_prof_op_name((ks_prof_op)op);
+                    r->layer = layer;
+                    r->calls = c->calls;
+                    r->ns = c->ns;
+                    r->bytes = c->bytes;
+                }
+                k++;
+            }
+        }
+    }
+done:
+    *n = k;
+    return KS_OK;
+}
+
+KS_API void
+ks_session_profile_reset(ks_session *s)
+{
+    if (s)
+        ks_profile_reset(s->profile);
 }
 
 KS_API uint32_t

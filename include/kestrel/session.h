@@ -53,6 +53,9 @@ typedef struct ks_session_params {
                               shared output head, so the logits are those
                               of an exit after layer L - 1 (self-drafting,
                               early exit, calibration); on the CPU only */
+    bool        profile;    /* time every op of every layer on every target
+                               (ks_session_profile); costs two clock reads
+                               per op */
 } ks_session_params;
 
 KS_API ks_status ks_session_create(ks_model *m, const ks_session_params *p,
@@ -381,6 +384,31 @@ KS_API const char *ks_session_backend_name(const ks_session *s);
 /* The placement, e.g. "cpu:0-9,vulkan:10-29+head". Both give "" for a NULL
  * session. */
 KS_API const char *ks_session_placement(const ks_session *s);
+
+/* One line of the op profile (ks_session_params.profile): what the ops
+ * of one kind in one layer on one target took since the session began or
+ * the last ks_session_profile_reset. Bytes are those the op reads and
+ * writes (weights, activations, KV cache) as the target counts them, so
+ * bytes / ns is the bandwidth it achieved. */
+typedef struct ks_profile_row {
+    char        target[16]; /* the target kind: "cpu", "vulkan" */
+    const char *op;         /* "norm", "qkv", "rope_kv", "attn", "attn_out",
+                               "add", "gate_up", "act", "down", "moe" (the
+                               experts' FFN; bytes not counted), "head";
+                               static */
+    int32_t     layer;      /* -1: outside the layers (the head) */
+    uint64_t    calls;
+    uint64_t    ns;
+    uint64_t    bytes;
+} ks_profile_row;
+
+/* Count-then-fill: with |rows| NULL, *n receives the number of rows;
+ * else up to *n rows are written (by target, then layer with -1 last,
+ * then op) and *n receives how many. Ops that never ran have no row. A
+ * session made without profile has none (*n = 0). */
+KS_API ks_status ks_session_profile(const ks_session *s, ks_profile_row *rows, size_t *n);
+/* Zeroes the profile (NULL is a no-op). */
+KS_API void      ks_session_profile_reset(ks_session *s);
 
 #ifdef __cplusplus
 }

@@ -243,6 +243,7 @@ ks_pool_run_n(ks_pool *p, int n, ks_pool_fn fn, void *ctx)
     for (int i = 0; i < n; i++)
         atomic_store_explicit(&p->shares[i].taken, 0, memory_order_relaxed);
     p->n_active = n;
+    /* one thread: on the caller; the workers are not woken */
     if (n == 1) {
         tls_pool = p;
         tls_ith = 0;

@@ -1,8 +1,10 @@
 /* Run-time dispatch of the CPU kernels. On first use the scalar table is
- * built, then the best SIMD path the CPU offers (AVX2+FMA+F16C from
- * CPUID on x86-64; NEON on aarch64, with sdot and smmla where HWCAP says
- * so) overwrites the entries it implements; KESTREL_SIMD names another
- * path. Every public kernel of quant.h goes through the chosen table. */
+ * built, then each SIMD path the CPU offers (on x86-64 from CPUID and the
+ * OS's XSAVE state: AVX2+FMA+F16C, then AVX-VNNI, then AVX-512
+ * F/BW/VL/VNNI; on aarch64 NEON, with sdot and smmla where HWCAP says so)
+ * gets a table of its own, the scalar entries overwritten where it
+ * implements them, and the best is used; KESTREL_SIMD names another.
+ * Every public kernel of quant.h goes through the chosen table. */
 #if defined(__x86_64__)
 #include <cpuid.h>
 #elif defined(__aarch64__)
@@ -31,6 +33,42 @@ has_f16c(void)
     unsigned a, b, c, d;
 
     return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+
+/* The register state the OS saves (XCR0), or 0 without OSXSAVE (CPUID
+ * leaf 1, ECX bit 27): bits 1-2 SSE/AVX, 5-7 the AVX-512 opmask and
+ * upper ZMM state (Intel SDM vol. 1, 13.3). */
+static uint64_t
+xcr0(void)
+{
+    unsigned a, b, c, d, lo, hi;
+
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27)))
+        return 0;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (uint64_t)hi << 32 | lo;
+}
+
+/* CPUID leaf 7: subleaf 0 EBX bits 16 (AVX512F), 30 (BW), 31 (VL), ECX
+ * bit 11 (AVX512_VNNI); subleaf 1 EAX bit 4 (AVX-VNNI). */
+static bool
+has_avx512(void)
+{
+    unsigned a, b, c, d;
+
+    if ((xcr0() & 0xe6) != 0xe6 || !__get_cpuid_count(7, 0, &a, &b, &c, &d))
+        return false;
+    return (b & (1u << 16)) && (b & (1u << 30)) && (b & (1u << 31)) && (c & (1u << 11));
+}
+
+static bool
+has_avxvnni(void)
+{
+    unsigned a, b, c, d;
+
+    if ((xcr0() & 0x6) != 0x6 || !__get_cpuid_count(7, 1, &a, &b, &c, &d))
+        return false;
+    return a & (1u << 4);
 }
 #endif
 
@@ -84,6 +122,18 @@ init_tables(void)
         ks_quant_ops_avx2(&ops_by_simd[KS_SIMD_AVX2]);
         have_simd[KS_SIMD_AVX2] = true;
         pick = KS_SIMD_AVX2;
+        if (has_avxvnni()) {
+            ops_by_simd[KS_SIMD_AVXVNNI] = ops_by_simd[KS_SIMD_SCALAR];
+            ks_quant_ops_avxvnni(&ops_by_simd[KS_SIMD_AVXVNNI]);
+            have_simd[KS_SIMD_AVXVNNI] = true;
+            pick = KS_SIMD_AVXVNNI;
+        }
+        if (has_avx512()) {
+            ops_by_simd[KS_SIMD_AVX512] = ops_by_simd[KS_SIMD_SCALAR];
+            ks_quant_ops_avx512(&ops_by_simd[KS_SIMD_AVX512]);
+            have_simd[KS_SIMD_AVX512] = true;
+            pick = KS_SIMD_AVX512;
+        }
     }
 #elif defined(__aarch64__)
     init_neon();
@@ -100,8 +150,8 @@ init_tables(void)
             }
         if (!known) {
             ks_log(KS_LOG_WARN, "cpu",
-                   "KESTREL_SIMD=%s is not scalar, avx2, neon, neon-dotprod "
-                   "or neon-i8mm; using %s", env, ks_cpu_simd_name(pick));
+                   "KESTREL_SIMD=%s is not scalar, avx2, avxvnni, avx512, neon, "
+                   "neon-dotprod or neon-i8mm; using %s", env, ks_cpu_simd_name(pick));
         } else if (!have_simd[want]) {
             ks_log(KS_LOG_WARN, "cpu",
                    "KESTREL_SIMD=%s: this CPU lacks it; using scalar", env);
@@ -146,6 +196,14 @@ ks_cpu_simd_available(ks_simd s)
     return (unsigned)s < KS_SIMD_COUNT && have_simd[s];
 }
 
+bool
+ks_cpu_simd_x86(void)
+{
+    ks_simd s = ks_cpu_simd();
+
+    return s == KS_SIMD_AVX2 || s == KS_SIMD_AVXVNNI || s == KS_SIMD_AVX512;
+}
+
 const char *
 ks_cpu_simd_name(ks_simd s)
 {
@@ -155,6 +213,8 @@ ks_cpu_simd_name(ks_simd s)
     case KS_SIMD_NEON:   return "neon";
     case KS_SIMD_NEON_DOTPROD: return "neon-dotprod";
     case KS_SIMD_NEON_I8MM:    return "neon-i8mm";
+    case KS_SIMD_AVXVNNI: return "avxvnni";
+    case KS_SIMD_AVX512: return "avx512";
     case KS_SIMD_COUNT:  break;
     }
     return "unknown";

@@ -269,6 +269,8 @@ typedef struct ks_quant_ops {
 void ks_quant_ops_scalar(ks_quant_ops *ops);
 #if defined(__x86_64__)
 void ks_quant_ops_avx2(ks_quant_ops *ops);
+void ks_quant_ops_avxvnni(ks_quant_ops *ops);  /* quant_avxvnni.c */
+void ks_quant_ops_avx512(ks_quant_ops *ops);   /* quant_avx512.c */
 #endif
 #if defined(__aarch64__)
 /* ks_quant_ops_neon fills a whole NEON table; the other two overwrite its

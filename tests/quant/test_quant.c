@@ -511,7 +511,10 @@ START_TEST(act_types_and_sizes)
     ck_assert_str_eq(ks_cpu_simd_name(KS_SIMD_AVX2), "avx2");
     ck_assert_str_eq(ks_cpu_simd_name(KS_SIMD_NEON_DOTPROD), "neon-dotprod");
     ck_assert_str_eq(ks_cpu_simd_name(KS_SIMD_NEON_I8MM), "neon-i8mm");
+    ck_assert_str_eq(ks_cpu_simd_name(KS_SIMD_AVXVNNI), "avxvnni");
+    ck_assert_str_eq(ks_cpu_simd_name(KS_SIMD_AVX512), "avx512");
     ck_assert(ks_cpu_simd_available(KS_SIMD_SCALAR));
+    ck_assert(!ks_cpu_simd_available(KS_SIMD_COUNT));
 }
 END_TEST
 
@@ -750,6 +753,12 @@ simd_path(void)
     return KS_SIMD_SCALAR;
 }
 
+/* Every SIMD level, each forced in turn where the CPU has it; every
+ * level gives the scalar reference's bits. */
+static const ks_simd simd_levels[] = { KS_SIMD_AVX2, KS_SIMD_AVXVNNI, KS_SIMD_AVX512,
+                                       KS_SIMD_NEON, KS_SIMD_NEON_DOTPROD, KS_SIMD_NEON_I8MM };
+enum { N_LEVELS = sizeof simd_levels / sizeof simd_levels[0] };
+
 START_TEST(simd_act_quant_bit_exact)
 {
     enum { N = 2048 };
@@ -757,41 +766,43 @@ START_TEST(simd_act_quant_bit_exact)
     static uint8_t a[N * 4], b[N * 4];
     const ks_qtype ws[] = { KS_QUANT_Q4_0, KS_QUANT_Q4_1, KS_QUANT_Q4_K,
                             KS_QUANT_F16, KS_QUANT_BF16, KS_QUANT_F32 };
-    ks_simd s = simd_path();
-
-    if (s == KS_SIMD_SCALAR) {
+    if (simd_path() == KS_SIMD_SCALAR) {
         printf("quant: no SIMD path on this CPU; SIMD comparisons skipped\n");
         return;
     }
-    for (int rep = 0; rep < 8; rep++) {
+    for (int rep = 0; rep < 8 * N_LEVELS; rep++) {
+        ks_simd s = simd_levels[rep / 8];
+        if (!ks_cpu_simd_available(s))
+            continue;
         for (int i = 0; i < N; i++)
-            x[i] = rnd_gauss() * (rep + 1);
-        if (rep == 1) /* exact ties: k + 0.5 after scaling by 127/amax */
+            x[i] = rnd_gauss() * (rep % 8 + 1);
+        if (rep % 8 == 1) /* exact ties: k + 0.5 after scaling by 127/amax */
             for (int i = 0; i < N; i++)
                 x[i] = (i % 32 == 0) ? 127.0f : (float)((int)(rnd_u32() % 254) - 127) + 0.5f;
-        if (rep == 2) /* fp16 specials, subnormals, ties */
+        if (rep % 8 == 2) /* fp16 specials, subnormals, ties */
             for (int i = 0; i < N; i += 8) {
                 x[i] = 0x1.8p-24f; x[i + 1] = 65520.0f; x[i + 2] = -INFINITY;
                 x[i + 3] = 1.0f + 0x1p-11f; x[i + 4] = 0x1p-30f; x[i + 5] = NAN;
                 x[i + 6] = -0.0f; x[i + 7] = 1e-7f;
             }
-        if (rep == 3) /* largest magnitude twice with both signs */
+        if (rep % 8 == 3) /* largest magnitude twice with both signs */
             for (int i = 0; i < N; i += 256) {
                 x[i + 7] = -50.0f;
                 x[i + 100] = 50.0f;
             }
-        if (rep == 4)
+        if (rep % 8 == 4)
             memset(x, 0, 256 * sizeof(float)); /* an all-zero block */
         for (size_t k = 0; k < sizeof ws / sizeof ws[0]; k++) {
-            if (rep == 2 && ws[k] != KS_QUANT_F16 && ws[k] != KS_QUANT_BF16)
+            if (rep % 8 == 2 && ws[k] != KS_QUANT_F16 && ws[k] != KS_QUANT_BF16)
                 continue;
             uint64_t nb = ks_cpu_act_bytes(ws[k], N);
             ks_cpu_simd_force(KS_SIMD_SCALAR);
             ks_cpu_quantize_act(ws[k], x, a, N);
             ks_cpu_simd_force(s);
             ks_cpu_quantize_act(ws[k], x, b, N);
-            ck_assert_msg(memcmp(a, b, nb) == 0, "%s act (rep %d) differs",
-                          ks_qtype_name(ks_cpu_act_type(ws[k])), rep);
+            ck_assert_msg(memcmp(a, b, nb) == 0, "%s act (rep %d) differs on %s",
+                          ks_qtype_name(ks_cpu_act_type(ws[k])), rep % 8,
+                          ks_cpu_simd_name(s));
         }
     }
 }
@@ -800,10 +811,9 @@ END_TEST
 /* SIMD against scalar for every token count (which changes the path
  * for some types and shapes): the same call on both. */
 static void
-compare_simd(ks_qtype t, uint64_t n, int64_t rows)
+compare_level(ks_simd s, ks_qtype t, uint64_t n, int64_t rows)
 {
     static const int64_t toks[] = { 1, 2, 3, 4, 5, 8, 13 };
-    ks_simd s = simd_path();
     uint64_t rb, ab = ks_cpu_act_bytes(t, n), stride = ab + 64;
     uint8_t *w = random_weights(t, n, rows, &rb);
     float *x = random_acts(n, 13);
@@ -857,8 +867,36 @@ compare_simd(ks_qtype t, uint64_t n, int64_t rows)
             for (int64_t k = 0; k < nt; k++)
                 for (uint64_t r = (uint64_t)rows; r < ldy; r++)
                     ck_assert_float_eq(y[(uint64_t)k * ldy + r], -12345.0f);
+        /* the verification kernels: every token as a product of it alone
+         * (one-token scalar), bit for bit */
+        if (nt > 1) {
+            ks_cpu_simd_force(KS_SIMD_SCALAR);
+            for (int64_t k = 0; k < nt; k++)
+                ks_cpu_matmul_rows(t, w, rb, n, rows, rows, xq + (uint64_t)k * stride, stride,
+                                   1, ref + (uint64_t)k * ldy, ldy);
+            ks_cpu_simd_force(s);
+            ks_cpu_matmul_rows_as_one(t, w, rb, n, rows, rows, xq, stride, nt, y, ldy);
+            for (int64_t k = 0; k < nt; k++)
+                for (int64_t r = 0; r < rows; r++) {
+                    float got = y[(uint64_t)k * ldy + (uint64_t)r];
+                    float want = ref[(uint64_t)k * ldy + (uint64_t)r];
+                    ck_assert_msg(memcmp(&got, &want, sizeof got) == 0,
+                                  "%s %s rows_as_one n=%d rows=%d tok=%d/%d row %d: %a vs "
+                                  "one-token scalar %a", ks_qtype_name(t), ks_cpu_simd_name(s),
+                                  (int)n, (int)rows, (int)k, (int)nt, (int)r, got, want);
+                }
+        }
     }
     free(w); free(x); free(xq); free(ref); free(mag); free(y); free(wd); free(xd);
+}
+
+static void
+compare_simd(ks_qtype t, uint64_t n, int64_t rows)
+{
+    for (int i = 0; i < N_LEVELS; i++)
+        if (ks_cpu_simd_available(simd_levels[i]))
+            compare_level(simd_levels[i], t, n, rows);
+    ks_cpu_simd_force(simd_path());
 }
 
 START_TEST(simd_vs_scalar)
@@ -1497,7 +1535,7 @@ START_TEST(simd_selection_matches_cpu)
     ck_assert_str_eq(ks_cpu_simd_name(best), want);
     if (!getenv("KESTREL_SIMD"))
         ck_assert_str_eq(ks_cpu_simd_name(ks_cpu_simd()), want);
-    if (best >= KS_SIMD_NEON)
+    if (best >= KS_SIMD_NEON && best <= KS_SIMD_NEON_I8MM)
         for (int s = KS_SIMD_NEON; s <= (int)best; s++)
             ck_assert_msg(ks_cpu_simd_available((ks_simd)s), "%s missing below %s",
                           ks_cpu_simd_name((ks_simd)s), want);
