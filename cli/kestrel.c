@@ -846,11 +846,12 @@ print_experts(const ks_model *m)
         return;
     ks_model_describe(m, &d);
     uses = x.n_hits + x.n_misses;
-    fprintf(stderr, "kestrel: experts: budget %.0f MiB, %u of %u resident (%.2f MiB each%s), "
+    fprintf(stderr, "kestrel: experts: budget %.0f MiB, %u resident in %u slots of %u "
+            "experts (%.2f MiB each%s), "
             "hit rate %.1f %%, %.2f MiB of cold experts per token (%llu tokens), "
             "read from storage %.2f MiB per token (/proc/self/io), %u moves, "
             "read-ahead right for %.1f %% of the experts used\n",
-            (double)x.budget_bytes / 1048576.0, x.n_resident, x.n_experts,
+            (double)x.budget_bytes / 1048576.0, x.n_resident, x.n_slots, x.n_experts,
             (double)x.expert_bytes / 1048576.0, x.locked ? ", locked" : "",
             uses ? 100.0 * (double)x.n_hits / (double)uses : 0.0,
             x.n_tokens ? (double)x.cold_bytes / (double)x.n_tokens / 1048576.0 : 0.0,

@@ -6,8 +6,10 @@
  *     mlock'ed where allowed; every expert's pages in the file are dropped.
  *   begin (per layer, under the read lock): each used expert's score
  *     grows by its uses; a cold one fills a free slot (a copy, no
- *     eviction); the pointers are the slot's or the mapping's. Once a
- *     second at most, a re-plan runs under the write lock.
+ *     eviction); the pointers are the slot's or the mapping's, and a cold
+ *     expert that was not predicted is read ahead whole (the experts'
+ *     ranges are MADV_RANDOM, so a fault does not read its neighbours).
+ *     Once a second at most, a re-plan runs under the write lock.
  *   end: the cold experts' pages are dropped again (madvise DONTNEED on
  *     the mapping, posix_fadvise DONTNEED on the file), so that their next
  *     use reads storage.
@@ -109,18 +111,18 @@ slice_bytes(const ks_weight *w)
     return w->ne1 * w->row_bytes;
 }
 
-/* Drops (or reads ahead) the whole pages of [p, p + n) of the mapping
- * and, for a drop, of the file's page cache. */
+/* madvise(|advice|) on the pages of [p, p + n) of the mapping; a drop
+ * (MADV_DONTNEED) also drops them from the file's page cache. */
 static void
 advise(ks_xstore *xs, const uint8_t *p, uint64_t n, int advice)
 {
     uintptr_t page = (uintptr_t)xs->page, lo = (uintptr_t)p, hi = lo + n;
     const uint8_t *base = ks_gguf_base(xs->m->gguf);
 
-    if (advice == MADV_WILLNEED) {
+    if (advice == MADV_WILLNEED) {   /* whole pages that hold any of it */
         lo = lo / page * page;
         hi = (hi + page - 1) / page * page;
-    } else {
+    } else {                         /* only pages wholly inside it */
         lo = (lo + page - 1) / page * page;
         hi = hi / page * page;
     }
@@ -149,6 +151,7 @@ copy_in(ks_xstore *xs, uint32_t flat, uint32_t slot)
     const ks_layer *L = &xs->m->layers[il];
     uint8_t *d = xs->area + (uint64_t)slot * xs->slot_bytes;
 
+    advise_expert(xs, il, e, MADV_WILLNEED);
     memcpy(d + xs->off_gate, mapped(&L->gate_exps, e), slice_bytes(&L->gate_exps));
     memcpy(d + xs->off_up, mapped(&L->up_exps, e), slice_bytes(&L->up_exps));
     memcpy(d + xs->off_down, mapped(&L->down_exps, e), slice_bytes(&L->down_exps));
@@ -263,10 +266,21 @@ ks_xstore_create(const ks_model *m, uint64_t budget_bytes, ks_xstore **out)
     xs->st.locked = xs->locked;
     if (strcmp(ks_gguf_path(m->gguf), "<memory>") != 0)
         xs->fd = open(ks_gguf_path(m->gguf), O_RDONLY | O_CLOEXEC);
-    for (uint32_t il = 0; il < xs->n_layers; il++)
-        if (m->layers[il].gate_exps.data)
-            for (uint32_t e = 0; e < xs->n_expert; e++)
-                advise_expert(xs, il, e, MADV_DONTNEED);
+    /* no read-around on faults in the experts: it would bring the
+     * neighbours of a cold expert into the page cache, which then serve
+     * their next use; a cold expert is read ahead whole instead */
+    for (uint32_t il = 0; il < xs->n_layers; il++) {
+        const ks_layer *L = &m->layers[il];
+        if (!L->gate_exps.data)
+            continue;
+        advise(xs, L->gate_exps.data, xs->n_expert * slice_bytes(&L->gate_exps),
+               MADV_RANDOM);
+        advise(xs, L->up_exps.data, xs->n_expert * slice_bytes(&L->up_exps), MADV_RANDOM);
+        advise(xs, L->down_exps.data, xs->n_expert * slice_bytes(&L->down_exps),
+               MADV_RANDOM);
+        for (uint32_t e = 0; e < xs->n_expert; e++)
+            advise_expert(xs, il, e, MADV_DONTNEED);
+    }
     ks_log(KS_LOG_INFO, "experts", "mem budget %.1f MiB: %.1f MiB outside the experts, "
            "%u of %u experts of %.2f MiB resident%s", (double)budget_bytes / 1048576.0,
            (double)fixed / 1048576.0, xs->n_slots, xs->st.n_experts,
@@ -407,8 +421,10 @@ ks_xstore_begin(ks_xstore *xs, uint32_t il, const uint32_t *ids, const uint32_t 
     for (uint32_t i = 0; i < n; i++) {
         uint64_t f = base + ids[i];
         xs->score[f] += uses[i];
-        if (xs->has_pred[il])
-            xs->st.n_predicted_used += xs->predicted[f];
+        if (xs->has_pred[il] && xs->predicted[f]) {
+            xs->st.n_predicted_used++;
+            xs->predicted[f] = 2;   /* used */
+        }
         if (!xs->all_fit && xs->slot_of[f] < 0 && xs->n_filled < xs->n_slots) {
             /* a free slot: no reader can hold it */
             xs->st.cold_bytes += xs->expert_bytes;
@@ -425,6 +441,8 @@ ks_xstore_begin(ks_xstore *xs, uint32_t il, const uint32_t *ids, const uint32_t 
             ptr[i].gate = mapped(&L->gate_exps, ids[i]);
             ptr[i].up = mapped(&L->up_exps, ids[i]);
             ptr[i].down = mapped(&L->down_exps, ids[i]);
+            if (!xs->predicted[f])
+                advise_expert(xs, il, ids[i], MADV_WILLNEED);
         }
         if (!ptr[i].gate) {
             if (xs->all_fit) {
@@ -440,6 +458,10 @@ ks_xstore_begin(ks_xstore *xs, uint32_t il, const uint32_t *ids, const uint32_t 
         }
     }
     if (xs->has_pred[il]) {
+        /* a wrong guess must not leave its pages to serve a later use */
+        for (uint32_t e = 0; e < xs->n_expert; e++)
+            if (xs->predicted[base + e] == 1 && xs->slot_of[base + e] < 0 && !xs->all_fit)
+                advise_expert(xs, il, e, MADV_DONTNEED);
         xs->st.n_used_after_prediction += n;
         xs->has_pred[il] = 0;
         memset(xs->predicted + base, 0, xs->n_expert);
