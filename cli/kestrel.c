@@ -984,6 +984,7 @@ print_json(const loaded *l, const outcome *r)
                 strlen(ks_session_backend_name(l->session)));
     putchar(',');
     json_stats(stdout, l->session, &stats);
+    json_experts(stdout, l->model);
     if (err) {
         printf(",\"error\":");
         json_string(stdout, err, strlen(err));
