@@ -88,6 +88,7 @@ typedef struct opts {
     const char *profile_json;   /* --profile-json FILE */
     bool        no_governor;
     bool        pre_fallback_gpt2;
+    uint32_t    mem_budget_mb;   /* --mem-budget; 0: none */
     /* speculative decoding */
     const char  *draft;
     ks_spec_mode spec;
@@ -186,6 +187,9 @@ static const char common_help[] =
     "                        time, bytes, GB/s and share per op and per layer\n"
     "      --profile-json FILE  also write that profile as JSON\n"
     "      --no-governor     never pace or throttle\n"
+    "      --mem-budget MB   RAM (MiB) a mixture of experts' weights may take:\n"
+    "                        the hot experts are kept in RAM, the cold ones\n"
+    "                        read from the file each time they run\n"
     "      --pre-fallback-gpt2  tokenize with the GPT-2 rules when the model's\n"
     "                        pre-tokenizer is unknown (refused otherwise; ids\n"
     "                        may differ from the model's own tokenizer)\n";
@@ -467,6 +471,9 @@ parse(const char *cmd, int argc, char **argv, opts *o)
             o->no_governor = true;
         } else if (strcmp(a, "--pre-fallback-gpt2") == 0) {
             o->pre_fallback_gpt2 = true;
+        } else if (strcmp(a, "--mem-budget") == 0) {
+            NEED_VALUE();
+            o->mem_budget_mb = (uint32_t)parse_long(cmd, a, v, 1, 1 << 24);
         } else if (strcmp(a, "--temp") == 0) {
             NEED_VALUE(); o->sampling.temp = parse_float(cmd, a, v, 0, 100);
         } else if (strcmp(a, "--top-k") == 0) {
@@ -734,6 +741,7 @@ load(const opts *o, loaded *l)
         return fail(NULL);
     ks_model_params mp = { 0 };
     mp.pre_fallback_gpt2 = o->pre_fallback_gpt2;
+    mp.mem_budget_bytes = (uint64_t)o->mem_budget_mb << 20;
     if (ks_model_load(l->rt, path, &mp, &l->model) != KS_OK) {
         unload(l);
         return fail(NULL);
@@ -1059,6 +1067,74 @@ print_stats(const ks_session *s, const ks_stats *st)
                 st->n_shader_compiled);
 }
 
+/* --mem-budget: the experts' hit rate, storage reads and placement. */
+static void
+print_experts(const ks_model *m)
+{
+    ks_expert_stats x;
+    ks_model_desc d;
+    uint64_t uses;
+
+    ks_model_expert_stats(m, &x);
+    if (!x.placed)
+        return;
+    ks_model_describe(m, &d);
+    uses = x.n_hits + x.n_misses;
+    fprintf(stderr, "kestrel: experts: budget %.0f MiB, %u resident in %u slots of %u "
+            "experts (%.2f MiB each%s), "
+            "hit rate %.1f %%, %.2f MiB of cold experts per token (%llu tokens), "
+            "read from storage %.2f MiB per token (/proc/self/io), %u moves, "
+            "read-ahead right for %.1f %% of the experts used\n",
+            (double)x.budget_bytes / 1048576.0, x.n_resident, x.n_slots, x.n_experts,
+            (double)x.expert_bytes / 1048576.0, x.locked ? ", locked" : "",
+            uses ? 100.0 * (double)x.n_hits / (double)uses : 0.0,
+            x.n_tokens ? (double)x.cold_bytes / (double)x.n_tokens / 1048576.0 : 0.0,
+            (unsigned long long)x.n_tokens,
+            x.n_tokens ? (double)x.io_read_bytes / (double)x.n_tokens / 1048576.0 : 0.0,
+            x.n_moves,
+            x.n_used_after_prediction
+                ? 100.0 * (double)x.n_predicted_used / (double)x.n_used_after_prediction
+                : 0.0);
+    fputs("kestrel: experts resident per layer:", stderr);
+    for (uint32_t il = 0; il < d.n_layers; il++)
+        fprintf(stderr, " %u", ks_model_expert_resident(m, il, NULL, 0));
+    fputc('\n', stderr);
+}
+
+static void
+json_experts(FILE *f, const ks_model *m)
+{
+    ks_expert_stats x;
+    ks_model_desc d;
+    uint32_t ids[1024];
+
+    ks_model_expert_stats(m, &x);
+    if (!x.placed)
+        return;
+    ks_model_describe(m, &d);
+    fprintf(f, ",\"experts\":{\"budget_bytes\":%llu,\"expert_bytes\":%llu,\"locked\":%s,"
+            "\"n_slots\":%u,\"n_resident\":%u,\"n_experts\":%u,\"n_tokens\":%llu,"
+            "\"n_hits\":%llu,\"n_misses\":%llu,\"cold_bytes\":%llu,"
+            "\"io_read_bytes\":%llu,\"n_predicted\":%llu,\"n_predicted_used\":%llu,"
+            "\"n_used_after_prediction\":%llu,\"n_moves\":%u,\"n_fills\":%u,"
+            "\"resident\":[",
+            (unsigned long long)x.budget_bytes, (unsigned long long)x.expert_bytes,
+            x.locked ? "true" : "false", x.n_slots, x.n_resident, x.n_experts,
+            (unsigned long long)x.n_tokens, (unsigned long long)x.n_hits,
+            (unsigned long long)x.n_misses, (unsigned long long)x.cold_bytes,
+            (unsigned long long)x.io_read_bytes, (unsigned long long)x.n_predicted,
+            (unsigned long long)x.n_predicted_used,
+            (unsigned long long)x.n_used_after_prediction, x.n_moves, x.n_fills);
+    for (uint32_t il = 0; il < d.n_layers; il++) {
+        uint32_t n = ks_model_expert_resident(m, il, ids, 1024);
+        fprintf(f, "%s[", il ? "," : "");
+        for (uint32_t i = 0; i < n && i < 1024; i++)
+            fprintf(f, "%s%u", i ? "," : "", ids[i]);
+        fputc(']', f);
+    }
+    fputs("]}", f);
+}
+
 static void
 json_ids(FILE *f, const char *key, const int32_t *ids, size_t n)
 {
@@ -1156,6 +1232,7 @@ print_json(const loaded *l, const outcome *r)
                 strlen(ks_session_backend_name(l->session)));
     putchar(',');
     json_stats(stdout, l->session, &stats);
+    json_experts(stdout, l->model);
     if (err) {
         printf(",\"error\":");
         json_string(stdout, err, strlen(err));
@@ -1370,8 +1447,10 @@ cmd_run(const opts *o)
         print_json(&l, &r);
     } else {
         ks_session_stats(l.session, &stats);
-        if (r.stop != KS_STOP_NONE)
+        if (r.stop != KS_STOP_NONE) {
             print_stats(l.session, &stats);
+            print_experts(l.model);
+        }
     }
     rc = finish(&r);
     if (o->profile) {
@@ -2083,6 +2162,7 @@ cmd_bench(const opts *o)
             json_samples("spec_samples", sp_tps, o->reps);
             putchar('}');
         }
+        json_experts(stdout, l.model);
         printf(",\"load_ms\":%.3f,\"peak_rss_bytes\":%llu}\n", d.load_ms,
                (unsigned long long)peak_rss());
     } else {
@@ -2107,6 +2187,7 @@ cmd_bench(const opts *o)
         fprintf(stderr, "kestrel bench: median of %d runs; load %.1f ms; "
                 "peak RSS %.1f MiB\n", o->reps, d.load_ms,
                 (double)peak_rss() / 1048576.0);
+        print_experts(l.model);
         if (mode != KS_SPEC_OFF) {
             fprintf(stderr, "kestrel bench: gen%d and %s%d: greedy after a "
                     "%zu-token text prompt; speculation %.2fx the target "
