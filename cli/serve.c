@@ -21,8 +21,11 @@
  * the context gives], "next": the token after it}.
  *
  * With --fallback-url, a request goes to an OpenAI-compatible server
- * instead when it asks ("kestrel": {"route": "fallback"}) or when its
- * prompt does not fit the local context. A thread of its own relays the
+ * instead when it asks ("kestrel": {"route": "fallback"}), when its
+ * prompt does not fit the local context, when the local model fails
+ * before it showed anything, or (--fallback-when-unsure) when the mean
+ * entropy of the answer's first tokens, held back until then, says the
+ * local answer is weak. A thread of its own relays the
  * upstream's stream into the job's text, as a slot's worker would; when
  * the upstream fails (HTTP error, malformed JSON, a stream cut short, no
  * data within --fallback-timeout) and the prompt fits, the job goes to
@@ -397,19 +400,15 @@ on_token(void *user, int32_t token, const char *piece, size_t len)
 static void *fallback_main(void *arg);
 #endif
 
-/* The confidence rule found the local answer unsure (run_job set
- * j->handed_off; nothing of the answer was shown): the request goes to
- * the fallback, a thread of its own with a reference of its own, which
- * ends the job. Under g.mu, in the worker, so that the fallback cannot
- * hand the job back to a slot before this one is free. False when the
- * thread cannot start: the job ends with an error. */
+/* run_job gave the request up (j->handed_off, j->why says why; nothing
+ * of the local answer was shown): it goes to the fallback, a thread of its
+ * own with a reference of its own, which ends the job. Under g.mu, in the
+ * worker, so that the fallback cannot hand the job back to a slot before
+ * this one is free. False when the thread cannot start: the job ends with
+ * an error. */
 static bool
 hand_to_fallback_locked(job *j)
 {
-    snprintf(j->why, sizeof j->why, "the local answer is unsure: its first "
-             "%u tokens' mean entropy %.3f nats is above %.3f "
-             "(--fallback-when-unsure)", j->n_entropy, j->mean_entropy,
-             g.o.unsure_nats);
     j->route = ROUTE_FALLBACK;
     j->handed_off = false;
 #ifdef KESTREL_FALLBACK
@@ -488,10 +487,27 @@ run_job(slot *s, job *j)
         ks_session_truncate(s->sess, 0);
         s->n_held = 0;
     }
-    if (j->holding && j->unsure) {     /* the worker hands it on */
+    /* the worker hands it to the fallback: an unsure answer, or a local
+     * model that failed before anything was shown */
+    bool failed = gp.stop != KS_STOP_EOG && gp.stop != KS_STOP_LENGTH &&
+                  gp.stop != KS_STOP_CONTEXT && gp.stop != KS_STOP_CALLBACK &&
+                  gp.stop != KS_STOP_CANCELLED;
+    if (j->holding && j->unsure)
+        snprintf(j->why, sizeof j->why, "the local answer is unsure: its "
+                 "first %u tokens' mean entropy %.3f nats is above %.3f "
+                 "(--fallback-when-unsure)", j->n_entropy, j->mean_entropy,
+                 g.o.unsure_nats);
+    else if (failed && j->fwd && j->ask != ASK_LOCAL && !j->checked &&
+             j->len == 0 && !cancelled(j))
+        snprintf(j->why, sizeof j->why, "the local model failed to run (%s)",
+                 st != KS_OK ? ks_last_error() : "unknown");
+    else
+        failed = false;
+    if ((j->holding && j->unsure) || failed) {
         j->plen = 0;
         j->n_gen = 0;
         j->finish = FIN_NONE;
+        j->checked = true;
         j->handed_off = true;
         return;
     }

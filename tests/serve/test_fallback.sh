@@ -146,6 +146,27 @@ check sure_stop 200 'd["kestrel"]["route"] == "local" and d["choices"][0]["text"
 if grep -q "fallback: cmpl" "$TMP/sure.log"; then fail "sure: a request went out"; fi
 stop "$SPID"
 
+# a local model that fails to run (NaN in its output norm: the logits are
+# not finite) before it showed anything: the fallback answers
+NAN=$TMP/nan.gguf
+cp "$MODEL" "$NAN"
+"$KESTREL" info --json "$MODEL" >"$TMP/info.json"
+python3 - "$TMP/info.json" "$NAN" <<'PY' || { echo "FAIL: cannot write the NaN model"; exit 1; }
+import json, struct, sys
+t = [t for t in json.load(open(sys.argv[1]))["tensors"] if t["name"] == "output_norm.weight"][0]
+with open(sys.argv[2], "r+b") as f:
+    f.seek(t["offset"])
+    f.write(struct.pack("<f", float("nan")) * (t["bytes"] // 4))
+PY
+MODEL_OK=$MODEL MODEL=$NAN
+serve nan -c 64 --fallback-url "$CLOUD/v1"
+post nan "$URL/v1/completions" "{$P}"
+check nan 200 'd["kestrel"]["route"] == "fallback" and "failed to run" in d["kestrel"]["why"] and d["choices"][0]["text"] == ref("ref")["choices"][0]["text"]'
+post nan_local "$URL/v1/completions" "{$P,\"kestrel\":{\"route\":\"local\"}}"
+check nan_local 500 'd["error"]["type"] == "server_error" and d["kestrel"]["route"] == "local"'
+stop "$SPID"
+MODEL=$MODEL_OK
+
 # faults: the text so far kept, the local model goes on from it
 for fault in "http500:HTTP 500" "sse_cut:stopped before its end" \
              "sse_garbage:malformed JSON" "slow:deadline"; do
