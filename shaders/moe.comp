@@ -23,6 +23,66 @@
 layout(constant_id = 0) const uint WG = 8;
 layout(local_size_x_id = 0) in;
 
+#include "common/numerics.glsl"
+
+#if defined(KS_MOE_COMBINE)
+/* KS_MOE_COMBINE: the experts' weighted sum and the residual, one
+ * workgroup per token, as ks_moe_ffn and the CPU forward add them:
+ *   o = y_0 * w_0, then o += y_j * w_j in slot order (a multiply and an
+ *   add, each rounded: the CPU's C is compiled without contraction);
+ *   KS_MOE_SHARED (qwen2moe): o += ys * g with v the shared gate's
+ *   logit, s = v / (1 + expf(-v)) and g = s / v (0.5 for v = 0), as
+ *   llama.cpp computes sigmoid(v) = silu(v) / v;
+ *   x = x + o. */
+layout(push_constant) uniform Args {
+    uint n;         /* n_embd */
+    uint k;         /* experts per token */
+    uint y_stride;  /* floats between expert output rows */
+    uint x_stride;  /* floats between tokens in x */
+    uint tok0;      /* first token */
+    uint sh_row0;   /* KS_MOE_SHARED: the shared expert's row of token 0 */
+} a;
+
+layout(std430, set = 0, binding = 0) restrict readonly buffer YBuf { float ks_y[]; };
+layout(std430, set = 0, binding = 1) restrict readonly buffer WBuf { float ks_w[]; };
+layout(std430, set = 0, binding = 2) buffer XBuf { float ks_x[]; };
+layout(std430, set = 0, binding = 3) restrict readonly buffer SBuf { float ks_sg[]; };
+
+void
+main()
+{
+    uint tok = a.tok0 + gl_WorkGroupID.x;
+    uint k = a.k;
+#if defined(KS_MOE_SHARED)
+    precise float v = ks_sg[tok];
+    precise float den = 1.0 + ks_expf(0.0 - v);
+#if defined(KS_F64)
+    precise double sd = double(v) / double(den);
+    float s = float(sd);
+    precise double gd = double(s) / double(v);
+    float gv = v != 0.0 ? float(gd) : 0.5;
+#else
+    precise float s = v / den;
+    precise float gq = s / v;
+    float gv = v != 0.0 ? gq : 0.5;
+#endif
+#endif
+    for (uint i = gl_LocalInvocationID.x; i < a.n; i += WG) {
+        precise float o = ks_y[(tok * k) * a.y_stride + i] * ks_w[tok * k];
+        for (uint j = 1u; j < k; j++) {
+            precise float t = ks_y[(tok * k + j) * a.y_stride + i] * ks_w[tok * k + j];
+            o = o + t;
+        }
+#if defined(KS_MOE_SHARED)
+        precise float t = ks_y[(a.sh_row0 + tok) * a.y_stride + i] * gv;
+        o = o + t;
+#endif
+        precise float x = ks_x[tok * a.x_stride + i] + o;
+        ks_x[tok * a.x_stride + i] = x;
+    }
+}
+
+#else
 layout(push_constant) uniform Args {
     uint n_tok;
     uint n_expert;
@@ -39,8 +99,6 @@ layout(std430, set = 0, binding = 2) restrict writeonly buffer WBuf { float ks_w
 /* the probabilities, [token][n_expert] (l_stride apart): scratch that a
  * test may read */
 layout(std430, set = 0, binding = 3) restrict buffer PBuf { float ks_p[]; };
-
-#include "common/numerics.glsl"
 
 #if defined(KS_F64)
 #define ks_acc double
@@ -120,3 +178,4 @@ main()
         ks_w[orow + j] = w;
     }
 }
+#endif
