@@ -104,6 +104,10 @@ typedef struct layer {
     uint64_t     w_bytes;  /* its seven matrices' weights */
     VkDescriptorSet set_norm_attn, set_rope, set_attn, set_quant_att;
     VkDescriptorSet set_norm_ffn, set_glu, set_norm_end;
+    /* olmoe: QK-norm over whole q and k rows (norm.comp in place), not
+     * per head in the rope kernel */
+    VkDescriptorSet set_qn_full, set_kn_full;
+    ks_vk_pipeline *qk_full;
     ks_vk_pipeline *norm_attn, *rope, *attn, *attn_f32, *quant_att;
     ks_vk_pipeline *norm_ffn, *glu, *norm_end;
     uint32_t qkv_fmt[2];  /* formats the QKV weights read (second: N_FMT none) */
@@ -245,10 +249,13 @@ ks_vk_fw_supports(const ks_model *m)
         return st;
     for (uint32_t il = 0; il < hp->n_layers; il++) {
         const ks_layer *L = &m->layers[il];
-        if (L->q_norm.data && (L->q_norm.ne0 != hp->head_dim || L->k_norm.ne0 != hp->head_dim))
-            return ks_error(KS_ERR_UNSUPPORTED, "vulkan: QK-norm over the whole query and "
-                            "key rows (%s, %llu weights) runs on the CPU only for now",
-                            m->arch_name, (unsigned long long)L->q_norm.ne0);
+        if (L->q_norm.data && (L->q_norm.ne0 != hp->head_dim || L->k_norm.ne0 != hp->head_dim) &&
+            (L->q_norm.ne0 != (uint64_t)hp->n_head * hp->head_dim ||
+             L->k_norm.ne0 != (uint64_t)hp->n_head_kv * hp->head_dim))
+            return ks_error(KS_ERR_UNSUPPORTED, "vulkan: QK-norm weights of %llu and %llu "
+                            "(%s): neither per head nor over whole rows",
+                            (unsigned long long)L->q_norm.ne0,
+                            (unsigned long long)L->k_norm.ne0, m->arch_name);
         const ks_weight *w[15] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down,
                                    &L->gate_inp, &L->gate_exps, &L->up_exps, &L->down_exps,
                                    &L->gate_inp_shexp, &L->gate_shexp, &L->up_shexp,
@@ -650,8 +657,21 @@ setup_layer(ks_vk_fw *f, uint32_t il, layer *ly)
         uint32_t n = 0;
         if (hp->rope_neox)
             defs[n++] = "KS_NEOX";
-        if (L->q_norm.data)
+        bool full = L->q_norm.data && L->q_norm.ne0 != hp->head_dim;
+        if (L->q_norm.data && !full)
             defs[n++] = "KS_QK_NORM";
+        if (full) {
+            uint32_t none[2] = { N_FMT, N_FMT };
+            if ((st = norm_pipe(f, false, false, none, &ly->qk_full)) != KS_OK)
+                return st;
+            const ks_vk_buffer *bq[8] = { &f->q, &f->dummy, &f->dummy, &ly->q_norm.buf,
+                                          &f->q, &f->dummy, &f->dummy, &f->xs };
+            const ks_vk_buffer *bk[8] = { &f->k, &f->dummy, &f->dummy, &ly->k_norm.buf,
+                                          &f->k, &f->dummy, &f->dummy, &f->xs };
+            if ((st = ks_vk_pipeline_set(f->ctx, ly->qk_full, bq, 8, &ly->set_qn_full)) != KS_OK ||
+                (st = ks_vk_pipeline_set(f->ctx, ly->qk_full, bk, 8, &ly->set_kn_full)) != KS_OK)
+                return st;
+        }
         if ((st = pipe_get(f, "rope.comp", defs, n, 8, sizeof(rope_args), WG_HEAD,
                            &ly->rope)) != KS_OK)
             return st;
@@ -1481,6 +1501,14 @@ record(ks_vk_fw *f, cmd *c, uint32_t n, bool head)
             (st = rec_mat_m(f, c, cb, OP_V, li, &ly->v, n, 0, f->kv_dim, false)) != KS_OK)
             goto fail;
         ks_vk_cmd_barrier(cb);
+        if (ly->qk_full) {
+            /* in place: each lane rewrites the elements it read */
+            norm_args qa = { f->q_dim, f->q_dim, 0, 0, 0, hp->eps };
+            norm_args ka = { f->kv_dim, f->kv_dim, 0, 0, 0, hp->eps };
+            ks_vk_cmd_dispatch(cb, ly->qk_full, ly->set_qn_full, &qa, n, 1, 1);
+            ks_vk_cmd_dispatch(cb, ly->qk_full, ly->set_kn_full, &ka, n, 1, 1);
+            ks_vk_cmd_barrier(cb);
+        }
         {
             rope_args a = {
                 hp->n_head, hp->n_head_kv, hp->head_dim, hp->n_rot, f->q_dim, f->kv_dim,

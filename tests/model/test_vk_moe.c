@@ -31,6 +31,7 @@ typedef struct moe_case {
 
 static const moe_case cases[] = {
     { "qwen3moe", KS_QUANT_Q8_0, 64 },
+    { "olmoe", KS_QUANT_Q4_0, 64 },
     { "qwen2moe", KS_QUANT_Q8_0, 64 },
     { "qwen3moe", KS_QUANT_Q4_K, 256 },
     { "qwen2moe", KS_QUANT_F16, 64 },
