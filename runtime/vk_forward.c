@@ -242,6 +242,12 @@ ks_vk_fw_supports(const ks_model *m)
     if (hp->n_expert && hp->n_expert_used > MAX_EXPERT_USED)
         return ks_error(KS_ERR_UNSUPPORTED, "vulkan: %u experts per token; the routing "
                         "kernel takes up to %d", hp->n_expert_used, MAX_EXPERT_USED);
+    /* moe.comp routes a token in one invocation: about (k + 4) trips per
+     * expert, under lavapipe's 65,535 loop trips */
+    if (hp->n_expert && (uint64_t)hp->n_expert * (hp->n_expert_used + 4u) > 32768u)
+        return ks_error(KS_ERR_UNSUPPORTED, "vulkan: %u experts with %u a token are more "
+                        "than the routing kernel takes in one invocation", hp->n_expert,
+                        hp->n_expert_used);
     if (hp->head_dim > MAX_HD || hp->head_dim % 2 != 0)
         return ks_error(KS_ERR_UNSUPPORTED, "vulkan: head size %u (the kernels take even "
                         "sizes up to %d)", hp->head_dim, MAX_HD);
@@ -1802,11 +1808,14 @@ vk_memory(const ks_target_env *env, ks_target_memory *out)
         const ks_weight *w[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down,
                                  &L->bq, &L->bk, &L->bv, &L->attn_norm, &L->ffn_norm,
                                  &L->q_norm, &L->k_norm, &L->post_attn_norm,
-                                 &L->post_ffw_norm };
+                                 &L->post_ffw_norm, &L->gate_inp, &L->gate_exps,
+                                 &L->up_exps, &L->down_exps, &L->gate_inp_shexp,
+                                 &L->gate_shexp, &L->up_shexp, &L->down_shexp };
         uint64_t b = kv;
         for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
             if (w[i]->data)
-                b += (w[i]->row_bytes * (w[i]->ne1 ? w[i]->ne1 : 1) + 15u) & ~(uint64_t)15u;
+                b += (w[i]->row_bytes * (w[i]->ne1 ? w[i]->ne1 : 1) *
+                      (w[i]->ne2 ? w[i]->ne2 : 1) + 15u) & ~(uint64_t)15u;
         out->layer_bytes[il] = b;
     }
     out->head_bytes = m->output.row_bytes * m->output.ne1 + 4u * (uint64_t)hp->n_vocab +
@@ -1887,6 +1896,16 @@ ks_vk_fw_fixed_bytes(const ks_model *m, uint32_t n_batch)
     uint64_t kv = (uint64_t)hp->n_head_kv * hp->head_dim, F = hp->n_ff;
     uint64_t D = E > q ? E : q;
 
+    if (hp->n_expert) {
+        /* routing buffers, and g, u, the activations and the expert
+         * outputs for K + 1 rows a token */
+        uint64_t K = hp->n_expert_used;
+        F = hp->n_ff > hp->n_ff_exp ? hp->n_ff : hp->n_ff_exp;
+        F = F > hp->n_ff_shexp ? F : hp->n_ff_shexp;
+        D = ((F > D ? F : D) + 255u) & ~(uint64_t)255u;
+        return (uint64_t)n_batch * 4u * (6u * E + 2u * q + 2u * kv + 2u * hp->n_expert +
+                                         2u * K + 1u + (K + 1u) * (2u * F + 7u * D + E));
+    }
     D = ((F > D ? F : D) + 255u) & ~(uint64_t)255u;
     return (uint64_t)n_batch * 4u * (6u * E + 2u * q + 2u * kv + 2u * F + 7u * D);
 }
