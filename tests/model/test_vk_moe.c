@@ -1,7 +1,8 @@
 /* Mixture-of-experts models on Vulkan (lavapipe in CI) against the CPU
  * backend: synthetic qwen3moe, olmoe and qwen2moe files (runtime/synth.c)
  * in several weight types, each with 2 layers and 8 experts of which 3
- * run per token (qwen2moe adds its gated shared expert). The routing,
+ * run per token (qwen2moe adds its gated shared expert); qwen2moe Q8_0
+ * also split, layer 0 on the CPU and layer 1 on the device. The routing,
  * the experts and the weighted sum run on the device (shaders/moe.comp,
  * the exact kernel's expert variant) in exact mode, so the greedy
  * tokens of a prompt batch and N_GEN decode steps must equal the CPU's,
@@ -35,12 +36,15 @@ static const moe_case cases[] = {
     { "qwen2moe", KS_QUANT_Q8_0, 64 },
     { "qwen3moe", KS_QUANT_Q4_K, 256 },
     { "qwen2moe", KS_QUANT_F16, 64 },
+    { "qwen3moe", KS_QUANT_Q4_1, 64 },
+    { "olmoe", KS_QUANT_Q6_K, 256 },
+    { "qwen2moe", KS_QUANT_IQ4_NL, 64 },
 };
 
 static ks_model *
-load(const char *path, ks_backend be, ks_runtime **rt)
+load(const char *path, ks_backend be, const char *split, ks_runtime **rt)
 {
-    ks_runtime_params rp = { .backend = be, .n_threads = 2 };
+    ks_runtime_params rp = { .backend = be, .n_threads = 2, .split = split };
     ks_model *m = NULL;
 
     ck_assert_msg(ks_runtime_create(&rp, rt) == KS_OK, "%s", ks_last_error());
@@ -48,13 +52,13 @@ load(const char *path, ks_backend be, ks_runtime **rt)
     return m;
 }
 
-/* Greedy decoding of |prompt| as one batch, then N_GEN - 1 single
+/* Greedy decoding of |prompt| in batches of n_batch, then N_GEN - 1 single
  * tokens; logits [N_GEN][n_vocab]. */
 static void
 greedy(ks_model *m, const int32_t *prompt, bool want_device, int32_t *ids, float *logits,
-       uint32_t n_vocab, const char *what)
+       uint32_t n_vocab, const char *what, uint32_t n_batch)
 {
-    ks_session_params sp = { .n_ctx = 128, .n_batch = 16 };
+    ks_session_params sp = { .n_ctx = 128, .n_batch = n_batch };
     ks_session *s = NULL;
     ks_stats st;
 
@@ -100,8 +104,8 @@ START_TEST(moe_matches_cpu)
     ck_assert(fd >= 0);
     close(fd);
     ck_assert_msg(ks_synth_write(&p, path) == KS_OK, "%s", ks_last_error());
-    mc = load(path, KS_BACKEND_CPU, &rt_c);
-    mv = load(path, KS_BACKEND_VULKAN, &rt_v);
+    mc = load(path, KS_BACKEND_CPU, NULL, &rt_c);
+    mv = load(path, KS_BACKEND_VULKAN, NULL, &rt_v);
     uint32_t n_vocab = mc->hp.n_vocab;
     lc = malloc((size_t)N_GEN * n_vocab * sizeof(float));
     lv = malloc((size_t)N_GEN * n_vocab * sizeof(float));
@@ -109,8 +113,8 @@ START_TEST(moe_matches_cpu)
     for (int i = 0; i < N_PROMPT; i++)
         prompt[i] = (int32_t)(7 + 31 * i) % (int32_t)n_vocab;
     snprintf(what, sizeof what, "%s %s", c->arch, ks_qtype_name(c->type));
-    greedy(mc, prompt, false, want, lc, n_vocab, what);
-    greedy(mv, prompt, true, got, lv, n_vocab, what);
+    greedy(mc, prompt, false, want, lc, n_vocab, what, 16);
+    greedy(mv, prompt, true, got, lv, n_vocab, what, 16);
     for (int i = 0; i < N_GEN; i++) {
         ck_assert_msg(got[i] == want[i], "%s: token %d is %d on Vulkan, %d on the CPU", what,
                       i, got[i], want[i]);
@@ -122,6 +126,23 @@ START_TEST(moe_matches_cpu)
     }
     fprintf(stderr, "vk-moe-model: %s: %d tokens and their logits identical to the CPU's\n",
             what, N_GEN);
+    if (_i == 2) {
+        /* layer 0 on the CPU, layer 1 and the head on the device, the
+         * prompt in pipelined batches of 2, against the CPU's batches of 2 */
+        ks_runtime *rt_s = NULL;
+        ks_model *ms = load(path, KS_BACKEND_AUTO, "cpu:0-0,vulkan:1-1", &rt_s);
+        greedy(mc, prompt, false, want, lc, n_vocab, what, 2);
+        greedy(ms, prompt, true, got, lv, n_vocab, what, 2);
+        for (int i = 0; i < N_GEN; i++)
+            ck_assert_msg(got[i] == want[i] &&
+                          memcmp(lv + (size_t)i * n_vocab, lc + (size_t)i * n_vocab,
+                                 n_vocab * sizeof(float)) == 0,
+                          "%s split: step %d differs from the CPU (token %d, the CPU's %d)",
+                          what, i, got[i], want[i]);
+        fprintf(stderr, "vk-moe-model: %s split cpu:0-0,vulkan:1-1: identical\n", what);
+        ks_model_destroy(ms);
+        ks_runtime_destroy(rt_s);
+    }
     ck_assert_uint_eq(ks_vk_validation_total(), 0);
     ks_model_destroy(mv);
     ks_model_destroy(mc);
