@@ -14,6 +14,19 @@
  *   matvec    gate, up
  *   glu       activation * up → the down projection's format
  *   matvec    down (+ residual add into x, llama/qwen)
+ * A mixture-of-experts layer (qwen3moe, olmoe, qwen2moe; exact kernels
+ * only) replaces gate .. down with
+ *   matvec    router logits
+ *   moe       routing: softmax, top-k, weights → expert ids and weights
+ *             in device buffers (shaders/moe.comp)
+ *   matvec    gate, up of each token's k experts (the exact kernel's
+ *             expert variant reads the ids), qwen2moe's shared expert
+ *             and its gate
+ *   glu       per (token, expert) row, and the shared expert's
+ *   matvec    down of each expert (and the shared one)
+ *   moe       weighted sum in slot order (+ gated shared expert) + residual
+ * with no round trip to the host; olmoe's whole-row QK-norm runs as a
+ * norm in place after the q/k products.
  * and the head: norm of the last token → matvec of the output weights
  * into a host-visible logits buffer. Each kernel variant is generated
  * from its template by defines (activation formats, epilogues, QK-norm,
@@ -1129,11 +1142,12 @@ rec_exp(ks_vk_fw *f, VkCommandBuffer cb, const mat *mt, uint32_t n_sl, uint32_t 
     return ks_vk_exact_record(f->ctx, cb, mt->ek, mt->set, &a);
 }
 
-/* rec_mat with the outputs |y_row0| rows into y (the shared expert's
- * rows after the routed ones'). */
+/* rec_mat (exact kernels) for a batch of n with the activations from row
+ * x_row0 and the outputs from row y_row0 (the shared expert's rows
+ * follow the routed ones'). */
 static ks_status
-rec_mat_at(ks_vk_fw *f, VkCommandBuffer cb, const mat *mt, uint32_t n, uint32_t tok0,
-           uint32_t x_row0, uint32_t y_row0, uint32_t y_stride)
+rec_mat_at(ks_vk_fw *f, VkCommandBuffer cb, const mat *mt, uint32_t n, uint32_t x_row0,
+           uint32_t y_row0, uint32_t y_stride)
 {
     ks_qtype t = mt->w->type;
     int64_t ne1 = (int64_t)mt->w->ne1;
@@ -1142,7 +1156,6 @@ rec_mat_at(ks_vk_fw *f, VkCommandBuffer cb, const mat *mt, uint32_t n, uint32_t 
     uint32_t n_first = n;
     ks_status st;
 
-    (void)tok0;
     if (p0 != p1) {
         n_first = 0;
         while (n_first < n && ks_cpu_matmul_path(t, mt->w->ne0, ne1, n, n_first) == p0)
@@ -1427,9 +1440,9 @@ rec_moe(ks_vk_fw *f, cmd *c, VkCommandBuffer cb, int32_t li, const layer *ly, ui
         (st = rec_exp(f, cb, &me->up, nf * K, f0 * K, f0, K, f->F)) != KS_OK)
         return st;
     if (me->sh_inp.w &&
-        ((st = rec_mat_at(f, cb, &me->sh_inp, nf, f0, f0, f0, 1)) != KS_OK ||
-         (st = rec_mat_at(f, cb, &me->sh_gate, nf, f0, f0, sh0 + f0, f->F)) != KS_OK ||
-         (st = rec_mat_at(f, cb, &me->sh_up, nf, f0, f0, sh0 + f0, f->F)) != KS_OK))
+        ((st = rec_mat_at(f, cb, &me->sh_inp, nf, f0, f0, 1)) != KS_OK ||
+         (st = rec_mat_at(f, cb, &me->sh_gate, nf, f0, sh0 + f0, f->F)) != KS_OK ||
+         (st = rec_mat_at(f, cb, &me->sh_up, nf, f0, sh0 + f0, f->F)) != KS_OK))
         return st;
     mark_end(c, cb);
     ks_vk_cmd_barrier(cb);
@@ -1448,7 +1461,7 @@ rec_moe(ks_vk_fw *f, cmd *c, VkCommandBuffer cb, int32_t li, const layer *ly, ui
     if ((st = rec_exp(f, cb, &me->down, nf * K, f0 * K, f0 * K, 1, f->E)) != KS_OK)
         return st;
     if (me->sh_inp.w &&
-        (st = rec_mat_at(f, cb, &me->sh_down, nf, f0, sh0 + f0, sh0 + f0, f->E)) != KS_OK)
+        (st = rec_mat_at(f, cb, &me->sh_down, nf, sh0 + f0, sh0 + f0, f->E)) != KS_OK)
         return st;
     mark_end(c, cb);
     ks_vk_cmd_barrier(cb);
