@@ -1,4 +1,10 @@
-/* The mixture-of-experts routing kernel (shaders/moe.comp) against the
+/* Part 2 (tcase "expert"): the exact kernel's expert variant
+ * (KS_VK_EXACT_EXPERT) for every weight type: choice t reads expert
+ * ids[e_off + t] of a 3-D weight and activation row t / k, and must give
+ * ks_cpu_matmul_rows_as_one of that expert bit for bit; an id out of
+ * range reads expert 0 (no fault).
+ *
+ * Part 1: the mixture-of-experts routing kernel (shaders/moe.comp) against the
  * CPU's routing (ks_moe_route, runtime/cpu/moe.c): for router logits of
  * several expert counts (8, 60 as qwen2moe, 64 as olmoe, 128 as
  * qwen3moe), k from 1 to 8, normalised weights or not, the chosen
@@ -22,8 +28,11 @@
 
 #include "driver/base.h"
 #include "runtime/cpu/moe.h"
+#include "runtime/cpu/quant.h"
+#include "runtime/qtype.h"
 #ifdef KS_HAVE_VULKAN
 #include "driver/vk.h"
+#include "driver/vk_exact.h"
 #endif
 
 #if defined(KS_HAVE_VULKAN) && defined(KS_HAVE_GLSLANG)
@@ -216,6 +225,90 @@ START_TEST(route_vs_cpu)
 }
 END_TEST
 
+static const ks_qtype exp_types[] = {
+    KS_QUANT_F32, KS_QUANT_F16, KS_QUANT_BF16, KS_QUANT_Q4_0, KS_QUANT_Q4_1,
+    KS_QUANT_Q5_0, KS_QUANT_Q5_1, KS_QUANT_Q8_0, KS_QUANT_Q2_K, KS_QUANT_Q3_K,
+    KS_QUANT_Q4_K, KS_QUANT_Q5_K, KS_QUANT_Q6_K, KS_QUANT_IQ4_NL,
+};
+
+START_TEST(expert_vs_cpu)
+{
+    ks_vk_ctx *ctx = make_ctx();
+    ks_qtype t = exp_types[_i];
+    enum { X = 5, ROWS = 24, COLS = 256, N_TOK = 3, K = 2, E_OFF = 1 };
+    const uint32_t n_sl = N_TOK * K;
+    /* choice ids after one unused entry; 7 and -1 are out of range */
+    const int32_t ids[1 + N_TOK * K] = { 3, 4, 1, 7, 2, 0, -1 };
+    uint64_t rb = ks_qtype_row_bytes(t, COLS), w_bytes = ks_align_up(X * ROWS * rb, 16);
+    uint64_t xq_bytes = ks_cpu_act_bytes(t, COLS);
+    uint32_t xw = ks_vk_act_words(t, COLS), x_stride = xw + 3;
+    uint8_t *w = calloc(1, w_bytes), *xq = malloc(N_TOK * xq_bytes);
+    uint32_t *xp = calloc((size_t)N_TOK * x_stride, 4);
+    float src[COLS], ref[ROWS], *y = malloc(n_sl * ROWS * 4);
+    ks_vk_buffer bw, bx, by, bi;
+    ks_vk_exact *k = NULL;
+    VkDescriptorSet set;
+    VkCommandBuffer cb;
+
+    ck_assert(w && xq && xp && y && xw > 0);
+    for (uint32_t r = 0; r < X * ROWS; r++) {
+        for (uint32_t i = 0; i < COLS; i++)
+            src[i] = rnd() * (1.0f + (float)(r % 7));
+        ks_cpu_quantize_row(t, src, w + r * rb, COLS);
+    }
+    for (uint32_t tk = 0; tk < N_TOK; tk++) {
+        for (uint32_t i = 0; i < COLS; i++)
+            src[i] = rnd();
+        ks_cpu_quantize_act(t, src, xq + tk * xq_bytes, COLS);
+        ks_vk_act_from_cpu(t, xq + tk * xq_bytes, COLS, xp + tk * x_stride);
+    }
+    buf_make(ctx, &bw, "w", w, w_bytes);
+    buf_make(ctx, &bx, "x", xp, (uint64_t)N_TOK * x_stride * 4);
+    buf_make(ctx, &by, "y", y, (uint64_t)n_sl * ROWS * 4);
+    buf_make(ctx, &bi, "ids", ids, sizeof ids);
+    ks_vk_exact_bufs b = { .w = &bw, .x = &bx, .y = &by, .ids = &bi };
+    ks_vk_exact_args a = {
+        .rows = ROWS, .cols = COLS, .row_stride_bytes = rb, .n_tok = n_sl,
+        .path = (uint32_t)ks_cpu_matmul_path(t, COLS, ROWS, 1, 0),
+        .x_stride_words = x_stride, .y_stride = ROWS,
+        .n_expert = X, .e_stride_bytes = ROWS * rb, .e_off = E_OFF, .e_div = K,
+    };
+    ck_assert_msg(ks_vk_exact_get(ctx, t, KS_VK_EXACT_EXPERT, &k) == KS_OK, "%s",
+                  ks_last_error());
+    ck_assert_msg(ks_vk_exact_set(ctx, k, &b, &set) == KS_OK, "%s", ks_last_error());
+    ck_assert_msg(ks_vk_exact_check(k, &a, &b) == KS_OK, "%s", ks_last_error());
+    ck_assert_int_eq(ks_vk_cmd_begin(ctx, &cb), KS_OK);
+    ck_assert_msg(ks_vk_exact_record(ctx, cb, k, set, &a) == KS_OK, "%s", ks_last_error());
+    ck_assert_msg(ks_vk_cmd_submit(ctx) == KS_OK, "%s", ks_last_error());
+    ck_assert_int_eq(ks_vk_buffer_download(ctx, &by, 0, y, (uint64_t)n_sl * ROWS * 4), KS_OK);
+    for (uint32_t c = 0; c < n_sl; c++) {
+        int32_t e = ids[E_OFF + c];
+        if (e < 0 || e >= X)
+            e = 0;
+        ks_cpu_matmul_rows_as_one(t, w + (uint64_t)e * ROWS * rb, rb, COLS, ROWS, ROWS,
+                                  xq + (c / K) * xq_bytes, xq_bytes, 1, ref, 0);
+        for (uint32_t r = 0; r < ROWS; r++)
+            ck_assert_msg(memcmp(&y[c * ROWS + r], &ref[r], 4) == 0, "%s: choice %u (expert "
+                          "%d) row %u: %a, the CPU %a", ks_qtype_name(t), c, e, r,
+                          (double)y[c * ROWS + r], (double)ref[r]);
+    }
+    /* the expert bound is checked: one expert too many runs past W */
+    a.n_expert = X + 1;
+    ck_assert_int_eq(ks_vk_exact_check(k, &a, &b), KS_ERR_INVALID_ARG);
+    ks_vk_buffer_fini(ctx, &bw);
+    ks_vk_buffer_fini(ctx, &bx);
+    ks_vk_buffer_fini(ctx, &by);
+    ks_vk_buffer_fini(ctx, &bi);
+    free(w);
+    free(xq);
+    free(xp);
+    free(y);
+    ck_assert_uint_eq(ks_vk_ctx_validation_count(ctx), 0);
+    ks_vk_ctx_destroy(ctx);
+    ck_assert_uint_eq(ks_vk_validation_total(), 0);
+}
+END_TEST
+
 static Suite *
 moe_suite(void)
 {
@@ -224,6 +317,10 @@ moe_suite(void)
 
     tcase_set_timeout(t, 600);
     tcase_add_loop_test(t, route_vs_cpu, 0, 2);
+    suite_add_tcase(s, t);
+    t = tcase_create("expert");
+    tcase_set_timeout(t, 600);
+    tcase_add_loop_test(t, expert_vs_cpu, 0, (int)(sizeof exp_types / sizeof exp_types[0]));
     suite_add_tcase(s, t);
     return s;
 }
