@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test: unit and model tests under meson (warnings as errors), the
-# same unit tests under ASan+UBSan, the example program built against the
+# same unit tests under ASan+UBSan, the aarch64 cross build's tests under
+# qemu (ci/arm.sh), the example program built against the
 # installed library through pkg-config, and the fuzzers for a bounded time.
 # Installs what it needs and fetches the real models first. Idempotent.
 set -euo pipefail
@@ -47,6 +48,14 @@ run_meson_tests build-asan --no-suite model --no-suite vk --no-suite realtime \
 # The Vulkan driver (lavapipe, LLVM) leaks from libraries it has unloaded,
 # which LeakSanitizer cannot attribute; memory errors are still caught.
 ASAN_OPTIONS=detect_leaks=0 run_meson_tests build-asan --suite vk --no-suite model --timeout-multiplier 4
+
+echo "== aarch64 cross build, tests under qemu (at most 8 minutes) ==" >&2
+log=$(mktemp) before=$failed arm_rc=0
+timeout 480 bash ci/arm.sh 2>&1 | tee "$log" || arm_rc=$?
+tally "$log"
+rm -f "$log"
+# a build failure or the time limit counts once, as meson counted nothing
+[ "$arm_rc" -eq 0 ] || [ "$failed" -gt "$before" ] || failed=$((failed + 1))
 
 echo "== example through pkg-config ==" >&2
 ninja -C build-test install >/dev/null

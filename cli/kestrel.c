@@ -84,8 +84,11 @@ typedef struct opts {
     float       power_limit_w;
     ks_policy   policy;
     const char *trace_path;
+    bool        profile;        /* bench --profile, KESTREL_PROFILE=1 */
+    const char *profile_json;   /* --profile-json FILE */
     bool        no_governor;
     bool        pre_fallback_gpt2;
+    uint32_t    mem_budget_mb;   /* --mem-budget; 0: none */
     /* speculative decoding */
     const char  *draft;
     ks_spec_mode spec;
@@ -179,7 +182,14 @@ static const char common_help[] =
     "      --policy P        performance|balanced|battery (default: balanced)\n"
     "      --trace FILE.csv  write the governor's trace, a line per token\n"
     "                        (plot it with ci/plot-trace.sh)\n"
+    "      --profile         time every op per layer (bench: one extra pp and\n"
+    "                        tg run; run: also KESTREL_PROFILE=1) and print\n"
+    "                        time, bytes, GB/s and share per op and per layer\n"
+    "      --profile-json FILE  also write that profile as JSON\n"
     "      --no-governor     never pace or throttle\n"
+    "      --mem-budget MB   RAM (MiB) a mixture of experts' weights may take:\n"
+    "                        the hot experts are kept in RAM, the cold ones\n"
+    "                        read from the file each time they run\n"
     "      --pre-fallback-gpt2  tokenize with the GPT-2 rules when the model's\n"
     "                        pre-tokenizer is unknown (refused otherwise; ids\n"
     "                        may differ from the model's own tokenizer)\n";
@@ -228,7 +238,7 @@ help(const char *cmd)
                "-1 until the end)\n"
                "      --ignore-eos      keep going past end-of-text tokens\n"
                "      --draft FILE      speculative decoding with FILE as the draft\n"
-               "                        model (greedy only; same vocabulary)\n"
+               "                        model (same vocabulary; sampled too, lossless)\n"
                "      --spec MODE       auto (draft when --draft is given), off, draft,\n"
                "                        lookup (draft from n-grams of the text), or self\n"
                "                        (draft with the model's first layers)\n"
@@ -276,6 +286,16 @@ help(const char *cmd)
                "512)\n"
                "      --json            with -p: one JSON object as 'run "
                "--json' prints\n"
+               "      --fallback-url URL  an OpenAI-compatible base URL (ending "
+               "in /v1) that\n"
+               "                        answers when the conversation does not "
+               "fit the\n"
+               "                        context; when it fails, the local model "
+               "goes on\n"
+               "      --fallback-key KEY, --fallback-model NAME  for it\n"
+               "      --route fallback  send every message to --fallback-url\n"
+               "      --privacy MODE    off (default) or strict: no outbound "
+               "request\n"
                "%s%s\n" EXIT_STATUS_HELP, common_help, sampling_help);
     } else if (strcmp(cmd, "bench") == 0) {
         printf("Usage: kestrel bench [OPTIONS]\n\n"
@@ -370,6 +390,7 @@ parse(const char *cmd, int argc, char **argv, opts *o)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         bool bench = strcmp(cmd, "bench") == 0;
 
+#define FALLBACK_CMD(c) (strcmp((c), "run") == 0 || strcmp((c), "chat") == 0)
 #define NEED_VALUE() \
     do { if (!v) die_usage(cmd, "%s needs a value", a); i++; } while (0)
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -453,10 +474,17 @@ parse(const char *cmd, int argc, char **argv, opts *o)
                           "battery, got '%s'", v);
         } else if (strcmp(a, "--trace") == 0) {
             NEED_VALUE(); o->trace_path = v;
+        } else if (strcmp(a, "--profile") == 0) {
+            o->profile = true;
+        } else if (strcmp(a, "--profile-json") == 0) {
+            NEED_VALUE(); o->profile_json = v; o->profile = true;
         } else if (strcmp(a, "--no-governor") == 0) {
             o->no_governor = true;
         } else if (strcmp(a, "--pre-fallback-gpt2") == 0) {
             o->pre_fallback_gpt2 = true;
+        } else if (strcmp(a, "--mem-budget") == 0) {
+            NEED_VALUE();
+            o->mem_budget_mb = (uint32_t)parse_long(cmd, a, v, 1, 1 << 24);
         } else if (strcmp(a, "--temp") == 0) {
             NEED_VALUE(); o->sampling.temp = parse_float(cmd, a, v, 0, 100);
         } else if (strcmp(a, "--top-k") == 0) {
@@ -496,13 +524,13 @@ parse(const char *cmd, int argc, char **argv, opts *o)
         } else if (strcmp(a, "--verify-timeout") == 0) {
             NEED_VALUE();
             o->verify_timeout_ms = (uint32_t)parse_long(cmd, a, v, 1, 600000);
-        } else if (strcmp(cmd, "run") == 0 && strcmp(a, "--fallback-url") == 0) {
+        } else if (FALLBACK_CMD(cmd) && strcmp(a, "--fallback-url") == 0) {
             NEED_VALUE(); o->fallback_url = v;
-        } else if (strcmp(cmd, "run") == 0 && strcmp(a, "--fallback-key") == 0) {
+        } else if (FALLBACK_CMD(cmd) && strcmp(a, "--fallback-key") == 0) {
             NEED_VALUE(); o->fallback_key = v;
-        } else if (strcmp(cmd, "run") == 0 && strcmp(a, "--fallback-model") == 0) {
+        } else if (FALLBACK_CMD(cmd) && strcmp(a, "--fallback-model") == 0) {
             NEED_VALUE(); o->fallback_model = v;
-        } else if (strcmp(cmd, "run") == 0 && strcmp(a, "--route") == 0) {
+        } else if (FALLBACK_CMD(cmd) && strcmp(a, "--route") == 0) {
             NEED_VALUE();
             if (strcmp(v, "fallback") && strcmp(v, "auto"))
                 die_usage(cmd, "--route expects auto or fallback, got '%s'", v);
@@ -724,6 +752,7 @@ load(const opts *o, loaded *l)
         return fail(NULL);
     ks_model_params mp = { 0 };
     mp.pre_fallback_gpt2 = o->pre_fallback_gpt2;
+    mp.mem_budget_bytes = (uint64_t)o->mem_budget_mb << 20;
     if (ks_model_load(l->rt, path, &mp, &l->model) != KS_OK) {
         unload(l);
         return fail(NULL);
@@ -732,6 +761,7 @@ load(const opts *o, loaded *l)
     sp.n_batch = o->n_batch;
     sp.kv_type = o->kv_type;
     sp.trace_path = o->trace_path;
+    sp.profile = o->profile;
     if (ks_session_create(l->model, &sp, &l->session) != KS_OK) {
         unload(l);
         return fail(NULL);
@@ -755,6 +785,150 @@ load(const opts *o, loaded *l)
         }
     }
     return 0;
+}
+
+/* ---- the op profile (--profile, KESTREL_PROFILE=1) ---- */
+
+/* One profiled stretch of work (bench's pp or tg run, or a whole run). */
+typedef struct profile_take {
+    const char     *name;      /* "pp", "tg", "run" */
+    int             n_tokens;
+    ks_profile_row *rows;
+    size_t          n;
+} profile_take;
+
+/* Reads the session's profile into |pt| and zeroes it. */
+static int
+profile_read(ks_session *s, profile_take *pt)
+{
+    size_t n = 0;
+
+    if (ks_session_profile(s, NULL, &n) != KS_OK)
+        return fail("profile");
+    pt->rows = calloc(n ? n : 1, sizeof(*pt->rows));
+    if (!pt->rows)
+        return fail("no memory");
+    pt->n = n;
+    if (ks_session_profile(s, pt->rows, &pt->n) != KS_OK)
+        return fail("profile");
+    ks_session_profile_reset(s);
+    return 0;
+}
+
+static void
+profile_line(FILE *f, const char *target, const char *what, uint64_t calls, uint64_t ns,
+             uint64_t bytes, uint64_t total_ns, int n_tokens)
+{
+    fprintf(f, "| %s | %s | %llu | %.3f | %.3f | %.2f | %.2f | %.1f%% |\n", target, what,
+            (unsigned long long)calls, (double)ns / 1e6,
+            n_tokens ? (double)ns / 1e6 / n_tokens : 0.0, (double)bytes / 1e6,
+            ns ? (double)bytes / (double)ns : 0.0,
+            total_ns ? 100.0 * (double)ns / (double)total_ns : 0.0);
+}
+
+/* Two tables on |f|: per (target, op) over all layers, then per (target,
+ * layer) over all ops; GB/s is bytes over time (bytes/ns). */
+static void
+profile_print(FILE *f, const profile_take *pt)
+{
+    uint64_t total = 0;
+    static const char *const ops[] = { "norm", "qkv", "rope_kv", "attn", "attn_out", "add",
+                                       "gate_up", "act", "down", "moe", "head" };
+
+    for (size_t i = 0; i < pt->n; i++)
+        total += pt->rows[i].ns;
+    fprintf(f, "\nprofile of %s (%d tokens): %.3f ms in ops\n"
+            "| target | op | calls | ms | ms/token | MB | GB/s | share |\n"
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+            pt->name, pt->n_tokens, (double)total / 1e6);
+    for (size_t i = 0; i < pt->n; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = !strcmp(pt->rows[j].target, pt->rows[i].target);
+        for (size_t o = 0; !seen && o < sizeof ops / sizeof ops[0]; o++) {
+            uint64_t calls = 0, ns = 0, bytes = 0;
+            for (size_t j = i; j < pt->n; j++) {
+                const ks_profile_row *r = &pt->rows[j];
+                if (strcmp(r->target, pt->rows[i].target) || strcmp(r->op, ops[o]))
+                    continue;
+                calls += r->calls, ns += r->ns, bytes += r->bytes;
+            }
+            if (calls)
+                profile_line(f, pt->rows[i].target, ops[o], calls, ns, bytes, total,
+                             pt->n_tokens);
+        }
+    }
+    fprintf(f, "\n| target | layer | calls | ms | ms/token | MB | GB/s | share |\n"
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    for (size_t i = 0; i < pt->n;) {
+        const ks_profile_row *r0 = &pt->rows[i];
+        uint64_t calls = 0, ns = 0, bytes = 0;
+        char what[16];
+        size_t j = i;
+        for (; j < pt->n && pt->rows[j].layer == r0->layer &&
+               !strcmp(pt->rows[j].target, r0->target); j++)
+            calls += pt->rows[j].calls, ns += pt->rows[j].ns, bytes += pt->rows[j].bytes;
+        if (r0->layer < 0)
+            snprintf(what, sizeof what, "head");
+        else
+            snprintf(what, sizeof what, "%d", r0->layer);
+        profile_line(f, r0->target, what, calls, ns, bytes, total, pt->n_tokens);
+        i = j;
+    }
+}
+
+/* {"pp":{"n_tokens":N,"total_ns":T,"rows":[{...}]},"tg":...}: every row
+ * as the library gives it; totals per op or layer are sums of rows. */
+static int
+profile_write_json(const char *path, const profile_take *pts, int n_pts)
+{
+    FILE *f = fopen(path, "w");
+
+    if (!f) {
+        fprintf(stderr, "kestrel: error: cannot write %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    fputc('{', f);
+    for (int k = 0; k < n_pts; k++) {
+        uint64_t total = 0;
+        for (size_t i = 0; i < pts[k].n; i++)
+            total += pts[k].rows[i].ns;
+        fprintf(f, "%s\"%s\":{\"n_tokens\":%d,\"total_ns\":%llu,\"rows\":[", k ? "," : "",
+                pts[k].name, pts[k].n_tokens, (unsigned long long)total);
+        for (size_t i = 0; i < pts[k].n; i++) {
+            const ks_profile_row *r = &pts[k].rows[i];
+            fprintf(f, "%s{\"target\":", i ? "," : "");
+            json_string(f, r->target, strlen(r->target));
+            fprintf(f, ",\"op\":\"%s\",\"layer\":%d,\"calls\":%llu,\"ns\":%llu,"
+                    "\"bytes\":%llu,\"gb_per_s\":%.3f,\"share\":%.5f}", r->op, r->layer,
+                    (unsigned long long)r->calls, (unsigned long long)r->ns,
+                    (unsigned long long)r->bytes,
+                    r->ns ? (double)r->bytes / (double)r->ns : 0.0,
+                    total ? (double)r->ns / (double)total : 0.0);
+        }
+        fputs("]}", f);
+    }
+    fputs("}\n", f);
+    if (fclose(f) != 0) {
+        fprintf(stderr, "kestrel: error: cannot write %s\n", path);
+        return 1;
+    }
+    return 0;
+}
+
+/* Prints the takes on stderr and writes --profile-json. */
+static int
+profile_report(const opts *o, profile_take *pts, int n_pts)
+{
+    int rc = 0;
+
+    for (int k = 0; k < n_pts; k++)
+        profile_print(stderr, &pts[k]);
+    if (o->profile_json)
+        rc = profile_write_json(o->profile_json, pts, n_pts);
+    for (int k = 0; k < n_pts; k++)
+        free(pts[k].rows);
+    return rc;
 }
 
 /* What remote verification did in the last generate (--verify-url). */
@@ -880,9 +1054,11 @@ print_stats(const ks_session *s, const ks_stats *st)
                 st->tokens_per_j, st->energy_measured ? "measured" : "modelled");
     if (st->n_verify > 0)
         fprintf(stderr, "kestrel: speculation: %u drafted, %u accepted (%.1f %%), %.2f "
-                "tokens per target pass, draft %.1f ms, verify %.1f ms in %u passes\n",
+                "tokens per target pass, draft %.1f ms, verify %.1f ms in %u passes, "
+                "sampling %.1f ms\n",
                 st->n_drafted, st->n_accepted, 100.0 * st->accept_rate,
-                st->tokens_per_verify, st->draft_ms, st->verify_ms, st->n_verify);
+                st->tokens_per_verify, st->draft_ms, st->verify_ms, st->n_verify,
+                st->sample_ms);
     if (st->n_early_exit > 0)
         fprintf(stderr, "kestrel: early exit decided %u of %u tokens\n", st->n_early_exit,
                 st->n_gen);
@@ -900,6 +1076,74 @@ print_stats(const ks_session *s, const ks_stats *st)
                 "%u from the disk cache, %u compiled\n", ks_session_backend_name(s),
                 ks_session_placement(s), st->backend_setup_ms, st->n_shader_hits,
                 st->n_shader_compiled);
+}
+
+/* --mem-budget: the experts' hit rate, storage reads and placement. */
+static void
+print_experts(const ks_model *m)
+{
+    ks_expert_stats x;
+    ks_model_desc d;
+    uint64_t uses;
+
+    ks_model_expert_stats(m, &x);
+    if (!x.placed)
+        return;
+    ks_model_describe(m, &d);
+    uses = x.n_hits + x.n_misses;
+    fprintf(stderr, "kestrel: experts: budget %.0f MiB, %u resident in %u slots of %u "
+            "experts (%.2f MiB each%s), "
+            "hit rate %.1f %%, %.2f MiB of cold experts per token (%llu tokens), "
+            "read from storage %.2f MiB per token (/proc/self/io), %u moves, "
+            "read-ahead right for %.1f %% of the experts used\n",
+            (double)x.budget_bytes / 1048576.0, x.n_resident, x.n_slots, x.n_experts,
+            (double)x.expert_bytes / 1048576.0, x.locked ? ", locked" : "",
+            uses ? 100.0 * (double)x.n_hits / (double)uses : 0.0,
+            x.n_tokens ? (double)x.cold_bytes / (double)x.n_tokens / 1048576.0 : 0.0,
+            (unsigned long long)x.n_tokens,
+            x.n_tokens ? (double)x.io_read_bytes / (double)x.n_tokens / 1048576.0 : 0.0,
+            x.n_moves,
+            x.n_used_after_prediction
+                ? 100.0 * (double)x.n_predicted_used / (double)x.n_used_after_prediction
+                : 0.0);
+    fputs("kestrel: experts resident per layer:", stderr);
+    for (uint32_t il = 0; il < d.n_layers; il++)
+        fprintf(stderr, " %u", ks_model_expert_resident(m, il, NULL, 0));
+    fputc('\n', stderr);
+}
+
+static void
+json_experts(FILE *f, const ks_model *m)
+{
+    ks_expert_stats x;
+    ks_model_desc d;
+    uint32_t ids[1024];
+
+    ks_model_expert_stats(m, &x);
+    if (!x.placed)
+        return;
+    ks_model_describe(m, &d);
+    fprintf(f, ",\"experts\":{\"budget_bytes\":%llu,\"expert_bytes\":%llu,\"locked\":%s,"
+            "\"n_slots\":%u,\"n_resident\":%u,\"n_experts\":%u,\"n_tokens\":%llu,"
+            "\"n_hits\":%llu,\"n_misses\":%llu,\"cold_bytes\":%llu,"
+            "\"io_read_bytes\":%llu,\"n_predicted\":%llu,\"n_predicted_used\":%llu,"
+            "\"n_used_after_prediction\":%llu,\"n_moves\":%u,\"n_fills\":%u,"
+            "\"resident\":[",
+            (unsigned long long)x.budget_bytes, (unsigned long long)x.expert_bytes,
+            x.locked ? "true" : "false", x.n_slots, x.n_resident, x.n_experts,
+            (unsigned long long)x.n_tokens, (unsigned long long)x.n_hits,
+            (unsigned long long)x.n_misses, (unsigned long long)x.cold_bytes,
+            (unsigned long long)x.io_read_bytes, (unsigned long long)x.n_predicted,
+            (unsigned long long)x.n_predicted_used,
+            (unsigned long long)x.n_used_after_prediction, x.n_moves, x.n_fills);
+    for (uint32_t il = 0; il < d.n_layers; il++) {
+        uint32_t n = ks_model_expert_resident(m, il, ids, 1024);
+        fprintf(f, "%s[", il ? "," : "");
+        for (uint32_t i = 0; i < n && i < 1024; i++)
+            fprintf(f, "%s%u", i ? "," : "", ids[i]);
+        fputc(']', f);
+    }
+    fputs("]}", f);
 }
 
 static void
@@ -921,16 +1165,19 @@ json_stats(FILE *f, const ks_session *s, const ks_stats *st)
             "\"decode_tps\":%.3f,\"peak_rss_bytes\":%llu,\"kv_bytes\":%llu,"
             "\"backend_setup_ms\":%.3f,\"shader_cache_hits\":%u,"
             "\"shaders_compiled\":%u,\"fallbacks\":%u,\"n_drafted\":%u,"
-            "\"n_accepted\":%u,\"n_verify\":%u,\"accept_rate\":%.4f,"
+            "\"n_lookup\":%u,\"n_accepted\":%u,\"n_verify\":%u,\"accept_rate\":%.4f,"
             "\"tokens_per_verify\":%.4f,\"draft_ms\":%.3f,\"verify_ms\":%.3f,"
-            "\"tokens_per_j\":%.4f,\"energy_measured\":%s,\"fallback\":",
+            "\"sample_ms\":%.3f,\"tokens_per_j\":%.4f,\"energy_measured\":%s,"
+            "\"fallback\":",
             ks_session_placement(s), st->load_ms, st->n_prompt, st->prefill_ms,
             st->prefill_tps, st->n_gen, st->decode_ms, st->decode_tps,
             (unsigned long long)st->peak_rss_bytes,
             (unsigned long long)st->kv_bytes, st->backend_setup_ms, st->n_shader_hits,
-            st->n_shader_compiled, st->n_fallbacks, st->n_drafted, st->n_accepted,
+            st->n_shader_compiled, st->n_fallbacks, st->n_drafted, st->n_lookup,
+            st->n_accepted,
             st->n_verify, st->accept_rate, st->tokens_per_verify, st->draft_ms,
-            st->verify_ms, st->tokens_per_j, st->energy_measured ? "true" : "false");
+            st->verify_ms, st->sample_ms, st->tokens_per_j,
+            st->energy_measured ? "true" : "false");
     json_string(f, st->fallback, strlen(st->fallback));
     if (verify_stats.n_rounds > 0 || verify_stats.lost) {
         fprintf(f, ",\"remote\":{\"requests\":%u,\"rtt_ms\":%.3f,"
@@ -996,6 +1243,7 @@ print_json(const loaded *l, const outcome *r)
                 strlen(ks_session_backend_name(l->session)));
     putchar(',');
     json_stats(stdout, l->session, &stats);
+    json_experts(stdout, l->model);
     if (err) {
         printf(",\"error\":");
         json_string(stdout, err, strlen(err));
@@ -1210,10 +1458,17 @@ cmd_run(const opts *o)
         print_json(&l, &r);
     } else {
         ks_session_stats(l.session, &stats);
-        if (r.stop != KS_STOP_NONE)
+        if (r.stop != KS_STOP_NONE) {
             print_stats(l.session, &stats);
+            print_experts(l.model);
+        }
     }
     rc = finish(&r);
+    if (o->profile) {
+        profile_take pt = { "run", (int)(r.n_ids + r.n_gen), NULL, 0 };
+        if (profile_read(l.session, &pt) || profile_report(o, &pt, 1))
+            rc = rc ? rc : EXIT_ERROR;
+    }
 out:
     free(gen);
     free(ids);
@@ -1276,10 +1531,8 @@ hist_push(chat *c, int32_t tok)
 }
 
 static bool
-chat_on_token(void *user, int32_t tok, const char *piece, size_t len)
+answer_append(chat *c, const char *piece, size_t len)
 {
-    chat *c = user;
-
     if (c->n_answer + len + 1 > c->cap_answer) {
         size_t cap = (c->cap_answer + len) * 2 + 256;
         char *na = realloc(c->answer, cap);
@@ -1295,7 +1548,84 @@ chat_on_token(void *user, int32_t tok, const char *piece, size_t len)
         fwrite(piece, 1, len, stdout);
         fflush(stdout);
     }
-    return hist_push(c, tok);
+    return true;
+}
+
+static bool
+chat_on_token(void *user, int32_t tok, const char *piece, size_t len)
+{
+    chat *c = user;
+
+    return answer_append(c, piece, len) && hist_push(c, tok);
+}
+
+#ifdef KESTREL_FALLBACK
+static bool
+chat_fb_text(void *user, const char *text, size_t n)
+{
+    return answer_append(user, text, n);
+}
+
+static bool
+chat_fb_cancelled(void *user)
+{
+    (void)user;
+    return g_cancel != 0;
+}
+#endif
+
+/* The cloud fallback for one chat turn: the conversation goes to
+ * BASE/chat/completions and its answer streams into c->answer (and to
+ * stdout unless --json). -1: not used (not set, or --privacy strict,
+ * logged); EXIT_OK: answered (finish in finish); EXIT_ERROR: it failed,
+ * reported, the text it sent kept in c->answer. The log says where and how
+ * many bytes, never the content. */
+static int
+chat_fallback(const opts *o, chat *c, const char *why, char *finish,
+              size_t finish_cap)
+{
+    if (!o->fallback_url)
+        return -1;
+    if (o->privacy_strict) {
+        fprintf(stderr, "kestrel: --privacy strict: nothing is sent to %s "
+                "(%s)\n", o->fallback_url, why);
+        return -1;
+    }
+#ifdef KESTREL_FALLBACK
+    char host[256], err[200];
+    char *body = ks_cli_fallback_chat_body(c->msgs, c->n_msgs,
+                                           o->fallback_model, o->n_predict,
+                                           o->sampling.temp);
+    ks_fallback_stream q = {
+        .base_url = o->fallback_url, .api_key = o->fallback_key,
+        .path = "/chat/completions", .body = body, .timeout_ms = 30000,
+        .on_text = chat_fb_text, .cancelled = chat_fb_cancelled, .user = c,
+    };
+
+    if (!body) {
+        fprintf(stderr, "kestrel: error: no memory\n");
+        return EXIT_ERROR;
+    }
+    ks_cli_url_host(o->fallback_url, host, sizeof host);
+    fprintf(stderr, "kestrel chat: fallback: %zu bytes to %s (%s)\n",
+            strlen(body), host, why);
+    bool ok = ks_cli_fallback_stream(&q, finish, finish_cap, err, sizeof err);
+    free(body);
+    if (!ok) {
+        fprintf(stderr, "%skestrel: error: fallback: %s (%zu bytes of its "
+                "answer kept)\n", c->n_answer && c->stream ? "\n" : "", err,
+                c->n_answer);
+        return EXIT_ERROR;
+    }
+    return EXIT_OK;
+#else
+    (void)c;
+    (void)finish;
+    (void)finish_cap;
+    fprintf(stderr, "kestrel: error: --fallback-url: this kestrel was built "
+            "without libcurl\n");
+    return EXIT_ERROR;
+#endif
 }
 
 /* The conversation's tokens: template markers as special tokens, message
@@ -1351,7 +1681,61 @@ chat_turn(const opts *o, loaded *l, chat *c, const char *prompt)
         rc = EXIT_ERROR;
         goto out;
     }
-    if (!prompt_fits(l, n_ids, &r, msg, sizeof msg)) {
+    bool fits = prompt_fits(l, n_ids, &r, msg, sizeof msg);
+    c->n_answer = 0;
+    if (c->answer)
+        c->answer[0] = '\0';
+    c->stream = !o->json;
+    if (o->fallback_url && (o->route_fallback || !fits)) {
+        char why[160], fin[32];
+        if (fits)
+            snprintf(why, sizeof why, "the request asks for it");
+        else
+            snprintf(why, sizeof why, "the conversation (%zu tokens) does "
+                     "not fit the local context of %u", n_ids,
+                     ks_session_n_ctx(l->session));
+        int frc = chat_fallback(o, c, why, fin, sizeof fin);
+        if (frc == EXIT_OK) {
+            if (o->json) {
+                printf("{\"prompt\":");
+                json_string(stdout, r.prompt, r.n_prompt);
+                printf(",\"text\":");
+                json_string(stdout, c->answer ? c->answer : "", c->n_answer);
+                printf(",\"stop\":");
+                json_string(stdout, fin, strlen(fin));
+                printf(",\"route\":\"fallback\",\"route_why\":");
+                json_string(stdout, why, strlen(why));
+                printf("}\n");
+            } else {
+                fputc('\n', stdout);
+                fflush(stdout);
+                fprintf(stderr, "[fallback: %s]\n", why);
+            }
+            if (!chat_push(c, "assistant", c->answer ? c->answer : "")) {
+                fprintf(stderr, "kestrel: error: no memory\n");
+                rc = EXIT_ERROR;
+            }
+            goto out;
+        }
+        /* it failed: the local model goes on from the text it sent */
+        size_t n_more = 0;
+        int32_t *grown;
+        if (frc > 0 && fits && c->n_answer > 0 &&
+            ks_model_tokenize(l->model, c->answer, c->n_answer, false, false,
+                              NULL, 0, &n_more) == KS_OK &&
+            (grown = realloc(ids, (n_ids + n_more + 1) * sizeof(*ids)))) {
+            r.ids = ids = grown;
+            if (ks_model_tokenize(l->model, c->answer, c->n_answer, false,
+                                  false, ids + n_ids, n_more, &n_more) == KS_OK) {
+                n_ids += n_more;
+                r.n_ids = n_ids;
+                fits = prompt_fits(l, n_ids, &r, msg, sizeof msg);
+            }
+        }
+        if (frc > 0 && fits)
+            fprintf(stderr, "kestrel chat: the local model goes on\n");
+    }
+    if (!fits) {
         if (o->json)
             print_json(l, &r);
         rc = finish(&r);
@@ -1374,10 +1758,6 @@ chat_turn(const opts *o, loaded *l, chat *c, const char *prompt)
             rc = EXIT_ERROR;
             goto out;
         }
-    c->n_answer = 0;
-    if (c->answer)
-        c->answer[0] = '\0';
-    c->stream = !o->json;
     c->first_gen = c->n_hist;
     gp.prompt = ids + keep;
     gp.n_prompt = n_ids - keep;
@@ -1853,6 +2233,29 @@ cmd_bench(const opts *o)
         sp_acc[r] = smp.accept;
         sp_pass[r] = smp.per_pass;
     }
+    /* the profile comes from one more run of each, after the timed ones,
+     * so that its clock reads do not touch the figures */
+    if (o->profile && !g_cancel) {
+        profile_take pts[2];
+        int n_pts = 0;
+        ks_session_profile_reset(l.session);
+        if (o->n_pp) {
+            pts[n_pts] = (profile_take){ "pp", o->n_pp, NULL, 0 };
+            if ((rc = bench_pp(&l, toks, o->n_pp, &warm)) ||
+                (rc = profile_read(l.session, &pts[n_pts++])))
+                goto out;
+        }
+        if (o->n_tg) {
+            pts[n_pts] = (profile_take){ "tg", o->n_tg, NULL, 0 };
+            if ((rc = bench_tg(&l, toks, o->n_tg, &warm)) ||
+                (rc = profile_read(l.session, &pts[n_pts++]))) {
+                free(pts[0].rows);
+                goto out;
+            }
+        }
+        if ((rc = profile_report(o, pts, n_pts)))
+            goto out;
+    }
     if (o->n_pp)
         pp_med = median(pp, o->reps);
     if (o->n_tg)
@@ -1895,6 +2298,7 @@ cmd_bench(const opts *o)
             json_samples("spec_samples", sp_tps, o->reps);
             putchar('}');
         }
+        json_experts(stdout, l.model);
         printf(",\"load_ms\":%.3f,\"peak_rss_bytes\":%llu}\n", d.load_ms,
                (unsigned long long)peak_rss());
     } else {
@@ -1919,6 +2323,7 @@ cmd_bench(const opts *o)
         fprintf(stderr, "kestrel bench: median of %d runs; load %.1f ms; "
                 "peak RSS %.1f MiB\n", o->reps, d.load_ms,
                 (double)peak_rss() / 1048576.0);
+        print_experts(l.model);
         if (mode != KS_SPEC_OFF) {
             fprintf(stderr, "kestrel bench: gen%d and %s%d: greedy after a "
                     "%zu-token text prompt; speculation %.2fx the target "
@@ -2066,6 +2471,9 @@ main(int argc, char **argv)
         return 2;
     }
     parse(cmd, argc - 2, argv + 2, &o);
+    if (strcmp(cmd, "run") == 0 && getenv("KESTREL_PROFILE") &&
+        strcmp(getenv("KESTREL_PROFILE"), "0") && *getenv("KESTREL_PROFILE"))
+        o.profile = true;
     signal(SIGINT, on_sigint);
     if (strcmp(cmd, "run") == 0)
         return cmd_run(&o);

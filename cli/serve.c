@@ -20,6 +20,21 @@
  * answers {"accepted": [the prefix of the draft that greedy decoding of
  * the context gives], "next": the token after it}.
  *
+ * With --fallback-url, a request goes to an OpenAI-compatible server
+ * instead when it asks ("kestrel": {"route": "fallback"}), when its
+ * prompt does not fit the local context, when the local model fails
+ * before it showed anything, or (--fallback-when-unsure) when the mean
+ * entropy of the answer's first tokens, held back until then, says the
+ * local answer is weak. A thread of its own relays the
+ * upstream's stream into the job's text, as a slot's worker would; when
+ * the upstream fails (HTTP error, malformed JSON, a stream cut short, no
+ * data within --fallback-timeout) and the prompt fits, the job goes to
+ * the queue with what came so far appended to its prompt, and the local
+ * model goes on from there; else it ends with an error, the text so far
+ * kept. Every answer says its route: "kestrel": {"route", "why"}.
+ * --privacy strict forbids every outbound request. The log names the host
+ * and the bytes, never the content.
+ *
  * KESTREL_SERVE_TOKEN_DELAY_MS=N makes each token wait N ms: a test hook,
  * so that tests can hold a slot busy without a slow model.
  *
@@ -46,9 +61,14 @@
 
 #include "kestrel/kestrel.h"
 #include "serve.h"
+#ifdef KESTREL_FALLBACK
+#include <curl/curl.h>
+#include "fallback.h"
+#endif
 
 #define DEFAULT_MODEL_FILE "SmolLM2-135M-Instruct.Q4_1.gguf"
 #define MAX_STOPS 4
+#define MAX_UNSURE 64
 
 /* ---- options ---- */
 
@@ -62,6 +82,13 @@ typedef struct sv_opts {
     long        max_body;
     long        max_prompt;     /* 0: the context minus one */
     long        max_tokens;     /* 0: the context */
+    const char *fallback_url;   /* an OpenAI base URL (.../v1), or NULL */
+    const char *fallback_key;
+    const char *fallback_model; /* NULL: the request's own */
+    long        fallback_timeout_ms;
+    bool        privacy_strict; /* nothing leaves the device */
+    float       unsure_nats;    /* --fallback-when-unsure; 0: off */
+    long        unsure_tokens;  /* tokens the rule reads (1..MAX_UNSURE) */
     ks_runtime_params rp;
     ks_session_params sp;
 } sv_opts;
@@ -69,6 +96,9 @@ typedef struct sv_opts {
 /* ---- jobs and slots ---- */
 
 enum { FIN_NONE = 0, FIN_STOP, FIN_LENGTH, FIN_CANCELLED, FIN_ERROR };
+enum { ROUTE_LOCAL = 0, ROUTE_FALLBACK };
+/* what a request's "kestrel": {"route"} asks */
+enum { ASK_AUTO = 0, ASK_LOCAL, ASK_FALLBACK };
 
 typedef struct job {
     int          refs;         /* connection + worker/queue */
@@ -89,6 +119,19 @@ typedef struct job {
     size_t       n_verify_prompt;  /* leading context ids that are prompt */
     uint32_t     n_accepted;
     int32_t      next_token;
+    /* routing: where it runs and why; fwd is the body for the fallback
+     * (the request with "stream": true), too_long when the prompt does
+     * not fit the local context (only with a fallback) */
+    int          ask, route;
+    char         why[320];
+    char        *fwd;
+    bool         too_long;
+    /* the confidence rule: the entropy of the first generated tokens; the
+     * text is held back (holding) until the rule has read them */
+    float        entropy[MAX_UNSURE];
+    uint32_t     n_entropy;
+    float        mean_entropy;
+    bool         holding, unsure, checked, handed_off;
     char         model[128];
     char         id[48];
     long         created;
@@ -140,6 +183,7 @@ static struct {
     uint64_t       m_requests, m_errors, m_rejected, m_cancelled;
     uint64_t       m_prompt_tokens, m_cached_tokens, m_gen_tokens;
     uint64_t       m_verify_drafted, m_verify_accepted;
+    uint64_t       m_fallback, m_fallback_failed, m_fallback_bytes_sent;
     double         m_gen_seconds;
     double         m_paced_seconds;  /* the governor's waits */
     bool           m_governed;       /* the last request was governed */
@@ -169,6 +213,7 @@ job_free(job *j)
     for (size_t i = 0; i < j->n_stops; i++)
         free(j->stops[i]);
     free(j->json_schema);
+    free(j->fwd);
     free(j->draft);
     free(j->text);
     free(j->pend);
@@ -272,7 +317,7 @@ utf8_partial_tail(const char *s, size_t n)
 static void
 publish(job *j, size_t n)
 {
-    if (n == 0)
+    if (n == 0 || j->holding)
         return;
     pthread_mutex_lock(&g.mu);
     if (!buf_append(&j->text, &j->len, &j->cap, j->pend, n))
@@ -281,6 +326,22 @@ publish(job *j, size_t n)
     pthread_mutex_unlock(&g.mu);
     memmove(j->pend, j->pend + n, j->plen - n);
     j->plen -= n;
+}
+
+/* The confidence rule over the first n generated tokens: their mean
+ * entropy above --fallback-when-unsure. Sets j->unsure. */
+static bool
+unsure(job *j, uint32_t n)
+{
+    double sum = 0;
+
+    if (n > (uint32_t)g.o.unsure_tokens)
+        n = (uint32_t)g.o.unsure_tokens;
+    for (uint32_t i = 0; i < n; i++)
+        sum += j->entropy[i];
+    j->checked = true;
+    j->unsure = n > 0 && sum / n > g.o.unsure_nats;
+    return j->unsure;
 }
 
 static bool
@@ -307,10 +368,17 @@ on_token(void *user, int32_t token, const char *piece, size_t len)
             cut = (size_t)(at - j->pend);
     }
     if (cut != SIZE_MAX) {
+        j->plen = cut;
         publish(j, cut);
-        j->plen = 0;
         j->finish = FIN_STOP;
         return false;
+    }
+    /* the confidence rule has read its tokens: stop to hand the request
+     * to the fallback, or let the text out */
+    if (j->holding && j->n_gen >= (uint32_t)g.o.unsure_tokens) {
+        if (unsure(j, j->n_gen))
+            return false;
+        j->holding = false;
     }
     for (size_t i = 0; i < j->n_stops; i++) {
         size_t sl = strlen(j->stops[i]);
@@ -326,6 +394,40 @@ on_token(void *user, int32_t token, const char *piece, size_t len)
         hold = part;
     publish(j, j->plen - hold);
     return !cancelled(j);
+}
+
+#ifdef KESTREL_FALLBACK
+static void *fallback_main(void *arg);
+#endif
+
+/* run_job gave the request up (j->handed_off, j->why says why; nothing
+ * of the local answer was shown): it goes to the fallback, a thread of its
+ * own with a reference of its own, which ends the job. Under g.mu, in the
+ * worker, so that the fallback cannot hand the job back to a slot before
+ * this one is free. False when the thread cannot start: the job ends with
+ * an error. */
+static bool
+hand_to_fallback_locked(job *j)
+{
+    j->route = ROUTE_FALLBACK;
+    j->handed_off = false;
+#ifdef KESTREL_FALLBACK
+    pthread_t t;
+    pthread_attr_t at;
+    bool ok;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    j->refs++;
+    g.m_fallback++;
+    if (!(ok = pthread_create(&t, &at, fallback_main, j) == 0))
+        j->refs--;
+    pthread_attr_destroy(&at);
+    if (ok)
+        return true;
+#endif
+    j->finish = FIN_ERROR;
+    snprintf(j->err, sizeof j->err, "cannot start the fallback");
+    return false;
 }
 
 static void
@@ -360,9 +462,24 @@ run_job(slot *s, job *j)
     gp.json_schema = j->json_schema;
     gp.out_tokens = s->held + j->n_prompt;
     gp.out_cap = s->cap - j->n_prompt;
+    gp.out_entropy = j->entropy;
+    gp.entropy_cap = (size_t)g.o.unsure_tokens;
+    j->holding = g.o.unsure_nats > 0 && j->fwd && j->ask != ASK_LOCAL &&
+                 !j->checked;
     t0 = now_s();
     st = ks_session_generate(s->sess, &gp);
     double dt = now_s() - t0;
+    {
+        double sum = 0;
+        j->n_entropy = (uint32_t)(gp.n_out < gp.entropy_cap ? gp.n_out
+                                                           : gp.entropy_cap);
+        for (uint32_t i = 0; i < j->n_entropy; i++)
+            sum += j->entropy[i];
+        j->mean_entropy = j->n_entropy ? (float)(sum / j->n_entropy) : 0;
+    }
+    /* ended before the rule read all its tokens: it reads those there are */
+    if (j->holding && !j->unsure && !cancelled(j) && !unsure(j, gp.n_out))
+        j->holding = false;
 
     /* What the session holds now: the prompt and what it emitted. */
     s->n_held = (uint32_t)(j->n_prompt + gp.n_out);
@@ -370,6 +487,33 @@ run_job(slot *s, job *j)
         ks_session_truncate(s->sess, 0);
         s->n_held = 0;
     }
+    /* the worker hands it to the fallback: an unsure answer, or a local
+     * model that failed before anything was shown */
+    bool failed = gp.stop != KS_STOP_EOG && gp.stop != KS_STOP_LENGTH &&
+                  gp.stop != KS_STOP_CONTEXT && gp.stop != KS_STOP_CALLBACK &&
+                  gp.stop != KS_STOP_CANCELLED;
+    if (j->holding && j->unsure)
+        snprintf(j->why, sizeof j->why, "the local answer is unsure: its "
+                 "first %u tokens' mean entropy %.3f nats is above %.3f "
+                 "(--fallback-when-unsure)", j->n_entropy, j->mean_entropy,
+                 g.o.unsure_nats);
+    else if (failed && j->fwd && j->ask != ASK_LOCAL && !j->checked &&
+             j->len == 0 && !cancelled(j))
+        snprintf(j->why, sizeof j->why, "the local model failed to run (%s)",
+                 st != KS_OK ? ks_last_error() : "unknown");
+    else
+        failed = false;
+    if ((j->holding && j->unsure) || failed) {
+        j->plen = 0;
+        j->n_gen = 0;
+        j->finish = FIN_NONE;
+        j->checked = true;
+        j->handed_off = true;
+        return;
+    }
+    j->holding = false;
+    if (j->finish == FIN_STOP)
+        publish(j, j->plen);    /* held back until the rule had read */
     if (j->finish != FIN_STOP) {
         publish(j, j->plen);
         switch (gp.stop) {
@@ -548,7 +692,8 @@ worker(void *arg)
                 run_job(s, j);
             pthread_mutex_lock(&g.mu);
         }
-        j->done = true;
+        if (!j->handed_off || !hand_to_fallback_locked(j))
+            j->done = true;     /* else the fallback's thread ends it */
         pthread_cond_broadcast(&j->cond);
         s->job = NULL;
         g.n_busy--;
@@ -750,12 +895,13 @@ reject(req_error *e, unsigned http, const char *param, const char *code,
 static const char *const chat_fields[] = {
     "model", "messages", "temperature", "top_p", "max_tokens",
     "max_completion_tokens", "stop", "seed", "n", "stream", "stream_options",
-    "user", "top_k", "min_p", "ignore_eos", "response_format", NULL,
+    "user", "top_k", "min_p", "ignore_eos", "response_format", "kestrel",
+    NULL,
 };
 static const char *const completion_fields[] = {
     "model", "prompt", "temperature", "top_p", "max_tokens", "stop", "seed",
     "n", "stream", "stream_options", "user", "top_k", "min_p", "ignore_eos",
-    NULL,
+    "kestrel", NULL,
 };
 
 static bool
@@ -968,10 +1114,77 @@ tokenize_request(cJSON *root, bool chat, job *j, req_error *e)
     long max_prompt = (long)g.n_ctx - 1;
     if (g.o.max_prompt && g.o.max_prompt < max_prompt)
         max_prompt = g.o.max_prompt;
+    if ((long)n > max_prompt && j->fwd && j->ask != ASK_LOCAL) {
+        j->too_long = true;     /* for the fallback */
+        return true;
+    }
     if ((long)n > max_prompt)
         return reject(e, 400, chat ? "messages" : "prompt",
                       "context_length_exceeded", "the prompt has %zu tokens; "
-                      "this server takes at most %ld", n, max_prompt);
+                      "this server takes at most %ld%s", n, max_prompt,
+                      g.o.fallback_url && g.o.privacy_strict
+                          ? " (--privacy strict: no fallback)" : "");
+    return true;
+}
+
+static bool
+fallback_usable(void)
+{
+#ifdef KESTREL_FALLBACK
+    return g.o.fallback_url && !g.o.privacy_strict;
+#else
+    return false;
+#endif
+}
+
+/* "kestrel": {"route": "auto" | "local" | "fallback"}, and with a fallback
+ * usable, the body it would be sent: the request as given, streamed, its
+ * model replaced by --fallback-model if set, without Kestrel's field. */
+static bool
+get_routing(cJSON *root, job *j, req_error *e)
+{
+    cJSON *k = cJSON_GetObjectItemCaseSensitive(root, "kestrel"), *v;
+
+    if (k && !cJSON_IsNull(k)) {
+        if (!cJSON_IsObject(k))
+            return reject(e, 400, "kestrel", "invalid_type", "'kestrel' must "
+                          "be an object");
+        cJSON_ArrayForEach(v, k)
+            if (strcmp(v->string, "route"))
+                return reject(e, 400, "kestrel", "unknown_parameter",
+                              "unknown parameter 'kestrel.%.64s'", v->string);
+        v = cJSON_GetObjectItemCaseSensitive(k, "route");
+        if (v && !cJSON_IsString(v))
+            return reject(e, 400, "kestrel", "invalid_type",
+                          "'kestrel.route' must be a string");
+        if (!v || !strcmp(v->valuestring, "auto"))
+            j->ask = ASK_AUTO;
+        else if (!strcmp(v->valuestring, "local"))
+            j->ask = ASK_LOCAL;
+        else if (!strcmp(v->valuestring, "fallback"))
+            j->ask = ASK_FALLBACK;
+        else
+            return reject(e, 400, "kestrel", "invalid_value", "'kestrel.route' "
+                          "must be auto, local or fallback, got '%.64s'",
+                          v->valuestring);
+    }
+    if (!fallback_usable() || j->ask == ASK_LOCAL)
+        return true;
+    cJSON *f = cJSON_Duplicate(root, true);
+    if (!f)
+        return reject(e, 500, NULL, NULL, "out of memory");
+    cJSON_DeleteItemFromObjectCaseSensitive(f, "kestrel");
+    cJSON_DeleteItemFromObjectCaseSensitive(f, "stream_options");
+    cJSON_DeleteItemFromObjectCaseSensitive(f, "stream");
+    cJSON_AddTrueToObject(f, "stream");
+    if (g.o.fallback_model) {
+        cJSON_DeleteItemFromObjectCaseSensitive(f, "model");
+        cJSON_AddStringToObject(f, "model", g.o.fallback_model);
+    }
+    j->fwd = cJSON_PrintUnformatted(f);
+    cJSON_Delete(f);
+    if (!j->fwd)
+        return reject(e, 500, NULL, NULL, "out of memory");
     return true;
 }
 
@@ -1103,6 +1316,8 @@ parse_request(const char *body, size_t len, bool chat, job *j, req_error *e)
     }
     if (chat && !get_response_format(root, j, e))
         goto done;
+    if (!get_routing(root, j, e))
+        goto done;
     j->chat = chat;
     ok = tokenize_request(root, chat, j, e);
 done:
@@ -1169,6 +1384,26 @@ choices_json(const job *j, bool chunk, const char *text, size_t n,
     else
         cJSON_AddNullToObject(c, "finish_reason");
     return arr;
+}
+
+/* "kestrel": {"route", "why"}, read once the job is done (or under
+ * g.mu); with a failed fallback's error, the text it sent ("text"), so
+ * that nothing is lost. */
+static cJSON *
+kestrel_json(const job *j, bool with_text)
+{
+    cJSON *k = cJSON_CreateObject();
+
+    cJSON_AddStringToObject(k, "route", j->route == ROUTE_FALLBACK
+                                        ? "fallback" : "local");
+    cJSON_AddStringToObject(k, "why", j->why);
+    if (j->n_entropy > 0) {     /* the confidence rule's reading */
+        cJSON_AddNumberToObject(k, "entropy", j->mean_entropy);
+        cJSON_AddNumberToObject(k, "entropy_tokens", j->n_entropy);
+    }
+    if (with_text)
+        add_clean_string(k, "text", j->text ? j->text : "", j->len);
+    return k;
 }
 
 /* ---- streaming ---- */
@@ -1240,14 +1475,16 @@ stream_read(void *cls, uint64_t pos, char *buf, size_t max)
             }
             free(text);
             if (done && j->finish == FIN_ERROR) {
-                sse_event(st, error_json(j->err, "server_error", NULL,
-                                         NULL));
+                cJSON *r = error_json(j->err, "server_error", NULL, NULL);
+                cJSON_AddItemToObject(r, "kestrel", kestrel_json(j, false));
+                sse_event(st, r);
             } else if (done) {
                 cJSON *r = response_head(j, true);
                 cJSON_AddItemToObject(r, "choices",
                                       choices_json(j, true, NULL, 0,
                                                    finish_name(j->finish),
                                                    false));
+                cJSON_AddItemToObject(r, "kestrel", kestrel_json(j, false));
                 if (!j->include_usage)
                     cJSON_AddItemToObject(r, "usage", usage_json(j));
                 sse_event(st, r);
@@ -1413,6 +1650,145 @@ verify_json(const job *j)
     return r;
 }
 
+#ifdef KESTREL_FALLBACK
+static bool
+fb_text(void *user, const char *text, size_t n)
+{
+    job *j = user;
+
+    pthread_mutex_lock(&g.mu);
+    bool ok = buf_append(&j->text, &j->len, &j->cap, text, n);
+    j->n_gen++;         /* a chunk, as near a token as we can tell */
+    pthread_cond_broadcast(&j->cond);
+    pthread_mutex_unlock(&g.mu);
+    return ok && !cancelled(j);
+}
+
+static bool
+fb_cancelled(void *user)
+{
+    return cancelled(user);
+}
+
+/* After a failed fallback: the prompt grown by the text received so far,
+ * for the local model to go on from; false when it does not fit. */
+static bool
+continue_locally(job *j)
+{
+    size_t n = 0, room = g.n_ctx - 1;
+    int32_t *p;
+
+    if (j->too_long || j->n_prompt >= room)
+        return false;
+    if (j->len > 0 &&
+        ks_model_tokenize(g.model, j->text, j->len, false, false, NULL, 0,
+                          &n) != KS_OK)
+        return false;
+    if (j->n_prompt + n > room || !(p = realloc(j->prompt, (j->n_prompt + n
+                                                + 1) * sizeof(int32_t))))
+        return false;
+    j->prompt = p;
+    if (n > 0 && ks_model_tokenize(g.model, j->text, j->len, false, false,
+                                   p + j->n_prompt, n, &n) != KS_OK)
+        return false;
+    j->n_prompt += n;
+    j->max_tokens = j->max_tokens > j->n_gen ? j->max_tokens - j->n_gen : 0;
+    j->checked = true;  /* the confidence rule does not send it back */
+    return true;
+}
+
+/* The thread of one fallback request: relays the upstream's stream into
+ * the job, then ends it, or hands it to the local model. Holds one of the
+ * job's references. */
+static void *
+fallback_main(void *arg)
+{
+    job *j = arg;
+    char host[256], finish[32], why[160];
+    ks_fallback_stream q = {
+        .base_url = g.o.fallback_url, .api_key = g.o.fallback_key,
+        .path = j->chat ? "/chat/completions" : "/completions",
+        .body = j->fwd, .timeout_ms = g.o.fallback_timeout_ms,
+        .on_text = fb_text, .cancelled = fb_cancelled, .user = j,
+    };
+
+    ks_cli_url_host(g.o.fallback_url, host, sizeof host);
+    fprintf(stderr, "kestrel serve: fallback: %s: %zu bytes to %s (%s)\n",
+            j->id, strlen(j->fwd), host, j->why);
+    bool ok = ks_cli_fallback_stream(&q, finish, sizeof finish, why,
+                                     sizeof why);
+    pthread_mutex_lock(&g.mu);
+    size_t got = j->len;
+    g.m_fallback_bytes_sent += strlen(j->fwd);
+    pthread_mutex_unlock(&g.mu);
+    fprintf(stderr, "kestrel serve: fallback: %s: %zu bytes of text from "
+            "%s%s%s\n", j->id, got, host, ok ? "" : "; failed: ",
+            ok ? "" : why);
+    if (!ok && !cancelled(j) && continue_locally(j)) {
+        pthread_mutex_lock(&g.mu);
+        g.m_fallback_failed++;
+        j->route = ROUTE_LOCAL;
+        snprintf(j->why, sizeof j->why, "the fallback failed (%s) after %zu "
+                 "bytes; the local model went on", why, got);
+        if (j->max_tokens == 0) {
+            j->finish = FIN_LENGTH;
+        } else {    /* its reference passes to the queue */
+            if (g.q_tail)
+                g.q_tail->next = j;
+            else
+                g.q_head = j;
+            g.q_tail = j;
+            g.n_queued++;
+            dispatch_locked();
+            pthread_mutex_unlock(&g.mu);
+            return NULL;
+        }
+    } else {
+        pthread_mutex_lock(&g.mu);
+        if (!ok)
+            g.m_fallback_failed++;
+    }
+    if (ok) {
+        j->finish = strcmp(finish, "length") == 0 ? FIN_LENGTH : FIN_STOP;
+    } else if (cancelled(j)) {
+        j->finish = FIN_CANCELLED;
+        g.m_cancelled++;
+    } else if (j->finish == FIN_NONE) {
+        j->finish = FIN_ERROR;
+        snprintf(j->err, sizeof j->err, "the fallback failed: %s%s", why,
+                 got ? "; the text it sent so far is kept" : "");
+    }
+    j->done = true;
+    pthread_cond_broadcast(&j->cond);
+    job_unref_locked(j);
+    pthread_mutex_unlock(&g.mu);
+    return NULL;
+}
+#endif
+
+/* Decides a completion's route; true when it goes to the fallback. */
+static bool
+choose_route(job *j)
+{
+    j->route = ROUTE_LOCAL;
+    if (j->fwd && j->too_long) {
+        j->route = ROUTE_FALLBACK;
+        snprintf(j->why, sizeof j->why, "the prompt (%zu tokens) does not "
+                 "fit the local context of %u", j->n_prompt, g.n_ctx);
+    } else if (j->fwd && j->ask == ASK_FALLBACK) {
+        j->route = ROUTE_FALLBACK;
+        snprintf(j->why, sizeof j->why, "the request asks for it");
+    } else if (j->ask == ASK_FALLBACK) {
+        snprintf(j->why, sizeof j->why, "the request asks for the fallback, "
+                 "but %s", g.o.fallback_url ? "--privacy strict forbids "
+                 "outbound requests" : "none is set (--fallback-url)");
+    } else {
+        snprintf(j->why, sizeof j->why, "%s", j->ask == ASK_LOCAL
+                 ? "the request asks for it" : "the local model serves it");
+    }
+    return j->route == ROUTE_FALLBACK;
+}
+
 static enum MHD_Result
 handle_completion(struct MHD_Connection *c, conn *cx, bool chat, bool verify)
 {
@@ -1429,10 +1805,11 @@ handle_completion(struct MHD_Connection *c, conn *cx, bool chat, bool verify)
         return send_error(c, e.http, e.param, e.code, "%s", e.msg);
     }
     j->created = (long)time(NULL);
+    bool fallback = !verify && choose_route(j);
 
     pthread_mutex_lock(&g.mu);
     bool idle_slot = g.n_busy + g.n_queued < g.n_slots;
-    if (g.draining || (!idle_slot && g.n_queued >= g.o.queue)) {
+    if (g.draining || (!fallback && !idle_slot && g.n_queued >= g.o.queue)) {
         g.m_rejected++;
         pthread_mutex_unlock(&g.mu);
         job_free(j);
@@ -1446,13 +1823,30 @@ handle_completion(struct MHD_Connection *c, conn *cx, bool chat, bool verify)
     j->refs = 2;
     g.n_active++;
     g.m_requests++;
-    if (g.q_tail)
-        g.q_tail->next = j;
-    else
-        g.q_head = j;
-    g.q_tail = j;
-    g.n_queued++;
-    dispatch_locked();
+    if (fallback) {
+#ifdef KESTREL_FALLBACK
+        pthread_t t;
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        g.m_fallback++;
+        if (pthread_create(&t, &at, fallback_main, j) != 0) {
+            j->finish = FIN_ERROR;
+            snprintf(j->err, sizeof j->err, "cannot start the fallback");
+            j->done = true;
+            job_unref_locked(j);
+        }
+        pthread_attr_destroy(&at);
+#endif
+    } else {
+        if (g.q_tail)
+            g.q_tail->next = j;
+        else
+            g.q_head = j;
+        g.q_tail = j;
+        g.n_queued++;
+        dispatch_locked();
+    }
     if (j->stream) {
         pthread_mutex_unlock(&g.mu);
         stream *st = calloc(1, sizeof(*st));
@@ -1509,7 +1903,9 @@ handle_completion(struct MHD_Connection *c, conn *cx, bool chat, bool verify)
     unsigned code = 200;
     if (j->finish == FIN_ERROR) {
         resp = error_json(j->err, "server_error", NULL, NULL);
-        code = 500;
+        code = j->route == ROUTE_FALLBACK ? 502 : 500;
+        if (!verify)
+            cJSON_AddItemToObject(resp, "kestrel", kestrel_json(j, true));
     } else if (verify) {
         resp = verify_json(j);
     } else {
@@ -1519,6 +1915,7 @@ handle_completion(struct MHD_Connection *c, conn *cx, bool chat, bool verify)
                                            j->len, finish_name(j->finish),
                                            false));
         cJSON_AddItemToObject(resp, "usage", usage_json(j));
+        cJSON_AddItemToObject(resp, "kestrel", kestrel_json(j, false));
     }
     pthread_mutex_lock(&g.mu);
     job_unref_locked(j);
@@ -1557,6 +1954,12 @@ handle_metrics(struct MHD_Connection *c)
         { "kestrel_verify_accepted_tokens_total", "counter",
           "drafted tokens /v1/kestrel/verify accepted",
           (double)g.m_verify_accepted },
+        { "kestrel_fallback_requests_total", "counter",
+          "requests sent to --fallback-url", (double)g.m_fallback },
+        { "kestrel_fallback_failures_total", "counter",
+          "fallback requests whose upstream failed", (double)g.m_fallback_failed },
+        { "kestrel_fallback_sent_bytes_total", "counter",
+          "request bytes sent to the fallback", (double)g.m_fallback_bytes_sent },
         { "kestrel_generation_seconds_total", "counter",
           "time slots spent generating", g.m_gen_seconds },
         { "kestrel_tokens_per_second", "gauge",
@@ -1732,7 +2135,23 @@ serve_help(void)
 "      --temp-limit C     keep the device below C degrees Celsius\n"
 "      --power-limit W    keep the device's power below W watts\n"
 "      --policy P         performance|balanced|battery (default: balanced)\n"
-"      --no-governor      never pace or throttle\n\n"
+"      --no-governor      never pace or throttle\n"
+"      --fallback-url URL an OpenAI-compatible base URL (ending in /v1) for\n"
+"                         requests that ask for it (\"kestrel\": {\"route\":\n"
+"                         \"fallback\"}) or whose prompt does not fit\n"
+"      --fallback-key KEY, --fallback-model NAME  for it\n"
+"      --fallback-timeout MS  the fallback's deadline for connecting and for\n"
+"                         each wait for data (default: 30000); past it, or\n"
+"                         on any fault, the local model goes on\n"
+"      --fallback-when-unsure T  the confidence rule: when the mean entropy\n"
+"                         (nats) of an answer's first N tokens is above T,\n"
+"                         the answer goes to the fallback instead (off by\n"
+"                         default; those tokens are held back until then)\n"
+"      --unsure-tokens N  the N the rule reads (default: 8, at most 64)\n"
+"      --privacy MODE     off (default) or strict: no outbound request\n\n"
+"Each answer says where it ran: \"kestrel\": {\"route\": \"local\" or\n"
+"\"fallback\", \"why\": ...}; a request may say \"kestrel\": {\"route\":\n"
+"\"auto\" | \"local\" | \"fallback\"}.\n\n"
 "Sampling defaults are those of 'kestrel run' (temperature 0.8, top_k 40,\n"
 "top_p 0.95, min_p 0.05); a request's temperature, top_p, seed, stop and\n"
 "max_tokens override them. Extensions: top_k, min_p, ignore_eos.\n"
@@ -1793,6 +2212,8 @@ parse_opts(int argc, char **argv, sv_opts *o)
     o->parallel = 1;
     o->queue = 16;
     o->max_body = 1 << 20;
+    o->fallback_timeout_ms = 30000;
+    o->unsure_tokens = 8;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define NUM(lo, hi) do { if (!parse_num(a, v, lo, hi, &x)) return 2; i++; \
@@ -1858,6 +2279,26 @@ parse_opts(int argc, char **argv, sv_opts *o)
                                    "or battery, got '%s'", v);
         } else if (!strcmp(a, "--no-governor")) {
             o->rp.no_governor = true;
+        } else if (!strcmp(a, "--fallback-url")) {
+            STR(); o->fallback_url = v;
+        } else if (!strcmp(a, "--fallback-key")) {
+            STR(); o->fallback_key = v;
+        } else if (!strcmp(a, "--fallback-model")) {
+            STR(); o->fallback_model = v;
+        } else if (!strcmp(a, "--fallback-when-unsure")) {
+            if (!parse_real(a, v, 0.001f, 100, &o->unsure_nats))
+                return 2;
+            i++;
+        } else if (!strcmp(a, "--unsure-tokens")) {
+            NUM(1, MAX_UNSURE); o->unsure_tokens = x;
+        } else if (!strcmp(a, "--fallback-timeout")) {
+            NUM(1, 3600000); o->fallback_timeout_ms = x;
+        } else if (!strcmp(a, "--privacy")) {
+            STR();
+            if (strcmp(v, "off") && strcmp(v, "strict"))
+                return usage_error("--privacy expects off or strict, got "
+                                   "'%s'", v);
+            o->privacy_strict = !strcmp(v, "strict");
         } else {
             return usage_error("unknown option or argument '%s'", a);
         }
@@ -1906,6 +2347,24 @@ ks_cli_serve(int argc, char **argv)
                 "ci/fetch-models.sh\n", path);
         return 1;
     }
+#ifndef KESTREL_FALLBACK
+    if (g.o.fallback_url && !g.o.privacy_strict) {
+        fprintf(stderr, "kestrel serve: error: --fallback-url: this kestrel "
+                "was built without libcurl\n");
+        return 1;
+    }
+#endif
+    if (g.o.fallback_url && g.o.privacy_strict)
+        fprintf(stderr, "kestrel serve: --privacy strict: nothing is sent to "
+                "%s\n", g.o.fallback_url);
+#ifdef KESTREL_FALLBACK
+    if (fallback_usable()) {
+        char host[256];
+        curl_global_init(CURL_GLOBAL_DEFAULT);  /* before any thread */
+        ks_cli_url_host(g.o.fallback_url, host, sizeof host);
+        fprintf(stderr, "kestrel serve: fallback: %s\n", host);
+    }
+#endif
     const char *delay = getenv("KESTREL_SERVE_TOKEN_DELAY_MS");
     if (delay)
         g.token_delay_ms = atol(delay);

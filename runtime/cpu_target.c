@@ -30,6 +30,7 @@
 #include "runtime/cpu/quant.h"
 #include "runtime/cpu/rope.h"
 #include "runtime/session_priv.h"
+#include "scheduler/profile.h"
 #include "scheduler/target.h"
 
 /* Activation formats a dot product may need (ks_cpu_act_type); one
@@ -56,6 +57,7 @@ typedef struct cpu_target {
     ks_kv_type  kv_type;
     bool        check_layers;
     uint64_t    busy_ns;
+    ks_profile *prof;        /* NULL: not profiling */
 
     uint64_t    kv_dim;      /* n_head_kv * head_dim */
     uint64_t    kv_row_bytes;
@@ -209,6 +211,31 @@ stale_acts(cpu_target *s)
         s->act[i].src = NULL;
 }
 
+/* ---- profiling (scheduler/profile.h) ---- */
+
+static uint64_t
+prof_start(const cpu_target *s)
+{
+    return s->prof ? ks_now_ns() : 0;
+}
+
+static void
+prof_end(cpu_target *s, ks_prof_op op, int32_t layer, uint64_t t0, uint64_t bytes)
+{
+    if (s->prof)
+        ks_profile_add(s->prof, "cpu", op, layer, ks_now_ns() - t0, bytes);
+}
+
+/* Bytes a product of n_tok rows moves: the weights once, the f32 input
+ * read and its quantized copy written and read, the f32 output. */
+static uint64_t
+mat_bytes(const ks_weight *w, uint32_t n_tok)
+{
+    return w->row_bytes * w->ne1 +
+           (uint64_t)n_tok * (w->ne0 * 4 + 2 * ks_cpu_act_bytes(w->type, w->ne0) +
+                              w->ne1 * 4);
+}
+
 /* y_i = x · W_i for up to three weights sharing one input. */
 static void
 matmuls(cpu_target *s, const float *x, uint64_t ldx, uint32_t n_tok, int n,
@@ -348,6 +375,41 @@ attn_worker(void *ctx, int ith, int nth)
     }
 }
 
+/* Keys one attention job visits, over its tokens. */
+static uint64_t
+attn_keys(const cpu_target *s, bool swa, uint32_t n, uint32_t pos0)
+{
+    const ks_hparams *hp = &s->m->hp;
+    uint64_t keys = 0;
+
+    for (uint32_t t = 0; t < n; t++) {
+        uint32_t pos = pos0 + t, first = 0;
+        if (swa && pos + 1 > hp->n_swa)
+            first = pos + 1 - hp->n_swa;
+        keys += pos + 1 - first;
+    }
+    return keys;
+}
+
+/* Bytes one attention job reads and writes: each token's queries and
+ * outputs, and the keys and values of the positions it attends to (each
+ * KV head's rows once per token). */
+static uint64_t
+attn_bytes(const cpu_target *s, bool swa, uint32_t n, uint32_t pos0, uint64_t q_dim)
+{
+    return attn_keys(s, swa, n, pos0) * 2 * s->kv_row_bytes + (uint64_t)n * q_dim * 8;
+}
+
+/* Vector jobs that move fewer bytes than SMALL_JOB_BYTES (activations)
+ * or do fewer multiply-adds than SMALL_JOB_MACS (attention) run on the
+ * calling thread: 10-30 us of work, about what a hand-off to the pool
+ * and back costs when the other cores are busy (the profile of a loaded
+ * 2-core machine showed a 1-token SiLU of 8960 values, 0.1 MB, taking
+ * 0.2 ms on the pool). The arithmetic of each item does not depend on
+ * the thread, so neither do the results. */
+#define SMALL_JOB_BYTES (192u << 10)
+#define SMALL_JOB_MACS  (128u << 10)
+
 /* ---- FFN activation ---- */
 
 typedef struct act_job {
@@ -409,10 +471,15 @@ cpu_range(cpu_target *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32
         const float *cs = L->swa ? cs_local : cs_global;
         uint64_t layer_off = (uint64_t)(il - s->l0) * s->n_ctx * s->kv_row_bytes;
 
+        int32_t li = (int32_t)il;
+        uint64_t t0 = prof_start(s);
+
         /* attention block */
         for (uint32_t t = 0; t < n; t++)
             ks_cpu_norm_rms(s->xn + t * E, s->x + t * E, L->attn_norm.data, E, hp->eps);
+        prof_end(s, KS_PROF_NORM, li, t0, (uint64_t)n * E * 8 + E * 4);
         stale_acts(s);
+        t0 = prof_start(s);
         {
             const ks_weight *w[3] = { &L->wq, &L->wk, &L->wv };
             float *y[3] = { s->q, s->k, s->v };
@@ -422,6 +489,9 @@ cpu_range(cpu_target *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32
         add_bias(s->q, &L->bq, n, q_dim);
         add_bias(s->k, &L->bk, n, kv_dim);
         add_bias(s->v, &L->bv, n, kv_dim);
+        prof_end(s, KS_PROF_QKV, li, t0,
+                 mat_bytes(&L->wq, n) + mat_bytes(&L->wk, n) + mat_bytes(&L->wv, n));
+        t0 = prof_start(s);
         for (uint32_t t = 0; t < n; t++) {
             /* QK-norm per head, or over the whole row (olmoe: its norm
              * weights are as long as the row) */
@@ -444,16 +514,28 @@ cpu_range(cpu_target *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32
                          (uint64_t)(pos0 + t) * s->kv_row_bytes,
                      s->v + t * kv_dim, kv_dim, s->kv_type);
         }
+        prof_end(s, KS_PROF_ROPE_KV, li, t0,
+                 (uint64_t)n * ((q_dim + kv_dim) * 8 + 2 * s->kv_row_bytes));
+        t0 = prof_start(s);
         {
             attn_job aj = { s, il, n, pos0, L->swa };
-            ks_pool_run_n(s->pool, s->n_threads, attn_worker, &aj);
+            /* multiply-adds: every query head with every key, scores
+             * and values */
+            uint64_t macs = attn_keys(s, L->swa, n, pos0) * q_dim * 2;
+            ks_pool_run_n(s->pool, macs < SMALL_JOB_MACS ? 1 : s->n_threads, attn_worker,
+                          &aj);
         }
+        prof_end(s, KS_PROF_ATTN, li, t0, attn_bytes(s, L->swa, n, pos0, q_dim));
         /* the output projection lands in xn, free again */
+        t0 = prof_start(s);
         matmul1(s, s->att, q_dim, n, &L->wo, s->xn, E);
+        prof_end(s, KS_PROF_ATTN_OUT, li, t0, mat_bytes(&L->wo, n));
+        t0 = prof_start(s);
         for (uint32_t t = 0; t < n; t++) {
             float *o = s->xn + t * E, *x = s->x + t * E;
             ks_cpu_norm_add(x, o, L->post_attn_norm.data, E, hp->eps);
         }
+        prof_end(s, KS_PROF_ADD, li, t0, (uint64_t)n * E * 12);
 
         /* feed-forward block; in the last layer llama.cpp runs it for
          * the tokens whose logits are wanted only (inp_out_ids), with its
@@ -461,30 +543,43 @@ cpu_range(cpu_target *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32
          * read) */
         uint32_t f0 = (il + 1 == hp->n_layers && head && n_logits) ? n - n_logits : 0;
         uint32_t nf = n - f0;
+        t0 = prof_start(s);
         for (uint32_t t = f0; t < n; t++)
             ks_cpu_norm_rms(s->xn + t * E, s->x + t * E, L->ffn_norm.data, E, hp->eps);
+        prof_end(s, KS_PROF_NORM, li, t0, (uint64_t)nf * E * 8 + E * 4);
         stale_acts(s);
         if (L->gate_inp.data) {
             /* mixture of experts (runtime/cpu/moe.c), in place in xn */
+            t0 = prof_start(s);
             ks_moe_ffn(s->moe, L, s->pool, s->n_threads, s->rowwise && nf > 1,
                        s->xn + (uint64_t)f0 * E, E, nf, s->xn + (uint64_t)f0 * E, E);
+            prof_end(s, KS_PROF_MOE, li, t0, 0);
         } else {
             const ks_weight *w[2] = { &L->gate, &L->up };
             float *y[2] = { s->g, s->u };
             uint64_t ldy[2] = { F, F };
             act_job fj = { s->g, s->u, (uint64_t)nf * F, F, hp->act };
 
+            t0 = prof_start(s);
             matmuls(s, s->xn + (uint64_t)f0 * E, E, nf, 2, w, y, ldy);
-            if (nf * F < 4096)
+            prof_end(s, KS_PROF_GATE_UP, li, t0,
+                     mat_bytes(&L->gate, nf) + mat_bytes(&L->up, nf));
+            t0 = prof_start(s);
+            if ((uint64_t)nf * F * 12 < SMALL_JOB_BYTES)
                 act_worker(&fj, 0, 1);
             else
                 ks_pool_run_n(s->pool, s->n_threads, act_worker, &fj);
+            prof_end(s, KS_PROF_ACT, li, t0, (uint64_t)nf * F * 12);
+            t0 = prof_start(s);
             matmul1(s, s->g, F, nf, &L->down, s->xn + (uint64_t)f0 * E, E);
+            prof_end(s, KS_PROF_DOWN, li, t0, mat_bytes(&L->down, nf));
         }
+        t0 = prof_start(s);
         for (uint32_t t = f0; t < n; t++) {
             float *o = s->xn + t * E, *x = s->x + t * E;
             ks_cpu_norm_add(x, o, L->post_ffw_norm.data, E, hp->eps);
         }
+        prof_end(s, KS_PROF_ADD, li, t0, (uint64_t)nf * E * 12);
         if (s->check_layers && !finite_rows(s->x, (uint64_t)n * E))
             return ks_error(KS_ERR_CORRUPT, "forward: layer %u produced NaN or infinite "
                             "values (at positions %u..%u, on the CPU)", il, pos0,
@@ -493,12 +588,16 @@ cpu_range(cpu_target *s, uint32_t l0, uint32_t l1, bool head, uint32_t n, uint32
 
     if (head && n_logits) {
         uint32_t h0 = n - n_logits;
+        uint64_t t0 = prof_start(s);
         for (uint32_t t = h0; t < n; t++)
             ks_cpu_norm_rms(s->xn + (uint64_t)t * E, s->x + (uint64_t)t * E,
                             m->output_norm.data, E, hp->eps);
+        prof_end(s, KS_PROF_NORM, -1, t0, (uint64_t)n_logits * E * 8 + E * 4);
         stale_acts(s);
+        t0 = prof_start(s);
         matmul1(s, s->xn + (uint64_t)h0 * E, E, n_logits, &m->output, s->logits,
                 hp->n_vocab);
+        prof_end(s, KS_PROF_HEAD, -1, t0, mat_bytes(&m->output, n_logits));
     }
     return KS_OK;
 }
@@ -716,6 +815,7 @@ cpu_create(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head, ks_tar
     c->n_batch = env->n_batch;
     c->kv_type = env->kv_f32 ? KS_KV_F32 : KS_KV_F16;
     c->check_layers = env->check_layers;
+    c->prof = env->profile;
     if ((st = ks_pool_create(c->max_threads, &c->pool)) != KS_OK ||
         (st = cpu_alloc(c, head)) != KS_OK)
         goto fail;

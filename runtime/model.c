@@ -11,6 +11,7 @@
 
 #include "driver/base.h"
 #include "runtime/chat.h"
+#include "runtime/experts.h"
 #include "runtime/gguf.h"
 #include "runtime/model_priv.h"
 #include "runtime/tokenizer.h"
@@ -527,6 +528,15 @@ ks_model_load(ks_runtime *rt, const char *path, const ks_model_params *p,
         goto fail;
     }
     m->file_bytes = ks_gguf_file_size(m->gguf);
+    if (p && p->mem_budget_bytes && !vocab_only) {
+        if (m->hp.n_expert) {
+            if ((st = ks_xstore_create(m, p->mem_budget_bytes, &m->xstore)) != KS_OK)
+                goto fail;
+        } else {
+            ks_log(KS_LOG_WARN, "model", "%s: mem_budget places the experts of a mixture "
+                   "of experts; this dense model ignores it", m->name);
+        }
+    }
     m->load_ms = (double)(ks_now_ns() - t0) / 1e6;
     ks_log(KS_LOG_INFO, "model",
            "%s: %s, %u layers, embedding %u, %u/%u heads of %u, ffn %u, "
@@ -550,6 +560,7 @@ ks_model_destroy(ks_model *m)
 {
     if (!m)
         return;
+    ks_xstore_destroy(m->xstore);
     ks_tokenizer_destroy(m->tok);
     free(m->default_system);
     free(m->layers);
@@ -748,4 +759,20 @@ out:
     free(text);
     free(segs);
     return st;
+}
+
+KS_API void
+ks_model_expert_stats(const ks_model *m, ks_expert_stats *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof(*out));
+    if (m && m->xstore)
+        ks_xstore_stats(m->xstore, out);
+}
+
+KS_API uint32_t
+ks_model_expert_resident(const ks_model *m, uint32_t layer, uint32_t *ids, uint32_t cap)
+{
+    return m && m->xstore ? ks_xstore_resident(m->xstore, layer, ids, cap) : 0;
 }

@@ -122,6 +122,8 @@ struct ks_model {
     double               load_ms;
     bool                 vocab_only;   /* tokenizer and metadata only: no
                                         * hp but n_vocab, no weights */
+    struct ks_xstore    *xstore;       /* expert placement under
+                                        * mem_budget_bytes, or NULL */
 };
 
 /* The NULL-argument checks (status.h's rule) of the chat functions named

@@ -775,3 +775,56 @@ ks_sampler_sample(ks_sampler *s, const float *logits)
         v = min_p_cut(s, v, par->min_p);
     return draw(s, v);
 }
+
+/* ---- distributions, for speculative sampling ----------------------------- */
+
+void
+ks_sampler_probs(ks_sampler *s, const float *logits, float *probs)
+{
+    const ks_sampler_params *par = &s->par;
+    float m, inv_t;
+    double z;
+    view v;
+
+    memset(probs, 0, (size_t)s->n_vocab * sizeof(*probs));
+    if (!(par->temp > 0.0f)) {
+        probs[sample_greedy(s, logits)] = 1.0f;
+        return;
+    }
+    /* the chain of ks_sampler_sample up to the draw */
+    fill_val(s, logits);
+    v = (view){ s->val, s->prob, NULL, s->n_vocab };
+    if (par->top_k > 0 && (size_t)par->top_k < v.n)
+        v = top_k_full(s, (size_t)par->top_k);
+    if (par->top_p > 0.0f && par->top_p < 1.0f && v.n > 1)
+        v = v.id ? top_p_compact(s, v, par->top_p) : top_p_full(s, par->top_p);
+    if (par->min_p > 0.0f && v.n > 1)
+        v = min_p_cut(s, v, par->min_p);
+    m = vmax(v.l, v.n);
+    inv_t = 1.0f / par->temp;
+    if (m == -INFINITY || !(inv_t <= FLT_MAX)) {  /* as draw: the best one */
+        probs[best_of(v)] = 1.0f;
+        return;
+    }
+    exp_shift(v.l, v.p, v.n, m, inv_t);
+    z = sum_blocks(v.p, v.n, NULL);
+    for (size_t i = 0; i < v.n; i++)
+        probs[id_at(v, i)] = (float)(v.p[i] / z);
+}
+
+double
+ks_sampler_uniform(ks_sampler *s)
+{
+    return uniform01(s->rng);
+}
+
+void
+ks_sampler_set_history(ks_sampler *s, const int32_t *tokens, size_t n)
+{
+    size_t from = n > s->hist_cap ? n - s->hist_cap : 0;
+
+    s->hist_len = 0;
+    s->hist_pos = 0;
+    for (size_t i = from; i < n; i++)
+        ks_sampler_accept(s, tokens[i]);
+}

@@ -50,4 +50,17 @@ void ks_sampler_accept(ks_sampler *s, int32_t token);
 /* Clears the history and restarts the random sequence from the seed. */
 void ks_sampler_reset(ks_sampler *s);
 
+/* The distribution ks_sampler_sample draws from: probs[i] (n_vocab
+ * floats, summing to 1) is the probability of token i after the whole
+ * chain, 0 for tokens a stage dropped; greedy gives 1 at the argmax.
+ * Draws no random number. Speculative sampling compares these. */
+void ks_sampler_probs(ks_sampler *s, const float *logits, float *probs);
+
+/* The next number of the sampler's random sequence, uniform in [0, 1). */
+double ks_sampler_uniform(ks_sampler *s);
+
+/* Replaces the penalty history with the last repeat_last_n of |tokens|
+ * (oldest first); the random sequence goes on. */
+void ks_sampler_set_history(ks_sampler *s, const int32_t *tokens, size_t n);
+
 #endif

@@ -17,11 +17,13 @@
 #include "runtime/json_schema.h"
 #include "runtime/cpu/quant.h"
 #include "runtime/sample.h"
+#include "runtime/spec_sample.h"
 #include "runtime/session_priv.h"
 #include "runtime/remote.h"
 #include "runtime/tokenizer.h"
 #include "runtime/costs.h"
 #include "scheduler/placement.h"
+#include "scheduler/profile.h"
 #include "scheduler/target.h"
 #include "driver/telemetry.h"
 #include "scheduler/governor.h"
@@ -132,7 +134,7 @@ target_env(ks_session *s)
     ks_target_env env = { .model = s->m, .device = s->m->rt->device, .n_ctx = s->n_ctx,
                           .n_batch = s->n_batch, .kv_f32 = s->kv_type == KS_KV_F32,
                           .check_layers = s->check_layers, .max_threads = s->max_threads,
-                          .threads_now = &s->n_threads };
+                          .threads_now = &s->n_threads, .profile = s->profile };
     return env;
 }
 
@@ -603,7 +605,7 @@ ks_thermal_headroom_notify(ks_session *s, double threshold, double forecast_s,
  * governor asks for one, and the pause it asks for (cut short by the
  * cancel flag). */
 static void
-govern(ks_session *s, uint64_t busy_ns, const volatile int *cancel)
+govern_n(ks_session *s, uint64_t busy_ns, uint32_t n_tokens, const volatile int *cancel)
 {
     ks_gov_work w = { 0 };
     ks_gov_decision d;
@@ -611,7 +613,7 @@ govern(ks_session *s, uint64_t busy_ns, const volatile int *cancel)
     uint64_t gpu_ns = gpu - s->gpu_busy_seen < busy_ns ? gpu - s->gpu_busy_seen : busy_ns;
 
     s->gpu_busy_seen = gpu;
-    w.n_tokens = 1;
+    w.n_tokens = n_tokens;
     w.busy_ns[KS_GOV_CPU] = busy_ns - gpu_ns;
     w.busy_ns[KS_GOV_GPU] = gpu_ns;
     w.n_threads = s->n_threads;
@@ -654,6 +656,13 @@ govern(ks_session *s, uint64_t busy_ns, const volatile int *cancel)
          * from working power */
         ks_governor_step_telemetry(s->gov, s->tel, ks_now_ns(), NULL, &d);
     }
+}
+
+/* A decoded token (speculation: a round's tokens, govern_n). */
+static void
+govern(ks_session *s, uint64_t busy_ns, const volatile int *cancel)
+{
+    govern_n(s, busy_ns, 1, cancel);
 }
 
 KS_API ks_status
@@ -715,6 +724,8 @@ ks_session_create(ks_model *m, const ks_session_params *p, ks_session **out)
         goto fail;
     if (p->trace_path && (st = ks_trace_open(p->trace_path, &s->trace)) != KS_OK)
         goto fail;
+    if (p->profile && (st = ks_profile_create(hp->n_layers, &s->profile)) != KS_OK)
+        goto fail;
 
     s->x = calloc((uint64_t)s->n_batch * hp->n_embd, sizeof(float));
     s->logits = calloc(hp->n_vocab, sizeof(float));
@@ -747,6 +758,7 @@ ks_session_destroy(ks_session *s)
     if (s->trace)
         ks_trace_close(s->trace);
     drop_targets(s);
+    ks_profile_destroy(s->profile);
     ks_governor_destroy(s->gov);
     ks_telemetry_destroy(s->tel);
     free(s->x);
@@ -754,6 +766,51 @@ ks_session_destroy(ks_session *s)
     free(s->hist);
     free(s->batch_start);
     free(s);
+}
+
+KS_API ks_status
+ks_session_profile(const ks_session *s, ks_profile_row *rows, size_t *n)
+{
+    const ks_profile *p;
+    size_t k = 0;
+
+    if (!s)
+        return ks_null_arg("ks_session_profile", "s");
+    if (!n)
+        return ks_null_arg("ks_session_profile", "n");
+    p = s->profile;
+    for (uint32_t kind = 0; p && kind < KS_PROF_MAX_KINDS && p->kind[kind][0]; kind++) {
+        for (int64_t l = 0; l <= (int64_t)p->n_layers; l++) {
+            int32_t layer = l == p->n_layers ? -1 : (int32_t)l;
+            for (int op = 0; op < KS_PROF_N_OPS; op++) {
+                const ks_prof_cell *c = ks_profile_cell(p, kind, (ks_prof_op)op, layer);
+                if (!c->calls)
+                    continue;
+                if (rows && k == *n)
+                    goto done;
+                if (rows) {
+                    ks_profile_row *r = &rows[k];
+                    snprintf(r->target, sizeof r->target, "%s", p->kind[kind]);
+                    r->op = ks_prof_op_name((ks_prof_op)op);
+                    r->layer = layer;
+                    r->calls = c->calls;
+                    r->ns = c->ns;
+                    r->bytes = c->bytes;
+                }
+                k++;
+            }
+        }
+    }
+done:
+    *n = k;
+    return KS_OK;
+}
+
+KS_API void
+ks_session_profile_reset(ks_session *s)
+{
+    if (s)
+        ks_profile_reset(s->profile);
 }
 
 KS_API uint32_t
@@ -1019,36 +1076,75 @@ spec_ctl_accept(spec_ctl *c, uint32_t drafted, uint32_t accepted)
     c->acc_try = c->acc_try * decay + accepted + (accepted < drafted ? 1 : 0);
 }
 
+/* The verifying pass's time as A + B k (ms), from the rounds so far. */
+static void
+spec_fit(const spec_ctl *c, double *A, double *B)
+{
+    double den = c->w * c->skk - c->sk * c->sk;
+
+    if (den > 1e-6 * c->w * c->w) {
+        *B = (c->w * c->skt - c->sk * c->st) / den;
+        *A = (c->st - *B * c->sk) / c->w;
+    } else {  /* one length seen so far: assume a row costs 8 % of a pass */
+        double kbar = c->sk / c->w;
+        *A = c->st / c->w / (1.0 + 0.08 * kbar);
+        *B = 0.08 * *A;
+    }
+    if (*A <= 1e-6)
+        *A = 1e-6;
+    if (*B < 0.0)
+        *B = 0.0;
+}
+
+/* With a draft model, prompt lookup drafts first (it costs nothing but
+ * the verifying rows): the longest run of n tokens, n in [lk_min, k],
+ * whose expected tokens per ms beat plain decoding's by min_gain, with
+ * the acceptance lookup drafts have had (lk_hit / lk_try). 0: use the
+ * draft model. */
+static uint32_t
+spec_lookup_k(const spec_ctl *c, double lk_hit, double lk_try, uint32_t n, double min_gain)
+{
+    double a = lk_hit / lk_try, A, B, best_rate;
+    uint32_t best = 0;
+
+    if (c->w <= 0.0)
+        return n;  /* nothing measured yet */
+    spec_fit(c, &A, &B);
+    if (a > 0.999)
+        a = 0.999;
+    best_rate = min_gain / A;
+    for (uint32_t k = 1; k <= n; k++) {
+        double rate = (1.0 - pow(a, k + 1)) / (1.0 - a) / (A + B * k);
+        if (rate > best_rate) {
+            best_rate = rate;
+            best = k;
+        }
+    }
+    return best;
+}
+
 /* The draft length with the most expected tokens per millisecond: with
  * acceptance a, k drafted tokens give (1 - a^(k+1)) / (1 - a) tokens for
  * k draft steps and one pass of k + 1 rows. 0 when drafting does not pay
  * (then every 16th round drafts one token, to keep measuring). */
 static uint32_t
-spec_choose_k(spec_ctl *c, uint32_t kmax)
+spec_choose_k(spec_ctl *c, uint32_t kmax, double min_gain)
 {
-    double a = c->acc_hit / c->acc_try, A, B, den, best_rate;
+    double a = c->acc_hit / c->acc_try, A, B, best_rate;
     double td = c->td_ms > 0 ? c->td_ms : 0.0;
     uint32_t best = 0;
 
     c->rounds++;
+    if (!(min_gain < INFINITY))
+        return 0;
     if (c->w <= 0.0 || c->td_ms < 0)
         return kmax < 4 ? kmax : 4;   /* nothing measured yet */
-    den = c->w * c->skk - c->sk * c->sk;
-    if (den > 1e-6 * c->w * c->w) {
-        B = (c->w * c->skt - c->sk * c->st) / den;
-        A = (c->st - B * c->sk) / c->w;
-    } else {  /* one length seen so far: assume a row costs 8 % of a pass */
-        double kbar = c->sk / c->w;
-        A = c->st / c->w / (1.0 + 0.08 * kbar);
-        B = 0.08 * A;
-    }
-    if (A <= 1e-6)
-        A = 1e-6;
-    if (B < 0.0)
-        B = 0.0;
+    spec_fit(c, &A, &B);
     if (a > 0.999)
         a = 0.999;
-    best_rate = 1.0 / A;
+    /* under a limit, drafting must beat plain decoding by min_gain
+     * (spec_sample.h: ks_spec_min_gain) */
+    best_rate = min_gain / A;
     for (uint32_t k = 1; k <= kmax; k++) {
         double e = (1.0 - pow(a, k + 1)) / (1.0 - a);
         double rate = e / (k * td + A + B * k);
@@ -1062,7 +1158,7 @@ spec_choose_k(spec_ctl *c, uint32_t kmax)
      * without, draft only every c->explore rounds, to keep measuring, and
      * less often each time it still loses */
     bool losing = c->rate[0] > 0 && c->rate[1] > 0 && c->rate[1] < c->rate[0];
-    bool explore_now = c->rounds % c->explore == 0;
+    bool explore_now = c->rounds % c->explore == 0 && min_gain <= KS_SPEC_EXPLORE_GAIN;
     if (!losing)
         c->explore = 16;
     else if (explore_now && c->explore < 512)
@@ -1133,26 +1229,64 @@ draft_model(ks_session *d, uint32_t k, float p_min, int32_t *out, uint32_t *n_ou
     return KS_OK;
 }
 
-/* Prompt lookup: the tokens that followed the latest earlier occurrence
- * of the last g held tokens (g = 3, 2, then 1), up to k of them. */
-static uint32_t
-draft_lookup(const int32_t *h, uint32_t n, uint32_t k, int32_t *out)
+/* Sampled speculation: up to k tokens drawn from the draft's distribution
+ * after the sampler chain of |dsmp| (its penalty history is the draft's
+ * held tokens), q[j * n_vocab ..] receiving each one's distribution;
+ * stops early when the draft's top probability falls below p_min. */
+static ks_status
+draft_model_sampled(ks_session *d, ks_sampler *dsmp, uint32_t k, float p_min, int32_t *out,
+                    float *q, uint32_t *n_out, const volatile int *cancel)
 {
-    for (uint32_t g = 3; g >= 1; g--) {
+    uint32_t V = d->m->hp.n_vocab;
+    ks_status st;
+
+    *n_out = 0;
+    ks_sampler_set_history(dsmp, d->hist, d->n_past);
+    for (uint32_t j = 0; j < k && d->n_past < d->n_ctx; j++) {
+        float *qj = q + (uint64_t)j * V, top = 0.0f;
+
+        if ((st = need_logits(d, cancel)) != KS_OK)
+            return st;
+        ks_sampler_probs(dsmp, d->logits, qj);
+        for (uint32_t i = 0; i < V; i++)
+            top = qj[i] > top ? qj[i] : top;
+        if (!(top >= p_min))
+            break;
+        out[j] = ks_spec_draw(dsmp, qj, V);
+        ks_sampler_accept(dsmp, out[j]);
+        if ((st = hold(d, out + j, 1)) != KS_OK)
+            return st;
+        *n_out = j + 1;
+    }
+    return KS_OK;
+}
+
+/* Prompt lookup: the k tokens that followed the latest earlier occurrence
+ * of the last g held tokens (g = 3, then down to g_min). */
+static uint32_t
+draft_lookup_min(const int32_t *h, uint32_t n, uint32_t k, uint32_t g_min, int32_t *out)
+{
+    for (uint32_t g = 3; g >= g_min && g >= 1; g--) {
         if (n < g + 1)
             continue;
         for (int64_t i = (int64_t)n - g - 1; i >= 0; i--) {
             uint32_t c = 0;
             if (memcmp(h + i, h + n - g, g * sizeof(*h)) != 0)
                 continue;
-            while (c < k && (uint64_t)i + g + c < n) {
-                out[c] = h[i + g + c];
-                c++;
-            }
+            /* past the held tokens the copy reads its own output, as
+             * LZ77 does: a recent match repeats its period */
+            for (; c < k; c++)
+                out[c] = (uint64_t)i + g + c < n ? h[i + g + c] : out[i + g + c - n];
             return c;
         }
     }
     return 0;
+}
+
+static uint32_t
+draft_lookup(const int32_t *h, uint32_t n, uint32_t k, int32_t *out)
+{
+    return draft_lookup_min(h, n, k, 1, out);
 }
 
 /* Checks the speculation settings before anything runs. */
@@ -1168,10 +1302,6 @@ spec_check(const ks_session *s, const ks_generate_params *p, ks_spec_mode mode)
                                  p->draft->n_layers >= s->n_layers))
         return ks_error(KS_ERR_INVALID_ARG, "generate: speculation mode self needs a draft "
                         "session on the same model with fewer layers (n_layers)");
-    if (p->sampling.temp > 0.0f)
-        return ks_error(KS_ERR_UNSUPPORTED, "generate: speculative decoding (%s) is "
-                        "greedy only for now (temperature %g asked; use --temp 0 or "
-                        "--spec off)", ks_spec_name(mode), (double)p->sampling.temp);
     if (mode == KS_SPEC_DRAFT || mode == KS_SPEC_SELF) {
         if (!p->draft)
             return ks_error(KS_ERR_INVALID_ARG, "generate: speculation mode draft "
@@ -1203,7 +1333,32 @@ typedef struct gen {
     ks_json_mask       *jmask;    /* structured output, or NULL */
     float              *jlogits;  /* [n_vocab] the masked copy */
     uint32_t            n_gen;    /* tokens emitted */
+    /* sampled speculation: the row emit samples from had a draft, qx,
+     * drawn from q (NULL: drafted without chance); work: n_vocab floats */
+    bool                pick;
+    const float        *q;
+    int32_t             qx;
+    float              *work;
 } gen;
+
+/* The entropy of softmax(x), in nats: log Z - sum p x, from the largest
+ * logit for range. */
+static float
+entropy_nats(const float *x, uint32_t n)
+{
+    float mx = x[0];
+    double z = 0, px = 0;
+
+    for (uint32_t i = 1; i < n; i++)
+        if (x[i] > mx)
+            mx = x[i];
+    for (uint32_t i = 0; i < n; i++) {
+        double e = exp((double)(x[i] - mx));
+        z += e;
+        px += e * (double)(x[i] - mx);
+    }
+    return (float)(log(z) - px / z);
+}
 
 /* One token from the logits |row| (those after the last held token):
  * sample it and, unless a stop rule ends generation there, hold it and
@@ -1226,6 +1381,8 @@ emit(gen *g, const float *row, int32_t *tok, ks_status *st)
     }
     if ((*st = check_logits(s, row)) != KS_OK)
         return false;
+    if (p->out_entropy && p->n_out < p->entropy_cap)
+        p->out_entropy[p->n_out] = entropy_nats(row, s->m->hp.n_vocab);
     if (g->jmask) {  /* structured output: sample from the masked copy */
         bool whole;
         if ((*st = ks_json_mask_apply(g->jmask, row, g->jlogits, &whole)) != KS_OK)
@@ -1236,7 +1393,12 @@ emit(gen *g, const float *row, int32_t *tok, ks_status *st)
         }
         row = g->jlogits;
     }
-    t = ks_sampler_sample(g->smp, row);
+    {
+        uint64_t t0 = ks_now_ns();
+        t = g->pick ? ks_spec_pick(g->smp, row, g->q, g->qx, g->work, s->m->hp.n_vocab)
+                    : ks_sampler_sample(g->smp, row);
+        s->stats.sample_ms += (double)(ks_now_ns() - t0) / 1e6;
+    }
     /* with a schema, end-of-generation is sampled only after a whole
      * value, and nothing may follow it: it ends even ignore_eog */
     if ((!p->ignore_eog || g->jmask) && ks_tokenizer_is_eog(s->m->tok, t)) {
@@ -1279,12 +1441,15 @@ spec_decode(gen *g, ks_spec_mode mode)
     uint32_t V = s->m->hp.n_vocab;
     uint32_t kmax = p->draft_max ? p->draft_max : 8, kmin = p->draft_min;
     float p_min = p->draft_p_min == 0.0f ? 0.5f : p->draft_p_min;
-    float *rows = NULL;
+    float *rows = NULL, *qrows = NULL, *work = NULL;
     int32_t *drafts = NULL;
+    ks_sampler *dsmp = NULL;  /* the draft's sampler, sampled speculation */
+    bool sampled = p->sampling.temp > 0.0f;
     const float *lg = s->logits;
     uint32_t nd = 0, P = s->n_past;
     uint64_t round_t0 = 0, round_ns = 0;
-    bool draft_ok = true;
+    bool draft_ok = true, looked = false;  /* looked: this round's drafts are lookup's */
+    double lk_hit = 3.0, lk_try = 5.0;     /* lookup's acceptance, as ctl's */
     spec_ctl ctl;
     ks_status st = KS_OK;
 
@@ -1294,6 +1459,21 @@ spec_decode(gen *g, ks_spec_mode mode)
         kmin = kmax;
     rows = malloc((uint64_t)(kmax + 1) * V * sizeof(float));
     drafts = malloc((kmax + 1) * sizeof(*drafts));
+    if (sampled) {
+        ks_sampler_params dp = sampler_params(&p->sampling);
+
+        dp.seed ^= 0x9e3779b97f4a7c15u;  /* draws of its own */
+        work = malloc((uint64_t)V * sizeof(float));
+        qrows = mode == KS_SPEC_DRAFT ? malloc((uint64_t)kmax * V * sizeof(float)) : NULL;
+        if (!work || (mode == KS_SPEC_DRAFT && !qrows)) {
+            st = ks_error(KS_ERR_NOMEM, "generate: no memory for %u draft distributions",
+                          kmax);
+            goto out;
+        }
+        if (mode == KS_SPEC_DRAFT && (st = ks_sampler_create(&dp, V, &dsmp)) != KS_OK)
+            goto out;
+        g->work = work;
+    }
     if (!rows || !drafts) {
         st = ks_error(KS_ERR_NOMEM, "generate: no memory for %u rows of logits", kmax + 1);
         goto out;
@@ -1310,7 +1490,13 @@ spec_decode(gen *g, ks_spec_mode mode)
         s->n_past = P;
         for (uint32_t j = 0; j <= nd; j++) {
             int32_t tok;
-            bool go = emit(g, lg + (uint64_t)j * V, &tok, &st);
+            bool go;
+
+            g->pick = sampled && j < nd;
+            g->q = qrows && !looked ? qrows + (uint64_t)j * V : NULL;
+            g->qx = j < nd ? drafts[j] : -1;
+            go = emit(g, lg + (uint64_t)j * V, &tok, &st);
+            g->pick = false;
 
             if (tok >= 0) {
                 e = j + 1;
@@ -1333,17 +1519,29 @@ spec_decode(gen *g, ks_spec_mode mode)
             s->n_kv = s->n_past;
         s->logits_ok = false;
         s->stats.n_accepted += m;
-        spec_ctl_accept(&ctl, nd, m);
-        if (!stop)
+        if (looked) {
+            lk_hit = lk_hit * 0.95 + m;
+            lk_try = lk_try * 0.95 + m + (m < nd ? 1 : 0);
+        } else {
+            spec_ctl_accept(&ctl, nd, m);
+        }
+        if (!stop && !looked)  /* lookup's rounds say nothing of the draft's */
             spec_ctl_round(&ctl, nd > 0, e, round_ns);
+        /* the governor sees the round: its tokens and its busy time,
+         * drafting and verifying */
+        if (s->gov && round_ns && e > 0)
+            govern_n(s, round_ns, e, p->cancel);
         if (stop || e == 0)
             break;
 
         /* draft: the held tokens end with the one just emitted, not run */
         P = s->n_past;
         nd = 0;
+        looked = false;
         {
-            uint32_t k = spec_choose_k(&ctl, kmax);
+            const ks_gov_decision *gd = s->gov ? ks_governor_last(s->gov) : NULL;
+            uint32_t k = spec_choose_k(&ctl, kmax,
+                                       ks_spec_min_gain(gd ? (int)gd->state_id : -1));
             uint64_t t0 = ks_now_ns(), t_follow = 0;
             round_t0 = t0;
             if (k < kmin)
@@ -1354,8 +1552,30 @@ spec_decode(gen *g, ks_spec_mode mode)
                 k = 0;
             if (k > s->n_ctx - P)
                 k = s->n_ctx - P;
-            if (k > 0 && mode == KS_SPEC_LOOKUP) {
-                nd = draft_lookup(s->hist, P, k, drafts);
+            if (kmin < kmax && !ks_session_eval_all_unsupported(s)) {
+                /* lookup first, with a match of 2 or more tokens and a
+                 * length from lookup's own acceptance (not with a fixed
+                 * length: that measures the draft model, or lookup
+                 * below) */
+                uint32_t kl = kmax < s->n_ctx - P ? kmax : s->n_ctx - P;
+                uint32_t n = draft_lookup_min(s->hist, P, kl, 2, drafts);
+                const ks_gov_decision *gd2 = s->gov ? ks_governor_last(s->gov) : NULL;
+
+                n = n ? spec_lookup_k(&ctl, lk_hit, lk_try, n,
+                                      ks_spec_min_gain(gd2 ? (int)gd2->state_id : -1)) : 0;
+                if (n > 0) {
+                    nd = n;
+                    looked = true;
+                    s->stats.n_lookup += n;
+                }
+            }
+            if (looked) {
+                /* drafted by lookup: nothing from the draft model */
+            } else if (mode == KS_SPEC_LOOKUP) {
+                if (k > 0 && kmin == kmax) {
+                    nd = draft_lookup(s->hist, P, k, drafts);
+                    s->stats.n_lookup += nd;
+                }
             } else if (k > 0 && draft_ok) {
                 /* catching up after rounds without drafting is not a
                  * cost of drafting every round: td leaves it out */
@@ -1368,7 +1588,10 @@ spec_decode(gen *g, ks_spec_mode mode)
                     d->logits_ok = false;
                 }
                 t_follow = ks_now_ns();
-                if (st == KS_OK)
+                if (st == KS_OK && dsmp)
+                    st = draft_model_sampled(p->draft, dsmp, k, p_min, drafts, qrows, &nd,
+                                             p->cancel);
+                else if (st == KS_OK)
                     st = draft_model(p->draft, k, p_min, drafts, &nd, p->cancel);
                 if (st == KS_ERR_CONTEXT_FULL) {  /* the draft's context ended */
                     draft_ok = false;
@@ -1379,7 +1602,7 @@ spec_decode(gen *g, ks_spec_mode mode)
                     break;
             }
             s->stats.draft_ms += (double)(ks_now_ns() - t0) / 1e6;
-            if (nd > 0) {
+            if (nd > 0 && !looked) {
                 double ms = (double)(ks_now_ns() - (t_follow ? t_follow : t0)) / 1e6;
                 ctl.td_ms = ctl.td_ms < 0 ? ms / nd : 0.8 * ctl.td_ms + 0.2 * ms / nd;
             } else if (ctl.td_ms < 0 && mode == KS_SPEC_LOOKUP) {
@@ -1407,12 +1630,14 @@ spec_decode(gen *g, ks_spec_mode mode)
             }
             spec_ctl_verify(&ctl, nd, (double)dt / 1e6);
             round_ns = ks_now_ns() - round_t0;
-            if (s->gov)
-                govern(s, dt, p->cancel);
             lg = rows;
         }
     }
 out:
+    g->work = NULL;
+    ks_sampler_destroy(dsmp);
+    free(work);
+    free(qrows);
     free(rows);
     free(drafts);
     return st;

@@ -50,6 +50,7 @@ struct ks_session {
     struct ks_telemetry *tel;
     struct ks_governor  *gov;
     struct ks_trace     *trace;
+    struct ks_profile   *profile;  /* ks_session_params.profile; NULL: off */
     int                  max_threads;  /* the CPU threads a target may use */
     /* ks_thermal_headroom_notify: the callback, its threshold and
      * horizon, and which side of the threshold was last seen (-1: none). */

@@ -54,6 +54,7 @@
 #include "runtime/cpu/quant_priv.h"
 #include "runtime/cpu/rope.h"
 #include "runtime/session_priv.h"
+#include "scheduler/profile.h"
 #include "scheduler/target.h"
 
 #include "driver/vk.h"
@@ -152,6 +153,13 @@ enum {
 static const char *const op_names[N_OPS] = {
     "attn norm", "q", "k", "v", "rope", "attn", "quant", "o", "ffn norm", "gate", "up", "glu",
     "down", "end norm", "head norm", "head",
+};
+/* The session profile's op of each (the CPU target's kinds): the
+ * quantization of the attention output feeds the output product. */
+static const ks_prof_op op_prof[N_OPS] = {
+    KS_PROF_NORM, KS_PROF_QKV, KS_PROF_QKV, KS_PROF_QKV, KS_PROF_ROPE_KV, KS_PROF_ATTN,
+    KS_PROF_ATTN_OUT, KS_PROF_ATTN_OUT, KS_PROF_NORM, KS_PROF_GATE_UP, KS_PROF_GATE_UP,
+    KS_PROF_ACT, KS_PROF_DOWN, KS_PROF_NORM, KS_PROF_NORM, KS_PROF_HEAD,
 };
 
 /* Profile totals of one (phase, op, layer). */
@@ -963,7 +971,7 @@ ks_vk_fw_create(const ks_model *m, const ks_vk_fw_params *p, ks_vk_fw **out)
     if ((st = ks_vk_pipelines_finish(f->ctx, 0)) != KS_OK)
         goto fail;
     f->submit_macs = submit_budget(f->ctx);
-    if (ks_env_flag("KESTREL_PROFILE")) {
+    if (ks_env_flag("KESTREL_PROFILE") || p->profile) {
         VkPhysicalDeviceProperties pr;
         vkGetPhysicalDeviceProperties(f->ctx->phys, &pr);
         f->tick_ns = pr.limits.timestampPeriod;
@@ -996,7 +1004,7 @@ ks_vk_fw_destroy(ks_vk_fw *f)
         return;
     if (f->ctx) {
         vkDeviceWaitIdle(f->ctx->device);
-        if (f->prof)
+        if (f->prof && ks_env_flag("KESTREL_PROFILE"))
             prof_print(f);
         for (int i = 0; i < N_CMD; i++) {
             cmd *c = &f->cmds[i];
@@ -1277,6 +1285,8 @@ prof_collect(ks_vk_fw *f, cmd *c)
             a->bytes += m->bytes;
             a->n++;
         }
+        if (op < N_OPS)
+            ks_profile_add(f->p.profile, "vulkan", op_prof[op], m->layer, m->ns, m->bytes);
     }
 }
 
@@ -1841,7 +1851,8 @@ static ks_status
 vk_create(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head, ks_target **out)
 {
     ks_vk_fw_params p = { .device = env->device, .l0 = l0, .l1 = l1, .head = head,
-                          .n_ctx = env->n_ctx, .n_batch = env->n_batch };
+                          .n_ctx = env->n_ctx, .n_batch = env->n_batch,
+                          .profile = env->profile };
     ks_target *t = calloc(1, sizeof(*t));
     ks_status st;
 

@@ -27,6 +27,9 @@ typedef struct ks_vk_fw_params {
     bool     head;        /* also the final norm and logits (l1 = n_layers) */
     uint32_t n_ctx;
     uint32_t n_batch;     /* most tokens per run */
+    struct ks_profile *profile; /* the session's op profile (bench --profile):
+                                   timestamps go there too; NULL: off unless
+                                   KESTREL_PROFILE=1 */
 } ks_vk_fw_params;
 
 typedef struct ks_vk_fw_info {

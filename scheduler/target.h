@@ -110,6 +110,8 @@ typedef struct ks_target_env {
     const int  *threads_now; /* the CPU threads to use for the next run (the
                                 governor changes it between tokens; read at
                                 each run); NULL: max_threads */
+    struct ks_profile *profile; /* where to add each op's time and bytes
+                                   (scheduler/profile.h); NULL: off */
 } ks_target_env;
 
 /* A device kind's memory: what placement needs to fit ranges to it. */

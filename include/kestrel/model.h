@@ -78,6 +78,15 @@ typedef struct ks_model_params {
      * it. With this set, the GPT-2 rules are used instead with a warning;
      * the token ids may then differ from the model's own tokenizer. */
     bool     pre_fallback_gpt2;
+    /* Mixtures of experts: the bytes of RAM the weights may take (0: no
+     * limit). The weights outside the experts stay mapped and count first;
+     * the hot experts that fit the rest are copied into RAM the runtime
+     * owns (locked where mlock is allowed) and the cold ones are read from
+     * the file each time, with their pages dropped after use. Placement
+     * follows the counted uses (ks_model_expert_stats). Below the weights
+     * outside the experts: KS_ERR_INVALID_ARG. Ignored, with a warning, by
+     * a dense model. */
+    uint64_t mem_budget_bytes;
 } ks_model_params;
 
 /* Maps and validates |path|. A malformed file gives KS_ERR_CORRUPT with the
@@ -173,6 +182,36 @@ KS_API ks_status ks_model_chat_tokenize(const ks_model *m,
                                         bool add_generation_prompt,
                                         int32_t *out, size_t cap,
                                         size_t *n_out);
+
+/* Expert placement under ks_model_params.mem_budget_bytes, since load. */
+typedef struct ks_expert_stats {
+    bool     placed;          /* a budget is in force on a mixture of experts */
+    bool     locked;          /* the resident experts are mlock'ed */
+    uint64_t budget_bytes;
+    uint64_t expert_bytes;    /* one expert's gate, up and down matrices */
+    uint32_t n_slots;         /* experts the budget holds in RAM */
+    uint32_t n_resident;      /* experts in RAM now */
+    uint32_t n_experts;       /* n_layers * expert_count */
+    uint64_t n_tokens;        /* tokens through the first MoE layer */
+    uint64_t n_hits;          /* expert uses served from RAM */
+    uint64_t n_misses;        /* expert uses read from the mapped file */
+    uint64_t cold_bytes;      /* bytes of cold experts touched */
+    uint64_t io_read_bytes;   /* /proc/self/io read_bytes since load */
+    uint64_t n_predicted;     /* experts read ahead on a prediction */
+    uint64_t n_predicted_used;/* of those, the ones the layer then used */
+    uint64_t n_used_after_prediction; /* experts used by predicted layers */
+    uint32_t n_moves;         /* re-planning moves (evictions) */
+    uint32_t n_fills;         /* cold experts copied into free slots */
+} ks_expert_stats;
+
+/* Zeroes *out for a NULL |m|, a dense model or no budget. Thread safe. */
+KS_API void ks_model_expert_stats(const ks_model *m, ks_expert_stats *out);
+
+/* Layer |layer|'s experts resident in RAM, count-then-fill: returns how
+ * many there are and writes the first |cap| ids (increasing) to ids (NULL
+ * ok). 0 without a budget. */
+KS_API uint32_t ks_model_expert_resident(const ks_model *m, uint32_t layer,
+                                         uint32_t *ids, uint32_t cap);
 
 #ifdef __cplusplus
 }

@@ -53,6 +53,9 @@ typedef struct ks_session_params {
                               shared output head, so the logits are those
                               of an exit after layer L - 1 (self-drafting,
                               early exit, calibration); on the CPU only */
+    bool        profile;    /* time every op of every layer on every target
+                               (ks_session_profile); costs two clock reads
+                               per op */
 } ks_session_params;
 
 KS_API ks_status ks_session_create(ks_model *m, const ks_session_params *p,
@@ -122,11 +125,20 @@ typedef enum ks_stop {
 /* "none", "eog", "length", "callback", "context", "cancelled", "error". */
 KS_API const char *ks_stop_name(ks_stop stop);
 
-/* Speculative decoding (ks_generate_params.spec). Greedy sampling only
- * (sampling.temp <= 0, else KS_ERR_UNSUPPORTED; the repeat penalty may be
- * on): the tokens, the stop reason and the tokens held afterwards are
- * those of plain greedy decoding, bit for bit (verification computes
- * every token as decoding it alone would). Each round drafts k tokens,
+/* Speculative decoding (ks_generate_params.spec). Greedy (sampling.temp
+ * <= 0; the repeat penalty may be on): the tokens, the stop reason and
+ * the tokens held afterwards are those of plain greedy decoding, bit for
+ * bit (verification computes every token as decoding it alone would).
+ * Sampled (temp > 0, with any top-k, top-p, min-p and repeat penalty):
+ * lossless rejection sampling (Leviathan et al., Chen et al. 2023). The
+ * draft samples from q, its logits through the same sampler chain (the
+ * penalty sees the same tokens); a drafted x is kept with probability
+ * min(1, p(x) / q(x)), p the target's distribution through the chain,
+ * else the token is drawn from max(0, p - q) normalized; the row after
+ * the last kept draft gives a token from p. The tokens follow the
+ * target's distribution exactly, though for one seed they differ from
+ * plain sampling's. Lookup drafts count as q = 1 at the drafted token.
+ * Each round drafts k tokens,
  * verifies them with one pass of the target (ks_session_eval_all), emits
  * the longest prefix the target agrees with plus the target's own next
  * token, and truncates the rest from the target and the draft. k is
@@ -134,9 +146,23 @@ KS_API const char *ks_stop_name(ks_stop stop);
  * tokens per millisecond, from the measured acceptance rate, the
  * measured time of a draft step and of a verifying pass of k + 1 tokens
  * (a line fitted over the rounds); while drafting does not pay, k is 0
- * with one token drafted every 16th round to keep measuring. A placement
+ * with one token drafted every 16th round to keep measuring. Prompt
+ * lookup (mode lookup, and mode draft with an adaptive length, before
+ * the draft model) drafts where the last 3 or 2 held tokens occurred
+ * before: the tokens that followed that occurrence (past the end, the
+ * copy repeats its period), as many as pay for their verifying rows at
+ * lookup's own measured acceptance; with a fixed length, mode lookup
+ * takes 1-token matches too and mode draft never looks up. A placement
  * that cannot verify (the output head on Vulkan) is refused at the start
- * with KS_ERR_UNSUPPORTED. */
+ * with KS_ERR_UNSUPPORTED.
+ * Under the governor, drafting runs only where it raises the expected
+ * tokens per joule: the governor is stepped once per round with the
+ * round's tokens and its whole busy time (drafting and verifying); while
+ * a limit binds (power cap, temperature, battery policy, no temperature
+ * reading), the chosen length must beat plain decoding's expected tokens
+ * per computing ms by 1.25x (a verifying pass draws more power per ms
+ * than a one-token step), and no round drafts just to keep measuring;
+ * within 5 C of the critical trip nothing is drafted. */
 typedef enum ks_spec_mode {
     KS_SPEC_AUTO = 0,  /* KS_SPEC_DRAFT when draft is set, else off */
     KS_SPEC_OFF,
@@ -228,6 +254,14 @@ typedef struct ks_generate_params {
     const char        *verify_url;
     uint32_t           verify_timeout_ms;
     struct ks_verify_stats *verify_stats;  /* optional: filled */
+    /* Confidence: NULL is off. out_entropy[i] is set to the entropy, in
+     * nats, of the model's distribution (the softmax of its logits, before
+     * temperature, truncation or a schema's mask) that generated token i
+     * was sampled from (the target's, with speculation), for the first
+     * entropy_cap tokens. Left as is where the token does not come from
+     * this session's logits (remote verification, early exit). */
+    float             *out_entropy;
+    size_t             entropy_cap;
 } ks_generate_params;
 
 /* What remote verification did in one generate call. */
@@ -296,12 +330,19 @@ typedef struct ks_stats {
      * rate (accepted / drafted), the tokens emitted per verifying pass,
      * and the time spent drafting and verifying. */
     uint32_t n_drafted;
+    uint32_t n_lookup;       /* of n_drafted, those prompt lookup drafted
+                                (with a draft model and an adaptive length,
+                                lookup drafts first where the last 2 or 3
+                                tokens occurred before, when its measured
+                                acceptance makes that pay) */
     uint32_t n_accepted;
     uint32_t n_verify;
     double   accept_rate;
     double   tokens_per_verify;
     double   draft_ms;
     double   verify_ms;
+    double   sample_ms;      /* choosing tokens (the sampler; speculation's
+                                acceptance), plain decoding too */
     /* Early exit (the last generate): tokens an exit decided (the other
      * generated tokens were decided by the full model). */
     uint32_t n_early_exit;
@@ -351,6 +392,31 @@ KS_API const char *ks_session_backend_name(const ks_session *s);
 /* The placement, e.g. "cpu:0-9,vulkan:10-29+head". Both give "" for a NULL
  * session. */
 KS_API const char *ks_session_placement(const ks_session *s);
+
+/* One line of the op profile (ks_session_params.profile): what the ops
+ * of one kind in one layer on one target took since the session began or
+ * the last ks_session_profile_reset. Bytes are those the op reads and
+ * writes (weights, activations, KV cache) as the target counts them, so
+ * bytes / ns is the bandwidth it achieved. */
+typedef struct ks_profile_row {
+    char        target[16]; /* the target kind: "cpu", "vulkan" */
+    const char *op;         /* "norm", "qkv", "rope_kv", "attn", "attn_out",
+                               "add", "gate_up", "act", "down", "moe" (the
+                               experts' FFN; bytes not counted), "head";
+                               static */
+    int32_t     layer;      /* -1: outside the layers (the head) */
+    uint64_t    calls;
+    uint64_t    ns;
+    uint64_t    bytes;
+} ks_profile_row;
+
+/* Count-then-fill: with |rows| NULL, *n receives the number of rows;
+ * else up to *n rows are written (by target, then layer with -1 last,
+ * then op) and *n receives how many. Ops that never ran have no row. A
+ * session made without profile has none (*n = 0). */
+KS_API ks_status ks_session_profile(const ks_session *s, ks_profile_row *rows, size_t *n);
+/* Zeroes the profile (NULL is a no-op). */
+KS_API void      ks_session_profile_reset(ks_session *s);
 
 #ifdef __cplusplus
 }

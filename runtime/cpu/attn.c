@@ -115,7 +115,7 @@ ks_cpu_attn_tiled(ks_qtype kv_type, const float *q, const void *K,
                   float *acc, float *out)
 {
 #if defined(__x86_64__)
-    if (ks_cpu_simd() == KS_SIMD_AVX2 && hd % 8 == 0) {
+    if (ks_cpu_simd_x86() && hd % 8 == 0) {
         ks_cpu_attn_tiled_avx2(kv_type, q, K, V, row_bytes, hd, first,
                                n_keys, scale, kq, acc, out);
         return;
@@ -177,7 +177,7 @@ void
 ks_cpu_attn_scores_f16(const void *K, uint64_t row_bytes, uint32_t hd,
                        uint32_t n_keys, const uint16_t *q, float *scores)
 {
-    if (ks_cpu_simd() == KS_SIMD_AVX2)
+    if (ks_cpu_simd_x86())
         ks_cpu_attn_scores_f16_avx2(K, row_bytes, hd, n_keys, q, scores);
     else
         ks_cpu_attn_scores_f16_ref(K, row_bytes, hd, n_keys, q, scores);
@@ -204,7 +204,7 @@ ks_cpu_attn_accum(ks_qtype kv_type, const void *V, uint64_t row_bytes,
                   float scale, float *work, float *out)
 {
 #if defined(__x86_64__)
-    if (ks_cpu_simd() == KS_SIMD_AVX2 && hd % 8 == 0) {
+    if (ks_cpu_simd_x86() && hd % 8 == 0) {
         ks_cpu_attn_accum_f16c(kv_type, V, row_bytes, hd, n_keys, scores,
                                scale, work, out);
         return;

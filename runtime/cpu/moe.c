@@ -19,6 +19,7 @@
 
 #include "driver/base.h"
 #include "runtime/cpu/glu.h"
+#include "runtime/experts.h"
 #include "runtime/cpu/pool.h"
 #include "runtime/cpu/quant.h"
 
@@ -253,6 +254,14 @@ struct ks_moe {
                               the shared expert's */
     float    *sg;          /* [n_batch] shared expert gate logits */
     mm       *list;        /* [2 * n_expert + 2] */
+    /* expert placement (the model's store, or NULL) */
+    ks_xstore *xstore;
+    uint32_t *xids;        /* [n_expert] the experts a batch uses */
+    uint32_t *xuses;       /* [n_expert] their choices */
+    ks_xptr  *xp;          /* [n_expert] where each is read, by expert */
+    uint8_t  *mark;        /* [n_expert] */
+    int32_t  *pids;        /* [k] a predicted choice */
+    float    *pw;          /* [k] */
     uint64_t *hits;        /* [l1 - l0][n_expert] */
     uint64_t  last_bytes;
 };
@@ -296,7 +305,15 @@ ks_moe_create(const ks_model *m, uint32_t l0, uint32_t l1, uint32_t n_batch, ks_
     mo->sg = calloc(n_batch, sizeof(float));
     mo->list = calloc(2 * (uint64_t)mo->n_expert + 2, sizeof(mm));
     mo->hits = calloc((uint64_t)(l1 - l0) * mo->n_expert + 1, sizeof(uint64_t));
-    if (!mo->logits || !mo->probs || !mo->ids || !mo->w || !mo->offs || !mo->order ||
+    mo->xstore = m->xstore;
+    mo->xids = calloc(mo->n_expert, sizeof(uint32_t));
+    mo->xuses = calloc(mo->n_expert, sizeof(uint32_t));
+    mo->xp = calloc(mo->n_expert, sizeof(ks_xptr));
+    mo->mark = calloc(mo->n_expert, 1);
+    mo->pids = calloc(mo->k, sizeof(int32_t));
+    mo->pw = calloc(mo->k, sizeof(float));
+    if (!mo->xids || !mo->xuses || !mo->xp || !mo->mark || !mo->pids || !mo->pw ||
+        !mo->logits || !mo->probs || !mo->ids || !mo->w || !mo->offs || !mo->order ||
         !mo->pos || !mo->xs || !mo->xq_a || !mo->xq_b || !mo->xq_s || !mo->g || !mo->u ||
         !mo->hq || !mo->y || !mo->sg || !mo->list || !mo->hits) {
         ks_moe_destroy(mo);
@@ -330,6 +347,12 @@ ks_moe_destroy(ks_moe *mo)
     free(mo->sg);
     free(mo->list);
     free(mo->hits);
+    free(mo->xids);
+    free(mo->xuses);
+    free(mo->xp);
+    free(mo->mark);
+    free(mo->pids);
+    free(mo->pw);
     free(mo);
 }
 
@@ -346,15 +369,16 @@ ks_moe_last_bytes(const ks_moe *mo)
 }
 
 /* Expert |e|'s matrix of a 3-D weight (e = 0 for a 2-D one) as a product
- * with |n_tok| rows of quantized input. */
+ * with |n_tok| rows of quantized input; read at |at| when not NULL (the
+ * expert store's copy), else from the mapping. */
 static mm
-product(const ks_weight *w, uint32_t e, const uint8_t *xq, uint64_t xq_stride,
-        uint32_t n_tok, float *y, uint64_t ldy)
+product(const ks_weight *w, uint32_t e, const uint8_t *at, const uint8_t *xq,
+        uint64_t xq_stride, uint32_t n_tok, float *y, uint64_t ldy)
 {
     mm p = { 0 };
 
     p.type = w->type;
-    p.W = (const uint8_t *)w->data + (uint64_t)e * w->ne1 * w->row_bytes;
+    p.W = at ? at : (const uint8_t *)w->data + (uint64_t)e * w->ne1 * w->row_bytes;
     p.row_bytes = w->row_bytes;
     p.ne0 = w->ne0;
     p.ne1 = (int64_t)w->ne1;
@@ -374,11 +398,13 @@ product(const ks_weight *w, uint32_t e, const uint8_t *xq, uint64_t xq_stride,
 /* The experts' SwiGLU FFNs, y = down_e(silu(gate_e · x) * up_e · x), for
  * the groups of rows [offs[e], offs[e + 1]) of x (n rows in all, ldx
  * apart), expert e of the weights (e = 0 and one group for 2-D weights).
- * |extra|, when not NULL, runs beside the gate and up products. */
+ * |extra|, when not NULL, runs beside the gate and up products; |xp|,
+ * when not NULL, says where expert e's matrices are read (xp[e]). */
 static void
 run_ffn(ks_moe *mo, ks_pool *pool, int nth, bool rowwise, const ks_weight *gate,
         const ks_weight *up, const ks_weight *down, const float *x, uint64_t ldx,
-        uint32_t n, const uint32_t *offs, uint32_t n_groups, const mm *extra, float *y)
+        uint32_t n, const uint32_t *offs, uint32_t n_groups, const mm *extra,
+        const ks_xptr *xp, float *y)
 {
     uint64_t F = gate->ne1, E = mo->E;
     const uint8_t *xq_up = mo->xq_a;
@@ -393,10 +419,10 @@ run_ffn(ks_moe *mo, ks_pool *pool, int nth, bool rowwise, const ks_weight *gate,
         uint32_t r0 = offs[e], cnt = offs[e + 1] - offs[e];
         if (cnt == 0)
             continue;
-        mo->list[n_mm++] = product(gate, e, mo->xq_a + r0 * mo->sx, mo->sx, cnt,
-                                   mo->g + r0 * F, F);
-        mo->list[n_mm++] = product(up, e, xq_up + r0 * mo->sx, mo->sx, cnt,
-                                   mo->u + r0 * F, F);
+        mo->list[n_mm++] = product(gate, e, xp ? xp[e].gate : NULL,
+                                   mo->xq_a + r0 * mo->sx, mo->sx, cnt, mo->g + r0 * F, F);
+        mo->list[n_mm++] = product(up, e, xp ? xp[e].up : NULL, xq_up + r0 * mo->sx,
+                                   mo->sx, cnt, mo->u + r0 * F, F);
         mo->last_bytes += 2 * F * gate->row_bytes + E * down->row_bytes;
     }
     if (extra)
@@ -415,10 +441,43 @@ run_ffn(ks_moe *mo, ks_pool *pool, int nth, bool rowwise, const ks_weight *gate,
         uint32_t r0 = offs[e], cnt = offs[e + 1] - offs[e];
         if (cnt == 0)
             continue;
-        mo->list[n_mm++] = product(down, e, mo->hq + r0 * mo->sf, mo->sf, cnt,
-                                   y + r0 * E, E);
+        mo->list[n_mm++] = product(down, e, xp ? xp[e].down : NULL,
+                                   mo->hq + r0 * mo->sf, mo->sf, cnt, y + r0 * E, E);
     }
     mm_run(pool, nth, rowwise, mo->list, n_mm);
+}
+
+/* The expert store reads ahead the experts that layer il + 1 will likely
+ * choose: its router applied to this layer's input (the residual stream
+ * changes little from one layer to the next), each token's top k. Runs
+ * before run_ffn reuses xq_a, which holds xn quantized for this router. */
+static void
+predict_next(ks_moe *mo, const ks_layer *L, ks_pool *pool, int nth, bool rowwise,
+             const float *xn, uint64_t ldx, uint32_t n_tok)
+{
+    const ks_layer *N = L + 1;
+    uint32_t il = (uint32_t)(N - mo->m->layers), X = mo->n_expert, k = mo->k, n = 0;
+    const uint8_t *xq = mo->xq_a;
+    mm router;
+
+    if (il >= mo->l1 || !N->gate_inp.data)
+        return;
+    if (ks_cpu_act_type(N->gate_inp.type) != ks_cpu_act_type(L->gate_inp.type)) {
+        quantize_rows(pool, nth, N->gate_inp.type, xn, ldx, mo->E, n_tok, mo->xq_b, mo->sx);
+        xq = mo->xq_b;
+    }
+    router = product(&N->gate_inp, 0, NULL, xq, mo->sx, n_tok, mo->logits, X);
+    mm_run(pool, nth, rowwise, &router, 1);
+    memset(mo->mark, 0, X);
+    for (uint32_t t = 0; t < n_tok; t++) {
+        ks_moe_route(mo->logits + (uint64_t)t * X, X, k, false, mo->probs, mo->pids, mo->pw);
+        for (uint32_t j = 0; j < k; j++)
+            if (!mo->mark[mo->pids[j]]) {
+                mo->mark[mo->pids[j]] = 1;
+                mo->xids[n++] = (uint32_t)mo->pids[j];
+            }
+    }
+    ks_xstore_prefetch(mo->xstore, il, mo->xids, n);
 }
 
 void
@@ -427,12 +486,13 @@ ks_moe_ffn(ks_moe *mo, const ks_layer *L, ks_pool *pool, int nth, bool rowwise,
 {
     uint32_t k = mo->k, X = mo->n_expert, n = n_tok * k;
     uint64_t E = mo->E;
-    uint64_t *hits = mo->hits + (uint64_t)(L - mo->m->layers - mo->l0) * X;
+    uint32_t il = (uint32_t)(L - mo->m->layers), n_act = 0;
+    uint64_t *hits = mo->hits + (uint64_t)(il - mo->l0) * X;
     mm router;
 
     /* the router: logits [n_tok][n_expert] */
     quantize_rows(pool, nth, L->gate_inp.type, xn, ldx, E, n_tok, mo->xq_a, mo->sx);
-    router = product(&L->gate_inp, 0, mo->xq_a, mo->sx, n_tok, mo->logits, X);
+    router = product(&L->gate_inp, 0, NULL, mo->xq_a, mo->sx, n_tok, mo->logits, X);
     mo->last_bytes = X * L->gate_inp.row_bytes;
     mm_run(pool, nth, rowwise, &router, 1);
     for (uint32_t t = 0; t < n_tok; t++) {
@@ -447,8 +507,25 @@ ks_moe_ffn(ks_moe *mo, const ks_layer *L, ks_pool *pool, int nth, bool rowwise,
         mo->pos[c] = i;
         memcpy(mo->xs + (uint64_t)i * E, xn + (uint64_t)(c / k) * ldx, E * sizeof(float));
     }
+    if (mo->xstore) {
+        predict_next(mo, L, pool, nth, rowwise, xn, ldx, n_tok);
+        n_act = 0;
+        for (uint32_t e = 0; e < X; e++)
+            if (mo->offs[e + 1] > mo->offs[e]) {
+                mo->xids[n_act] = e;
+                mo->xuses[n_act++] = mo->offs[e + 1] - mo->offs[e];
+            }
+        /* xp is indexed by expert: begin fills the first n_act, then
+         * they move to their experts' places (from the last down, as
+         * xids[i] >= i) */
+        ks_xstore_begin(mo->xstore, il, mo->xids, mo->xuses, n_act, n_tok, mo->xp);
+        for (uint32_t i = n_act; i-- > 0;)
+            mo->xp[mo->xids[i]] = mo->xp[i];
+    }
     run_ffn(mo, pool, nth, rowwise, &L->gate_exps, &L->up_exps, &L->down_exps, mo->xs, E,
-            n, mo->offs, X, NULL, mo->y);
+            n, mo->offs, X, NULL, mo->xstore ? mo->xp : NULL, mo->y);
+    if (mo->xstore)
+        ks_xstore_end(mo->xstore, il, mo->xids, n_act);
     if (L->gate_inp_shexp.data) {
         /* qwen2moe's shared expert for every token, scaled by
          * sigmoid(gate_inp_shexp · x), computed as llama.cpp does:
@@ -457,9 +534,9 @@ ks_moe_ffn(ks_moe *mo, const ks_layer *L, ks_pool *pool, int nth, bool rowwise,
         mm gate;
         quantize_rows(pool, nth, L->gate_inp_shexp.type, xn, ldx, E, n_tok, mo->xq_s,
                       mo->sx);
-        gate = product(&L->gate_inp_shexp, 0, mo->xq_s, mo->sx, n_tok, mo->sg, 1);
+        gate = product(&L->gate_inp_shexp, 0, NULL, mo->xq_s, mo->sx, n_tok, mo->sg, 1);
         run_ffn(mo, pool, nth, rowwise, &L->gate_shexp, &L->up_shexp, &L->down_shexp, xn,
-                ldx, n_tok, offs, 1, &gate, mo->y + (uint64_t)n * E);
+                ldx, n_tok, offs, 1, &gate, NULL, mo->y + (uint64_t)n * E);
         mo->last_bytes += L->gate_inp_shexp.row_bytes;
     }
     /* weighted, then added in slot order as llama.cpp adds the views */

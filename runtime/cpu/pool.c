@@ -1,10 +1,14 @@
-/* Thread pool. A job is published by bumping |gen|; workers watch it,
- * run their share and count themselves done on |n_done|. Waiting is a
- * short spin (jobs arrive microseconds apart during a token) followed by
- * a sleep on |cv|, so idle pools do not burn a core. Jobs that split
- * their work dynamically claim items through per-worker counters of the
- * items taken from each share, reset per job; the thread running a job
- * finds its pool and worker index in |tls_pool| and |tls_ith|. */
+/* Thread pool. A job is published as one 64-bit word, |job|: a sequence
+ * number above the number of workers taking part. A worker that reads a
+ * new word naming it runs its share and counts itself done on |n_done|;
+ * the caller waits for exactly the workers it named, so a job on fewer
+ * threads than the pool has (the governor's choice) neither waits for
+ * nor wakes the others, which sleep at once instead of spinning. Waiting
+ * for a job is a short spin (jobs arrive microseconds apart during a
+ * token) followed by a sleep on |cv|. Jobs that split their work
+ * dynamically claim items through per-worker counters of the items taken
+ * from each share, reset per job; the thread running a job finds its
+ * pool and worker index in |tls_pool| and |tls_ith|. */
 #include "runtime/cpu/pool.h"
 
 #include <pthread.h>
@@ -45,10 +49,11 @@ struct share {
 };
 
 struct worker {
-    ks_pool  *pool;
-    int       ith;
-    pthread_t thread;
-    bool      started;
+    ks_pool    *pool;
+    int         ith;
+    pthread_t   thread;
+    bool        started;
+    atomic_bool asleep;    /* waiting on the pool's cv */
 };
 
 struct ks_pool {
@@ -59,15 +64,18 @@ struct ks_pool {
     void           *ctx;
     int             n_active;  /* workers taking part in it */
 
-    atomic_uint     gen;       /* bumped once per job */
+    atomic_ullong   job;       /* JOB_SEQ per job | n_active */
     struct share   *shares;    /* [n_threads], zeroed per job */
     atomic_int      n_done;
     atomic_bool     quit;
-    atomic_int      n_sleeping;
 
     pthread_mutex_t mu;
     pthread_cond_t  cv;
 };
+
+/* The job word: the low bits say how many workers take part. */
+#define JOB_SEQ    (1ull << 16)
+#define JOB_N(j)   ((int)((j) & (JOB_SEQ - 1)))
 
 /* The pool whose job this thread is running (NULL between jobs) and its
  * index there; ks_pool_claim's counter for job functions called outside
@@ -104,40 +112,54 @@ ks_pool_claim(int64_t n_items)
     return -1;
 }
 
+/* True when job word |j| is a job that |w| has not run and takes part in. */
+static bool
+job_for(const struct worker *w, unsigned long long j, unsigned long long seen)
+{
+    return j != seen && w->ith < JOB_N(j);
+}
+
 static void *
 worker_main(void *arg)
 {
     struct worker *w = arg;
     ks_pool *p = w->pool;
-    unsigned seen = 0;
+    unsigned long long seen = 0, j;
 
     tls_pool = p;
     tls_ith = w->ith;
 
     for (;;) {
-        unsigned g;
         int spins = 0;
 
-        while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) ==
-                   seen &&
-               !atomic_load(&p->quit)) {
+        for (;;) {
+            j = atomic_load_explicit(&p->job, memory_order_acquire);
+            if (job_for(w, j, seen) || atomic_load(&p->quit))
+                break;
+            /* a job without this worker: the next one is a token or more
+             * away (the thread count changes between tokens), so sleep */
+            if (j != seen) {
+                seen = j;
+                spins = SPIN_ROUNDS;
+            }
             if (++spins < SPIN_ROUNDS) {
                 backoff(spins);
                 continue;
             }
             pthread_mutex_lock(&p->mu);
-            atomic_fetch_add(&p->n_sleeping, 1);
-            while (atomic_load(&p->gen) == seen && !atomic_load(&p->quit))
+            atomic_store(&w->asleep, true);  /* seq_cst: pairs with job */
+            while (!job_for(w, j = atomic_load(&p->job), seen) && !atomic_load(&p->quit)) {
+                seen = j;
                 pthread_cond_wait(&p->cv, &p->mu);
-            atomic_fetch_sub(&p->n_sleeping, 1);
+            }
+            atomic_store(&w->asleep, false);
             pthread_mutex_unlock(&p->mu);
             spins = 0;
         }
         if (atomic_load(&p->quit))
             return NULL;
-        seen = g;
-        if (w->ith < p->n_active)
-            p->fn(p->ctx, w->ith, p->n_active);
+        seen = j;
+        p->fn(p->ctx, w->ith, JOB_N(j));
         atomic_fetch_add_explicit(&p->n_done, 1, memory_order_release);
     }
 }
@@ -221,7 +243,8 @@ ks_pool_run_n(ks_pool *p, int n, ks_pool_fn fn, void *ctx)
     for (int i = 0; i < n; i++)
         atomic_store_explicit(&p->shares[i].taken, 0, memory_order_relaxed);
     p->n_active = n;
-    if (p->n_threads == 1) {
+    /* one thread: on the caller; the workers are not woken */
+    if (n == 1) {
         tls_pool = p;
         tls_ith = 0;
         fn(ctx, 0, 1);
@@ -231,20 +254,26 @@ ks_pool_run_n(ks_pool *p, int n, ks_pool_fn fn, void *ctx)
     p->fn = fn;
     p->ctx = ctx;
     atomic_store_explicit(&p->n_done, 0, memory_order_relaxed);
-    atomic_fetch_add(&p->gen, 1);  /* seq_cst: pairs with n_sleeping */
-    if (atomic_load(&p->n_sleeping) > 0) {
-        pthread_mutex_lock(&p->mu);
-        pthread_cond_broadcast(&p->cv);
-        pthread_mutex_unlock(&p->mu);
+    {
+        unsigned long long j = atomic_load_explicit(&p->job, memory_order_relaxed);
+        bool wake = false;
+
+        /* seq_cst: a worker that stored asleep before this either sees
+         * the new word or is seen asleep here */
+        atomic_store(&p->job, (j & ~(JOB_SEQ - 1)) + JOB_SEQ + (unsigned long long)n);
+        for (int i = 1; i < n && !wake; i++)
+            wake = atomic_load(&p->workers[i].asleep);
+        if (wake) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_broadcast(&p->cv);
+            pthread_mutex_unlock(&p->mu);
+        }
     }
     tls_pool = p;
     tls_ith = 0;
     fn(ctx, 0, n);
     tls_pool = NULL;
-    for (int spins = 0;
-         atomic_load_explicit(&p->n_done, memory_order_acquire) <
-         p->n_threads - 1;
-         spins++)
+    for (int spins = 0; atomic_load_explicit(&p->n_done, memory_order_acquire) < n - 1; spins++)
         backoff(spins);
 }
 

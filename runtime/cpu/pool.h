@@ -23,7 +23,8 @@ int       ks_pool_n_threads(const ks_pool *p);
 void ks_pool_run(ks_pool *p, ks_pool_fn fn, void *ctx);
 
 /* Runs with only the first |n| workers (1 <= n <= pool size); the rest
- * stay idle. The governor uses this to lower the thread count. */
+ * stay idle. The governor uses this to lower the thread count. With n 1
+ * the job runs on the caller alone and no worker is woken. */
 void ks_pool_run_n(ks_pool *p, int n, ks_pool_fn fn, void *ctx);
 
 /* Inside a job: claims one of the job's |n_items| work items and returns

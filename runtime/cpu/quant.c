@@ -1,10 +1,14 @@
 /* Run-time dispatch of the CPU kernels. On first use the scalar table is
- * built, then the best SIMD path the CPU offers (AVX2+FMA+F16C from
- * CPUID on x86-64, NEON on aarch64) overwrites the entries it implements;
- * KESTREL_SIMD=scalar|avx2|neon picks another path. Every public kernel of
- * quant.h goes through the chosen table. */
+ * built, then each SIMD path the CPU offers (on x86-64 from CPUID and the
+ * OS's XSAVE state: AVX2+FMA+F16C, then AVX-VNNI, then AVX-512
+ * F/BW/VL/VNNI; on aarch64 NEON, with sdot and smmla where HWCAP says so)
+ * gets a table of its own, the scalar entries overwritten where it
+ * implements them, and the best is used; KESTREL_SIMD names another.
+ * Every public kernel of quant.h goes through the chosen table. */
 #if defined(__x86_64__)
 #include <cpuid.h>
+#elif defined(__aarch64__)
+#include <sys/auxv.h>
 #endif
 #include <math.h>
 #include <pthread.h>
@@ -14,8 +18,8 @@
 #include "driver/base.h"
 #include "runtime/cpu/quant_priv.h"
 
-static ks_quant_ops ops_by_simd[3];
-static bool have_simd[3];
+static ks_quant_ops ops_by_simd[KS_SIMD_COUNT];
+static bool have_simd[KS_SIMD_COUNT];
 static const ks_quant_ops *active;
 static ks_simd active_simd;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -29,6 +33,76 @@ has_f16c(void)
     unsigned a, b, c, d;
 
     return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+
+/* The register state the OS saves (XCR0), or 0 without OSXSAVE (CPUID
+ * leaf 1, ECX bit 27): bits 1-2 SSE/AVX, 5-7 the AVX-512 opmask and
+ * upper ZMM state (Intel SDM vol. 1, 13.3). */
+static uint64_t
+xcr0(void)
+{
+    unsigned a, b, c, d, lo, hi;
+
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27)))
+        return 0;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (uint64_t)hi << 32 | lo;
+}
+
+/* CPUID leaf 7: subleaf 0 EBX bits 16 (AVX512F), 30 (BW), 31 (VL), ECX
+ * bit 11 (AVX512_VNNI); subleaf 1 EAX bit 4 (AVX-VNNI). */
+static bool
+has_avx512(void)
+{
+    unsigned a, b, c, d;
+
+    if ((xcr0() & 0xe6) != 0xe6 || !__get_cpuid_count(7, 0, &a, &b, &c, &d))
+        return false;
+    return (b & (1u << 16)) && (b & (1u << 30)) && (b & (1u << 31)) && (c & (1u << 11));
+}
+
+static bool
+has_avxvnni(void)
+{
+    unsigned a, b, c, d;
+
+    if ((xcr0() & 0x6) != 0x6 || !__get_cpuid_count(7, 1, &a, &b, &c, &d))
+        return false;
+    return a & (1u << 4);
+}
+#endif
+
+#if defined(__aarch64__)
+/* Linux's arm64 hwcaps (arch/arm64/include/uapi/asm/hwcap.h), for C
+ * libraries whose headers predate them. */
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1UL << 20)
+#endif
+#ifndef HWCAP2_I8MM
+#define HWCAP2_I8MM (1UL << 13)
+#endif
+
+/* Advanced SIMD is part of every aarch64 CPU; each further level builds
+ * on the one below, as llama.cpp's ggml_arm_arch_features does from the
+ * same bits. */
+static void
+init_neon(void)
+{
+    unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+
+    ops_by_simd[KS_SIMD_NEON] = ops_by_simd[KS_SIMD_SCALAR];
+    ks_quant_ops_neon(&ops_by_simd[KS_SIMD_NEON]);
+    have_simd[KS_SIMD_NEON] = true;
+    if (!(hw & HWCAP_ASIMDDP))
+        return;
+    ops_by_simd[KS_SIMD_NEON_DOTPROD] = ops_by_simd[KS_SIMD_NEON];
+    ks_quant_ops_neon_dot(&ops_by_simd[KS_SIMD_NEON_DOTPROD]);
+    have_simd[KS_SIMD_NEON_DOTPROD] = true;
+    if (!(hw2 & HWCAP2_I8MM))
+        return;
+    ops_by_simd[KS_SIMD_NEON_I8MM] = ops_by_simd[KS_SIMD_NEON];
+    ks_quant_ops_neon_i8mm(&ops_by_simd[KS_SIMD_NEON_I8MM]);
+    have_simd[KS_SIMD_NEON_I8MM] = true;
 }
 #endif
 
@@ -48,28 +122,36 @@ init_tables(void)
         ks_quant_ops_avx2(&ops_by_simd[KS_SIMD_AVX2]);
         have_simd[KS_SIMD_AVX2] = true;
         pick = KS_SIMD_AVX2;
+        if (has_avxvnni()) {
+            ops_by_simd[KS_SIMD_AVXVNNI] = ops_by_simd[KS_SIMD_SCALAR];
+            ks_quant_ops_avxvnni(&ops_by_simd[KS_SIMD_AVXVNNI]);
+            have_simd[KS_SIMD_AVXVNNI] = true;
+            pick = KS_SIMD_AVXVNNI;
+        }
+        if (has_avx512()) {
+            ops_by_simd[KS_SIMD_AVX512] = ops_by_simd[KS_SIMD_SCALAR];
+            ks_quant_ops_avx512(&ops_by_simd[KS_SIMD_AVX512]);
+            have_simd[KS_SIMD_AVX512] = true;
+            pick = KS_SIMD_AVX512;
+        }
     }
 #elif defined(__aarch64__)
-    ops_by_simd[KS_SIMD_NEON] = ops_by_simd[KS_SIMD_SCALAR];
-    ks_quant_ops_neon(&ops_by_simd[KS_SIMD_NEON]);
-    have_simd[KS_SIMD_NEON] = true;
-    pick = KS_SIMD_NEON;
+    init_neon();
+    for (pick = KS_SIMD_NEON_I8MM; !have_simd[pick]; pick--)
+        ;
 #endif
     if (env && *env) {
         ks_simd want = KS_SIMD_SCALAR;
-        bool known = true;
-        if (!strcmp(env, "scalar"))
-            want = KS_SIMD_SCALAR;
-        else if (!strcmp(env, "avx2"))
-            want = KS_SIMD_AVX2;
-        else if (!strcmp(env, "neon"))
-            want = KS_SIMD_NEON;
-        else
-            known = false;
+        bool known = false;
+        for (int s = 0; s < KS_SIMD_COUNT; s++)
+            if (!strcmp(env, ks_cpu_simd_name((ks_simd)s))) {
+                want = (ks_simd)s;
+                known = true;
+            }
         if (!known) {
             ks_log(KS_LOG_WARN, "cpu",
-                   "KESTREL_SIMD=%s is not scalar, avx2 or neon; using %s",
-                   env, ks_cpu_simd_name(pick));
+                   "KESTREL_SIMD=%s is not scalar, avx2, avxvnni, avx512, neon, "
+                   "neon-dotprod or neon-i8mm; using %s", env, ks_cpu_simd_name(pick));
         } else if (!have_simd[want]) {
             ks_log(KS_LOG_WARN, "cpu",
                    "KESTREL_SIMD=%s: this CPU lacks it; using scalar", env);
@@ -101,7 +183,7 @@ void
 ks_cpu_simd_force(ks_simd s)
 {
     ops();
-    if ((unsigned)s > KS_SIMD_NEON || !have_simd[s])
+    if ((unsigned)s >= KS_SIMD_COUNT || !have_simd[s])
         s = KS_SIMD_SCALAR;
     active_simd = s;
     active = &ops_by_simd[s];
@@ -111,7 +193,15 @@ bool
 ks_cpu_simd_available(ks_simd s)
 {
     ops();
-    return (unsigned)s <= KS_SIMD_NEON && have_simd[s];
+    return (unsigned)s < KS_SIMD_COUNT && have_simd[s];
+}
+
+bool
+ks_cpu_simd_x86(void)
+{
+    ks_simd s = ks_cpu_simd();
+
+    return s == KS_SIMD_AVX2 || s == KS_SIMD_AVXVNNI || s == KS_SIMD_AVX512;
 }
 
 const char *
@@ -121,6 +211,11 @@ ks_cpu_simd_name(ks_simd s)
     case KS_SIMD_SCALAR: return "scalar";
     case KS_SIMD_AVX2:   return "avx2";
     case KS_SIMD_NEON:   return "neon";
+    case KS_SIMD_NEON_DOTPROD: return "neon-dotprod";
+    case KS_SIMD_NEON_I8MM:    return "neon-i8mm";
+    case KS_SIMD_AVXVNNI: return "avxvnni";
+    case KS_SIMD_AVX512: return "avx512";
+    case KS_SIMD_COUNT:  break;
     }
     return "unknown";
 }

@@ -3,9 +3,11 @@
  * products for matrix-vector (decode) and matrix-matrix (prefill).
  *
  * Kernels are single-threaded; callers split rows across the thread pool
- * and call them on disjoint row ranges. A scalar reference path and a SIMD
- * path (AVX2/FMA on x86-64, NEON on aarch64) sit behind one dispatch chosen
- * at run time from CPUID, overridable with KESTREL_SIMD=scalar|avx2|neon. */
+ * and call them on disjoint row ranges. A scalar reference path and SIMD
+ * paths (AVX2/FMA, AVX-VNNI and AVX-512 on x86-64; NEON, NEON with sdot and
+ * NEON with smmla on aarch64) sit behind one dispatch chosen at run time
+ * from CPUID (x86-64) or HWCAP (aarch64), overridable with KESTREL_SIMD
+ * (ks_simd below). */
 #ifndef KS_CPU_QUANT_H
 #define KS_CPU_QUANT_H
 
@@ -19,18 +21,30 @@ uint16_t ks_f32_to_fp16(float f);   /* round to nearest even */
 float    ks_bf16_to_f32(uint16_t h);
 uint16_t ks_f32_to_bf16(float f);   /* round to nearest even */
 
+/* x86-64 levels each hold the one before: AVX2 (+FMA, F16C); AVX-VNNI
+ * (256-bit vpdpbusd); AVX-512 (F, BW, VL and VNNI: vpdpbusd, 512-bit
+ * integer products). Every x86 level gives the same bits as scalar. */
 typedef enum ks_simd {
     KS_SIMD_SCALAR = 0,
     KS_SIMD_AVX2,
     KS_SIMD_NEON,
+    KS_SIMD_NEON_DOTPROD,  /* NEON with sdot (HWCAP_ASIMDDP) */
+    KS_SIMD_NEON_I8MM,     /* and smmla (HWCAP2_I8MM) */
+    KS_SIMD_AVXVNNI,
+    KS_SIMD_AVX512,
+    KS_SIMD_COUNT
 } ks_simd;
 
-/* The path in use: the best the CPU offers, unless KESTREL_SIMD names
- * another (an unavailable one falls back to scalar with a warning). */
+/* The path in use: the best the CPU and the OS (XSAVE state) offer,
+ * unless KESTREL_SIMD=scalar|avx2|avxvnni|avx512|neon names another (an
+ * unavailable one falls back to scalar with a warning; naming a lower x86
+ * level caps it there). */
 ks_simd     ks_cpu_simd(void);
 void        ks_cpu_simd_force(ks_simd s);  /* tests; not thread safe */
 bool        ks_cpu_simd_available(ks_simd s);
 const char *ks_cpu_simd_name(ks_simd s);
+/* Whether the path in use has AVX2, FMA and F16C (every x86 level). */
+bool        ks_cpu_simd_x86(void);
 
 /* The format activations take for a dot product with weights of type |w|
  * (as llama.cpp does, so results track it): F32 for F32, F16 for F16,

@@ -39,6 +39,31 @@
 
 #define KS_AI static inline __attribute__((always_inline))
 
+/* This file is compiled three times (meson.build): for AVX2 as it is, and
+ * by quant_avxvnni.c and quant_avx512.c with their flags, which give the
+ * integer products below their VNNI form (vpdpbusd: u8 x s8, four at a
+ * time, into int32) and, for AVX-512, 512-bit forms where a kernel has
+ * two 256-bit products side by side. The integer sums are exact in every
+ * form (no maddubs here saturates: see each kernel), so the float
+ * operations, and the results, stay those of the AVX2 build. */
+#ifndef KS_QUANT_OPS_FN
+#define KS_QUANT_OPS_FN ks_quant_ops_avx2
+#endif
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define KS_VNNI 1
+#define KS_DPBUSD(acc, u, s) _mm256_dpbusd_epi32(acc, u, s)
+#elif defined(__AVXVNNI__)
+#define KS_VNNI 1
+#define KS_DPBUSD(acc, u, s) _mm256_dpbusd_avx_epi32(acc, u, s)
+#else
+#define KS_VNNI 0
+#endif
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#define KS_512 1
+#else
+#define KS_512 0
+#endif
+
 KS_AI float
 h2f(const void *p)
 {
@@ -173,7 +198,11 @@ tile32(const int ty, const int R, const int T, const uint8_t *W,
             a[t] = loadu256(xb + (HAS_MIN(ty) ? 4 : 2));
             ds[t] = h2f_pair(xb);
             if (OFFSET(ty))
+#if KS_VNNI
+                ao[t] = KS_DPBUSD(_mm256_setzero_si256(), _mm256_set1_epi8(OFFSET(ty)), a[t]);
+#else
                 ao[t] = _mm256_maddubs_epi16(_mm256_set1_epi8(OFFSET(ty)), a[t]);
+#endif
         }
         if (TAB) {
             __m128 dw = h2f_rows4(W + (uint64_t)b * WBYTES(ty), rb);
@@ -188,6 +217,21 @@ tile32(const int ty, const int R, const int T, const uint8_t *W,
             if (SIGNED(ty))
                 aw = _mm256_sign_epi8(w, w);
             for (int t = 0; t < T; t++) {
+                __m256 f;
+#if KS_VNNI
+                /* the same lane sums as maddubs + madd below */
+                const __m256i z = _mm256_setzero_si256();
+                __m256i p32;
+                if (SIGNED(ty)) {
+                    p32 = KS_DPBUSD(z, aw, _mm256_sign_epi8(a[t], w));
+                } else {
+                    p32 = KS_DPBUSD(z, w, a[t]);
+                    if (OFFSET(ty))
+                        p32 = _mm256_sub_epi32(p32, ao[t]);
+                }
+                f = _mm256_cvtepi32_ps(p32);
+                (void)ones;
+#else
                 __m256i p;
                 if (SIGNED(ty)) {
                     p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(a[t], w));
@@ -196,7 +240,8 @@ tile32(const int ty, const int R, const int T, const uint8_t *W,
                     if (OFFSET(ty))
                         p = _mm256_sub_epi16(p, ao[t]);
                 }
-                __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+                f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+#endif
                 if (TAB) {
                     acc[r][t] = _mm256_fmadd_ps(f, _mm256_broadcast_ss(&dd[t][r]), acc[r][t]);
                     continue;
@@ -588,15 +633,25 @@ rq4_tile(const int T, const uint8_t *W, uint64_t rb, int64_t nb,
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++) {
             const uint8_t *xq = X + (uint64_t)t * xs + (uint64_t)b * 34 + 2;
-            __m256i s16 = _mm256_setzero_si256();
             int32_t a4;
+#if KS_VNNI
+            __m256i s32 = _mm256_setzero_si256();
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                memcpy(&a4, xq + 4 * j, 4);
+                s32 = KS_DPBUSD(s32, g[j], _mm256_set1_epi32(a4));
+            }
+            (void)ones;
+#else
+            __m256i s16 = _mm256_setzero_si256();
 #pragma GCC unroll 8
             for (int j = 0; j < 8; j++) {
                 memcpy(&a4, xq + 4 * j, 4);
                 s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(g[j], _mm256_set1_epi32(a4)));
             }
-            __m256i isum = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones),
-                                            _mm256_set1_epi32(ofs[(uint64_t)t * nb + b]));
+            __m256i s32 = _mm256_madd_epi16(s16, ones);
+#endif
+            __m256i isum = _mm256_sub_epi32(s32, _mm256_set1_epi32(ofs[(uint64_t)t * nb + b]));
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum),
                                      _mm256_mul_ps(dw, _mm256_set1_ps(dx[(uint64_t)t * nb + b])),
                                      acc[t]);
@@ -606,6 +661,74 @@ rq4_tile(const int T, const uint8_t *W, uint64_t rb, int64_t nb,
     for (int t = 0; t < T; t++)
         _mm256_storeu_ps(y + (uint64_t)t * ldy, _mm256_permutevar8x32_ps(acc[t], unperm));
 }
+
+#if KS_512
+/* rq4_tile for 16 rows: rows 0-7 in the low 256 bits of every vector
+ * and rows 8-15 in the high 256, each half laid out as rq4_tile lays out
+ * its 8 rows, so that one 512-bit vpdpbusd serves 16 rows; every lane's
+ * integer sum and float operations are rq4_tile's. */
+KS_AI void
+rq4_tile16(const int T, const uint8_t *W, uint64_t rb, int64_t nb,
+           const uint8_t *X, uint64_t xs, const float *dx, const int32_t *ofs,
+           float *y, uint64_t ldy)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    uint64_t ahead = (28u << 10) / (16 * rb);
+    __m512 acc[4];
+
+    ahead = 16 * rb * (ahead ? ahead : 1);
+    for (int t = 0; t < T; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *wb = W + (uint64_t)b * 18;
+        __m512i v[4], g[8];
+        pf_slice(W + ahead, 16 * 18, (uint64_t)b);
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; p++) {
+            /* [row 2p | row 2p+1 | row 2p+8 | row 2p+9] */
+            __m512i z = _mm512_castsi128_si512(
+                _mm_loadu_si128((const __m128i *)(wb + 2 * (uint64_t)p * rb + 2)));
+            z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(wb + (2 * (uint64_t)p + 1) * rb + 2)), 1);
+            z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(wb + (2 * (uint64_t)p + 8) * rb + 2)), 2);
+            v[p] = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(wb + (2 * (uint64_t)p + 9) * rb + 2)), 3);
+        }
+        __m512i u0 = _mm512_unpacklo_epi32(v[0], v[1]), u1 = _mm512_unpackhi_epi32(v[0], v[1]);
+        __m512i u2 = _mm512_unpacklo_epi32(v[2], v[3]), u3 = _mm512_unpackhi_epi32(v[2], v[3]);
+        __m512i d[4] = { _mm512_unpacklo_epi64(u0, u2), _mm512_unpackhi_epi64(u0, u2),
+                         _mm512_unpacklo_epi64(u1, u3), _mm512_unpackhi_epi64(u1, u3) };
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            g[j] = _mm512_and_si512(d[j], m4);
+            g[j + 4] = _mm512_and_si512(_mm512_srli_epi16(d[j], 4), m4);
+        }
+        __m512 dw = _mm512_castpd_ps(_mm512_insertf64x4(
+            _mm512_castpd256_pd512(_mm256_castps_pd(h2f_rows8_perm(wb, rb))),
+            _mm256_castps_pd(h2f_rows8_perm(wb + 8 * rb, rb)), 1));
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const uint8_t *xq = X + (uint64_t)t * xs + (uint64_t)b * 34 + 2;
+            __m512i s32 = _mm512_setzero_si512();
+            int32_t a4;
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                memcpy(&a4, xq + 4 * j, 4);
+                s32 = _mm512_dpbusd_epi32(s32, g[j], _mm512_set1_epi32(a4));
+            }
+            __m512i isum = _mm512_sub_epi32(s32, _mm512_set1_epi32(ofs[(uint64_t)t * nb + b]));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum),
+                                     _mm512_mul_ps(dw, _mm512_set1_ps(dx[(uint64_t)t * nb + b])),
+                                     acc[t]);
+        }
+    }
+    const __m256i unperm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int t = 0; t < T; t++) {
+        __m256 lo = _mm512_castps512_ps256(acc[t]);
+        __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[t]), 1));
+        _mm256_storeu_ps(y + (uint64_t)t * ldy, _mm256_permutevar8x32_ps(lo, unperm));
+        _mm256_storeu_ps(y + (uint64_t)t * ldy + 8, _mm256_permutevar8x32_ps(hi, unperm));
+    }
+}
+#endif
 
 static void
 rp_q4_0(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq,
@@ -632,7 +755,19 @@ rp_q4_0(const void *W, uint64_t rb, uint64_t n, int64_t nr, const void *xq,
                 dx[(t - t0) * nb + b] = h2f(xb);
                 ofs[(t - t0) * nb + b] = 8 * hsum_i32(s);
             }
-        for (int64_t r = 0; r < r8; r += 8) {
+        int64_t r = 0;
+#if KS_512
+        for (; r + 16 <= r8; r += 16) {
+            int64_t t = t0;
+            for (; t + 4 <= te; t += 4)
+                rq4_tile16(4, w + r * rb, rb, nb, x + t * xs, xs, dx + (t - t0) * nb,
+                           ofs + (t - t0) * nb, y + t * ldy + r, ldy);
+            for (; t < te; t++)
+                rq4_tile16(1, w + r * rb, rb, nb, x + t * xs, xs, dx + (t - t0) * nb,
+                           ofs + (t - t0) * nb, y + t * ldy + r, ldy);
+        }
+#endif
+        for (; r < r8; r += 8) {
             int64_t t = t0;
             for (; t + 4 <= te; t += 4)
                 rq4_tile(4, w + r * rb, rb, nb, x + t * xs, xs, dx + (t - t0) * nb,
@@ -780,7 +915,24 @@ tile_k(const int ty, const int TL, const int T, const uint8_t *W, int64_t nb,
                                         _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
                 __m256i sch = _mm256_broadcastsi128_si256(
                     _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(q->scales + 8 * h))));
-                for (int i = 0; i < 4; i++) {
+#if KS_512
+                /* groups i and i+1 side by side against their 64
+                 * contiguous activation bytes: the same int32 sums */
+                for (int i = 0; i < 4; i += 2) {
+                    __m512i qz = _mm512_inserti64x4(_mm512_castsi256_si512(qv[i]), qv[i + 1], 1);
+                    __m512i sz = _mm512_inserti64x4(
+                        _mm512_castsi256_si512(_mm256_shuffle_epi8(sch, lane_pick(2 * i, 2 * i + 1))),
+                        _mm256_shuffle_epi8(sch, lane_pick(2 * i + 2, 2 * i + 3)), 1);
+                    for (int t = 0; t < T; t++) {
+                        __m512i pz = _mm512_madd_epi16(_mm512_maddubs_epi16(
+                            qz, _mm512_loadu_si512((const void *)(xb[t]->qs + 128 * h + 32 * i))), sz);
+                        sumi[t] = _mm256_add_epi32(sumi[t],
+                                                   _mm256_add_epi32(_mm512_castsi512_si256(pz),
+                                                                    _mm512_extracti64x4_epi64(pz, 1)));
+                    }
+                }
+#endif
+                for (int i = 0; !KS_512 && i < 4; i++) {
                     __m256i s = _mm256_shuffle_epi8(sch, lane_pick(2 * i, 2 * i + 1));
                     for (int t = 0; t < T; t++) {
                         __m256i p = _mm256_maddubs_epi16(qv[i], loadu256(xb[t]->qs + 128 * h + 32 * i));
@@ -1039,12 +1191,25 @@ rpk_tile(const int GEMM, const int T, const uint8_t *W, uint64_t rb,
                     s_hi[k] = _mm256_shuffle_epi8(scl[r], lane_pick(2 * g + 1, 2 * g + 1));
                 }
                 for (int t = 0; t < T; t++) {
-                    __m256i ylo = loadu256(xb[t]->qs + 64 * g), yhi = loadu256(xb[t]->qs + 64 * g + 32);
                     __m256i pk[2];
+#if KS_512
+                    /* both nibble halves in one product, as in the GEMV */
+                    __m512i yz = _mm512_loadu_si512((const void *)(xb[t]->qs + 64 * g));
+                    for (int k = 0; k < 2; k++) {
+                        __m512i pz = _mm512_madd_epi16(
+                            _mm512_maddubs_epi16(
+                                _mm512_inserti64x4(_mm512_castsi256_si512(lo[k]), hi[k], 1), yz),
+                            _mm512_inserti64x4(_mm512_castsi256_si512(s_lo[k]), s_hi[k], 1));
+                        pk[k] = _mm256_add_epi32(_mm512_castsi512_si256(pz),
+                                                 _mm512_extracti64x4_epi64(pz, 1));
+                    }
+#else
+                    __m256i ylo = loadu256(xb[t]->qs + 64 * g), yhi = loadu256(xb[t]->qs + 64 * g + 32);
                     for (int k = 0; k < 2; k++)
                         pk[k] = _mm256_add_epi32(
                             _mm256_madd_epi16(_mm256_maddubs_epi16(lo[k], ylo), s_lo[k]),
                             _mm256_madd_epi16(_mm256_maddubs_epi16(hi[k], yhi), s_hi[k]));
+#endif
                     __m256i h = _mm256_hadd_epi32(pk[0], pk[1]);
                     if (rp % 2 == 0)
                         hp[t] = h;
@@ -1059,7 +1224,35 @@ rpk_tile(const int GEMM, const int T, const uint8_t *W, uint64_t rb,
                 accm[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin[t][g]), dm[t], accm[t]);
             }
         }
-        for (int g = 0; !GEMM && g < 4; g++) {
+#if KS_512
+        /* the low and the high nibbles of a 32-byte group side by side
+         * in one register, against the group's 64 activation bytes: the
+         * two products of the 256-bit form below in one, their int32
+         * lanes folded once per block (integer sums: the same) */
+        for (int r = 0; !GEMM && r < 8; r++) {
+            __m512i tz[8];
+            const __m512i m4z = _mm512_set1_epi8(0x0F);
+            for (int t = 0; t < T; t++)
+                tz[t] = _mm512_setzero_si512();
+            for (int g = 0; g < 4; g++) {
+                __m256i v = loadu256(wb + (uint64_t)r * rb + 16 + 32 * g);
+                __m512i vz = _mm512_inserti64x4(_mm512_castsi256_si512(v),
+                                                _mm256_srli_epi16(v, 4), 1);
+                __m512i q = _mm512_and_si512(vz, m4z);
+                __m512i sc = _mm512_inserti64x4(
+                    _mm512_castsi256_si512(_mm256_shuffle_epi8(scl[r], lane_pick(2 * g, 2 * g))),
+                    _mm256_shuffle_epi8(scl[r], lane_pick(2 * g + 1, 2 * g + 1)), 1);
+                for (int t = 0; t < T; t++) {
+                    __m512i a = _mm512_loadu_si512((const void *)(xb[t]->qs + 64 * g));
+                    tz[t] = _mm512_add_epi32(tz[t], _mm512_madd_epi16(_mm512_maddubs_epi16(q, a), sc));
+                }
+            }
+            for (int t = 0; t < T; t++)
+                tot[t][r] = _mm256_add_epi32(_mm512_castsi512_si256(tz[t]),
+                                             _mm512_extracti64x4_epi64(tz[t], 1));
+        }
+#endif
+        for (int g = 0; !GEMM && !KS_512 && g < 4; g++) {
             for (int r = 0; r < 8; r++) {
                 __m256i v = loadu256(wb + (uint64_t)r * rb + 16 + 32 * g);
                 __m256i lo = _mm256_and_si256(v, m4);
@@ -1493,7 +1686,7 @@ gelu_mul(float *g, const float *u, uint64_t n)
 }
 
 void
-ks_quant_ops_avx2(ks_quant_ops *ops)
+KS_QUANT_OPS_FN(ks_quant_ops *ops)
 {
 #define SET(T, name)                       \
     ops->matvec[KS_QUANT_##T] = mv_##name; \

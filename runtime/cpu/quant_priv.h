@@ -269,9 +269,15 @@ typedef struct ks_quant_ops {
 void ks_quant_ops_scalar(ks_quant_ops *ops);
 #if defined(__x86_64__)
 void ks_quant_ops_avx2(ks_quant_ops *ops);
+void ks_quant_ops_avxvnni(ks_quant_ops *ops);  /* quant_avxvnni.c */
+void ks_quant_ops_avx512(ks_quant_ops *ops);   /* quant_avx512.c */
 #endif
 #if defined(__aarch64__)
+/* ks_quant_ops_neon fills a whole NEON table; the other two overwrite its
+ * dot products with their level's (quant_neon_body.h). */
 void ks_quant_ops_neon(ks_quant_ops *ops);
+void ks_quant_ops_neon_dot(ks_quant_ops *ops);
+void ks_quant_ops_neon_i8mm(ks_quant_ops *ops);
 #endif
 
 #endif

@@ -647,6 +647,35 @@ session_stats_out(void)
 }
 
 static void
+session_profile_s(void)
+{
+    size_t n = 5;
+
+    expect_null_arg(ks_session_profile(NULL, NULL, &n), "ks_session_profile", "s");
+    ks_session_profile_reset(NULL);
+}
+
+static void
+session_profile_n(void)
+{
+    open_all();
+    expect_null_arg(ks_session_profile(f.s, NULL, NULL), "ks_session_profile", "n");
+    close_all();
+}
+
+static void
+session_profile_rows(void)
+{
+    size_t n = 5;
+
+    /* rows NULL counts; a session made without profile has none */
+    open_all();
+    ck_assert_int_eq(ks_session_profile(f.s, NULL, &n), KS_OK);
+    ck_assert_uint_eq(n, 0);
+    close_all();
+}
+
+static void
 session_backend_name_s(void)
 {
     ck_assert_str_eq(ks_session_backend_name(NULL), "");
@@ -901,6 +930,10 @@ static const probe probes[] = {
     PROBE("ks_prune_file", "drop", prune_file_drop),
     PROBE("ks_session_stats", "s", session_stats_s),
     PROBE("ks_session_stats", "out", session_stats_out),
+    PROBE("ks_session_profile", "s", session_profile_s),
+    PROBE("ks_session_profile", "n", session_profile_n),
+    PROBE("ks_session_profile", "rows", session_profile_rows),
+    PROBE("ks_session_profile_reset", "s", session_profile_s),
     PROBE("ks_session_backend_name", "s", session_backend_name_s),
     PROBE("ks_session_placement", "s", session_placement_s),
     PROBE("ks_thermal_headroom", "s", thermal_headroom_s),

@@ -80,6 +80,16 @@ expect_rc extra 2
 expect_err extra "unexpected argument 'upon'"
 expect_err extra "kestrel run --help"
 
+# -- --mem-budget takes a positive number of MiB; anything else is refused
+for v in 0 -5 abc 1.5 99999999999; do
+    run "budget$v" "$KS" run "${COMMON[@]}" -p "Once upon a time" -n 2 --mem-budget "$v"
+    expect_rc "budget$v" 2
+    expect_err "budget$v" "--mem-budget expects an integer in 1..16777216, got '$v'"
+done
+run budgetnone "$KS" run "${COMMON[@]}" -p "Once upon a time" -n 2 --mem-budget
+expect_rc budgetnone 2
+expect_err budgetnone "--mem-budget needs a value"
+
 # -- a run stops for a reason, given in "stop"
 run length "$KS" run "${COMMON[@]}" -p "Once upon a time" -n 3 --json
 expect_rc length 0

@@ -333,6 +333,56 @@ START_TEST(random_call_sequences_match_a_fresh_session)
 }
 END_TEST
 
+/* -sum p log p of softmax(x), the plain way, in double. */
+static double
+entropy_ref(const float *x, size_t n)
+{
+    double mx = x[0], z = 0, h = 0;
+
+    for (size_t i = 1; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
+    for (size_t i = 0; i < n; i++)
+        z += exp(x[i] - mx);
+    for (size_t i = 0; i < n; i++) {
+        double p = exp(x[i] - mx) / z;
+        if (p > 0)
+            h -= p * log(p);
+    }
+    return h;
+}
+
+/* out_entropy[i] is the entropy of the logits token i was sampled from,
+ * for the first entropy_cap tokens only. */
+START_TEST(entropy_is_that_of_the_sampled_logits)
+{
+    ks_session *s = new_session(), *f = new_session();
+    ks_model_desc md;
+    float h[4] = { -1, -1, -1, -1 }, *lg;
+    int32_t out[4];
+    ks_generate_params gp = { .prompt = prompt, .n_prompt = N_PROMPT, .n_predict = 4,
+                              .ignore_eog = true, .out_tokens = out, .out_cap = 4,
+                              .out_entropy = h, .entropy_cap = 3 };
+
+    ks_model_describe(model, &md);
+    lg = malloc(md.n_vocab * sizeof(float));
+    ck_assert_ptr_nonnull(lg);
+    ck_assert_msg(ks_session_generate(s, &gp) == KS_OK, "%s", ks_last_error());
+    ck_assert_uint_eq(gp.n_out, 4);
+    ck_assert_int_eq(ks_session_eval(f, prompt, N_PROMPT, lg), KS_OK);
+    for (int i = 0; i < 3; i++) {
+        double ref = entropy_ref(lg, md.n_vocab);
+        ck_assert_msg(fabs(h[i] - ref) < 1e-3, "token %d: entropy %g, expected %g", i,
+                      h[i], ref);
+        ck_assert_msg(ref > 0 && ref <= log(md.n_vocab) + 1e-3, "entropy %g", ref);
+        ck_assert_int_eq(ks_session_eval(f, &out[i], 1, lg), KS_OK);
+    }
+    ck_assert_float_eq(h[3], -1);   /* past entropy_cap: untouched */
+    free(lg);
+    ks_session_destroy(f);
+    ks_session_destroy(s);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -350,6 +400,7 @@ main(void)
     tcase_add_test(tc, nan_logits_are_an_error);
     tcase_add_test(tc, prefill_honours_cancel);
     tcase_add_test(tc, random_call_sequences_match_a_fresh_session);
+    tcase_add_test(tc, entropy_is_that_of_the_sampled_logits);
     suite_add_tcase(su, tc);
     sr = srunner_create(su);
     srunner_set_fork_status(sr, CK_NOFORK);

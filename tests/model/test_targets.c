@@ -18,6 +18,7 @@
 #include "runtime/model_priv.h"
 #include "runtime/session_priv.h"
 #include "runtime/synth.h"
+#include "scheduler/profile.h"
 #include "scheduler/target.h"
 
 enum { N_LAYERS = 4, N_GEN = 10, MAX_EV = 4096 };
@@ -31,6 +32,7 @@ typedef struct mock {
     uint32_t   n;
     uint64_t   n_embd, n_vocab;
     bool       want_logits, head;
+    ks_profile *prof;       /* the session's op profile; NULL: off */
 } mock;
 
 static struct {
@@ -41,6 +43,7 @@ static struct {
     int      n_created, n_destroyed;
     int      refuse_creates; /* so many creates fail as on a full device */
     bool     async;         /* offer submit/finish */
+    bool     profile;       /* sessions made with ks_session_params.profile */
     uint32_t last_l0;
 } g;
 
@@ -68,6 +71,9 @@ mock_run(ks_target *t, float *x, uint32_t n, uint32_t pos0, bool want_logits, fl
     event('r');
     if ((st = lost_now()) != KS_OK)
         return st;
+    /* what a device target does after its fence: one entry per
+     * dispatch, timed on the device (here a made-up 1 us, 64 bytes) */
+    ks_profile_add(mk->prof, "mock", KS_PROF_ATTN, (int32_t)t->l0, 1000, 64);
     return mk->inner->ops->run(mk->inner, x, n, pos0, want_logits, logits);
 }
 
@@ -141,6 +147,7 @@ mock_create(const ks_target_env *env, uint32_t l0, uint32_t l1, bool head, ks_ta
         (st = ks_cpu_target_kind.create(env, l0, l1, head, &mk->inner)) != KS_OK)
         abort();
     mk->head = head;
+    mk->prof = env->profile;
     mk->n_embd = m->hp.n_embd;
     mk->n_vocab = m->hp.n_vocab;
     ks_target_init(t, g.async ? &mock_async_ops : &mock_sync_ops, mk, "mock", l0, l1, head,
@@ -215,7 +222,8 @@ open_run(run *r, const char *split, uint32_t n_batch, ks_kv_type kv)
 {
     ks_runtime_params rp = { .backend = split ? KS_BACKEND_AUTO : KS_BACKEND_CPU,
                              .n_threads = 1, .split = split, .no_governor = true };
-    ks_session_params sp = { .n_ctx = 64, .n_batch = n_batch, .kv_type = kv };
+    ks_session_params sp = { .n_ctx = 64, .n_batch = n_batch, .kv_type = kv,
+                             .profile = g.profile };
 
     ck_assert_int_eq(ks_runtime_create(&rp, &r->rt), KS_OK);
     ck_assert_msg(ks_model_load(r->rt, path, NULL, &r->m) == KS_OK, "%s", ks_last_error());
@@ -367,6 +375,105 @@ START_TEST(governor_hints_move_layers)
 }
 END_TEST
 
+/* ---- the op profile ---- */
+
+static const ks_profile_row *
+find_row(const ks_profile_row *rows, size_t n, const char *target, const char *op,
+         int32_t layer)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(rows[i].target, target) && !strcmp(rows[i].op, op) &&
+            rows[i].layer == layer)
+            return &rows[i];
+    return NULL;
+}
+
+START_TEST(profile_covers_every_layer_and_op)
+{
+    static const char *const ops[] = { "norm", "qkv", "rope_kv", "attn", "attn_out", "add",
+                                       "gate_up", "act", "down" };
+    int32_t want[N_GEN], got[N_GEN];
+    ks_profile_row rows[256];
+    size_t n = 0, n_all;
+    uint64_t total_ns = 0;
+    const ks_profile_row *r;
+    run rn;
+
+    reference(512, want);
+    reset();
+    g.profile = true;
+    ck_assert_int_eq(open_run(&rn, NULL, 512, KS_KV_F16), KS_OK);
+    greedy(rn.s, prompt, N_PROMPT, got, N_GEN);
+    /* timing changes no token */
+    ck_assert_mem_eq(got, want, sizeof want);
+    ck_assert_int_eq(ks_session_profile(rn.s, NULL, &n), KS_OK);
+    n_all = n;
+    ck_assert_uint_eq(n_all, N_LAYERS * 9 + 2);
+    n = sizeof rows / sizeof rows[0];
+    ck_assert_int_eq(ks_session_profile(rn.s, rows, &n), KS_OK);
+    ck_assert_uint_eq(n, n_all);
+    for (int32_t l = 0; l < N_LAYERS; l++) {
+        const ks_layer *L = &rn.m->layers[l];
+        uint64_t w = L->wq.row_bytes * L->wq.ne1 + L->wk.row_bytes * L->wk.ne1 +
+                     L->wv.row_bytes * L->wv.ne1;
+        for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
+            r = find_row(rows, n, "cpu", ops[o], l);
+            ck_assert_msg(r, "no row for %s in layer %d", ops[o], l);
+            ck_assert_uint_gt(r->bytes, 0);
+            total_ns += r->ns;
+        }
+        /* the prompt in one batch, then a run per decoded token but the
+         * last; the weights are read once per run */
+        r = find_row(rows, n, "cpu", "qkv", l);
+        ck_assert_uint_eq(r->calls, N_GEN);
+        ck_assert_uint_ge(r->bytes, N_GEN * w);
+    }
+    ck_assert_uint_gt(total_ns, 0);
+    r = find_row(rows, n, "cpu", "head", -1);
+    ck_assert_ptr_nonnull(r);
+    ck_assert_uint_eq(r->calls, N_GEN);
+    ck_assert_int_eq(rows[n - 1].layer, -1);
+    /* fill stops at the room given */
+    n = 3;
+    ck_assert_int_eq(ks_session_profile(rn.s, rows, &n), KS_OK);
+    ck_assert_uint_eq(n, 3);
+    ks_session_profile_reset(rn.s);
+    ck_assert_int_eq(ks_session_profile(rn.s, NULL, &n), KS_OK);
+    ck_assert_uint_eq(n, 0);
+    close_run(&rn);
+}
+END_TEST
+
+/* A device target fills the same table through env->profile, beside the
+ * CPU's rows (here the mock, which runs a CPU target inside). */
+START_TEST(profile_takes_another_target_kind)
+{
+    int32_t got[N_GEN];
+    ks_profile_row rows[256];
+    size_t n = sizeof rows / sizeof rows[0];
+    const ks_profile_row *r;
+    run rn;
+
+    reset();
+    g.profile = true;
+    ck_assert_int_eq(open_run(&rn, "cpu:0-1,mock:2-3", 512, KS_KV_F16), KS_OK);
+    greedy(rn.s, prompt, N_PROMPT, got, N_GEN);
+    ck_assert_int_eq(ks_session_profile(rn.s, rows, &n), KS_OK);
+    r = find_row(rows, n, "mock", "attn", 2);
+    ck_assert_ptr_nonnull(r);
+    ck_assert_uint_eq(r->calls, (uint64_t)g.n_ev);
+    ck_assert_uint_eq(r->ns, 1000 * r->calls);
+    ck_assert_uint_eq(r->bytes, 64 * r->calls);
+    ck_assert_ptr_null(find_row(rows, n, "mock", "attn", 3));
+    ck_assert_ptr_nonnull(find_row(rows, n, "cpu", "qkv", 0));
+    /* rows come by target: every cpu row before the first mock row */
+    for (size_t i = 1; i < n; i++)
+        ck_assert(!(strcmp(rows[i - 1].target, "mock") == 0 &&
+                    strcmp(rows[i].target, "cpu") == 0));
+    close_run(&rn);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -393,6 +500,11 @@ main(void)
     tcase_add_test(tc, overlaps_the_cpu_on_prefill);
     tcase_add_test(tc, lost_device_falls_back_to_the_cpu);
     tcase_add_test(tc, governor_hints_move_layers);
+    suite_add_tcase(su, tc);
+    tc = tcase_create("profile");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, profile_covers_every_layer_and_op);
+    tcase_add_test(tc, profile_takes_another_target_kind);
     suite_add_tcase(su, tc);
     sr = srunner_create(su);
     srunner_set_fork_status(sr, CK_NOFORK);

@@ -383,6 +383,47 @@ START_TEST(profile_records)
 }
 END_TEST
 
+/* A session on the Vulkan backend made with profile fills the session's
+ * op profile (the table of bench --profile) with rows of target "vulkan",
+ * times from the device's timestamps. */
+START_TEST(profile_in_session_table)
+{
+    const char *path = model_paths[1];
+    ks_runtime *rt = NULL;
+    ks_model *m;
+    ks_session *s = NULL;
+    ks_session_params sp = { .n_ctx = 64, .profile = true };
+    int32_t prompt[4] = { 1, 2, 3, 4 }, out[4];
+    ks_generate_params gp = { .prompt = prompt, .n_prompt = 4, .n_predict = 4,
+                              .ignore_eog = true, .out_tokens = out, .out_cap = 4 };
+    ks_profile_row rows[256];
+    size_t n = 256;
+    bool head = false, layer0_qkv = false;
+
+    if (!present[1]) {
+        fprintf(stderr, "vk-model: %s absent, session profile not tested\n", path);
+        return;
+    }
+    m = load(path, KS_BACKEND_VULKAN, &rt);
+    ck_assert_msg(ks_session_create(m, &sp, &s) == KS_OK, "%s", ks_last_error());
+    ck_assert_msg(strstr(ks_session_placement(s), "vulkan"), "%s", ks_session_placement(s));
+    ck_assert_msg(ks_session_generate(s, &gp) == KS_OK, "%s", ks_last_error());
+    ck_assert_int_eq(ks_session_profile(s, rows, &n), KS_OK);
+    ck_assert_uint_gt(n, 0);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_str_eq(rows[i].target, "vulkan");
+        ck_assert_uint_gt(rows[i].calls, 0);
+        head |= rows[i].layer == -1 && !strcmp(rows[i].op, "head") && rows[i].ns > 0;
+        layer0_qkv |= rows[i].layer == 0 && !strcmp(rows[i].op, "qkv") && rows[i].bytes > 0;
+    }
+    ck_assert_msg(head && layer0_qkv, "no head row or no layer-0 qkv row among %zu", n);
+    ck_assert_uint_eq(ks_vk_validation_total(), 0);
+    ks_session_destroy(s);
+    ks_model_destroy(m);
+    ks_runtime_destroy(rt);
+}
+END_TEST
+
 /* A prompt of LONG_PROMPT tokens (issue 12, item 6: 1,132 tokens once ran
  * past a fixed fence timeout and the device was declared lost): the
  * Vulkan backend, exact mode, must finish it and then decode the CPU's
@@ -521,6 +562,7 @@ main(int argc, char **argv)
         tcase_set_timeout(tc, 600);
         tcase_add_test(tc, submissions_split);
         tcase_add_test(tc, profile_records);
+        tcase_add_test(tc, profile_in_session_table);
         suite_add_tcase(s, tc);
     }
     sr = srunner_create(s);

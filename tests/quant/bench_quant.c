@@ -1,6 +1,6 @@
 /* Micro benchmark of the CPU matvec/matmul kernels, one thread.
  *
- *   bench_quant [--mib M] [--cols C] [--tok N] [--simd scalar|avx2|neon|all]
+ *   bench_quant [--mib M] [--cols C] [--tok N] [--simd scalar|avx2|avxvnni|avx512|neon|all]
  *               [--time S] [--rows4] [--as-one] [--threads T] [TYPE...]
  *
  * For each TYPE (default: Q4_0 Q4_1 Q8_0 Q4_K Q6_K Q5_0) builds a weight
@@ -191,7 +191,7 @@ main(int argc, char **argv)
             types[n_types++] = type_by_name(argv[i]);
         else {
             fprintf(stderr, "usage: %s [--mib M] [--cols C] [--tok N] "
-                    "[--time S] [--simd scalar|avx2|neon|all] [--rows4] "
+                    "[--time S] [--simd scalar|avx2|avxvnni|avx512|neon|all] [--rows4] "
                     "[--as-one] [--threads T] [TYPE...]\n", argv[0]);
             return 2;
         }
@@ -216,7 +216,7 @@ main(int argc, char **argv)
                     (unsigned long long)cols, ks_qtype_name(types[k]));
             continue;
         }
-        for (int s = KS_SIMD_SCALAR; s <= KS_SIMD_NEON; s++) {
+        for (int s = KS_SIMD_SCALAR; s < KS_SIMD_COUNT; s++) {
             if (!ks_cpu_simd_available((ks_simd)s))
                 continue;
             if (strcmp(simd, "all") && strcmp(simd, ks_cpu_simd_name((ks_simd)s)))

@@ -11,8 +11,10 @@
  *   flash attention results on deterministic inputs (recorded once from the peer build,
  *   x86-64 AVX2) against the scalar kernels and the SIMD ones.
  * - SIMD against scalar on random data, odd and even shapes, every path
- *   of ks_cpu_matmul_rows: bit for bit on AVX2 (both follow llama.cpp's
- *   order), within a tolerance on NEON; skipped without the ISA. */
+ *   of ks_cpu_matmul_rows, bit for bit (both follow llama.cpp's x86
+ *   order); on aarch64 each NEON level (baseline, dotprod, i8mm) that the
+ *   CPU has, and the level HWCAP selects against what ci/arm.sh expects
+ *   of the qemu CPU model; skipped without the ISA. */
 #include <check.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -507,7 +509,12 @@ START_TEST(act_types_and_sizes)
     ck_assert(!ks_cpu_can_quantize(KS_QUANT_IQ2_XXS));
     ck_assert_str_eq(ks_cpu_simd_name(KS_SIMD_SCALAR), "scalar");
     ck_assert_str_eq(ks_cpu_simd_name(KS_SIMD_AVX2), "avx2");
+    ck_assert_str_eq(ks_cpu_simd_name(KS_SIMD_NEON_DOTPROD), "neon-dotprod");
+    ck_assert_str_eq(ks_cpu_simd_name(KS_SIMD_NEON_I8MM), "neon-i8mm");
+    ck_assert_str_eq(ks_cpu_simd_name(KS_SIMD_AVXVNNI), "avxvnni");
+    ck_assert_str_eq(ks_cpu_simd_name(KS_SIMD_AVX512), "avx512");
     ck_assert(ks_cpu_simd_available(KS_SIMD_SCALAR));
+    ck_assert(!ks_cpu_simd_available(KS_SIMD_COUNT));
 }
 END_TEST
 
@@ -727,15 +734,30 @@ END_TEST
 
 /* ---- SIMD vs scalar ---------------------------------------------------- */
 
+/* The level simd_each_level_vs_scalar is testing; KS_SIMD_COUNT: none. */
+static ks_simd level_under_test = KS_SIMD_COUNT;
+
 static ks_simd
 simd_path(void)
 {
+    if (level_under_test != KS_SIMD_COUNT)
+        return level_under_test;
+    if (ks_cpu_simd_available(KS_SIMD_NEON_I8MM))
+        return KS_SIMD_NEON_I8MM;
+    if (ks_cpu_simd_available(KS_SIMD_NEON_DOTPROD))
+        return KS_SIMD_NEON_DOTPROD;
     if (ks_cpu_simd_available(KS_SIMD_AVX2))
         return KS_SIMD_AVX2;
     if (ks_cpu_simd_available(KS_SIMD_NEON))
         return KS_SIMD_NEON;
     return KS_SIMD_SCALAR;
 }
+
+/* Every SIMD level, each forced in turn where the CPU has it; every
+ * level gives the scalar reference's bits. */
+static const ks_simd simd_levels[] = { KS_SIMD_AVX2, KS_SIMD_AVXVNNI, KS_SIMD_AVX512,
+                                       KS_SIMD_NEON, KS_SIMD_NEON_DOTPROD, KS_SIMD_NEON_I8MM };
+enum { N_LEVELS = sizeof simd_levels / sizeof simd_levels[0] };
 
 START_TEST(simd_act_quant_bit_exact)
 {
@@ -744,41 +766,43 @@ START_TEST(simd_act_quant_bit_exact)
     static uint8_t a[N * 4], b[N * 4];
     const ks_qtype ws[] = { KS_QUANT_Q4_0, KS_QUANT_Q4_1, KS_QUANT_Q4_K,
                             KS_QUANT_F16, KS_QUANT_BF16, KS_QUANT_F32 };
-    ks_simd s = simd_path();
-
-    if (s == KS_SIMD_SCALAR) {
+    if (simd_path() == KS_SIMD_SCALAR) {
         printf("quant: no SIMD path on this CPU; SIMD comparisons skipped\n");
         return;
     }
-    for (int rep = 0; rep < 8; rep++) {
+    for (int rep = 0; rep < 8 * N_LEVELS; rep++) {
+        ks_simd s = simd_levels[rep / 8];
+        if (!ks_cpu_simd_available(s))
+            continue;
         for (int i = 0; i < N; i++)
-            x[i] = rnd_gauss() * (rep + 1);
-        if (rep == 1) /* exact ties: k + 0.5 after scaling by 127/amax */
+            x[i] = rnd_gauss() * (rep % 8 + 1);
+        if (rep % 8 == 1) /* exact ties: k + 0.5 after scaling by 127/amax */
             for (int i = 0; i < N; i++)
                 x[i] = (i % 32 == 0) ? 127.0f : (float)((int)(rnd_u32() % 254) - 127) + 0.5f;
-        if (rep == 2) /* fp16 specials, subnormals, ties */
+        if (rep % 8 == 2) /* fp16 specials, subnormals, ties */
             for (int i = 0; i < N; i += 8) {
                 x[i] = 0x1.8p-24f; x[i + 1] = 65520.0f; x[i + 2] = -INFINITY;
                 x[i + 3] = 1.0f + 0x1p-11f; x[i + 4] = 0x1p-30f; x[i + 5] = NAN;
                 x[i + 6] = -0.0f; x[i + 7] = 1e-7f;
             }
-        if (rep == 3) /* largest magnitude twice with both signs */
+        if (rep % 8 == 3) /* largest magnitude twice with both signs */
             for (int i = 0; i < N; i += 256) {
                 x[i + 7] = -50.0f;
                 x[i + 100] = 50.0f;
             }
-        if (rep == 4)
+        if (rep % 8 == 4)
             memset(x, 0, 256 * sizeof(float)); /* an all-zero block */
         for (size_t k = 0; k < sizeof ws / sizeof ws[0]; k++) {
-            if (rep == 2 && ws[k] != KS_QUANT_F16 && ws[k] != KS_QUANT_BF16)
+            if (rep % 8 == 2 && ws[k] != KS_QUANT_F16 && ws[k] != KS_QUANT_BF16)
                 continue;
             uint64_t nb = ks_cpu_act_bytes(ws[k], N);
             ks_cpu_simd_force(KS_SIMD_SCALAR);
             ks_cpu_quantize_act(ws[k], x, a, N);
             ks_cpu_simd_force(s);
             ks_cpu_quantize_act(ws[k], x, b, N);
-            ck_assert_msg(memcmp(a, b, nb) == 0, "%s act (rep %d) differs",
-                          ks_qtype_name(ks_cpu_act_type(ws[k])), rep);
+            ck_assert_msg(memcmp(a, b, nb) == 0, "%s act (rep %d) differs on %s",
+                          ks_qtype_name(ks_cpu_act_type(ws[k])), rep % 8,
+                          ks_cpu_simd_name(s));
         }
     }
 }
@@ -787,10 +811,9 @@ END_TEST
 /* SIMD against scalar for every token count (which changes the path
  * for some types and shapes): the same call on both. */
 static void
-compare_simd(ks_qtype t, uint64_t n, int64_t rows)
+compare_level(ks_simd s, ks_qtype t, uint64_t n, int64_t rows)
 {
     static const int64_t toks[] = { 1, 2, 3, 4, 5, 8, 13 };
-    ks_simd s = simd_path();
     uint64_t rb, ab = ks_cpu_act_bytes(t, n), stride = ab + 64;
     uint8_t *w = random_weights(t, n, rows, &rb);
     float *x = random_acts(n, 13);
@@ -834,24 +857,46 @@ compare_simd(ks_qtype t, uint64_t n, int64_t rows)
                 float got = y[(uint64_t)k * ldy + (uint64_t)r];
                 float want = ref[(uint64_t)k * ldy + (uint64_t)r];
                 float m = mag[(uint64_t)k * rows + (uint64_t)r];
-                if (s == KS_SIMD_AVX2)
-                    ck_assert_msg(memcmp(&got, &want, sizeof got) == 0,
-                                  "%s avx2 n=%d rows=%d tok=%d/%d row %d: %a vs scalar %a",
-                                  ks_qtype_name(t), (int)n, (int)rows, (int)k, (int)nt,
-                                  (int)r, got, want);
-                else
-                    ck_assert_msg(fabsf(got - want) <= 1e-5f * m + 1e-30f,
-                                  "%s %s n=%d rows=%d tok=%d/%d row %d: %.9g vs scalar %.9g (mag %g)",
-                                  ks_qtype_name(t), ks_cpu_simd_name(s), (int)n, (int)rows,
-                                  (int)k, (int)nt, (int)r, got, want, m);
+                ck_assert_msg(memcmp(&got, &want, sizeof got) == 0,
+                              "%s %s n=%d rows=%d tok=%d/%d row %d: %a vs scalar %a (mag %g)",
+                              ks_qtype_name(t), ks_cpu_simd_name(s), (int)n, (int)rows,
+                              (int)k, (int)nt, (int)r, got, want, m);
             }
         /* padding between output rows is untouched */
         if (nt > 1)
             for (int64_t k = 0; k < nt; k++)
                 for (uint64_t r = (uint64_t)rows; r < ldy; r++)
                     ck_assert_float_eq(y[(uint64_t)k * ldy + r], -12345.0f);
+        /* the verification kernels: every token as a product of it alone
+         * (one-token scalar), bit for bit */
+        if (nt > 1) {
+            ks_cpu_simd_force(KS_SIMD_SCALAR);
+            for (int64_t k = 0; k < nt; k++)
+                ks_cpu_matmul_rows(t, w, rb, n, rows, rows, xq + (uint64_t)k * stride, stride,
+                                   1, ref + (uint64_t)k * ldy, ldy);
+            ks_cpu_simd_force(s);
+            ks_cpu_matmul_rows_as_one(t, w, rb, n, rows, rows, xq, stride, nt, y, ldy);
+            for (int64_t k = 0; k < nt; k++)
+                for (int64_t r = 0; r < rows; r++) {
+                    float got = y[(uint64_t)k * ldy + (uint64_t)r];
+                    float want = ref[(uint64_t)k * ldy + (uint64_t)r];
+                    ck_assert_msg(memcmp(&got, &want, sizeof got) == 0,
+                                  "%s %s rows_as_one n=%d rows=%d tok=%d/%d row %d: %a vs "
+                                  "one-token scalar %a", ks_qtype_name(t), ks_cpu_simd_name(s),
+                                  (int)n, (int)rows, (int)k, (int)nt, (int)r, got, want);
+                }
+        }
     }
     free(w); free(x); free(xq); free(ref); free(mag); free(y); free(wd); free(xd);
+}
+
+static void
+compare_simd(ks_qtype t, uint64_t n, int64_t rows)
+{
+    for (int i = 0; i < N_LEVELS; i++)
+        if (ks_cpu_simd_available(simd_levels[i]))
+            compare_level(simd_levels[i], t, n, rows);
+    ks_cpu_simd_force(simd_path());
 }
 
 START_TEST(simd_vs_scalar)
@@ -1288,8 +1333,6 @@ START_TEST(matmul_matches_llama_cpp)
     for (int64_t i = 0; i < k * nt; i++)
         x[i] = gen_f() * 1.5f;
     for (int p = 0; p < 2; p++) {
-        if (p == 1 && paths[1] != KS_SIMD_AVX2)
-            break; /* NEON sums in its own order */
         ks_cpu_simd_force(paths[p]);
         for (int64_t j = 0; j < nt; j++)
             ks_cpu_quantize_act(t, x + j * k, xq + (uint64_t)j * ab, (uint64_t)k);
@@ -1444,6 +1487,61 @@ START_TEST(gelu_matches_formula)
 }
 END_TEST
 
+/* Every NEON level the CPU has (qemu's "max" model has all three), not
+ * only the best, against scalar bit for bit: the 32-element types on
+ * shapes that take each path (vec_dot, and with 8, 16 or 40 rows the
+ * repacked order that the i8mm level sums with smmla), odd row and token
+ * counts, and the wide shapes. */
+START_TEST(simd_each_level_vs_scalar)
+{
+    static const ks_qtype types[] = { KS_QUANT_Q4_0, KS_QUANT_Q4_1, KS_QUANT_Q5_0,
+                                      KS_QUANT_Q5_1, KS_QUANT_Q8_0, KS_QUANT_IQ4_NL };
+    static const int64_t rows[] = { 1, 3, 8, 13, 40 };
+    ks_simd s = (ks_simd)_i;
+
+    if (!ks_cpu_simd_available(s)) {
+        printf("quant: no %s on this CPU; its comparison skipped\n", ks_cpu_simd_name(s));
+        return;
+    }
+    level_under_test = s;
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++)
+            compare_simd(types[k], 96, rows[r]);
+        compare_simd(types[k], 512, 16);
+        compare_wide(types[k], 640, 24, 11);
+    }
+    level_under_test = KS_SIMD_COUNT;
+    ks_cpu_simd_force(simd_path());
+}
+END_TEST
+
+/* The level chosen from HWCAP is the one expected of this CPU:
+ * ci/arm.sh runs the suite under qemu CPU models with and without
+ * dotprod and i8mm and names the level each must get in
+ * KESTREL_TEST_EXPECT_SIMD. No level above the chosen one is offered. */
+START_TEST(simd_selection_matches_cpu)
+{
+    const char *want = getenv("KESTREL_TEST_EXPECT_SIMD");
+    ks_simd best = KS_SIMD_SCALAR;
+
+    for (int s = 0; s < KS_SIMD_COUNT; s++)
+        if (ks_cpu_simd_available((ks_simd)s))
+            best = (ks_simd)s;
+    if (!want || !*want) {
+        printf("quant: KESTREL_TEST_EXPECT_SIMD unset; the best path here is %s\n",
+               ks_cpu_simd_name(best));
+        return;
+    }
+    ck_assert_str_eq(ks_cpu_simd_name(best), want);
+    if (!getenv("KESTREL_SIMD"))
+        ck_assert_str_eq(ks_cpu_simd_name(ks_cpu_simd()), want);
+    if (best >= KS_SIMD_NEON && best <= KS_SIMD_NEON_I8MM)
+        for (int s = KS_SIMD_NEON; s <= (int)best; s++)
+            ck_assert_msg(ks_cpu_simd_available((ks_simd)s), "%s missing below %s",
+                          ks_cpu_simd_name((ks_simd)s), want);
+}
+END_TEST
+
 START_TEST(simd_force_and_env_names)
 {
     ks_simd s = ks_cpu_simd();
@@ -1513,6 +1611,8 @@ quant_suite(void)
     tcase_add_test(tc, simd_vs_scalar_wide);
     tcase_add_loop_test(tc, rows_as_one_matches_one_token, 0, (int)N_TYPES);
     tcase_add_test(tc, simd_force_and_env_names);
+    tcase_add_loop_test(tc, simd_each_level_vs_scalar, KS_SIMD_NEON, KS_SIMD_COUNT);
+    tcase_add_test(tc, simd_selection_matches_cpu);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("pool");

@@ -3,9 +3,13 @@
 
 Usage: fault_upstream.py MODE [TARGET_URL] [N]
 MODE: http500 | garbage | slow | hangup | after (forwards the first N
-requests to TARGET_URL, then hangs up). Prints "port P" once listening;
-counts the requests it got in its log (stderr) as "request K"."""
+requests to TARGET_URL, then hangs up), and for a cloud fallback's
+streamed completions: sse_garbage (a chunk, then malformed JSON) |
+sse_cut (two chunks, then the connection closes without the stream's
+end). Prints "port P" once listening; counts the requests it got in its
+log (stderr) as "request K PATH BYTES"; it never logs their content."""
 import http.server
+import json
 import socketserver
 import sys
 import time
@@ -31,9 +35,25 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         global count
         count += 1
-        print("request %d" % count, file=sys.stderr, flush=True)
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if MODE == "http500":
+        print("request %d %s %d" % (count, self.path, len(body)),
+              file=sys.stderr, flush=True)
+        if MODE in ("sse_garbage", "sse_cut"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            chat = self.path.endswith("/chat/completions")
+            for piece in ("Hello", " world"):
+                c = {"delta": {"content": piece}} if chat else {"text": piece}
+                c.update(index=0, finish_reason=None)
+                self.wfile.write(b"data: " + json.dumps(
+                    {"object": "chunk", "choices": [c]}).encode() + b"\n\n")
+                self.wfile.flush()
+            if MODE == "sse_garbage":
+                self.wfile.write(b'data: {"choices":[{"text":\n\n')
+                self.wfile.flush()
+            self.connection.shutdown(2)
+        elif MODE == "http500":
             self.reply(500, b'{"error":{"message":"boom"}}')
         elif MODE == "garbage":
             self.reply(200, b'{"accepted":[1,2,3')
