@@ -39,9 +39,9 @@
 #define MAX_TRIPS 16384u
 #define MAX_SETS 512u
 #define N_TYPES KS_QBLOCK_COUNT
-#define PUSH_WORDS 14u  /* the Args block of shaders/exact.comp */
+#define PUSH_WORDS 18u  /* the Args block of shaders/exact.comp */
 #define PUSH_BYTES (4u * PUSH_WORDS)
-#define MAX_BUFFERS 5u
+#define MAX_BUFFERS 6u
 #define PROBE_N 256u
 
 _Static_assert(PUSH_BYTES <= 128, "Vulkan guarantees 128 bytes of push constants");
@@ -318,7 +318,7 @@ static ks_status
 exact_create(ks_vk_ctx *ctx, const type_info *t, uint32_t qtype, uint32_t flags, bool emulate,
              ks_vk_exact **out)
 {
-    const char *defines[5];
+    const char *defines[6];
     char qdef[32], name[64];
     ks_vk_exact *k = NULL;
     VkDescriptorType dtypes[MAX_BUFFERS];
@@ -326,9 +326,10 @@ exact_create(ks_vk_ctx *ctx, const type_info *t, uint32_t qtype, uint32_t flags,
     ks_status st;
 
     *out = NULL;
-    snprintf(name, sizeof name, "exact %s%s%s", t->q->name,
+    snprintf(name, sizeof name, "exact %s%s%s%s", t->q->name,
              flags & KS_VK_EXACT_BIAS ? " +bias" : "",
-             flags & KS_VK_EXACT_RESIDUAL ? " +residual" : "");
+             flags & KS_VK_EXACT_RESIDUAL ? " +residual" : "",
+             flags & KS_VK_EXACT_EXPERT ? " +expert" : "");
     k = calloc(1, sizeof(*k));
     if (!k)
         return ks_error(KS_ERR_NOMEM, "vk: no memory for %s", name);
@@ -346,7 +347,8 @@ exact_create(ks_vk_ctx *ctx, const type_info *t, uint32_t qtype, uint32_t flags,
                      ? ctx->caps.subgroup_size : 64u;
     if (k->wg_size > ctx->info.max_wg_size[0])
         k->wg_size = ctx->info.max_wg_size[0];
-    k->n_buffers = 3u + !!(flags & KS_VK_EXACT_BIAS) + !!(flags & KS_VK_EXACT_RESIDUAL);
+    k->n_buffers = 3u + !!(flags & KS_VK_EXACT_BIAS) + !!(flags & KS_VK_EXACT_RESIDUAL) +
+                   !!(flags & KS_VK_EXACT_EXPERT);
     k->views = calloc(2u * MAX_SETS, sizeof(*k->views));
     if (!k->views) {
         st = ks_error(KS_ERR_NOMEM, "vk: no memory for %s", name);
@@ -359,6 +361,8 @@ exact_create(ks_vk_ctx *ctx, const type_info *t, uint32_t qtype, uint32_t flags,
         defines[n_def++] = "KS_EPI_BIAS";
     if (flags & KS_VK_EXACT_RESIDUAL)
         defines[n_def++] = "KS_EPI_RESIDUAL";
+    if (flags & KS_VK_EXACT_EXPERT)
+        defines[n_def++] = "KS_EXPERT";
     if (emulate)
         defines[n_def++] = "KS_EXACT_FMA_EMU";
     if (k->f64)
@@ -471,6 +475,7 @@ ks_vk_exact_set(ks_vk_ctx *ctx, ks_vk_exact *k, const ks_vk_exact_bufs *b,
     VkBufferView views[MAX_BUFFERS] = { VK_NULL_HANDLE };
     const char *name = k->pl->name;
     bool want_b = k->flags & KS_VK_EXACT_BIAS, want_r = k->flags & KS_VK_EXACT_RESIDUAL;
+    bool want_i = k->flags & KS_VK_EXACT_EXPERT;
     uint32_t n = 2;
     ks_status st;
 
@@ -484,11 +489,16 @@ ks_vk_exact_set(ks_vk_ctx *ctx, ks_vk_exact *k, const ks_vk_exact_bufs *b,
     if (!b->residual != !want_r)
         return ks_error(KS_ERR_INVALID_ARG, "vk: %s: residual buffer %s", name,
                         want_r ? "missing" : "given to a kernel without a residual");
+    if (!b->ids != !want_i)
+        return ks_error(KS_ERR_INVALID_ARG, "vk: %s: expert id buffer %s", name,
+                        want_i ? "missing" : "given to a kernel without experts");
     bufs[n++] = b->y;
     if (want_b)
         bufs[n++] = b->bias;
     if (want_r)
         bufs[n++] = b->residual;
+    if (want_i)
+        bufs[n++] = b->ids;
     if (k->pl->n_sets >= MAX_SETS)
         return ks_error(KS_ERR_INVALID_ARG, "vk: %s has handed out all its %u descriptor "
                         "sets", name, MAX_SETS);
@@ -557,6 +567,8 @@ ks_vk_exact_check(const ks_vk_exact *k, const ks_vk_exact_args *a, const ks_vk_e
     uint64_t nb, row_bytes, trips, end, x_words, x_end, y_end, r_end;
     bool want_b = k->flags & KS_VK_EXACT_BIAS, want_r = k->flags & KS_VK_EXACT_RESIDUAL;
     bool mixed = a->n_first != 0 && a->n_first < n_tok;
+    bool want_i = k->flags & KS_VK_EXACT_EXPERT;
+    uint64_t e_div = a->e_div ? a->e_div : 1u, x_last = want_i ? last / e_div : last;
     ks_status st;
 
     if (a->rows == 0 || a->cols == 0)
@@ -598,7 +610,21 @@ ks_vk_exact_check(const ks_vk_exact *k, const ks_vk_exact_args *a, const ks_vk_e
                         name, a->cols, trips, MAX_TRIPS);
     /* The shader's offsets are 32-bit; W is read in whole texels. */
     end = ks_align_up(a->w_off_bytes + (uint64_t)(a->rows - 1u) * stride + row_bytes, 16);
-    x_end = a->x_off_words + last * a->x_stride_words + x_words;
+    if (want_i) {
+        uint64_t one = (uint64_t)(a->rows - 1u) * stride + row_bytes;
+        if (a->n_expert == 0 || (a->e_stride_bytes & 1u) ||
+            (a->n_expert > 1 && a->e_stride_bytes < one))
+            return ks_error(KS_ERR_INVALID_ARG, "vk: %s: %u experts %" PRIu64 " bytes "
+                            "apart, each of %" PRIu64 " bytes (expected >= 1 expert, an "
+                            "even stride >= its bytes)", name, a->n_expert,
+                            a->e_stride_bytes, one);
+        end += (uint64_t)(a->n_expert - 1u) * a->e_stride_bytes;
+        if (a->e_stride_bytes > UINT32_MAX ||
+            (uint64_t)a->e_off + n_tok > UINT32_MAX / 4u)
+            return ks_error(KS_ERR_INVALID_ARG, "vk: %s: the experts or their ids run past "
+                            "the kernel's 32-bit offsets", name);
+    }
+    x_end = a->x_off_words + x_last * a->x_stride_words + x_words;
     y_end = a->y_off + last * a->y_stride + a->rows;
     r_end = a->r_off + last * a->r_stride + a->rows;
     if (end > UINT32_MAX || a->w_off_bytes > UINT32_MAX || stride > UINT32_MAX)
@@ -610,8 +636,11 @@ ks_vk_exact_check(const ks_vk_exact *k, const ks_vk_exact_args *a, const ks_vk_e
                         "32-bit indices", name);
     if (!b)
         return KS_OK;
-    if (!b->w || !b->x || !b->y || (want_b && !b->bias) || (want_r && !b->residual))
+    if (!b->w || !b->x || !b->y || (want_b && !b->bias) || (want_r && !b->residual) ||
+        (want_i && !b->ids))
         return ks_error(KS_ERR_INVALID_ARG, "vk: %s: a buffer is missing", name);
+    if (want_i && (st = check_words(name, "ids", b->ids, a->e_off, n_tok)) != KS_OK)
+        return st;
     if (end > b->w->size_bytes)
         return ks_error(KS_ERR_INVALID_ARG, "vk: %s: %u rows at byte %" PRIu64 " with "
                         "stride %" PRIu64 " need %" PRIu64 " bytes (rounded up to 16) of "
@@ -662,6 +691,10 @@ ks_vk_exact_record(ks_vk_ctx *ctx, VkCommandBuffer cb, const ks_vk_exact *k,
     push[11] = a->path;
     push[12] = a->n_first != 0 && a->n_first < n_tok ? a->path_rest : a->path;
     push[13] = a->n_first != 0 && a->n_first < n_tok ? a->n_first : n_tok;
+    push[14] = a->e_off;
+    push[15] = a->e_div ? a->e_div : 1u;
+    push[16] = (uint32_t)a->e_stride_bytes;
+    push[17] = a->n_expert;
     ks_vk_cmd_dispatch(cb, k->pl, set, push, gx, gy, n_tok);
     return KS_OK;
 }

@@ -52,7 +52,10 @@ enum {
     KS_VK_EXACT_BIAS = 1u << 0,      /* y = W·x + bias[b_off + row] */
     KS_VK_EXACT_RESIDUAL = 1u << 1,  /* then y = y + r[r_off + t·r_stride + row];
                                       * the residual buffer may be y itself */
-    KS_VK_EXACT_FLAGS_ALL = (1u << 2) - 1u,
+    KS_VK_EXACT_EXPERT = 1u << 2,    /* mixture of experts: token t's matrix is
+                                      * expert ids[e_off + t] of a 3-D weight,
+                                      * its activation row t / e_div */
+    KS_VK_EXACT_FLAGS_ALL = (1u << 3) - 1u,
 };
 
 /* Summation paths, with the values of runtime/cpu/quant.h's ks_cpu_path. */
@@ -102,19 +105,28 @@ typedef struct ks_vk_exact_args {
     uint32_t b_off;             /* floats; with KS_VK_EXACT_BIAS */
     uint32_t r_off;             /* floats; with KS_VK_EXACT_RESIDUAL */
     uint32_t r_stride;          /* floats */
+    /* KS_VK_EXACT_EXPERT: the weights are n_expert matrices of |rows|
+     * rows, e_stride_bytes apart from w_off_bytes; ids outside
+     * [0, n_expert) read expert 0 */
+    uint32_t n_expert;
+    uint64_t e_stride_bytes;
+    uint32_t e_off;             /* entries into the ids buffer */
+    uint32_t e_div;             /* tokens (choices) per activation row; 0 means 1 */
 } ks_vk_exact_args;
 
 /* Buffers in binding order: W (read through an RGBA32UI texel view: keep
  * weight buffers padded to 16 bytes) and x (an R32UI texel view); both
  * need texel-buffer usage, as KS_VK_MEM_DEVICE and KS_VK_MEM_UPLOAD
- * buffers have. y, bias and residual are f32 storage buffers; bias and
- * residual only with their flags (NULL otherwise). */
+ * buffers have. y, bias and residual are f32 storage buffers, ids an
+ * int32 one; bias, residual and ids only with their flags (NULL
+ * otherwise). */
 typedef struct ks_vk_exact_bufs {
     const ks_vk_buffer *w;
     const ks_vk_buffer *x;
     const ks_vk_buffer *y;
     const ks_vk_buffer *bias;
     const ks_vk_buffer *residual;
+    const ks_vk_buffer *ids;    /* int32 expert ids, KS_VK_EXACT_EXPERT only */
 } ks_vk_exact_bufs;
 
 /* True when the kernel handles weights of type |qtype|. */

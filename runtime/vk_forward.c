@@ -14,6 +14,19 @@
  *   matvec    gate, up
  *   glu       activation * up → the down projection's format
  *   matvec    down (+ residual add into x, llama/qwen)
+ * A mixture-of-experts layer (qwen3moe, olmoe, qwen2moe; exact kernels
+ * only) replaces gate .. down with
+ *   matvec    router logits
+ *   moe       routing: softmax, top-k, weights → expert ids and weights
+ *             in device buffers (shaders/moe.comp)
+ *   matvec    gate, up of each token's k experts (the exact kernel's
+ *             expert variant reads the ids), qwen2moe's shared expert
+ *             and its gate
+ *   glu       per (token, expert) row, and the shared expert's
+ *   matvec    down of each expert (and the shared one)
+ *   moe       weighted sum in slot order (+ gated shared expert) + residual
+ * with no round trip to the host; olmoe's whole-row QK-norm runs as a
+ * norm in place after the q/k products.
  * and the head: norm of the last token → matvec of the output weights
  * into a host-visible logits buffer. Each kernel variant is generated
  * from its template by defines (activation formats, epilogues, QK-norm,
@@ -62,6 +75,7 @@ enum {
     /* attn.comp walks every key of a query in one invocation; lavapipe
      * ends an invocation's loops after 65,535 trips in all */
     MAX_CTX_KEYS = 32768,
+    MAX_EXPERT_USED = 16,  /* moe.comp KS_MAX_K */
 };
 
 typedef struct pipe {
@@ -85,13 +99,29 @@ typedef struct vec {
     ks_vk_buffer buf;  /* an f32 norm weight; size 0: absent */
 } vec;
 
+/* A mixture-of-experts FFN (qwen3moe, olmoe, qwen2moe): the router, the
+ * routed experts (3-D weights, read through the exact kernel's expert
+ * variant with the ids the routing kernel wrote) and qwen2moe's shared
+ * expert with its gate. */
+typedef struct moe_layer {
+    mat router, gate, up, down;
+    mat sh_inp, sh_gate, sh_up, sh_down;  /* sh_inp.w NULL: none */
+    VkDescriptorSet set_route, set_glu_sh, set_combine;
+    ks_vk_pipeline *route, *glu_sh, *combine;
+} moe_layer;
+
 typedef struct layer {
     mat q, k, v, o, gate, up, down;
+    moe_layer moe;   /* moe.router.w NULL: a dense FFN */
     vec attn_norm, q_norm, k_norm, post_attn, ffn_norm, post_ffw;
     ks_vk_buffer kc, vc;
     uint64_t     w_bytes;  /* its seven matrices' weights */
     VkDescriptorSet set_norm_attn, set_rope, set_attn, set_quant_att;
     VkDescriptorSet set_norm_ffn, set_glu, set_norm_end;
+    /* olmoe: QK-norm over whole q and k rows (norm.comp in place), not
+     * per head in the rope kernel */
+    VkDescriptorSet set_qn_full, set_kn_full;
+    ks_vk_pipeline *qk_full;
     ks_vk_pipeline *norm_attn, *rope, *attn, *attn_f32, *quant_att;
     ks_vk_pipeline *norm_ffn, *glu, *norm_end;
     uint32_t qkv_fmt[2];  /* formats the QKV weights read (second: N_FMT none) */
@@ -151,6 +181,13 @@ struct ks_vk_fw {
     uint32_t        head_fmt;
 
     ks_vk_buffer in, params, x, o, xn, q, k, v, att, g, u, xs, dummy, logits, x_out;
+    /* mixture of experts: router logits and probabilities [nb][X], the
+     * chosen ids and weights [nb][K], the shared gate's logits [nb],
+     * expert outputs [nb * K + nb][E] (the shared expert's last) */
+    ks_vk_buffer rlog, rprob, rids, rw, rsg, ye;
+    uint32_t     X, K;       /* experts, used per token (0: dense) */
+    uint32_t     n_rows;     /* rows of g, u, xs and the activations:
+                                nb, or nb * (K + 1) with experts */
     ks_vk_buffer gelu;  /* the CPU's GELU table (GELU models only) */
     bool         exact; /* packed activations + the bit-exact matrix kernel */
     bool         fma_native;  /* the device's fma() rounds once (probed) */
@@ -220,9 +257,18 @@ ks_vk_fw_supports(const ks_model *m)
     const ks_hparams *hp = &m->hp;
     ks_status st;
 
-    if (hp->n_expert)
-        return ks_error(KS_ERR_UNSUPPORTED, "vulkan: mixture-of-experts layers (%s) run on "
-                        "the CPU only for now", m->arch_name);
+    if (hp->n_expert && ks_env_flag("KESTREL_VK_FAST"))
+        return ks_error(KS_ERR_UNSUPPORTED, "vulkan: mixture-of-experts layers (%s) have "
+                        "exact kernels only (KESTREL_VK_FAST is set)", m->arch_name);
+    if (hp->n_expert && hp->n_expert_used > MAX_EXPERT_USED)
+        return ks_error(KS_ERR_UNSUPPORTED, "vulkan: %u experts per token; the routing "
+                        "kernel takes up to %d", hp->n_expert_used, MAX_EXPERT_USED);
+    /* moe.comp routes a token in one invocation: about (k + 4) trips per
+     * expert, under lavapipe's 65,535 loop trips */
+    if (hp->n_expert && (uint64_t)hp->n_expert * (hp->n_expert_used + 4u) > 32768u)
+        return ks_error(KS_ERR_UNSUPPORTED, "vulkan: %u experts with %u a token are more "
+                        "than the routing kernel takes in one invocation", hp->n_expert,
+                        hp->n_expert_used);
     if (hp->head_dim > MAX_HD || hp->head_dim % 2 != 0)
         return ks_error(KS_ERR_UNSUPPORTED, "vulkan: head size %u (the kernels take even "
                         "sizes up to %d)", hp->head_dim, MAX_HD);
@@ -230,8 +276,18 @@ ks_vk_fw_supports(const ks_model *m)
         return st;
     for (uint32_t il = 0; il < hp->n_layers; il++) {
         const ks_layer *L = &m->layers[il];
-        const ks_weight *w[7] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down };
-        for (int i = 0; i < 7; i++)
+        if (L->q_norm.data && (L->q_norm.ne0 != hp->head_dim || L->k_norm.ne0 != hp->head_dim) &&
+            (L->q_norm.ne0 != (uint64_t)hp->n_head * hp->head_dim ||
+             L->k_norm.ne0 != (uint64_t)hp->n_head_kv * hp->head_dim))
+            return ks_error(KS_ERR_UNSUPPORTED, "vulkan: QK-norm weights of %llu and %llu "
+                            "(%s): neither per head nor over whole rows",
+                            (unsigned long long)L->q_norm.ne0,
+                            (unsigned long long)L->k_norm.ne0, m->arch_name);
+        const ks_weight *w[15] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down,
+                                   &L->gate_inp, &L->gate_exps, &L->up_exps, &L->down_exps,
+                                   &L->gate_inp_shexp, &L->gate_shexp, &L->up_shexp,
+                                   &L->down_shexp };
+        for (int i = 0; i < 15; i++)
             if ((st = weight_ok(w[i])) != KS_OK)
                 return st;
     }
@@ -331,6 +387,14 @@ typedef struct attn_args {
     float    s_scale, q_scale;
 } attn_args;
 
+typedef struct route_args {
+    uint32_t n_tok, n_expert, k, norm, l_stride, o_stride, tok0;
+} route_args;
+
+typedef struct combine_args {
+    uint32_t n, k, y_stride, x_stride, tok0, sh_row0;
+} combine_args;
+
 /* norm.comp with the given fusion and up to two output formats
  * (N_FMT: none). */
 static ks_status
@@ -413,7 +477,7 @@ upload_vec(ks_vk_fw *f, vec *v, const ks_weight *w)
 static ks_status
 upload_mat(ks_vk_fw *f, mat *mt, const ks_weight *w, const ks_weight *bias)
 {
-    uint64_t bytes = w->row_bytes * w->ne1;
+    uint64_t bytes = w->row_bytes * w->ne1 * (w->ne2 ? w->ne2 : 1u);
     ks_status st;
 
     mt->w = w;
@@ -479,6 +543,20 @@ mat_bind(ks_vk_fw *f, mat *mt, const ks_vk_buffer *y, bool residual)
     return ks_vk_matvec_set(f->ctx, mt->mv, &b, &mt->set);
 }
 
+/* The exact kernel of a routed expert weight: token (choice) t reads
+ * expert rids[t] and the activation row of its token. */
+static ks_status
+mat_bind_exp(ks_vk_fw *f, mat *mt, const ks_vk_buffer *y)
+{
+    ks_status st;
+    ks_vk_exact_bufs b = { .w = &mt->buf, .x = &f->aq[mt->fmt], .y = y, .ids = &f->rids };
+
+    if ((st = ks_vk_exact_get(f->ctx, (uint32_t)mt->w->type, KS_VK_EXACT_EXPERT,
+                              &mt->ek)) != KS_OK)
+        return st;
+    return ks_vk_exact_set(f->ctx, mt->ek, &b, &mt->set);
+}
+
 static void
 mat_fini(ks_vk_fw *f, mat *mt)
 {
@@ -511,18 +589,44 @@ setup_layer(ks_vk_fw *f, uint32_t il, layer *ly)
     char name[64];
     ks_status st;
 
+    bool moe = L->gate_inp.data != NULL;
+    moe_layer *me = &ly->moe;
+
     if ((st = upload_mat(f, &ly->q, &L->wq, &L->bq)) != KS_OK ||
         (st = upload_mat(f, &ly->k, &L->wk, &L->bk)) != KS_OK ||
         (st = upload_mat(f, &ly->v, &L->wv, &L->bv)) != KS_OK ||
-        (st = upload_mat(f, &ly->o, &L->wo, NULL)) != KS_OK ||
-        (st = upload_mat(f, &ly->gate, &L->gate, NULL)) != KS_OK ||
-        (st = upload_mat(f, &ly->up, &L->up, NULL)) != KS_OK ||
-        (st = upload_mat(f, &ly->down, &L->down, NULL)) != KS_OK)
+        (st = upload_mat(f, &ly->o, &L->wo, NULL)) != KS_OK)
+        return st;
+    if (!moe && ((st = upload_mat(f, &ly->gate, &L->gate, NULL)) != KS_OK ||
+                 (st = upload_mat(f, &ly->up, &L->up, NULL)) != KS_OK ||
+                 (st = upload_mat(f, &ly->down, &L->down, NULL)) != KS_OK))
+        return st;
+    if (moe && ((st = upload_mat(f, &me->router, &L->gate_inp, NULL)) != KS_OK ||
+                (st = upload_mat(f, &me->gate, &L->gate_exps, NULL)) != KS_OK ||
+                (st = upload_mat(f, &me->up, &L->up_exps, NULL)) != KS_OK ||
+                (st = upload_mat(f, &me->down, &L->down_exps, NULL)) != KS_OK))
+        return st;
+    if (moe && L->gate_inp_shexp.data &&
+        ((st = upload_mat(f, &me->sh_inp, &L->gate_inp_shexp, NULL)) != KS_OK ||
+         (st = upload_mat(f, &me->sh_gate, &L->gate_shexp, NULL)) != KS_OK ||
+         (st = upload_mat(f, &me->sh_up, &L->up_shexp, NULL)) != KS_OK ||
+         (st = upload_mat(f, &me->sh_down, &L->down_shexp, NULL)) != KS_OK))
         return st;
     {
-        const ks_weight *w[7] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down };
-        for (int i = 0; i < 7; i++)
-            ly->w_bytes += w[i]->row_bytes * w[i]->ne1;
+        /* what a token reads: a MoE layer's k experts of its n_expert */
+        const ks_weight *w[11] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up,
+                                   &L->down, &L->gate_inp, &L->gate_inp_shexp,
+                                   &L->gate_shexp, &L->up_shexp };
+        for (int i = 0; i < 11; i++)
+            if (w[i]->data)
+                ly->w_bytes += w[i]->row_bytes * w[i]->ne1;
+        if (L->down_shexp.data)
+            ly->w_bytes += L->down_shexp.row_bytes * L->down_shexp.ne1;
+        if (moe) {
+            const ks_weight *x[3] = { &L->gate_exps, &L->up_exps, &L->down_exps };
+            for (int i = 0; i < 3; i++)
+                ly->w_bytes += x[i]->row_bytes * x[i]->ne1 * hp->n_expert_used;
+        }
     }
     if ((st = upload_vec(f, &ly->attn_norm, &L->attn_norm)) != KS_OK ||
         (st = upload_vec(f, &ly->q_norm, &L->q_norm)) != KS_OK ||
@@ -545,10 +649,21 @@ setup_layer(ks_vk_fw *f, uint32_t il, layer *ly)
     if ((st = mat_bind(f, &ly->q, &f->q, false)) != KS_OK ||
         (st = mat_bind(f, &ly->k, &f->k, false)) != KS_OK ||
         (st = mat_bind(f, &ly->v, &f->v, false)) != KS_OK ||
-        (st = mat_bind(f, &ly->o, gemma ? &f->o : &f->x, !gemma)) != KS_OK ||
-        (st = mat_bind(f, &ly->gate, &f->g, false)) != KS_OK ||
-        (st = mat_bind(f, &ly->up, &f->u, false)) != KS_OK ||
-        (st = mat_bind(f, &ly->down, gemma ? &f->o : &f->x, !gemma)) != KS_OK)
+        (st = mat_bind(f, &ly->o, gemma ? &f->o : &f->x, !gemma)) != KS_OK)
+        return st;
+    if (!moe && ((st = mat_bind(f, &ly->gate, &f->g, false)) != KS_OK ||
+                 (st = mat_bind(f, &ly->up, &f->u, false)) != KS_OK ||
+                 (st = mat_bind(f, &ly->down, gemma ? &f->o : &f->x, !gemma)) != KS_OK))
+        return st;
+    if (moe && ((st = mat_bind(f, &me->router, &f->rlog, false)) != KS_OK ||
+                (st = mat_bind_exp(f, &me->gate, &f->g)) != KS_OK ||
+                (st = mat_bind_exp(f, &me->up, &f->u)) != KS_OK ||
+                (st = mat_bind_exp(f, &me->down, &f->ye)) != KS_OK))
+        return st;
+    if (me->sh_inp.w && ((st = mat_bind(f, &me->sh_inp, &f->rsg, false)) != KS_OK ||
+                         (st = mat_bind(f, &me->sh_gate, &f->g, false)) != KS_OK ||
+                         (st = mat_bind(f, &me->sh_up, &f->u, false)) != KS_OK ||
+                         (st = mat_bind(f, &me->sh_down, &f->ye, false)) != KS_OK))
         return st;
 
     /* pre-attention norm: in gemma3 it also finishes the previous layer's
@@ -569,8 +684,21 @@ setup_layer(ks_vk_fw *f, uint32_t il, layer *ly)
         uint32_t n = 0;
         if (hp->rope_neox)
             defs[n++] = "KS_NEOX";
-        if (L->q_norm.data)
+        bool full = L->q_norm.data && L->q_norm.ne0 != hp->head_dim;
+        if (L->q_norm.data && !full)
             defs[n++] = "KS_QK_NORM";
+        if (full) {
+            uint32_t none[2] = { N_FMT, N_FMT };
+            if ((st = norm_pipe(f, false, false, none, &ly->qk_full)) != KS_OK)
+                return st;
+            const ks_vk_buffer *bq[8] = { &f->q, &f->dummy, &f->dummy, &ly->q_norm.buf,
+                                          &f->q, &f->dummy, &f->dummy, &f->xs };
+            const ks_vk_buffer *bk[8] = { &f->k, &f->dummy, &f->dummy, &ly->k_norm.buf,
+                                          &f->k, &f->dummy, &f->dummy, &f->xs };
+            if ((st = ks_vk_pipeline_set(f->ctx, ly->qk_full, bq, 8, &ly->set_qn_full)) != KS_OK ||
+                (st = ks_vk_pipeline_set(f->ctx, ly->qk_full, bk, 8, &ly->set_kn_full)) != KS_OK)
+                return st;
+        }
         if ((st = pipe_get(f, "rope.comp", defs, n, 8, sizeof(rope_args), WG_HEAD,
                            &ly->rope)) != KS_OK)
             return st;
@@ -607,7 +735,10 @@ setup_layer(ks_vk_fw *f, uint32_t il, layer *ly)
     /* pre-FFN norm (gemma3: post-attention norm + residual first) */
     {
         const mat *gu[2] = { &ly->gate, &ly->up };
-        if ((st = fmts_for(gu, 2, ly->ffn_fmt)) != KS_OK)
+        const mat *ex[6] = { &me->router, &me->gate, &me->up, &me->sh_inp, &me->sh_gate,
+                             &me->sh_up };
+        if ((st = moe ? fmts_for(ex, me->sh_inp.w ? 6 : 3, ly->ffn_fmt)
+                      : fmts_for(gu, 2, ly->ffn_fmt)) != KS_OK)
             return st;
         if ((st = norm_pipe(f, gemma, gemma, ly->ffn_fmt, &ly->norm_ffn)) != KS_OK)
             return st;
@@ -615,17 +746,37 @@ setup_layer(ks_vk_fw *f, uint32_t il, layer *ly)
                            ly->ffn_fmt, &ly->set_norm_ffn)) != KS_OK)
             return st;
     }
-    /* activation into the down projection's format */
-    {
+    /* activation into the down projection's format (experts: the routed
+     * experts' down, then the shared expert's) */
+    for (int sh = 0; sh < (me->sh_inp.w ? 2 : 1); sh++) {
         char d0[16];
         const char *defs[2] = { hp->act == KS_ACT_SILU ? "KS_SILU" : "KS_GELU", d0 };
-        snprintf(d0, sizeof d0, "KS_FMT0=%u", ly->down.fmt);
+        uint32_t dfmt = sh ? me->sh_down.fmt : moe ? me->down.fmt : ly->down.fmt;
+        ks_vk_pipeline **pl = sh ? &me->glu_sh : &ly->glu;
+        snprintf(d0, sizeof d0, "KS_FMT0=%u", dfmt);
         if ((st = pipe_get(f, "glu.comp", defs, 2, 5, sizeof(quant_args), WG_ROW,
-                           &ly->glu)) != KS_OK)
+                           pl)) != KS_OK)
             return st;
-        const ks_vk_buffer *b[5] = { &f->g, &f->u, &f->aq[ly->down.fmt], &f->xs,
+        const ks_vk_buffer *b[5] = { &f->g, &f->u, &f->aq[dfmt], &f->xs,
                                      f->gelu.size_bytes ? &f->gelu : &f->dummy };
-        if ((st = ks_vk_pipeline_set(f->ctx, ly->glu, b, 5, &ly->set_glu)) != KS_OK)
+        if ((st = ks_vk_pipeline_set(f->ctx, *pl, b, 5,
+                                     sh ? &me->set_glu_sh : &ly->set_glu)) != KS_OK)
+            return st;
+    }
+    if (moe) {
+        const char *defs[2] = { "KS_MOE_COMBINE", "KS_MOE_SHARED" };
+        if ((st = pipe_get(f, "moe.comp", NULL, 0, 4, sizeof(route_args), 8,
+                           &me->route)) != KS_OK)
+            return st;
+        const ks_vk_buffer *b[4] = { &f->rlog, &f->rids, &f->rw, &f->rprob };
+        if ((st = ks_vk_pipeline_set(f->ctx, me->route, b, 4, &me->set_route)) != KS_OK)
+            return st;
+        if ((st = pipe_get(f, "moe.comp", defs, me->sh_inp.w ? 2 : 1, 4,
+                           sizeof(combine_args), WG_ROW, &me->combine)) != KS_OK)
+            return st;
+        const ks_vk_buffer *c[4] = { &f->ye, &f->rw, &f->x,
+                                     me->sh_inp.w ? &f->rsg : &f->dummy };
+        if ((st = ks_vk_pipeline_set(f->ctx, me->combine, c, 4, &me->set_combine)) != KS_OK)
             return st;
     }
     /* gemma3, last layer of a range without the head: finish the FFN
@@ -667,7 +818,8 @@ setup_head(ks_vk_fw *f)
 static ks_status
 setup_buffers(ks_vk_fw *f)
 {
-    uint64_t nb = f->nb, n_rot = f->m->hp.n_rot;
+    uint64_t nb = f->nb, n_rot = f->m->hp.n_rot, nr = f->n_rows;
+    uint64_t X = f->X ? f->X : 1u, K = f->K ? f->K : 1u;
     ks_status st;
 
     struct { ks_vk_buffer *b; const char *name; uint64_t bytes; ks_vk_mem_kind kind; } t[] = {
@@ -681,9 +833,15 @@ setup_buffers(ks_vk_fw *f)
         { &f->k, "keys", nb * f->kv_dim * 4u, KS_VK_MEM_DEVICE },
         { &f->v, "values", nb * f->kv_dim * 4u, KS_VK_MEM_DEVICE },
         { &f->att, "attention output", nb * f->q_dim * 4u, KS_VK_MEM_DEVICE },
-        { &f->g, "ffn gate", nb * f->F * 4u, KS_VK_MEM_DEVICE },
-        { &f->u, "ffn up", nb * f->F * 4u, KS_VK_MEM_DEVICE },
-        { &f->xs, "q8_1 block sums", nb * (f->D / 32u) * 4u, KS_VK_MEM_DEVICE },
+        { &f->g, "ffn gate", nr * f->F * 4u, KS_VK_MEM_DEVICE },
+        { &f->u, "ffn up", nr * f->F * 4u, KS_VK_MEM_DEVICE },
+        { &f->xs, "q8_1 block sums", nr * (f->D / 32u) * 4u, KS_VK_MEM_DEVICE },
+        { &f->rlog, "router logits", f->X ? nb * X * 4u : 0u, KS_VK_MEM_DEVICE },
+        { &f->rprob, "router probabilities", f->X ? nb * X * 4u : 0u, KS_VK_MEM_DEVICE },
+        { &f->rids, "expert ids", f->X ? nb * K * 4u : 0u, KS_VK_MEM_DEVICE },
+        { &f->rw, "expert weights", f->X ? nb * K * 4u : 0u, KS_VK_MEM_DEVICE },
+        { &f->rsg, "shared expert gate", f->X ? nb * 4u : 0u, KS_VK_MEM_DEVICE },
+        { &f->ye, "expert outputs", f->X ? nr * f->E * 4u : 0u, KS_VK_MEM_DEVICE },
         { &f->dummy, "unused binding", 16u, KS_VK_MEM_DEVICE },
         { &f->x_out, "output rows", nb * f->E * 4u, KS_VK_MEM_READBACK },
     };
@@ -697,7 +855,7 @@ setup_buffers(ks_vk_fw *f)
     for (uint32_t i = 0; i < N_FMT; i++) {
         char name[32];
         snprintf(name, sizeof name, "activations %s", fmt_name(i));
-        if ((st = buf(f, &f->aq[i], name, nb * f->D * 4u, KS_VK_MEM_DEVICE)) != KS_OK)
+        if ((st = buf(f, &f->aq[i], name, nr * f->D * 4u, KS_VK_MEM_DEVICE)) != KS_OK)
             return st;
     }
     f->cs_local_off = 4u + nb * n_rot;
@@ -762,6 +920,16 @@ ks_vk_fw_create(const ks_model *m, const ks_vk_fw_params *p, ks_vk_fw **out)
     f->q_dim = hp->n_head * hp->head_dim;
     f->kv_dim = hp->n_head_kv * hp->head_dim;
     f->F = hp->n_ff;
+    f->n_rows = p->n_batch;
+    if (hp->n_expert) {
+        f->X = hp->n_expert;
+        f->K = hp->n_expert_used;
+        f->n_rows = p->n_batch * (f->K + 1u);
+        if (hp->n_ff_exp > f->F)
+            f->F = hp->n_ff_exp;
+        if (hp->n_ff_shexp > f->F)
+            f->F = hp->n_ff_shexp;
+    }
     f->D = f->E > f->q_dim ? f->E : f->q_dim;
     if (f->F > f->D)
         f->D = f->F;
@@ -853,8 +1021,13 @@ ks_vk_fw_destroy(ks_vk_fw *f)
             mat *ms[7] = { &ly->q, &ly->k, &ly->v, &ly->o, &ly->gate, &ly->up, &ly->down };
             vec *vs[6] = { &ly->attn_norm, &ly->q_norm, &ly->k_norm, &ly->post_attn,
                            &ly->ffn_norm, &ly->post_ffw };
+            mat *mo[8] = { &ly->moe.router, &ly->moe.gate, &ly->moe.up, &ly->moe.down,
+                           &ly->moe.sh_inp, &ly->moe.sh_gate, &ly->moe.sh_up,
+                           &ly->moe.sh_down };
             for (int j = 0; j < 7; j++)
                 mat_fini(f, ms[j]);
+            for (int j = 0; j < 8; j++)
+                mat_fini(f, mo[j]);
             for (int j = 0; j < 6; j++)
                 ks_vk_buffer_fini(f->ctx, &vs[j]->buf);
             ks_vk_buffer_fini(f->ctx, &ly->kc);
@@ -864,7 +1037,8 @@ ks_vk_fw_destroy(ks_vk_fw *f)
         ks_vk_buffer_fini(f->ctx, &f->out_norm.buf);
         ks_vk_buffer *bs[] = { &f->in, &f->params, &f->x, &f->o, &f->xn, &f->q, &f->k, &f->v,
                                &f->att, &f->g, &f->u, &f->xs, &f->dummy, &f->logits,
-                               &f->x_out, &f->gelu };
+                               &f->x_out, &f->gelu, &f->rlog, &f->rprob, &f->rids, &f->rw,
+                               &f->rsg, &f->ye };
         for (size_t i = 0; i < sizeof bs / sizeof bs[0]; i++)
             ks_vk_buffer_fini(f->ctx, bs[i]);
         for (int i = 0; i < N_FMT; i++)
@@ -942,6 +1116,76 @@ rec_mat(ks_vk_fw *f, VkCommandBuffer cb, const mat *mt, uint32_t n, uint32_t tok
     if ((st = ks_vk_matvec_check(mt->mv, &a, NULL)) != KS_OK)
         return st;
     return ks_vk_matvec_record(f->ctx, cb, mt->mv, mt->set, &a);
+}
+
+/* A routed expert weight for the choices s0..s0+n_sl-1 (choice s of
+ * token s / K): each reads the expert rids[s] names and activation row
+ * x_row0 + (s - s0) / e_div, and writes y row s. The CPU runs each as a
+ * one-token product (ks_cpu_matmul_rows_as_one), whatever the batch. */
+static ks_status
+rec_exp(ks_vk_fw *f, VkCommandBuffer cb, const mat *mt, uint32_t n_sl, uint32_t s0,
+        uint32_t x_row0, uint32_t e_div, uint32_t y_stride)
+{
+    ks_qtype t = mt->w->type;
+    ks_status st;
+    ks_vk_exact_args a = {
+        .rows = (uint32_t)mt->w->ne1,
+        .cols = (uint32_t)mt->w->ne0,
+        .w_off_bytes = mt->w_off,
+        .row_stride_bytes = mt->w->row_bytes,
+        .n_tok = n_sl,
+        .path = (uint32_t)ks_cpu_matmul_path(t, mt->w->ne0, (int64_t)mt->w->ne1, 1, 0),
+        .x_off_words = x_row0 * f->D,
+        .x_stride_words = f->D,
+        .y_off = s0 * y_stride,
+        .y_stride = y_stride,
+        .n_expert = (uint32_t)mt->w->ne2,
+        .e_stride_bytes = mt->w->row_bytes * mt->w->ne1,
+        .e_off = s0,
+        .e_div = e_div,
+    };
+
+    if ((st = ks_vk_exact_check(mt->ek, &a, NULL)) != KS_OK)
+        return st;
+    return ks_vk_exact_record(f->ctx, cb, mt->ek, mt->set, &a);
+}
+
+/* rec_mat (exact kernels) for a batch of n with the activations from row
+ * x_row0 and the outputs from row y_row0 (the shared expert's rows
+ * follow the routed ones'). */
+static ks_status
+rec_mat_at(ks_vk_fw *f, VkCommandBuffer cb, const mat *mt, uint32_t n, uint32_t x_row0,
+           uint32_t y_row0, uint32_t y_stride)
+{
+    ks_qtype t = mt->w->type;
+    int64_t ne1 = (int64_t)mt->w->ne1;
+    ks_cpu_path p0 = ks_cpu_matmul_path(t, mt->w->ne0, ne1, n, 0);
+    ks_cpu_path p1 = ks_cpu_matmul_path(t, mt->w->ne0, ne1, n, n - 1);
+    uint32_t n_first = n;
+    ks_status st;
+
+    if (p0 != p1) {
+        n_first = 0;
+        while (n_first < n && ks_cpu_matmul_path(t, mt->w->ne0, ne1, n, n_first) == p0)
+            n_first++;
+    }
+    ks_vk_exact_args a = {
+        .rows = (uint32_t)mt->w->ne1,
+        .cols = (uint32_t)mt->w->ne0,
+        .w_off_bytes = mt->w_off,
+        .row_stride_bytes = mt->w->row_bytes,
+        .n_tok = n,
+        .path = (uint32_t)p0,
+        .n_first = n_first == n ? 0 : n_first,
+        .path_rest = (uint32_t)p1,
+        .x_off_words = x_row0 * f->D,
+        .x_stride_words = f->D,
+        .y_off = y_row0 * y_stride,
+        .y_stride = y_stride,
+    };
+    if ((st = ks_vk_exact_check(mt->ek, &a, NULL)) != KS_OK)
+        return st;
+    return ks_vk_exact_record(f->ctx, cb, mt->ek, mt->set, &a);
 }
 
 static void
@@ -1180,6 +1424,64 @@ rec_norm_m(ks_vk_fw *f, cmd *c, VkCommandBuffer cb, int op, int32_t layer, ks_vk
     mark_end(c, cb);
 }
 
+/* The MoE FFN of tokens f0..f0+nf-1 (their normed rows in the
+ * activation buffers): router → routing → experts' gate and up (and the
+ * shared expert's, with its gate) → activations → down → weighted sum
+ * into x. Choice rows: token t's j-th expert is row t * K + j; the
+ * shared expert's rows follow, at nb * K + t. */
+static ks_status
+rec_moe(ks_vk_fw *f, cmd *c, VkCommandBuffer cb, int32_t li, const layer *ly, uint32_t f0,
+        uint32_t nf)
+{
+    const moe_layer *me = &ly->moe;
+    uint32_t K = f->K, sh0 = f->nb * K, Fe = (uint32_t)me->gate.w->ne1;
+    ks_status st;
+
+    if ((st = rec_mat_m(f, c, cb, OP_GATE, li, &me->router, nf, f0, f->X, false)) != KS_OK)
+        return st;
+    ks_vk_cmd_barrier(cb);
+    {
+        route_args a = { nf, f->X, K, f->m->hp.moe_norm_w, f->X, K, f0 };
+        ks_vk_cmd_dispatch(cb, me->route, me->set_route, &a, (nf + 7u) / 8u, 1, 1);
+    }
+    ks_vk_cmd_barrier(cb);
+    mark_begin(c, cb, OP_GATE, li, nf, 2u * K * nf * me->gate.w->row_bytes * Fe);
+    if ((st = rec_exp(f, cb, &me->gate, nf * K, f0 * K, f0, K, f->F)) != KS_OK ||
+        (st = rec_exp(f, cb, &me->up, nf * K, f0 * K, f0, K, f->F)) != KS_OK)
+        return st;
+    if (me->sh_inp.w &&
+        ((st = rec_mat_at(f, cb, &me->sh_inp, nf, f0, f0, 1)) != KS_OK ||
+         (st = rec_mat_at(f, cb, &me->sh_gate, nf, f0, sh0 + f0, f->F)) != KS_OK ||
+         (st = rec_mat_at(f, cb, &me->sh_up, nf, f0, sh0 + f0, f->F)) != KS_OK))
+        return st;
+    mark_end(c, cb);
+    ks_vk_cmd_barrier(cb);
+    {
+        quant_args a = { Fe, f->F, f->D, f->D / 32u, f0 * K };
+        mark_begin(c, cb, OP_GLU, li, nf * K, 12u * (uint64_t)nf * K * Fe);
+        ks_vk_cmd_dispatch(cb, ly->glu, ly->set_glu, &a, nf * K, 1, 1);
+        if (me->sh_inp.w) {
+            quant_args b = { (uint32_t)me->sh_gate.w->ne1, f->F, f->D, f->D / 32u, sh0 + f0 };
+            ks_vk_cmd_dispatch(cb, me->glu_sh, me->set_glu_sh, &b, nf, 1, 1);
+        }
+        mark_end(c, cb);
+    }
+    ks_vk_cmd_barrier(cb);
+    mark_begin(c, cb, OP_DOWN, li, nf * K, K * nf * me->down.w->row_bytes * f->E);
+    if ((st = rec_exp(f, cb, &me->down, nf * K, f0 * K, f0 * K, 1, f->E)) != KS_OK)
+        return st;
+    if (me->sh_inp.w &&
+        (st = rec_mat_at(f, cb, &me->sh_down, nf, sh0 + f0, sh0 + f0, f->E)) != KS_OK)
+        return st;
+    mark_end(c, cb);
+    ks_vk_cmd_barrier(cb);
+    {
+        combine_args a = { f->E, K, f->E, f->E, f0, sh0 };
+        ks_vk_cmd_dispatch(cb, me->combine, me->set_combine, &a, nf, 1, 1);
+    }
+    return KS_OK;
+}
+
 static ks_status
 record(ks_vk_fw *f, cmd *c, uint32_t n, bool head)
 {
@@ -1228,6 +1530,14 @@ record(ks_vk_fw *f, cmd *c, uint32_t n, bool head)
             (st = rec_mat_m(f, c, cb, OP_V, li, &ly->v, n, 0, f->kv_dim, false)) != KS_OK)
             goto fail;
         ks_vk_cmd_barrier(cb);
+        if (ly->qk_full) {
+            /* in place: each lane rewrites the elements it read */
+            norm_args qa = { f->q_dim, f->q_dim, 0, 0, 0, hp->eps };
+            norm_args ka = { f->kv_dim, f->kv_dim, 0, 0, 0, hp->eps };
+            ks_vk_cmd_dispatch(cb, ly->qk_full, ly->set_qn_full, &qa, n, 1, 1);
+            ks_vk_cmd_dispatch(cb, ly->qk_full, ly->set_kn_full, &ka, n, 1, 1);
+            ks_vk_cmd_barrier(cb);
+        }
         {
             rope_args a = {
                 hp->n_head, hp->n_head_kv, hp->head_dim, hp->n_rot, f->q_dim, f->kv_dim,
@@ -1268,6 +1578,12 @@ record(ks_vk_fw *f, cmd *c, uint32_t n, bool head)
         uint32_t f0 = il + 1 == hp->n_layers && head ? n - 1 : 0, nf = n - f0;
         rec_norm_m(f, c, cb, OP_NORM_FFN, li, ly->norm_ffn, ly->set_norm_ffn, f0, nf);
         ks_vk_cmd_barrier(cb);
+        if (ly->moe.router.w) {
+            if ((st = rec_moe(f, c, cb, li, ly, f0, nf)) != KS_OK)
+                goto fail;
+            ks_vk_cmd_barrier(cb);
+            continue;
+        }
         if ((st = rec_mat_m(f, c, cb, OP_GATE, li, &ly->gate, nf, f0, f->F, false)) != KS_OK ||
             (st = rec_mat_m(f, c, cb, OP_UP, li, &ly->up, nf, f0, f->F, false)) != KS_OK)
             goto fail;
@@ -1515,11 +1831,14 @@ vk_memory(const ks_target_env *env, ks_target_memory *out)
         const ks_weight *w[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down,
                                  &L->bq, &L->bk, &L->bv, &L->attn_norm, &L->ffn_norm,
                                  &L->q_norm, &L->k_norm, &L->post_attn_norm,
-                                 &L->post_ffw_norm };
+                                 &L->post_ffw_norm, &L->gate_inp, &L->gate_exps,
+                                 &L->up_exps, &L->down_exps, &L->gate_inp_shexp,
+                                 &L->gate_shexp, &L->up_shexp, &L->down_shexp };
         uint64_t b = kv;
         for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
             if (w[i]->data)
-                b += (w[i]->row_bytes * (w[i]->ne1 ? w[i]->ne1 : 1) + 15u) & ~(uint64_t)15u;
+                b += (w[i]->row_bytes * (w[i]->ne1 ? w[i]->ne1 : 1) *
+                      (w[i]->ne2 ? w[i]->ne2 : 1) + 15u) & ~(uint64_t)15u;
         out->layer_bytes[il] = b;
     }
     out->head_bytes = m->output.row_bytes * m->output.ne1 + 4u * (uint64_t)hp->n_vocab +
@@ -1601,6 +1920,16 @@ ks_vk_fw_fixed_bytes(const ks_model *m, uint32_t n_batch)
     uint64_t kv = (uint64_t)hp->n_head_kv * hp->head_dim, F = hp->n_ff;
     uint64_t D = E > q ? E : q;
 
+    if (hp->n_expert) {
+        /* routing buffers, and g, u, the activations and the expert
+         * outputs for K + 1 rows a token */
+        uint64_t K = hp->n_expert_used;
+        F = hp->n_ff > hp->n_ff_exp ? hp->n_ff : hp->n_ff_exp;
+        F = F > hp->n_ff_shexp ? F : hp->n_ff_shexp;
+        D = ((F > D ? F : D) + 255u) & ~(uint64_t)255u;
+        return (uint64_t)n_batch * 4u * (6u * E + 2u * q + 2u * kv + 2u * hp->n_expert +
+                                         2u * K + 1u + (K + 1u) * (2u * F + 7u * D + E));
+    }
     D = ((F > D ? F : D) + 255u) & ~(uint64_t)255u;
     return (uint64_t)n_batch * 4u * (6u * E + 2u * q + 2u * kv + 2u * F + 7u * D);
 }

@@ -12,7 +12,8 @@
  * a 2-D grid of workgroups when rows need it) of token gl_WorkGroupID.z,
  * walking its row from the first block to the last. Epilogues:
  * KS_EPI_BIAS (y += bias[row]), then KS_EPI_RESIDUAL (y = y + r[row]; r
- * may be the y buffer itself).
+ * may be the y buffer itself). KS_EXPERT: each token's matrix is the
+ * expert its id (a buffer the device wrote) names, of a 3-D weight.
  *
  * W arrives through a uniform texel buffer of RGBA32UI texels; rows start
  * at any even byte. The row is walked in units of KS_UNIT_BLOCKS blocks:
@@ -109,6 +110,10 @@ layout(push_constant) uniform Args {
     uint path_lo;     /* KS_PATH_* of the tokens below |split| */
     uint path_hi;     /* and of the others */
     uint split;       /* dispatch-relative token index */
+    uint e_off;       /* KS_EXPERT: entries, token 0's expert id */
+    uint e_div;       /* KS_EXPERT: tokens per activation row */
+    uint e_stride;    /* KS_EXPERT: bytes between experts' matrices */
+    uint n_expert;    /* KS_EXPERT: ids at or past it read expert 0 */
 } args;
 
 layout(set = 0, binding = 0) uniform usamplerBuffer ks_wt;  /* W, RGBA32UI */
@@ -122,6 +127,15 @@ layout(std430, set = 0, binding = 3) restrict readonly buffer BBuf { float ks_bi
 #endif
 #if defined(KS_EPI_RESIDUAL)
 layout(std430, set = 0, binding = KS_RES_BINDING) buffer RBuf { float ks_res[]; };
+#define KS_IDS_BINDING (KS_RES_BINDING + 1)
+#else
+#define KS_IDS_BINDING KS_RES_BINDING
+#endif
+#if defined(KS_EXPERT)
+/* mixture of experts: "token" t of the dispatch is a (token, slot)
+ * choice; it reads expert ks_ids[e_off + t] of a 3-D weight and the
+ * activation row t / e_div (shaders/moe.comp writes the ids) */
+layout(std430, set = 0, binding = KS_IDS_BINDING) restrict readonly buffer IBuf { int ks_ids[]; };
 #endif
 
 /* ---- geometry ------------------------------------------------------------ */
@@ -851,8 +865,15 @@ main()
         return;
     uint path = tok < args.split ? args.path_lo : args.path_hi;
     int tmax = textureSize(ks_wt) - 1;
-    precise float v = ks_row_dot(args.w_off + row * args.row_stride,
-                                 args.x_off + tok * args.x_stride, path, tmax);
+#if defined(KS_EXPERT)
+    uint e = uint(ks_ids[args.e_off + tok]);
+    uint w0 = args.w_off + (e < args.n_expert ? e : 0u) * args.e_stride;
+    uint xrow = tok / args.e_div;
+#else
+    uint w0 = args.w_off, xrow = tok;
+#endif
+    precise float v = ks_row_dot(w0 + row * args.row_stride,
+                                 args.x_off + xrow * args.x_stride, path, tmax);
 #if defined(KS_EPI_BIAS)
     v = v + ks_bias[args.b_off + row];
 #endif
