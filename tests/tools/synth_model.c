@@ -23,7 +23,8 @@ main(int argc, char **argv)
                          &p.n_ff, &p.n_vocab, &p.n_expert, &p.n_expert_used,
                          &p.n_ff_exp };
 
-    if (argc < 2 || argc > 14) {
+    /* an option where the output path goes is a mistake, not a file name */
+    if (argc < 2 || argc > 14 || argv[1][0] == '-') {
         fprintf(stderr, "usage: %s OUT.gguf [ARCH] [TYPE] [n_embd n_layers "
                 "n_head n_head_kv n_ff n_vocab [n_expert n_expert_used n_ff_exp "
                 "router_skew]]\n", argv[0]);
