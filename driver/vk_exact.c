@@ -3,12 +3,13 @@
  * Data flow: the embedded template shaders/exact.comp is compiled (or read
  * from the disk cache, ks_vk_shader_get) with KS_QUANT_<TYPE>, the
  * epilogue defines, KS_EXACT_FMA_EMU when the device's fma() rounds twice
- * and KS_EXACT_F64 when it has shaderFloat64; the workgroup size (rows per
+ * and KS_EXACT_F64 when it has shaderFloat64; the workgroup size (invocations per
  * workgroup) goes in as a specialization constant. W and x are bound as
  * uniform texel buffers (RGBA32UI and R32UI views made by
  * ks_vk_exact_set), y, bias and residual as storage buffers. A dispatch
- * runs one invocation per row and token: workgroups of wg_size rows (a 2-D
- * grid when one dimension is not enough) times n_tok tokens in z; the
+ * runs one invocation per row_reps rows and token: workgroups of wg_size
+ * invocations (a 2-D grid when one dimension is not enough) times n_tok
+ * tokens in z; row_reps > 1 on CPU-type devices for tall matrices; the
  * push constants carry the shape, offsets and the summation path of each
  * token.
  *
@@ -39,10 +40,14 @@
 #define MAX_TRIPS 16384u
 #define MAX_SETS 512u
 #define N_TYPES KS_QBLOCK_COUNT
-#define PUSH_WORDS 18u  /* the Args block of shaders/exact.comp */
+#define PUSH_WORDS 19u  /* the Args block of shaders/exact.comp */
 #define PUSH_BYTES (4u * PUSH_WORDS)
 #define MAX_BUFFERS 6u
 #define PROBE_N 256u
+/* Rows per invocation on CPU-type devices: at most this many, and only
+ * while a dispatch keeps at least WG_TARGET workgroups to share out. */
+#define MAX_REPS 16u
+#define WG_TARGET 64u
 
 _Static_assert(PUSH_BYTES <= 128, "Vulkan guarantees 128 bytes of push constants");
 
@@ -65,17 +70,17 @@ typedef struct type_info {
 static const type_info types[N_TYPES] = {
     [KS_QBLOCK_F32] = { QB(F32), 32, ACT_F32, P(VD) | P(BLAS) },
     [KS_QBLOCK_F16] = { QB(F16), 32, ACT_F16, P(VD) | P(BLAS) },
-    [KS_QBLOCK_Q4_0] = { QB(Q4_0), 8, ACT_Q8_0, P(VD) | P(GEMV) | P(GEMM) },
-    [KS_QBLOCK_Q4_1] = { QB(Q4_1), 4, ACT_Q8_1, P(VD) },
-    [KS_QBLOCK_Q5_0] = { QB(Q5_0), 8, ACT_Q8_0, P(VD) },
+    [KS_QBLOCK_Q4_0] = { QB(Q4_0), 2, ACT_Q8_0, P(VD) | P(GEMV) | P(GEMM) },
+    [KS_QBLOCK_Q4_1] = { QB(Q4_1), 2, ACT_Q8_1, P(VD) },
+    [KS_QBLOCK_Q5_0] = { QB(Q5_0), 2, ACT_Q8_0, P(VD) },
     [KS_QBLOCK_Q5_1] = { QB(Q5_1), 2, ACT_Q8_1, P(VD) },
-    [KS_QBLOCK_Q8_0] = { QB(Q8_0), 8, ACT_Q8_0, P(VD) },
+    [KS_QBLOCK_Q8_0] = { QB(Q8_0), 2, ACT_Q8_0, P(VD) },
     [KS_QBLOCK_Q2_K] = { QB(Q2_K), 1, ACT_Q8_K, P(VD) | P(TILED) },
     [KS_QBLOCK_Q3_K] = { QB(Q3_K), 1, ACT_Q8_K, P(VD) | P(TILED) },
     [KS_QBLOCK_Q4_K] = { QB(Q4_K), 1, ACT_Q8_K, P(VD) | P(GEMV) | P(GEMM) | P(TILED) },
     [KS_QBLOCK_Q5_K] = { QB(Q5_K), 1, ACT_Q8_K, P(VD) | P(TILED) },
     [KS_QBLOCK_Q6_K] = { QB(Q6_K), 1, ACT_Q8_K, P(VD) | P(TILED) },
-    [KS_QBLOCK_IQ4_NL] = { QB(IQ4_NL), 8, ACT_Q8_0, P(VD) | P(BLAS) | P(GEMV) | P(GEMM) },
+    [KS_QBLOCK_IQ4_NL] = { QB(IQ4_NL), 2, ACT_Q8_0, P(VD) | P(BLAS) | P(GEMV) | P(GEMM) },
     [KS_QBLOCK_BF16] = { QB(BF16), 32, ACT_BF16, P(VD) | P(BLAS) },
 };
 
@@ -347,6 +352,10 @@ exact_create(ks_vk_ctx *ctx, const type_info *t, uint32_t qtype, uint32_t flags,
                      ? ctx->caps.subgroup_size : 64u;
     if (k->wg_size > ctx->info.max_wg_size[0])
         k->wg_size = ctx->info.max_wg_size[0];
+    /* Lavapipe runs each workgroup as a task of its thread pool: a tall
+     * matrix (the head's 49,152 rows) spends more on those than on its
+     * bytes unless a workgroup takes several groups of rows. */
+    k->max_reps = ctx->info.type == KS_VK_TYPE_CPU ? MAX_REPS : 1u;
     k->n_buffers = 3u + !!(flags & KS_VK_EXACT_BIAS) + !!(flags & KS_VK_EXACT_RESIDUAL) +
                    !!(flags & KS_VK_EXACT_EXPERT);
     k->views = calloc(2u * MAX_SETS, sizeof(*k->views));
@@ -557,6 +566,30 @@ check_path(const ks_vk_exact *k, const type_info *t, const char *name, const cha
     return KS_OK;
 }
 
+/* Loop trips one invocation makes along a row of |cols| elements. */
+static uint64_t
+row_trips(const ks_vk_exact *k, uint32_t cols)
+{
+    uint64_t nb = cols / k->block_elems;
+
+    return k->block_elems == 1 ? cols / 32u : (nb + k->unit_blocks - 1u) / k->unit_blocks;
+}
+
+/* Rows each invocation computes for |a|: as many as keep WG_TARGET
+ * workgroups, up to max_reps, within the loop budget. */
+static uint32_t
+row_reps(const ks_vk_exact *k, const ks_vk_exact_args *a)
+{
+    uint64_t n_wg = ((uint64_t)a->rows + k->wg_size - 1u) / k->wg_size;
+    uint64_t reps = n_wg / WG_TARGET, by_trips = MAX_TRIPS / row_trips(k, a->cols);
+
+    if (reps > k->max_reps)
+        reps = k->max_reps;
+    if (reps > by_trips)
+        reps = by_trips;
+    return reps ? (uint32_t)reps : 1u;
+}
+
 ks_status
 ks_vk_exact_check(const ks_vk_exact *k, const ks_vk_exact_args *a, const ks_vk_exact_bufs *b)
 {
@@ -602,8 +635,7 @@ ks_vk_exact_check(const ks_vk_exact *k, const ks_vk_exact_args *a, const ks_vk_e
         return ks_error(KS_ERR_INVALID_ARG, "vk: %s: y_stride %u with %u rows: the %" PRIu64
                         " tokens' outputs would overlap (expected >= %u)", name, a->y_stride,
                         a->rows, n_tok, a->rows);
-    trips = t->q->block_elems == 1 ? a->cols / 32u
-                                : (nb + k->unit_blocks - 1u) / k->unit_blocks;
+    trips = row_trips(k, a->cols);
     if (trips > MAX_TRIPS)
         return ks_error(KS_ERR_UNSUPPORTED, "vk: %s: rows of %u elements take %" PRIu64
                         " loop trips per invocation, at most %u fit lavapipe's loop limit",
@@ -663,12 +695,14 @@ ks_vk_exact_record(ks_vk_ctx *ctx, VkCommandBuffer cb, const ks_vk_exact *k,
 {
     uint32_t push[PUSH_WORDS];
     uint32_t n_wg, gx, gy, max_x = ctx->info.max_wg_count[0];
-    uint32_t n_tok = a->n_tok ? a->n_tok : 1u;
+    uint32_t n_tok = a->n_tok ? a->n_tok : 1u, reps;
     ks_status st;
 
     if ((st = ks_vk_exact_check(k, a, NULL)) != KS_OK)
         return st;
-    n_wg = (uint32_t)(((uint64_t)a->rows + k->wg_size - 1u) / k->wg_size);
+    reps = row_reps(k, a);
+    n_wg = (uint32_t)(((uint64_t)a->rows + (uint64_t)k->wg_size * reps - 1u) /
+                      ((uint64_t)k->wg_size * reps));
     gy = (n_wg + max_x - 1u) / max_x;
     gx = (n_wg + gy - 1u) / gy;
     if (gy > ctx->info.max_wg_count[1])
@@ -695,6 +729,7 @@ ks_vk_exact_record(ks_vk_ctx *ctx, VkCommandBuffer cb, const ks_vk_exact *k,
     push[15] = a->e_div ? a->e_div : 1u;
     push[16] = (uint32_t)a->e_stride_bytes;
     push[17] = a->n_expert;
+    push[18] = reps;
     ks_vk_cmd_dispatch(cb, k->pl, set, push, gx, gy, n_tok);
     return KS_OK;
 }

@@ -74,7 +74,8 @@ typedef struct ks_vk_exact {
     uint32_t block_elems;
     uint32_t block_bytes;
     uint32_t unit_blocks;  /* blocks per loop trip of the shader */
-    uint32_t wg_size;      /* rows per workgroup */
+    uint32_t wg_size;      /* invocations per workgroup */
+    uint32_t max_reps;     /* rows per invocation, at most (1 on GPUs) */
     uint32_t max_n_tok;    /* the device's maxComputeWorkGroupCount[2] */
     bool     fma_emu;      /* fma() emulated in double precision */
     bool     f64;          /* double-precision tails (F16/BF16 vec_dot, cols % 32 != 0) */

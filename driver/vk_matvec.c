@@ -19,7 +19,12 @@
  * ~10 GB/s through texelFetch of 16-byte texels; sharing activations
  * between lanes by subgroupBroadcast/Shuffle costs more than fetching
  * them, so each lane fetches the activations of its own columns once and
- * reuses them for 8 rows; decoding is then the largest cost.
+ * reuses them for 8 rows; decoding is then the largest cost. There a lane
+ * is a whole slot (split 1: 64 rows per workgroup, no reduction): with 8
+ * lanes sharing a row, rows of a few units (SmolLM2's 576 columns are 3
+ * units of Q8_0) left most lanes idle; bench_vk_matvec gave 1.5-4x the
+ * GB/s per CPU-second at 576-1536 columns for Q8_0, Q4_0, Q4_1, Q4_K and
+ * Q6_K.
  *
  * Lavapipe ends every loop of an invocation after 65,535 trips in total,
  * silently (reference/glslang-at-runtime.md); ks_vk_matvec_check bounds
@@ -169,7 +174,7 @@ ks_vk_matvec_create(ks_vk_ctx *ctx, uint32_t qtype, uint32_t flags,
     mv->wg_size = tune->wg_size ? tune->wg_size
                 : cpu && ctx->caps.subgroup_size ? ctx->caps.subgroup_size : 64u;
     mv->rows = tune->rows ? tune->rows : cpu ? 8u : 2u;
-    mv->split = tune->split ? tune->split : cpu ? mv->wg_size : 16u;
+    mv->split = tune->split ? tune->split : cpu ? 1u : 16u;
     if (mv->split > mv->wg_size && !tune->split)
         mv->split = mv->wg_size;
     mv->max_n_tok = ctx->info.max_wg_count[2];

@@ -44,8 +44,8 @@ enum {
  * wg_size / split slots; a slot's split lanes share ROWS rows, each lane
  * taking every split-th unit of columns and reusing its activations for
  * all the slot's rows. Zero fields take the defaults for the device: on
- * CPU-type devices (lavapipe) one slot of one subgroup (8 lanes) doing 8
- * rows, summed with subgroupAdd; elsewhere 64 lanes, 16 per slot, 2 rows. */
+ * CPU-type devices (lavapipe) a workgroup of one subgroup (8 lanes), each
+ * lane a slot of its own doing 8 rows; elsewhere 64 lanes, 16 per slot, 2 rows. */
 typedef struct ks_vk_matvec_tune {
     uint32_t wg_size;  /* lanes per workgroup; 0: default */
     uint32_t rows;     /* rows per slot, 1..16; 0: default */

@@ -8,9 +8,10 @@
  * operation is `precise`, multiply-adds are fma() where the C has fmaf
  * and a separate multiply and add where it has those.
  *
- * One invocation computes one output: row gl_GlobalInvocationID.x (over
- * a 2-D grid of workgroups when rows need it) of token gl_WorkGroupID.z,
- * walking its row from the first block to the last. Epilogues:
+ * One invocation computes args.row_reps outputs of token
+ * gl_WorkGroupID.z, one after the other: workgroup w (over a 2-D grid when
+ * rows need it) takes rows (w·row_reps + r)·WG_SIZE + lane, each walked
+ * from its first block to its last. Epilogues:
  * KS_EPI_BIAS (y += bias[row]), then KS_EPI_RESIDUAL (y = y + r[row]; r
  * may be the y buffer itself). KS_EXPERT: each token's matrix is the
  * expert its id (a buffer the device wrote) names, of a 3-D weight.
@@ -19,7 +20,11 @@
  * at any even byte. The row is walked in units of KS_UNIT_BLOCKS blocks:
  * the texels covering a unit are fetched into ks_win[] and shifted to the
  * unit's first byte (ks_load_unit), after which every field sits at a
- * constant offset of ks_u[]. x arrives through a uniform texel buffer of
+ * constant offset of ks_u[]. Units of 32-element blocks are two blocks:
+ * with eight, an 18-block row (SmolLM2's 576 columns) decoded a mostly
+ * empty third unit and each lane kept a 72-word window live, and the head
+ * matvec (576 x 49152 Q8_0) streamed ~0.6 GB/s on lavapipe, half the rate
+ * of the other matrices; with two it keeps up with them. x arrives through a uniform texel buffer of
  * R32UI texels (the activation buffer, packed as common/actq.glsl's
  * KS_AQ_PACKED layout says: Q8_0/Q8_1 10 words per 32 elements, Q8_K 73
  * words per 256, F16/BF16 two halves per word, F32 one float per word).
@@ -33,9 +38,10 @@
  * KS_EXACT_F64 (devices with shaderFloat64) enables the double-precision
  * tails of the F16 and BF16 vec_dot.
  *
- * Loop trips: one per unit of the row (lavapipe ends all loops of an
- * invocation after 65,535 trips in total, silently); every inner loop is
- * unrolled, and the host bounds the units per row. */
+ * Loop trips: one per unit of each of the invocation's args.row_reps rows,
+ * plus one per row (lavapipe ends all loops of an invocation after 65,535
+ * trips in total, silently); every inner loop is unrolled, and the host
+ * bounds units times rows. */
 #extension GL_EXT_control_flow_attributes : require
 
 layout(constant_id = 0) const uint WG_SIZE = 8;
@@ -114,6 +120,7 @@ layout(push_constant) uniform Args {
     uint e_div;       /* KS_EXPERT: tokens per activation row */
     uint e_stride;    /* KS_EXPERT: bytes between experts' matrices */
     uint n_expert;    /* KS_EXPERT: ids at or past it read expert 0 */
+    uint row_reps;    /* rows per invocation: row_reps workgroup-wide passes */
 } args;
 
 layout(set = 0, binding = 0) uniform usamplerBuffer ks_wt;  /* W, RGBA32UI */
@@ -153,15 +160,15 @@ layout(std430, set = 0, binding = KS_IDS_BINDING) restrict readonly buffer IBuf 
 #elif defined(KS_QUANT_Q4_0) || defined(KS_QUANT_IQ4_NL)
 #define KS_BLOCK_ELEMS 32u
 #define KS_BLOCK_BYTES 18u
-#define KS_UNIT_BLOCKS 8u
+#define KS_UNIT_BLOCKS 2u
 #elif defined(KS_QUANT_Q4_1)
 #define KS_BLOCK_ELEMS 32u
 #define KS_BLOCK_BYTES 20u
-#define KS_UNIT_BLOCKS 4u
+#define KS_UNIT_BLOCKS 2u
 #elif defined(KS_QUANT_Q5_0)
 #define KS_BLOCK_ELEMS 32u
 #define KS_BLOCK_BYTES 22u
-#define KS_UNIT_BLOCKS 8u
+#define KS_UNIT_BLOCKS 2u
 #elif defined(KS_QUANT_Q5_1)
 #define KS_BLOCK_ELEMS 32u
 #define KS_BLOCK_BYTES 24u
@@ -169,7 +176,7 @@ layout(std430, set = 0, binding = KS_IDS_BINDING) restrict readonly buffer IBuf 
 #elif defined(KS_QUANT_Q8_0)
 #define KS_BLOCK_ELEMS 32u
 #define KS_BLOCK_BYTES 34u
-#define KS_UNIT_BLOCKS 8u
+#define KS_UNIT_BLOCKS 2u
 #elif defined(KS_QUANT_Q2_K)
 #define KS_BLOCK_BYTES 84u
 #define KS_KQUANT 1
@@ -858,11 +865,7 @@ void
 main()
 {
     uint wg = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
-    uint row = wg * WG_SIZE + gl_LocalInvocationID.x;
     uint tok = gl_WorkGroupID.z;
-
-    if (row >= args.rows)
-        return;
     uint path = tok < args.split ? args.path_lo : args.path_hi;
     int tmax = textureSize(ks_wt) - 1;
 #if defined(KS_EXPERT)
@@ -872,14 +875,22 @@ main()
 #else
     uint w0 = args.w_off, xrow = tok;
 #endif
-    precise float v = ks_row_dot(w0 + row * args.row_stride,
-                                 args.x_off + xrow * args.x_stride, path, tmax);
+
+    /* A workgroup takes row_reps consecutive groups of WG_SIZE rows (fewer
+     * workgroups for tall matrices: on lavapipe each one costs a task). */
+    for (uint rep = 0u; rep < args.row_reps; rep++) {
+        uint row = (wg * args.row_reps + rep) * WG_SIZE + gl_LocalInvocationID.x;
+        if (row >= args.rows)
+            break;
+        precise float v = ks_row_dot(w0 + row * args.row_stride,
+                                     args.x_off + xrow * args.x_stride, path, tmax);
 #if defined(KS_EPI_BIAS)
-    v = v + ks_bias[args.b_off + row];
+        v = v + ks_bias[args.b_off + row];
 #endif
 #if defined(KS_EPI_RESIDUAL)
-    v = v + ks_res[args.r_off + tok * args.r_stride + row];
+        v = v + ks_res[args.r_off + tok * args.r_stride + row];
 #endif
-    ks_y[args.y_off + tok * args.y_stride + row] = v;
+        ks_y[args.y_off + tok * args.y_stride + row] = v;
+    }
 }
 #endif

@@ -22,9 +22,10 @@
  * round-robin (lane k: units k, k + SPLIT, ...), fetch the activations of
  * their unit once and use them for all ROWS rows (the row loop is
  * unrolled), then add their partial sums: subgroupAdd when the slot is the
- * whole subgroup (KS_SG_REDUCE), shared memory otherwise. On lavapipe the
- * workgroup is one subgroup of 8 lanes = one slot, and no lane makes more
- * than units/8 loop trips; lavapipe silently ends loops after 65,535 trips
+ * whole subgroup (KS_SG_REDUCE), shared memory otherwise, nothing for a
+ * slot of one lane. On lavapipe the workgroup is one subgroup of 8 lanes,
+ * each lane a slot of its own (SPLIT 1), making one loop trip per unit of
+ * its rows; lavapipe silently ends loops after 65,535 trips
  * per invocation (reference/glslang-at-runtime.md), which the host keeps
  * far away by bounding units per row. */
 #extension GL_EXT_control_flow_attributes : require
@@ -114,6 +115,8 @@ ks_slot_sum(float v, uint lane, uint part)
 #if defined(KS_SG_REDUCE)
     return subgroupAdd(v);
 #else
+    if (SPLIT == 1u)
+        return v;  /* a lane per slot: nothing to add, no barriers */
     ks_red[lane] = v;
     barrier();
     for (uint s = SPLIT / 2u; s > 0u; s >>= 1) {

@@ -473,12 +473,29 @@ START_TEST(long_rows)
 {
     ks_vk_ctx *ctx = make_ctx();
 
-    run_case(ctx, &(ex_case){ .t = KS_QUANT_Q8_0, .rows = 3, .cols = 32u * 8u * 16384u });
+    run_case(ctx, &(ex_case){ .t = KS_QUANT_Q8_0, .rows = 3, .cols = 32u * 2u * 16384u });
     run_case(ctx, &(ex_case){ .t = KS_QUANT_F32, .rows = 2, .cols = 32u * 16384u + 13u });
     run_case(ctx, &(ex_case){ .t = KS_QUANT_Q6_K, .rows = 9, .cols = 256u * 301u,
                               .n_batch = 2 });
     run_case(ctx, &(ex_case){ .t = KS_QUANT_Q4_K, .rows = 8, .cols = 256u * 4100u,
                               .n_batch = 9 });
+    done_ctx(ctx);
+}
+END_TEST
+
+/* Tall matrices, where an invocation computes several rows (the head's
+ * shape on lavapipe): every row, the last partial group of rows included,
+ * and rows of 1,024 blocks, still match the CPU. */
+START_TEST(tall_matrices)
+{
+    ks_vk_ctx *ctx = make_ctx();
+
+    run_case(ctx, &(ex_case){ .t = KS_QUANT_Q8_0, .rows = 8u * 64u * 16u * 2u + 13u,
+                              .cols = 576, .w_off = 4 });
+    run_case(ctx, &(ex_case){ .t = KS_QUANT_Q4_0, .rows = 8u * 64u * 5u + 3u, .cols = 768,
+                              .n_batch = 3 });
+    run_case(ctx, &(ex_case){ .t = KS_QUANT_Q4_1, .rows = 8u * 64u * 3u, .cols = 32u * 1024u,
+                              .random_bytes = true });
     done_ctx(ctx);
 }
 END_TEST
@@ -758,6 +775,7 @@ exact_suite(void)
     t = tcase_create("loop_limit");
     tcase_set_timeout(t, 900);
     tcase_add_test(t, long_rows);
+    tcase_add_test(t, tall_matrices);
     suite_add_tcase(s, t);
 
     t = tcase_create("layout_and_errors");

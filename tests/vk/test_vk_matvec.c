@@ -353,15 +353,27 @@ END_TEST
 
 /* ---- shapes that a loop cut would break --------------------------------- */
 
-/* Rows of 2^22 f32 (16,384 loop trips per lane, the most the host
- * allows) and 2^20 Q4_0: were any inner loop (activation fetch, rows,
- * decoders) left rolled, lanes would pass lavapipe's 65,535 trips and the
- * sums would come out short. */
+/* Rows of 16,384 loop trips per lane, the most the host allows: 2^19
+ * f32 with the default kernel (a lane per slot on lavapipe) and 2^22
+ * with 8 lanes per slot; 2^20 Q4_0: were any inner loop (activation
+ * fetch, rows, decoders) left rolled, lanes would pass lavapipe's 65,535
+ * trips and the sums would come out short. One unit more than the budget
+ * is refused. */
 START_TEST(long_rows)
 {
+    static const ks_vk_matvec_tune split8 = { 8, 8, 8 };
     ks_vk_ctx *ctx = make_ctx();
+    ks_vk_matvec *mv;
 
-    run_case(ctx, &(mv_case){ .t = KS_QUANT_F32, .rows = 2, .cols = 1u << 22 });
+    run_case(ctx, &(mv_case){ .t = KS_QUANT_F32, .rows = 2, .cols = 1u << 19 });
+    run_case(ctx, &(mv_case){ .t = KS_QUANT_F32, .rows = 2, .cols = 1u << 22,
+                              .tune = &split8 });
+    ck_assert_int_eq(ks_vk_matvec_pipeline_get(ctx, KS_QUANT_F32, 0, &mv), KS_OK);
+    if (mv->split == 1) {
+        ks_vk_matvec_args a = { .rows = 2, .cols = (1u << 19) + 32u,
+                                .row_stride_bytes = 4u * ((1u << 19) + 32u) };
+        ck_assert_int_eq(ks_vk_matvec_check(mv, &a, NULL), KS_ERR_UNSUPPORTED);
+    }
     run_case(ctx, &(mv_case){ .t = KS_QUANT_Q4_0, .rows = 3, .cols = 1u << 20 });
     run_case(ctx, &(mv_case){ .t = KS_QUANT_Q6_K, .rows = 9,
                               .cols = 256 * 301 });
