@@ -1341,6 +1341,7 @@ run_fallback(const opts *o, const char *prompt, const char *why)
     free(text);
     return EXIT_OK;
 #else
+    (void)prompt;
     fprintf(stderr, "kestrel: error: --fallback-url: this kestrel was built "
             "without libcurl\n");
     return EXIT_ERROR;

@@ -626,7 +626,8 @@ run_verify(slot *s, job *j)
         }
         if (st == KS_OK) {
             memcpy(toks, j->prompt + n_batch_end, nr * sizeof(int32_t));
-            memcpy(toks + nr, j->draft, nd * sizeof(int32_t));
+            if (nd > 0)  /* a round with no drafts has no draft array */
+                memcpy(toks + nr, j->draft, nd * sizeof(int32_t));
             st = ks_session_eval_all(s->sess, toks, nr + nd, logits);
         }
         if (st == KS_OK && rows != logits)
