@@ -626,8 +626,7 @@ run_verify(slot *s, job *j)
         }
         if (st == KS_OK) {
             memcpy(toks, j->prompt + n_batch_end, nr * sizeof(int32_t));
-            if (nd > 0)  /* a round with no drafts has no draft array */
-                memcpy(toks + nr, j->draft, nd * sizeof(int32_t));
+            memcpy(toks + nr, j->draft, nd * sizeof(int32_t));
             st = ks_session_eval_all(s->sess, toks, nr + nd, logits);
         }
         if (st == KS_OK && rows != logits)
@@ -1568,7 +1567,8 @@ get_ids(cJSON *root, const char *key, size_t max, int32_t **out, size_t *n,
     if (len > max)
         return reject(e, 400, key, "context_length_exceeded", "'%s' holds "
                       "%zu ids; at most %zu fit", key, len, max);
-    if (len && !(*out = malloc(len * sizeof(int32_t))))
+    /* never NULL, even for no ids: callers copy from it */
+    if (!(*out = malloc((len ? len : 1) * sizeof(int32_t))))
         return reject(e, 500, NULL, "server_error", "out of memory");
     cJSON_ArrayForEach(v, a) {
         double x = cJSON_IsNumber(v) ? v->valuedouble : -1;
