@@ -182,6 +182,45 @@ model_describe_out(void)
     close_all();
 }
 
+/* The expert-placement readers (a dense fixture model: no budget): a
+ * NULL model zeroes the stats and holds no resident experts; a NULL out
+ * is a no-op; a NULL ids asks only for the count. */
+static void
+model_expert_stats_m(void)
+{
+    ks_expert_stats st;
+
+    memset(&st, 0xa5, sizeof st);
+    ks_model_expert_stats(NULL, &st);
+    ck_assert_uint_eq(st.n_moves, 0);
+    ck_assert_uint_eq(st.n_fills, 0);
+}
+
+static void
+model_expert_stats_out(void)
+{
+    open_all();
+    ks_model_expert_stats(f.m, NULL);
+    close_all();
+}
+
+static void
+model_expert_resident_m(void)
+{
+    uint32_t ids[4] = { 7, 7, 7, 7 };
+
+    ck_assert_uint_eq(ks_model_expert_resident(NULL, 0, ids, 4), 0);
+    ck_assert_uint_eq(ids[0], 7);
+}
+
+static void
+model_expert_resident_ids(void)
+{
+    open_all();
+    ck_assert_uint_eq(ks_model_expert_resident(f.m, 0, NULL, 4), 0);
+    close_all();
+}
+
 static void
 model_tokenize_m(void)
 {
@@ -876,6 +915,10 @@ static const probe probes[] = {
     PROBE("ks_model_destroy", "m", model_destroy_m),
     PROBE("ks_model_describe", "m", model_describe_m),
     PROBE("ks_model_describe", "out", model_describe_out),
+    PROBE("ks_model_expert_stats", "m", model_expert_stats_m),
+    PROBE("ks_model_expert_stats", "out", model_expert_stats_out),
+    PROBE("ks_model_expert_resident", "m", model_expert_resident_m),
+    PROBE("ks_model_expert_resident", "ids", model_expert_resident_ids),
     PROBE("ks_model_tokenize", "m", model_tokenize_m),
     PROBE("ks_model_tokenize", "text", model_tokenize_text),
     PROBE("ks_model_tokenize", "out", model_tokenize_out),
